@@ -1,0 +1,155 @@
+#include "common/buf.h"
+
+#include <openssl/crypto.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/hex.h"
+
+int vbuf_reserve(vbuf *b, size_t extra)
+{
+    if (extra > SIZE_MAX - b->len - 1)
+        return -1;
+    size_t need = b->len + extra + 1; /* room for vbuf_cstr's NUL */
+    if (need <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    uint8_t *p = realloc(b->data, cap);
+    if (!p)
+        return -1;
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+int vbuf_append(vbuf *b, const void *p, size_t n)
+{
+    if (vbuf_reserve(b, n) < 0)
+        return -1;
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+int vbuf_append_str(vbuf *b, const char *s)
+{
+    return vbuf_append(b, s, strlen(s));
+}
+
+int vbuf_printf(vbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || vbuf_reserve(b, (size_t)n) < 0)
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+int vbuf_append_hex(vbuf *b, const uint8_t *p, size_t n)
+{
+    if (n > (SIZE_MAX - 1) / 2 || vbuf_reserve(b, 2 * n) < 0)
+        return -1;
+    hex_encode(p, n, (char *)b->data + b->len);
+    b->len += 2 * n;
+    return 0;
+}
+
+void vbuf_consume(vbuf *b, size_t n)
+{
+    if (n >= b->len) {
+        b->len = 0;
+        return;
+    }
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+}
+
+void vbuf_reset(vbuf *b)
+{
+    b->len = 0;
+}
+
+void vbuf_free(vbuf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+void vbuf_free_secure(vbuf *b)
+{
+    if (b->data)
+        OPENSSL_cleanse(b->data, b->cap);
+    vbuf_free(b);
+}
+
+char *vbuf_cstr(vbuf *b)
+{
+    if (vbuf_reserve(b, 0) < 0)
+        return NULL;
+    b->data[b->len] = '\0';
+    return (char *)b->data;
+}
+
+bool cursor_read_span(cursor *c, size_t n, const uint8_t **out)
+{
+    if (n > c->left)
+        return false;
+    *out = c->p;
+    c->p += n;
+    c->left -= n;
+    return true;
+}
+
+bool cursor_skip(cursor *c, size_t n)
+{
+    const uint8_t *unused;
+    return cursor_read_span(c, n, &unused);
+}
+
+bool cursor_read_u8(cursor *c, uint8_t *v)
+{
+    const uint8_t *p;
+    if (!cursor_read_span(c, 1, &p))
+        return false;
+    *v = p[0];
+    return true;
+}
+
+bool cursor_read_be16(cursor *c, uint16_t *v)
+{
+    const uint8_t *p;
+    if (!cursor_read_span(c, 2, &p))
+        return false;
+    *v = (uint16_t)(p[0] << 8 | p[1]);
+    return true;
+}
+
+bool cursor_read_be32(cursor *c, uint32_t *v)
+{
+    const uint8_t *p;
+    if (!cursor_read_span(c, 4, &p))
+        return false;
+    *v = get_be32(p);
+    return true;
+}
+
+bool cursor_read_be64(cursor *c, uint64_t *v)
+{
+    const uint8_t *p;
+    if (!cursor_read_span(c, 8, &p))
+        return false;
+    *v = (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
+    return true;
+}

@@ -1,0 +1,1 @@
+typedef int veil_crypto_placeholder;
