@@ -1,1 +1,0 @@
-typedef int veil_crypto_placeholder;

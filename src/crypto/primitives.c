@@ -1,0 +1,180 @@
+#include "crypto/primitives.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <string.h>
+
+/* fetched once per process: the fetch is a locked provider lookup */
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static EVP_KDF *g_hkdf;
+static EVP_CIPHER *g_gcm;
+
+static void fetch_algorithms(void)
+{
+    g_hkdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    g_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+}
+
+static int ensure_fetched(void)
+{
+    pthread_once(&g_once, fetch_algorithms);
+    return g_hkdf && g_gcm ? 0 : -1;
+}
+
+int random_bytes(uint8_t *out, size_t n)
+{
+    return RAND_priv_bytes(out, (int)n) == 1 ? 0 : -1;
+}
+
+int ct_equal(const void *a, const void *b, size_t n)
+{
+    return CRYPTO_memcmp(a, b, n) == 0;
+}
+
+int x25519_public(const uint8_t priv[X25519_KEY_LEN], uint8_t pub[X25519_KEY_LEN])
+{
+    EVP_PKEY *pk = EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, priv, X25519_KEY_LEN);
+    size_t len = X25519_KEY_LEN;
+    int rc = pk && EVP_PKEY_get_raw_public_key(pk, pub, &len) == 1 && len == X25519_KEY_LEN ? 0 : -1;
+    EVP_PKEY_free(pk);
+    return rc;
+}
+
+int x25519_keygen(uint8_t priv[X25519_KEY_LEN], uint8_t pub[X25519_KEY_LEN])
+{
+    /* 32 random bytes as the original clients do; clamping happens in the scalar mult */
+    if (random_bytes(priv, X25519_KEY_LEN) < 0 || x25519_public(priv, pub) < 0) {
+        OPENSSL_cleanse(priv, X25519_KEY_LEN);
+        return -1;
+    }
+    return 0;
+}
+
+int x25519_shared(const uint8_t priv[X25519_KEY_LEN], const uint8_t peer[X25519_KEY_LEN],
+                  uint8_t out[X25519_KEY_LEN])
+{
+    int rc = -1;
+    EVP_PKEY *me = EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, priv, X25519_KEY_LEN);
+    EVP_PKEY *them = EVP_PKEY_new_raw_public_key_ex(NULL, "X25519", NULL, peer, X25519_KEY_LEN);
+    EVP_PKEY_CTX *ctx = me ? EVP_PKEY_CTX_new_from_pkey(NULL, me, NULL) : NULL;
+    size_t len = X25519_KEY_LEN;
+    if (!them || !ctx || EVP_PKEY_derive_init(ctx) != 1 ||
+        EVP_PKEY_derive_set_peer_ex(ctx, them, 0) != 1)
+        goto out;
+    if (EVP_PKEY_derive(ctx, out, &len) != 1 || len != X25519_KEY_LEN) {
+        rc = -2; /* OpenSSL refuses an all-zero result */
+        goto out;
+    }
+    uint8_t acc = 0;
+    for (size_t i = 0; i < X25519_KEY_LEN; i++)
+        acc |= out[i];
+    rc = acc ? 0 : -2; /* reject a low-order peer key, as every original side did */
+out:
+    if (rc != 0)
+        OPENSSL_cleanse(out, X25519_KEY_LEN);
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(me);
+    EVP_PKEY_free(them);
+    return rc;
+}
+
+int hkdf_sha512(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt, size_t salt_len,
+                const uint8_t *info, size_t info_len, uint8_t *out, size_t out_len)
+{
+    if (ensure_fetched() < 0)
+        return -1;
+    EVP_KDF_CTX *kctx = EVP_KDF_CTX_new(g_hkdf);
+    if (!kctx)
+        return -1;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA512", 0),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)ikm, ikm_len),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, salt_len),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, info_len),
+        OSSL_PARAM_construct_end(),
+    };
+    int rc = EVP_KDF_derive(kctx, out, out_len, params) == 1 ? 0 : -1;
+    EVP_KDF_CTX_free(kctx);
+    return rc;
+}
+
+static EVP_CIPHER_CTX *gcm_ctx(const uint8_t *key, const uint8_t *iv, int enc)
+{
+    if (ensure_fetched() < 0)
+        return NULL;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    size_t ivlen = GCM_IV_LEN;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_size_t(OSSL_CIPHER_PARAM_AEAD_IVLEN, &ivlen),
+        OSSL_PARAM_construct_end(),
+    };
+    if (!ctx || EVP_CipherInit_ex2(ctx, g_gcm, NULL, NULL, enc, params) != 1 ||
+        EVP_CipherInit_ex2(ctx, NULL, key, iv, enc, NULL) != 1) {
+        EVP_CIPHER_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+/* EVP update lengths are int: process in slices so any size_t length works */
+static int gcm_update(EVP_CIPHER_CTX *ctx, uint8_t *out, const uint8_t *in, size_t len)
+{
+    const size_t slice = 1u << 30;
+    while (len) {
+        int n = (int)(len < slice ? len : slice), outl = 0;
+        if (EVP_CipherUpdate(ctx, out, &outl, in, n) != 1 || outl != n)
+            return -1;
+        in += n;
+        if (out)
+            out += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int aesgcm_encrypt(const uint8_t key[AES256_KEY_LEN], const uint8_t iv[GCM_IV_LEN],
+                   const uint8_t *aad, size_t aad_len, const uint8_t *pt, size_t len,
+                   uint8_t *ct, uint8_t tag[GCM_TAG_LEN])
+{
+    EVP_CIPHER_CTX *ctx = gcm_ctx(key, iv, 1);
+    int outl = 0, rc = -1;
+    if (!ctx)
+        return -1;
+    if (aad_len) {
+        if (EVP_CipherUpdate(ctx, NULL, &outl, aad, (int)aad_len) != 1)
+            goto out;
+    }
+    if (gcm_update(ctx, ct, pt, len) < 0 || EVP_CipherFinal_ex(ctx, ct + len, &outl) != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, GCM_TAG_LEN, tag) != 1)
+        goto out;
+    rc = 0;
+out:
+    EVP_CIPHER_CTX_free(ctx);
+    return rc;
+}
+
+int aesgcm_decrypt(const uint8_t key[AES256_KEY_LEN], const uint8_t iv[GCM_IV_LEN],
+                   const uint8_t *aad, size_t aad_len, const uint8_t *ct, size_t len,
+                   const uint8_t tag[GCM_TAG_LEN], uint8_t *pt)
+{
+    EVP_CIPHER_CTX *ctx = gcm_ctx(key, iv, 0);
+    int outl = 0, rc = -1;
+    if (!ctx)
+        return -1;
+    if (aad_len && EVP_CipherUpdate(ctx, NULL, &outl, aad, (int)aad_len) != 1)
+        goto out;
+    if (gcm_update(ctx, pt, ct, len) < 0 ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, GCM_TAG_LEN, (void *)tag) != 1 ||
+        EVP_CipherFinal_ex(ctx, pt + len, &outl) != 1)
+        goto out;
+    rc = 0;
+out:
+    if (rc != 0 && len)
+        OPENSSL_cleanse(pt, len);
+    EVP_CIPHER_CTX_free(ctx);
+    return rc;
+}

@@ -1,0 +1,341 @@
+/* EncryptedPayload: the shared vectors, round trips for every context, and a
+ * negative test for every tampered or malformed field. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "common/hex.h"
+#include "crypto/ep.h"
+
+static json_t *load_vectors(void)
+{
+    json_error_t err;
+    json_t *v = json_load_file(VEIL_FIXTURES "/crypto_test_vectors.json", 0, &err);
+    assert_non_null(v);
+    return v;
+}
+
+static void unhex(const char *s, uint8_t *out, size_t n)
+{
+    assert_int_equal(hex_decode_exact(s, strlen(s), out, n), 0);
+}
+
+static size_t unhex_var(const char *s, uint8_t *out, size_t cap)
+{
+    long n = hex_decode(s, strlen(s), out, cap);
+    assert_true(n >= 0);
+    return (size_t)n;
+}
+
+static const char *jstr(const json_t *o, const char *k)
+{
+    const json_t *v = json_object_get(o, k);
+    assert_true(json_is_string(v));
+    return json_string_value(v);
+}
+
+static void test_ecdh_vectors(void **state)
+{
+    (void)state;
+    json_t *all = load_vectors();
+    json_t *arr = json_object_get(all, "ecdh_derivation");
+    assert_int_equal(json_array_size(arr), 4);
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v) {
+        uint8_t priv[32], pub[32], salt[32], want[32], got[32];
+        unhex(jstr(v, "private_key_hex"), priv, 32);
+        unhex(jstr(v, "public_key_hex"), pub, 32);
+        unhex(jstr(v, "salt_hex"), salt, 32);
+        unhex(jstr(v, "expected_key_hex"), want, 32);
+        assert_int_equal(ep_derive_key(priv, pub, salt, jstr(v, "context"), got), EP_OK);
+        assert_memory_equal(got, want, 32);
+    }
+    json_decref(all);
+}
+
+static void test_aes_gcm_vectors(void **state)
+{
+    (void)state;
+    json_t *all = load_vectors();
+    json_t *arr = json_object_get(all, "aes_gcm");
+    assert_int_equal(json_array_size(arr), 3);
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v) {
+        uint8_t key[32], iv[16], tag[16], got_tag[16], pt[256], ct[256], out[256], aad[64];
+        unhex(jstr(v, "key_hex"), key, 32);
+        unhex(jstr(v, "iv_hex"), iv, 16);
+        unhex(jstr(v, "auth_tag_hex"), tag, 16);
+        size_t n = unhex_var(jstr(v, "plaintext_hex"), pt, sizeof pt);
+        assert_int_equal(unhex_var(jstr(v, "ciphertext_hex"), ct, sizeof ct), n);
+        size_t aad_len = 0;
+        if (json_object_get(v, "aad_hex"))
+            aad_len = unhex_var(jstr(v, "aad_hex"), aad, sizeof aad);
+        assert_int_equal(aesgcm_encrypt(key, iv, aad, aad_len, pt, n, out, got_tag), 0);
+        assert_memory_equal(out, ct, n);
+        assert_memory_equal(got_tag, tag, 16);
+        assert_int_equal(aesgcm_decrypt(key, iv, aad, aad_len, ct, n, tag, out), 0);
+        assert_memory_equal(out, pt, n);
+        tag[0] ^= 1;
+        assert_int_equal(aesgcm_decrypt(key, iv, aad, aad_len, ct, n, tag, out), -1);
+    }
+    json_decref(all);
+}
+
+/* RFC 7748 §6.1: Alice's public key and the shared secret */
+static void test_x25519_rfc7748(void **state)
+{
+    (void)state;
+    uint8_t a_priv[32], a_pub[32], b_pub[32], want_pub[32], want_ss[32], ss[32];
+    unhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a", a_priv, 32);
+    unhex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a", want_pub, 32);
+    unhex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f", b_pub, 32);
+    unhex("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742", want_ss, 32);
+    assert_int_equal(x25519_public(a_priv, a_pub), 0);
+    assert_memory_equal(a_pub, want_pub, 32);
+    assert_int_equal(x25519_shared(a_priv, b_pub, ss), 0);
+    assert_memory_equal(ss, want_ss, 32);
+}
+
+static void test_low_order_point_rejected(void **state)
+{
+    (void)state;
+    uint8_t priv[32], pub[32], zero[32] = {0}, ss[32];
+    ep e;
+    assert_int_equal(x25519_keygen(priv, pub), 0);
+    assert_int_equal(x25519_shared(priv, zero, ss), -2);
+    assert_int_equal(ep_seal(zero, (const uint8_t *)"x", 1, EP_CTX_TEST, &e), EP_ERR_KEY);
+}
+
+static void test_roundtrip_every_context(void **state)
+{
+    (void)state;
+    uint8_t priv[32], pub[32];
+    assert_int_equal(x25519_keygen(priv, pub), 0);
+    const char *msg = "the quick brown fox \xe2\x9c\x93";
+    for (size_t i = 0; EP_KNOWN_CONTEXTS[i]; i++) {
+        ep e;
+        secret pt;
+        assert_int_equal(ep_seal(pub, (const uint8_t *)msg, strlen(msg), EP_KNOWN_CONTEXTS[i], &e), EP_OK);
+        assert_int_equal(e.ct_len, strlen(msg));
+        /* through JSON and back */
+        vbuf j = VBUF_INIT;
+        assert_int_equal(ep_write_json(&e, &j), 0);
+        ep back;
+        assert_int_equal(ep_parse((const char *)j.data, j.len, &back, NULL), EP_OK);
+        assert_int_equal(ep_open(priv, &back, EP_KNOWN_CONTEXTS[i], &pt), EP_OK);
+        assert_int_equal(pt.len, strlen(msg));
+        assert_memory_equal(pt.data, msg, pt.len);
+        secret_free(&pt);
+        /* every other context fails */
+        for (size_t k = 0; EP_KNOWN_CONTEXTS[k]; k++) {
+            if (k == i)
+                continue;
+            assert_int_equal(ep_open(priv, &back, EP_KNOWN_CONTEXTS[k], &pt), EP_ERR_AUTH);
+            assert_null(pt.data);
+        }
+        vbuf_free(&j);
+        ep_clear(&e);
+        ep_clear(&back);
+    }
+}
+
+static void test_fresh_randomness(void **state)
+{
+    (void)state;
+    uint8_t priv[32], pub[32];
+    ep a, b;
+    assert_int_equal(x25519_keygen(priv, pub), 0);
+    assert_int_equal(ep_seal(pub, (const uint8_t *)"same", 4, EP_CTX_TEST, &a), EP_OK);
+    assert_int_equal(ep_seal(pub, (const uint8_t *)"same", 4, EP_CTX_TEST, &b), EP_OK);
+    assert_memory_not_equal(a.epk, b.epk, 32);
+    assert_memory_not_equal(a.salt, b.salt, 32);
+    assert_memory_not_equal(a.iv, b.iv, 16);
+    ep_clear(&a);
+    ep_clear(&b);
+}
+
+static void test_empty_and_large(void **state)
+{
+    (void)state;
+    uint8_t priv[32], pub[32];
+    assert_int_equal(x25519_keygen(priv, pub), 0);
+    ep e;
+    secret pt;
+    assert_int_equal(ep_seal(pub, NULL, 0, EP_CTX_USER_STORAGE, &e), EP_OK);
+    assert_int_equal(e.ct_len, 0);
+    assert_int_equal(ep_open(priv, &e, EP_CTX_USER_STORAGE, &pt), EP_OK);
+    assert_int_equal(pt.len, 0);
+    secret_free(&pt);
+    ep_clear(&e);
+
+    size_t big = 1u << 20;
+    uint8_t *m = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        m[i] = (uint8_t)(i * 31);
+    assert_int_equal(ep_seal(pub, m, big, EP_CTX_ASSISTANT_STORAGE, &e), EP_OK);
+    assert_int_equal(ep_open(priv, &e, EP_CTX_ASSISTANT_STORAGE, &pt), EP_OK);
+    assert_int_equal(pt.len, big);
+    assert_memory_equal(pt.data, m, big);
+    secret_free(&pt);
+    ep_clear(&e);
+    free(m);
+}
+
+static void test_wrong_key(void **state)
+{
+    (void)state;
+    uint8_t priv[32], pub[32], priv2[32], pub2[32];
+    assert_int_equal(x25519_keygen(priv, pub), 0);
+    assert_int_equal(x25519_keygen(priv2, pub2), 0);
+    ep e;
+    secret pt;
+    assert_int_equal(ep_seal(pub, (const uint8_t *)"hi", 2, EP_CTX_TEST, &e), EP_OK);
+    assert_int_equal(ep_open(priv2, &e, EP_CTX_TEST, &pt), EP_ERR_AUTH);
+    ep_clear(&e);
+}
+
+/* flipping any bit of any byte-field makes opening fail */
+static void test_tamper_every_field(void **state)
+{
+    (void)state;
+    uint8_t priv[32], pub[32];
+    assert_int_equal(x25519_keygen(priv, pub), 0);
+    ep e;
+    secret pt;
+    assert_int_equal(ep_seal(pub, (const uint8_t *)"tamper me", 9, EP_CTX_TEST, &e), EP_OK);
+    struct { uint8_t *p; size_t n; } fields[] = {
+        {e.epk, 32}, {e.iv, 16}, {e.tag, 16}, {e.salt, 32}, {e.ct, e.ct_len},
+    };
+    for (size_t f = 0; f < sizeof fields / sizeof fields[0]; f++) {
+        for (size_t i = 0; i < fields[f].n; i += 3) {
+            fields[f].p[i] ^= 0x01;
+            ep_err r = ep_open(priv, &e, EP_CTX_TEST, &pt);
+            /* a flipped epk may land on a low-order point; either way it must fail */
+            assert_true(r == EP_ERR_AUTH || (f == 0 && r == EP_ERR_KEY));
+            fields[f].p[i] ^= 0x01;
+        }
+    }
+    assert_int_equal(ep_open(priv, &e, EP_CTX_TEST, &pt), EP_OK);
+    secret_free(&pt);
+    /* truncated ciphertext */
+    e.ct_len--;
+    assert_int_equal(ep_open(priv, &e, EP_CTX_TEST, &pt), EP_ERR_AUTH);
+    ep_clear(&e);
+}
+
+static void test_bad_context(void **state)
+{
+    (void)state;
+    uint8_t priv[32], pub[32];
+    assert_int_equal(x25519_keygen(priv, pub), 0);
+    ep e;
+    assert_int_equal(ep_seal(pub, (const uint8_t *)"x", 1, "", &e), EP_ERR_CONTEXT);
+    assert_int_equal(ep_seal(pub, (const uint8_t *)"x", 1, "bad\ncontext", &e), EP_ERR_CONTEXT);
+    assert_true(ep_context_is_known("client-to-enclave-transport"));
+    assert_true(ep_context_is_known("org-key-distribution"));
+    assert_false(ep_context_is_known("Client-To-Enclave-Transport"));
+    assert_false(ep_context_is_known("client-to-enclave-transport "));
+}
+
+/* Build an EP JSON with one field replaced. */
+static ep_err parse_with(const char *field, const char *value, const char **bad)
+{
+    const char *names[] = {EP_F_EPK, EP_F_IV, EP_F_CT, EP_F_TAG, EP_F_SALT};
+    const char *good[] = {
+        "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f",
+        "11111111111111111111111111111111", "9b2ee55288f111f35e648a71bb",
+        "b60febd361c3d05ee4ac80ec98dc5232",
+        "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+    };
+    json_t *o = json_object();
+    for (int i = 0; i < 5; i++) {
+        if (strcmp(names[i], field) != 0)
+            json_object_set_new(o, names[i], json_string(good[i]));
+        else if (value)
+            json_object_set_new(o, names[i], json_string(value));
+    }
+    ep e;
+    ep_err r = ep_from_json(o, &e, bad);
+    ep_clear(&e);
+    json_decref(o);
+    return r;
+}
+
+static void test_json_strictness(void **state)
+{
+    (void)state;
+    const char *bad;
+    assert_int_equal(parse_with("none", NULL, &bad), EP_OK);
+    assert_int_equal(parse_with(EP_F_EPK, NULL, &bad), EP_ERR_MISSING);
+    assert_string_equal(bad, EP_F_EPK);
+    assert_int_equal(parse_with(EP_F_CT, NULL, &bad), EP_ERR_MISSING);
+    assert_string_equal(bad, EP_F_CT);
+    assert_int_equal(parse_with(EP_F_EPK, "abcd", &bad), EP_ERR_EPK_LEN);
+    assert_int_equal(parse_with(EP_F_IV, "1111111111111111111111111111111111", &bad), EP_ERR_IV_LEN);
+    assert_int_equal(parse_with(EP_F_TAG, "b60febd361c3d05ee4ac80ec98dc52", &bad), EP_ERR_TAG_LEN);
+    assert_int_equal(parse_with(EP_F_SALT, "bbbb", &bad), EP_ERR_SALT_LEN);
+    assert_string_equal(bad, EP_F_SALT);
+    /* odd length, whitespace, prefix, non-hex: all rejected (defect §10.25) */
+    assert_int_equal(parse_with(EP_F_CT, "9b2ee55288f111f35e648a71b", &bad), EP_ERR_HEX);
+    assert_int_equal(parse_with(EP_F_CT, "9b2e e552", &bad), EP_ERR_HEX);
+    assert_int_equal(parse_with(EP_F_CT, "0x9b2e", &bad), EP_ERR_HEX);
+    assert_int_equal(parse_with(EP_F_IV, "1111111111111111111111111111111g", &bad), EP_ERR_HEX);
+    /* upper case is accepted and normalised (the original lowercased) */
+    assert_int_equal(parse_with(EP_F_TAG, "B60FEBD361C3D05EE4AC80EC98DC5232", &bad), EP_OK);
+    /* empty ciphertext is allowed by the envelope */
+    assert_int_equal(parse_with(EP_F_CT, "", &bad), EP_OK);
+    /* wrong types */
+    json_t *o = json_pack("{s:i}", EP_F_EPK, 5);
+    ep e;
+    assert_int_equal(ep_from_json(o, &e, &bad), EP_ERR_TYPE);
+    json_decref(o);
+    assert_int_equal(ep_parse("[1,2]", 5, &e, NULL), EP_ERR_JSON);
+    assert_int_equal(ep_parse("{", 1, &e, NULL), EP_ERR_JSON);
+}
+
+static void test_json_output_shape(void **state)
+{
+    (void)state;
+    ep e = {0};
+    memset(e.epk, 0xAB, 32);
+    memset(e.iv, 0x01, 16);
+    memset(e.tag, 0xFF, 16);
+    memset(e.salt, 0x10, 32);
+    uint8_t ct[2] = {0xDE, 0xAD};
+    e.ct = ct;
+    e.ct_len = 2;
+    vbuf j = VBUF_INIT;
+    assert_int_equal(ep_write_json(&e, &j), 0);
+    const char *want =
+        "{\"ephemeral_public_key\":\"abababababababababababababababababababababababababababababababab\","
+        "\"iv\":\"01010101010101010101010101010101\",\"ciphertext\":\"dead\","
+        "\"auth_tag\":\"ffffffffffffffffffffffffffffffff\","
+        "\"hkdf_salt\":\"1010101010101010101010101010101010101010101010101010101010101010\"}";
+    assert_string_equal(vbuf_cstr(&j), want);
+    vbuf_free(&j);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ecdh_vectors),
+        cmocka_unit_test(test_aes_gcm_vectors),
+        cmocka_unit_test(test_x25519_rfc7748),
+        cmocka_unit_test(test_low_order_point_rejected),
+        cmocka_unit_test(test_roundtrip_every_context),
+        cmocka_unit_test(test_fresh_randomness),
+        cmocka_unit_test(test_empty_and_large),
+        cmocka_unit_test(test_wrong_key),
+        cmocka_unit_test(test_tamper_every_field),
+        cmocka_unit_test(test_bad_context),
+        cmocka_unit_test(test_json_strictness),
+        cmocka_unit_test(test_json_output_shape),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
