@@ -1,1 +1,41 @@
-int main(void) { return 0; }
+/* veil — the command-line client: crypto verbs now, the chat client later. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "common/log.h"
+
+static const cli_verb VERBS[] = {
+    {"keygen", cmd_keygen, "generate an X25519 key pair"},
+    {"seal", cmd_seal, "encrypt stdin to a public key (EncryptedPayload JSON)"},
+    {"open", cmd_open, "decrypt an EncryptedPayload JSON from stdin"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "Usage: veil VERB [OPTIONS]\n\n"
+               "veil is the client of a confidential LLM chat service: messages are sealed\n"
+               "to a key that lives only inside an AWS Nitro Enclave.\n\nVerbs:\n");
+    for (size_t i = 0; i < sizeof VERBS / sizeof VERBS[0]; i++)
+        fprintf(f, "  %-8s %s\n", VERBS[i].name, VERBS[i].summary);
+    fprintf(f, "\nRun `veil VERB --help` for the options of a verb.\n");
+}
+
+int main(int argc, char **argv)
+{
+    log_init("veil");
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof VERBS / sizeof VERBS[0]; i++)
+        if (strcmp(argv[1], VERBS[i].name) == 0)
+            return VERBS[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "veil: unknown verb '%s' (see veil --help)\n", argv[1]);
+    return EXIT_USAGE;
+}

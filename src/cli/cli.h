@@ -1,0 +1,37 @@
+/* cli — the verbs of the `veil` program, one function each.
+ *
+ * Every verb returns the process exit status: 0 success, 1 failure, 2 usage.
+ * Failures print exactly one line on stderr, `veil VERB: reason`. No verb ever
+ * prints a private key or plaintext except as its requested output.
+ */
+#ifndef VEIL_CLI_H
+#define VEIL_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+
+#define EXIT_USAGE 2
+
+typedef struct cli_verb {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} cli_verb;
+
+int cmd_keygen(int argc, char **argv);
+int cmd_seal(int argc, char **argv);
+int cmd_open(int argc, char **argv);
+
+/* `veil VERB: message` on stderr; returns 1 (or the given code). */
+int cli_fail(const char *verb, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Reads all of stdin (at most max bytes) into out; -1 when over the limit or on error. */
+int cli_read_stdin(vbuf *out, size_t max);
+
+/* Reads a 32-byte key given as 64 hex chars, or from a file holding them. */
+int cli_key_arg(const char *verb, const char *what, const char *hex, const char *file,
+                uint8_t out[32]);
+
+#endif

@@ -1,0 +1,67 @@
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "common/hex.h"
+#include "common/secret.h"
+
+int cli_fail(const char *verb, int code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    for (char *p = msg; *p; p++) /* exactly one line */
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+    fprintf(stderr, "veil %s: %s\n", verb, msg);
+    return code;
+}
+
+int cli_read_stdin(vbuf *out, size_t max)
+{
+    for (;;) {
+        if (vbuf_reserve(out, 65536) < 0)
+            return -1;
+        ssize_t n = read(STDIN_FILENO, out->data + out->len, 65536);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            return 0;
+        out->len += (size_t)n;
+        if (out->len > max)
+            return -1;
+    }
+}
+
+int cli_key_arg(const char *verb, const char *what, const char *hex, const char *file,
+                uint8_t out[32])
+{
+    char buf[130];
+    if (hex && file)
+        return cli_fail(verb, EXIT_USAGE, "give the %s either inline or as a file, not both", what);
+    if (file) {
+        FILE *f = fopen(file, "r");
+        if (!f)
+            return cli_fail(verb, 1, "cannot read %s file %s: %s", what, file, strerror(errno));
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+            n--;
+        buf[n] = '\0';
+        hex = buf;
+    }
+    if (!hex)
+        return cli_fail(verb, EXIT_USAGE, "missing %s (see veil %s --help)", what, verb);
+    int rc = 0;
+    if (hex_decode_exact(hex, strlen(hex), out, 32) < 0)
+        rc = cli_fail(verb, EXIT_USAGE, "%s must be 64 hex characters", what);
+    secure_wipe(buf, sizeof buf);
+    return rc;
+}
