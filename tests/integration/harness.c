@@ -60,12 +60,13 @@ const char *h_tmpdir(void)
     return g_tmp;
 }
 
-static const char *slot_printf(const char *fmt, const char *a, const char *b)
+/* "a" + sep + "b" in one of 8 rotating static slots */
+static const char *slot_join(const char *a, const char *sep, const char *b)
 {
     static char slots[8][1024];
     static int next;
     char *s = slots[next++ % 8];
-    snprintf(s, sizeof slots[0], fmt, a, b);
+    snprintf(s, sizeof slots[0], "%s%s%s", a, sep, b);
     return s;
 }
 
@@ -79,9 +80,9 @@ static const char *env_or_die(const char *name)
     return v;
 }
 
-const char *h_bin(const char *name) { return slot_printf("%s/%s", env_or_die("VEIL_BIN"), name); }
-const char *h_src(const char *rel) { return slot_printf("%s/%s", env_or_die("VEIL_SRC"), rel); }
-const char *h_fixture(const char *rel) { return slot_printf("%s/%s", env_or_die("VEIL_FIXTURES"), rel); }
+const char *h_bin(const char *name) { return slot_join(env_or_die("VEIL_BIN"), "/", name); }
+const char *h_src(const char *rel) { return slot_join(env_or_die("VEIL_SRC"), "/", rel); }
+const char *h_fixture(const char *rel) { return slot_join(env_or_die("VEIL_FIXTURES"), "/", rel); }
 
 const char *h_path(const char *prefix, const char *suffix)
 {
@@ -89,7 +90,7 @@ const char *h_path(const char *prefix, const char *suffix)
     snprintf(n, sizeof n, "%d", ++g_path_seq);
     char pre[512];
     snprintf(pre, sizeof pre, "%s/%s-%s", h_tmpdir(), prefix, n);
-    return slot_printf("%s%s", pre, suffix ? suffix : "");
+    return slot_join(pre, "", suffix ? suffix : "");
 }
 
 int proc_start(proc *p, const char *name, const char *const argv[], const char *const envp[])
