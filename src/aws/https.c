@@ -1,0 +1,668 @@
+#include "aws/https.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+
+#define DEFAULT_CONNECT_MS 10000u
+#define DEFAULT_IDLE_MS 60000u
+
+typedef enum conn_state {
+    ST_CONNECTING = 0,
+    ST_CONNECT_SENT,
+    ST_TLS_HANDSHAKE,
+    ST_REQUEST_SENT,
+    ST_BODY,
+    ST_DONE,
+} conn_state;
+
+static const char *const STATE_NAMES[] = {
+    "connecting", "connect_sent", "tls_handshake", "request_sent", "body", "done",
+};
+
+struct https_ctx {
+    struct event_base *base;
+    SSL_CTX *ssl_ctx;
+};
+
+struct https_conn {
+    https_ctx *ctx;
+    conn_state st;
+    int fd;
+    struct event *connect_ev;  /* EV_WRITE: non-blocking connect completion */
+    struct event *phase_timer; /* connect-phase deadline, and immediate error delivery */
+    struct event *total_timer;
+    struct bufferevent *bev;
+    SSL *ssl;
+    bool tls, via_proxy;
+    char host[256];
+    uint16_t port;
+    unsigned idle_ms;
+    vbuf out; /* the request bytes */
+    http1_body body_kind;
+    uint64_t body_left;
+    http1_chunked chunked;
+    https_callbacks cb;
+    void *ud;
+    char rid[LOG_RID_LEN + 1];
+    /* deferred failure raised before the loop ran (e.g. connect refused at once) */
+    https_err pending_err;
+    char pending_detail[160];
+    int busy;     /* > 0 while inside one of our event handlers */
+    bool finished, cancelled;
+};
+
+const char *https_strerror(https_err e)
+{
+    switch (e) {
+    case HTTPS_OK: return "ok";
+    case HTTPS_ERR_NOMEM: return "out of memory";
+    case HTTPS_ERR_ARG: return "bad request";
+    case HTTPS_ERR_CONNECT: return "connect failed";
+    case HTTPS_ERR_PROXY: return "proxy refused the tunnel";
+    case HTTPS_ERR_TLS: return "TLS failure";
+    case HTTPS_ERR_CERT: return "certificate verification failed";
+    case HTTPS_ERR_IO: return "connection error";
+    case HTTPS_ERR_PROTOCOL: return "malformed HTTP response";
+    case HTTPS_ERR_TRUNCATED: return "response truncated";
+    case HTTPS_ERR_TIMEOUT_CONNECT: return "connect timed out";
+    case HTTPS_ERR_TIMEOUT_IDLE: return "response stalled";
+    case HTTPS_ERR_TIMEOUT_TOTAL: return "request deadline exceeded";
+    case HTTPS_ERR_ABORTED: return "aborted";
+    }
+    return "unknown error";
+}
+
+https_ctx *https_ctx_new(struct event_base *base, const char *ca_file, char *err, size_t errlen)
+{
+    https_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    ctx->base = base;
+    ctx->ssl_ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx->ssl_ctx)
+        goto fail;
+    SSL_CTX_set_min_proto_version(ctx->ssl_ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx->ssl_ctx, SSL_VERIFY_PEER, NULL);
+    int ok = ca_file ? SSL_CTX_load_verify_locations(ctx->ssl_ctx, ca_file, NULL)
+                     : SSL_CTX_set_default_verify_paths(ctx->ssl_ctx);
+    if (ok != 1) {
+        snprintf(err, errlen, "cannot load CA bundle %s", ca_file ? ca_file : "(system)");
+        goto fail_quiet;
+    }
+    return ctx;
+fail:
+    snprintf(err, errlen, "TLS context: %s", ERR_reason_error_string(ERR_get_error()));
+fail_quiet:
+    ERR_clear_error();
+    https_ctx_free(ctx);
+    return NULL;
+}
+
+void https_ctx_free(https_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    SSL_CTX_free(ctx->ssl_ctx);
+    free(ctx);
+}
+
+static void set_state(https_conn *c, conn_state st)
+{
+    log_debug(c->rid, "event=https_state host=%s from=%s to=%s", c->host, STATE_NAMES[c->st],
+              STATE_NAMES[st]);
+    c->st = st;
+}
+
+static void conn_free(https_conn *c)
+{
+    if (c->connect_ev)
+        event_free(c->connect_ev);
+    if (c->phase_timer)
+        event_free(c->phase_timer);
+    if (c->total_timer)
+        event_free(c->total_timer);
+    if (c->bev)
+        bufferevent_free(c->bev); /* frees the SSL and closes fd (CLOSE_ON_FREE) */
+    else if (c->fd >= 0)
+        close(c->fd);
+    if (c->ssl && !c->bev)
+        SSL_free(c->ssl);
+    vbuf_free(&c->out);
+    free(c);
+}
+
+/* Every handler brackets its work with enter/leave: a callback may cancel the
+ * request or the request may finish, and the memory must outlive the handler. */
+static void enter(https_conn *c) { c->busy++; }
+
+static void leave(https_conn *c)
+{
+    if (--c->busy == 0 && (c->finished || c->cancelled))
+        conn_free(c);
+}
+
+static bool gone(const https_conn *c) { return c->finished || c->cancelled; }
+
+static void finish(https_conn *c, https_err err, const char *detail)
+{
+    if (gone(c))
+        return;
+    set_state(c, ST_DONE);
+    c->finished = true;
+    if (c->bev)
+        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    if (err != HTTPS_OK)
+        log_debug(c->rid, "event=https_fail host=%s err=\"%s\" detail=\"%s\"", c->host,
+                  https_strerror(err), detail ? detail : "");
+    c->busy++;
+    c->cb.on_done(c->ud, err, detail ? detail : https_strerror(err));
+    c->busy--;
+}
+
+void https_cancel(https_conn *c)
+{
+    if (!c || c->cancelled)
+        return;
+    c->cancelled = true;
+    if (c->busy == 0)
+        conn_free(c);
+}
+
+/* ---- response handling ---- */
+
+static int deliver(https_conn *c, const uint8_t *p, size_t n)
+{
+    if (n == 0 || !c->cb.on_body)
+        return 0;
+    c->busy++;
+    int r = c->cb.on_body(c->ud, p, n);
+    c->busy--;
+    if (c->cancelled)
+        return -1;
+    if (r != 0) {
+        finish(c, HTTPS_ERR_ABORTED, "aborted by the body callback");
+        return -1;
+    }
+    return 0;
+}
+
+static int chunk_cb(void *ud, const uint8_t *data, size_t len)
+{
+    return deliver(ud, data, len);
+}
+
+/* Feeds body bytes from the input buffer; returns -1 when the request ended. */
+static int read_body(https_conn *c, struct evbuffer *in)
+{
+    size_t n;
+    while (!gone(c) && (n = evbuffer_get_contiguous_space(in)) > 0) {
+        const uint8_t *p = evbuffer_pullup(in, (ev_ssize_t)n);
+        if (c->body_kind == HTTP1_BODY_CHUNKED) {
+            ptrdiff_t used = http1_chunked_feed(&c->chunked, p, n, chunk_cb, c);
+            if (gone(c))
+                return -1;
+            if (used < 0) {
+                finish(c, HTTPS_ERR_PROTOCOL, http1_strerror((int)used));
+                return -1;
+            }
+            evbuffer_drain(in, (size_t)used);
+            if (http1_chunked_done(&c->chunked)) {
+                finish(c, HTTPS_OK, NULL);
+                return -1;
+            }
+        } else if (c->body_kind == HTTP1_BODY_CONTENT_LENGTH) {
+            size_t take = n < c->body_left ? n : (size_t)c->body_left;
+            if (deliver(c, p, take) < 0)
+                return -1;
+            evbuffer_drain(in, take);
+            c->body_left -= take;
+            if (c->body_left == 0) {
+                finish(c, HTTPS_OK, NULL);
+                return -1;
+            }
+        } else { /* until close */
+            if (deliver(c, p, n) < 0)
+                return -1;
+            evbuffer_drain(in, n);
+        }
+    }
+    return 0;
+}
+
+static int read_head(https_conn *c, struct evbuffer *in)
+{
+    for (;;) {
+        size_t len = evbuffer_get_length(in);
+        if (len == 0)
+            return 0;
+        size_t want = len < HTTP1_MAX_HEAD_SIZE ? len : HTTP1_MAX_HEAD_SIZE;
+        const uint8_t *p = evbuffer_pullup(in, (ev_ssize_t)want);
+        http1_response resp;
+        int r = http1_parse_response(p, want, &resp);
+        if (r == HTTP1_NEED_MORE && want < HTTP1_MAX_HEAD_SIZE)
+            return 0;
+        if (r < 0) {
+            finish(c, HTTPS_ERR_PROTOCOL, http1_strerror(r == HTTP1_NEED_MORE ? HTTP1_ERR_HEAD_TOO_LARGE : r));
+            return -1;
+        }
+        if (resp.status >= 100 && resp.status < 200) { /* interim: skip */
+            evbuffer_drain(in, (size_t)r);
+            continue;
+        }
+        c->body_kind = resp.body;
+        c->body_left = resp.content_length;
+        if (c->cb.on_head) {
+            c->busy++;
+            int rc = c->cb.on_head(c->ud, &resp);
+            c->busy--;
+            if (c->cancelled)
+                return -1;
+            if (rc != 0) {
+                finish(c, HTTPS_ERR_ABORTED, "aborted by the head callback");
+                return -1;
+            }
+        }
+        evbuffer_drain(in, (size_t)r);
+        set_state(c, ST_BODY);
+        if (c->body_kind == HTTP1_BODY_NONE ||
+            (c->body_kind == HTTP1_BODY_CONTENT_LENGTH && c->body_left == 0)) {
+            finish(c, HTTPS_OK, NULL);
+            return -1;
+        }
+        if (c->body_kind == HTTP1_BODY_CHUNKED)
+            http1_chunked_init(&c->chunked);
+        return read_body(c, in);
+    }
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    https_conn *c = arg;
+    enter(c);
+    struct evbuffer *in = bufferevent_get_input(bev);
+    if (c->st == ST_REQUEST_SENT)
+        read_head(c, in);
+    else if (c->st == ST_BODY)
+        read_body(c, in);
+    else if (!gone(c))
+        finish(c, HTTPS_ERR_PROTOCOL, "data before the request was sent");
+    leave(c);
+}
+
+/* The end of the stream: complete only if the framing says so. */
+static void on_eof(https_conn *c)
+{
+    if (c->st == ST_BODY && c->body_kind == HTTP1_BODY_UNTIL_CLOSE)
+        finish(c, HTTPS_OK, NULL);
+    else if (c->st == ST_BODY)
+        finish(c, HTTPS_ERR_TRUNCATED, c->body_kind == HTTP1_BODY_CHUNKED
+                                           ? "connection closed inside a chunked body"
+                                           : "connection closed before content-length bytes");
+    else
+        finish(c, HTTPS_ERR_TRUNCATED, "connection closed before the response head");
+}
+
+static void tls_error(https_conn *c, short what)
+{
+    char detail[200];
+    long vr = c->ssl ? SSL_get_verify_result(c->ssl) : X509_V_OK;
+    if (c->st == ST_TLS_HANDSHAKE && vr != X509_V_OK) {
+        snprintf(detail, sizeof detail, "%s", X509_verify_cert_error_string(vr));
+        finish(c, HTTPS_ERR_CERT, detail);
+        return;
+    }
+    unsigned long e = bufferevent_get_openssl_error(c->bev);
+    if (e) {
+        ERR_error_string_n(e, detail, sizeof detail);
+        while (bufferevent_get_openssl_error(c->bev))
+            ;
+        finish(c, HTTPS_ERR_TLS, detail);
+        return;
+    }
+    if (what & BEV_EVENT_EOF) {
+        on_eof(c);
+        return;
+    }
+    int saved = EVUTIL_SOCKET_ERROR();
+    snprintf(detail, sizeof detail, "%s", saved ? strerror(saved) : "connection reset");
+    finish(c, c->st == ST_TLS_HANDSHAKE ? HTTPS_ERR_TLS : HTTPS_ERR_IO, detail);
+}
+
+static void send_request(https_conn *c)
+{
+    bufferevent_setcb(c->bev, on_read, NULL, NULL, c);
+    evtimer_del(c->phase_timer);
+    struct timeval idle = {c->idle_ms / 1000, (c->idle_ms % 1000) * 1000};
+    bufferevent_set_timeouts(c->bev, &idle, &idle);
+    if (bufferevent_write(c->bev, c->out.data, c->out.len) < 0) {
+        finish(c, HTTPS_ERR_NOMEM, "cannot queue the request");
+        return;
+    }
+    vbuf_free_secure(&c->out); /* it held signed headers */
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    set_state(c, ST_REQUEST_SENT);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    https_conn *c = arg;
+    enter(c);
+    if (gone(c)) {
+        leave(c);
+        return;
+    }
+    if (what & BEV_EVENT_CONNECTED) {
+        if (c->st == ST_TLS_HANDSHAKE)
+            send_request(c);
+    } else if (what & BEV_EVENT_TIMEOUT) {
+        finish(c, HTTPS_ERR_TIMEOUT_IDLE, "no data from the server");
+    } else if (what & BEV_EVENT_EOF && !c->tls) {
+        /* drain anything still buffered first */
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+        if (evbuffer_get_length(in))
+            on_read(c->bev, c);
+        if (!gone(c))
+            on_eof(c);
+    } else if (c->tls) {
+        tls_error(c, what);
+    } else {
+        int saved = EVUTIL_SOCKET_ERROR();
+        finish(c, HTTPS_ERR_IO, saved ? strerror(saved) : "connection error");
+    }
+    leave(c);
+}
+
+static int start_tls(https_conn *c)
+{
+    c->ssl = SSL_new(c->ctx->ssl_ctx);
+    if (!c->ssl)
+        return -1;
+    unsigned char ip[16];
+    bool is_ip = inet_pton(AF_INET, c->host, ip) == 1 || inet_pton(AF_INET6, c->host, ip) == 1;
+    X509_VERIFY_PARAM *vp = SSL_get0_param(c->ssl);
+    if (is_ip) {
+        if (X509_VERIFY_PARAM_set1_ip_asc(vp, c->host) != 1)
+            return -1;
+    } else {
+        /* SNI and a strict hostname check (no partial wildcards) */
+        X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        if (SSL_set_tlsext_host_name(c->ssl, c->host) != 1 || SSL_set1_host(c->ssl, c->host) != 1)
+            return -1;
+    }
+    SSL_set_verify(c->ssl, SSL_VERIFY_PEER, NULL);
+    if (c->bev) { /* the plain bufferevent of the CONNECT phase: keep the fd */
+        bufferevent_free(c->bev);
+        c->bev = NULL;
+    }
+    c->bev = bufferevent_openssl_socket_new(c->ctx->base, c->fd, c->ssl, BUFFEREVENT_SSL_CONNECTING,
+                                            BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (!c->bev)
+        return -1;
+    c->fd = -1; /* owned by the bufferevent now */
+    bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1); /* framing decides completeness */
+    bufferevent_setcb(c->bev, NULL, NULL, on_event, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    set_state(c, ST_TLS_HANDSHAKE);
+    return 0;
+}
+
+static void after_tunnel(https_conn *c)
+{
+    if (c->tls) {
+        if (start_tls(c) < 0)
+            finish(c, HTTPS_ERR_TLS, "cannot start TLS");
+        return;
+    }
+    if (!c->bev) {
+        c->bev = bufferevent_socket_new(c->ctx->base, c->fd,
+                                        BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+        if (!c->bev) {
+            finish(c, HTTPS_ERR_NOMEM, "bufferevent");
+            return;
+        }
+        c->fd = -1;
+    } else {
+        bufferevent_setfd(c->bev, c->fd);
+        c->fd = -1;
+    }
+    bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
+    send_request(c);
+}
+
+static void on_connect_reply(struct bufferevent *bev, void *arg)
+{
+    https_conn *c = arg;
+    enter(c);
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t len = evbuffer_get_length(in);
+    size_t want = len < HTTP1_MAX_CONNECT_HEAD_SIZE ? len : HTTP1_MAX_CONNECT_HEAD_SIZE;
+    http1_response resp;
+    int r = http1_parse_response(evbuffer_pullup(in, (ev_ssize_t)want), want, &resp);
+    if (r == HTTP1_NEED_MORE && want < HTTP1_MAX_CONNECT_HEAD_SIZE)
+        goto out;
+    if (r < 0) {
+        finish(c, HTTPS_ERR_PROXY, "malformed reply to CONNECT");
+        goto out;
+    }
+    if (resp.status != 200) { /* a real 200 status, not a substring (defect §10.5) */
+        char detail[120];
+        snprintf(detail, sizeof detail, "proxy answered %d %.*s", resp.status,
+                 (int)(resp.reason_len > 60 ? 60 : resp.reason_len), resp.reason);
+        finish(c, HTTPS_ERR_PROXY, detail);
+        goto out;
+    }
+    if ((size_t)r != len) {
+        finish(c, HTTPS_ERR_PROXY, "proxy sent data before the tunnel was used");
+        goto out;
+    }
+    evbuffer_drain(in, (size_t)r);
+    /* take the fd back from the plain bufferevent; TLS or plain HTTP runs on it */
+    c->fd = bufferevent_getfd(bev);
+    bufferevent_disable(bev, EV_READ | EV_WRITE);
+    if (!c->tls)
+        bufferevent_setfd(bev, -1);
+    after_tunnel(c);
+out:
+    leave(c);
+}
+
+static void on_plain_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    https_conn *c = arg;
+    enter(c);
+    if (what & BEV_EVENT_EOF)
+        finish(c, HTTPS_ERR_PROXY, "proxy closed the connection during CONNECT");
+    else if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+        finish(c, HTTPS_ERR_PROXY, "proxy connection error during CONNECT");
+    leave(c);
+}
+
+static void on_connected(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    https_conn *c = arg;
+    enter(c);
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+        soerr = errno;
+    if (soerr) {
+        char detail[400];
+        snprintf(detail, sizeof detail, "connect to %s: %s", c->via_proxy ? "proxy" : c->host,
+                 strerror(soerr));
+        finish(c, HTTPS_ERR_CONNECT, detail);
+        goto out;
+    }
+    if (!c->via_proxy) {
+        after_tunnel(c);
+        goto out;
+    }
+    /* plain bufferevent for the CONNECT exchange; it must not close the fd */
+    c->bev = bufferevent_socket_new(c->ctx->base, c->fd, BEV_OPT_DEFER_CALLBACKS);
+    if (!c->bev) {
+        finish(c, HTTPS_ERR_NOMEM, "bufferevent");
+        goto out;
+    }
+    bufferevent_setcb(c->bev, on_connect_reply, NULL, on_plain_event, c);
+    char line[600];
+    int n = snprintf(line, sizeof line, "CONNECT %s%s%s:%u HTTP/1.1\r\nHost: %s%s%s:%u\r\n\r\n",
+                     strchr(c->host, ':') ? "[" : "", c->host, strchr(c->host, ':') ? "]" : "",
+                     c->port, strchr(c->host, ':') ? "[" : "", c->host,
+                     strchr(c->host, ':') ? "]" : "", c->port);
+    bufferevent_write(c->bev, line, (size_t)n);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    set_state(c, ST_CONNECT_SENT);
+out:
+    leave(c);
+}
+
+static void on_phase_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    https_conn *c = arg;
+    enter(c);
+    if (c->pending_err != HTTPS_OK)
+        finish(c, c->pending_err, c->pending_detail);
+    else
+        finish(c, HTTPS_ERR_TIMEOUT_CONNECT, STATE_NAMES[c->st]);
+    leave(c);
+}
+
+static void on_total_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    https_conn *c = arg;
+    enter(c);
+    finish(c, HTTPS_ERR_TIMEOUT_TOTAL, STATE_NAMES[c->st]);
+    leave(c);
+}
+
+static int header_ok(const char *s)
+{
+    return s && !strpbrk(s, "\r\n");
+}
+
+static int build_request(https_conn *c, const https_request *req)
+{
+    vbuf *o = &c->out;
+    bool v6 = strchr(c->host, ':') != NULL;
+    bool default_port = c->port == (c->tls ? 443 : 80);
+    if (vbuf_printf(o, "%s %s HTTP/1.1\r\nHost: %s%s%s", req->method, req->target, v6 ? "[" : "",
+                    c->host, v6 ? "]" : "") < 0)
+        return -1;
+    if (!default_port && vbuf_printf(o, ":%u", c->port) < 0)
+        return -1;
+    if (vbuf_append_str(o, "\r\n") < 0)
+        return -1;
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const https_header *h = &req->headers[i];
+        if (!header_ok(h->name) || !header_ok(h->value) || strchr(h->name, ':'))
+            return -2;
+        if (vbuf_printf(o, "%s: %s\r\n", h->name, h->value) < 0)
+            return -1;
+    }
+    bool has_body = req->body_len > 0 || strcmp(req->method, "POST") == 0 ||
+                    strcmp(req->method, "PUT") == 0;
+    if (has_body && vbuf_printf(o, "Content-Length: %zu\r\n", req->body_len) < 0)
+        return -1;
+    if (vbuf_append_str(o, "\r\n") < 0 || vbuf_append(o, req->body, req->body_len) < 0)
+        return -1;
+    return 0;
+}
+
+https_conn *https_start(https_ctx *ctx, const https_request *req, const https_callbacks *cb,
+                        void *ud, char *err, size_t errlen)
+{
+    if (!req->host || !*req->host || strlen(req->host) >= 256 || !header_ok(req->host) ||
+        !req->method || !req->target || req->target[0] != '/' || !header_ok(req->target) ||
+        !header_ok(req->method) || !cb || !cb->on_done || req->port == 0) {
+        snprintf(err, errlen, "bad request description");
+        return NULL;
+    }
+    https_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    c->ctx = ctx;
+    c->fd = -1;
+    c->tls = req->tls;
+    c->via_proxy = req->proxy != NULL;
+    snprintf(c->host, sizeof c->host, "%s", req->host);
+    c->port = req->port;
+    c->cb = *cb;
+    c->ud = ud;
+    c->idle_ms = req->idle_timeout_ms ? req->idle_timeout_ms : DEFAULT_IDLE_MS;
+    snprintf(c->rid, sizeof c->rid, "%s", req->rid ? req->rid : "-");
+    int br = build_request(c, req);
+    if (br < 0) {
+        snprintf(err, errlen, br == -2 ? "bad header" : "out of memory");
+        conn_free(c);
+        return NULL;
+    }
+    c->phase_timer = evtimer_new(ctx->base, on_phase_timer, c);
+    if (!c->phase_timer)
+        goto nomem;
+    if (req->total_timeout_ms) {
+        c->total_timer = evtimer_new(ctx->base, on_total_timer, c);
+        if (!c->total_timer)
+            goto nomem;
+        struct timeval tv = {req->total_timeout_ms / 1000, (req->total_timeout_ms % 1000) * 1000};
+        evtimer_add(c->total_timer, &tv);
+    }
+
+    veil_addr direct;
+    const veil_addr *target = req->proxy;
+    if (!target) {
+        memset(&direct, 0, sizeof direct);
+        direct.kind = ADDR_TCP;
+        snprintf(direct.host, sizeof direct.host, "%s", c->host);
+        direct.port = c->port;
+        target = &direct;
+    }
+    char cerr[160];
+    c->fd = addr_connect(target, true, cerr, sizeof cerr);
+    unsigned cms = req->connect_timeout_ms ? req->connect_timeout_ms : DEFAULT_CONNECT_MS;
+    struct timeval ctv = {cms / 1000, (cms % 1000) * 1000};
+    if (c->fd < 0) {
+        /* report from the loop, like every other failure */
+        c->pending_err = HTTPS_ERR_CONNECT;
+        snprintf(c->pending_detail, sizeof c->pending_detail, "%s", cerr);
+        struct timeval now = {0, 0};
+        evtimer_add(c->phase_timer, &now);
+        return c;
+    }
+    c->connect_ev = event_new(ctx->base, c->fd, EV_WRITE, on_connected, c);
+    if (!c->connect_ev)
+        goto nomem;
+    event_add(c->connect_ev, NULL);
+    evtimer_add(c->phase_timer, &ctv);
+    set_state(c, ST_CONNECTING);
+    return c;
+nomem:
+    snprintf(err, errlen, "out of memory");
+    conn_free(c);
+    return NULL;
+}
