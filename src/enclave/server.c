@@ -1,0 +1,376 @@
+#include "enclave/server.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/secret.h"
+#include "enclave/framing.h"
+
+#define DEFAULT_IDLE_MS 600000u
+#define DEFAULT_MAX_OUTPUT (64u << 20)
+#define HUP_POLL_MS 500
+
+typedef struct conn conn;
+
+struct enclave_server {
+    struct event_base *base;
+    enclave_core *core;
+    struct evconnlistener *listener;
+    size_t max_request, max_output;
+    unsigned idle_ms;
+    conn *conns;
+    unsigned n_conns;
+};
+
+struct conn {
+    enclave_server *srv;
+    conn *prev, *next;
+    struct bufferevent *bev;
+    struct event *resume;   /* runs the next buffered request outside any callback */
+    struct event *hup_poll; /* while half-closed with a stream running */
+    char rid[LOG_RID_LEN + 1];
+    vbuf acc;               /* received bytes not yet consumed */
+    jf_scanner scan;
+    enclave_req *req;       /* the asynchronous request in progress, if any */
+    bool busy;              /* a request is in progress */
+    bool read_eof;
+    bool closing;           /* close once the output is flushed */
+    bool kill;              /* close now, dropping queued output */
+    unsigned requests;
+};
+
+static void conn_free(conn *c)
+{
+    enclave_server *s = c->srv;
+    if (c->req) {
+        enclave_req *r = c->req;
+        c->req = NULL;
+        enclave_req_cancel(r); /* the parent went away: cancel upstream, free memory */
+    }
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->n_conns--;
+    if (c->resume)
+        event_free(c->resume);
+    if (c->hup_poll)
+        event_free(c->hup_poll);
+    if (c->bev)
+        bufferevent_free(c->bev);
+    vbuf_free_secure(&c->acc);
+    log_info(c->rid, "event=conn_closed requests=%u", c->requests);
+    free(c);
+}
+
+static void on_drained(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    conn *c = arg;
+    if (c->closing && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        conn_free(c);
+}
+
+/* Stop reading; close after whatever is queued has been written. Never frees
+ * synchronously: the resume event or the drain callback does. */
+static void close_after_flush(conn *c)
+{
+    c->closing = true;
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    event_active(c->resume, EV_TIMEOUT, 0);
+}
+
+static void send_line(conn *c, const char *json, size_t len)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (evbuffer_get_length(out) + len > c->srv->max_output) {
+        /* the parent stopped reading: cut it off rather than buffer without bound */
+        log_warn(c->rid, "event=parent_too_slow pending=%zu", evbuffer_get_length(out));
+        c->closing = c->kill = true;
+        event_active(c->resume, EV_TIMEOUT, 0);
+        return;
+    }
+    evbuffer_add(out, json, len);
+    evbuffer_add(out, "\n", 1);
+}
+
+static void sink_emit(void *ud, const char *json, size_t len)
+{
+    conn *c = ud;
+    if (!c->closing)
+        send_line(c, json, len);
+}
+
+static void sink_done(void *ud)
+{
+    conn *c = ud;
+    c->req = NULL;
+    c->busy = false;
+    if (c->hup_poll)
+        event_del(c->hup_poll);
+    /* the next buffered request runs from the loop, not inside this callback */
+    event_active(c->resume, EV_TIMEOUT, 0);
+}
+
+static const enclave_sink SINK = {sink_emit, sink_done};
+
+static void reply_error(conn *c, int (*fn)(const char *, vbuf *), const char *text)
+{
+    vbuf out = VBUF_INIT;
+    if (fn(text, &out) == 0)
+        send_line(c, (const char *)out.data, out.len);
+    vbuf_free(&out);
+}
+
+static bool only_space(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\n' && p[i] != '\r')
+            return false;
+    return true;
+}
+
+/* Runs every complete request in the buffer, in order, one at a time. */
+static void process(conn *c)
+{
+    enclave_server *s = c->srv;
+    while (!c->busy && !c->closing) {
+        size_t start = 0, end = 0;
+        jf_status st = jf_scan(&c->scan, (const char *)c->acc.data, c->acc.len, &start, &end);
+        if (st == JF_NEED_MORE) {
+            if (c->acc.len > s->max_request) {
+                char msg[96];
+                snprintf(msg, sizeof msg, "Request too large (limit %zu bytes)", s->max_request);
+                log_warn(c->rid, "event=request_too_large bytes=%zu", c->acc.len);
+                reply_error(c, enclave_error_reply, msg);
+                close_after_flush(c);
+            } else if (c->read_eof) {
+                if (!only_space(c->acc.data, c->acc.len))
+                    reply_error(c, enclave_invalid_json_reply, "incomplete JSON object at end of input");
+                close_after_flush(c);
+            }
+            return;
+        }
+        if (st != JF_COMPLETE) {
+            reply_error(c, enclave_invalid_json_reply,
+                        st == JF_TOO_DEEP ? "nesting too deep" : "expected a JSON object");
+            close_after_flush(c);
+            return;
+        }
+        if (end - start > s->max_request) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "Request too large (limit %zu bytes)", s->max_request);
+            reply_error(c, enclave_error_reply, msg);
+            close_after_flush(c);
+            return;
+        }
+        json_error_t jerr;
+        json_t *req = json_loadb((const char *)c->acc.data + start, end - start, 0, &jerr);
+        /* consume the request and wipe it: it carries ciphertext and maybe credentials */
+        secure_wipe(c->acc.data, end);
+        vbuf_consume(&c->acc, end);
+        jf_reset(&c->scan);
+        if (!req) {
+            reply_error(c, enclave_invalid_json_reply, jerr.text);
+            continue;
+        }
+        char rid[LOG_RID_LEN + 1];
+        log_new_rid(rid);
+        c->requests++;
+        c->busy = true;
+        enclave_req *r = enclave_handle(s->core, req, &SINK, c, rid);
+        json_decref(req);
+        if (c->busy)
+            c->req = r;
+    }
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn *c = arg;
+    if (c->kill ||
+        (c->closing && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)) {
+        conn_free(c);
+        return;
+    }
+    if (c->closing)
+        return; /* on_drained frees it */
+    process(c);
+    /* keep reading while a stream runs: that is how a disconnect is seen */
+    if (!c->closing && !c->read_eof && c->acc.len <= c->srv->max_request)
+        bufferevent_enable(c->bev, EV_READ);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t n = evbuffer_get_length(in);
+    if (vbuf_reserve(&c->acc, n) < 0) {
+        conn_free(c);
+        return;
+    }
+    evbuffer_remove(in, c->acc.data + c->acc.len, n);
+    c->acc.len += n;
+    if (c->busy) {
+        /* a request is running: hold the next one, but do not read without bound */
+        if (c->acc.len > c->srv->max_request)
+            bufferevent_disable(bev, EV_READ);
+        return;
+    }
+    process(c);
+}
+
+/* Half-close and close look the same to read(); POLLHUP tells them apart. */
+static bool peer_gone(conn *c)
+{
+    struct pollfd p = {bufferevent_getfd(c->bev), POLLOUT, 0};
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
+}
+
+static void on_hup_poll(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn *c = arg;
+    if (peer_gone(c)) {
+        log_info(c->rid, "event=parent_disconnected during=stream");
+        conn_free(c);
+    }
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    conn *c = arg;
+    if (what & BEV_EVENT_EOF) {
+        c->read_eof = true;
+        if (c->closing)
+            return;
+        if (!c->busy)
+            process(c); /* an unframed request completes at EOF */
+        if (c->closing)
+            return;
+        if (!c->busy) {
+            close_after_flush(c);
+            return;
+        }
+        if (peer_gone(c)) {
+            log_info(c->rid, "event=parent_disconnected during=stream");
+            conn_free(c);
+            return;
+        }
+        /* half-closed, as a parent may do after its request: keep streaming, watch for HUP */
+        struct timeval tv = {0, HUP_POLL_MS * 1000};
+        event_add(c->hup_poll, &tv);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        if (c->busy) { /* streaming: the request has its own deadline */
+            bufferevent_enable(c->bev, EV_READ);
+            return;
+        }
+        log_info(c->rid, "event=conn_idle_timeout");
+        conn_free(c);
+        return;
+    }
+    conn_free(c); /* error: reset by the parent */
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+                      void *arg)
+{
+    (void)l;
+    (void)sa;
+    (void)len;
+    enclave_server *s = arg;
+    if (s->n_conns >= ENCLAVE_MAX_CONNECTIONS) {
+        log_warn(NULL, "event=conn_refused reason=too_many_connections");
+        close(fd);
+        return;
+    }
+    conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->srv = s;
+    log_new_rid(c->rid);
+    c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->resume = event_new(s->base, -1, 0, on_resume, c);
+    c->hup_poll = event_new(s->base, -1, EV_PERSIST, on_hup_poll, c);
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->n_conns++;
+    if (!c->bev || !c->resume || !c->hup_poll) {
+        conn_free(c);
+        return;
+    }
+    jf_reset(&c->scan);
+    bufferevent_setcb(c->bev, on_read, on_drained, on_event, c);
+    struct timeval idle = {s->idle_ms / 1000, (s->idle_ms % 1000) * 1000};
+    bufferevent_set_timeouts(c->bev, &idle, NULL);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    log_info(c->rid, "event=conn_accepted conns=%u", s->n_conns);
+}
+
+enclave_server *enclave_server_new(struct event_base *base, enclave_core *core, int listen_fd,
+                                   const enclave_server_config *cfg, char *err, size_t errlen)
+{
+    enclave_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        close(listen_fd);
+        return NULL;
+    }
+    s->base = base;
+    s->core = core;
+    s->max_request = cfg && cfg->max_request ? cfg->max_request : ENCLAVE_DEFAULT_MAX_REQUEST;
+    s->max_output = cfg && cfg->max_pending_output ? cfg->max_pending_output : DEFAULT_MAX_OUTPUT;
+    s->idle_ms = cfg && cfg->idle_timeout_ms ? cfg->idle_timeout_ms : DEFAULT_IDLE_MS;
+    s->listener = evconnlistener_new(base, on_accept, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                                     -1, listen_fd);
+    if (!s->listener) {
+        snprintf(err, errlen, "cannot listen: %s", strerror(errno));
+        close(listen_fd);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void enclave_server_stop_accepting(enclave_server *s)
+{
+    if (s->listener)
+        evconnlistener_disable(s->listener);
+}
+
+unsigned enclave_server_connections(const enclave_server *s) { return s->n_conns; }
+
+void enclave_server_free(enclave_server *s)
+{
+    if (!s)
+        return;
+    while (s->conns)
+        conn_free(s->conns);
+    if (s->listener)
+        evconnlistener_free(s->listener);
+    free(s);
+}

@@ -1,0 +1,37 @@
+/* server — the veil-enclave socket server: accepts parent connections on any
+ * veil address and runs the enclave protocol over each.
+ *
+ * Framing: each request is one JSON object, either unframed (the original's form,
+ * parsed as soon as it is complete, or at EOF / half-close) or followed by a
+ * newline; a connection may carry many requests in turn. Replies and stream
+ * events are one JSON object per line. Requests above max_request bytes get an
+ * error reply and the connection is closed. Many connections and streams run at
+ * once on one event loop. Owns its connections; borrows the core and the loop.
+ */
+#ifndef VEIL_ENCLAVE_SERVER_H
+#define VEIL_ENCLAVE_SERVER_H
+
+#include <stddef.h>
+
+#include "enclave/enclave.h"
+
+#define ENCLAVE_DEFAULT_MAX_REQUEST (8u << 20) /* 8 MiB */
+#define ENCLAVE_MAX_CONNECTIONS 4096
+
+typedef struct enclave_server enclave_server;
+
+typedef struct enclave_server_config {
+    size_t max_request;           /* 0: ENCLAVE_DEFAULT_MAX_REQUEST */
+    unsigned idle_timeout_ms;     /* a connection with no request in progress; 0: 600 s */
+    size_t max_pending_output;    /* a parent this far behind is cut off; 0: 64 MiB */
+} enclave_server_config;
+
+/* Takes ownership of listen_fd. */
+enclave_server *enclave_server_new(struct event_base *base, enclave_core *core, int listen_fd,
+                                   const enclave_server_config *cfg, char *err, size_t errlen);
+void enclave_server_stop_accepting(enclave_server *s);
+unsigned enclave_server_connections(const enclave_server *s);
+/* Closes every connection (cancelling their requests) and the listener. */
+void enclave_server_free(enclave_server *s);
+
+#endif

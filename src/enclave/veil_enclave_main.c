@@ -1,0 +1,210 @@
+/* veil-enclave — the daemon inside the Nitro Enclave: the enclave core behind a
+ * socket server. Key pair generated at start, memory only. */
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/addr.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "enclave/enclave.h"
+#include "enclave/server.h"
+
+#define DEFAULT_LISTEN "vsock:ANY:5000"
+#define DEFAULT_PROXY "vsock:3:8443" /* the parent is always CID 3 */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: veil-enclave [OPTIONS]\n\n"
+            "The enclave daemon: holds the transport key pair and the AWS credentials in\n"
+            "memory, decrypts client messages, calls Bedrock ConverseStream through the\n"
+            "parent's CONNECT proxy with TLS terminating here, and streams encrypted chunks.\n\n"
+            "  --listen ADDR          where the parent connects (env ENCLAVE_LISTEN;\n"
+            "                         default " DEFAULT_LISTEN ")\n"
+            "  --proxy ADDR|none      the parent's CONNECT proxy (env PROXY_ADDR;\n"
+            "                         default " DEFAULT_PROXY "); none = connect directly\n"
+            "  --region R             AWS region (env AWS_REGION; default us-east-1)\n"
+            "  --ca-file F            CA bundle for Bedrock's certificate (env VEIL_CA_FILE;\n"
+            "                         default: the system store)\n"
+            "  --bedrock-endpoint H:P Bedrock host and port (env BEDROCK_ENDPOINT; default\n"
+            "                         bedrock-runtime.<region>.amazonaws.com:443)\n"
+            "  --max-streams N        concurrent CHAT/CHAT_STREAM requests (default 1024)\n"
+            "  --max-request BYTES    largest request accepted (default 8388608)\n"
+            "  --stream-timeout SEC   deadline of one chat request (default 300)\n"
+            "  --drain-seconds SEC    on SIGTERM, wait this long for streams (default 30)\n"
+            "  --help                 this text\n\n"
+            "Addresses: vsock:CID:PORT, unix:PATH, tcp:HOST:PORT. Logs go to stderr\n"
+            "(VEIL_LOG_LEVEL); no log line ever holds plaintext or keys.\n");
+}
+
+static struct {
+    struct event_base *base;
+    enclave_core *core;
+    enclave_server *srv;
+    struct event *drain_timer;
+    time_t drain_deadline;
+    long drain_seconds;
+    bool draining;
+} G;
+
+static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    unsigned active = enclave_active_streams(G.core);
+    if (active == 0 || time(NULL) >= G.drain_deadline) {
+        if (active)
+            log_warn(NULL, "event=drain_deadline aborting=%u", active);
+        enclave_abort_all(G.core, "Enclave shutting down");
+        struct timeval flush = {0, 200000}; /* let the final error events reach the parent */
+        event_base_loopexit(G.base, &flush);
+        event_del(G.drain_timer);
+    }
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    (void)arg;
+    if (G.draining) {
+        log_warn(NULL, "event=second_signal exiting=now");
+        event_base_loopbreak(G.base);
+        return;
+    }
+    G.draining = true;
+    G.drain_deadline = time(NULL) + G.drain_seconds;
+    log_info(NULL, "event=shutdown signal=%d active_streams=%u", (int)sig, enclave_active_streams(G.core));
+    enclave_server_stop_accepting(G.srv);
+    struct timeval tick = {0, 100000};
+    event_add(G.drain_timer, &tick);
+}
+
+static int parse_endpoint(const char *s, char *host, size_t hlen, uint16_t *port)
+{
+    const char *colon = strrchr(s, ':');
+    long p;
+    if (!colon || colon == s || (size_t)(colon - s) >= hlen || parse_long(colon + 1, 1, 65535, &p) < 0)
+        return -1;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    *port = (uint16_t)p;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    char err[256];
+    log_init("veil-enclave");
+    if (config_load_dotenv(".env", err, sizeof err) < 0) {
+        fprintf(stderr, "veil-enclave: %s\n", err);
+        return 2;
+    }
+    log_init("veil-enclave");
+    const char *listen = config_str("ENCLAVE_LISTEN", DEFAULT_LISTEN);
+    const char *proxy = config_str("PROXY_ADDR", DEFAULT_PROXY);
+    const char *region = config_str("AWS_REGION", "us-east-1");
+    const char *ca_file = config_str("VEIL_CA_FILE", NULL);
+    const char *endpoint = config_str("BEDROCK_ENDPOINT", NULL);
+    long max_streams = 1024, max_request = 8 << 20, stream_timeout = 300, drain = 30;
+
+    static const struct option opts[] = {
+        {"listen", required_argument, 0, 'l'}, {"proxy", required_argument, 0, 'p'},
+        {"region", required_argument, 0, 'r'}, {"ca-file", required_argument, 0, 'c'},
+        {"bedrock-endpoint", required_argument, 0, 'e'}, {"max-streams", required_argument, 0, 'm'},
+        {"max-request", required_argument, 0, 'q'}, {"stream-timeout", required_argument, 0, 't'},
+        {"drain-seconds", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+    };
+    int o;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        long *target = NULL, lo = 1, hi = 0;
+        switch (o) {
+        case 'l': listen = optarg; break;
+        case 'p': proxy = optarg; break;
+        case 'r': region = optarg; break;
+        case 'c': ca_file = optarg; break;
+        case 'e': endpoint = optarg; break;
+        case 'm': target = &max_streams, hi = 100000; break;
+        case 'q': target = &max_request, lo = 1024, hi = 1L << 30; break;
+        case 't': target = &stream_timeout, hi = 86400; break;
+        case 'd': target = &drain, lo = 0, hi = 3600; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+        if (target && parse_long(optarg, lo, hi, target) < 0) {
+            fprintf(stderr, "veil-enclave: --%s must be a number in [%ld, %ld]\n",
+                    opts[o == 'm' ? 5 : o == 'q' ? 6 : o == 't' ? 7 : 8].name, lo, hi);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "veil-enclave: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    veil_addr laddr, paddr;
+    bool direct = strcmp(proxy, "none") == 0;
+    if (addr_parse(listen, &laddr, err, sizeof err) < 0 ||
+        (!direct && addr_parse(proxy, &paddr, err, sizeof err) < 0)) {
+        fprintf(stderr, "veil-enclave: %s\n", err);
+        return 2;
+    }
+    char bhost[256] = "";
+    uint16_t bport = 0;
+    if (endpoint && parse_endpoint(endpoint, bhost, sizeof bhost, &bport) < 0) {
+        fprintf(stderr, "veil-enclave: --bedrock-endpoint must be HOST:PORT\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    enclave_secure_json();
+    G.base = event_base_new();
+    if (!G.base) {
+        fprintf(stderr, "veil-enclave: cannot create the event loop\n");
+        return 1;
+    }
+    enclave_config cfg = {
+        .region = region, .proxy = direct ? NULL : &paddr, .bedrock_host = bhost[0] ? bhost : NULL,
+        .bedrock_port = bport, .ca_file = ca_file, .max_streams = (unsigned)max_streams,
+        .stream_timeout_ms = (unsigned)stream_timeout * 1000u,
+    };
+    G.core = enclave_core_new(G.base, &cfg, err, sizeof err);
+    if (!G.core) {
+        fprintf(stderr, "veil-enclave: %s\n", err);
+        return 1;
+    }
+    int lfd = addr_listen(&laddr, 128, err, sizeof err);
+    if (lfd < 0) {
+        fprintf(stderr, "veil-enclave: listen %s: %s\n", listen, err);
+        return 1;
+    }
+    if (laddr.kind == ADDR_TCP && laddr.port == 0)
+        laddr.port = (uint16_t)addr_local_port(lfd);
+    enclave_server_config scfg = {.max_request = (size_t)max_request};
+    G.srv = enclave_server_new(G.base, G.core, lfd, &scfg, err, sizeof err);
+    if (!G.srv) {
+        fprintf(stderr, "veil-enclave: %s\n", err);
+        return 1;
+    }
+    G.drain_timer = event_new(G.base, -1, EV_PERSIST, on_drain_tick, NULL);
+    struct event *sigterm = evsignal_new(G.base, SIGTERM, on_signal, NULL);
+    struct event *sigint = evsignal_new(G.base, SIGINT, on_signal, NULL);
+    event_add(sigterm, NULL);
+    event_add(sigint, NULL);
+    char abuf[160], pbuf[160];
+    log_info(NULL, "event=listening addr=%s proxy=%s region=%s bedrock=%s max_streams=%ld",
+             addr_format(&laddr, abuf, sizeof abuf), direct ? "none" : addr_format(&paddr, pbuf, sizeof pbuf),
+             region, endpoint ? endpoint : "default", max_streams);
+    G.drain_seconds = drain;
+    event_base_dispatch(G.base);
+    log_info(NULL, "event=stopped");
+    enclave_server_free(G.srv);
+    enclave_core_free(G.core);
+    event_free(sigterm);
+    event_free(sigint);
+    event_free(G.drain_timer);
+    event_base_free(G.base);
+    return 0;
+}
