@@ -1,0 +1,111 @@
+/* api — veild's HTTP layer: the server object, one request's context, routing,
+ * and the reply helpers every route uses.
+ *
+ * Replies follow the original's conventions (spec §4.0): errors are
+ * {"detail": "..."}; body validation failures are 422 with a list of
+ * {type, loc, msg, input}. A route either replies before it returns or takes
+ * ownership of the request (api_req_hold) and replies later from the loop; a
+ * client that goes away while a route waits triggers the route's on_close.
+ * Raw upstream or enclave error text never reaches a reply (defect §10.23).
+ */
+#ifndef VEIL_SERVER_API_H
+#define VEIL_SERVER_API_H
+
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "server/settings.h"
+
+struct event_base;
+typedef struct server server;
+typedef struct api_req api_req;
+
+/* who is calling: from the verified Clerk token */
+typedef struct auth_ctx {
+    char user_id[256];
+    char org_id[256];   /* "" in personal context */
+    char org_role[64];  /* "org:admin" | "org:member" | "" */
+    char org_slug[256];
+} auth_ctx;
+
+static inline bool auth_is_org(const auth_ctx *a) { return a->org_id[0] != '\0'; }
+static inline bool auth_is_org_admin(const auth_ctx *a) { return strcmp(a->org_role, "org:admin") == 0; }
+
+typedef void (*route_fn)(api_req *r);
+
+#define ROUTE_AUTH 1u     /* requires a valid bearer token */
+#define ROUTE_NO_BODY 2u  /* ignore the body */
+
+typedef struct route {
+    enum evhttp_cmd_type method;
+    const char *pattern; /* "/api/v1/chat/sessions/{}/messages": {} matches one segment */
+    route_fn fn;
+    unsigned flags;
+} route;
+
+struct api_req {
+    server *srv;
+    struct evhttp_request *ev;
+    enum evhttp_cmd_type method;
+    char path[1024];
+    struct evkeyvalq query;
+    char params[4][256]; /* the {} segments, URL-decoded */
+    int n_params;
+    auth_ctx auth;
+    char rid[LOG_RID_LEN + 1];
+    struct timespec t0;
+    const route *rt;
+    /* asynchronous routes */
+    bool held, closed, replied;
+    void (*on_close)(api_req *r); /* the client went away while held */
+    void *state;                  /* the route's own state */
+    int status;                   /* for the access log */
+};
+
+/* ---- replies (each sends exactly one response; the request is then done) ---- */
+
+void api_reply_json(api_req *r, int status, json_t *body); /* steals body */
+void api_reply_detail(api_req *r, int status, const char *detail);
+void api_reply_empty(api_req *r, int status); /* 204 */
+/* 422 with one pydantic-style error: type e.g. "missing", loc e.g. {"body","model"}. */
+void api_reply_422(api_req *r, const char *type, const char *const *loc, size_t nloc, const char *msg,
+                   const json_t *input);
+
+/* ---- request helpers ---- */
+
+/* The parsed JSON body, or NULL (then a 422 has been sent, the route must return). */
+json_t *api_body_json(api_req *r);
+/* The raw body bytes (not NUL-terminated) and their length. */
+const char *api_body_raw(api_req *r, size_t *len);
+const char *api_header(api_req *r, const char *name);
+const char *api_query(api_req *r, const char *name);
+
+/* ---- asynchronous routes ---- */
+
+/* The route keeps the request and replies later; on_close runs if the client
+ * disconnects first (then the route must drop the request without replying). */
+void api_req_hold(api_req *r, void (*on_close)(api_req *r), void *state);
+
+/* SSE: starts a 200 text/event-stream reply with the original's headers. */
+void api_sse_start(api_req *r);
+/* One `data: <json>\n\n` event; json is borrowed. */
+void api_sse_event(api_req *r, const char *json, size_t len);
+void api_sse_comment(api_req *r, const char *text); /* ": text\n\n" keep-alive */
+void api_sse_end(api_req *r);
+
+/* ---- the server ---- */
+
+server *server_new(struct event_base *base, const server_config *cfg, char *err, size_t errlen);
+void server_free(server *s);
+struct event_base *server_base(server *s);
+const server_config *server_cfg(server *s);
+/* Binds the listen address; fills the bound address text (with the real port). */
+int server_listen(server *s, char *bound, size_t n, char *err, size_t errlen);
+
+#endif

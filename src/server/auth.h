@@ -1,0 +1,25 @@
+/* auth — bearer-token authentication for routes: Clerk RS256 JWTs verified
+ * against a JWKS (a local file or the issuer's URL, cached), mapped to an
+ * auth_ctx. Failures carry the original's status and detail text. Never logs a
+ * token.
+ */
+#ifndef VEIL_SERVER_AUTH_H
+#define VEIL_SERVER_AUTH_H
+
+#include "server/api.h"
+
+typedef struct auth_state auth_state;
+typedef struct auth_wait auth_wait;
+
+/* status 0 on success (ctx filled), else 401/503 with the detail text. */
+typedef void (*auth_cb)(void *ud, int status, const char *detail, const auth_ctx *ctx);
+
+auth_state *auth_new(struct event_base *base, const server_config *cfg, char *err, size_t errlen);
+void auth_free(auth_state *a);
+
+/* Verifies token. Calls cb synchronously when it can (returns NULL), else later
+ * from the loop (returns a handle that auth_wait_cancel drops). */
+auth_wait *auth_verify(auth_state *a, const char *token, auth_cb cb, void *ud);
+void auth_wait_cancel(auth_wait *w);
+
+#endif

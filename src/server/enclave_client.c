@@ -1,0 +1,681 @@
+#include "server/enclave_client.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/addr.h"
+#include "common/buf.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "enclave/enclave.h"
+
+#define CONTROL_TIMEOUT_MS 5000u
+#define KEY_TIMEOUT_MS 10000u
+#define MAX_IDLE_CONNS 8
+#define MAX_LINE (64u << 20)
+#define KEY_RETRY_MS 2000u
+
+typedef enum op_kind { OP_HEALTH, OP_SET_CREDS, OP_KEY, OP_STREAM } op_kind;
+
+typedef struct ec_conn ec_conn;
+
+struct ec_op {
+    enclave_client *ec;
+    op_kind kind;
+    ec_conn *conn;
+    struct event *timer;  /* deadline (nitro) / deferred start (mock) */
+    struct event *kick;   /* mock: run the request from the loop */
+    vbuf req;             /* the request line, kept for one retry */
+    bool reused_conn;     /* a failure before any reply byte may be retried once */
+    bool retried;
+    bool got_bytes;
+    bool finished;
+    json_t *mock_req;     /* mock: the request object */
+    enclave_req *mock;    /* mock: the running core request */
+    char rid[LOG_RID_LEN + 1];
+    ec_health_cb health_cb;
+    ec_result_cb result_cb;
+    ec_stream_callbacks scb;
+    void *ud;
+    ec_op *next_live;     /* all live ops, to cancel on free */
+    ec_op *prev_live;
+};
+
+struct ec_conn {
+    enclave_client *ec;
+    struct bufferevent *bev;
+    vbuf line;
+    ec_op *op;
+    ec_conn *next_idle;
+};
+
+struct enclave_client {
+    struct event_base *base;
+    enclave_mode mode;
+    veil_addr addr;
+    char addr_text[160];
+    long cid;
+    unsigned stream_timeout_ms;
+    char pub_hex[65];
+    bool have_key;
+    bool key_fetching;
+    bool down; /* the last connect failed */
+    struct event *key_retry;
+    ec_conn *idle;
+    unsigned n_idle;
+    ec_op *live;
+    void (*restart_cb)(void *);
+    void *restart_ud;
+    enclave_core *core; /* mock */
+};
+
+/* ---- common ---- */
+
+static void live_add(enclave_client *ec, ec_op *op)
+{
+    op->next_live = ec->live;
+    if (ec->live)
+        ec->live->prev_live = op;
+    ec->live = op;
+}
+
+static void live_del(enclave_client *ec, ec_op *op)
+{
+    if (op->prev_live)
+        op->prev_live->next_live = op->next_live;
+    else if (ec->live == op)
+        ec->live = op->next_live;
+    if (op->next_live)
+        op->next_live->prev_live = op->prev_live;
+    op->next_live = op->prev_live = NULL;
+}
+
+static void conn_free(ec_conn *c)
+{
+    if (c->bev)
+        bufferevent_free(c->bev);
+    vbuf_free(&c->line);
+    free(c);
+}
+
+static void op_free(ec_op *op)
+{
+    live_del(op->ec, op);
+    if (op->timer)
+        event_free(op->timer);
+    if (op->kick)
+        event_free(op->kick);
+    if (op->conn) {
+        op->conn->op = NULL;
+        conn_free(op->conn); /* closing it makes the enclave cancel a running stream */
+    }
+    json_decref(op->mock_req);
+    vbuf_free_secure(&op->req);
+    free(op);
+}
+
+const char *ec_mode_name(const enclave_client *ec) { return ec->mode == ENCLAVE_NITRO ? "nitro" : "mock"; }
+const char *ec_addr(const enclave_client *ec) { return ec->addr_text; }
+long ec_cid(const enclave_client *ec) { return ec->cid; }
+const char *ec_public_key(const enclave_client *ec) { return ec->have_key ? ec->pub_hex : NULL; }
+
+void ec_on_restart(enclave_client *ec, void (*cb)(void *), void *ud)
+{
+    ec->restart_cb = cb;
+    ec->restart_ud = ud;
+}
+
+/* A reply or event object arrived for op. Returns true when op is complete. */
+static bool deliver(ec_op *op, json_t *obj);
+static void finish_error(ec_op *op, const char *code, const char *msg);
+
+/* ---- nitro transport ---- */
+
+static void conn_to_idle(enclave_client *ec, ec_conn *c)
+{
+    c->op = NULL;
+    vbuf_reset(&c->line);
+    if (ec->n_idle >= MAX_IDLE_CONNS) {
+        conn_free(c);
+        return;
+    }
+    c->next_idle = ec->idle;
+    ec->idle = c;
+    ec->n_idle++;
+}
+
+static void idle_remove(enclave_client *ec, ec_conn *c)
+{
+    for (ec_conn **pp = &ec->idle; *pp; pp = &(*pp)->next_idle) {
+        if (*pp == c) {
+            *pp = c->next_idle;
+            ec->n_idle--;
+            return;
+        }
+    }
+}
+
+static void note_up(enclave_client *ec)
+{
+    if (ec->down) {
+        ec->down = false;
+        log_info(NULL, "event=enclave_reachable addr=%s", ec->addr_text);
+        ec_refresh_key(ec); /* it may have restarted with a new key */
+    }
+}
+
+static void note_down(enclave_client *ec)
+{
+    if (!ec->down) {
+        ec->down = true;
+        log_warn(NULL, "event=enclave_unreachable addr=%s", ec->addr_text);
+    }
+}
+
+static void start_nitro(ec_op *op);
+
+static void on_conn_read(struct bufferevent *bev, void *arg)
+{
+    ec_conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    if (!c->op) { /* an idle connection should be silent */
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
+    ec_op *op = c->op;
+    op->got_bytes = true;
+    note_up(c->ec);
+    for (;;) {
+        size_t n;
+        char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF);
+        if (!line) {
+            if (evbuffer_get_length(in) > MAX_LINE)
+                finish_error(op, "enclave_protocol", "enclave line too long");
+            return;
+        }
+        json_error_t jerr;
+        json_t *obj = n ? json_loadb(line, n, 0, &jerr) : NULL;
+        free(line);
+        if (!n)
+            continue;
+        if (!obj) {
+            finish_error(op, "enclave_protocol", "enclave sent invalid JSON");
+            return;
+        }
+        bool done = deliver(op, obj);
+        json_decref(obj);
+        if (done)
+            return; /* op freed, connection pooled or closed */
+    }
+}
+
+static void on_conn_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    ec_conn *c = arg;
+    enclave_client *ec = c->ec;
+    if (what & BEV_EVENT_CONNECTED)
+        return;
+    ec_op *op = c->op;
+    if (!op) { /* an idle connection closed (e.g. the enclave restarted) */
+        idle_remove(ec, c);
+        conn_free(c);
+        return;
+    }
+    int e = EVUTIL_SOCKET_ERROR();
+    if (!op->got_bytes && op->reused_conn && !op->retried) {
+        /* a pooled connection went stale: try once more on a fresh one */
+        op->retried = true;
+        op->conn = NULL;
+        c->op = NULL;
+        conn_free(c);
+        start_nitro(op);
+        return;
+    }
+    if (!op->got_bytes && (what & BEV_EVENT_ERROR) && (e == ECONNREFUSED || e == ENOENT))
+        note_down(ec);
+    finish_error(op, "enclave_unavailable",
+                 op->got_bytes ? "enclave closed the connection" : "enclave unreachable");
+}
+
+static ec_conn *conn_open(enclave_client *ec, char *err, size_t errlen)
+{
+    int fd = addr_connect(&ec->addr, true, err, errlen);
+    if (fd < 0)
+        return NULL;
+    ec_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    c->ec = ec;
+    c->bev = bufferevent_socket_new(ec->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev) {
+        close(fd);
+        free(c);
+        return NULL;
+    }
+    bufferevent_setcb(c->bev, on_conn_read, NULL, on_conn_event, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    return c;
+}
+
+static void start_nitro(ec_op *op)
+{
+    enclave_client *ec = op->ec;
+    ec_conn *c = NULL;
+    op->reused_conn = false;
+    if (ec->idle) {
+        c = ec->idle;
+        ec->idle = c->next_idle;
+        ec->n_idle--;
+        op->reused_conn = true;
+    } else {
+        char err[200];
+        c = conn_open(ec, err, sizeof err);
+        if (!c) {
+            note_down(ec);
+            log_info(op->rid, "event=enclave_connect_failed detail=\"%s\"", err);
+            /* report from the loop: callers expect asynchronous callbacks */
+            op->got_bytes = false;
+            struct timeval now = {0, 0};
+            event_active(op->kick, EV_TIMEOUT, 0);
+            (void)now;
+            return;
+        }
+    }
+    c->op = op;
+    op->conn = c;
+    bufferevent_write(c->bev, op->req.data, op->req.len);
+}
+
+/* ---- replies ---- */
+
+static void finish(ec_op *op, bool keep_conn)
+{
+    enclave_client *ec = op->ec;
+    op->finished = true;
+    if (op->conn) {
+        ec_conn *c = op->conn;
+        op->conn = NULL;
+        if (keep_conn && ec->mode == ENCLAVE_NITRO)
+            conn_to_idle(ec, c);
+        else
+            conn_free(c);
+    }
+    op_free(op);
+}
+
+static void set_key(enclave_client *ec, const char *hex)
+{
+    bool changed = !ec->have_key || strcmp(ec->pub_hex, hex) != 0;
+    snprintf(ec->pub_hex, sizeof ec->pub_hex, "%s", hex);
+    ec->have_key = true;
+    if (changed) {
+        log_info(NULL, "event=enclave_key_learned mode=%s", ec_mode_name(ec));
+        if (ec->restart_cb)
+            ec->restart_cb(ec->restart_ud);
+    }
+}
+
+static void finish_error(ec_op *op, const char *code, const char *msg)
+{
+    if (op->finished)
+        return;
+    log_info(op->rid, "event=enclave_op_failed kind=%d code=%s", (int)op->kind, code);
+    switch (op->kind) {
+    case OP_HEALTH: {
+        ec_health_result h = {0};
+        snprintf(h.error, sizeof h.error, "%s", msg);
+        op->health_cb(op->ud, &h);
+        break;
+    }
+    case OP_SET_CREDS:
+        op->result_cb(op->ud, false, msg);
+        break;
+    case OP_KEY: {
+        enclave_client *ec = op->ec;
+        ec->key_fetching = false;
+        struct timeval tv = {KEY_RETRY_MS / 1000, (KEY_RETRY_MS % 1000) * 1000};
+        event_add(ec->key_retry, &tv);
+        break;
+    }
+    case OP_STREAM:
+        op->scb.on_end(op->ud, code, msg);
+        break;
+    }
+    finish(op, false);
+}
+
+static bool deliver(ec_op *op, json_t *obj)
+{
+    enclave_client *ec = op->ec;
+    const char *status = json_string_value(json_object_get(obj, "status"));
+    bool success = status && strcmp(status, "success") == 0;
+    switch (op->kind) {
+    case OP_HEALTH: {
+        ec_health_result h = {0};
+        h.ok = success;
+        h.has_credentials = json_is_true(json_object_get(obj, "has_credentials"));
+        const char *region = json_string_value(json_object_get(obj, "region"));
+        snprintf(h.region, sizeof h.region, "%s", region ? region : "");
+        if (!success)
+            snprintf(h.error, sizeof h.error, "enclave reported an error");
+        const char *pk = json_string_value(json_object_get(obj, "public_key"));
+        if (success && pk && strlen(pk) == 64)
+            set_key(ec, pk); /* a different key means the enclave restarted */
+        op->health_cb(op->ud, &h);
+        finish(op, true);
+        return true;
+    }
+    case OP_SET_CREDS:
+        op->result_cb(op->ud, success, success ? NULL : "enclave refused the credentials");
+        finish(op, true);
+        return true;
+    case OP_KEY: {
+        const char *pk = json_string_value(json_object_get(obj, "public_key"));
+        ec->key_fetching = false;
+        if (success && pk && strlen(pk) == 64) {
+            set_key(ec, pk);
+        } else {
+            struct timeval tv = {KEY_RETRY_MS / 1000, (KEY_RETRY_MS % 1000) * 1000};
+            event_add(ec->key_retry, &tv);
+        }
+        finish(op, true);
+        return true;
+    }
+    case OP_STREAM: {
+        const json_t *err = json_object_get(obj, "error");
+        if (err && json_is_true(json_object_get(obj, "is_final")) == false && !json_is_string(err)) {
+            /* not an error event */
+        }
+        if (json_is_string(err) || (err && !json_is_null(err) && !json_is_false(err))) {
+            const char *code = json_string_value(json_object_get(obj, "error_code"));
+            const char *msg = json_string_value(err);
+            if (code && (strcmp(code, "decrypt_failed") == 0 || strcmp(code, "no_credentials") == 0)) {
+                /* the client used a stale key, or the enclave lost its credentials:
+                 * both mean it restarted; learn the key and push credentials again */
+                ec_refresh_key(ec);
+                if (strcmp(code, "no_credentials") == 0 && ec->restart_cb)
+                    ec->restart_cb(ec->restart_ud);
+            }
+            op->scb.on_end(op->ud, code ? code : "enclave_error", msg ? msg : "");
+            finish(op, true);
+            return true;
+        }
+        op->scb.on_event(op->ud, obj);
+        if (op->finished) /* cancelled inside the callback */
+            return true;
+        if (json_is_true(json_object_get(obj, "is_final"))) {
+            op->scb.on_end(op->ud, NULL, NULL);
+            finish(op, true);
+            return true;
+        }
+        return false;
+    }
+    }
+    return false;
+}
+
+/* ---- mock transport: the core in-process ---- */
+
+static void mock_emit(void *ud, const char *json, size_t len)
+{
+    ec_op *op = ud;
+    if (op->finished)
+        return;
+    json_t *obj = json_loadb(json, len, 0, NULL);
+    if (!obj)
+        return;
+    if (deliver(op, obj))
+        op->mock = NULL; /* op is gone; the core calls done next and frees its request */
+    json_decref(obj);
+}
+
+static void mock_done(void *ud)
+{
+    (void)ud; /* every reply path delivered a final object already */
+}
+
+static const enclave_sink MOCK_SINK = {mock_emit, mock_done};
+
+/* ---- op plumbing ---- */
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    ec_op *op = arg;
+    enclave_client *ec = op->ec;
+    if (ec->mode == ENCLAVE_NITRO) { /* a connect that failed at once */
+        finish_error(op, "enclave_unavailable", "enclave unreachable");
+        return;
+    }
+    json_t *req = op->mock_req;
+    op->mock_req = NULL;
+    /* completion may free op inside this call: do not touch op after it unless
+     * the request is still running */
+    enclave_req *er = enclave_handle(ec->core, req, &MOCK_SINK, op, op->rid);
+    json_decref(req);
+    if (er)
+        op->mock = er;
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    ec_op *op = arg;
+    if (op->mock) {
+        enclave_req_cancel(op->mock);
+        op->mock = NULL;
+    }
+    finish_error(op, "timeout", "Request timed out");
+}
+
+static ec_op *op_new(enclave_client *ec, op_kind kind, const json_t *req, unsigned timeout_ms)
+{
+    ec_op *op = calloc(1, sizeof *op);
+    if (!op)
+        return NULL;
+    op->ec = ec;
+    op->kind = kind;
+    log_new_rid(op->rid);
+    op->timer = evtimer_new(ec->base, on_deadline, op);
+    op->kick = event_new(ec->base, -1, 0, on_kick, op);
+    char *s = json_dumps(req, JSON_COMPACT);
+    if (!op->timer || !op->kick || !s || vbuf_append_str(&op->req, s) < 0 ||
+        vbuf_append(&op->req, "\n", 1) < 0) {
+        free(s);
+        op_free(op);
+        return NULL;
+    }
+    free(s);
+    live_add(ec, op);
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    evtimer_add(op->timer, &tv);
+    if (ec->mode == ENCLAVE_MOCK) {
+        op->mock_req = json_deep_copy(req);
+        event_active(op->kick, EV_TIMEOUT, 0);
+    } else {
+        start_nitro(op);
+    }
+    return op;
+}
+
+void ec_op_cancel(ec_op *op)
+{
+    if (!op || op->finished)
+        return;
+    op->finished = true;
+    if (op->mock) {
+        enclave_req_cancel(op->mock);
+        op->mock = NULL;
+    }
+    op_free(op);
+}
+
+ec_op *ec_health(enclave_client *ec, ec_health_cb cb, void *ud)
+{
+    json_t *req = json_pack("{s:s}", "command", "HEALTH");
+    ec_op *op = op_new(ec, OP_HEALTH, req, CONTROL_TIMEOUT_MS);
+    json_decref(req);
+    if (op) {
+        op->health_cb = cb;
+        op->ud = ud;
+    }
+    return op;
+}
+
+ec_op *ec_set_credentials(enclave_client *ec, const imds_credentials *c, ec_result_cb cb, void *ud)
+{
+    json_t *req = json_pack("{s:s, s:{s:s, s:s, s:s}}", "command", "SET_CREDENTIALS", "credentials",
+                            "access_key_id", c->access_key_id, "secret_access_key",
+                            c->secret_access_key, "session_token", c->session_token);
+    if (req && c->expiration[0])
+        json_object_set_new(json_object_get(req, "credentials"), "expiration", json_string(c->expiration));
+    ec_op *op = req ? op_new(ec, OP_SET_CREDS, req, CONTROL_TIMEOUT_MS) : NULL;
+    json_decref(req); /* the secure JSON allocator wipes it */
+    if (op) {
+        op->result_cb = cb;
+        op->ud = ud;
+    }
+    return op;
+}
+
+ec_op *ec_chat_stream(enclave_client *ec, const json_t *request, const ec_stream_callbacks *cb, void *ud)
+{
+    ec_op *op = op_new(ec, OP_STREAM, request, ec->stream_timeout_ms);
+    if (op) {
+        op->scb = *cb;
+        op->ud = ud;
+    }
+    return op;
+}
+
+void ec_refresh_key(enclave_client *ec)
+{
+    if (ec->key_fetching)
+        return;
+    ec->key_fetching = true;
+    json_t *req = json_pack("{s:s}", "command", "GET_PUBLIC_KEY");
+    ec_op *op = op_new(ec, OP_KEY, req, KEY_TIMEOUT_MS);
+    json_decref(req);
+    if (!op)
+        ec->key_fetching = false;
+}
+
+static void on_key_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    ec_refresh_key(arg);
+}
+
+/* nitro-cli describe-enclaves -> [0].EnclaveCID, with a 5 s limit */
+static long discover_cid(char *err, size_t errlen)
+{
+    FILE *p = popen("timeout 5 nitro-cli describe-enclaves 2>/dev/null", "r");
+    if (!p) {
+        snprintf(err, errlen, "cannot run nitro-cli");
+        return -1;
+    }
+    vbuf out = VBUF_INIT;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0)
+        vbuf_append(&out, buf, n);
+    int st = pclose(p);
+    json_t *j = st == 0 ? json_loadb((const char *)out.data, out.len, 0, NULL) : NULL;
+    vbuf_free(&out);
+    long cid = -1;
+    if (json_is_array(j) && json_array_size(j) == 1)
+        cid = (long)json_integer_value(json_object_get(json_array_get(j, 0), "EnclaveCID"));
+    else if (json_is_array(j) && json_array_size(j) > 1)
+        snprintf(err, errlen, "several enclaves are running: set ENCLAVE_CID (defect §10.14)");
+    else
+        snprintf(err, errlen, "no running enclave found with nitro-cli: set ENCLAVE_CID or ENCLAVE_ADDR");
+    json_decref(j);
+    return cid > 0 ? cid : -1;
+}
+
+enclave_client *ec_new(struct event_base *base, const server_config *cfg, char *err, size_t errlen)
+{
+    enclave_client *ec = calloc(1, sizeof *ec);
+    if (!ec) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    ec->base = base;
+    ec->mode = cfg->mode;
+    ec->stream_timeout_ms = (unsigned)cfg->stream_timeout * 1000u;
+    ec->key_retry = evtimer_new(base, on_key_retry, ec);
+    if (ec->mode == ENCLAVE_NITRO) {
+        char spec[320];
+        if (cfg->enclave_addr[0]) {
+            snprintf(spec, sizeof spec, "%s", cfg->enclave_addr);
+        } else {
+            long cid = cfg->enclave_cid;
+            if (cid == 0 && (cid = discover_cid(err, errlen)) < 0)
+                goto fail;
+            snprintf(spec, sizeof spec, "vsock:%ld:%ld", cid, cfg->enclave_port);
+        }
+        if (addr_parse(spec, &ec->addr, err, errlen) < 0)
+            goto fail;
+        addr_format(&ec->addr, ec->addr_text, sizeof ec->addr_text);
+        ec->cid = ec->addr.kind == ADDR_VSOCK ? (long)ec->addr.cid : 0;
+    } else {
+        veil_addr proxy;
+        char host[256] = "";
+        long port = 0;
+        if (cfg->proxy_addr[0] && addr_parse(cfg->proxy_addr, &proxy, err, errlen) < 0)
+            goto fail;
+        if (cfg->bedrock_endpoint[0]) {
+            const char *colon = strrchr(cfg->bedrock_endpoint, ':');
+            if (!colon || (size_t)(colon - cfg->bedrock_endpoint) >= sizeof host ||
+                parse_long(colon + 1, 1, 65535, &port) < 0) {
+                snprintf(err, errlen, "BEDROCK_ENDPOINT must be HOST:PORT");
+                goto fail;
+            }
+            memcpy(host, cfg->bedrock_endpoint, (size_t)(colon - cfg->bedrock_endpoint));
+        }
+        enclave_config ecfg = {
+            .region = cfg->region, .proxy = cfg->proxy_addr[0] ? &proxy : NULL,
+            .bedrock_host = host[0] ? host : NULL, .bedrock_port = (uint16_t)port,
+            .ca_file = cfg->ca_file[0] ? cfg->ca_file : NULL,
+            .stream_timeout_ms = ec->stream_timeout_ms,
+        };
+        ec->core = enclave_core_new(base, &ecfg, err, errlen);
+        if (!ec->core)
+            goto fail;
+        snprintf(ec->addr_text, sizeof ec->addr_text, "in-process");
+    }
+    return ec;
+fail:
+    ec_free(ec);
+    return NULL;
+}
+
+void ec_free(enclave_client *ec)
+{
+    if (!ec)
+        return;
+    while (ec->live)
+        ec_op_cancel(ec->live);
+    while (ec->idle) {
+        ec_conn *c = ec->idle;
+        ec->idle = c->next_idle;
+        conn_free(c);
+    }
+    if (ec->key_retry)
+        event_free(ec->key_retry);
+    enclave_core_free(ec->core);
+    free(ec);
+}

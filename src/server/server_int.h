@@ -1,0 +1,45 @@
+/* server_int — the server object as the route files of this module see it.
+ * Only the .c files of src/server include this; other modules use api.h. */
+#ifndef VEIL_SERVER_INT_H
+#define VEIL_SERVER_INT_H
+
+#include "server/api.h"
+#include "server/auth.h"
+#include "server/enclave_client.h"
+#include "server/refresher.h"
+#include "server/store.h"
+
+struct server {
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *bound;
+    server_config cfg;
+    store *db;
+    enclave_client *ec;
+    refresher *rf;
+    auth_state *auth;
+    const route *routes;
+    size_t n_routes;
+    unsigned held; /* requests waiting on the loop (streams, auth fetches) */
+};
+
+/* route tables, one per file */
+extern const route ROUTES_APP[];
+extern const size_t N_ROUTES_APP;
+extern const route ROUTES_CHAT[];
+extern const size_t N_ROUTES_CHAT;
+extern const route ROUTES_USERS[];
+extern const size_t N_ROUTES_USERS;
+extern const route ROUTES_ORGS[];
+extern const size_t N_ROUTES_ORGS;
+extern const route ROUTES_CONTEXT[];
+extern const size_t N_ROUTES_CONTEXT;
+extern const route ROUTES_WEBHOOKS[];
+extern const size_t N_ROUTES_WEBHOOKS;
+extern const route ROUTES_DEBUG[];
+extern const size_t N_ROUTES_DEBUG;
+
+/* store failure in a route: logs the store's reason, answers 500 */
+void api_store_error(api_req *r, const char *what);
+
+#endif

@@ -1,0 +1,49 @@
+/* settings — veild's configuration, from the environment (and `.env`), with the
+ * original's variable names where they exist (spec §6.6). Loaded once at start
+ * and read-only afterwards; secrets in it are never logged.
+ */
+#ifndef VEIL_SERVER_SETTINGS_H
+#define VEIL_SERVER_SETTINGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum enclave_mode { ENCLAVE_MOCK = 0, ENCLAVE_NITRO } enclave_mode;
+
+typedef struct server_config {
+    char listen[300];           /* VEIL_LISTEN, default tcp:127.0.0.1:8000 */
+    char project_name[64];      /* PROJECT_NAME, default "Isol8 Chat" */
+    char api_prefix[32];        /* API_V1_STR, default /api/v1 */
+    char data_dir[512];         /* VEIL_DATA_DIR, default ./data */
+    char database_url[1024];    /* DATABASE_URL, default sqlite:<data_dir>/veil.db */
+    /* auth */
+    char clerk_issuer[512];     /* CLERK_ISSUER (required) */
+    char clerk_jwks_file[512];  /* CLERK_JWKS_FILE */
+    char clerk_jwks_url[512];   /* CLERK_JWKS_URL, default <issuer>/.well-known/jwks.json */
+    char clerk_audience[256];   /* CLERK_AUDIENCE */
+    char clerk_azp[1024];       /* CLERK_AUTHORIZED_PARTIES, comma-separated */
+    char clerk_webhook_secret[256]; /* CLERK_WEBHOOK_SECRET */
+    char ca_file[512];          /* VEIL_CA_FILE: CA bundle for JWKS/Bedrock (tests) */
+    long jwt_leeway;            /* CLERK_JWT_LEEWAY_SECONDS, default 30 */
+    /* enclave */
+    enclave_mode mode;          /* ENCLAVE_MODE=mock|nitro */
+    char enclave_addr[300];     /* ENCLAVE_ADDR, default vsock:<CID>:<PORT> */
+    long enclave_cid;           /* ENCLAVE_CID, 0 = discover with nitro-cli */
+    long enclave_port;          /* ENCLAVE_PORT, default 5000 */
+    long refresh_seconds;       /* ENCLAVE_CREDENTIAL_REFRESH_SECONDS, default 2700 */
+    long stream_timeout;        /* ENCLAVE_INFERENCE_TIMEOUT (seconds), default 120 */
+    char region[64];            /* AWS_REGION, default us-east-1 */
+    char imds_endpoint[300];    /* VEIL_IMDS_ENDPOINT host:port, default 169.254.169.254:80 */
+    char proxy_addr[300];       /* mock mode: PROXY_ADDR for Bedrock, default none */
+    char bedrock_endpoint[300]; /* mock mode: BEDROCK_ENDPOINT host:port */
+    /* http */
+    char cors_origins[1024];    /* CORS_ORIGINS, default http://localhost:3000 */
+    bool debug_routes;          /* VEIL_DEBUG_ROUTES: mount /api/v1/debug (admins only) */
+    long max_body;              /* VEIL_MAX_BODY bytes, default 16 MiB */
+} server_config;
+
+/* Fills cfg from the environment. Returns -1 with a clear message on a bad or
+ * missing value (e.g. no auth configured). */
+int settings_load(server_config *cfg, char *err, size_t errlen);
+
+#endif

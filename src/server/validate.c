@@ -1,0 +1,161 @@
+#include "server/validate.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/hex.h"
+
+static void reply(api_req *r, const char *type, const char *loc0, const char *loc1, const char *loc2,
+                  const char *msg, const json_t *input)
+{
+    const char *loc[4];
+    size_t n = 0;
+    loc[n++] = "body";
+    if (loc0)
+        loc[n++] = loc0;
+    if (loc1)
+        loc[n++] = loc1;
+    if (loc2)
+        loc[n++] = loc2;
+    api_reply_422(r, type, loc, n, msg, input);
+}
+
+bool v_object(api_req *r, const json_t *body)
+{
+    if (json_is_object(body))
+        return true;
+    reply(r, "model_attributes_type", NULL, NULL, NULL,
+          "Input should be a valid dictionary or object to extract fields from", body);
+    return false;
+}
+
+void v_lower(json_t *str)
+{
+    char buf[8192];
+    size_t n = json_string_length(str);
+    if (n >= sizeof buf) {
+        char *big = strdup(json_string_value(str));
+        if (!big)
+            return;
+        for (char *p = big; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        json_string_set(str, big);
+        free(big);
+        return;
+    }
+    memcpy(buf, json_string_value(str), n + 1);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (char)tolower((unsigned char)buf[i]);
+    json_string_set(str, buf);
+}
+
+static bool check_hex(api_req *r, json_t *v, const char *loc0, const char *loc1, const char *loc2,
+                      size_t exact, size_t min)
+{
+    if (!v) {
+        reply(r, "missing", loc0, loc1, loc2, "Field required", NULL);
+        return false;
+    }
+    if (!json_is_string(v)) {
+        reply(r, "string_type", loc0, loc1, loc2, "Input should be a valid string", v);
+        return false;
+    }
+    size_t n = json_string_length(v);
+    char msg[96];
+    size_t lo = exact ? exact : min;
+    if (n < lo) {
+        snprintf(msg, sizeof msg, "String should have at least %zu character%s", lo, lo == 1 ? "" : "s");
+        reply(r, "string_too_short", loc0, loc1, loc2, msg, v);
+        return false;
+    }
+    if (exact && n > exact) {
+        snprintf(msg, sizeof msg, "String should have at most %zu characters", exact);
+        reply(r, "string_too_long", loc0, loc1, loc2, msg, v);
+        return false;
+    }
+    if (!hex_is_valid(json_string_value(v), n)) {
+        reply(r, "value_error", loc0, loc1, loc2, "Value error, Invalid hex string", v);
+        return false;
+    }
+    v_lower(v);
+    return true;
+}
+
+bool v_hex(api_req *r, json_t *obj, const char *loc0, const char *loc1, const char *name, size_t exact,
+           size_t min)
+{
+    const char *l0 = loc0, *l1 = loc1, *l2 = name;
+    if (!l0)
+        l0 = name, l1 = NULL, l2 = NULL;
+    else if (!l1)
+        l1 = name, l2 = NULL;
+    return check_hex(r, json_object_get(obj, name), l0, l1, l2, exact, min);
+}
+
+bool v_string(api_req *r, const json_t *obj, const char *loc0, const char *name, size_t max)
+{
+    const json_t *v = json_object_get(obj, name);
+    const char *l0 = loc0 ? loc0 : name, *l1 = loc0 ? name : NULL;
+    if (!v) {
+        reply(r, "missing", l0, l1, NULL, "Field required", NULL);
+        return false;
+    }
+    if (!json_is_string(v)) {
+        reply(r, "string_type", l0, l1, NULL, "Input should be a valid string", v);
+        return false;
+    }
+    if (json_string_length(v) == 0 || json_string_length(v) > max) {
+        char msg[96];
+        snprintf(msg, sizeof msg, json_string_length(v) == 0 ? "String should have at least 1 character"
+                                                             : "String should have at most %zu characters",
+                 max);
+        reply(r, json_string_length(v) == 0 ? "string_too_short" : "string_too_long", l0, l1, NULL, msg, v);
+        return false;
+    }
+    return true;
+}
+
+static bool ep_fields(api_req *r, json_t *ep, const char *l0, const char *l1)
+{
+    static const struct {
+        const char *name;
+        size_t exact, min;
+    } F[] = {
+        {"ephemeral_public_key", 64, 0}, {"iv", 32, 0}, {"ciphertext", 0, 2},
+        {"auth_tag", 32, 0}, {"hkdf_salt", 64, 0},
+    };
+    for (size_t i = 0; i < sizeof F / sizeof F[0]; i++)
+        if (!check_hex(r, json_object_get(ep, F[i].name), l0, l1, F[i].name, F[i].exact, F[i].min))
+            return false;
+    return true;
+}
+
+bool v_ep(api_req *r, json_t *obj, const char *loc0, const char *name)
+{
+    json_t *ep = json_object_get(obj, name);
+    const char *l0 = loc0 ? loc0 : name, *l1 = loc0 ? name : NULL;
+    if (!ep) {
+        reply(r, "missing", l0, l1, NULL, "Field required", NULL);
+        return false;
+    }
+    if (!json_is_object(ep)) {
+        reply(r, "model_attributes_type", l0, l1, NULL,
+              "Input should be a valid dictionary or object to extract fields from", ep);
+        return false;
+    }
+    return ep_fields(r, ep, l0, l1);
+}
+
+bool v_ep_item(api_req *r, json_t *ep, const char *loc0, const char *name, int index)
+{
+    (void)loc0;
+    char idx[16];
+    snprintf(idx, sizeof idx, "%d", index);
+    if (!json_is_object(ep)) {
+        reply(r, "model_attributes_type", name, idx, NULL,
+              "Input should be a valid dictionary or object to extract fields from", ep);
+        return false;
+    }
+    return ep_fields(r, ep, name, idx);
+}

@@ -1,0 +1,32 @@
+/* validate — request-body checks with the original's 422 shapes (pydantic):
+ * each failure replies {"detail":[{type, loc, msg, input}]} and returns false.
+ * Hex fields must be [0-9a-fA-F] of the exact or minimum length (no whitespace,
+ * defect §10.25) and are lower-cased in place.
+ */
+#ifndef VEIL_SERVER_VALIDATE_H
+#define VEIL_SERVER_VALIDATE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "server/api.h"
+
+/* The body must be a JSON object (else 422 model_attributes_type). */
+bool v_object(api_req *r, const json_t *body);
+
+/* A required string field, hex of exactly `exact` chars (or at least `min` when
+ * exact is 0). loc0 is "body" or a parent path element; may be NULL. */
+bool v_hex(api_req *r, json_t *obj, const char *loc0, const char *loc1, const char *name, size_t exact,
+           size_t min);
+/* A required string field of 1..max chars. */
+bool v_string(api_req *r, const json_t *obj, const char *loc0, const char *name, size_t max);
+/* An EncryptedPayload object at obj[name] (API rules: 64/32/32/64 hex, ciphertext
+ * at least 2 hex chars). loc0 may be NULL. */
+bool v_ep(api_req *r, json_t *obj, const char *loc0, const char *name);
+/* An EncryptedPayload object itself (e.g. an array item); loc: body,name,index. */
+bool v_ep_item(api_req *r, json_t *ep, const char *loc0, const char *name, int index);
+
+/* Lower-cases a JSON string value in place (hex normalisation). */
+void v_lower(json_t *str);
+
+#endif
