@@ -30,7 +30,7 @@ typedef struct api_req api_req;
 typedef struct auth_ctx {
     char user_id[256];
     char org_id[256];   /* "" in personal context */
-    char org_role[64];  /* "org:admin" | "org:member" | "" */
+    char org_role[128]; /* "org:admin" | "org:member" | "" */
     char org_slug[256];
 } auth_ctx;
 

@@ -1,0 +1,711 @@
+/* routes_chat — /api/v1/chat: models, sessions, messages, the encrypted SSE
+ * stream, enclave info and health, encryption status (spec §4.2, §4.3). */
+#include <event2/event.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/config.h"
+#include "common/hex.h"
+#include "server/models.h"
+#include "server/server_int.h"
+#include "server/validate.h"
+
+#define P "/api/v1/chat"
+#define HEARTBEAT_S 15
+#define NOT_FOUND_SESSION "Session not found or access denied"
+#define MAX_HISTORY_ITEMS 1000
+
+/* ---- shapes ---- */
+
+static json_t *jstr_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+static json_t *session_json(const session_row *s)
+{
+    return json_pack("{s:s, s:s, s:o, s:s, s:s, s:s}", "id", s->id, "user_id", s->user_id, "org_id",
+                     jstr_or_null(s->org_id), "name", s->name ? s->name : "New Chat", "created_at",
+                     s->created_at ? s->created_at : "", "updated_at", s->updated_at ? s->updated_at : "");
+}
+
+static json_t *message_json(const message_row *m)
+{
+    return json_pack("{s:s, s:s, s:s, s:o, s:s, s:{s:s, s:s, s:s, s:s, s:s}}", "id", m->id, "session_id",
+                     m->session_id, "role", m->role, "model_used", jstr_or_null(m->model_used),
+                     "created_at", m->created_at ? m->created_at : "", "encrypted_content",
+                     "ephemeral_public_key", m->ephemeral_public_key, "iv", m->iv, "ciphertext",
+                     m->ciphertext, "auth_tag", m->auth_tag, "hkdf_salt", m->hkdf_salt);
+}
+
+static const char *ctx_org(const api_req *r)
+{
+    return auth_is_org(&r->auth) ? r->auth.org_id : NULL;
+}
+
+/* The session, if it belongs to the caller and to the caller's current context. */
+static store_rc own_session(api_req *r, const char *id, session_row *out)
+{
+    store_rc rc = store_session_get(r->srv->db, id, out);
+    if (rc != STORE_OK)
+        return rc;
+    const char *org = ctx_org(r);
+    bool same_ctx = org ? (out->org_id && strcmp(out->org_id, org) == 0) : out->org_id == NULL;
+    if (strcmp(out->user_id, r->auth.user_id) != 0 || !same_ctx) {
+        session_row_free(out);
+        return STORE_NOT_FOUND;
+    }
+    return STORE_OK;
+}
+
+/* verify_can_send_encrypted (spec §6.2): NULL when allowed, else the 400 text.
+ * storage_key receives the key messages are stored under (user's or org's). */
+static const char *can_send(api_req *r, char storage_key[65], store_rc *err)
+{
+    store *db = r->srv->db;
+    user_row u;
+    *err = STORE_OK;
+    store_rc rc = store_user_get(db, r->auth.user_id, &u);
+    if (rc == STORE_NOT_FOUND)
+        return "User not found";
+    if (rc != STORE_OK) {
+        *err = rc;
+        return NULL;
+    }
+    bool has_keys = u.has_encryption_keys && u.keys.public_key;
+    if (has_keys && !auth_is_org(&r->auth))
+        snprintf(storage_key, 65, "%s", u.keys.public_key);
+    user_row_free(&u);
+    if (!has_keys)
+        return "User has not set up encryption keys";
+    if (!auth_is_org(&r->auth))
+        return NULL;
+    org_row o;
+    rc = store_org_get(db, r->auth.org_id, &o);
+    if (rc == STORE_NOT_FOUND)
+        return "Organization not found";
+    if (rc != STORE_OK) {
+        *err = rc;
+        return NULL;
+    }
+    bool org_keys = o.has_encryption_keys && o.org_public_key;
+    if (org_keys)
+        snprintf(storage_key, 65, "%s", o.org_public_key);
+    org_row_free(&o);
+    if (!org_keys)
+        return "Organization encryption not set up";
+    membership_row m;
+    rc = store_membership_get(db, r->auth.user_id, r->auth.org_id, &m);
+    if (rc == STORE_NOT_FOUND)
+        return "User is not a member of this organization";
+    if (rc != STORE_OK) {
+        *err = rc;
+        return NULL;
+    }
+    bool has_org_key = m.has_org_key;
+    membership_row_free(&m);
+    return has_org_key ? NULL : "User does not have the organization key distributed";
+}
+
+/* ---- simple routes ---- */
+
+static void get_models(api_req *r)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < N_MODELS; i++)
+        json_array_append_new(a, json_pack("{s:s, s:s}", "id", MODELS[i].id, "name", MODELS[i].name));
+    api_reply_json(r, 200, a);
+}
+
+static void get_enclave_info(api_req *r)
+{
+    const char *pk = ec_public_key(r->srv->ec);
+    if (!pk) {
+        api_reply_detail(r, 503, "Enclave not available");
+        return;
+    }
+    api_reply_json(r, 200, json_pack("{s:s, s:n}", "enclave_public_key", pk, "attestation"));
+}
+
+static void health_close(api_req *r)
+{
+    ec_op_cancel(r->state);
+}
+
+static void on_health(void *ud, const ec_health_result *h)
+{
+    api_req *r = ud;
+    enclave_client *ec = r->srv->ec;
+    bool nitro = strcmp(ec_mode_name(ec), "nitro") == 0;
+    json_t *o;
+    if (h->ok) {
+        o = json_pack("{s:s, s:s}", "status", "healthy", "mode", ec_mode_name(ec));
+        if (nitro) {
+            json_object_set_new(o, "enclave_cid", json_integer(ec_cid(ec)));
+            json_object_set_new(o, "has_credentials", json_boolean(h->has_credentials));
+            json_object_set_new(o, "region", json_string(h->region));
+        } else {
+            char prefix[24];
+            const char *pk = ec_public_key(ec);
+            snprintf(prefix, sizeof prefix, "%.16s...", pk ? pk : "");
+            json_object_set_new(o, "public_key", json_string(prefix));
+        }
+    } else {
+        o = json_pack("{s:s, s:s, s:s}", "status", "unhealthy", "mode", ec_mode_name(ec), "error", h->error);
+        if (nitro)
+            json_object_set_new(o, "enclave_cid", json_integer(ec_cid(ec)));
+    }
+    /* 503 when unhealthy, so load balancers act on it (defect §10.15) */
+    api_reply_json(r, h->ok ? 200 : 503, o);
+}
+
+static void get_enclave_health(api_req *r)
+{
+    ec_op *op = ec_health(r->srv->ec, on_health, r);
+    if (!op) {
+        api_reply_detail(r, 503, "Enclave not available");
+        return;
+    }
+    api_req_hold(r, health_close, op); /* never blocks the loop (defect §10.15) */
+}
+
+static void get_encryption_status(api_req *r)
+{
+    char key[65];
+    store_rc err;
+    const char *why = can_send(r, key, &err);
+    if (err != STORE_OK) {
+        api_store_error(r, "encryption_status");
+        return;
+    }
+    api_reply_json(r, 200, json_pack("{s:b, s:o, s:s, s:o}", "can_send_encrypted", why == NULL, "error",
+                                     jstr_or_null(why), "context",
+                                     auth_is_org(&r->auth) ? "organization" : "personal", "org_id",
+                                     jstr_or_null(ctx_org(r))));
+}
+
+static void create_session(api_req *r)
+{
+    json_t *body = api_body_json(r);
+    if (!body)
+        return;
+    if (!v_object(r, body))
+        goto out;
+    const json_t *jn = json_object_get(body, "name"), *jo = json_object_get(body, "org_id");
+    if ((jn && !json_is_null(jn) && !json_is_string(jn)) || (jo && !json_is_null(jo) && !json_is_string(jo))) {
+        static const char *const loc[] = {"body"};
+        api_reply_422(r, "string_type", loc, 1, "Input should be a valid string", body);
+        goto out;
+    }
+    const char *name = json_is_string(jn) ? json_string_value(jn) : "New Chat";
+    const char *org = json_is_string(jo) && json_string_length(jo) ? json_string_value(jo) : ctx_org(r);
+    store *db = r->srv->db;
+    user_row u;
+    store_rc rc = store_user_get(db, r->auth.user_id, &u);
+    char msg[600];
+    if (rc == STORE_NOT_FOUND) {
+        snprintf(msg, sizeof msg, "User %s not found", r->auth.user_id);
+        api_reply_detail(r, 400, msg);
+        goto out;
+    }
+    if (rc != STORE_OK) {
+        api_store_error(r, "user_get");
+        goto out;
+    }
+    user_row_free(&u);
+    if (org) {
+        membership_row m;
+        rc = store_membership_get(db, r->auth.user_id, org, &m);
+        if (rc == STORE_NOT_FOUND) {
+            snprintf(msg, sizeof msg, "User %s is not a member of org %s", r->auth.user_id, org);
+            api_reply_detail(r, 400, msg);
+            goto out;
+        }
+        if (rc != STORE_OK) {
+            api_store_error(r, "membership_get");
+            goto out;
+        }
+        membership_row_free(&m);
+    }
+    char id[37];
+    store_uuid(id);
+    session_row s;
+    rc = store_session_create(db, id, r->auth.user_id, org, name, &s);
+    if (rc != STORE_OK) {
+        api_store_error(r, "session_create");
+        goto out;
+    }
+    api_reply_json(r, 200, session_json(&s));
+    session_row_free(&s);
+out:
+    json_decref(body);
+}
+
+static bool query_int(api_req *r, const char *name, long def, long min, long max, long *out)
+{
+    const char *v = api_query(r, name);
+    *out = def;
+    if (!v)
+        return true;
+    if (parse_long(v, LONG_MIN, LONG_MAX, out) < 0) {
+        const char *loc[] = {"query", name};
+        api_reply_422(r, "int_parsing", loc, 2,
+                      "Input should be a valid integer, unable to parse string as an integer", NULL);
+        return false;
+    }
+    if (*out < min || *out > max) {
+        char msg[80];
+        const char *loc[] = {"query", name};
+        if (*out < min)
+            snprintf(msg, sizeof msg, "Input should be greater than or equal to %ld", min);
+        else
+            snprintf(msg, sizeof msg, "Input should be less than or equal to %ld", max);
+        api_reply_422(r, *out < min ? "greater_than_equal" : "less_than_equal", loc, 2, msg, NULL);
+        return false;
+    }
+    return true;
+}
+
+static void list_sessions(api_req *r)
+{
+    long limit, offset, total = 0;
+    if (!query_int(r, "limit", 50, 1, 100, &limit) || !query_int(r, "offset", 0, 0, INT_MAX, &offset))
+        return;
+    session_row *rows = NULL;
+    size_t n = 0;
+    if (store_sessions_list(r->srv->db, r->auth.user_id, ctx_org(r), (int)limit, (int)offset, &rows, &n,
+                            &total) != STORE_OK) {
+        api_store_error(r, "sessions_list");
+        return;
+    }
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, session_json(&rows[i]));
+    session_list_free(rows, n);
+    api_reply_json(r, 200, json_pack("{s:o, s:I, s:I, s:I}", "sessions", a, "total", (json_int_t)total,
+                                     "limit", (json_int_t)limit, "offset", (json_int_t)offset));
+}
+
+static void get_messages(api_req *r)
+{
+    session_row s;
+    store_rc rc = own_session(r, r->params[0], &s);
+    if (rc == STORE_NOT_FOUND) {
+        api_reply_detail(r, 404, NOT_FOUND_SESSION);
+        return;
+    }
+    if (rc != STORE_OK) {
+        api_store_error(r, "session_get");
+        return;
+    }
+    message_row *rows = NULL;
+    size_t n = 0;
+    if (store_messages_list(r->srv->db, s.id, &rows, &n) != STORE_OK) {
+        session_row_free(&s);
+        api_store_error(r, "messages_list");
+        return;
+    }
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, message_json(&rows[i]));
+    message_list_free(rows, n);
+    api_reply_json(r, 200, json_pack("{s:s, s:o}", "session_id", s.id, "messages", a));
+    session_row_free(&s);
+}
+
+static void delete_session(api_req *r)
+{
+    session_row s;
+    store_rc rc = own_session(r, r->params[0], &s);
+    if (rc == STORE_NOT_FOUND) {
+        api_reply_detail(r, 404, NOT_FOUND_SESSION);
+        return;
+    }
+    if (rc != STORE_OK) {
+        api_store_error(r, "session_get");
+        return;
+    }
+    store *db = r->srv->db;
+    json_t *data = json_pack("{s:s}", "session_id", s.id);
+    rc = store_begin(db);
+    if (rc == STORE_OK)
+        rc = store_audit(db, "session_deleted", r->auth.user_id, NULL, s.org_id, data);
+    if (rc == STORE_OK)
+        rc = store_session_delete(db, s.id);
+    rc = rc == STORE_OK ? store_commit(db) : (store_rollback(db), rc);
+    json_decref(data);
+    session_row_free(&s);
+    if (rc != STORE_OK) {
+        api_store_error(r, "session_delete");
+        return;
+    }
+    api_reply_empty(r, 204);
+}
+
+static void delete_all_sessions(api_req *r)
+{
+    store *db = r->srv->db;
+    char **ids = NULL;
+    size_t n = 0;
+    store_rc rc = store_begin(db);
+    if (rc == STORE_OK)
+        rc = store_sessions_delete_all(db, r->auth.user_id, ctx_org(r), 10000, &ids, &n);
+    for (size_t i = 0; rc == STORE_OK && i < n; i++) {
+        json_t *data = json_pack("{s:s}", "session_id", ids[i]);
+        rc = store_audit(db, "session_deleted", r->auth.user_id, NULL, ctx_org(r), data);
+        json_decref(data);
+    }
+    rc = rc == STORE_OK ? store_commit(db) : (store_rollback(db), rc);
+    for (size_t i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+    if (rc != STORE_OK) {
+        api_store_error(r, "sessions_delete_all");
+        return;
+    }
+    api_reply_json(r, 200, json_pack("{s:I}", "deleted_count", (json_int_t)n));
+}
+
+/* ---- POST /encrypted/stream ---- */
+
+typedef struct stream_st {
+    api_req *r;
+    ec_op *op;
+    struct event *heartbeat;
+    char session_id[64];
+    bool new_session;
+    char model[128];
+    unsigned chunks;
+} stream_st;
+
+static void stream_free(stream_st *st)
+{
+    if (st->heartbeat)
+        event_free(st->heartbeat);
+    free(st);
+}
+
+static void sse_json(api_req *r, json_t *o)
+{
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (s) {
+        api_sse_event(r, s, strlen(s));
+        free(s);
+    }
+}
+
+/* The client-facing text for an enclave failure: fixed strings only, so no raw
+ * upstream or enclave detail reaches a client (defect §10.23). */
+static const char *client_message(const char *code, const char *enclave_msg)
+{
+    static const struct {
+        const char *code, *msg;
+    } MAP[] = {
+        {"no_credentials", "No AWS credentials"},
+        {"credentials_expired", "AWS credentials expired"},
+        {"decrypt_failed", "Could not decrypt the message: the enclave key may have changed, "
+                           "fetch the enclave key again and retry"},
+        {"upstream_throttled", "The model is busy, please retry shortly"},
+        {"upstream_rejected", "The model rejected the request"},
+        {"upstream_denied", "The model service refused the enclave's credentials"},
+        {"upstream_unavailable", "The model service failed, please retry"},
+        {"upstream_exception", "The model service failed, please retry"},
+        {"upstream_corrupt", "The model service failed, please retry"},
+        {"upstream_truncated", "The model service failed, please retry"},
+        {"upstream_protocol", "The model service failed, please retry"},
+        {"upstream_unreachable", "Cannot reach the model service"},
+        {"timeout", "Request timed out"},
+        {"empty_answer", "The model returned an empty answer"},
+        {"enclave_unavailable", "Service temporarily unavailable"},
+        {"enclave_protocol", "Internal error"},
+        {"busy", "Service busy, please retry"},
+        {"shutting_down", "Service restarting, please retry"},
+    };
+    if (code && strcmp(code, "bad_request") == 0 && enclave_msg && *enclave_msg)
+        return enclave_msg; /* our enclave's own validation text, never upstream text */
+    for (size_t i = 0; code && i < sizeof MAP / sizeof MAP[0]; i++)
+        if (strcmp(code, MAP[i].code) == 0)
+            return MAP[i].msg;
+    return "Internal error";
+}
+
+static void stream_end(stream_st *st)
+{
+    api_req *r = st->r;
+    api_sse_end(r);
+    stream_free(st);
+}
+
+static void stream_fail(stream_st *st, const char *msg)
+{
+    sse_json(st->r, json_pack("{s:s, s:s}", "type", "error", "message", msg));
+    stream_end(st);
+}
+
+/* Fills a message row from an EncryptedPayload the enclave returned; false if
+ * it does not satisfy the API's rules (non-empty ciphertext, exact lengths). */
+static bool ep_row(const json_t *ep, message_row *m)
+{
+    static const struct {
+        const char *name;
+        size_t exact;
+    } F[] = {{"ephemeral_public_key", 64}, {"iv", 32}, {"ciphertext", 0}, {"auth_tag", 32}, {"hkdf_salt", 64}};
+    char **dst[] = {&m->ephemeral_public_key, &m->iv, &m->ciphertext, &m->auth_tag, &m->hkdf_salt};
+    for (size_t i = 0; i < 5; i++) {
+        const json_t *v = json_object_get(ep, F[i].name);
+        size_t n = json_string_length(v);
+        if (!json_is_string(v) || !hex_is_valid(json_string_value(v), n) || n == 0 ||
+            (F[i].exact && n != F[i].exact))
+            return false;
+        *dst[i] = (char *)json_string_value(v); /* borrowed for the commit */
+    }
+    return true;
+}
+
+static void on_final(stream_st *st, const json_t *ev)
+{
+    api_req *r = st->r;
+    message_row um, am;
+    memset(&um, 0, sizeof um);
+    memset(&am, 0, sizeof am);
+    if (!ep_row(json_object_get(ev, "stored_user_message"), &um) ||
+        !ep_row(json_object_get(ev, "stored_assistant_message"), &am)) {
+        log_warn(r->rid, "event=stream_bad_final");
+        stream_fail(st, "Internal error");
+        return;
+    }
+    const char *used = json_string_value(json_object_get(ev, "model_used"));
+    json_int_t in = json_integer_value(json_object_get(ev, "input_tokens"));
+    json_int_t out = json_integer_value(json_object_get(ev, "output_tokens"));
+    um.role = (char *)"user";
+    um.model_used = st->model;
+    um.input_tokens = um.output_tokens = -1;
+    am.role = (char *)"assistant";
+    am.model_used = (char *)(used ? used : st->model);
+    am.input_tokens = (long)in;
+    am.output_tokens = (long)out;
+    session_row ns = {0};
+    if (st->new_session) {
+        ns.id = st->session_id;
+        ns.user_id = r->auth.user_id;
+        ns.org_id = (char *)ctx_org(r);
+        ns.name = (char *)"New Chat";
+    }
+    /* one transaction, only now that the enclave finished (defect §10.8) */
+    store_rc rc = store_chat_commit(r->srv->db, st->new_session ? &ns : NULL, st->session_id, &um, &am);
+    /* the commit filled ids/timestamps it allocated; the EP strings are borrowed */
+    free(um.id);
+    free(um.created_at);
+    free(um.session_id);
+    free(am.id);
+    free(am.created_at);
+    free(am.session_id);
+    if (rc != STORE_OK) {
+        log_error(r->rid, "event=store_error op=chat_commit detail=\"%s\"", store_last_error(r->srv->db));
+        stream_fail(st, "Failed to store the messages");
+        return;
+    }
+    log_info(r->rid, "event=stream_stored chunks=%u in_tokens=%lld out_tokens=%lld", st->chunks,
+             (long long)in, (long long)out);
+    sse_json(r, json_pack("{s:s, s:s, s:I, s:I}", "type", "stored", "model_used", am.model_used,
+                          "input_tokens", in, "output_tokens", out));
+    sse_json(r, json_pack("{s:s}", "type", "done"));
+    stream_end(st);
+}
+
+static void on_stream_event(void *ud, const json_t *ev)
+{
+    stream_st *st = ud;
+    const json_t *c = json_object_get(ev, "encrypted_content");
+    if (c) {
+        st->chunks++;
+        /* forwarded as soon as it arrives: nothing waits for the whole answer */
+        json_t *o = json_pack("{s:s, s:O}", "type", "encrypted_chunk", "encrypted_content", c);
+        sse_json(st->r, o);
+        return;
+    }
+    const json_t *t = json_object_get(ev, "encrypted_thinking");
+    if (t) {
+        sse_json(st->r, json_pack("{s:s, s:O}", "type", "thinking", "encrypted_content", t));
+        return;
+    }
+    if (json_is_true(json_object_get(ev, "is_final"))) {
+        st->op = NULL; /* the enclave client finishes the op after this returns */
+        on_final(st, ev);
+    }
+}
+
+static void on_stream_end(void *ud, const char *code, const char *msg)
+{
+    stream_st *st = ud;
+    if (!code) /* success: on_final already answered */
+        return;
+    st->op = NULL;
+    log_info(st->r->rid, "event=stream_failed code=%s chunks=%u", code, st->chunks);
+    stream_fail(st, client_message(code, msg));
+}
+
+static void on_stream_close(api_req *r)
+{
+    stream_st *st = r->state;
+    log_info(r->rid, "event=stream_client_gone chunks=%u", st->chunks);
+    if (st->op)
+        ec_op_cancel(st->op); /* closes the enclave connection: upstream is cancelled */
+    stream_free(st);
+}
+
+static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    stream_st *st = arg;
+    api_sse_comment(st->r, "keep-alive");
+}
+
+static bool check_stream_body(api_req *r, json_t *body)
+{
+    if (!v_object(r, body) || !v_string(r, body, NULL, "model", 256) ||
+        !v_ep(r, body, NULL, "encrypted_message") ||
+        !v_hex(r, body, NULL, NULL, "client_transport_public_key", 64, 0))
+        return false;
+    json_t *h = json_object_get(body, "encrypted_history");
+    if (h && !json_is_null(h)) {
+        if (!json_is_array(h) || json_array_size(h) > MAX_HISTORY_ITEMS) {
+            const char *loc[] = {"body", "encrypted_history"};
+            api_reply_422(r, "list_type", loc, 2, "Input should be a valid list", h);
+            return false;
+        }
+        size_t i;
+        json_t *item;
+        json_array_foreach(h, i, item) {
+            if (!v_ep_item(r, item, NULL, "encrypted_history", (int)i))
+                return false;
+            const json_t *role = json_object_get(item, "role");
+            if (role && !json_is_null(role) &&
+                (!json_is_string(role) || (strcmp(json_string_value(role), "user") != 0 &&
+                                           strcmp(json_string_value(role), "assistant") != 0))) {
+                char idx[24];
+                snprintf(idx, sizeof idx, "%zu", i);
+                const char *loc[] = {"body", "encrypted_history", idx, "role"};
+                api_reply_422(r, "literal_error", loc, 4, "Input should be 'user' or 'assistant'", role);
+                return false;
+            }
+        }
+    }
+    const json_t *sid = json_object_get(body, "session_id");
+    const json_t *facts = json_object_get(body, "facts_context");
+    if ((sid && !json_is_null(sid) && !json_is_string(sid)) ||
+        (facts && !json_is_null(facts) && !json_is_string(facts))) {
+        const char *loc[] = {"body", sid && !json_is_null(sid) && !json_is_string(sid) ? "session_id" : "facts_context"};
+        api_reply_422(r, "string_type", loc, 2, "Input should be a valid string", NULL);
+        return false;
+    }
+    return true;
+}
+
+static void invalid_model(api_req *r)
+{
+    /* a stable, readable list (defect §10.9: the original printed a Python set) */
+    vbuf b = VBUF_INIT;
+    vbuf_append_str(&b, "Invalid model. Available models: [");
+    for (size_t i = 0; i < N_MODELS; i++)
+        vbuf_printf(&b, "%s'%s'", i ? ", " : "", MODELS[i].id);
+    vbuf_append_str(&b, "]");
+    api_reply_detail(r, 400, vbuf_cstr(&b));
+    vbuf_free(&b);
+}
+
+static void post_stream(api_req *r)
+{
+    json_t *body = api_body_json(r);
+    stream_st *st = NULL;
+    json_t *req = NULL;
+    if (!body)
+        return;
+    if (!check_stream_body(r, body))
+        goto out;
+    const char *model = json_string_value(json_object_get(body, "model"));
+    if (!model_known(model)) {
+        invalid_model(r);
+        goto out;
+    }
+    char storage_key[65] = "";
+    store_rc err;
+    const char *why = can_send(r, storage_key, &err);
+    if (err != STORE_OK) {
+        api_store_error(r, "can_send");
+        goto out;
+    }
+    if (why) {
+        api_reply_detail(r, 400, why);
+        goto out;
+    }
+    st = calloc(1, sizeof *st);
+    if (!st) {
+        api_reply_detail(r, 503, "Service busy, please retry");
+        goto out;
+    }
+    st->r = r;
+    snprintf(st->model, sizeof st->model, "%s", model);
+    const json_t *sid = json_object_get(body, "session_id");
+    if (json_is_string(sid) && json_string_length(sid)) {
+        session_row s;
+        store_rc rc = own_session(r, json_string_value(sid), &s);
+        if (rc == STORE_NOT_FOUND) {
+            api_reply_detail(r, 404, NOT_FOUND_SESSION);
+            goto out;
+        }
+        if (rc != STORE_OK) {
+            api_store_error(r, "session_get");
+            goto out;
+        }
+        snprintf(st->session_id, sizeof st->session_id, "%s", s.id);
+        session_row_free(&s);
+    } else {
+        store_uuid(st->session_id); /* created only when the answer is stored */
+        st->new_session = true;
+    }
+    json_t *hist = json_object_get(body, "encrypted_history");
+    req = json_pack("{s:s, s:O, s:o, s:s, s:O, s:s, s:s}", "command", "CHAT_STREAM", "encrypted_message",
+                    json_object_get(body, "encrypted_message"), "encrypted_history",
+                    json_is_array(hist) ? json_incref(hist) : json_array(), "storage_public_key",
+                    storage_key, "client_public_key", json_object_get(body, "client_transport_public_key"),
+                    "model_id", model, "session_id", st->session_id);
+    static const ec_stream_callbacks cb = {on_stream_event, on_stream_end};
+    st->op = req ? ec_chat_stream(r->srv->ec, req, &cb, st) : NULL;
+    if (!st->op) {
+        api_reply_detail(r, 503, "Service temporarily unavailable");
+        goto out;
+    }
+    api_req_hold(r, on_stream_close, st);
+    api_sse_start(r);
+    sse_json(r, json_pack("{s:s, s:s}", "type", "session", "session_id", st->session_id));
+    st->heartbeat = event_new(r->srv->base, -1, EV_PERSIST, on_heartbeat, st);
+    struct timeval tv = {HEARTBEAT_S, 0};
+    if (st->heartbeat)
+        event_add(st->heartbeat, &tv);
+    log_info(r->rid, "event=stream_start model=%s new_session=%d", model, st->new_session);
+    st = NULL; /* owned by the held request now */
+out:
+    if (st)
+        stream_free(st);
+    json_decref(req);
+    json_decref(body);
+}
+
+const route ROUTES_CHAT[] = {
+    {EVHTTP_REQ_GET, P "/models", get_models, 0},
+    {EVHTTP_REQ_GET, P "/enclave/info", get_enclave_info, ROUTE_AUTH},
+    {EVHTTP_REQ_GET, P "/enclave/health", get_enclave_health, ROUTE_AUTH},
+    {EVHTTP_REQ_GET, P "/encryption-status", get_encryption_status, ROUTE_AUTH},
+    {EVHTTP_REQ_POST, P "/sessions", create_session, ROUTE_AUTH},
+    {EVHTTP_REQ_GET, P "/sessions", list_sessions, ROUTE_AUTH},
+    {EVHTTP_REQ_DELETE, P "/sessions", delete_all_sessions, ROUTE_AUTH},
+    {EVHTTP_REQ_GET, P "/sessions/{}/messages", get_messages, ROUTE_AUTH},
+    {EVHTTP_REQ_DELETE, P "/sessions/{}", delete_session, ROUTE_AUTH},
+    {EVHTTP_REQ_POST, P "/encrypted/stream", post_stream, ROUTE_AUTH},
+};
+const size_t N_ROUTES_CHAT = sizeof ROUTES_CHAT / sizeof ROUTES_CHAT[0];

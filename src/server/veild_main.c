@@ -1,0 +1,249 @@
+/* veild — the API server between clients and the enclave. It stores and relays
+ * ciphertext only. */
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "enclave/enclave.h"
+#include "server/server_int.h"
+
+#define HEALTH_PROBE_S 10 /* nitro: notice an enclave restart within this long */
+#define DRAIN_TICK_MS 100
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: veild [--help]\n\n"
+            "The veil API server: Clerk-authenticated REST + SSE routes, SQLite or PostgreSQL,\n"
+            "and the enclave client. Configured by environment variables (and ./.env):\n\n"
+            "  VEIL_LISTEN            listen address (default tcp:127.0.0.1:8000)\n"
+            "  VEIL_DATA_DIR          data directory (default ./data)\n"
+            "  DATABASE_URL           sqlite:PATH (default sqlite:$VEIL_DATA_DIR/veil.db) or\n"
+            "                         postgresql://user@host:port/db\n"
+            "  CLERK_ISSUER           required: the token issuer (iss)\n"
+            "  CLERK_JWKS_FILE        a local JWKS instead of CLERK_ISSUER/.well-known/jwks.json\n"
+            "  CLERK_JWKS_URL         override the JWKS URL\n"
+            "  CLERK_AUDIENCE         required aud (default: tokens carrying aud are refused)\n"
+            "  CLERK_AUTHORIZED_PARTIES  comma-separated azp values to accept (default: any)\n"
+            "  CLERK_JWT_LEEWAY_SECONDS  clock skew allowed (default 30)\n"
+            "  CLERK_WEBHOOK_SECRET   whsec_... Svix secret; webhooks are refused without it\n"
+            "  ENCLAVE_MODE           mock (in-process enclave core, default) or nitro\n"
+            "  ENCLAVE_ADDR           nitro: vsock:CID:PORT | unix:PATH | tcp:HOST:PORT\n"
+            "  ENCLAVE_CID            nitro: the enclave CID (default: nitro-cli describe-enclaves)\n"
+            "  ENCLAVE_PORT           nitro: the enclave vsock port (default 5000)\n"
+            "  ENCLAVE_CREDENTIAL_REFRESH_SECONDS  credential push interval (default 2700)\n"
+            "  ENCLAVE_INFERENCE_TIMEOUT  deadline of one chat, seconds (default 120)\n"
+            "  AWS_REGION             region (default us-east-1)\n"
+            "  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,\n"
+            "  AWS_CREDENTIAL_EXPIRATION  static credentials (else EC2 IMDSv2)\n"
+            "  VEIL_IMDS_ENDPOINT     IMDS host:port (default 169.254.169.254:80)\n"
+            "  PROXY_ADDR             mock: CONNECT proxy for Bedrock (default: direct)\n"
+            "  BEDROCK_ENDPOINT       mock: Bedrock host:port (default bedrock-runtime.<region>...:443)\n"
+            "  VEIL_CA_FILE           CA bundle for Bedrock and JWKS TLS (default: system)\n"
+            "  CORS_ORIGINS           comma-separated allowed origins (default http://localhost:3000)\n"
+            "  VEIL_DEBUG_ROUTES      true: mount /api/v1/debug/encryption/report (admins only)\n"
+            "  VEIL_MAX_BODY          largest request body in bytes (default 16777216)\n"
+            "  VEIL_DRAIN_SECONDS     on SIGTERM, wait this long for streams (default 30)\n"
+            "  VEIL_LOG_LEVEL         debug|info|warn|error (default info)\n");
+}
+
+static struct {
+    struct event_base *base;
+    server *srv;
+    struct event *probe, *drain;
+    time_t drain_deadline;
+    long drain_seconds;
+    bool stopping;
+} G;
+
+static void on_probe_result(void *ud, const ec_health_result *h)
+{
+    (void)ud;
+    /* a key change was noticed inside the client (restart callback); an enclave
+     * that lost its credentials gets them again now */
+    if (h->ok && !h->has_credentials)
+        refresher_kick(G.srv->rf);
+}
+
+static void on_probe(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    if (!ec_public_key(G.srv->ec))
+        ec_refresh_key(G.srv->ec);
+    ec_health(G.srv->ec, on_probe_result, NULL);
+}
+
+static void on_drain(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    if (G.srv->held == 0 || time(NULL) >= G.drain_deadline) {
+        if (G.srv->held)
+            log_warn(NULL, "event=drain_deadline open_requests=%u", G.srv->held);
+        event_base_loopexit(G.base, NULL);
+    }
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    (void)arg;
+    if (G.stopping) {
+        event_base_loopbreak(G.base);
+        return;
+    }
+    G.stopping = true;
+    log_info(NULL, "event=shutdown signal=%d open_requests=%u", (int)sig, G.srv->held);
+    if (G.srv->bound)
+        evhttp_del_accept_socket(G.srv->http, G.srv->bound);
+    G.srv->bound = NULL;
+    if (G.probe)
+        event_del(G.probe);
+    G.drain_deadline = time(NULL) + G.drain_seconds;
+    struct timeval tv = {0, DRAIN_TICK_MS * 1000};
+    event_add(G.drain, &tv);
+}
+
+static int mkdir_p(const char *dir)
+{
+    char tmp[512];
+    snprintf(tmp, sizeof tmp, "%s", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    return mkdir(tmp, 0700) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+static route *all_routes(bool debug, size_t *n)
+{
+    const struct {
+        const route *r;
+        size_t n;
+    } T[] = {
+        {ROUTES_APP, N_ROUTES_APP}, {ROUTES_CHAT, N_ROUTES_CHAT}, {ROUTES_USERS, N_ROUTES_USERS},
+        {ROUTES_ORGS, N_ROUTES_ORGS}, {ROUTES_CONTEXT, N_ROUTES_CONTEXT},
+        {ROUTES_WEBHOOKS, N_ROUTES_WEBHOOKS}, {ROUTES_DEBUG, N_ROUTES_DEBUG},
+    };
+    size_t total = 0, k = 0;
+    for (size_t i = 0; i < sizeof T / sizeof T[0]; i++)
+        total += T[i].n;
+    route *all = calloc(total, sizeof *all);
+    for (size_t i = 0; all && i < sizeof T / sizeof T[0]; i++) {
+        if (T[i].r == ROUTES_DEBUG && !debug)
+            continue; /* off by default (defect §10.18) */
+        memcpy(all + k, T[i].r, T[i].n * sizeof *all);
+        k += T[i].n;
+    }
+    *n = k;
+    return all;
+}
+
+int main(int argc, char **argv)
+{
+    char err[512];
+    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int o;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (o == 'h') {
+            usage(stdout);
+            return 0;
+        }
+        usage(stderr);
+        return 2;
+    }
+    if (config_load_dotenv(".env", err, sizeof err) < 0) {
+        fprintf(stderr, "veild: %s\n", err);
+        return 2;
+    }
+    log_init("veild");
+    server_config cfg;
+    if (settings_load(&cfg, err, sizeof err) < 0 ||
+        config_long("VEIL_DRAIN_SECONDS", 30, 0, 3600, &G.drain_seconds, err, sizeof err) < 0) {
+        fprintf(stderr, "veild: %s\n", err);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (cfg.mode == ENCLAVE_MOCK)
+        enclave_secure_json(); /* the in-process enclave handles plaintext */
+    if (strncmp(cfg.database_url, "sqlite:", 7) == 0 && mkdir_p(cfg.data_dir) < 0) {
+        fprintf(stderr, "veild: cannot create %s: %s\n", cfg.data_dir, strerror(errno));
+        return 1;
+    }
+    G.base = event_base_new();
+    G.srv = server_new(G.base, &cfg, err, sizeof err);
+    if (!G.base || !G.srv) {
+        fprintf(stderr, "veild: %s\n", err);
+        return 1;
+    }
+    server *s = G.srv;
+    if (!(s->db = store_open(cfg.database_url, err, sizeof err))) {
+        fprintf(stderr, "veild: database: %s\n", err);
+        return 1;
+    }
+    if (!(s->auth = auth_new(G.base, &cfg, err, sizeof err))) {
+        fprintf(stderr, "veild: auth: %s\n", err);
+        return 1;
+    }
+    if (!(s->ec = ec_new(G.base, &cfg, err, sizeof err))) {
+        fprintf(stderr, "veild: enclave: %s\n", err);
+        return 1;
+    }
+    if (!(s->rf = refresher_new(G.base, &cfg, s->ec, err, sizeof err))) {
+        fprintf(stderr, "veild: credentials: %s\n", err);
+        return 1;
+    }
+    s->routes = all_routes(cfg.debug_routes, &s->n_routes);
+    char bound[320];
+    if (server_listen(s, bound, sizeof bound, err, sizeof err) < 0) {
+        fprintf(stderr, "veild: listen: %s\n", err);
+        return 1;
+    }
+    /* the enclave may be down: health says so and the client keeps retrying (§10.14) */
+    ec_refresh_key(s->ec);
+    refresher_start(s->rf);
+    if (cfg.mode == ENCLAVE_NITRO) {
+        G.probe = event_new(G.base, -1, EV_PERSIST, on_probe, NULL);
+        struct timeval tv = {HEALTH_PROBE_S, 0};
+        event_add(G.probe, &tv);
+    }
+    G.drain = event_new(G.base, -1, EV_PERSIST, on_drain, NULL);
+    struct event *sigterm = evsignal_new(G.base, SIGTERM, on_signal, NULL);
+    struct event *sigint = evsignal_new(G.base, SIGINT, on_signal, NULL);
+    event_add(sigterm, NULL);
+    event_add(sigint, NULL);
+    log_info(NULL, "event=listening addr=%s mode=%s enclave=%s db=%s auth=%s", bound, ec_mode_name(s->ec),
+             ec_addr(s->ec), store_backend(s->db), cfg.clerk_jwks_file[0] ? "jwks-file" : "jwks-url");
+    event_base_dispatch(G.base);
+    log_info(NULL, "event=stopped");
+    /* connections first: their close handlers cancel enclave operations */
+    evhttp_free(s->http);
+    s->http = NULL;
+    refresher_free(s->rf);
+    ec_free(s->ec);
+    auth_free(s->auth);
+    store_close(s->db);
+    if (G.probe)
+        event_free(G.probe);
+    event_free(G.drain);
+    event_free(sigterm);
+    event_free(sigint);
+    server_free(s);
+    event_base_free(G.base);
+    return 0;
+}
