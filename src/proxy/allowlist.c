@@ -1,0 +1,753 @@
+#include "proxy/allowlist.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/config.h"
+
+#define SET_ERR(...) snprintf(err, errlen, __VA_ARGS__)
+
+#define PORT_MAX 65535UL
+
+void proxy_allowlist_init(proxy_allowlist *al) { memset(al, 0, sizeof *al); }
+
+void proxy_allowlist_free(proxy_allowlist *al)
+{
+    if (!al)
+        return;
+    free(al->entries);
+    free(al->pins);
+    memset(al, 0, sizeof *al);
+}
+
+/* Grows *arr (elements of size sz) so that one more fits. */
+static int grow(void **arr, size_t *cap, size_t n, size_t sz, size_t max)
+{
+    if (n < *cap)
+        return 0;
+    if (n >= max)
+        return -1;
+    size_t ncap = *cap ? *cap * 2 : 8;
+    if (ncap > max)
+        ncap = max;
+    void *p = realloc(*arr, ncap * sz);
+    if (!p)
+        return -1;
+    *arr = p;
+    *cap = ncap;
+    return 0;
+}
+
+/* Normalises host and port exactly as a CONNECT request would be: the allowlist is
+ * built by the same parser that reads the requests it is matched against, so the two
+ * can never disagree on case, trailing dots or IP literal spelling. */
+static int normalize(const char *host, size_t hlen, unsigned long port, char out[HTTP1_HOST_BUF],
+                     http1_host_kind *kind, char *err, size_t errlen)
+{
+    if (hlen == 0 || hlen > HTTP1_MAX_HOST_LEN + 2) {
+        SET_ERR("host must be 1..%d characters", HTTP1_MAX_HOST_LEN);
+        return -1;
+    }
+    for (size_t i = 0; i < hlen; i++) {
+        unsigned char c = (unsigned char)host[i];
+        if (c <= 0x20 || c >= 0x7f || c == '/' || c == '@') {
+            SET_ERR("host '%.*s' contains a character not allowed in a host", (int)hlen, host);
+            return -1;
+        }
+    }
+    if (port < 1 || port > PORT_MAX) {
+        SET_ERR("port must be 1..65535");
+        return -1;
+    }
+    bool bracket = host[0] != '[' && memchr(host, ':', hlen) != NULL;
+    char line[HTTP1_HOST_BUF + 64];
+    int n = snprintf(line, sizeof line, "CONNECT %s%.*s%s:%lu HTTP/1.1\r\n\r\n", bracket ? "[" : "",
+                     (int)hlen, host, bracket ? "]" : "", port);
+    if (n < 0 || (size_t)n >= sizeof line) {
+        SET_ERR("host too long");
+        return -1;
+    }
+    http1_connect req;
+    int rc = http1_parse_connect(line, (size_t)n, &req);
+    if (rc < 0) {
+        SET_ERR("bad host '%.*s': %s", (int)hlen, host, http1_strerror(rc));
+        return -1;
+    }
+    if (rc != n || req.port != port) {
+        SET_ERR("bad host '%.*s'", (int)hlen, host);
+        return -1;
+    }
+    memcpy(out, req.host, HTTP1_HOST_BUF);
+    if (kind)
+        *kind = req.host_kind;
+    return 0;
+}
+
+int proxy_allowlist_add(proxy_allowlist *al, const char *host, unsigned long port, char *err,
+                        size_t errlen)
+{
+    proxy_allow_entry e;
+    memset(&e, 0, sizeof e);
+    if (!host) {
+        SET_ERR("host missing");
+        return -1;
+    }
+    if (normalize(host, strlen(host), port, e.host, NULL, err, errlen) < 0)
+        return -1;
+    e.port = (uint16_t)port;
+    if (proxy_allowlist_match(al, e.host, e.port))
+        return 0;
+    if (grow((void **)&al->entries, &al->cap_entries, al->n_entries, sizeof e,
+             PROXY_ALLOWLIST_MAX_ENTRIES) < 0) {
+        SET_ERR("too many allowlist entries (at most %d)", PROXY_ALLOWLIST_MAX_ENTRIES);
+        return -1;
+    }
+    al->entries[al->n_entries++] = e;
+    return 0;
+}
+
+/* Splits `HOST:PORT` / `[V6]:PORT` at the port colon. host_len excludes the colon. */
+static int split_host_port(const char *s, size_t n, size_t *host_len, unsigned long *port)
+{
+    const char *colon;
+    if (n && s[0] == '[') {
+        const char *rb = memchr(s, ']', n);
+        if (!rb || rb + 1 >= s + n || rb[1] != ':')
+            return -1;
+        colon = rb + 1;
+    } else {
+        colon = memchr(s, ':', n);
+        if (!colon)
+            return -1;
+    }
+    size_t plen = n - (size_t)(colon - s) - 1;
+    char pbuf[8];
+    if (plen == 0 || plen >= sizeof pbuf)
+        return -1;
+    memcpy(pbuf, colon + 1, plen);
+    pbuf[plen] = '\0';
+    long v;
+    if (parse_long(pbuf, 1, (long)PORT_MAX, &v) < 0)
+        return -1;
+    *host_len = (size_t)(colon - s);
+    *port = (unsigned long)v;
+    return 0;
+}
+
+int proxy_allowlist_add_spec(proxy_allowlist *al, const char *spec, char *err, size_t errlen)
+{
+    size_t hlen;
+    unsigned long port;
+    if (!spec || split_host_port(spec, strlen(spec), &hlen, &port) < 0) {
+        SET_ERR("expected HOST:PORT (port 1..65535), got '%s'", spec ? spec : "");
+        return -1;
+    }
+    char host[HTTP1_HOST_BUF + 2];
+    if (hlen >= sizeof host) {
+        SET_ERR("host too long in '%s'", spec);
+        return -1;
+    }
+    memcpy(host, spec, hlen);
+    host[hlen] = '\0';
+    return proxy_allowlist_add(al, host, port, err, errlen);
+}
+
+int proxy_allowlist_add_default(proxy_allowlist *al, const char *region, char *err, size_t errlen)
+{
+    char host[HTTP1_HOST_BUF];
+    if (!region || !*region) {
+        SET_ERR("region missing");
+        return -1;
+    }
+    int n = snprintf(host, sizeof host, "bedrock-runtime.%s.amazonaws.com", region);
+    if (n < 0 || (size_t)n >= sizeof host) {
+        SET_ERR("region too long");
+        return -1;
+    }
+    if (proxy_allowlist_add(al, host, PROXY_BEDROCK_PORT, err, errlen) < 0) {
+        SET_ERR("bad region '%s'", region);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the YAML subset ---- */
+
+typedef struct yaml_item {
+    bool open;          /* a block-form item whose keys are still arriving */
+    size_t line;        /* where the item started */
+    size_t key_col;     /* column of its keys */
+    bool have_addr, have_port;
+    char addr[HTTP1_HOST_BUF + 2];
+    unsigned long port;
+} yaml_item;
+
+typedef struct yaml_ctx {
+    proxy_allowlist *al;
+    const char *name;
+    size_t line;
+    size_t added;
+    char *err;
+    size_t errlen;
+} yaml_ctx;
+
+#define YAML_ERR(y, ...)                                                                   \
+    do {                                                                                   \
+        int n_ = snprintf((y)->err, (y)->errlen, "%s:%zu: ", (y)->name, (y)->line);      \
+        if (n_ >= 0 && (size_t)n_ < (y)->errlen)                                           \
+            snprintf((y)->err + n_, (y)->errlen - (size_t)n_, __VA_ARGS__);                \
+    } while (0)
+
+static bool is_blank(char c) { return c == ' ' || c == '\t'; }
+
+static void trim(const char **s, size_t *n)
+{
+    while (*n && is_blank(**s)) {
+        (*s)++;
+        (*n)--;
+    }
+    while (*n && is_blank((*s)[*n - 1]))
+        (*n)--;
+}
+
+/* Length of the line without its comment: a '#' at the start or after a blank, outside
+ * quotes, starts a comment (YAML). -1 on an unterminated quote. */
+static ptrdiff_t strip_comment(const char *s, size_t n)
+{
+    char quote = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (quote) {
+            if (c == quote)
+                quote = 0;
+        } else if (c == '"' || c == '\'') {
+            quote = c;
+        } else if (c == '#' && (i == 0 || is_blank(s[i - 1]))) {
+            return (ptrdiff_t)i;
+        }
+    }
+    return quote ? -1 : (ptrdiff_t)n;
+}
+
+/* A scalar value: plain, or wholly inside one pair of quotes (no escapes). */
+static int yaml_scalar(yaml_ctx *y, const char *v, size_t n, bool allow_quotes, const char **out,
+                       size_t *outlen)
+{
+    trim(&v, &n);
+    if (n == 0) {
+        YAML_ERR(y, "missing value");
+        return -1;
+    }
+    if (v[0] == '"' || v[0] == '\'') {
+        if (!allow_quotes || n < 2 || v[n - 1] != v[0] || memchr(v + 1, v[0], n - 2) ||
+            (v[0] == '"' && memchr(v + 1, '\\', n - 2))) {
+            YAML_ERR(y, "bad quoted value");
+            return -1;
+        }
+        v++;
+        n -= 2;
+    }
+    *out = v;
+    *outlen = n;
+    return 0;
+}
+
+/* One `key: value` pair (address or port) into item. */
+static int yaml_pair(yaml_ctx *y, yaml_item *it, const char *s, size_t n)
+{
+    trim(&s, &n);
+    const char *colon = memchr(s, ':', n);
+    if (!colon || (colon + 1 < s + n && !is_blank(colon[1]))) {
+        YAML_ERR(y, "expected 'address: HOST' or 'port: PORT'");
+        return -1;
+    }
+    size_t klen = (size_t)(colon - s);
+    const char *v;
+    size_t vlen;
+    if (klen == 7 && memcmp(s, "address", 7) == 0) {
+        if (it->have_addr) {
+            YAML_ERR(y, "duplicate key 'address'");
+            return -1;
+        }
+        if (yaml_scalar(y, colon + 1, n - klen - 1, true, &v, &vlen) < 0)
+            return -1;
+        if (vlen == 0 || vlen >= sizeof it->addr) {
+            YAML_ERR(y, "bad address length");
+            return -1;
+        }
+        memcpy(it->addr, v, vlen);
+        it->addr[vlen] = '\0';
+        it->have_addr = true;
+        return 0;
+    }
+    if (klen == 4 && memcmp(s, "port", 4) == 0) {
+        if (it->have_port) {
+            YAML_ERR(y, "duplicate key 'port'");
+            return -1;
+        }
+        if (yaml_scalar(y, colon + 1, n - klen - 1, false, &v, &vlen) < 0)
+            return -1;
+        char pbuf[8];
+        long p;
+        if (vlen >= sizeof pbuf) {
+            YAML_ERR(y, "port must be 1..65535");
+            return -1;
+        }
+        memcpy(pbuf, v, vlen);
+        pbuf[vlen] = '\0';
+        if (parse_long(pbuf, 1, (long)PORT_MAX, &p) < 0) {
+            YAML_ERR(y, "port must be 1..65535");
+            return -1;
+        }
+        it->port = (unsigned long)p;
+        it->have_port = true;
+        return 0;
+    }
+    YAML_ERR(y, "unknown key '%.*s' (expected address or port)", (int)(klen < 40 ? klen : 40), s);
+    return -1;
+}
+
+/* Adds a complete item; y->line must point at the item's line for messages. */
+static int yaml_finish(yaml_ctx *y, yaml_item *it)
+{
+    if (!it->have_addr || !it->have_port) {
+        YAML_ERR(y, "entry needs both address and port");
+        return -1;
+    }
+    char e[200];
+    if (proxy_allowlist_add(y->al, it->addr, it->port, e, sizeof e) < 0) {
+        YAML_ERR(y, "%s", e);
+        return -1;
+    }
+    y->added++;
+    memset(it, 0, sizeof *it);
+    return 0;
+}
+
+static int yaml_close_open_item(yaml_ctx *y, yaml_item *it)
+{
+    if (!it->open)
+        return 0;
+    size_t cur = y->line;
+    y->line = it->line;
+    int rc = yaml_finish(y, it);
+    y->line = cur;
+    return rc;
+}
+
+/* `{address: HOST, port: PORT}` */
+static int yaml_flow(yaml_ctx *y, const char *s, size_t n)
+{
+    if (n < 2 || s[n - 1] != '}') {
+        YAML_ERR(y, "expected '{address: HOST, port: PORT}'");
+        return -1;
+    }
+    yaml_item it;
+    memset(&it, 0, sizeof it);
+    const char *p = s + 1, *end = s + n - 1;
+    while (p <= end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *stop = comma ? comma : end;
+        const char *part = p;
+        size_t plen = (size_t)(stop - p);
+        trim(&part, &plen);
+        if (plen == 0 && !comma && (it.have_addr || it.have_port))
+            break; /* a trailing comma before '}' is fine in YAML */
+        if (yaml_pair(y, &it, part, plen) < 0)
+            return -1;
+        p = stop + 1;
+    }
+    return yaml_finish(y, &it);
+}
+
+int proxy_allowlist_load_yaml(proxy_allowlist *al, const char *name, const char *text, size_t len,
+                              char *err, size_t errlen)
+{
+    yaml_ctx y = {al, name ? name : "allowlist", 0, 0, err, errlen};
+    yaml_item it;
+    memset(&it, 0, sizeof it);
+    bool seen_key = false;
+    size_t pos = 0;
+    if (!text && len) {
+        SET_ERR("no text");
+        return -1;
+    }
+    while (pos < len) {
+        const char *line = text + pos;
+        const char *nl = memchr(line, '\n', len - pos);
+        size_t n = nl ? (size_t)(nl - line) : len - pos;
+        pos += n + (nl ? 1 : 0);
+        y.line++;
+        if (n && line[n - 1] == '\r')
+            n--;
+        if (memchr(line, '\0', n) || memchr(line, '\r', n)) {
+            YAML_ERR(&y, "control character in line");
+            return -1;
+        }
+        ptrdiff_t cut = strip_comment(line, n);
+        if (cut < 0) {
+            YAML_ERR(&y, "unterminated quote");
+            return -1;
+        }
+        n = (size_t)cut;
+        while (n && is_blank(line[n - 1]))
+            n--;
+        size_t indent = 0;
+        while (indent < n && line[indent] == ' ')
+            indent++;
+        if (indent == n)
+            continue; /* blank or comment-only */
+        if (line[indent] == '\t') {
+            YAML_ERR(&y, "tab in indentation");
+            return -1;
+        }
+        const char *s = line + indent;
+        size_t m = n - indent;
+        if (!seen_key) {
+            if (indent != 0 || m != 10 || memcmp(s, "allowlist:", 10) != 0) {
+                YAML_ERR(&y, "expected 'allowlist:'");
+                return -1;
+            }
+            seen_key = true;
+            continue;
+        }
+        if (s[0] == '-' && (m == 1 || is_blank(s[1]))) {
+            if (yaml_close_open_item(&y, &it) < 0)
+                return -1;
+            const char *r = s + 1;
+            size_t rn = m - 1;
+            while (rn && r[0] == ' ') {
+                r++;
+                rn--;
+            }
+            if (rn == 0 || r[0] == '\t') {
+                YAML_ERR(&y, "expected '- {address: HOST, port: PORT}' or '- address: HOST'");
+                return -1;
+            }
+            if (r[0] == '{') {
+                if (yaml_flow(&y, r, rn) < 0)
+                    return -1;
+                continue;
+            }
+            it.open = true;
+            it.line = y.line;
+            it.key_col = (size_t)(r - line);
+            if (yaml_pair(&y, &it, r, rn) < 0)
+                return -1;
+            continue;
+        }
+        if (it.open && indent == it.key_col) {
+            if (yaml_pair(&y, &it, s, m) < 0)
+                return -1;
+            continue;
+        }
+        YAML_ERR(&y, "expected '- {address: HOST, port: PORT}' or '- address: HOST'");
+        return -1;
+    }
+    if (yaml_close_open_item(&y, &it) < 0)
+        return -1;
+    if (!seen_key) {
+        SET_ERR("%s: no 'allowlist:' key", y.name);
+        return -1;
+    }
+    if (y.added == 0) {
+        SET_ERR("%s: the allowlist has no entries", y.name);
+        return -1;
+    }
+    return 0;
+}
+
+int proxy_allowlist_load_file(proxy_allowlist *al, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        SET_ERR("%s: %s", path, strerror(errno));
+        return -1;
+    }
+    int rc = -1;
+    char *text = malloc(PROXY_ALLOWLIST_MAX_FILE + 1);
+    if (!text) {
+        SET_ERR("out of memory");
+        goto out;
+    }
+    size_t n = fread(text, 1, PROXY_ALLOWLIST_MAX_FILE + 1, f);
+    if (ferror(f)) {
+        SET_ERR("%s: read error", path);
+        goto out;
+    }
+    if (n > PROXY_ALLOWLIST_MAX_FILE) {
+        SET_ERR("%s: larger than %d bytes", path, PROXY_ALLOWLIST_MAX_FILE);
+        goto out;
+    }
+    rc = proxy_allowlist_load_yaml(al, path, text, n, err, errlen);
+out:
+    free(text);
+    fclose(f);
+    return rc;
+}
+
+/* ---- pins ---- */
+
+static int parse_ip(const char *s, size_t n, uint16_t port, struct sockaddr_storage *ss,
+                    socklen_t *len)
+{
+    char tmp[INET6_ADDRSTRLEN + 2];
+    if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
+        s++;
+        n -= 2;
+    }
+    if (n == 0 || n >= sizeof tmp)
+        return -1;
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, tmp, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(port);
+        *len = sizeof *sin;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, tmp, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(port);
+        *len = sizeof *sin6;
+        return 0;
+    }
+    return -1;
+}
+
+int proxy_allowlist_add_pin(proxy_allowlist *al, const char *spec, char *err, size_t errlen)
+{
+    if (!spec) {
+        SET_ERR("--resolve: missing value");
+        return -1;
+    }
+    const char *c1 = strchr(spec, ':');
+    const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    if (!c1 || !c2 || c2[1] == '\0' || spec[0] == '[' || spec[0] == '+' || spec[0] == '-' ||
+        spec[0] == '*') {
+        SET_ERR("--resolve: expected HOST:PORT:ADDR[,ADDR...] with HOST a name, got '%s'", spec);
+        return -1;
+    }
+    char host[HTTP1_HOST_BUF + 2];
+    size_t hlen = (size_t)(c1 - spec);
+    if (hlen == 0 || hlen >= sizeof host) {
+        SET_ERR("--resolve: bad host in '%s'", spec);
+        return -1;
+    }
+    memcpy(host, spec, hlen);
+    host[hlen] = '\0';
+    char pbuf[8];
+    size_t plen = (size_t)(c2 - c1 - 1);
+    long port;
+    if (plen == 0 || plen >= sizeof pbuf) {
+        SET_ERR("--resolve: port must be 1..65535 in '%s'", spec);
+        return -1;
+    }
+    memcpy(pbuf, c1 + 1, plen);
+    pbuf[plen] = '\0';
+    if (parse_long(pbuf, 1, (long)PORT_MAX, &port) < 0) {
+        SET_ERR("--resolve: port must be 1..65535 in '%s'", spec);
+        return -1;
+    }
+    proxy_pin pin;
+    memset(&pin, 0, sizeof pin);
+    http1_host_kind kind;
+    char e[200];
+    if (normalize(host, hlen, (unsigned long)port, pin.host, &kind, e, sizeof e) < 0) {
+        SET_ERR("--resolve: %s", e);
+        return -1;
+    }
+    if (kind != HTTP1_HOST_NAME) {
+        SET_ERR("--resolve: HOST must be a name, not an IP literal, in '%s'", spec);
+        return -1;
+    }
+    pin.port = (uint16_t)port;
+    /* validate every address first, so a bad list adds nothing */
+    for (int pass = 0; pass < 2; pass++) {
+        const char *a = c2 + 1;
+        for (;;) {
+            const char *comma = strchr(a, ',');
+            size_t alen = comma ? (size_t)(comma - a) : strlen(a);
+            if (parse_ip(a, alen, pin.port, &pin.addr, &pin.addr_len) < 0) {
+                SET_ERR("--resolve: bad address '%.*s' (expected a dotted quad or [IPv6])",
+                        (int)(alen < 64 ? alen : 64), a);
+                return -1;
+            }
+            if (pass == 1) {
+                if (grow((void **)&al->pins, &al->cap_pins, al->n_pins, sizeof pin,
+                         PROXY_ALLOWLIST_MAX_PINS) < 0) {
+                    SET_ERR("--resolve: too many pinned addresses (at most %d)",
+                            PROXY_ALLOWLIST_MAX_PINS);
+                    return -1;
+                }
+                al->pins[al->n_pins++] = pin;
+            }
+            if (!comma)
+                break;
+            a = comma + 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- matching ---- */
+
+/* host without one trailing dot; false if that leaves it empty or too long */
+static bool host_key(const char *host, const char **h, size_t *n)
+{
+    if (!host)
+        return false;
+    size_t len = strnlen(host, HTTP1_HOST_BUF + 1);
+    if (len && host[len - 1] == '.')
+        len--;
+    if (len == 0 || len > HTTP1_MAX_HOST_LEN)
+        return false;
+    *h = host;
+    *n = len;
+    return true;
+}
+
+static bool host_eq(const char *stored, const char *h, size_t n)
+{
+    return strlen(stored) == n && strncasecmp(stored, h, n) == 0;
+}
+
+bool proxy_allowlist_match(const proxy_allowlist *al, const char *host, uint16_t port)
+{
+    const char *h;
+    size_t n;
+    if (!al || !host_key(host, &h, &n))
+        return false;
+    for (size_t i = 0; i < al->n_entries; i++)
+        if (al->entries[i].port == port && host_eq(al->entries[i].host, h, n))
+            return true;
+    return false;
+}
+
+size_t proxy_allowlist_pinned(const proxy_allowlist *al, const char *host, uint16_t port,
+                              proxy_pin *out, size_t max)
+{
+    const char *h;
+    size_t n, count = 0;
+    if (!al || !host_key(host, &h, &n))
+        return 0;
+    for (size_t i = 0; i < al->n_pins; i++) {
+        if (al->pins[i].port != port || !host_eq(al->pins[i].host, h, n))
+            continue;
+        if (out && count < max)
+            out[count] = al->pins[i];
+        count++;
+    }
+    return count;
+}
+
+/* ---- special addresses ---- */
+
+static const char *special_v4(uint32_t a)
+{
+    if ((a >> 24) == 0)
+        return a == 0 ? "unspecified" : "this-network"; /* 0/8 */
+    if ((a >> 24) == 10 || (a >> 20) == (172u << 4 | 1) || (a >> 16) == (192u << 8 | 168))
+        return "private"; /* RFC 1918 */
+    if ((a >> 22) == (100u << 2 | 1))
+        return "shared"; /* 100.64/10, carrier-grade NAT */
+    if ((a >> 24) == 127)
+        return "loopback";
+    if ((a >> 16) == (169u << 8 | 254))
+        return "link-local"; /* 169.254/16: EC2 IMDS lives at 169.254.169.254 */
+    if ((a >> 28) == 0xe)
+        return "multicast"; /* 224/4 */
+    if (a == 0xffffffffu)
+        return "broadcast";
+    if ((a >> 28) == 0xf)
+        return "reserved"; /* 240/4 */
+    return NULL;
+}
+
+static uint32_t be32_at(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static const char *special_v6(const uint8_t b[16])
+{
+    static const uint8_t zero[12] = {0};
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    static const uint8_t nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+    if (memcmp(b, mapped, 12) == 0 || memcmp(b, nat64, 12) == 0)
+        return special_v4(be32_at(b + 12));
+    if (memcmp(b, zero, 12) == 0) {
+        uint32_t v4 = be32_at(b + 12);
+        if (v4 == 0)
+            return "unspecified";
+        if (v4 == 1)
+            return "loopback";
+        const char *r = special_v4(v4); /* IPv4-compatible, deprecated (RFC 4291) */
+        return r ? r : "reserved";
+    }
+    if (b[0] == 0x20 && b[1] == 0x02)
+        return special_v4(be32_at(b + 2)); /* 6to4 carries the IPv4 address */
+    if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80)
+        return "link-local"; /* fe80::/10 */
+    if (b[0] == 0xfe && (b[1] & 0xc0) == 0xc0)
+        return "site-local"; /* fec0::/10, deprecated */
+    if ((b[0] & 0xfe) == 0xfc)
+        return "unique-local"; /* fc00::/7, includes fd00:ec2::254 (IMDS over IPv6) */
+    if (b[0] == 0xff)
+        return "multicast";
+    return NULL;
+}
+
+const char *proxy_allowlist_special(const struct sockaddr *sa)
+{
+    if (!sa)
+        return "unsupported-family";
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+        return special_v4(ntohl(sin->sin_addr.s_addr));
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+        return special_v6(sin6->sin6_addr.s6_addr);
+    }
+    return "unsupported-family";
+}
+
+static bool same_ip(const struct sockaddr *a, const struct sockaddr *b)
+{
+    if (a->sa_family != b->sa_family)
+        return false;
+    if (a->sa_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    if (a->sa_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                      &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+    return false;
+}
+
+const char *proxy_allowlist_check_addr(const proxy_allowlist *al, const char *host, uint16_t port,
+                                       const struct sockaddr *sa)
+{
+    if (!sa)
+        return "unsupported-family";
+    const char *h;
+    size_t n;
+    if (al && host_key(host, &h, &n)) {
+        for (size_t i = 0; i < al->n_pins; i++) {
+            const proxy_pin *p = &al->pins[i];
+            if (p->port == port && host_eq(p->host, h, n) &&
+                same_ip((const struct sockaddr *)&p->addr, sa))
+                return NULL;
+        }
+    }
+    return proxy_allowlist_special(sa);
+}
