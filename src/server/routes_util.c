@@ -1,0 +1,309 @@
+#include "server/routes_util.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "common/hex.h"
+#include "server/validate.h"
+
+/* ---- replies ---- */
+
+void ru_reply(api_req *r, int status, json_t *body)
+{
+    if (!body) {
+        log_error(r->rid, "event=reply_build_failed path=%s", r->path);
+        api_reply_detail(r, 500, "Internal server error");
+        return;
+    }
+    api_reply_json(r, status, body);
+}
+
+static void detail_v(api_req *r, int status, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+static void detail_v(api_req *r, int status, const char *fmt, va_list ap)
+{
+    char buf[1024];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    api_reply_detail(r, status, buf);
+}
+
+void ru_detailf(api_req *r, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    detail_v(r, status, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- JSON views of rows ---- */
+
+json_t *ru_str(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+json_t *ru_ep_json(const org_key_ep *k)
+{
+    if (!k->ciphertext)
+        return json_null();
+    return json_pack("{s:s?, s:s?, s:s, s:s?, s:s?}", "ephemeral_public_key", k->ephemeral_public_key, "iv",
+                     k->iv, "ciphertext", k->ciphertext, "auth_tag", k->auth_tag, "hkdf_salt", k->hkdf_salt);
+}
+
+void ru_ep_borrow(const json_t *ep, org_key_ep *out)
+{
+    /* the casts only drop const: the strings stay owned by ep */
+    out->ephemeral_public_key = (char *)json_string_value(json_object_get(ep, "ephemeral_public_key"));
+    out->iv = (char *)json_string_value(json_object_get(ep, "iv"));
+    out->ciphertext = (char *)json_string_value(json_object_get(ep, "ciphertext"));
+    out->auth_tag = (char *)json_string_value(json_object_get(ep, "auth_tag"));
+    out->hkdf_salt = (char *)json_string_value(json_object_get(ep, "hkdf_salt"));
+}
+
+json_t *ru_membership_json(const membership_row *m)
+{
+    return json_pack("{s:s, s:s, s:s?, s:s, s:b, s:s?, s:s?}", "id", m->id, "org_id", m->org_id, "org_name",
+                     m->org_name, "role", m->role, "has_org_key", m->has_org_key, "key_distributed_at",
+                     m->key_distributed_at, "joined_at", m->joined_at);
+}
+
+json_t *ru_user_keys_json(const char *public_key, const char *enc_priv, const char *iv, const char *tag,
+                          const char *salt)
+{
+    return json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?, s:n, s:n, s:n, s:n}", "public_key", public_key,
+                     "encrypted_private_key", enc_priv, "iv", iv, "tag", tag, "salt", salt,
+                     "recovery_encrypted_private_key", "recovery_iv", "recovery_tag", "recovery_salt");
+}
+
+json_t *ru_memberships(api_req *r, const char *user_id, const char *org_id,
+                       json_t *(*fn)(const membership_row *m))
+{
+    membership_row *list = NULL;
+    size_t n = 0;
+    store_rc rc = user_id ? store_memberships_for_user(r->srv->db, user_id, &list, &n)
+                          : store_memberships_for_org(r->srv->db, org_id, &list, &n);
+    if (rc != STORE_OK) {
+        api_store_error(r, user_id ? "memberships_for_user" : "memberships_for_org");
+        return NULL;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, fn(&list[i]));
+    membership_list_free(list, n);
+    return arr;
+}
+
+/* ---- authorization ---- */
+
+bool ru_require_db_admin(api_req *r, const char *org_id, membership_row *out)
+{
+    membership_row m = {0};
+    store_rc rc = store_membership_get(r->srv->db, r->auth.user_id, org_id, &m);
+    if (rc == STORE_NOT_FOUND) {
+        ru_detailf(r, 404, "User %s is not a member of org %s", r->auth.user_id, org_id);
+        return false;
+    }
+    if (rc != STORE_OK) {
+        api_store_error(r, "membership_get");
+        return false;
+    }
+    if (strcmp(m.role, ROLE_ADMIN) != 0) {
+        membership_row_free(&m);
+        ru_detailf(r, 403, "User %s is not an admin of org %s", r->auth.user_id, org_id);
+        return false;
+    }
+    if (out)
+        *out = m;
+    else
+        membership_row_free(&m);
+    return true;
+}
+
+/* ---- transactions ---- */
+
+bool ru_begin(api_req *r)
+{
+    if (store_begin(r->srv->db) == STORE_OK)
+        return true;
+    api_store_error(r, "begin");
+    return false;
+}
+
+void ru_fail(api_req *r, const char *op)
+{
+    api_store_error(r, op); /* first: it logs the store's reason, which rollback may replace */
+    store_rollback(r->srv->db);
+}
+
+void ru_abort(api_req *r, int status, const char *fmt, ...)
+{
+    if (store_rollback(r->srv->db) != STORE_OK)
+        log_warn(r->rid, "event=rollback_failed detail=\"%s\"", store_last_error(r->srv->db));
+    va_list ap;
+    va_start(ap, fmt);
+    detail_v(r, status, fmt, ap);
+    va_end(ap);
+}
+
+bool ru_commit(api_req *r)
+{
+    if (store_commit(r->srv->db) == STORE_OK)
+        return true;
+    ru_fail(r, "commit");
+    return false;
+}
+
+/* ---- validation ---- */
+
+bool ru_hex_fields(api_req *r, json_t *body, const ru_hex_field *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!v_hex(r, body, NULL, NULL, f[i].name, f[i].exact, f[i].min))
+            return false;
+    return true;
+}
+
+static void reply_at(api_req *r, const char *type, ru_loc loc, const char *msg, const json_t *input)
+{
+    const char *l[RU_LOC_MAX + 1];
+    l[0] = "body";
+    for (size_t i = 0; i < loc.n; i++)
+        l[i + 1] = loc.p[i];
+    api_reply_422(r, type, l, loc.n + 1, msg, input);
+}
+
+static ru_loc loc_push(ru_loc loc, const char *name)
+{
+    if (loc.n < RU_LOC_MAX)
+        loc.p[loc.n++] = name;
+    return loc;
+}
+
+static bool string_at(api_req *r, const json_t *v, ru_loc loc)
+{
+    if (!v) {
+        reply_at(r, "missing", loc, "Field required", NULL);
+        return false;
+    }
+    if (!json_is_string(v)) {
+        reply_at(r, "string_type", loc, "Input should be a valid string", v);
+        return false;
+    }
+    return true;
+}
+
+bool ru_str_at(api_req *r, const json_t *v, ru_loc loc)
+{
+    if (!string_at(r, v, loc))
+        return false;
+    if (json_string_length(v) == 0) {
+        reply_at(r, "string_too_short", loc, "String should have at least 1 character", v);
+        return false;
+    }
+    return true;
+}
+
+/* the rules of validate.h's hex fields, at a deeper location */
+static bool hex_at(api_req *r, json_t *v, ru_loc loc, size_t exact, size_t min)
+{
+    if (!string_at(r, v, loc))
+        return false;
+    size_t n = json_string_length(v), lo = exact ? exact : min;
+    char msg[96];
+    if (n < lo || (exact && n > exact)) {
+        bool shorter = n < lo;
+        snprintf(msg, sizeof msg, "String should have at %s %zu character%s", shorter ? "least" : "most",
+                 shorter ? lo : exact, (shorter ? lo : exact) == 1 ? "" : "s");
+        reply_at(r, shorter ? "string_too_short" : "string_too_long", loc, msg, v);
+        return false;
+    }
+    if (!hex_is_valid(json_string_value(v), n)) {
+        reply_at(r, "value_error", loc, "Value error, Invalid hex string", v);
+        return false;
+    }
+    v_lower(v);
+    return true;
+}
+
+bool ru_ep_at(api_req *r, json_t *ep, ru_loc loc)
+{
+    static const ru_hex_field F[] = {
+        {"ephemeral_public_key", 64, 0}, {"iv", 32, 0}, {"ciphertext", 0, 2},
+        {"auth_tag", 32, 0},             {"hkdf_salt", 64, 0},
+    };
+    if (!ep) {
+        reply_at(r, "missing", loc, "Field required", NULL);
+        return false;
+    }
+    if (!json_is_object(ep)) {
+        reply_at(r, "model_attributes_type", loc,
+                 "Input should be a valid dictionary or object to extract fields from", ep);
+        return false;
+    }
+    for (size_t i = 0; i < sizeof F / sizeof F[0]; i++)
+        if (!hex_at(r, json_object_get(ep, F[i].name), loc_push(loc, F[i].name), F[i].exact, F[i].min))
+            return false;
+    return true;
+}
+
+bool ru_opt_str(api_req *r, const json_t *body, const char *name)
+{
+    const json_t *v = json_object_get(body, name);
+    if (!v || json_is_null(v) || json_is_string(v))
+        return true;
+    ru_loc loc = {{name}, 1};
+    return string_at(r, v, loc);
+}
+
+static bool context_body(api_req *r, json_t *body, json_t **data)
+{
+    if (!v_object(r, body))
+        return false;
+    json_t *d = json_object_get(body, "context_data");
+    ru_loc loc = {{"context_data"}, 1};
+    if (!d) {
+        reply_at(r, "missing", loc, "Field required", NULL);
+        return false;
+    }
+    if (!json_is_object(d)) {
+        reply_at(r, "dict_type", loc, "Input should be a valid dictionary", d);
+        return false;
+    }
+    *data = d;
+    return true;
+}
+
+/* ---- context documents ---- */
+
+static void context_reply(api_req *r, const char *owner_type, json_t *data, bool with_owner)
+{
+    json_t *j = json_object();
+    if (with_owner)
+        json_object_set_new(j, "owner_type", json_string(owner_type));
+    json_object_set_new(j, "context_data", data ? data : json_null());
+    ru_reply(r, 200, j);
+}
+
+void ru_context_get(api_req *r, const char *owner_type, const char *owner_id, bool with_owner)
+{
+    json_t *data = NULL;
+    if (store_context_get(r->srv->db, owner_type, owner_id, &data) != STORE_OK) {
+        api_store_error(r, "context_get");
+        return;
+    }
+    context_reply(r, owner_type, data, with_owner);
+}
+
+void ru_context_put(api_req *r, const char *owner_type, const char *owner_id, bool with_owner)
+{
+    json_t *body = api_body_json(r), *data;
+    if (!body)
+        return;
+    if (context_body(r, body, &data)) {
+        if (store_context_put(r->srv->db, owner_type, owner_id, data) != STORE_OK)
+            api_store_error(r, "context_put");
+        else
+            context_reply(r, owner_type, json_incref(data), with_owner);
+    }
+    json_decref(body);
+}

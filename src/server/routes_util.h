@@ -1,0 +1,97 @@
+/* routes_util — the small pieces the non-chat route files share: JSON views of
+ * store rows (memberships, EncryptedPayloads, user keys), the DB-admin check of
+ * the organization routes, transactions that answer 500 on failure, and 422
+ * checks at nested body locations that validate.h cannot name.
+ * JSON returned here is a new reference owned by the caller; store rows stay the
+ * caller's. Nothing here logs a key, a token or a body.
+ */
+#ifndef VEIL_SERVER_ROUTES_UTIL_H
+#define VEIL_SERVER_ROUTES_UTIL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "server/server_int.h"
+
+/* ---- replies ---- */
+
+/* api_reply_json that answers 500 when body could not be built (NULL). */
+void ru_reply(api_req *r, int status, json_t *body);
+/* {"detail": <formatted>}: the original's texts that name an id. */
+void ru_detailf(api_req *r, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- JSON views of rows ---- */
+
+/* A JSON string, or JSON null for NULL. */
+json_t *ru_str(const char *s);
+
+/* The member's org-key EncryptedPayload, or JSON null without a key. */
+json_t *ru_ep_json(const org_key_ep *k);
+/* Borrows the five EP strings of a validated EncryptedPayload object. */
+void ru_ep_borrow(const json_t *ep, org_key_ep *out);
+/* {"id","org_id","org_name","role","has_org_key","key_distributed_at","joined_at"} */
+json_t *ru_membership_json(const membership_row *m);
+/* UserKeysResponse: the five primary fields, the four recovery_* fields null. */
+json_t *ru_user_keys_json(const char *public_key, const char *enc_priv, const char *iv, const char *tag,
+                          const char *salt);
+
+/* The memberships of user_id (org_id NULL: with org name and slug) or of org_id
+ * (user_id NULL: with the users' key state), each mapped by fn, as a new array;
+ * NULL after a 500 reply. */
+json_t *ru_memberships(api_req *r, const char *user_id, const char *org_id,
+                       json_t *(*fn)(const membership_row *m));
+
+/* ---- authorization ---- */
+
+/* The caller's membership of org_id by its DB role (spec §4.5: the /{org_id}/
+ * routes check the stored role, not the JWT). Replies 404 `User <u> is not a
+ * member of org <o>` / 403 `User <u> is not an admin of org <o>` / 500 and
+ * returns false; on true *out (may be NULL) is the caller's to free. */
+bool ru_require_db_admin(api_req *r, const char *org_id, membership_row *out);
+
+/* ---- transactions: false means a 500 has been sent (and the store rolled back) ---- */
+
+bool ru_begin(api_req *r);
+bool ru_commit(api_req *r);
+/* A store failure inside a transaction: answers 500 and rolls back. */
+void ru_fail(api_req *r, const char *op);
+/* A refusal inside a transaction (4xx with a detail): rolls back, then replies. */
+void ru_abort(api_req *r, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- validation ---- */
+
+/* One hex field of a request model. */
+typedef struct ru_hex_field {
+    const char *name;
+    size_t exact; /* exact length, or 0 */
+    size_t min;   /* minimum length when exact is 0 */
+} ru_hex_field;
+
+/* validate.h's v_hex over a table of top-level body fields. */
+bool ru_hex_fields(api_req *r, json_t *body, const ru_hex_field *f, size_t n);
+
+/* A 422 location path below "body" (validate.h names at most three levels). */
+#define RU_LOC_MAX 6
+typedef struct ru_loc {
+    const char *p[RU_LOC_MAX];
+    size_t n;
+} ru_loc;
+
+/* An EncryptedPayload object at loc (e.g. body.distributions[0].encrypted_org_key),
+ * with validate.h's rules; lower-cases the hex in place. */
+bool ru_ep_at(api_req *r, json_t *ep, ru_loc loc);
+/* A required non-empty string at loc. */
+bool ru_str_at(api_req *r, const json_t *v, ru_loc loc);
+/* An optional string-or-null field of body (e.g. "slug"). */
+bool ru_opt_str(api_req *r, const json_t *body, const char *name);
+/* ---- context documents (spec §4.5 /context, §4.6) ---- */
+
+/* Replies {"owner_type"?, "context_data": obj|null}; owner_type is included
+ * when with_owner is true (the /context router), not for /organizations/context. */
+void ru_context_get(api_req *r, const char *owner_type, const char *owner_id, bool with_owner);
+/* Reads {"context_data": {...}} (422 unless a dict), replaces the document and
+ * replies as ru_context_get does. */
+void ru_context_put(api_req *r, const char *owner_type, const char *owner_id, bool with_owner);
+
+#endif

@@ -1,0 +1,966 @@
+#!/usr/bin/python3
+"""Integration: veild's non-chat routes (spec §4.1, §4.4-§4.8) on a real veild.
+
+veild runs with ENCLAVE_MODE=mock on 127.0.0.1 port 0 (the port is read from its
+`event=listening` line), tokens come from `veil dev-token` (a custom-role token is
+re-signed here with the same key via pyca/cryptography), webhooks are signed here
+with the stdlib's HMAC (the Svix scheme, written independently of veil's C code).
+The whole suite runs twice: on SQLite, then on a throwaway PostgreSQL server this
+script starts itself (initdb as `nobody` when run as root) and always stops.
+Effects that have no API (audit rows) are read from the database directly.
+Every veild is stopped with SIGTERM and its log checked for sanitizer reports.
+Prints `N passed, M failed`; exits non-zero on any failure.
+"""
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+BIN = os.environ["VEIL_BIN"]
+SRC = os.environ.get("VEIL_SRC", "")
+ISSUER = "https://veil.dev.local"
+SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error")
+H64 = "0123456789abcdef" * 4
+H32 = "fedcba9876543210" * 2
+P = "/api/v1"
+
+
+# --------------------------------------------------------------------------- processes
+
+class Veild:
+    """One veild: stderr in a log file, port from its `event=listening` line."""
+
+    def __init__(self, workdir, env_extra, name):
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        self.log = open(self.log_path, "wb")
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("CLERK_", "DATABASE_", "VEIL_DEBUG", "ENCLAVE_"))}
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+        env.update({"ENCLAVE_MODE": "mock", "VEIL_LISTEN": "tcp:127.0.0.1:0",
+                    "CLERK_ISSUER": ISSUER, "VEIL_IMDS_ENDPOINT": "127.0.0.1:9",
+                    "VEIL_LOG_LEVEL": "info"})
+        env.update(env_extra)
+        self.proc = subprocess.Popen([os.path.join(BIN, "veild")], stdout=subprocess.DEVNULL,
+                                     stderr=self.log, cwd=workdir, env=env)
+        self.port = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            m = re.search(r"event=listening addr=tcp:127\.0\.0\.1:(\d+)", self.text())
+            if m:
+                self.port = int(m.group(1))
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"veild did not start:\n{self.text()[-3000:]}")
+
+    def text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self):
+        """SIGTERM, wait, then the sanitizer check; returns the reports found."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return [line for line in self.text().splitlines() if any(m in line for m in SANITIZER_MARKS)]
+
+
+class Response:
+    def __init__(self, status, body, headers):
+        self.status = status
+        self.raw = body
+        self.headers = headers
+        try:
+            self.json = json.loads(body) if body else None
+        except ValueError:
+            self.json = None
+
+    def __repr__(self):
+        return f"<{self.status} {self.raw[:300]!r}>"
+
+
+def request(port, method, path, token=None, body=None, headers=None, raw=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    h = dict(headers or {})
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    if data is not None:
+        h.setdefault("Content-Type", "application/json")
+    conn.request(method, path, body=data, headers=h)
+    resp = conn.getresponse()
+    out = Response(resp.status, resp.read(), {k.lower(): v for k, v in resp.getheaders()})
+    conn.close()
+    return out
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- tokens and signatures
+
+class Tokens:
+    def __init__(self, workdir):
+        self.key = os.path.join(workdir, "jwt.key")
+        self.jwks = os.path.join(workdir, "jwks.json")
+        subprocess.run([os.path.join(BIN, "veil"), "dev-token", "--sub", "bootstrap", "--key", self.key,
+                        "--jwks-out", self.jwks], check=True, stdout=subprocess.DEVNULL)
+        self.cache = {}
+
+    def __call__(self, sub, org=None, role=None, slug=None):
+        k = (sub, org, role, slug)
+        if k not in self.cache:
+            args = [os.path.join(BIN, "veil"), "dev-token", "--sub", sub, "--key", self.key]
+            if org:
+                args += ["--org", org, "--role", role or "member"]
+            if slug:
+                args += ["--slug", slug]
+            self.cache[k] = subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
+        return self.cache[k]
+
+    def with_org_role(self, sub, org, rol):
+        """A dev-token whose o.rol is replaced (Clerk custom roles), re-signed with the same key."""
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import padding
+        tok = self(sub, org, "member")
+        h, p, _ = tok.split(".")
+        claims = json.loads(b64d(p))
+        claims["o"]["rol"] = rol
+        body = h + "." + b64e(json.dumps(claims, separators=(",", ":")).encode())
+        with open(self.key, "rb") as f:
+            key = serialization.load_pem_private_key(f.read(), password=None)
+        sig = key.sign(body.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return body + "." + b64e(sig)
+
+
+def b64e(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def b64d(s):
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+class Svix:
+    def __init__(self):
+        self.key = os.urandom(24)
+        self.secret = "whsec_" + base64.b64encode(self.key).decode()
+        self.n = 0
+
+    def headers(self, body, ts=None, key=None):
+        self.n += 1
+        msg_id = f"msg_test_{self.n}"
+        ts = str(int(time.time()) if ts is None else ts)
+        mac = hmac.new(key or self.key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
+        return {"svix-id": msg_id, "svix-timestamp": ts,
+                "svix-signature": "v1," + base64.b64encode(mac).decode()}
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+class Postgres:
+    """A throwaway cluster: initdb (as nobody when root), 127.0.0.1 on a free port."""
+
+    def __init__(self):
+        self.dir = None
+        self.bindir = None
+        for v in range(20, 9, -1):
+            d = f"/usr/lib/postgresql/{v}/bin"
+            if os.access(os.path.join(d, "initdb"), os.X_OK):
+                self.bindir = d
+                break
+        if not self.bindir and shutil.which("initdb"):
+            self.bindir = os.path.dirname(os.path.realpath(shutil.which("initdb")))
+
+    def as_user(self, args):
+        return (["runuser", "-u", "nobody", "--"] + args) if os.geteuid() == 0 else args
+
+    def start(self):
+        self.user = "nobody" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        self.dir = tempfile.mkdtemp(prefix="veil-routes-pg-")
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("nobody")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        data = os.path.join(self.dir, "data")
+        self.port = free_port()
+        b = self.bindir
+        run = lambda a: subprocess.run(self.as_user(a), check=True, capture_output=True, timeout=120)
+        run([f"{b}/initdb", "-D", data, "-U", self.user, "-A", "trust", "-E", "UTF8", "--locale=C",
+             "--no-sync"])
+        opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.dir} "
+                "-c fsync=off")
+        run([f"{b}/pg_ctl", "-D", data, "-o", opts, "-l", os.path.join(self.dir, "pg.log"), "-w", "start"])
+        run([f"{b}/createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "veiltest"])
+        self.url = f"postgresql://{self.user}@127.0.0.1:{self.port}/veiltest"
+
+    def stop(self):
+        if not self.dir:
+            return
+        subprocess.run(self.as_user([f"{self.bindir}/pg_ctl", "-D", os.path.join(self.dir, "data"), "stop",
+                                     "-m", "immediate"]), capture_output=True, timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+
+    def query(self, sql):
+        out = subprocess.run([f"{self.bindir}/psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
+                              "-d", "veiltest", "-X", "-A", "-t", "-F", "\x1f", "-P", "null=\\N", "-c", sql],
+                             check=True, capture_output=True, text=True, timeout=30).stdout
+        return [tuple(None if c == "\\N" else c for c in line.split("\x1f"))
+                for line in out.splitlines() if line]
+
+
+def lit(v):
+    return "NULL" if v is None else "'" + str(v).replace("'", "''") + "'"
+
+
+class Db:
+    """Read-only look at the store, for effects the API does not show."""
+
+    def __init__(self, sqlite_path=None, pg=None):
+        self.sqlite_path, self.pg = sqlite_path, pg
+
+    def rows(self, sql, *args):
+        if self.pg:
+            parts = sql.split("?")
+            sql = parts[0] + "".join(lit(a) + p for a, p in zip(args, parts[1:]))
+            return self.pg.query(sql)
+        con = sqlite3.connect(f"file:{self.sqlite_path}?mode=ro", uri=True, timeout=10)
+        try:
+            return [tuple(None if c is None else str(c) for c in r) for r in con.execute(sql, args)]
+        finally:
+            con.close()
+
+    def execute(self, sql, *args):
+        if self.pg:
+            self.rows(sql, *args)
+            return
+        con = sqlite3.connect(self.sqlite_path, timeout=10)
+        try:
+            with con:
+                con.execute(sql, args)
+        finally:
+            con.close()
+
+    def audit(self, event_type, **where):
+        sql = "SELECT actor_user_id, target_user_id, org_id, event_data FROM audit_logs WHERE event_type = ?"
+        args = [event_type]
+        for k, v in where.items():
+            sql += f" AND {k} = ?"
+            args.append(v)
+        return [(a, t, o, json.loads(d) if d else None) for a, t, o, d in self.rows(sql, *args)]
+
+
+# --------------------------------------------------------------------------- test harness
+
+class Ctx:
+    def __init__(self, port, tok, svix, db, plain_port, backend):
+        self.port, self.tok, self.svix, self.db, self.plain_port, self.backend = \
+            port, tok, svix, db, plain_port, backend
+
+    def req(self, method, path, token=None, body=None, **kw):
+        return request(self.port, method, path, token, body, **kw)
+
+    def hook(self, payload, headers=None, raw=None, port=None):
+        body = raw if raw is not None else json.dumps(payload).encode()
+        h = self.svix.headers(body) if headers is None else headers
+        return request(port or self.port, "POST", P + "/webhooks/clerk", raw=body, headers=h)
+
+
+def expect(resp, status, detail=None, what=""):
+    assert resp.status == status, f"{what}: expected {status}, got {resp!r}"
+    if detail is not None:
+        assert resp.json == {"detail": detail}, f"{what}: expected detail {detail!r}, got {resp!r}"
+    return resp.json
+
+
+def user_keys(upper=False):
+    k = {"public_key": H64, "encrypted_private_key": "abcd" * 30, "iv": H32, "tag": H32[::-1], "salt": H64[::-1],
+         "recovery_encrypted_private_key": "ef01" * 30, "recovery_iv": H32[::-1], "recovery_tag": H32,
+         "recovery_salt": H64}
+    return {n: v.upper() for n, v in k.items()} if upper else k
+
+
+def ep(seed="a"):
+    return {"ephemeral_public_key": (seed * 64)[:64], "iv": (seed * 32)[:32], "ciphertext": seed * 40,
+            "auth_tag": ("b" * 32), "hkdf_salt": ("c" * 64)}
+
+
+def org_keys():
+    return {"org_public_key": "9" * 64, "admin_encrypted_private_key": "8" * 80, "admin_iv": "7" * 32,
+            "admin_tag": "6" * 32, "admin_salt": "5" * 64, "admin_member_encrypted_key": ep("d")}
+
+
+def setup_user(c, uid, keys=True):
+    t = c.tok(uid)
+    expect(c.req("POST", P + "/users/sync", t), 200, what=f"sync {uid}")
+    if keys:
+        expect(c.req("POST", P + "/users/me/keys", t, user_keys()), 201, what=f"keys {uid}")
+    return t
+
+
+def setup_org(c, org, admin, members=(), keyless=(), with_keys=True):
+    """org with admin (keys), members (keys) and keyless members; returns membership ids by user."""
+    ta = c.tok(admin, org, "admin")
+    setup_user(c, admin)
+    expect(c.req("POST", P + "/organizations/sync", ta, {"org_id": org, "name": f"Org {org}"}), 200)
+    for u in list(members) + list(keyless):
+        setup_user(c, u, keys=u in members)
+        expect(c.req("POST", P + "/organizations/sync", c.tok(u, org, "member"), {"org_id": org, "name": f"Org {org}"}),
+               200)
+    if with_keys:
+        expect(c.req("POST", f"{P}/organizations/{org}/keys", ta, org_keys()), 201, what="org keys")
+    return ta
+
+
+# --------------------------------------------------------------------------- §4.1 app routes
+
+def test_app_routes(c):
+    assert c.req("GET", "/").json == {"message": "Welcome to Isol8 Chat API"}
+    expect(c.req("GET", "/health"), 200)
+    assert c.req("GET", "/health").json == {"status": "healthy", "database": "connected"}
+    expect(c.req("GET", "/protected"), 403, "Not authenticated")
+    expect(c.req("GET", "/protected", headers={"Authorization": "Basic dXNlcjpwdw=="}), 403,
+           "Invalid authentication credentials")
+    r = c.req("GET", "/protected", "not.a.token")
+    assert r.status == 401, r
+    r = c.req("GET", "/protected", c.tok("user_app"))
+    assert r.status == 200 and r.json == {"message": "You are authenticated", "user_id": "user_app"}, r
+
+
+def test_every_auth_route_needs_a_token(c):
+    routes = [("POST", "/users/sync"), ("GET", "/users/me/encryption-status"), ("POST", "/users/me/keys"),
+              ("GET", "/users/me/keys"), ("GET", "/users/me/keys/recovery"), ("DELETE", "/users/me/keys"),
+              ("GET", "/users/u1/public-key"), ("GET", "/users/me/memberships"),
+              ("POST", "/organizations/sync"), ("GET", "/organizations/current"), ("GET", "/organizations/"),
+              ("GET", "/organizations/context"), ("PUT", "/organizations/context"),
+              ("GET", "/organizations/o/encryption-status"), ("POST", "/organizations/o/keys"),
+              ("GET", "/organizations/o/pending-distributions"), ("POST", "/organizations/o/distribute-key"),
+              ("POST", "/organizations/o/distribute-keys-bulk"), ("GET", "/organizations/o/membership"),
+              ("POST", "/organizations/o/revoke-key/u"), ("GET", "/organizations/o/admin-recovery-key"),
+              ("GET", "/organizations/o/members"), ("GET", "/context/"), ("PUT", "/context/"),
+              ("GET", "/debug/encryption/report")]
+    for m, path in routes:
+        expect(c.req(m, P + path, body={} if m in ("POST", "PUT") else None), 403, "Not authenticated",
+               what=f"{m} {path}")
+
+
+# --------------------------------------------------------------------------- §4.4 users
+
+def test_user_sync_and_status(c):
+    t = c.tok("user_s1")
+    assert c.req("GET", P + "/users/me/encryption-status", t).json == \
+        {"has_encryption_keys": False, "public_key": None, "encryption_created_at": None}
+    assert c.req("POST", P + "/users/sync", t).json == {"status": "created", "user_id": "user_s1"}
+    assert c.req("POST", P + "/users/sync", t).json == {"status": "exists", "user_id": "user_s1"}
+    st = c.req("GET", P + "/users/me/encryption-status", t).json
+    assert st == {"has_encryption_keys": False, "public_key": None, "encryption_created_at": None}, st
+
+
+def test_user_keys_lifecycle(c):
+    t = c.tok("user_k1")
+    expect(c.req("POST", P + "/users/me/keys", t, user_keys()), 400, "User user_k1 not found")
+    expect(c.req("GET", P + "/users/me/keys", t), 400, "User user_k1 not found")
+    expect(c.req("GET", P + "/users/me/keys/recovery", t), 400, "User user_k1 not found")
+    expect(c.req("DELETE", P + "/users/me/keys", t), 204)  # no user: a no-op
+    setup_user(c, "user_k1", keys=False)
+    expect(c.req("GET", P + "/users/me/keys", t), 404, "User has no encryption keys")
+    expect(c.req("DELETE", P + "/users/me/keys", t), 204)  # no keys: a no-op
+    r = c.req("POST", P + "/users/me/keys", t, user_keys(upper=True))
+    assert r.status == 201 and r.json == {"status": "created", "public_key": H64}, r
+    expect(c.req("POST", P + "/users/me/keys", t, user_keys()), 409, "User already has encryption keys")
+    st = c.req("GET", P + "/users/me/encryption-status", t).json
+    assert st["has_encryption_keys"] is True and st["public_key"] == H64, st
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}", st["encryption_created_at"]), st
+    k = user_keys()
+    got = c.req("GET", P + "/users/me/keys", t).json
+    assert got == {"public_key": H64, "encrypted_private_key": k["encrypted_private_key"], "iv": k["iv"],
+                   "tag": k["tag"], "salt": k["salt"], "recovery_encrypted_private_key": None, "recovery_iv": None,
+                   "recovery_tag": None, "recovery_salt": None}, got
+    rec = c.req("GET", P + "/users/me/keys/recovery", t).json
+    assert rec == {"public_key": H64, "encrypted_private_key": k["recovery_encrypted_private_key"],
+                   "iv": k["recovery_iv"], "tag": k["recovery_tag"], "salt": k["recovery_salt"],
+                   "recovery_encrypted_private_key": None, "recovery_iv": None, "recovery_tag": None,
+                   "recovery_salt": None}, rec
+    # another user reads the public key
+    other = setup_user(c, "user_k2", keys=False)
+    assert c.req("GET", P + "/users/user_k1/public-key", other).json == {"user_id": "user_k1", "public_key": H64}
+    expect(c.req("GET", P + "/users/user_k2/public-key", t), 404, "User has no public key")
+    expect(c.req("GET", P + "/users/nobody_here/public-key", t), 404, "User has no public key")
+    # delete, then create again (a passcode change)
+    expect(c.req("DELETE", P + "/users/me/keys", t), 204)
+    expect(c.req("GET", P + "/users/me/keys", t), 404, "User has no encryption keys")
+    expect(c.req("GET", P + "/users/user_k1/public-key", other), 404, "User has no public key")
+    assert c.req("GET", P + "/users/me/encryption-status", t).json["has_encryption_keys"] is False
+    expect(c.req("POST", P + "/users/me/keys", t, user_keys()), 201)
+    assert len(c.db.audit("user_keys_created", actor_user_id="user_k1")) == 2
+    assert len(c.db.audit("recovery_keys_fetched", actor_user_id="user_k1")) == 1
+    assert len(c.db.audit("user_keys_deleted", actor_user_id="user_k1")) == 1
+
+
+def test_user_keys_validation(c):
+    t = setup_user(c, "user_v1", keys=False)
+
+    def bad(body, typ, loc):
+        r = c.req("POST", P + "/users/me/keys", t, body)
+        assert r.status == 422, r
+        e = r.json["detail"][0]
+        assert e["type"] == typ and e["loc"] == loc, (typ, loc, r)
+
+    k = user_keys()
+    bad({n: v for n, v in k.items() if n != "iv"}, "missing", ["body", "iv"])
+    bad({**k, "public_key": H64[:-2]}, "string_too_short", ["body", "public_key"])
+    bad({**k, "salt": H64 + "00"}, "string_too_long", ["body", "salt"])
+    bad({**k, "tag": "zz" + H32[2:]}, "value_error", ["body", "tag"])
+    bad({**k, "iv": H32[:14] + "  " + H32[16:]}, "value_error", ["body", "iv"])  # whitespace (defect §10.25)
+    bad({**k, "encrypted_private_key": ""}, "string_too_short", ["body", "encrypted_private_key"])
+    bad({**k, "recovery_salt": 7}, "string_type", ["body", "recovery_salt"])
+    bad([1, 2], "model_attributes_type", ["body"])
+    r = c.req("POST", P + "/users/me/keys", t, raw=b"{not json")
+    assert r.status == 422 and r.json["detail"][0]["type"] == "json_invalid", r
+    assert c.req("GET", P + "/users/me/encryption-status", t).json["has_encryption_keys"] is False
+
+
+def test_user_memberships(c):
+    setup_org(c, "org_m1", "user_m_admin", members=["user_m_member"])
+    t = c.tok("user_m_member")
+    ms = c.req("GET", P + "/users/me/memberships", t).json["memberships"]
+    assert len(ms) == 1, ms
+    m = ms[0]
+    assert set(m) == {"id", "org_id", "org_name", "role", "has_org_key", "key_distributed_at", "joined_at"}, m
+    assert m["id"] == "mem_user_m_member_org_m1" and m["org_id"] == "org_m1" and m["org_name"] == "Org org_m1"
+    assert m["role"] == "org:member" and m["has_org_key"] is False and m["key_distributed_at"] is None
+    ma = c.req("GET", P + "/users/me/memberships", c.tok("user_m_admin")).json["memberships"]
+    assert ma[0]["role"] == "org:admin" and ma[0]["has_org_key"] is True and ma[0]["key_distributed_at"], ma
+    assert c.req("GET", P + "/users/me/memberships", c.tok("user_m_nobody")).json == {"memberships": []}
+
+
+# --------------------------------------------------------------------------- §4.5 organizations
+
+def test_org_sync(c):
+    setup_user(c, "user_o1", keys=False)
+    ta = c.tok("user_o1", "org_o1", "admin", slug="slug-o1")
+    body = {"org_id": "org_o1", "name": "First", "slug": "slug-o1"}
+    assert c.req("POST", P + "/organizations/sync", ta, body).json == {"status": "created", "org_id": "org_o1"}
+    assert c.req("POST", P + "/organizations/sync", ta, {**body, "name": "Renamed"}).json == \
+        {"status": "updated", "org_id": "org_o1"}
+    expect(c.req("POST", P + "/organizations/sync", ta, {**body, "org_id": "org_other"}), 403,
+           "Cannot sync org you're not a member of")
+    # personal context: only with a stored membership
+    tp = c.tok("user_o1")
+    assert c.req("POST", P + "/organizations/sync", tp, body).json["status"] == "updated"
+    expect(c.req("POST", P + "/organizations/sync", c.tok("user_o2"), body), 403, "Not a member of this organization")
+    # the role stays as stored when the token carries none
+    assert c.req("GET", f"{P}/organizations/org_o1/membership", tp).json["role"] == "org:admin"
+    # the JWT role is applied when present
+    c.req("POST", P + "/users/sync", c.tok("user_o3"))
+    tm = c.tok("user_o3", "org_o1", "member")
+    assert c.req("POST", P + "/organizations/sync", tm, body).status == 200
+    assert c.req("GET", f"{P}/organizations/org_o1/membership", tm).json["role"] == "org:member"
+    # defect §10.12: a custom Clerk role is a member, not a 500
+    tc = c.tok.with_org_role("user_o4", "org_o1", "billing_manager")
+    r = c.req("POST", P + "/organizations/sync", tc, body)
+    assert r.status == 200 and r.json == {"status": "updated", "org_id": "org_o1"}, r
+    assert c.req("GET", f"{P}/organizations/org_o1/membership", tc).json["role"] == "org:member"
+    # validation
+    r = c.req("POST", P + "/organizations/sync", ta, {"org_id": "org_o1"})
+    assert r.status == 422 and r.json["detail"][0]["loc"] == ["body", "name"], r
+    r = c.req("POST", P + "/organizations/sync", ta, {**body, "slug": 5})
+    assert r.status == 422 and r.json["detail"][0]["loc"] == ["body", "slug"], r
+    assert c.req("POST", P + "/organizations/sync", ta, {**body, "slug": None}).status == 200
+    # listing (the slug survived a null slug)
+    orgs = c.req("GET", P + "/organizations/", ta).json["organizations"]
+    assert orgs == [{"id": "org_o1", "name": "First", "slug": "slug-o1", "role": "org:admin"}], orgs
+    r = c.req("GET", P + "/organizations", ta)
+    assert r.status == 307 and r.headers["location"] == P + "/organizations/", r
+
+
+def test_org_current(c):
+    setup_org(c, "org_c1", "user_c1", with_keys=False)
+    assert c.req("GET", P + "/organizations/current", c.tok("user_c1")).json == {
+        "org_id": None, "org_name": None, "org_slug": None, "org_role": None, "is_personal_context": True,
+        "is_org_admin": False}
+    assert c.req("GET", P + "/organizations/current", c.tok("user_c1", "org_c1", "admin", "c-one")).json == {
+        "org_id": "org_c1", "org_name": "Org org_c1", "org_slug": "c-one", "org_role": "org:admin",
+        "is_personal_context": False, "is_org_admin": True}
+    cur = c.req("GET", P + "/organizations/current", c.tok("user_c2", "org_unknown", "member")).json
+    assert cur["org_name"] is None and cur["org_role"] == "org:member" and cur["is_org_admin"] is False, cur
+
+
+def test_org_context(c):
+    setup_org(c, "org_x1", "user_x_admin", members=["user_x_member"], with_keys=False)
+    ta, tm = c.tok("user_x_admin", "org_x1", "admin"), c.tok("user_x_member", "org_x1", "member")
+    expect(c.req("GET", P + "/organizations/context", c.tok("user_x_admin")), 403,
+           "This action requires an active organization context")
+    assert c.req("GET", P + "/organizations/context", tm).json == {"context_data": None}
+    expect(c.req("PUT", P + "/organizations/context", tm, {"context_data": {"a": 1}}), 403,
+           "This action requires organization admin privileges")
+    expect(c.req("PUT", P + "/organizations/context", c.tok("user_x_admin"), {"context_data": {"a": 1}}), 403,
+           "This action requires organization admin privileges")
+    doc = {"tone": "formal", "n": [1, 2, {"x": None}]}
+    assert c.req("PUT", P + "/organizations/context", ta, {"context_data": doc}).json == {"context_data": doc}
+    assert c.req("GET", P + "/organizations/context", tm).json == {"context_data": doc}
+    r = c.req("PUT", P + "/organizations/context", ta, {"context_data": [1]})
+    assert r.status == 422 and r.json["detail"][0]["type"] == "dict_type", r
+    rows = c.db.rows("SELECT id FROM context_stores WHERE owner_type = ? AND owner_id = ?", "org", "org_x1")
+    assert rows == [("ctx_org_org_x1",)], rows
+
+
+def test_org_keys(c):
+    setup_org(c, "org_k1", "user_ka", members=["user_kb"], with_keys=False)
+    ta, tb = c.tok("user_ka", "org_k1", "admin"), c.tok("user_kb", "org_k1", "member")
+    expect(c.req("GET", P + "/organizations/org_nope/encryption-status", ta), 400, "Organization org_nope not found")
+    assert c.req("GET", P + "/organizations/org_k1/encryption-status", tb).json == {
+        "has_encryption_keys": False, "org_public_key": None, "encryption_created_at": None,
+        "encryption_created_by": None}
+    expect(c.req("POST", P + "/organizations/org_k1/keys", tb, org_keys()), 403,
+           "User user_kb is not an admin of org org_k1")
+    expect(c.req("POST", P + "/organizations/org_k1/keys", c.tok("user_kz"), org_keys()), 404,
+           "User user_kz is not a member of org org_k1")
+    bad = org_keys()
+    bad["admin_member_encrypted_key"] = {**ep(), "iv": "00"}
+    r = c.req("POST", P + "/organizations/org_k1/keys", ta, bad)
+    assert r.status == 422 and r.json["detail"][0]["loc"] == ["body", "admin_member_encrypted_key", "iv"], r
+    r = c.req("POST", P + "/organizations/org_k1/keys", ta, {**org_keys(), "admin_salt": "5" * 63})
+    assert r.status == 422 and r.json["detail"][0]["loc"] == ["body", "admin_salt"], r
+    up = org_keys()
+    up["org_public_key"] = "A" * 64
+    r = c.req("POST", P + "/organizations/org_k1/keys", ta, up)
+    assert r.status == 201 and r.json == {"status": "created", "org_public_key": "a" * 64}, r
+    expect(c.req("POST", P + "/organizations/org_k1/keys", ta, org_keys()), 409,
+           "Organization org_k1 already has encryption keys")
+    st = c.req("GET", P + "/organizations/org_k1/encryption-status", tb).json
+    assert st["has_encryption_keys"] and st["org_public_key"] == "a" * 64 and st["encryption_created_by"] == "user_ka"
+    # the admin's own copy was stored with the keys
+    m = c.req("GET", P + "/organizations/org_k1/membership", ta).json
+    assert set(m) == {"id", "org_id", "org_name", "role", "has_org_key", "key_distributed_at", "joined_at",
+                      "created_at", "encrypted_org_key"}, m
+    assert m["has_org_key"] and m["encrypted_org_key"] == ep("d") and m["org_name"] is None, m
+    mb = c.req("GET", P + "/organizations/org_k1/membership", tb).json
+    assert mb["has_org_key"] is False and mb["encrypted_org_key"] is None, mb
+    expect(c.req("GET", P + "/organizations/org_k1/membership", c.tok("user_kz")), 404,
+           "Not a member of this organization")
+    # admin recovery key
+    assert c.req("GET", P + "/organizations/org_k1/admin-recovery-key", ta).json == {
+        "org_public_key": "a" * 64, "admin_encrypted_private_key": "8" * 80, "iv": "7" * 32, "tag": "6" * 32,
+        "salt": "5" * 64}
+    expect(c.req("GET", P + "/organizations/org_k1/admin-recovery-key", tb), 403,
+           "User user_kb is not an admin of org org_k1")
+    assert len(c.db.audit("org_keys_created", org_id="org_k1", actor_user_id="user_ka")) == 1
+
+
+def test_org_keys_missing(c):
+    setup_org(c, "org_n1", "user_na", with_keys=False)
+    ta = c.tok("user_na", "org_n1", "admin")
+    expect(c.req("GET", P + "/organizations/org_n1/admin-recovery-key", ta), 404,
+           "Organization org_n1 has no encryption keys")
+    expect(c.req("GET", P + "/organizations/org_n1/pending-distributions", ta), 404,
+           "Organization org_n1 has no encryption keys")
+    expect(c.req("POST", P + "/organizations/org_n1/distribute-key", ta,
+                 {"membership_id": "mem_user_na_org_n1", "encrypted_org_key": ep()}), 404,
+           "Organization org_n1 has no encryption keys")
+
+
+def test_org_distribution(c):
+    setup_org(c, "org_d1", "user_da", members=["user_db", "user_dc"], keyless=["user_dd"])
+    setup_org(c, "org_d2", "user_dx", members=["user_dy"])
+    ta, tb = c.tok("user_da", "org_d1", "admin"), c.tok("user_db", "org_d1", "member")
+    pend = c.req("GET", P + "/organizations/org_d1/pending-distributions", ta).json
+    ready = sorted(pend["ready_for_distribution"], key=lambda x: x["user_id"])
+    assert [x["user_id"] for x in ready] == ["user_db", "user_dc"], pend
+    assert set(ready[0]) == {"membership_id", "user_id", "user_public_key", "role", "joined_at"}, ready[0]
+    assert ready[0]["user_public_key"] == H64 and ready[0]["membership_id"] == "mem_user_db_org_d1"
+    assert [x["user_id"] for x in pend["needs_personal_setup"]] == ["user_dd"], pend
+    assert set(pend["needs_personal_setup"][0]) == {"membership_id", "user_id", "role", "joined_at"}
+    assert pend["org_id"] == "org_d1" and pend["ready_count"] == 2 and pend["needs_setup_count"] == 1, pend
+    expect(c.req("GET", P + "/organizations/org_d1/pending-distributions", tb), 403,
+           "User user_db is not an admin of org org_d1")
+    # single distribution
+    url = P + "/organizations/org_d1/distribute-key"
+    dist = lambda mid, e=None: c.req("POST", url, ta, {"membership_id": mid, "encrypted_org_key": e or ep("e")})
+    expect(dist("mem_user_dd_org_d1"), 400, "Member has not set up personal encryption keys")
+    expect(dist("mem_nope"), 404, "Membership not found")
+    expect(dist("mem_user_dy_org_d2"), 400, "Membership does not belong to this organization")
+    assert dist("mem_user_db_org_d1").json == {"status": "distributed", "membership_id": "mem_user_db_org_d1"}
+    expect(dist("mem_user_db_org_d1"), 400, "Member already has org key")
+    expect(c.req("POST", url, tb, {"membership_id": "mem_user_dc_org_d1", "encrypted_org_key": ep()}), 403,
+           "User user_db is not an admin of org org_d1")
+    r = c.req("POST", url, ta, {"membership_id": "mem_user_dc_org_d1", "encrypted_org_key": {**ep(), "ciphertext": "a"}})
+    assert r.status == 422 and r.json["detail"][0]["loc"] == ["body", "encrypted_org_key", "ciphertext"], r
+    mb = c.req("GET", P + "/organizations/org_d1/membership", tb).json
+    assert mb["has_org_key"] and mb["encrypted_org_key"] == ep("e") and mb["key_distributed_at"], mb
+    assert len(c.db.audit("org_key_distributed", org_id="org_d1", target_user_id="user_db")) == 1
+    # bulk: per-item results, one commit
+    bulk = P + "/organizations/org_d1/distribute-keys-bulk"
+    r = c.req("POST", bulk, ta, {"distributions": []})
+    assert r.status == 422 and r.json["detail"][0]["type"] == "too_short", r
+    r = c.req("POST", bulk, ta, {"distributions": [{"membership_id": "x", "encrypted_org_key": {**ep(), "iv": "zz"}}]})
+    assert r.status == 422 and r.json["detail"][0]["loc"] == \
+        ["body", "distributions", 0, "encrypted_org_key", "iv"], r
+    r = c.req("POST", bulk, ta, {"distributions": [{"encrypted_org_key": ep()}]})
+    assert r.status == 422 and r.json["detail"][0]["loc"] == ["body", "distributions", 0, "membership_id"], r
+    items = [{"membership_id": m, "encrypted_org_key": ep("f")} for m in
+             ("mem_user_dc_org_d1", "mem_user_db_org_d1", "mem_user_dd_org_d1", "mem_none", "mem_user_dy_org_d2")]
+    res = c.req("POST", bulk, ta, {"distributions": items}).json
+    assert res["org_id"] == "org_d1" and res["success_count"] == 1 and res["failure_count"] == 4, res
+    assert res["results"] == [
+        {"membership_id": "mem_user_dc_org_d1", "user_id": "user_dc", "success": True, "error": None},
+        {"membership_id": "mem_user_db_org_d1", "user_id": "user_db", "success": False,
+         "error": "Member already has org key"},
+        {"membership_id": "mem_user_dd_org_d1", "user_id": "user_dd", "success": False,
+         "error": "Member has not set up personal encryption keys"},
+        {"membership_id": "mem_none", "user_id": None, "success": False, "error": "Membership not found"},
+        {"membership_id": "mem_user_dy_org_d2", "user_id": None, "success": False,
+         "error": "Membership does not belong to this organization"}], res
+    mc = c.req("GET", P + "/organizations/org_d1/membership", c.tok("user_dc", "org_d1", "member")).json
+    assert mc["has_org_key"] and mc["encrypted_org_key"] == ep("f"), mc
+    # members list
+    mem = c.req("GET", P + "/organizations/org_d1/members", ta).json
+    assert mem["org_id"] == "org_d1" and mem["total_count"] == 4, mem
+    by = {m["user_id"]: m for m in mem["members"]}
+    assert set(by["user_dd"]) == {"membership_id", "user_id", "role", "has_personal_keys", "has_org_key",
+                                  "key_distributed_at", "joined_at"}
+    assert by["user_dd"]["has_personal_keys"] is False and by["user_dc"]["has_org_key"] is True
+    assert by["user_da"]["role"] == "org:admin" and by["user_db"]["role"] == "org:member"
+    expect(c.req("GET", P + "/organizations/org_d1/members", tb), 403, "Admin access required")
+    expect(c.req("GET", P + "/organizations/org_d1/members", c.tok("user_dx")), 404, "Not a member of this organization")
+    # another org's admin has no power here
+    tx = c.tok("user_dx", "org_d2", "admin")
+    expect(c.req("GET", P + "/organizations/org_d1/pending-distributions", tx), 404,
+           "User user_dx is not a member of org org_d1")
+    # the JWT's admin role does not replace the stored one on /{org_id}/ routes
+    fake = c.tok("user_db", "org_d1", "admin")
+    expect(c.req("GET", P + "/organizations/org_d1/admin-recovery-key", fake), 403,
+           "User user_db is not an admin of org org_d1")
+
+
+def test_org_revoke(c):
+    setup_org(c, "org_r1", "user_ra", members=["user_rb", "user_rc"])
+    ta = c.tok("user_ra", "org_r1", "admin")
+    c.req("POST", P + "/organizations/org_r1/distribute-key", ta,
+          {"membership_id": "mem_user_rb_org_r1", "encrypted_org_key": ep()})
+    tb = c.tok("user_rb", "org_r1", "member")
+    expect(c.req("POST", P + "/organizations/org_r1/revoke-key/user_rc", tb), 403,
+           "User user_rb is not an admin of org org_r1")
+    expect(c.req("POST", P + "/organizations/org_r1/revoke-key/user_nobody", ta), 404,
+           "User user_nobody is not a member of org org_r1")
+    expect(c.req("POST", P + "/organizations/org_r1/revoke-key/user_rb?reason=left%20team", ta), 204)
+    m = c.req("GET", P + "/organizations/org_r1/membership", tb).json
+    assert m["has_org_key"] is False and m["encrypted_org_key"] is None and m["key_distributed_at"] is None, m
+    expect(c.req("POST", P + "/organizations/org_r1/revoke-key/user_rb", ta), 204)  # no key: no-op
+    expect(c.req("POST", P + "/organizations/org_r1/revoke-key/user_rc", ta), 204)  # never had one
+    rows = c.db.audit("org_key_revoked", org_id="org_r1")
+    assert rows == [("user_ra", "user_rb", "org_r1", {"reason": "left team"})], rows
+    # redistribution after revocation works
+    assert c.req("POST", P + "/organizations/org_r1/distribute-key", ta,
+                 {"membership_id": "mem_user_rb_org_r1", "encrypted_org_key": ep()}).status == 200
+
+
+# --------------------------------------------------------------------------- §4.6 context
+
+def test_context_router(c):
+    setup_org(c, "org_y1", "user_ya", members=["user_yb"], with_keys=False)
+    tp = c.tok("user_yb")
+    assert c.req("GET", P + "/context/", tp).json == {"owner_type": "user", "context_data": None}
+    doc = {"name": "Bee", "prefs": {"lang": "fr"}}
+    assert c.req("PUT", P + "/context/", tp, {"context_data": doc}).json == {"owner_type": "user", "context_data": doc}
+    assert c.req("PUT", P + "/context/", tp, {"context_data": {"only": 1}}).json["context_data"] == {"only": 1}
+    assert c.req("GET", P + "/context/", tp).json == {"owner_type": "user", "context_data": {"only": 1}}
+    tm, ta = c.tok("user_yb", "org_y1", "member"), c.tok("user_ya", "org_y1", "admin")
+    assert c.req("GET", P + "/context/", tm).json == {"owner_type": "org", "context_data": None}
+    expect(c.req("PUT", P + "/context/", tm, {"context_data": {"x": 1}}), 403,
+           "Only organization admins can update org context")
+    assert c.req("PUT", P + "/context/", ta, {"context_data": {"x": 1}}).json == \
+        {"owner_type": "org", "context_data": {"x": 1}}
+    assert c.req("GET", P + "/context/", tm).json == {"owner_type": "org", "context_data": {"x": 1}}
+    r = c.req("PUT", P + "/context/", tp, {"context_data": "str"})
+    assert r.status == 422 and r.json["detail"][0]["loc"] == ["body", "context_data"], r
+    r = c.req("PUT", P + "/context/", tp, {})
+    assert r.status == 422 and r.json["detail"][0]["type"] == "missing", r
+    r = c.req("GET", P + "/context", tp)
+    assert r.status == 307 and r.headers["location"] == P + "/context/", r
+    ids = sorted(x[0] for x in c.db.rows("SELECT id FROM context_stores WHERE owner_id IN (?, ?)", "user_yb", "org_y1"))
+    assert ids == ["ctx_org_org_y1", "ctx_user_user_yb"], ids
+
+
+# --------------------------------------------------------------------------- §4.7 webhooks
+
+def test_webhook_verification(c):
+    body = json.dumps({"type": "user.created", "data": {"id": "user_wv_1"}}).encode()
+    h = c.svix.headers(body)
+    for missing in ("svix-id", "svix-timestamp", "svix-signature"):
+        hh = {k: v for k, v in h.items() if k != missing}
+        expect(c.hook(None, hh, body), 400, "Missing svix headers for webhook verification", what=missing)
+    expect(c.hook(None, c.svix.headers(body, key=b"wrong-key-wrong-key"), body), 401, "Invalid webhook signature")
+    expect(c.hook(None, h, body + b" "), 401, "Invalid webhook signature")  # body changed after signing
+    expect(c.hook(None, c.svix.headers(body, ts=int(time.time()) - 600), body), 401, "Invalid webhook signature")
+    expect(c.hook(None, c.svix.headers(body, ts=int(time.time()) + 600), body), 401, "Invalid webhook signature")
+    assert c.db.rows("SELECT id FROM users WHERE id = ?", "user_wv_1") == []
+    # no secret configured: refused, nothing processed (defect §10.19)
+    expect(c.hook(None, c.svix.headers(body), body, port=c.plain_port), 503, "Webhook verification not configured")
+    expect(c.hook(None, {}, body, port=c.plain_port), 503, "Webhook verification not configured")
+    assert c.db.rows("SELECT id FROM users WHERE id = ?", "user_wv_1") == []
+    # signed garbage is the sender's fault: 400, not 500
+    for raw in (b"{not json", b"[1,2]", b""):
+        r = c.hook(None, raw=raw)
+        assert r.status == 400, (raw, r)
+    assert c.hook({"type": "user.created", "data": {"id": "user_wv_1"}}).json == \
+        {"status": "processed", "event": "user.created"}
+    assert c.db.rows("SELECT id FROM users WHERE id = ?", "user_wv_1") == [("user_wv_1",)]
+
+
+def test_webhook_users_and_orgs(c):
+    assert c.hook({"type": "session.created", "data": {}}).json == {"status": "ignored", "event": "session.created"}
+    assert c.hook({"type": "user.updated", "data": {"id": "user_wu"}}).json["status"] == "processed"
+    assert c.hook({"type": "user.created", "data": {"id": "user_wu"}}).json["status"] == "processed"
+    assert c.req("POST", P + "/users/sync", c.tok("user_wu")).json["status"] == "exists"
+    r = c.hook({"type": "user.created", "data": {}}).json
+    assert r["status"] == "error" and r["event"] == "user.created" and r["error"], r
+    assert c.hook({"type": "organization.created", "data": {"id": "org_w1", "slug": "w-one"}}).json == \
+        {"status": "processed", "event": "organization.created"}
+    assert c.db.rows("SELECT name, slug FROM organizations WHERE id = ?", "org_w1") == \
+        [("Unknown Organization", "w-one")]
+    assert c.hook({"type": "organization.updated", "data": {"id": "org_w1", "name": "Dub"}}).json["status"] == \
+        "processed"
+    assert c.db.rows("SELECT name FROM organizations WHERE id = ?", "org_w1") == [("Dub",)]
+    # user.deleted: keys audit with a NULL actor, the user and memberships gone
+    setup_user(c, "user_wd")
+    assert c.hook({"type": "user.deleted", "data": {"id": "user_wd"}}).json["status"] == "processed"
+    assert c.db.rows("SELECT id FROM users WHERE id = ?", "user_wd") == []
+    assert c.db.audit("user_keys_deleted", target_user_id="user_wd") == \
+        [(None, "user_wd", None, {"reason": "user_deleted_from_clerk"})]
+    assert c.hook({"type": "user.deleted", "data": {"id": "user_wd"}}).json["status"] == "processed"
+
+
+def membership_event(kind, mid, user, org, role="org:member", org_name="Hooked"):
+    return {"type": f"organizationMembership.{kind}",
+            "data": {"id": mid, "role": role, "public_user_data": {"user_id": user},
+                     "organization": {"id": org, "name": org_name, "slug": None}}}
+
+
+def test_webhook_memberships(c):
+    # created: org and user rows appear, member_joined audited
+    ev = membership_event("created", "orgmem_w1", "user_wm1", "org_wm")
+    assert c.hook(ev).json == {"status": "processed", "event": "organizationMembership.created"}
+    tm = c.tok("user_wm1", "org_wm", "member")
+    m = c.req("GET", P + "/organizations/org_wm/membership", tm).json
+    assert m["id"] == "orgmem_w1" and m["role"] == "org:member", m
+    assert c.db.rows("SELECT name FROM organizations WHERE id = ?", "org_wm") == [("Hooked",)]
+    assert c.db.audit("member_joined", org_id="org_wm") == [(None, "user_wm1", "org_wm", {"role": "org:member"})]
+    # updated to admin: role change audited with a NULL actor and committed (defect §10.10)
+    ev = membership_event("updated", "orgmem_w1", "user_wm1", "org_wm", role="org:admin")
+    assert c.hook(ev).json["status"] == "processed"
+    assert c.req("GET", P + "/organizations/org_wm/membership", tm).json["role"] == "org:admin"
+    assert c.db.audit("member_role_changed", org_id="org_wm") == \
+        [(None, "user_wm1", "org_wm", {"old_role": "org:member", "new_role": "org:admin"})]
+    assert c.hook(ev).json["status"] == "processed"  # same role again: no second audit row
+    assert len(c.db.audit("member_role_changed", org_id="org_wm")) == 1
+    # custom role -> member
+    assert c.hook(membership_event("updated", "orgmem_w1", "user_wm1", "org_wm", role="org:custom")).json[
+        "status"] == "processed"
+    assert c.req("GET", P + "/organizations/org_wm/membership", tm).json["role"] == "org:member"
+    # missing fields -> error, still 200
+    bad = membership_event("created", "orgmem_w2", "user_wm2", "org_wm")
+    del bad["data"]["public_user_data"]
+    r = c.hook(bad)
+    assert r.status == 200 and r.json["status"] == "error" and r.json["error"], r
+    # deleted: revokes the org key (NULL actor, committed), member_left, row gone
+    ta = setup_org(c, "org_wk", "user_wka", members=["user_wkb"])
+    c.req("POST", P + "/organizations/org_wk/distribute-key", ta,
+          {"membership_id": "mem_user_wkb_org_wk", "encrypted_org_key": ep()})
+    # Clerk's id is unknown here (the row came from /sync): found by (user, org)
+    ev = membership_event("deleted", "orgmem_clerk_wkb", "user_wkb", "org_wk")
+    assert c.hook(ev).json == {"status": "processed", "event": "organizationMembership.deleted"}
+    expect(c.req("GET", P + "/organizations/org_wk/membership", c.tok("user_wkb", "org_wk", "member")), 404,
+           "Not a member of this organization")
+    assert c.db.audit("org_key_revoked", org_id="org_wk") == \
+        [(None, "user_wkb", "org_wk", {"reason": "membership_deleted_from_clerk"})]
+    assert c.db.audit("member_left", org_id="org_wk") == \
+        [(None, "user_wkb", "org_wk", {"reason": "removed_via_clerk_webhook"})]
+    assert c.hook(ev).json["status"] == "processed"  # already gone
+    # by Clerk's id
+    assert c.hook(membership_event("deleted", "orgmem_w1", "x", "y")).json["status"] == "processed"
+    expect(c.req("GET", P + "/organizations/org_wm/membership", tm), 404, "Not a member of this organization")
+
+
+def test_webhook_org_deleted_keeps_audit(c):
+    ta = setup_org(c, "org_wz", "user_wza", members=["user_wzb"])
+    c.req("POST", P + "/organizations/org_wz/distribute-key", ta,
+          {"membership_id": "mem_user_wzb_org_wz", "encrypted_org_key": ep()})
+    before = len(c.db.rows("SELECT id FROM audit_logs WHERE org_id = ?", "org_wz"))
+    assert before >= 2
+    assert c.hook({"type": "organization.deleted", "data": {"id": "org_wz"}}).json == \
+        {"status": "processed", "event": "organization.deleted"}
+    expect(c.req("GET", P + "/organizations/org_wz/encryption-status", ta), 400, "Organization org_wz not found")
+    assert c.req("GET", P + "/users/me/memberships", c.tok("user_wzb")).json == {"memberships": []}
+    after = c.db.rows("SELECT event_type FROM audit_logs WHERE org_id = ?", "org_wz")
+    assert len(after) == before + 1, after  # defect §10.11: the trail survives
+    assert c.db.audit("org_keys_rotated", org_id="org_wz") == \
+        [(None, None, "org_wz", {"reason": "organization_deleted_from_clerk"})]
+    # an org without keys leaves no rotation row
+    setup_org(c, "org_wy", "user_wya", with_keys=False)
+    assert c.hook({"type": "organization.deleted", "data": {"id": "org_wy"}}).json["status"] == "processed"
+    assert c.db.audit("org_keys_rotated", org_id="org_wy") == []
+
+
+# --------------------------------------------------------------------------- §4.8 debug
+
+def test_debug_report(c):
+    setup_org(c, "org_g1", "user_ga", members=["user_gb"])
+    ra = c.req("GET", P + "/debug/encryption/report", c.tok("user_ga")).json
+    for key in ("user", "enclave", "encryption_contexts", "encryption_algorithm", "key_exchange", "organizations",
+                "sample_messages", "verification_steps", "online_tools"):
+        assert key in ra, key
+    u = ra["user"]
+    assert u["user_id"] == "user_ga" and u["public_key_hex"] == H64 and u["has_encryption_keys"] is True
+    assert u["has_recovery_keys"] is True and u["key_salt_hex"] == H64[::-1]
+    assert u["key_derivation"] == {"algorithm": "Argon2id", "time_cost": 4, "memory_cost_kb": 131072,
+                                   "parallelism": 2, "output_length": 32}
+    assert re.fullmatch(r"[0-9a-f]{64}", ra["enclave"]["transport_public_key_hex"] or ""), ra["enclave"]
+    assert ra["encryption_contexts"] == {
+        "client_to_enclave": "client-to-enclave-transport", "enclave_to_client": "enclave-to-client-transport",
+        "user_message_storage": "user-message-storage", "assistant_message_storage": "assistant-message-storage",
+        "org_key_distribution": "org-key-distribution"}
+    assert ra["encryption_algorithm"] == {"cipher": "AES-256-GCM", "key_length": 32, "iv_length": 16,
+                                          "tag_length": 16}
+    assert ra["key_exchange"] == {"algorithm": "X25519 ECDH", "kdf": "HKDF-SHA512", "kdf_salt_length": 32,
+                                  "derived_key_length": 32}
+    assert ra["sample_messages"] == []
+    oa = ra["organizations"][0]
+    assert oa["org_id"] == "org_g1" and oa["org_public_key_hex"] == "9" * 64 and oa["has_encryption_keys"]
+    assert oa["admin_encrypted_private_key_hex"] == "8" * 80 and oa["admin_key_salt_hex"] == "5" * 64
+    assert oa["membership"]["role"] == "org:admin" and oa["membership"]["has_org_key"] is True
+    assert oa["membership"]["encrypted_org_key_ciphertext_hex"] == ep("d")["ciphertext"]
+    # defect §10.18: a member never sees the org's wrapped private key
+    ob = c.req("GET", P + "/debug/encryption/report", c.tok("user_gb")).json["organizations"][0]
+    assert not any(k.startswith("admin_") for k in ob), ob
+    assert ob["org_public_key_hex"] == "9" * 64 and ob["membership"]["role"] == "org:member"
+    # nor does a JWT admin whose stored role is member
+    oc = c.req("GET", P + "/debug/encryption/report", c.tok("user_gb", "org_g1", "admin")).json["organizations"][0]
+    assert not any(k.startswith("admin_") for k in oc), oc
+    expect(c.req("GET", P + "/debug/encryption/report", c.tok("user_g_unknown")), 404, "User not found")
+    # sample messages: the two newest of a session, long ciphertext cut at 100 hex chars
+    c.db.execute("INSERT INTO sessions (id, user_id, org_id, name, created_at, updated_at) VALUES (?, ?, NULL, ?, ?, ?)",
+                 "sess_g1", "user_ga", "New Chat", "2026-01-01T00:00:00.000000", "2026-01-01T00:00:03.000000")
+    for i, ct in enumerate(("aa" * 10, "bb" * 10, "cc" * 150)):
+        c.db.execute("INSERT INTO messages (id, session_id, role, ephemeral_public_key, iv, ciphertext, auth_tag, "
+                     "hkdf_salt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", f"msg_g{i}", "sess_g1",
+                     ("user", "assistant")[i % 2], H64, H32, ct, H32, H64, f"2026-01-01T00:00:0{i}.000000")
+    sm = c.req("GET", P + "/debug/encryption/report", c.tok("user_ga")).json["sample_messages"]
+    assert [m["message_id"] for m in sm] == ["msg_g2", "msg_g1"], sm
+    assert sm[0]["ciphertext_hex"] == "c" * 100 + "..." and sm[1]["ciphertext_hex"] == "bb" * 10, sm
+    assert sm[0]["session_id"] == "sess_g1" and sm[0]["role"] == "user" and sm[0]["iv_hex"] == H32, sm
+    # off unless VEIL_DEBUG_ROUTES is set
+    r = request(c.plain_port, "GET", P + "/debug/encryption/report", c.tok("user_ga"))
+    expect(r, 404, "Not Found")
+
+
+TESTS = [v for k, v in list(globals().items()) if k.startswith("test_")]
+
+
+# --------------------------------------------------------------------------- runner
+
+def run_backend(name, workdir, db_url, db, tok, svix, pg=None):
+    passed = failed = 0
+    base = {"CLERK_JWKS_FILE": tok.jwks, "VEIL_DATA_DIR": workdir, "DATABASE_URL": db_url}
+    main = plain = None
+    reports = []
+    try:
+        main = Veild(workdir, {**base, "CLERK_WEBHOOK_SECRET": svix.secret, "VEIL_DEBUG_ROUTES": "true"},
+                     f"veild-{name}")
+        plain = Veild(workdir, base, f"veild-{name}-plain")
+        c = Ctx(main.port, tok, svix, db, plain.port, name)
+        for t in TESTS:
+            try:
+                t(c)
+                passed += 1
+                print(f"ok   {name}: {t.__name__}")
+            except Exception:
+                failed += 1
+                print(f"FAIL {name}: {t.__name__}\n{traceback.format_exc()}")
+        if pg:
+            # the database goes away: /health says so (503), then comes back is not needed
+            try:
+                pg.stop()
+                r = request(main.port, "GET", "/health")
+                assert r.status == 503 and r.json == {"status": "unhealthy", "database": "disconnected"}, r
+                passed += 1
+                print(f"ok   {name}: health_when_database_is_down")
+            except Exception:
+                failed += 1
+                print(f"FAIL {name}: health_when_database_is_down\n{traceback.format_exc()}")
+    finally:
+        for v in (main, plain):
+            if v:
+                reports += v.stop()
+                reports += [l for l in v.text().splitlines() if "event=route_bug" in l]
+    if reports:
+        failed += 1
+        print(f"FAIL {name}: sanitizer reports or route bugs in veild's log:\n" + "\n".join(reports[:20]))
+    else:
+        passed += 1
+        print(f"ok   {name}: no sanitizer reports")
+    return passed, failed
+
+
+def main():
+    total_p = total_f = 0
+    top = tempfile.mkdtemp(prefix="veil-routes-")
+    try:
+        tok = Tokens(top)
+        svix = Svix()
+        # SQLite
+        d = os.path.join(top, "sqlite")
+        os.mkdir(d)
+        path = os.path.join(d, "veil.db")
+        p, f = run_backend("sqlite", d, f"sqlite:{path}", Db(sqlite_path=path), tok, svix)
+        print(f"sqlite: {p} passed, {f} failed")
+        total_p, total_f = total_p + p, total_f + f
+        # PostgreSQL
+        pg = Postgres()
+        if not pg.bindir:
+            print("FAIL postgresql: initdb not found (install postgresql)")
+            total_f += 1
+        else:
+            d = os.path.join(top, "pg")
+            os.mkdir(d)
+            try:
+                pg.start()
+                p, f = run_backend("postgresql", d, pg.url, Db(pg=pg), tok, svix, pg=pg)
+                print(f"postgresql: {p} passed, {f} failed")
+                total_p, total_f = total_p + p, total_f + f
+            except subprocess.CalledProcessError as e:
+                print(f"FAIL postgresql: could not start the server: {e}\n{e.stderr!r}")
+                total_f += 1
+            finally:
+                pg.stop()
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+    print(f"{total_p} passed, {total_f} failed")
+    return 1 if total_f else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
