@@ -6,7 +6,10 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_GEN   = -G Ninja
 
-.PHONY: all deps build build-asan test test-plain test-asan run bench clean
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps build build-asan test test-plain test-asan run bench fuzz clean
 
 all: build
 
@@ -42,5 +45,17 @@ run: build
 bench: build
 	@for b in $(BUILD)/bench_*; do [ -x "$$b" ] && "$$b"; done; true
 
+# each libFuzzer target for FUZZ_SECONDS, corpora in fuzz/corpus-<name>/
+fuzz: deps
+	cmake -S . -B $(FUZZ_BUILD) $(CMAKE_GEN) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DVEIL_FUZZ=ON >/dev/null
+	@ninja -C $(FUZZ_BUILD) -j $(JOBS)
+	@for f in $(FUZZ_BUILD)/fuzz_*; do \
+	  n=$$(basename $$f); mkdir -p fuzz/corpus-$$n; \
+	  echo "== $$n ($(FUZZ_SECONDS) s)"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=fuzz/ -print_final_stats=1 \
+	    fuzz/corpus-$$n > fuzz/$$n.log 2>&1 || { tail -40 fuzz/$$n.log; exit 1; }; \
+	  tail -3 fuzz/$$n.log; \
+	done
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
