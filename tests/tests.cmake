@@ -36,3 +36,9 @@ foreach(src ${integ_c})
   set_tests_properties(integration/${name} PROPERTIES LABELS integration TIMEOUT 600
                        ENVIRONMENT "${VEIL_TEST_ENV}")
 endforeach()
+
+# Test-only driver for tests/integration/test_jwks.py: the JWKS cache on a real loop.
+if(TARGET veil_server)
+  add_executable(jwks_probe ${CMAKE_SOURCE_DIR}/tests/integration/jwks_probe.c)
+  target_link_libraries(jwks_probe PRIVATE ${VEIL_LIBS} PkgConfig::EVENT)
+endif()

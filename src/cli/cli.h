@@ -23,6 +23,7 @@ typedef struct cli_verb {
 int cmd_keygen(int argc, char **argv);
 int cmd_seal(int argc, char **argv);
 int cmd_open(int argc, char **argv);
+int cmd_devtoken(int argc, char **argv);
 
 /* `veil VERB: message` on stderr; returns 1 (or the given code). */
 int cli_fail(const char *verb, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -9,6 +9,7 @@ static const cli_verb VERBS[] = {
     {"keygen", cmd_keygen, "generate an X25519 key pair"},
     {"seal", cmd_seal, "encrypt stdin to a public key (EncryptedPayload JSON)"},
     {"open", cmd_open, "decrypt an EncryptedPayload JSON from stdin"},
+    {"dev-token", cmd_devtoken, "mint a local RS256 test token (Clerk-shaped) for veild"},
 };
 
 static void usage(FILE *f)
