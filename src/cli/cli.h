@@ -24,6 +24,14 @@ int cmd_keygen(int argc, char **argv);
 int cmd_seal(int argc, char **argv);
 int cmd_open(int argc, char **argv);
 int cmd_devtoken(int argc, char **argv);
+int cmd_login(int argc, char **argv);
+int cmd_keys(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_ask(int argc, char **argv);
+int cmd_history(int argc, char **argv);
+int cmd_sessions(int argc, char **argv);
+int cmd_models(int argc, char **argv);
+int cmd_org(int argc, char **argv);
 
 /* `veil VERB: message` on stderr; returns 1 (or the given code). */
 int cli_fail(const char *verb, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -10,6 +10,14 @@ static const cli_verb VERBS[] = {
     {"seal", cmd_seal, "encrypt stdin to a public key (EncryptedPayload JSON)"},
     {"open", cmd_open, "decrypt an EncryptedPayload JSON from stdin"},
     {"dev-token", cmd_devtoken, "mint a local RS256 test token (Clerk-shaped) for veild"},
+    {"login", cmd_login, "store the server URL and your bearer token"},
+    {"keys", cmd_keys, "create, unlock or recover your encryption keys"},
+    {"chat", cmd_chat, "an interactive conversation, sealed to the enclave"},
+    {"ask", cmd_ask, "one prompt, one streamed answer (--json for scripts)"},
+    {"history", cmd_history, "print a stored conversation, decrypted here"},
+    {"sessions", cmd_sessions, "list your conversations"},
+    {"models", cmd_models, "list the models"},
+    {"org", cmd_org, "organization keys: create and distribute"},
 };
 
 static void usage(FILE *f)

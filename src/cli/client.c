@@ -1,0 +1,362 @@
+#include "cli/client.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/config.h"
+
+#define MAX_BODY (64u << 20)
+
+int vclient_init(vclient *c, const char *url, const char *token, const char *ca_file, char *err,
+                 size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    const char *p;
+    if (strncasecmp(url, "https://", 8) == 0) {
+        c->tls = true;
+        p = url + 8;
+        c->port = 443;
+    } else if (strncasecmp(url, "http://", 7) == 0) {
+        p = url + 7;
+        c->port = 80;
+    } else {
+        snprintf(err, errlen, "server URL must start with http:// or https://");
+        return -1;
+    }
+    size_t hl = strcspn(p, ":/");
+    if (hl == 0 || hl >= sizeof c->host) {
+        snprintf(err, errlen, "server URL has no host");
+        return -1;
+    }
+    memcpy(c->host, p, hl);
+    p += hl;
+    if (*p == ':') {
+        long port;
+        char num[8];
+        size_t nl = strcspn(p + 1, "/");
+        if (nl == 0 || nl >= sizeof num) {
+            snprintf(err, errlen, "server URL has a bad port");
+            return -1;
+        }
+        memcpy(num, p + 1, nl);
+        num[nl] = '\0';
+        if (parse_long(num, 1, 65535, &port) < 0) {
+            snprintf(err, errlen, "server URL has a bad port");
+            return -1;
+        }
+        c->port = (uint16_t)port;
+        p += 1 + nl;
+    }
+    snprintf(c->prefix, sizeof c->prefix, "%s", p);
+    size_t pl = strlen(c->prefix);
+    while (pl && c->prefix[pl - 1] == '/')
+        c->prefix[--pl] = '\0';
+    if (token && strlen(token) >= sizeof c->token) {
+        snprintf(err, errlen, "token too long");
+        return -1;
+    }
+    snprintf(c->token, sizeof c->token, "%s", token ? token : "");
+    c->timeout_ms = 120000;
+    c->base = event_base_new();
+    if (!c->base || !(c->https = https_ctx_new(c->base, ca_file, err, errlen))) {
+        vclient_free(c);
+        return -1;
+    }
+    return 0;
+}
+
+void vclient_free(vclient *c)
+{
+    https_ctx_free(c->https);
+    if (c->base)
+        event_base_free(c->base);
+    OPENSSL_cleanse(c->token, sizeof c->token);
+    c->https = NULL;
+    c->base = NULL;
+}
+
+/* ---- one request on the private loop ---- */
+
+typedef struct call {
+    vbuf body;
+    int status;
+    bool done;
+    https_err herr;
+    char detail[200];
+    bool sse;
+    vclient_sse_cb cb;
+    void *ud;
+    size_t scanned;
+    bool stopped;
+} call;
+
+static int on_head(void *ud, const http1_response *resp)
+{
+    call *k = ud;
+    k->status = resp->status;
+    return 0;
+}
+
+/* Delivers every complete `data:` event in the buffer. */
+static int sse_pump(call *k)
+{
+    for (;;) {
+        uint8_t *d = k->body.data;
+        size_t n = k->body.len;
+        const uint8_t *end = NULL;
+        size_t sep = 0;
+        for (size_t i = 0; i + 1 < n; i++) {
+            if (d[i] == '\n' && d[i + 1] == '\n') {
+                end = d + i;
+                sep = 2;
+                break;
+            }
+        }
+        if (!end)
+            return 0;
+        size_t evlen = (size_t)(end - d);
+        /* one event: lines; we use only data: lines (comments are keep-alives) */
+        vbuf data = VBUF_INIT;
+        for (size_t i = 0; i < evlen;) {
+            size_t j = i;
+            while (j < evlen && d[j] != '\n')
+                j++;
+            if (j - i >= 5 && memcmp(d + i, "data:", 5) == 0) {
+                size_t s = i + 5;
+                if (s < j && d[s] == ' ')
+                    s++;
+                if (data.len)
+                    vbuf_append(&data, "\n", 1);
+                vbuf_append(&data, d + s, j - s);
+            }
+            i = j + 1;
+        }
+        int stop = 0;
+        if (data.len) {
+            json_t *ev = json_loadb((const char *)data.data, data.len, 0, NULL);
+            if (ev) {
+                stop = k->cb(k->ud, ev);
+                json_decref(ev);
+            }
+        }
+        vbuf_free(&data);
+        vbuf_consume(&k->body, evlen + sep);
+        if (stop) {
+            k->stopped = true;
+            return 1;
+        }
+    }
+}
+
+static int on_body(void *ud, const uint8_t *data, size_t len)
+{
+    call *k = ud;
+    if (k->body.len + len > MAX_BODY || vbuf_append(&k->body, data, len) < 0)
+        return 1;
+    if (k->sse && k->status == 200)
+        return sse_pump(k);
+    return 0;
+}
+
+static void on_done(void *ud, https_err e, const char *detail)
+{
+    call *k = ud;
+    k->done = true;
+    k->herr = e;
+    snprintf(k->detail, sizeof k->detail, "%s", detail ? detail : "");
+}
+
+static int run(vclient *c, const char *method, const char *path, const json_t *body, call *k,
+               char *err, size_t errlen)
+{
+    char target[1024], auth[16400];
+    char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    snprintf(target, sizeof target, "%s%s", c->prefix, path);
+    https_header hh[3];
+    size_t nh = 0;
+    if (c->token[0]) {
+        snprintf(auth, sizeof auth, "Bearer %s", c->token);
+        hh[nh++] = (https_header){"Authorization", auth};
+    }
+    hh[nh++] = (https_header){"Accept", k->sse ? "text/event-stream" : "application/json"};
+    if (payload)
+        hh[nh++] = (https_header){"Content-Type", "application/json"};
+    https_request req = {
+        .tls = c->tls, .host = c->host, .port = c->port, .method = method, .target = target,
+        .headers = hh, .n_headers = nh, .body = (const uint8_t *)payload,
+        .body_len = payload ? strlen(payload) : 0, .connect_timeout_ms = 10000,
+        .idle_timeout_ms = c->timeout_ms,
+    };
+    static const https_callbacks cb = {on_head, on_body, on_done};
+    https_conn *conn = https_start(c->https, &req, &cb, k, err, errlen);
+    OPENSSL_cleanse(auth, sizeof auth);
+    if (payload) {
+        OPENSSL_cleanse(payload, strlen(payload));
+        free(payload);
+    }
+    if (!conn)
+        return -1;
+    while (!k->done)
+        event_base_loop(c->base, EVLOOP_ONCE);
+    if (k->herr != HTTPS_OK && !(k->stopped && k->herr == HTTPS_ERR_ABORTED)) {
+        snprintf(err, errlen, "%s: %s", https_strerror(k->herr), k->detail);
+        return -1;
+    }
+    return 0;
+}
+
+int vclient_call(vclient *c, const char *method, const char *path, const json_t *body, int *status,
+                 json_t **resp, char *err, size_t errlen)
+{
+    call k;
+    memset(&k, 0, sizeof k);
+    *resp = NULL;
+    int rc = run(c, method, path, body, &k, err, errlen);
+    if (rc == 0) {
+        *status = k.status;
+        if (k.body.len)
+            *resp = json_loadb((const char *)k.body.data, k.body.len, 0, NULL);
+    }
+    vbuf_free_secure(&k.body);
+    return rc;
+}
+
+int vclient_stream(vclient *c, const char *path, const json_t *body, vclient_sse_cb cb, void *ud,
+                   int *status, json_t **resp, char *err, size_t errlen)
+{
+    call k;
+    memset(&k, 0, sizeof k);
+    k.sse = true;
+    k.cb = cb;
+    k.ud = ud;
+    *resp = NULL;
+    int rc = run(c, "POST", path, body, &k, err, errlen);
+    if (rc == 0) {
+        *status = k.status;
+        if (k.status != 200 && k.body.len)
+            *resp = json_loadb((const char *)k.body.data, k.body.len, 0, NULL);
+    }
+    vbuf_free_secure(&k.body);
+    return rc;
+}
+
+/* ---- config file ---- */
+
+const char *cli_config_path(char *out, size_t n)
+{
+    const char *explicit = getenv("VEIL_CONFIG");
+    const char *xdg = getenv("XDG_CONFIG_HOME");
+    const char *home = getenv("HOME");
+    if (explicit && *explicit)
+        snprintf(out, n, "%s", explicit);
+    else if (xdg && *xdg)
+        snprintf(out, n, "%s/veil/config.json", xdg);
+    else
+        snprintf(out, n, "%s/.config/veil/config.json", home ? home : ".");
+    return out;
+}
+
+static void copy_field(const json_t *j, const char *k, char *out, size_t n)
+{
+    const char *v = json_string_value(json_object_get(j, k));
+    if (v && strlen(v) < n)
+        snprintf(out, n, "%s", v);
+}
+
+int cli_config_load(cli_config *cfg, char *err, size_t errlen)
+{
+    char path[600];
+    memset(cfg, 0, sizeof *cfg);
+    json_t *j = json_load_file(cli_config_path(path, sizeof path), 0, NULL);
+    if (j) {
+        copy_field(j, "server", cfg->server, sizeof cfg->server);
+        copy_field(j, "token", cfg->token, sizeof cfg->token);
+        copy_field(j, "ca_file", cfg->ca_file, sizeof cfg->ca_file);
+        json_decref(j);
+    }
+    const char *v;
+    if ((v = getenv("VEIL_SERVER")) && *v)
+        snprintf(cfg->server, sizeof cfg->server, "%s", v);
+    if ((v = getenv("VEIL_TOKEN")) && *v && strlen(v) < sizeof cfg->token)
+        snprintf(cfg->token, sizeof cfg->token, "%s", v);
+    if ((v = getenv("VEIL_CA_FILE")) && *v)
+        snprintf(cfg->ca_file, sizeof cfg->ca_file, "%s", v);
+    if (!cfg->server[0]) {
+        snprintf(err, errlen, "no server configured: run `veil login --server URL --token TOKEN` first");
+        return -1;
+    }
+    return 0;
+}
+
+static int mkdirs_for(const char *file)
+{
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s", file);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        return 0;
+    *slash = '\0';
+    for (char *p = dir + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    return mkdir(dir, 0700) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+int cli_config_save(const cli_config *cfg, char *err, size_t errlen)
+{
+    char path[600], tmp[620];
+    cli_config_path(path, sizeof path);
+    if (mkdirs_for(path) < 0) {
+        snprintf(err, errlen, "cannot create the directory of %s: %s", path, strerror(errno));
+        return -1;
+    }
+    json_t *j = json_pack("{s:s, s:s}", "server", cfg->server, "token", cfg->token);
+    if (cfg->ca_file[0])
+        json_object_set_new(j, "ca_file", json_string(cfg->ca_file));
+    char *s = json_dumps(j, JSON_INDENT(2));
+    json_decref(j);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    /* created 0600 from the start: the token is a credential */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int rc = -1;
+    if (fd >= 0) {
+        size_t n = strlen(s);
+        rc = write(fd, s, n) == (ssize_t)n && write(fd, "\n", 1) == 1 && fchmod(fd, 0600) == 0 ? 0 : -1;
+        rc |= close(fd);
+        if (rc == 0 && rename(tmp, path) < 0)
+            rc = -1;
+    }
+    if (s) {
+        OPENSSL_cleanse(s, strlen(s));
+        free(s);
+    }
+    if (rc < 0) {
+        unlink(tmp);
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+    }
+    return rc;
+}
+
+int vclient_from_config(vclient *c, char *err, size_t errlen)
+{
+    cli_config cfg;
+    if (cli_config_load(&cfg, err, errlen) < 0)
+        return -1;
+    int rc = vclient_init(c, cfg.server, cfg.token, cfg.ca_file[0] ? cfg.ca_file : NULL, err, errlen);
+    OPENSSL_cleanse(&cfg, sizeof cfg);
+    return rc;
+}

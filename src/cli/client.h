@@ -1,0 +1,60 @@
+/* client — the veil CLI's connection to veild: JSON calls and the SSE chat
+ * stream over HTTP or HTTPS (the project's own client, on a private event loop),
+ * plus the CLI's config file (server URL and bearer token, mode 0600).
+ *
+ * Never prints or logs the token. Response bodies are owned by the caller.
+ */
+#ifndef VEIL_CLI_CLIENT_H
+#define VEIL_CLI_CLIENT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "aws/https.h"
+
+typedef struct vclient {
+    bool tls;
+    char host[256];
+    uint16_t port;
+    char prefix[256];   /* path prefix of the server URL, without a trailing '/' */
+    char token[16384];
+    struct event_base *base;
+    https_ctx *https;
+    unsigned timeout_ms; /* per call; streams use it as the idle deadline */
+} vclient;
+
+/* url: http(s)://host[:port][/prefix]. ca_file NULL: the system store. */
+int vclient_init(vclient *c, const char *url, const char *token, const char *ca_file, char *err,
+                 size_t errlen);
+void vclient_free(vclient *c);
+
+/* One request: body may be NULL; *resp gets the parsed JSON body (or NULL when
+ * empty / not JSON). Returns 0 when a response arrived (any status), -1 with err. */
+int vclient_call(vclient *c, const char *method, const char *path, const json_t *body, int *status,
+                 json_t **resp, char *err, size_t errlen);
+
+/* POST with an SSE response: cb gets each `data:` event as JSON (borrowed) and
+ * returns non-zero to stop. A non-200 answer comes back in *status / *resp. */
+typedef int (*vclient_sse_cb)(void *ud, const json_t *event);
+int vclient_stream(vclient *c, const char *path, const json_t *body, vclient_sse_cb cb, void *ud,
+                   int *status, json_t **resp, char *err, size_t errlen);
+
+/* ---- the CLI config: $VEIL_CONFIG or $XDG_CONFIG_HOME/veil/config.json or ~/.config/veil/config.json ---- */
+
+typedef struct cli_config {
+    char server[512];
+    char token[16384];
+    char ca_file[512];
+} cli_config;
+
+const char *cli_config_path(char *out, size_t n);
+/* Fills cfg; VEIL_SERVER / VEIL_TOKEN / VEIL_CA_FILE override the file. -1 when no server is known. */
+int cli_config_load(cli_config *cfg, char *err, size_t errlen);
+/* Writes the file with mode 0600 (parent directories 0700). */
+int cli_config_save(const cli_config *cfg, char *err, size_t errlen);
+/* A connected client from the config, or -1 with err ("run veil login first"). */
+int vclient_from_config(vclient *c, char *err, size_t errlen);
+
+#endif

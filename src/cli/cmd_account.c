@@ -1,0 +1,385 @@
+/* veil login | keys: the account side of the client. */
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "cli/cli.h"
+#include "cli/client.h"
+#include "cli/userkeys.h"
+#include "common/hex.h"
+#include "crypto/keywrap.h"
+
+#define FAIL(verb, ...) cli_fail(verb, 1, __VA_ARGS__)
+
+int cmd_login(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"server", required_argument, 0, 's'}, {"token", required_argument, 0, 't'},
+        {"ca-file", required_argument, 0, 'c'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+    };
+    const char *server = NULL, *token = NULL, *ca = NULL;
+    int o;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case 's': server = optarg; break;
+        case 't': token = optarg; break;
+        case 'c': ca = optarg; break;
+        case 'h':
+            printf("Usage: veil login --server URL [--token TOKEN|-] [--ca-file FILE]\n\n"
+                   "Stores the server URL and a bearer token (a Clerk session token, or one from\n"
+                   "`veil dev-token` for the local stack) in the config file, mode 0600:\n"
+                   "$VEIL_CONFIG, else $XDG_CONFIG_HOME/veil/config.json, else\n"
+                   "~/.config/veil/config.json. --token - reads the token from stdin (keeps it\n"
+                   "out of the process list). The token is checked against the server first.\n");
+            return 0;
+        default: return EXIT_USAGE;
+        }
+    }
+    if (!server)
+        return cli_fail("login", EXIT_USAGE, "missing --server (see veil login --help)");
+    cli_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    snprintf(cfg.server, sizeof cfg.server, "%s", server);
+    if (ca)
+        snprintf(cfg.ca_file, sizeof cfg.ca_file, "%s", ca);
+    if (token && strcmp(token, "-") == 0) {
+        if (!fgets(cfg.token, sizeof cfg.token, stdin))
+            return FAIL("login", "no token on stdin");
+        cfg.token[strcspn(cfg.token, "\r\n")] = '\0';
+    } else if (token) {
+        snprintf(cfg.token, sizeof cfg.token, "%s", token);
+    }
+    if (!cfg.token[0])
+        return cli_fail("login", EXIT_USAGE, "missing --token");
+    char err[512];
+    vclient c;
+    if (vclient_init(&c, cfg.server, cfg.token, ca, err, sizeof err) < 0)
+        return FAIL("login", "%s", err);
+    int status;
+    json_t *r = NULL;
+    int rc = vclient_call(&c, "GET", "/protected", NULL, &status, &r, err, sizeof err);
+    char buf[300];
+    if (rc < 0)
+        rc = FAIL("login", "cannot reach %s: %s", cfg.server, err);
+    else if (status != 200)
+        rc = FAIL("login", "the server refused the token: %s", api_detail(r, status, buf, sizeof buf));
+    else {
+        /* make sure the account exists server-side, as the web client does */
+        json_t *s = NULL;
+        int st2;
+        if (vclient_call(&c, "POST", "/api/v1/users/sync", NULL, &st2, &s, err, sizeof err) == 0 && st2 == 200) {
+            rc = cli_config_save(&cfg, err, sizeof err) < 0 ? FAIL("login", "%s", err) : 0;
+            if (rc == 0) {
+                char path[600];
+                printf("logged in to %s as %s (config %s)\n", cfg.server,
+                       json_string_value(json_object_get(r, "user_id")), cli_config_path(path, sizeof path));
+            }
+        } else {
+            rc = FAIL("login", "user sync failed: %s", st2 ? api_detail(s, st2, buf, sizeof buf) : err);
+        }
+        json_decref(s);
+    }
+    json_decref(r);
+    vclient_free(&c);
+    OPENSSL_cleanse(&cfg, sizeof cfg);
+    return rc;
+}
+
+/* ---- keys ---- */
+
+static void put_blob(json_t *body, const kw_blob *b, const char *prefix)
+{
+    /* the original's field names: encrypted_private_key, iv, tag, salt and the
+     * recovery_* twins (spec §4.4); the Argon2id parameters are the defaults both
+     * clients use, so they are not sent */
+    char ct[65], iv[33], tag[33], salt[65], k[64];
+    hex_encode(b->ct, 32, ct);
+    hex_encode(b->iv, 16, iv);
+    hex_encode(b->tag, 16, tag);
+    hex_encode(b->salt, 32, salt);
+    snprintf(k, sizeof k, "%sencrypted_private_key", prefix);
+    json_object_set_new(body, k, json_string(ct));
+    snprintf(k, sizeof k, "%siv", prefix);
+    json_object_set_new(body, k, json_string(iv));
+    snprintf(k, sizeof k, "%stag", prefix);
+    json_object_set_new(body, k, json_string(tag));
+    snprintf(k, sizeof k, "%ssalt", prefix);
+    json_object_set_new(body, k, json_string(salt));
+}
+
+static int new_passcode(const char *file, char *out, size_t n, char *err, size_t errlen)
+{
+    char again[1024];
+    if (cli_read_secret("New passcode (6+ characters)", "VEIL_PASSCODE", file, out, n, err, errlen) < 0)
+        return -1;
+    if (strlen(out) < KW_MIN_PASSCODE) {
+        snprintf(err, errlen, "the passcode must have at least %d characters", KW_MIN_PASSCODE);
+        return -1;
+    }
+    if (!getenv("VEIL_PASSCODE") && !file) {
+        if (cli_read_secret("Repeat the passcode", NULL, NULL, again, sizeof again, err, errlen) < 0)
+            return -1;
+        int same = strcmp(again, out) == 0;
+        OPENSSL_cleanse(again, sizeof again);
+        if (!same) {
+            snprintf(err, errlen, "the passcodes differ");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Wraps priv under passcode and a fresh recovery code and uploads both. */
+static int upload_keys(vclient *c, const uint8_t priv[32], const char *passcode, bool replace,
+                       char recovery_out[KW_RECOVERY_FORMATTED + 1], char *err, size_t errlen)
+{
+    uint8_t pub[32];
+    char digits[KW_RECOVERY_DIGITS + 1], pub_hex[65];
+    kw_blob main_blob, rec_blob;
+    int rc = -1;
+    if (x25519_public(priv, pub) < 0 || kw_recovery_generate(digits) < 0) {
+        snprintf(err, errlen, "key derivation failed");
+        return -1;
+    }
+    kw_err ke = kw_wrap(priv, passcode, &KW_PARAMS_DEFAULT, &main_blob);
+    if (ke == KW_OK)
+        ke = kw_wrap(priv, digits, &KW_PARAMS_DEFAULT, &rec_blob);
+    if (ke != KW_OK) {
+        snprintf(err, errlen, "%s", kw_strerror(ke));
+        goto out;
+    }
+    hex_encode(pub, 32, pub_hex);
+    json_t *body = json_pack("{s:s}", "public_key", pub_hex);
+    put_blob(body, &main_blob, "");
+    put_blob(body, &rec_blob, "recovery_");
+    int status;
+    json_t *r = NULL;
+    char buf[300];
+    if (replace) {
+        if (vclient_call(c, "DELETE", "/api/v1/users/me/keys", NULL, &status, &r, err, errlen) < 0 ||
+            (status != 204 && status != 200)) {
+            if (status)
+                snprintf(err, errlen, "cannot replace the keys: %s", api_detail(r, status, buf, sizeof buf));
+            json_decref(r);
+            json_decref(body);
+            goto out;
+        }
+        json_decref(r);
+        r = NULL;
+    }
+    int cr = vclient_call(c, "POST", "/api/v1/users/me/keys", body, &status, &r, err, errlen);
+    json_decref(body);
+    if (cr == 0 && status == 201) {
+        kw_recovery_format(digits, recovery_out);
+        rc = 0;
+    } else if (cr == 0) {
+        snprintf(err, errlen, "%s", status == 409 ? "this account already has keys (see veil keys recover)"
+                                                  : api_detail(r, status, buf, sizeof buf));
+    }
+    json_decref(r);
+out:
+    OPENSSL_cleanse(digits, sizeof digits);
+    return rc;
+}
+
+static int keys_init(vclient *c, const char *pfile)
+{
+    char err[512], passcode[1024], recovery[KW_RECOVERY_FORMATTED + 1];
+    uint8_t priv[32], pub[32];
+    int st;
+    json_t *r = NULL;
+    if (vclient_call(c, "POST", "/api/v1/users/sync", NULL, &st, &r, err, sizeof err) < 0)
+        return FAIL("keys", "%s", err);
+    json_decref(r);
+    if (new_passcode(pfile, passcode, sizeof passcode, err, sizeof err) < 0)
+        return FAIL("keys", "%s", err);
+    int rc = 0;
+    if (x25519_keygen(priv, pub) < 0)
+        rc = FAIL("keys", "key generation failed");
+    else if (upload_keys(c, priv, passcode, false, recovery, err, sizeof err) < 0)
+        rc = FAIL("keys", "%s", err);
+    else
+        printf("Encryption keys created.\n\nRecovery code (shown once; write it down):\n\n    %s\n\n"
+               "It unlocks your key if you forget the passcode (veil keys recover).\n", recovery);
+    OPENSSL_cleanse(priv, sizeof priv);
+    OPENSSL_cleanse(passcode, sizeof passcode);
+    OPENSSL_cleanse(recovery, sizeof recovery);
+    return rc;
+}
+
+static int write_cache(const uint8_t priv[32], char *err, size_t errlen)
+{
+    char path[640], hex[65];
+    userkeys_cache_path(path, sizeof path);
+    FILE *f = NULL;
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        f = fdopen(fd, "w");
+    if (!f) {
+        snprintf(err, errlen, "cannot write %.400s (run veil login first)", path);
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    hex_encode(priv, 32, hex);
+    fprintf(f, "%s\n", hex);
+    fclose(f);
+    OPENSSL_cleanse(hex, sizeof hex);
+    return 0;
+}
+
+static int keys_unlock(vclient *c, const char *pfile, bool cache)
+{
+    char err[512], path[640];
+    uint8_t priv[32];
+    unlink(userkeys_cache_path(path, sizeof path)); /* always check the passcode */
+    if (userkeys_private(c, pfile, priv, err, sizeof err) < 0)
+        return FAIL("keys", "%s", err);
+    int rc = 0;
+    if (cache) {
+        rc = write_cache(priv, err, sizeof err) < 0 ? FAIL("keys", "%s", err) : 0;
+        if (rc == 0)
+            printf("Unlocked: the private key is cached in %s (mode 0600) until `veil keys lock`.\n", path);
+    } else {
+        printf("Passcode correct: the key unwraps and matches the account.\n");
+    }
+    OPENSSL_cleanse(priv, sizeof priv);
+    return rc;
+}
+
+static int keys_recover(vclient *c, const char *pfile, const char *rfile)
+{
+    char err[512], code[128], digits[KW_RECOVERY_DIGITS + 1], passcode[1024];
+    char recovery[KW_RECOVERY_FORMATTED + 1];
+    uint8_t priv[32];
+    json_t *keys = NULL;
+    int status, rc = 1;
+    char buf[300];
+    if (vclient_call(c, "GET", "/api/v1/users/me/keys/recovery", NULL, &status, &keys, err, sizeof err) < 0)
+        return FAIL("keys", "%s", err);
+    if (status != 200) {
+        rc = FAIL("keys", "%s", api_detail(keys, status, buf, sizeof buf));
+        goto out;
+    }
+    /* the recovery route returns the recovery material in the primary fields */
+    kw_blob blob;
+    if (kw_blob_from_json(keys, &blob) != KW_OK) {
+        rc = FAIL("keys", "the server's recovery blob is malformed");
+        goto out;
+    }
+    if (cli_read_secret("Recovery code", "VEIL_RECOVERY_CODE", rfile, code, sizeof code, err, sizeof err) < 0) {
+        rc = FAIL("keys", "%s", err);
+        goto out;
+    }
+    if (kw_recovery_normalize(code, digits) != KW_OK) {
+        rc = FAIL("keys", "a recovery code is 20 digits (dashes and spaces are ignored)");
+        goto out;
+    }
+    kw_err ke = kw_unwrap(&blob, digits, priv);
+    if (ke != KW_OK) {
+        rc = FAIL("keys", "%s", kw_strerror(ke));
+        goto out;
+    }
+    if (new_passcode(pfile, passcode, sizeof passcode, err, sizeof err) < 0 ||
+        upload_keys(c, priv, passcode, true, recovery, err, sizeof err) < 0) {
+        rc = FAIL("keys", "%s", err);
+        goto out;
+    }
+    printf("Recovered: the same key pair, now under the new passcode.\n\nNew recovery code (the old one "
+           "no longer works):\n\n    %s\n\n", recovery);
+    rc = 0;
+out:
+    OPENSSL_cleanse(priv, sizeof priv);
+    OPENSSL_cleanse(code, sizeof code);
+    OPENSSL_cleanse(digits, sizeof digits);
+    OPENSSL_cleanse(passcode, sizeof passcode);
+    json_decref(keys);
+    return rc;
+}
+
+static int keys_status(vclient *c)
+{
+    char err[512], buf[300];
+    int status;
+    json_t *r = NULL;
+    if (vclient_call(c, "GET", "/api/v1/users/me/encryption-status", NULL, &status, &r, err, sizeof err) < 0)
+        return FAIL("keys", "%s", err);
+    if (status != 200) {
+        int rc = FAIL("keys", "%s", api_detail(r, status, buf, sizeof buf));
+        json_decref(r);
+        return rc;
+    }
+    const char *pk = json_string_value(json_object_get(r, "public_key"));
+    printf("has_encryption_keys: %s\npublic_key: %s\n",
+           json_is_true(json_object_get(r, "has_encryption_keys")) ? "yes" : "no", pk ? pk : "-");
+    json_decref(r);
+    return 0;
+}
+
+int cmd_keys(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"passcode-file", required_argument, 0, 'p'}, {"recovery-file", required_argument, 0, 'r'},
+        {"no-cache", no_argument, 0, 'n'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+    };
+    const char *pfile = NULL, *rfile = NULL;
+    bool cache = true;
+    int o;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'p': pfile = optarg; break;
+        case 'r': rfile = optarg; break;
+        case 'n': cache = false; break;
+        case 'h':
+            printf("Usage: veil keys init|unlock|lock|recover|status [OPTIONS]\n\n"
+                   "  init      create your X25519 key pair, wrap the private key under a passcode\n"
+                   "            (Argon2id t=4 m=128MiB p=2 + AES-256-GCM, the web client's format)\n"
+                   "            and under a 20-digit recovery code, upload both, and print the\n"
+                   "            recovery code once\n"
+                   "  unlock    check the passcode and cache the private key in the config\n"
+                   "            directory (mode 0600) for chat and history; --no-cache only checks\n"
+                   "  lock      remove the cached private key\n"
+                   "  recover   unwrap with the recovery code, then set a new passcode and a new\n"
+                   "            recovery code (same key pair: old messages stay readable)\n"
+                   "  status    show whether the account has keys\n\n"
+                   "  --passcode-file F    read the passcode from F (else $VEIL_PASSCODE, else a prompt)\n"
+                   "  --recovery-file F    read the recovery code from F (else $VEIL_RECOVERY_CODE)\n");
+            return 0;
+        default: return EXIT_USAGE;
+        }
+    }
+    if (optind >= argc)
+        return cli_fail("keys", EXIT_USAGE, "missing action (init, unlock, lock, recover, status)");
+    const char *action = argv[optind];
+    if (strcmp(action, "lock") == 0) {
+        char path[640];
+        userkeys_cache_path(path, sizeof path);
+        if (unlink(path) == 0)
+            printf("Locked: removed %s.\n", path);
+        else
+            printf("Nothing to lock.\n");
+        return 0;
+    }
+    vclient c;
+    char err[512];
+    if (vclient_from_config(&c, err, sizeof err) < 0)
+        return FAIL("keys", "%s", err);
+    int rc;
+    if (strcmp(action, "init") == 0)
+        rc = keys_init(&c, pfile);
+    else if (strcmp(action, "unlock") == 0)
+        rc = keys_unlock(&c, pfile, cache);
+    else if (strcmp(action, "recover") == 0)
+        rc = keys_recover(&c, pfile, rfile);
+    else if (strcmp(action, "status") == 0)
+        rc = keys_status(&c);
+    else
+        rc = cli_fail("keys", EXIT_USAGE, "unknown action '%s'", action);
+    vclient_free(&c);
+    return rc;
+}

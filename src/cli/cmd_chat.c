@@ -1,0 +1,509 @@
+/* veil chat | ask | history | sessions | models: talking to the model with every
+ * message sealed to the enclave, and answers decrypted here as they stream in. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "cli/cli.h"
+#include "cli/client.h"
+#include "cli/userkeys.h"
+#include "common/hex.h"
+#include "crypto/ep.h"
+
+#define DEFAULT_MODEL "us.anthropic.claude-3-5-haiku-20241022-v1:0"
+#define FAIL(verb, ...) cli_fail(verb, 1, __VA_ARGS__)
+
+typedef struct turn {
+    char role[16];
+    vbuf text; /* plaintext, wiped */
+} turn;
+
+typedef struct convo {
+    vclient *c;
+    char model[160];
+    char session_id[64];
+    uint8_t enclave_pub[32];
+    bool have_key;
+    turn *turns;
+    size_t n, cap;
+    bool live;   /* print chunks as they arrive */
+    FILE *out;
+} convo;
+
+typedef struct reply {
+    vbuf answer;
+    char model[160];
+    long in_tokens, out_tokens;
+    char error[512];
+    bool stored, done;
+    unsigned chunks;
+    uint8_t transport_priv[32];
+    convo *cv;
+} reply;
+
+static void convo_free(convo *cv)
+{
+    for (size_t i = 0; i < cv->n; i++)
+        vbuf_free_secure(&cv->turns[i].text);
+    free(cv->turns);
+    cv->turns = NULL;
+    cv->n = cv->cap = 0;
+}
+
+static int convo_add(convo *cv, const char *role, const uint8_t *text, size_t len)
+{
+    if (cv->n == cv->cap) {
+        size_t cap = cv->cap ? cv->cap * 2 : 16;
+        turn *t = realloc(cv->turns, cap * sizeof *t);
+        if (!t)
+            return -1;
+        cv->turns = t;
+        cv->cap = cap;
+    }
+    turn *t = &cv->turns[cv->n++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->role, sizeof t->role, "%s", role);
+    return vbuf_append(&t->text, text, len);
+}
+
+static int fetch_enclave_key(convo *cv, char *err, size_t errlen)
+{
+    int status;
+    json_t *r = NULL;
+    char buf[300];
+    if (vclient_call(cv->c, "GET", "/api/v1/chat/enclave/info", NULL, &status, &r, err, errlen) < 0)
+        return -1;
+    const char *pk = json_string_value(json_object_get(r, "enclave_public_key"));
+    int rc = -1;
+    if (status != 200)
+        snprintf(err, errlen, "enclave key: %s", api_detail(r, status, buf, sizeof buf));
+    else if (!pk || hex_decode_exact(pk, strlen(pk), cv->enclave_pub, 32) < 0)
+        snprintf(err, errlen, "the server sent a malformed enclave key");
+    else
+        rc = 0, cv->have_key = true;
+    json_decref(r);
+    return rc;
+}
+
+static json_t *seal_to_enclave(convo *cv, const uint8_t *text, size_t len)
+{
+    ep e;
+    if (ep_seal(cv->enclave_pub, text, len, EP_CTX_CLIENT_TO_ENCLAVE, &e) != EP_OK)
+        return NULL;
+    json_t *j = ep_to_json(&e);
+    ep_clear(&e);
+    return j;
+}
+
+static int on_event(void *ud, const json_t *ev)
+{
+    reply *rp = ud;
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    if (!type)
+        return 0;
+    if (strcmp(type, "session") == 0) {
+        const char *sid = json_string_value(json_object_get(ev, "session_id"));
+        if (sid)
+            snprintf(rp->cv->session_id, sizeof rp->cv->session_id, "%s", sid);
+    } else if (strcmp(type, "encrypted_chunk") == 0 || strcmp(type, "thinking") == 0) {
+        ep e;
+        secret pt;
+        if (ep_from_json(json_object_get(ev, "encrypted_content"), &e, NULL) != EP_OK) {
+            snprintf(rp->error, sizeof rp->error, "malformed chunk from the server");
+            return 1;
+        }
+        ep_err er = ep_open(rp->transport_priv, &e, EP_CTX_ENCLAVE_TO_CLIENT, &pt);
+        ep_clear(&e);
+        if (er != EP_OK) { /* only the enclave can make a chunk this key opens */
+            snprintf(rp->error, sizeof rp->error, "a chunk failed to decrypt: %s", ep_strerror(er));
+            return 1;
+        }
+        if (strcmp(type, "encrypted_chunk") == 0) {
+            vbuf_append(&rp->answer, pt.data, pt.len);
+            rp->chunks++;
+            if (rp->cv->live) {
+                fwrite(pt.data, 1, pt.len, rp->cv->out);
+                fflush(rp->cv->out);
+            }
+        }
+        secret_free(&pt);
+    } else if (strcmp(type, "stored") == 0) {
+        rp->stored = true;
+        const char *m = json_string_value(json_object_get(ev, "model_used"));
+        snprintf(rp->model, sizeof rp->model, "%s", m ? m : "");
+        rp->in_tokens = (long)json_integer_value(json_object_get(ev, "input_tokens"));
+        rp->out_tokens = (long)json_integer_value(json_object_get(ev, "output_tokens"));
+    } else if (strcmp(type, "done") == 0) {
+        rp->done = true;
+    } else if (strcmp(type, "error") == 0) {
+        const char *m = json_string_value(json_object_get(ev, "message"));
+        snprintf(rp->error, sizeof rp->error, "%s", m ? m : "unknown error");
+    }
+    return 0;
+}
+
+/* Sends one prompt; on success the turn pair joins the conversation. */
+static int convo_send(convo *cv, const char *prompt, reply *rp, char *err, size_t errlen)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        memset(rp, 0, sizeof *rp);
+        rp->cv = cv;
+        if (!cv->have_key && fetch_enclave_key(cv, err, errlen) < 0)
+            return -1;
+        uint8_t tpub[32];
+        char tpub_hex[65];
+        if (x25519_keygen(rp->transport_priv, tpub) < 0) {
+            snprintf(err, errlen, "key generation failed");
+            return -1;
+        }
+        hex_encode(tpub, 32, tpub_hex);
+        json_t *hist = json_array();
+        for (size_t i = 0; i < cv->n; i++) {
+            json_t *e = seal_to_enclave(cv, cv->turns[i].text.data, cv->turns[i].text.len);
+            json_object_set_new(e, "role", json_string(cv->turns[i].role));
+            json_array_append_new(hist, e);
+        }
+        json_t *body = json_pack("{s:s, s:o, s:o, s:s}", "model", cv->model, "encrypted_message",
+                                 seal_to_enclave(cv, (const uint8_t *)prompt, strlen(prompt)),
+                                 "encrypted_history", hist, "client_transport_public_key", tpub_hex);
+        json_object_set_new(body, "session_id", cv->session_id[0] ? json_string(cv->session_id) : json_null());
+        int status;
+        json_t *r = NULL;
+        int rc = vclient_stream(cv->c, "/api/v1/chat/encrypted/stream", body, on_event, rp, &status, &r,
+                                err, errlen);
+        json_decref(body);
+        char buf[300];
+        if (rc == 0 && status != 200) {
+            snprintf(err, errlen, "%s", api_detail(r, status, buf, sizeof buf));
+            rc = -1;
+        }
+        json_decref(r);
+        if (rc < 0) {
+            OPENSSL_cleanse(rp->transport_priv, 32);
+            return -1;
+        }
+        OPENSSL_cleanse(rp->transport_priv, 32);
+        if (rp->error[0] && strstr(rp->error, "enclave key may have changed") && attempt == 0 && rp->chunks == 0) {
+            cv->have_key = false; /* the enclave restarted: learn its new key and retry once */
+            continue;
+        }
+        if (rp->error[0]) {
+            snprintf(err, errlen, "%s", rp->error);
+            return -1;
+        }
+        if (!rp->done || !rp->stored) {
+            snprintf(err, errlen, "the stream ended before the answer was stored");
+            return -1;
+        }
+        convo_add(cv, "user", (const uint8_t *)prompt, strlen(prompt));
+        convo_add(cv, "assistant", rp->answer.data, rp->answer.len);
+        return 0;
+    }
+    snprintf(err, errlen, "the enclave key keeps changing");
+    return -1;
+}
+
+/* Loads a session's stored messages, decrypted with the storage key. */
+static int load_session(convo *cv, const char *session, const char *pfile, char *err, size_t errlen)
+{
+    uint8_t upriv[32], skey[32];
+    char org[256], path[512], buf[300];
+    if (userkeys_private(cv->c, pfile, upriv, err, errlen) < 0)
+        return -1;
+    int rc = -1;
+    json_t *r = NULL;
+    int status;
+    if (userkeys_current_org(cv->c, org, sizeof org, err, errlen) < 0 ||
+        userkeys_storage(cv->c, org, upriv, skey, err, errlen) < 0)
+        goto out;
+    snprintf(path, sizeof path, "/api/v1/chat/sessions/%s/messages", session);
+    if (vclient_call(cv->c, "GET", path, NULL, &status, &r, err, errlen) < 0)
+        goto out;
+    if (status != 200) {
+        snprintf(err, errlen, "%s", api_detail(r, status, buf, sizeof buf));
+        goto out;
+    }
+    size_t i;
+    const json_t *m;
+    json_array_foreach(json_object_get(r, "messages"), i, m) {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        const char *ctx = role && strcmp(role, "assistant") == 0 ? EP_CTX_ASSISTANT_STORAGE : EP_CTX_USER_STORAGE;
+        ep e;
+        secret pt;
+        ep_err er = ep_from_json(json_object_get(m, "encrypted_content"), &e, NULL);
+        if (er == EP_OK)
+            er = ep_open(skey, &e, ctx, &pt);
+        ep_clear(&e);
+        if (er != EP_OK) {
+            snprintf(err, errlen, "message %zu does not decrypt with your storage key: %s", i, ep_strerror(er));
+            goto out;
+        }
+        convo_add(cv, role ? role : "user", pt.data, pt.len);
+        secret_free(&pt);
+    }
+    snprintf(cv->session_id, sizeof cv->session_id, "%s", session);
+    rc = 0;
+out:
+    json_decref(r);
+    OPENSSL_cleanse(upriv, 32);
+    OPENSSL_cleanse(skey, 32);
+    return rc;
+}
+
+typedef struct chat_opts {
+    const char *model, *session, *pfile;
+    bool json;
+} chat_opts;
+
+static int parse_opts(const char *verb, int argc, char **argv, chat_opts *o, void (*help)(void))
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"session", required_argument, 0, 's'},
+        {"passcode-file", required_argument, 0, 'p'}, {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+    };
+    memset(o, 0, sizeof *o);
+    int c;
+    while ((c = getopt_long(argc, argv, "m:s:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o->model = optarg; break;
+        case 's': o->session = optarg; break;
+        case 'p': o->pfile = optarg; break;
+        case 'j': o->json = true; break;
+        case 'h': help(); return 1;
+        default: (void)verb; return EXIT_USAGE;
+        }
+    }
+    return 0;
+}
+
+static void help_ask(void)
+{
+    printf("Usage: veil ask [--model M] [--session ID] [--json] [--passcode-file F] \"PROMPT\"\n\n"
+           "Sends one prompt (sealed to the enclave key) and prints the answer as it streams in,\n"
+           "decrypted here. --session continues a stored conversation (its history is decrypted\n"
+           "with your storage key, so it needs your passcode or `veil keys unlock`). --json prints\n"
+           "{\"session_id\",\"answer\",\"model\",\"input_tokens\",\"output_tokens\"} at the end instead.\n"
+           "Default model: " DEFAULT_MODEL " (see veil models).\n");
+}
+
+static void help_chat(void)
+{
+    printf("Usage: veil chat [--model M] [--session ID] [--passcode-file F]\n\n"
+           "An interactive conversation: each line you type is sealed to the enclave and the\n"
+           "answer prints live as the encrypted chunks arrive and are decrypted. Empty line or\n"
+           "Ctrl-D ends. --session continues a stored conversation.\n");
+}
+
+static int start_convo(const char *verb, convo *cv, vclient *c, const chat_opts *o)
+{
+    char err[512];
+    memset(cv, 0, sizeof *cv);
+    cv->c = c;
+    cv->out = stdout;
+    snprintf(cv->model, sizeof cv->model, "%s", o->model ? o->model : DEFAULT_MODEL);
+    if (o->session && load_session(cv, o->session, o->pfile, err, sizeof err) < 0)
+        return FAIL(verb, "%s", err);
+    return 0;
+}
+
+int cmd_ask(int argc, char **argv)
+{
+    chat_opts o;
+    int rc = parse_opts("ask", argc, argv, &o, help_ask);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    if (optind != argc - 1)
+        return cli_fail("ask", EXIT_USAGE, "give exactly one prompt (quote it)");
+    const char *prompt = argv[optind];
+    if (!*prompt)
+        return cli_fail("ask", EXIT_USAGE, "the prompt is empty");
+    vclient c;
+    char err[512];
+    if (vclient_from_config(&c, err, sizeof err) < 0)
+        return FAIL("ask", "%s", err);
+    convo cv;
+    if ((rc = start_convo("ask", &cv, &c, &o)) != 0) {
+        vclient_free(&c);
+        return rc;
+    }
+    cv.live = !o.json;
+    reply rp;
+    if (convo_send(&cv, prompt, &rp, err, sizeof err) < 0) {
+        if (cv.live && rp.chunks)
+            printf("\n");
+        rc = FAIL("ask", "%s", err);
+    } else if (o.json) {
+        json_t *j = json_pack("{s:s, s:s%, s:s, s:I, s:I}", "session_id", cv.session_id, "answer",
+                              (const char *)rp.answer.data ? (const char *)rp.answer.data : "",
+                              rp.answer.len, "model", rp.model, "input_tokens", (json_int_t)rp.in_tokens,
+                              "output_tokens", (json_int_t)rp.out_tokens);
+        char *s = json_dumps(j, JSON_COMPACT);
+        printf("%s\n", s ? s : "{}");
+        free(s);
+        json_decref(j);
+    } else {
+        printf("\n[%s · %ld in · %ld out · session %s]\n", rp.model, rp.in_tokens, rp.out_tokens, cv.session_id);
+    }
+    vbuf_free_secure(&rp.answer);
+    convo_free(&cv);
+    vclient_free(&c);
+    return rc;
+}
+
+int cmd_chat(int argc, char **argv)
+{
+    chat_opts o;
+    int rc = parse_opts("chat", argc, argv, &o, help_chat);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    vclient c;
+    char err[512];
+    if (vclient_from_config(&c, err, sizeof err) < 0)
+        return FAIL("chat", "%s", err);
+    convo cv;
+    if ((rc = start_convo("chat", &cv, &c, &o)) != 0) {
+        vclient_free(&c);
+        return rc;
+    }
+    cv.live = true;
+    bool tty = isatty(STDIN_FILENO);
+    fprintf(stderr, "veil chat · %s%s%s · sealed to the enclave · empty line to quit\n", cv.model,
+            cv.session_id[0] ? " · session " : "", cv.session_id);
+    char *line = NULL;
+    size_t cap = 0;
+    for (;;) {
+        if (tty)
+            fprintf(stderr, "\n> ");
+        ssize_t n = getline(&line, &cap, stdin);
+        if (n <= 0)
+            break;
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = '\0';
+        if (n == 0)
+            break;
+        reply rp;
+        if (convo_send(&cv, line, &rp, err, sizeof err) < 0) {
+            if (rp.chunks)
+                printf("\n");
+            fprintf(stderr, "veil chat: %s\n", err);
+            rc = 1;
+        } else {
+            printf("\n");
+            fflush(stdout);
+            fprintf(stderr, "[%s · %ld in · %ld out]\n", rp.model, rp.in_tokens, rp.out_tokens);
+            rc = 0;
+        }
+        vbuf_free_secure(&rp.answer);
+        OPENSSL_cleanse(line, cap);
+    }
+    free(line);
+    if (cv.session_id[0])
+        fprintf(stderr, "session %s\n", cv.session_id);
+    convo_free(&cv);
+    vclient_free(&c);
+    return rc;
+}
+
+int cmd_history(int argc, char **argv)
+{
+    chat_opts o;
+    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("Usage: veil history [--json] [--passcode-file F] SESSION_ID\n\n"
+               "Prints a stored conversation, decrypted here with your storage key (your own key,\n"
+               "or the organization's key in an org context).\n");
+        return 0;
+    }
+    int rc = parse_opts("history", argc, argv, &o, help_chat);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    if (optind != argc - 1)
+        return cli_fail("history", EXIT_USAGE, "give one session id (see veil sessions)");
+    vclient c;
+    char err[512];
+    if (vclient_from_config(&c, err, sizeof err) < 0)
+        return FAIL("history", "%s", err);
+    convo cv;
+    memset(&cv, 0, sizeof cv);
+    cv.c = &c;
+    if (load_session(&cv, argv[optind], o.pfile, err, sizeof err) < 0) {
+        rc = FAIL("history", "%s", err);
+    } else if (o.json) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < cv.n; i++)
+            json_array_append_new(a, json_pack("{s:s, s:s%}", "role", cv.turns[i].role, "text",
+                                               (const char *)cv.turns[i].text.data ? (const char *)cv.turns[i].text.data : "",
+                                               cv.turns[i].text.len));
+        char *s = json_dumps(a, JSON_COMPACT);
+        printf("%s\n", s ? s : "[]");
+        free(s);
+        json_decref(a);
+    } else {
+        for (size_t i = 0; i < cv.n; i++) {
+            printf("%s: ", cv.turns[i].role);
+            fwrite(cv.turns[i].text.data, 1, cv.turns[i].text.len, stdout);
+            printf("\n\n");
+        }
+    }
+    convo_free(&cv);
+    vclient_free(&c);
+    return rc;
+}
+
+static int simple_get(const char *verb, const char *path, json_t **out)
+{
+    vclient c;
+    char err[512], buf[300];
+    if (vclient_from_config(&c, err, sizeof err) < 0)
+        return FAIL(verb, "%s", err);
+    int status, rc = 0;
+    if (vclient_call(&c, "GET", path, NULL, &status, out, err, sizeof err) < 0)
+        rc = FAIL(verb, "%s", err);
+    else if (status != 200)
+        rc = FAIL(verb, "%s", api_detail(*out, status, buf, sizeof buf));
+    vclient_free(&c);
+    return rc;
+}
+
+int cmd_sessions(int argc, char **argv)
+{
+    if (argc > 1) {
+        printf("Usage: veil sessions\n\nLists your conversations in the current context (newest first).\n");
+        return strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ? 0 : EXIT_USAGE;
+    }
+    json_t *r = NULL;
+    int rc = simple_get("sessions", "/api/v1/chat/sessions?limit=100", &r);
+    if (rc == 0) {
+        size_t i;
+        const json_t *s;
+        json_array_foreach(json_object_get(r, "sessions"), i, s)
+            printf("%s  %s  %s\n", json_string_value(json_object_get(s, "id")),
+                   json_string_value(json_object_get(s, "updated_at")),
+                   json_string_value(json_object_get(s, "name")));
+    }
+    json_decref(r);
+    return rc;
+}
+
+int cmd_models(int argc, char **argv)
+{
+    if (argc > 1) {
+        printf("Usage: veil models\n\nLists the models the server offers.\n");
+        return strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ? 0 : EXIT_USAGE;
+    }
+    json_t *r = NULL;
+    int rc = simple_get("models", "/api/v1/chat/models", &r);
+    if (rc == 0) {
+        size_t i;
+        const json_t *m;
+        json_array_foreach(r, i, m)
+            printf("%-48s %s\n", json_string_value(json_object_get(m, "id")),
+                   json_string_value(json_object_get(m, "name")));
+    }
+    json_decref(r);
+    return rc;
+}

@@ -1,0 +1,221 @@
+#include "cli/userkeys.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "common/hex.h"
+#include "crypto/ep.h"
+#include "crypto/keywrap.h"
+
+const char *api_detail(const json_t *resp, int status, char *buf, size_t n)
+{
+    const json_t *d = json_object_get(resp, "detail");
+    if (json_is_string(d))
+        snprintf(buf, n, "%s (HTTP %d)", json_string_value(d), status);
+    else if (json_is_array(d) && json_array_size(d)) {
+        const json_t *e = json_array_get(d, 0);
+        const char *msg = json_string_value(json_object_get(e, "msg"));
+        snprintf(buf, n, "invalid request: %s (HTTP %d)", msg ? msg : "?", status);
+    } else
+        snprintf(buf, n, "HTTP %d", status);
+    return buf;
+}
+
+static void chomp(char *s)
+{
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == '\n' || s[n - 1] == '\r'))
+        s[--n] = '\0';
+}
+
+int cli_read_secret(const char *prompt, const char *env, const char *file, char *out, size_t n,
+                    char *err, size_t errlen)
+{
+    const char *v = env ? getenv(env) : NULL;
+    if (v && *v) {
+        if (strlen(v) >= n) {
+            snprintf(err, errlen, "%s is too long", env);
+            return -1;
+        }
+        snprintf(out, n, "%s", v);
+        return 0;
+    }
+    if (file) {
+        FILE *f = fopen(file, "r");
+        if (!f || !fgets(out, (int)n, f)) {
+            if (f)
+                fclose(f);
+            snprintf(err, errlen, "cannot read %s", file);
+            return -1;
+        }
+        fclose(f);
+        chomp(out);
+        return 0;
+    }
+    int fd = open("/dev/tty", O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "no terminal to ask for the %s: set %s or use --passcode-file", prompt,
+                 env ? env : "it");
+        return -1;
+    }
+    struct termios old, quiet;
+    bool tty = tcgetattr(fd, &old) == 0;
+    if (tty) {
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(fd, TCSAFLUSH, &quiet);
+    }
+    dprintf(fd, "%s: ", prompt);
+    size_t len = 0;
+    char ch;
+    while (len + 1 < n && read(fd, &ch, 1) == 1 && ch != '\n')
+        out[len++] = ch;
+    out[len] = '\0';
+    if (tty)
+        tcsetattr(fd, TCSAFLUSH, &old);
+    dprintf(fd, "\n");
+    close(fd);
+    return 0;
+}
+
+const char *userkeys_cache_path(char *out, size_t n)
+{
+    char cfg[600];
+    cli_config_path(cfg, sizeof cfg);
+    char *slash = strrchr(cfg, '/');
+    if (slash)
+        *slash = '\0';
+    snprintf(out, n, "%s/private_key", slash ? cfg : ".");
+    return out;
+}
+
+static int read_cache(uint8_t priv[32])
+{
+    char path[640], hex[80] = "";
+    FILE *f = fopen(userkeys_cache_path(path, sizeof path), "r");
+    if (!f)
+        return -1;
+    bool ok = fgets(hex, sizeof hex, f) != NULL;
+    fclose(f);
+    chomp(hex);
+    int rc = ok && hex_decode_exact(hex, strlen(hex), priv, 32) == 0 ? 0 : -1;
+    OPENSSL_cleanse(hex, sizeof hex);
+    return rc;
+}
+
+static int get_keys(vclient *c, const char *path, json_t **keys, char *err, size_t errlen)
+{
+    int status;
+    char buf[300];
+    if (vclient_call(c, "GET", path, NULL, &status, keys, err, errlen) < 0)
+        return -1;
+    if (status != 200) {
+        snprintf(err, errlen, "%s", status == 404 ? "no encryption keys yet: run `veil keys init`"
+                                                  : api_detail(*keys, status, buf, sizeof buf));
+        json_decref(*keys);
+        *keys = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+int userkeys_private(vclient *c, const char *passcode_file, uint8_t priv[32], char *err, size_t errlen)
+{
+    if (read_cache(priv) == 0)
+        return 0;
+    json_t *keys = NULL;
+    if (get_keys(c, "/api/v1/users/me/keys", &keys, err, errlen) < 0)
+        return -1;
+    kw_blob blob;
+    char passcode[1024];
+    int rc = -1;
+    if (kw_blob_from_json(keys, &blob) != KW_OK) {
+        snprintf(err, errlen, "the server's key blob is malformed");
+        goto out;
+    }
+    if (cli_read_secret("Passcode", "VEIL_PASSCODE", passcode_file, passcode, sizeof passcode, err, errlen) < 0)
+        goto out;
+    kw_err ke = kw_unwrap(&blob, passcode, priv);
+    if (ke != KW_OK) {
+        snprintf(err, errlen, "%s", kw_strerror(ke));
+        goto out;
+    }
+    uint8_t pub[32], want[32];
+    const char *pk = json_string_value(json_object_get(keys, "public_key"));
+    if (!pk || hex_decode_exact(pk, strlen(pk), want, 32) < 0 || x25519_public(priv, pub) < 0 ||
+        memcmp(pub, want, 32) != 0) {
+        snprintf(err, errlen, "the unwrapped key does not match the account's public key");
+        OPENSSL_cleanse(priv, 32);
+        goto out;
+    }
+    rc = 0;
+out:
+    OPENSSL_cleanse(passcode, sizeof passcode);
+    json_decref(keys);
+    return rc;
+}
+
+int userkeys_current_org(vclient *c, char *org, size_t n, char *err, size_t errlen)
+{
+    int status;
+    json_t *r = NULL;
+    char buf[300];
+    if (vclient_call(c, "GET", "/api/v1/organizations/current", NULL, &status, &r, err, errlen) < 0)
+        return -1;
+    if (status != 200) {
+        snprintf(err, errlen, "%s", api_detail(r, status, buf, sizeof buf));
+        json_decref(r);
+        return -1;
+    }
+    const char *o = json_string_value(json_object_get(r, "org_id"));
+    snprintf(org, n, "%s", o ? o : "");
+    json_decref(r);
+    return 0;
+}
+
+int userkeys_storage(vclient *c, const char *org_id, const uint8_t user_priv[32], uint8_t out[32],
+                     char *err, size_t errlen)
+{
+    if (!org_id || !*org_id) {
+        memcpy(out, user_priv, 32);
+        return 0;
+    }
+    char path[512], buf[300];
+    snprintf(path, sizeof path, "/api/v1/organizations/%s/membership", org_id);
+    int status;
+    json_t *r = NULL;
+    if (vclient_call(c, "GET", path, NULL, &status, &r, err, errlen) < 0)
+        return -1;
+    int rc = -1;
+    const json_t *k = json_object_get(r, "encrypted_org_key");
+    if (status != 200) {
+        snprintf(err, errlen, "%s", api_detail(r, status, buf, sizeof buf));
+    } else if (!json_is_object(k)) {
+        snprintf(err, errlen, "the organization key has not been distributed to you yet");
+    } else {
+        ep e;
+        secret pt;
+        ep_err ee = ep_from_json(k, &e, NULL);
+        if (ee == EP_OK)
+            ee = ep_open(user_priv, &e, EP_CTX_ORG_KEY_DISTRIBUTION, &pt);
+        ep_clear(&e);
+        if (ee != EP_OK) {
+            snprintf(err, errlen, "cannot open your copy of the org key: %s", ep_strerror(ee));
+        } else if (pt.len != 32) {
+            snprintf(err, errlen, "your copy of the org key is not 32 bytes");
+            secret_free(&pt);
+        } else {
+            memcpy(out, pt.data, 32);
+            secret_free(&pt);
+            rc = 0;
+        }
+    }
+    json_decref(r);
+    return rc;
+}
