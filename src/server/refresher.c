@@ -14,7 +14,6 @@
 #define EXPIRY_MARGIN_SECONDS 300 /* refresh when the credentials expire within 5 minutes */
 #define BACKOFF_MIN_MS 1000u
 #define BACKOFF_MAX_MS 60000u
-#define CHECK_INTERVAL_S 30       /* how often the expiry margin is checked */
 
 typedef enum rf_state { RF_IDLE = 0, RF_FETCHING, RF_PUSHING } rf_state;
 
@@ -29,6 +28,7 @@ struct refresher {
     rf_state st;
     bool again;            /* a kick arrived while busy */
     imds_credentials creds;
+    time_t lifetime;       /* expiry minus fetch time, for the current credentials */
     bool pushed;
     time_t last_push;
     unsigned long pushes;
@@ -37,6 +37,25 @@ struct refresher {
     imds_op *fetch;
     ec_op *push;
 };
+
+/* The next push: after the refresh interval, or before expiry, whichever comes
+ * first. The margin is five minutes, or a quarter of their lifetime for
+ * short-lived credentials (so a 15-minute credential is not refreshed constantly). */
+static time_t margin_of(const refresher *rf)
+{
+    time_t quarter = rf->lifetime / 4;
+    return quarter < EXPIRY_MARGIN_SECONDS ? quarter : EXPIRY_MARGIN_SECONDS;
+}
+
+static unsigned next_refresh_ms(const refresher *rf)
+{
+    time_t now = time(NULL);
+    time_t next = rf->last_push + rf->interval_s;
+    if (rf->creds.expires_at && rf->creds.expires_at - margin_of(rf) < next)
+        next = rf->creds.expires_at - margin_of(rf);
+    long ms = ((long)(next - now)) * 1000L;
+    return ms < 1000 ? 1000u : ms > 86400000L ? 86400000u : (unsigned)ms;
+}
 
 static void schedule(refresher *rf, unsigned ms)
 {
@@ -75,7 +94,7 @@ static void on_pushed(void *ud, bool ok, const char *err)
         attempt(rf);
         return;
     }
-    schedule(rf, CHECK_INTERVAL_S * 1000u);
+    schedule(rf, next_refresh_ms(rf));
 }
 
 static void push(refresher *rf)
@@ -94,8 +113,17 @@ static void on_fetched(void *ud, const imds_credentials *c, const char *err)
         failed(rf, err);
         return;
     }
+    time_t now = time(NULL);
+    if (rf->pushed && c->expires_at && c->expires_at == rf->creds.expires_at &&
+        strcmp(c->access_key_id, rf->creds.access_key_id) == 0) {
+        /* IMDS has not rotated yet: the enclave already holds these; ask again soon */
+        rf->st = RF_IDLE;
+        schedule(rf, c->expires_at - now > 2 ? 1000u : 250u);
+        return;
+    }
     imds_credentials_clear(&rf->creds);
     rf->creds = *c;
+    rf->lifetime = c->expires_at ? c->expires_at - now : 0;
     push(rf);
 }
 
@@ -116,19 +144,12 @@ static void attempt(refresher *rf)
         failed(rf, "cannot start the IMDS request");
 }
 
-/* Periodic check: the refresh interval passed, or expiry is near. */
+/* A scheduled refresh, or a retry after a failure. */
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    refresher *rf = arg;
-    time_t now = time(NULL);
-    bool due = !rf->pushed || now - rf->last_push >= rf->interval_s ||
-               (rf->creds.expires_at && rf->creds.expires_at - now <= EXPIRY_MARGIN_SECONDS);
-    if (due)
-        attempt(rf);
-    else
-        schedule(rf, CHECK_INTERVAL_S * 1000u);
+    attempt(arg);
 }
 
 static void on_restart(void *ud)
@@ -173,6 +194,7 @@ refresher *refresher_new(struct event_base *base, const server_config *cfg, encl
             snprintf(err, errlen, "AWS_CREDENTIAL_EXPIRATION is not an ISO 8601 UTC time");
             goto fail;
         }
+        rf->lifetime = rf->creds.expires_at ? rf->creds.expires_at - time(NULL) : 0;
         if (!token[0]) {
             /* the enclave protocol requires a session token (spec §2.2) */
             snprintf(err, errlen, "AWS_SESSION_TOKEN must be set with AWS_ACCESS_KEY_ID");

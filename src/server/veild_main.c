@@ -15,7 +15,7 @@
 #include "enclave/enclave.h"
 #include "server/server_int.h"
 
-#define HEALTH_PROBE_S 10 /* nitro: notice an enclave restart within this long */
+#define HEALTH_PROBE_S 10 /* nitro: notice an enclave restart within this long (VEIL_ENCLAVE_PROBE_SECONDS) */
 #define DRAIN_TICK_MS 100
 
 static void usage(FILE *f)
@@ -52,6 +52,8 @@ static void usage(FILE *f)
             "  VEIL_DEBUG_ROUTES      true: mount /api/v1/debug/encryption/report (admins only)\n"
             "  VEIL_MAX_BODY          largest request body in bytes (default 16777216)\n"
             "  VEIL_DRAIN_SECONDS     on SIGTERM, wait this long for streams (default 30)\n"
+            "  VEIL_ENCLAVE_PROBE_SECONDS  nitro: HEALTH probe interval that notices an enclave\n"
+            "                         restart and re-pushes credentials (default 10)\n"
             "  VEIL_LOG_LEVEL         debug|info|warn|error (default info)\n");
 }
 
@@ -61,6 +63,7 @@ static struct {
     struct event *probe, *drain;
     time_t drain_deadline;
     long drain_seconds;
+    long probe_seconds;
     bool stopping;
 } G;
 
@@ -174,7 +177,8 @@ int main(int argc, char **argv)
     log_init("veild");
     server_config cfg;
     if (settings_load(&cfg, err, sizeof err) < 0 ||
-        config_long("VEIL_DRAIN_SECONDS", 30, 0, 3600, &G.drain_seconds, err, sizeof err) < 0) {
+        config_long("VEIL_DRAIN_SECONDS", 30, 0, 3600, &G.drain_seconds, err, sizeof err) < 0 ||
+        config_long("VEIL_ENCLAVE_PROBE_SECONDS", HEALTH_PROBE_S, 1, 3600, &G.probe_seconds, err, sizeof err) < 0) {
         fprintf(stderr, "veild: %s\n", err);
         return 2;
     }
@@ -219,7 +223,7 @@ int main(int argc, char **argv)
     refresher_start(s->rf);
     if (cfg.mode == ENCLAVE_NITRO) {
         G.probe = event_new(G.base, -1, EV_PERSIST, on_probe, NULL);
-        struct timeval tv = {HEALTH_PROBE_S, 0};
+        struct timeval tv = {G.probe_seconds, 0};
         event_add(G.probe, &tv);
     }
     G.drain = event_new(G.base, -1, EV_PERSIST, on_drain, NULL);

@@ -1,0 +1,305 @@
+"""Shared helpers for veil's Python integration tests: start and always stop the
+real programs, the local stack, the EncryptedPayload (an independent
+implementation on pyca/cryptography), an SSE client, dev tokens, and a tiny
+check counter that prints the closing `N passed, M failed` line.
+"""
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+BIN = os.environ.get("VEIL_BIN", "build")
+SRC = os.environ.get("VEIL_SRC", ".")
+HOST = "bedrock-runtime.us-east-1.amazonaws.com"
+ISSUER = "https://veil.dev.local"
+SEED = "veil-test-credential-seed"
+RAW = serialization.Encoding.Raw
+
+
+# ---- checks -------------------------------------------------------------------
+
+class Checks:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def ok(self, cond, what):
+        if cond:
+            self.passed += 1
+        else:
+            self.failed += 1
+            print(f"FAIL: {what}", flush=True)
+        return cond
+
+    def eq(self, got, want, what):
+        return self.ok(got == want, f"{what}: got {got!r}, want {want!r}")
+
+    def finish(self):
+        print(f"{self.passed} passed, {self.failed} failed", flush=True)
+        return 1 if self.failed or not self.passed else 0
+
+
+# ---- processes ------------------------------------------------------------------
+
+class Proc:
+    def __init__(self, name, argv, env=None, tmp=None):
+        self.name = name
+        self.log_path = os.path.join(tmp, f"{name}.log")
+        self.log = open(self.log_path, "ab")
+        e = dict(os.environ)
+        e.update(env or {})
+        self.p = subprocess.Popen(argv, stdout=self.log, stderr=self.log, env=e,
+                                  start_new_session=True)
+        self.addr = None
+
+    def wait_listening(self, timeout=10):
+        end = time.time() + timeout
+        while time.time() < end:
+            m = re.search(r"event=listening addr=(\S+)", self.text())
+            if m:
+                self.addr = m.group(1)
+                return self.addr
+            if self.p.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise RuntimeError(f"{self.name} did not start:\n{self.text()}")
+
+    def port(self):
+        return int(self.addr.rsplit(":", 1)[1])
+
+    def text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def wait_log(self, needle, timeout=10, count=1):
+        end = time.time() + timeout
+        while time.time() < end:
+            if self.text().count(needle) >= count:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+                self.p.wait()
+        self.log.close()
+        return self.p.returncode
+
+    def sanitizer_clean(self):
+        t = self.text()
+        return not any(s in t for s in ("AddressSanitizer", "LeakSanitizer", "runtime error:"))
+
+
+def run(argv, env=None, input=None, check=True):
+    e = dict(os.environ)
+    e.update(env or {})
+    r = subprocess.run(argv, env=e, input=input, capture_output=True, timeout=120)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed ({r.returncode}): {r.stderr.decode()}")
+    return r
+
+
+def dev_token(tmp, sub, org=None, role=None, ttl=3600):
+    argv = [os.path.join(BIN, "veil"), "dev-token", "--sub", sub, "--key", os.path.join(tmp, "jwt.key"),
+            "--jwks-out", os.path.join(tmp, "jwks.json"), "--issuer", ISSUER, "--ttl", str(ttl)]
+    if org:
+        argv += ["--org", org, "--role", role or "member"]
+    return run(argv).stdout.decode().strip()
+
+
+# ---- the stack ------------------------------------------------------------------
+
+class Stack:
+    """bedrock-sim + imds-sim (seeded credentials) + proxy + enclave + veild."""
+
+    def __init__(self, tmp, imds_expiration=3600):
+        self.tmp = tmp
+        self.procs = {}
+        ca = os.path.join(tmp, "ca")
+        run([os.path.join(SRC, "scripts/make-test-ca"), ca, HOST, "localhost"])
+        self.ca = os.path.join(ca, "ca.pem")
+        self.sim = self.start("bedrock-sim", [os.path.join(BIN, "veil-bedrock-sim"), "--listen", "tcp:127.0.0.1:0",
+                              "--cert", os.path.join(ca, "server.pem"), "--key", os.path.join(ca, "server.key"),
+                              "--credential-seed", SEED])
+        self.imds = self.start("imds-sim", [os.path.join(BIN, "veil-imds-sim"), "--listen", "tcp:127.0.0.1:0",
+                               "--credential-seed", SEED, "--expiration-seconds", str(imds_expiration)])
+        self.endpoint = f"{HOST}:{self.sim.port()}"
+        self.proxy_addr = "unix:" + os.path.join(tmp, "proxy.sock")
+        self.proxy = self.start("proxy", [os.path.join(BIN, "veil-proxy"), "--listen", self.proxy_addr,
+                                "--allow", self.endpoint, "--resolve", f"{self.endpoint}:127.0.0.1"])
+        self.enclave_addr = "unix:" + os.path.join(tmp, "enclave.sock")
+        self.enclave = None
+        self.veild = None
+        dev_token(tmp, "bootstrap")  # creates the key and the JWKS file
+
+    def start(self, name, argv, env=None):
+        # each start gets its own name and log: a restart must not read the old log
+        n = sum(1 for k in self.procs if k == name or k.startswith(name + "-"))
+        if n:
+            name = f"{name}-{n + 1}"
+        p = Proc(name, argv, env, self.tmp)
+        self.procs[name] = p
+        p.wait_listening()
+        return p
+
+    def start_enclave(self, extra=()):
+        if self.enclave:
+            self.enclave.stop()
+        self.enclave = self.start("enclave", [os.path.join(BIN, "veil-enclave"), "--listen", self.enclave_addr,
+                                  "--proxy", self.proxy_addr, "--bedrock-endpoint", self.endpoint,
+                                  "--ca-file", self.ca, "--stream-timeout", "4", *extra],
+                                  env={"VEIL_LOG_LEVEL": "debug"})
+        return self.enclave
+
+    def veild_env(self, mode, db_url=None, extra=None):
+        env = {
+            "ENCLAVE_MODE": mode, "VEIL_LISTEN": "tcp:127.0.0.1:0",
+            "VEIL_DATA_DIR": os.path.join(self.tmp, "data"), "CLERK_ISSUER": ISSUER,
+            "CLERK_JWKS_FILE": os.path.join(self.tmp, "jwks.json"),
+            "VEIL_IMDS_ENDPOINT": f"127.0.0.1:{self.imds.port()}", "VEIL_ENCLAVE_PROBE_SECONDS": "1",
+            "ENCLAVE_INFERENCE_TIMEOUT": "6", "VEIL_LOG_LEVEL": "debug",
+            "CLERK_WEBHOOK_SECRET": "whsec_" + "dGVzdC13ZWJob29rLXNlY3JldC0zMi1ieXRlcy4uLi4=",
+        }
+        if mode == "nitro":
+            env["ENCLAVE_ADDR"] = self.enclave_addr
+        else:  # the in-process core reaches the sim through the same proxy
+            env.update({"PROXY_ADDR": self.proxy_addr, "BEDROCK_ENDPOINT": self.endpoint, "VEIL_CA_FILE": self.ca})
+        if db_url:
+            env["DATABASE_URL"] = db_url
+        env.update(extra or {})
+        return env
+
+    def start_veild(self, mode, db_url=None, extra=None, name="veild"):
+        if self.veild:
+            self.veild.stop()
+        self.veild = self.start(name, [os.path.join(BIN, "veild")], self.veild_env(mode, db_url, extra))
+        self.url = f"http://127.0.0.1:{self.veild.port()}"
+        return self.veild
+
+    def stop(self):
+        codes = {}
+        for name in reversed(list(self.procs)):
+            p = self.procs[name]
+            codes[name] = p.p.returncode if p.log.closed else p.stop()
+        return codes
+
+    def all_logs(self):
+        return "".join(p.text() for p in self.procs.values())
+
+
+# ---- the envelope (independent implementation) -----------------------------------
+
+def keypair():
+    k = X25519PrivateKey.generate()
+    return k, k.public_key().public_bytes(RAW, serialization.PublicFormat.Raw).hex()
+
+
+def priv_from_hex(h):
+    return X25519PrivateKey.from_private_bytes(bytes.fromhex(h))
+
+
+def _key(priv, pub, salt, ctx):
+    ss = priv.exchange(pub)
+    return HKDF(algorithm=hashes.SHA512(), length=32, salt=salt, info=ctx.encode()).derive(ss)
+
+
+def seal(pub_hex, pt, ctx):
+    if isinstance(pt, str):
+        pt = pt.encode()
+    eph = X25519PrivateKey.generate()
+    salt, iv = os.urandom(32), os.urandom(16)
+    key = _key(eph, X25519PublicKey.from_public_bytes(bytes.fromhex(pub_hex)), salt, ctx)
+    enc = Cipher(algorithms.AES(key), modes.GCM(iv)).encryptor()
+    ct = enc.update(pt) + enc.finalize()
+    return {"ephemeral_public_key": eph.public_key().public_bytes(RAW, serialization.PublicFormat.Raw).hex(),
+            "iv": iv.hex(), "ciphertext": ct.hex(), "auth_tag": enc.tag.hex(), "hkdf_salt": salt.hex()}
+
+
+def open_ep(priv, ep, ctx):
+    key = _key(priv, X25519PublicKey.from_public_bytes(bytes.fromhex(ep["ephemeral_public_key"])),
+               bytes.fromhex(ep["hkdf_salt"]), ctx)
+    dec = Cipher(algorithms.AES(key), modes.GCM(bytes.fromhex(ep["iv"]), bytes.fromhex(ep["auth_tag"]))).decryptor()
+    return dec.update(bytes.fromhex(ep["ciphertext"])) + dec.finalize()
+
+
+# ---- HTTP -------------------------------------------------------------------------
+
+def call(url, method, path, token=None, body=None, headers=None, timeout=30):
+    host = url.split("//", 1)[1]
+    c = http.client.HTTPConnection(host, timeout=timeout)
+    h = dict(headers or {})
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    data = None
+    if body is not None:
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        h.setdefault("Content-Type", "application/json")
+    c.request(method, path, body=data, headers=h)
+    r = c.getresponse()
+    raw = r.read()
+    c.close()
+    try:
+        parsed = json.loads(raw) if raw else None
+    except ValueError:
+        parsed = raw
+    return r.status, parsed, r
+
+
+def sse(url, path, token, body, timeout=30):
+    """POST and read the SSE stream to its end; returns (status, events or error body)."""
+    host = url.split("//", 1)[1]
+    c = http.client.HTTPConnection(host, timeout=timeout)
+    c.request("POST", path, body=json.dumps(body),
+              headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    r = c.getresponse()
+    if r.status != 200:
+        raw = r.read()
+        c.close()
+        return r.status, json.loads(raw) if raw else None
+    events, buf = [], b""
+    while True:
+        chunk = r.read1(65536) if hasattr(r, "read1") else r.read(65536)
+        if not chunk:
+            break
+        buf += chunk
+        while b"\n\n" in buf:
+            ev, buf = buf.split(b"\n\n", 1)
+            for line in ev.split(b"\n"):
+                if line.startswith(b"data: "):
+                    events.append(json.loads(line[6:]))
+    c.close()
+    return 200, events
+
+
+def expected_answer(echo, n, chunk_size=0):
+    s = "Echo: " + echo
+    for i in range(1, n):
+        d = f" chunk {i}"
+        s += d + "." * max(0, chunk_size - len(d))
+    return s
+
+
+class TempDir:
+    def __enter__(self):
+        self.path = tempfile.mkdtemp(prefix="veil-it-")
+        return self.path
+
+    def __exit__(self, *exc):
+        if not os.environ.get("VEIL_KEEP_TMP"):
+            shutil.rmtree(self.path, ignore_errors=True)
