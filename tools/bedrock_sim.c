@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/config.h"
+#include "common/hex.h"
 #include "common/secret.h"
 
 #define DIRECTIVE_OPEN "[[sim:"
@@ -193,17 +194,6 @@ static int strip_directives(const char *text, size_t n, bsim_options *o, vbuf *o
 
 /* ---------------------------------------------------------------- routes */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int percent_decode(const char *s, size_t n, char *out, size_t cap)
 {
     size_t o = 0;
@@ -211,7 +201,8 @@ static int percent_decode(const char *s, size_t n, char *out, size_t cap)
         char ch = s[i];
         if (ch == '%') {
             int hi, lo;
-            if (i + 2 >= n || (hi = hexval(s[i + 1])) < 0 || (lo = hexval(s[i + 2])) < 0)
+            if (i + 2 >= n || (hi = hex_digit_value((unsigned char)s[i + 1])) < 0 ||
+                (lo = hex_digit_value((unsigned char)s[i + 2])) < 0)
                 return -1;
             ch = (char)(hi << 4 | lo);
             i += 2;

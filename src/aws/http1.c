@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/config.h"
+#include "common/hex.h"
 
 #define CRLF_LEN 2
 #define HTTP_VERSION_LEN 8        /* "HTTP/1.x" */
@@ -61,17 +62,6 @@ const char *http1_strerror(int err)
 static bool is_digit(unsigned char c)
 {
     return c >= '0' && c <= '9';
-}
-
-static int hex_value(unsigned char c)
-{
-    if (is_digit(c))
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 static bool is_alpha(unsigned char c)
@@ -500,7 +490,7 @@ static bool ends_in_number(const char *host)
     size_t i = 0;
     if (last[0] == '0' && last[1] == 'x') {
         for (i = 2; last[i]; i++)
-            if (hex_value((unsigned char)last[i]) < 0)
+            if (hex_digit_value((unsigned char)last[i]) < 0)
                 return false;
         return true;
     }
@@ -654,7 +644,7 @@ static int chunked_size_byte(http1_chunked *dec, unsigned char c)
         return dec->state == CH_EXT ? HTTP1_ERR_BAD_CHUNK_EXT : HTTP1_ERR_BAD_CHUNK_SIZE;
     switch (dec->state) {
     case CH_SIZE: {
-        int d = hex_value(c);
+        int d = hex_digit_value(c);
         if (d >= 0) {
             if (++dec->size_digits > CHUNK_SIZE_MAX_DIGITS)
                 return HTTP1_ERR_BAD_CHUNK_SIZE;

@@ -162,17 +162,6 @@ static bool is_tchar(unsigned char c)
            (c && strchr("!#$%&'*+-.^_`|~", c));
 }
 
-static int hex_digit(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* ---- URI encoding ------------------------------------------------------------- */
 
 int sigv4_uri_encode_segment(vbuf *out, const char *s, size_t n)
@@ -315,8 +304,8 @@ static int decode_encode(const char *s, size_t n, vbuf *tmp, char **res)
         return SIGV4_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) {
         int hi, lo;
-        if (s[i] == '%' && i + 2 < n && (hi = hex_digit((unsigned char)s[i + 1])) >= 0 &&
-            (lo = hex_digit((unsigned char)s[i + 2])) >= 0) {
+        if (s[i] == '%' && i + 2 < n && (hi = hex_digit_value((unsigned char)s[i + 1])) >= 0 &&
+            (lo = hex_digit_value((unsigned char)s[i + 2])) >= 0) {
             tmp->data[tmp->len++] = (uint8_t)(hi << 4 | lo);
             i += 2;
         } else {

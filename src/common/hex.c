@@ -2,7 +2,7 @@
 
 static const char HEX_DIGITS[] = "0123456789abcdef";
 
-static int hex_val(unsigned char c)
+int hex_digit_value(unsigned char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -27,7 +27,7 @@ bool hex_is_valid(const char *s, size_t len)
     if (len % 2 != 0)
         return false;
     for (size_t i = 0; i < len; i++)
-        if (hex_val((unsigned char)s[i]) < 0)
+        if (hex_digit_value((unsigned char)s[i]) < 0)
             return false;
     return true;
 }
@@ -37,8 +37,8 @@ long hex_decode(const char *in, size_t hexlen, uint8_t *out, size_t out_cap)
     if (hexlen % 2 != 0 || hexlen / 2 > out_cap || !hex_is_valid(in, hexlen))
         return -1;
     for (size_t i = 0; i < hexlen / 2; i++)
-        out[i] = (uint8_t)(hex_val((unsigned char)in[2 * i]) << 4 |
-                           hex_val((unsigned char)in[2 * i + 1]));
+        out[i] = (uint8_t)(hex_digit_value((unsigned char)in[2 * i]) << 4 |
+                           hex_digit_value((unsigned char)in[2 * i + 1]));
     return (long)(hexlen / 2);
 }
 

@@ -24,6 +24,9 @@ int hex_decode_exact(const char *in, size_t hexlen, uint8_t *out, size_t out_len
  * Returns the number of bytes written, or -1 (odd length, bad digit, too long). */
 long hex_decode(const char *in, size_t hexlen, uint8_t *out, size_t out_cap);
 
+/* The value of one hex digit (either case), or -1. */
+int hex_digit_value(unsigned char c);
+
 /* True iff s[0..len) is all hex digits and len is even. */
 bool hex_is_valid(const char *s, size_t len);
 

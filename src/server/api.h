@@ -62,7 +62,8 @@ struct api_req {
     struct timespec t0;
     const route *rt;
     /* asynchronous routes */
-    bool held, closed, replied;
+    bool held, closed, replied, sse_started;
+    api_req *hprev, *hnext;       /* the server's list of held requests */
     void (*on_close)(api_req *r); /* the client went away while held */
     void *state;                  /* the route's own state */
     int status;                   /* for the access log */
@@ -105,6 +106,9 @@ server *server_new(struct event_base *base, const server_config *cfg, char *err,
 void server_free(server *s);
 struct event_base *server_base(server *s);
 const server_config *server_cfg(server *s);
+/* Shutdown: ends every held request (their on_close runs; an SSE reply is ended,
+ * others get 503) so that freeing the HTTP server finds none in flight. */
+void server_close_held(server *s);
 /* Binds the listen address; fills the bound address text (with the real port). */
 int server_listen(server *s, char *bound, size_t n, char *err, size_t errlen);
 

@@ -434,8 +434,8 @@ static void mock_emit(void *ud, const char *json, size_t len)
     json_t *obj = json_loadb(json, len, 0, NULL);
     if (!obj)
         return;
-    if (deliver(op, obj))
-        op->mock = NULL; /* op is gone; the core calls done next and frees its request */
+    /* on the final object deliver() frees op; the core then ends its own request */
+    deliver(op, obj);
     json_decref(obj);
 }
 

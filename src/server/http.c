@@ -35,10 +35,24 @@ static const char *method_name(enum evhttp_cmd_type m)
     }
 }
 
+static void hold_del(api_req *r)
+{
+    if (!r->held)
+        return;
+    r->held = false;
+    r->srv->held--;
+    if (r->hprev)
+        r->hprev->hnext = r->hnext;
+    else
+        r->srv->held_list = r->hnext;
+    if (r->hnext)
+        r->hnext->hprev = r->hprev;
+    r->hprev = r->hnext = NULL;
+}
+
 static void req_free(api_req *r)
 {
-    if (r->held && r->srv->held)
-        r->srv->held--;
+    hold_del(r);
     evhttp_clear_headers(&r->query);
     free(r);
 }
@@ -53,7 +67,11 @@ static void on_conn_close(struct evhttp_connection *conn, void *arg)
 {
     (void)conn;
     api_req *r = arg;
-    /* libevent has freed the request already: never touch r->ev again */
+    /* The client went away while we held the request. libevent detached the
+     * unfinished request from the dying connection without freeing it (a reply
+     * may still be in progress): it is ours to free. server_close_held keeps
+     * shutdown, where libevent frees attached requests itself, off this path. */
+    struct evhttp_request *ev = r->ev;
     r->closed = true;
     r->ev = NULL;
     r->status = 499;
@@ -61,6 +79,8 @@ static void on_conn_close(struct evhttp_connection *conn, void *arg)
     if (r->on_close)
         r->on_close(r);
     req_free(r);
+    if (ev)
+        evhttp_request_free(ev);
 }
 
 static void detach_close(api_req *r)
@@ -199,6 +219,10 @@ void api_req_hold(api_req *r, void (*on_close)(api_req *r), void *state)
     if (!r->held) {
         r->held = true;
         r->srv->held++;
+        r->hnext = r->srv->held_list;
+        if (r->hnext)
+            r->hnext->hprev = r;
+        r->srv->held_list = r;
         evhttp_connection_set_closecb(evhttp_request_get_connection(r->ev), on_conn_close, r);
     }
     r->on_close = on_close;
@@ -215,6 +239,7 @@ void api_sse_start(api_req *r)
     evhttp_add_header(h, "X-Request-Id", r->rid);
     add_cors(r);
     r->status = 200;
+    r->sse_started = true;
     evhttp_send_reply_start(r->ev, 200, "OK");
 }
 
@@ -304,8 +329,7 @@ static void on_auth(void *ud, int status, const char *detail, const auth_ctx *ct
     r->auth = *ctx;
     if (was_held) {
         /* we held the request only for the key fetch: the route starts fresh */
-        r->held = false;
-        r->srv->held--;
+        hold_del(r);
         evhttp_connection_set_closecb(evhttp_request_get_connection(r->ev), NULL, NULL);
         r->on_close = NULL;
     }
@@ -433,6 +457,28 @@ void server_free(server *s)
         evhttp_free(s->http);
     free((void *)s->routes);
     free(s);
+}
+
+void server_close_held(server *s)
+{
+    while (s->held_list) {
+        api_req *r = s->held_list;
+        detach_close(r);
+        if (r->on_close)
+            r->on_close(r); /* the route drops its state: enclave ops are cancelled */
+        r->on_close = NULL;
+        r->status = 503;
+        if (r->sse_started) {
+            evhttp_send_reply_end(r->ev);
+        } else {
+            struct evbuffer *b = evbuffer_new();
+            evbuffer_add_printf(b, "{\"detail\":\"Service restarting, please retry\"}");
+            evhttp_send_reply(r->ev, 503, NULL, b);
+            evbuffer_free(b);
+        }
+        access_log(r);
+        req_free(r);
+    }
 }
 
 struct event_base *server_base(server *s) { return s->base; }

@@ -20,7 +20,8 @@ struct server {
     auth_state *auth;
     const route *routes;
     size_t n_routes;
-    unsigned held; /* requests waiting on the loop (streams, auth fetches) */
+    unsigned held;     /* requests waiting on the loop (streams, auth fetches) */
+    api_req *held_list;
 };
 
 /* route tables, one per file */

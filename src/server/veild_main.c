@@ -235,7 +235,8 @@ int main(int argc, char **argv)
              ec_addr(s->ec), store_backend(s->db), cfg.clerk_jwks_file[0] ? "jwks-file" : "jwks-url");
     event_base_dispatch(G.base);
     log_info(NULL, "event=stopped");
-    /* connections first: their close handlers cancel enclave operations */
+    /* requests first: their close handlers cancel enclave operations */
+    server_close_held(s);
     evhttp_free(s->http);
     s->http = NULL;
     refresher_free(s->rf);
