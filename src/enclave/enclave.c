@@ -81,9 +81,8 @@ void enclave_secure_json(void)
 
 /* ---- replies ---- */
 
-static void emit_json(enclave_req *r, const enclave_sink *sink, void *ud, json_t *obj)
+static void emit_json(const enclave_sink *sink, void *ud, json_t *obj)
 {
-    (void)r;
     char *s = json_dumps(obj, JSON_COMPACT);
     if (s) {
         sink->emit(ud, s, strlen(s));
@@ -96,7 +95,7 @@ static void reply_done(const enclave_sink *sink, void *ud, json_t *obj)
 {
     if (obj && !json_object_get(obj, "source"))
         json_object_set_new(obj, "source", json_string(ENCLAVE_SOURCE));
-    emit_json(NULL, sink, ud, obj);
+    emit_json(sink, ud, obj);
     sink->done(ud);
 }
 
@@ -320,7 +319,7 @@ static void fail_req(enclave_req *r, const char *code, const char *msg)
         o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "status", "error", "command", "CHAT", "error",
                       msg, "error_code", code, "source", ENCLAVE_SOURCE);
     r->call = NULL; /* finished or being finished by the caller */
-    emit_json(r, &r->sink, r->ud, o);
+    emit_json(&r->sink, r->ud, o);
     enclave_sink sink = r->sink;
     void *ud = r->ud;
     req_free(r);
@@ -335,10 +334,12 @@ static void fail_early(const enclave_sink *sink, void *ud, bool stream, const ch
     json_t *o = stream ? json_pack("{s:s, s:b, s:s}", "error", msg, "is_final", 1, "error_code", code)
                        : json_pack("{s:s, s:s, s:s, s:s}", "status", "error", "command", "CHAT",
                                    "error", msg, "error_code", code);
-    if (stream)
-        emit_json(NULL, sink, ud, o), sink->done(ud);
-    else
+    if (stream) {
+        emit_json(sink, ud, o);
+        sink->done(ud);
+    } else {
         reply_done(sink, ud, o);
+    }
 }
 
 static int seal_into(const uint8_t pub[32], const uint8_t *pt, size_t len, const char *ctx, vbuf *out)
@@ -487,7 +488,7 @@ static void finish_ok(enclave_req *r)
     }
     log_info(r->rid, "event=request_done chunks=%u in_tokens=%ld out_tokens=%ld ms=%ld", r->chunks,
              r->in_tokens, r->out_tokens, elapsed_ms(r));
-    emit_json(r, &r->sink, r->ud, o);
+    emit_json(&r->sink, r->ud, o);
     enclave_sink sink = r->sink;
     void *ud = r->ud;
     r->call = NULL;

@@ -189,6 +189,7 @@ static void process(conn *c)
         }
         char rid[LOG_RID_LEN + 1];
         log_new_rid(rid);
+        log_debug(rid, "event=request_received conn=%s bytes=%zu", c->rid, end - start);
         c->requests++;
         c->busy = true;
         enclave_req *r = enclave_handle(s->core, req, &SINK, c, rid);
