@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# bench/stack.sh [BUILD_DIR] — the real veil processes on this machine, under load.
+#
+#   veil-bedrock-sim  a local Bedrock (TLS, SigV4 with static test credentials)
+#   veil-proxy        the parent's CONNECT proxy (unix socket)
+#   veil-enclave      the enclave daemon (unix socket, TLS to the sim through the proxy)
+#   veil-load         the parent: CHAT_STREAM requests, every chunk decrypted and checked
+#
+# Runs a few load shapes, the direct-to-sim TTFC baseline in the same run as the
+# enclave path, and prints a summary table. Figures only, no pass/fail on timing;
+# the exit status is non-zero only when a stream failed or the stack did not start.
+# Everything lives in a temp dir and is always stopped (trap). Bounded: about a
+# minute at most (BENCH_TIME_LIMIT caps each veil-load run, default 20 s).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-build}
+case $BUILD in /*) BIN=$BUILD ;; *) BIN=$ROOT/$BUILD ;; esac
+LIMIT=${BENCH_TIME_LIMIT:-20}
+HOST=bedrock-runtime.us-east-1.amazonaws.com
+AKID=AKIDBENCHSTACK
+SECRET=bench-stack-secret
+TOKEN=bench-stack-session-token
+
+for p in veil-bedrock-sim veil-proxy veil-enclave veil-load; do
+    [ -x "$BIN/$p" ] || { echo "bench/stack.sh: $BIN/$p is missing (build first)" >&2; exit 1; }
+done
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/veil-bench.XXXXXX")
+pids=()
+cleanup() {
+    local rc=$?
+    trap - INT TERM EXIT
+    for ((i=${#pids[@]}-1; i>=0; i--)); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do
+        for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    if [ "$rc" -ne 0 ] && [ -d "$TMP" ]; then
+        for f in "$TMP"/*.log; do [ -f "$f" ] && { echo "--- $(basename "$f") (last lines)"; tail -5 "$f"; }; done >&2
+    fi
+    rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup INT TERM EXIT
+
+# start NAME CMD...: runs CMD in the background, waits for `event=listening addr=...`;
+# sets ADDR and PID.
+start() {
+    local name=$1; shift
+    local log=$TMP/$name.log
+    "$@" >"$log" 2>&1 &
+    PID=$!
+    pids+=("$PID")
+    for _ in $(seq 1 200); do
+        ADDR=$(grep -o 'event=listening addr=[^ ]*' "$log" 2>/dev/null | head -1 | cut -d= -f3 || true)
+        [ -n "$ADDR" ] && return 0
+        kill -0 "$PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "bench/stack.sh: $name failed to start:" >&2
+    cat "$log" >&2
+    exit 1
+}
+
+echo "== bench/stack.sh: veil-bedrock-sim -> veil-proxy -> veil-enclave <- veil-load ($(nproc) cores;" \
+     "other work on this machine shows up in the figures)"
+"$ROOT/scripts/make-test-ca" "$TMP/ca" "$HOST" localhost
+start bedrock-sim "$BIN/veil-bedrock-sim" --listen tcp:127.0.0.1:0 --cert "$TMP/ca/server.pem" \
+    --key "$TMP/ca/server.key" --access-key-id "$AKID" --secret-access-key "$SECRET" --session-token "$TOKEN"
+SIM_PORT=${ADDR##*:}
+start proxy "$BIN/veil-proxy" --listen "unix:$TMP/proxy.sock" --allow "$HOST:$SIM_PORT" \
+    --resolve "$HOST:$SIM_PORT:127.0.0.1"
+PROXY_PID=$PID
+start enclave "$BIN/veil-enclave" --listen "unix:$TMP/enclave.sock" --proxy "unix:$TMP/proxy.sock" \
+    --bedrock-endpoint "$HOST:$SIM_PORT" --ca-file "$TMP/ca/ca.pem" --max-streams 2048
+ENCLAVE_PID=$PID
+
+CREDS=(--access-key-id "$AKID" --secret-access-key "$SECRET" --session-token "$TOKEN")
+COMMON=(--enclave "unix:$TMP/enclave.sock" --enclave-pid "$ENCLAVE_PID" --proxy-pid "$PROXY_PID"
+        --time-limit "$LIMIT" --chunk-size 40) # 40-byte deltas, as bench_crypto seals
+"$BIN/veil-load" --enclave "unix:$TMP/enclave.sock" --set-credentials "${CREDS[@]}" --total 0 > /dev/null
+
+status=0
+runs=()
+# run NAME VEIL-LOAD-ARGS...: one configuration; its figures go to $TMP/NAME.kv
+run() {
+    local name=$1; shift
+    echo
+    echo "== $name"
+    if ! "$BIN/veil-load" "${COMMON[@]}" --label "$name" --kv "$TMP/$name.kv" "$@"; then
+        status=1
+        echo "bench/stack.sh: veil-load reported failures for $name" >&2
+    fi
+    runs+=("$name")
+}
+
+run "1x200" --streams 1 --total 20 --chunks 200 \
+    --sim "tcp:127.0.0.1:$SIM_PORT" --ca-file "$TMP/ca/ca.pem" "${CREDS[@]}" --baseline 20
+run "50x100-max" --streams 50 --total 100 --chunks 100
+run "100x50@20ms" --streams 100 --total 200 --chunks 50 --interval-ms 20
+run "500x20@20ms" --streams 500 --total 500 --chunks 20 --interval-ms 20
+
+kvget() { local v; v=$(grep -m1 "^$2=" "$TMP/$1.kv" 2>/dev/null | cut -d= -f2-); echo "${v:--}"; }
+
+echo
+echo "== summary (enclave path; CPU from /proc/<pid>/stat; pace = chunks/s per stream achieved;"
+echo "   str/core = concurrent streams one enclave core sustains at that pace; @50/s = at 50 chunks/s)"
+fmt='%-12s %7s %4s %9s %9s %7s %9s %9s %9s %9s %8s %7s\n'
+printf "$fmt" config ok/all err streams/s chunks/s pace 'ttfc p50' 'ttfc p95' 'ttfc p99' 'cpu µs/ch' \
+    str/core '@50/s'
+for r in "${runs[@]}"; do
+    pace=$(awk -v c="$(kvget "$r" chunks_per_s)" -v m="$(kvget "$r" mean_concurrency)" \
+        'BEGIN { if (m + 0 > 0) printf "%.1f", c / m; else print "-" }')
+    printf "$fmt" "$r" \
+        "$(kvget "$r" streams_ok)/$(kvget "$r" streams)" "$(kvget "$r" errors)" \
+        "$(kvget "$r" streams_per_s)" "$(kvget "$r" chunks_per_s)" "$pace" \
+        "$(kvget "$r" load_ttfc_p50_ms)" "$(kvget "$r" load_ttfc_p95_ms)" "$(kvget "$r" load_ttfc_p99_ms)" \
+        "$(kvget "$r" enclave_cpu_us_per_chunk)" "$(kvget "$r" streams_per_core)" \
+        "$(kvget "$r" streams_per_core_at_50cps)"
+done
+echo "(ttfc in ms, from the parent's connect to the first encrypted chunk)"
+echo
+
+# enclave CPU per stream = fixed + chunks x marginal: a line through two runs of
+# different answer lengths separates the per-chunk cost from the per-stream cost
+fit=$(awk -v a="$(kvget 1x200 enclave_cpu_ms_per_stream)" -v na="$(kvget 1x200 chunks_per_stream)" \
+          -v b="$(kvget 500x20@20ms enclave_cpu_ms_per_stream)" -v nb="$(kvget 500x20@20ms chunks_per_stream)" \
+    'BEGIN { if (a == "-" || b == "-" || na == nb) exit 1;
+             c = (a - b) / (na - nb); f = b - nb * c;
+             if (c <= 0 || f < 0) { printf "inconsistent (%.1f µs, %.2f ms): too noisy, run again", c * 1e3, f; exit 0 }
+             printf "%.1f µs per chunk + %.2f ms per stream", c * 1e3, f }') \
+    || fit="n/a (no CPU figures)"
+echo "Enclave CPU split (fit of 1x200 and 500x20@20ms): $fit"
+echo "  (the per-chunk part is the seal that bench_crypto measures; the per-stream part is the TLS"
+echo "   handshake through the proxy, SigV4, opening the request and sealing the two stored messages)"
+echo
+printf 'TTFC overhead of veil-enclave + veil-proxy (one stream at a time, in turn with direct calls):\n'
+printf '  enclave path p50 %s ms, direct to sim p50 %s ms: ratio %sx, +%s ms\n' \
+    "$(kvget 1x200 baseline_enclave_ttfc_p50_ms)" "$(kvget 1x200 baseline_direct_ttfc_p50_ms)" \
+    "$(kvget 1x200 ttfc_overhead_ratio_p50)" "$(kvget 1x200 ttfc_overhead_ms_p50)"
+exit "$status"
