@@ -41,7 +41,7 @@ typedef struct reply {
     char error[512];
     bool stored, done;
     unsigned chunks;
-    uint8_t transport_priv[32];
+    x25519_key *transport; /* this request's key: opens every chunk of the answer */
     convo *cv;
 } reply;
 
@@ -116,7 +116,7 @@ static int on_event(void *ud, const json_t *ev)
             snprintf(rp->error, sizeof rp->error, "malformed chunk from the server");
             return 1;
         }
-        ep_err er = ep_open(rp->transport_priv, &e, EP_CTX_ENCLAVE_TO_CLIENT, &pt);
+        ep_err er = ep_open_key(rp->transport, &e, EP_CTX_ENCLAVE_TO_CLIENT, &pt);
         ep_clear(&e);
         if (er != EP_OK) { /* only the enclave can make a chunk this key opens */
             snprintf(rp->error, sizeof rp->error, "a chunk failed to decrypt: %s", ep_strerror(er));
@@ -156,7 +156,7 @@ static int convo_send(convo *cv, const char *prompt, reply *rp, char *err, size_
             return -1;
         uint8_t tpub[32];
         char tpub_hex[65];
-        if (x25519_keygen(rp->transport_priv, tpub) < 0) {
+        if (!(rp->transport = x25519_key_generate(tpub))) {
             snprintf(err, errlen, "key generation failed");
             return -1;
         }
@@ -182,11 +182,10 @@ static int convo_send(convo *cv, const char *prompt, reply *rp, char *err, size_
             rc = -1;
         }
         json_decref(r);
-        if (rc < 0) {
-            OPENSSL_cleanse(rp->transport_priv, 32);
+        x25519_key_free(rp->transport);
+        rp->transport = NULL;
+        if (rc < 0)
             return -1;
-        }
-        OPENSSL_cleanse(rp->transport_priv, 32);
         if (rp->error[0] && strstr(rp->error, "enclave key may have changed") && attempt == 0 && rp->chunks == 0) {
             cv->have_key = false; /* the enclave restarted: learn its new key and retry once */
             continue;

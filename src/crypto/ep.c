@@ -53,14 +53,15 @@ static bool context_ok(const char *c)
     return true;
 }
 
-ep_err ep_derive_key(const uint8_t priv[X25519_KEY_LEN], const uint8_t pub[X25519_KEY_LEN],
-                     const uint8_t salt[HKDF_SALT_LEN], const char *context,
-                     uint8_t key[AES256_KEY_LEN])
+/* X25519 with a held key, then HKDF-SHA512 with info = context. */
+static ep_err derive_with(const x25519_key *k, const uint8_t pub[X25519_KEY_LEN],
+                          const uint8_t salt[HKDF_SALT_LEN], const char *context,
+                          uint8_t key[AES256_KEY_LEN])
 {
     if (!context_ok(context))
         return EP_ERR_CONTEXT;
     uint8_t ss[X25519_KEY_LEN];
-    int rc = x25519_shared(priv, pub, ss);
+    int rc = x25519_key_shared(k, pub, ss);
     if (rc == -2)
         return EP_ERR_KEY;
     if (rc < 0)
@@ -69,6 +70,18 @@ ep_err ep_derive_key(const uint8_t priv[X25519_KEY_LEN], const uint8_t pub[X2551
                      strlen(context), key, AES256_KEY_LEN);
     OPENSSL_cleanse(ss, sizeof ss);
     return rc == 0 ? EP_OK : EP_ERR_CRYPTO;
+}
+
+ep_err ep_derive_key(const uint8_t priv[X25519_KEY_LEN], const uint8_t pub[X25519_KEY_LEN],
+                     const uint8_t salt[HKDF_SALT_LEN], const char *context,
+                     uint8_t key[AES256_KEY_LEN])
+{
+    x25519_key *k = x25519_key_new(priv);
+    if (!k)
+        return EP_ERR_CRYPTO;
+    ep_err e = derive_with(k, pub, salt, context, key);
+    x25519_key_free(k);
+    return e;
 }
 
 void ep_clear(ep *e)
@@ -80,17 +93,19 @@ void ep_clear(ep *e)
 ep_err ep_seal(const uint8_t recipient_pub[X25519_KEY_LEN], const uint8_t *pt, size_t len,
                const char *context, ep *out)
 {
-    uint8_t eph[X25519_KEY_LEN], key[AES256_KEY_LEN];
+    uint8_t key[AES256_KEY_LEN];
+    x25519_key *eph = NULL;
     ep_err err = EP_ERR_CRYPTO;
     memset(out, 0, sizeof *out);
     if (!context_ok(context))
         return EP_ERR_CONTEXT;
     if (len > EP_MAX_PLAINTEXT)
         return EP_ERR_TOO_LARGE;
-    if (x25519_keygen(eph, out->epk) < 0 || random_bytes(out->salt, sizeof out->salt) < 0 ||
+    /* two scalar multiplications: the ephemeral public key, then the agreement */
+    if (!(eph = x25519_key_generate(out->epk)) || random_bytes(out->salt, sizeof out->salt) < 0 ||
         random_bytes(out->iv, sizeof out->iv) < 0)
         goto out;
-    if ((err = ep_derive_key(eph, recipient_pub, out->salt, context, key)) != EP_OK)
+    if ((err = derive_with(eph, recipient_pub, out->salt, context, key)) != EP_OK)
         goto out;
     out->ct = malloc(len ? len : 1);
     if (!out->ct) {
@@ -104,21 +119,21 @@ ep_err ep_seal(const uint8_t recipient_pub[X25519_KEY_LEN], const uint8_t *pt, s
     }
     err = EP_OK;
 out:
-    OPENSSL_cleanse(eph, sizeof eph); /* the ephemeral private key is discarded */
+    x25519_key_free(eph); /* the ephemeral private key is discarded */
     OPENSSL_cleanse(key, sizeof key);
     if (err != EP_OK)
         ep_clear(out);
     return err;
 }
 
-ep_err ep_open(const uint8_t priv[X25519_KEY_LEN], const ep *in, const char *context, secret *pt)
+ep_err ep_open_key(const x25519_key *k, const ep *in, const char *context, secret *pt)
 {
     uint8_t key[AES256_KEY_LEN];
     pt->data = NULL;
     pt->len = 0;
     if (in->ct_len > EP_MAX_PLAINTEXT)
         return EP_ERR_TOO_LARGE;
-    ep_err err = ep_derive_key(priv, in->epk, in->salt, context, key);
+    ep_err err = derive_with(k, in->epk, in->salt, context, key);
     if (err != EP_OK)
         return err;
     if (secret_alloc(pt, in->ct_len) < 0) {
@@ -131,6 +146,18 @@ ep_err ep_open(const uint8_t priv[X25519_KEY_LEN], const ep *in, const char *con
     }
 out:
     OPENSSL_cleanse(key, sizeof key);
+    return err;
+}
+
+ep_err ep_open(const uint8_t priv[X25519_KEY_LEN], const ep *in, const char *context, secret *pt)
+{
+    pt->data = NULL;
+    pt->len = 0;
+    x25519_key *k = x25519_key_new(priv);
+    if (!k)
+        return EP_ERR_CRYPTO;
+    ep_err err = ep_open_key(k, in, context, pt);
+    x25519_key_free(k);
     return err;
 }
 

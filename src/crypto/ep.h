@@ -74,6 +74,8 @@ ep_err ep_seal(const uint8_t recipient_pub[X25519_KEY_LEN], const uint8_t *pt, s
                const char *context, ep *out);
 /* On success *pt holds the plaintext (pt->len may be 0; callers decide). */
 ep_err ep_open(const uint8_t priv[X25519_KEY_LEN], const ep *in, const char *context, secret *pt);
+/* The same with a held key (one scalar multiplication instead of two). */
+ep_err ep_open_key(const x25519_key *k, const ep *in, const char *context, secret *pt);
 void ep_clear(ep *e);
 
 /* The 32-byte AES key both sides derive: X25519(priv, pub) then HKDF-SHA512. */

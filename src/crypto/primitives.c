@@ -6,6 +6,7 @@
 #include <openssl/kdf.h>
 #include <openssl/rand.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* fetched once per process: the fetch is a locked provider lookup */
@@ -35,12 +36,79 @@ int ct_equal(const void *a, const void *b, size_t n)
     return CRYPTO_memcmp(a, b, n) == 0;
 }
 
+struct x25519_key {
+    EVP_PKEY *pk;
+};
+
+static x25519_key *wrap(EVP_PKEY *pk)
+{
+    x25519_key *k = pk ? malloc(sizeof *k) : NULL;
+    if (!k) {
+        EVP_PKEY_free(pk);
+        return NULL;
+    }
+    k->pk = pk;
+    return k;
+}
+
+x25519_key *x25519_key_new(const uint8_t priv[X25519_KEY_LEN])
+{
+    return wrap(EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, priv, X25519_KEY_LEN));
+}
+
+static int public_of(const x25519_key *k, uint8_t pub[X25519_KEY_LEN])
+{
+    size_t len = X25519_KEY_LEN;
+    return EVP_PKEY_get_raw_public_key(k->pk, pub, &len) == 1 && len == X25519_KEY_LEN ? 0 : -1;
+}
+
+x25519_key *x25519_key_generate(uint8_t pub[X25519_KEY_LEN])
+{
+    x25519_key *k = wrap(EVP_PKEY_Q_keygen(NULL, NULL, "X25519"));
+    if (k && public_of(k, pub) < 0) {
+        x25519_key_free(k);
+        return NULL;
+    }
+    return k;
+}
+
+void x25519_key_free(x25519_key *k)
+{
+    if (!k)
+        return;
+    EVP_PKEY_free(k->pk);
+    free(k);
+}
+
+int x25519_key_shared(const x25519_key *k, const uint8_t peer[X25519_KEY_LEN], uint8_t out[X25519_KEY_LEN])
+{
+    int rc = -1;
+    EVP_PKEY *them = EVP_PKEY_new_raw_public_key_ex(NULL, "X25519", NULL, peer, X25519_KEY_LEN);
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, k->pk, NULL);
+    size_t len = X25519_KEY_LEN;
+    if (!them || !ctx || EVP_PKEY_derive_init(ctx) != 1 || EVP_PKEY_derive_set_peer_ex(ctx, them, 0) != 1)
+        goto out;
+    if (EVP_PKEY_derive(ctx, out, &len) != 1 || len != X25519_KEY_LEN) {
+        rc = -2; /* OpenSSL refuses an all-zero result */
+        goto out;
+    }
+    uint8_t acc = 0;
+    for (size_t i = 0; i < X25519_KEY_LEN; i++)
+        acc |= out[i];
+    rc = acc ? 0 : -2; /* reject a low-order peer key, as every original side did */
+out:
+    if (rc != 0)
+        OPENSSL_cleanse(out, X25519_KEY_LEN);
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(them);
+    return rc;
+}
+
 int x25519_public(const uint8_t priv[X25519_KEY_LEN], uint8_t pub[X25519_KEY_LEN])
 {
-    EVP_PKEY *pk = EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, priv, X25519_KEY_LEN);
-    size_t len = X25519_KEY_LEN;
-    int rc = pk && EVP_PKEY_get_raw_public_key(pk, pub, &len) == 1 && len == X25519_KEY_LEN ? 0 : -1;
-    EVP_PKEY_free(pk);
+    x25519_key *k = x25519_key_new(priv);
+    int rc = k ? public_of(k, pub) : -1;
+    x25519_key_free(k);
     return rc;
 }
 
@@ -57,28 +125,9 @@ int x25519_keygen(uint8_t priv[X25519_KEY_LEN], uint8_t pub[X25519_KEY_LEN])
 int x25519_shared(const uint8_t priv[X25519_KEY_LEN], const uint8_t peer[X25519_KEY_LEN],
                   uint8_t out[X25519_KEY_LEN])
 {
-    int rc = -1;
-    EVP_PKEY *me = EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, priv, X25519_KEY_LEN);
-    EVP_PKEY *them = EVP_PKEY_new_raw_public_key_ex(NULL, "X25519", NULL, peer, X25519_KEY_LEN);
-    EVP_PKEY_CTX *ctx = me ? EVP_PKEY_CTX_new_from_pkey(NULL, me, NULL) : NULL;
-    size_t len = X25519_KEY_LEN;
-    if (!them || !ctx || EVP_PKEY_derive_init(ctx) != 1 ||
-        EVP_PKEY_derive_set_peer_ex(ctx, them, 0) != 1)
-        goto out;
-    if (EVP_PKEY_derive(ctx, out, &len) != 1 || len != X25519_KEY_LEN) {
-        rc = -2; /* OpenSSL refuses an all-zero result */
-        goto out;
-    }
-    uint8_t acc = 0;
-    for (size_t i = 0; i < X25519_KEY_LEN; i++)
-        acc |= out[i];
-    rc = acc ? 0 : -2; /* reject a low-order peer key, as every original side did */
-out:
-    if (rc != 0)
-        OPENSSL_cleanse(out, X25519_KEY_LEN);
-    EVP_PKEY_CTX_free(ctx);
-    EVP_PKEY_free(me);
-    EVP_PKEY_free(them);
+    x25519_key *k = x25519_key_new(priv);
+    int rc = k ? x25519_key_shared(k, peer, out) : -1;
+    x25519_key_free(k);
     return rc;
 }
 

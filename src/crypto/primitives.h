@@ -16,10 +16,23 @@
 #define GCM_TAG_LEN 16
 #define HKDF_SALT_LEN 32
 
+/* A private key held for repeated agreements. OpenSSL computes the public half
+ * when a key is made or imported, so do that once: each x25519_key_shared is
+ * then one scalar multiplication (a seal costs two, an open with a held key one). */
+typedef struct x25519_key x25519_key;
+
+x25519_key *x25519_key_new(const uint8_t priv[X25519_KEY_LEN]);
+/* A fresh random key; pub receives its public key. NULL on failure. */
+x25519_key *x25519_key_generate(uint8_t pub[X25519_KEY_LEN]);
+/* -1 on OpenSSL failure, -2 if the shared secret is all zero (low-order point). */
+int x25519_key_shared(const x25519_key *k, const uint8_t peer[X25519_KEY_LEN], uint8_t out[X25519_KEY_LEN]);
+void x25519_key_free(x25519_key *k); /* OpenSSL wipes the key material */
+
 /* 0 on success, -1 on failure. */
 int x25519_keygen(uint8_t priv[X25519_KEY_LEN], uint8_t pub[X25519_KEY_LEN]);
 int x25519_public(const uint8_t priv[X25519_KEY_LEN], uint8_t pub[X25519_KEY_LEN]);
-/* -1 on OpenSSL failure, -2 if the shared secret is all zero (low-order point). */
+/* One-off agreement from a raw private key (two scalar multiplications: hold an
+ * x25519_key for repeated use). -1 on OpenSSL failure, -2 on an all-zero secret. */
 int x25519_shared(const uint8_t priv[X25519_KEY_LEN], const uint8_t peer[X25519_KEY_LEN],
                   uint8_t out[X25519_KEY_LEN]);
 

@@ -29,7 +29,8 @@ struct enclave_core {
     struct event_base *base;
     https_ctx *https;
     bedrock_client *bedrock;
-    uint8_t priv[32], pub[32];
+    x25519_key *key; /* the transport private key: memory only, never logged */
+    uint8_t pub[32];
     char pub_hex[65];
     char region[64];
     /* credentials: memory only, wiped when replaced */
@@ -140,7 +141,7 @@ enclave_core *enclave_core_new(struct event_base *base, const enclave_config *cf
     c->stream_timeout_ms = cfg->stream_timeout_ms ? cfg->stream_timeout_ms : DEFAULT_STREAM_TIMEOUT_MS;
     c->started = time(NULL);
     /* generated at start, held in memory only, never logged or persisted */
-    if (x25519_keygen(c->priv, c->pub) < 0) {
+    if (!(c->key = x25519_key_generate(c->pub))) {
         snprintf(err, errlen, "key generation failed");
         goto fail;
     }
@@ -189,7 +190,7 @@ void enclave_core_free(enclave_core *c)
     clear_creds(c);
     bedrock_client_free(c->bedrock);
     https_ctx_free(c->https);
-    OPENSSL_cleanse(c->priv, sizeof c->priv);
+    x25519_key_free(c->key);
     free(c);
 }
 
@@ -569,7 +570,7 @@ static const char *open_transport(enclave_core *c, const json_t *v, const char *
         return msg;
     }
     secret pt;
-    er = ep_open(c->priv, &e, EP_CTX_CLIENT_TO_ENCLAVE, &pt);
+    er = ep_open_key(c->key, &e, EP_CTX_CLIENT_TO_ENCLAVE, &pt);
     ep_clear(&e);
     if (er != EP_OK) {
         snprintf(msg, n, "Could not decrypt %s", what);
