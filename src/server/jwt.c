@@ -13,6 +13,8 @@
 #include <openssl/err.h>
 #include <openssl/rsa.h>
 
+#include "common/base64.h"
+
 #define MAX_SIG_LEN (JWT_MAX_RSA_BITS / 8)
 /* Header members that carry or point at a key: a verifier that honoured them would
  * let the token choose its own key (RFC 8725 §3.10). */
@@ -121,75 +123,19 @@ int jwt_config_check(const jwt_config *cfg, char *err, size_t errlen)
 
 /* ---- base64url ------------------------------------------------------------------ */
 
-static int b64url_val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
 long jwt_b64url_decode(const char *in, size_t len, uint8_t *out, size_t out_cap)
 {
-    if (!in || len % 4 == 1)
-        return -1;
-    size_t need = len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0);
-    if (need > out_cap || need > (size_t)LONG_MAX)
-        return -1;
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        int v = b64url_val((unsigned char)in[i]);
-        if (v < 0)
-            return -1;
-        acc = acc << 6 | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (uint8_t)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    if (acc != 0) /* non-zero unused bits: a second spelling of the same bytes */
-        return -1;
-    return (long)o;
+    return base64_decode(B64_URL, in, len, out, out_cap);
 }
 
 size_t jwt_b64url_len(size_t len)
 {
-    return len / 3 * 4 + (len % 3 ? len % 3 + 1 : 0);
+    return base64_encoded_len(B64_URL, len);
 }
 
 void jwt_b64url_encode(const uint8_t *in, size_t len, char *out)
 {
-    static const char A[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0, i = 0;
-    for (; i + 3 <= len; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-        out[o++] = A[v >> 18];
-        out[o++] = A[(v >> 12) & 63];
-        out[o++] = A[(v >> 6) & 63];
-        out[o++] = A[v & 63];
-    }
-    if (len - i == 1) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        out[o++] = A[v >> 18];
-        out[o++] = A[(v >> 12) & 63];
-    } else if (len - i == 2) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-        out[o++] = A[v >> 18];
-        out[o++] = A[(v >> 12) & 63];
-        out[o++] = A[(v >> 6) & 63];
-    }
-    out[o] = '\0';
+    base64_encode(B64_URL, in, len, out);
 }
 
 /* ---- Authorization header ------------------------------------------------------- */

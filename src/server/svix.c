@@ -9,6 +9,8 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
+#include "common/base64.h"
+
 #define SVIX_MAX_KEY 256    /* decoded key bytes; Svix keys are 24 or 32 */
 #define SVIX_MAX_ID 256     /* svix-id: msg_<27 chars> in practice */
 #define SVIX_MAC_B64_LEN 44 /* base64 of 32 bytes, padded */
@@ -51,68 +53,6 @@ int svix_http_status(svix_err e)
     }
 }
 
-/* ---- standard base64 (RFC 4648 §4), strict ---- */
-
-static int b64_val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-/* Padded, no whitespace, zero unused bits. Returns the length or -1. */
-static long b64_decode(const char *in, size_t len, uint8_t *out, size_t cap)
-{
-    if (len == 0 || len % 4 != 0)
-        return -1;
-    size_t pad = in[len - 1] == '=' ? (in[len - 2] == '=' ? 2 : 1) : 0;
-    size_t n = len - pad, need = len / 4 * 3 - pad;
-    if (need > cap)
-        return -1;
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64_val((unsigned char)in[i]);
-        if (v < 0)
-            return -1;
-        acc = acc << 6 | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (uint8_t)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    return acc == 0 && o == need ? (long)o : -1;
-}
-
-static void b64_encode(const uint8_t *in, size_t len, char *out)
-{
-    static const char A[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        if (i + 1 < len)
-            v |= (uint32_t)in[i + 1] << 8;
-        if (i + 2 < len)
-            v |= in[i + 2];
-        out[o++] = A[v >> 18];
-        out[o++] = A[(v >> 12) & 63];
-        out[o++] = i + 1 < len ? A[(v >> 6) & 63] : '=';
-        out[o++] = i + 2 < len ? A[v & 63] : '=';
-    }
-    out[o] = '\0';
-}
-
 svix_err svix_key_parse(const char *whsec, secret *key)
 {
     key->data = NULL;
@@ -123,7 +63,7 @@ svix_err svix_key_parse(const char *whsec, secret *key)
     if (strncmp(whsec, SVIX_SECRET_PREFIX, pl) == 0)
         whsec += pl;
     uint8_t raw[SVIX_MAX_KEY];
-    long n = b64_decode(whsec, strlen(whsec), raw, sizeof raw);
+    long n = base64_decode(B64_STD, whsec, strlen(whsec), raw, sizeof raw);
     svix_err rc = SVIX_ERR_BAD_SECRET;
     if (n > 0) {
         rc = SVIX_ERR_NOMEM;
@@ -156,7 +96,7 @@ static int mac_b64(const secret *key, const char *id, const char *ts, const void
         (body_len == 0 || EVP_MAC_update(ctx, body, body_len) == 1) &&
         EVP_MAC_final(ctx, mac, &outl, sizeof mac) == 1 && outl == 32) {
         mac_len = (unsigned)outl;
-        b64_encode(mac, mac_len, out);
+        base64_encode(B64_STD, mac, mac_len, out);
         rc = 0;
     }
     EVP_MAC_CTX_free(ctx);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/addr.h"
+#include "common/base64.h"
 #include "common/buf.h"
 #include "common/config.h"
 #include "common/hex.h"
@@ -35,6 +36,44 @@ static void test_hex(void **state)
     assert_int_equal(hex_decode("0x0a", 4, out, 4), -1);
     assert_int_equal(hex_decode("0a0b0c0d0e", 10, out, 4), -1); /* too long for out */
     assert_int_equal(hex_decode("", 0, out, 4), 0);
+}
+
+/* RFC 4648 §10 vectors, both spellings, and each refusal */
+static void test_base64(void **state)
+{
+    (void)state;
+    static const char *const plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    static const char *const std[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    static const char *const url[] = {"", "Zg", "Zm8", "Zm9v", "Zm9vYg", "Zm9vYmE", "Zm9vYmFy"};
+    char enc[32];
+    uint8_t dec[32];
+    for (size_t i = 0; i < 7; i++) {
+        size_t n = strlen(plain[i]);
+        base64_encode(B64_STD, (const uint8_t *)plain[i], n, enc);
+        assert_string_equal(enc, std[i]);
+        assert_int_equal(base64_encoded_len(B64_STD, n), strlen(std[i]));
+        base64_encode(B64_URL, (const uint8_t *)plain[i], n, enc);
+        assert_string_equal(enc, url[i]);
+        assert_int_equal(base64_encoded_len(B64_URL, n), strlen(url[i]));
+        if (n) { /* the standard form has no empty encoding */
+            assert_int_equal(base64_decode(B64_STD, std[i], strlen(std[i]), dec, sizeof dec), (long)n);
+            assert_memory_equal(dec, plain[i], n);
+        }
+        assert_int_equal(base64_decode(B64_URL, url[i], strlen(url[i]), dec, sizeof dec), (long)n);
+        assert_memory_equal(dec, plain[i], n);
+    }
+    uint8_t bytes[3] = {0xfb, 0xff, 0xfe};
+    base64_encode(B64_STD, bytes, 3, enc);
+    assert_string_equal(enc, "+//+");
+    base64_encode(B64_URL, bytes, 3, enc);
+    assert_string_equal(enc, "-__-");
+    const char *bad_std[] = {"Zg=", "Zg", "Zm9v YmFy", "Zh==", "-__-", "Zg==Zg=="};
+    for (size_t i = 0; i < sizeof bad_std / sizeof bad_std[0]; i++)
+        assert_int_equal(base64_decode(B64_STD, bad_std[i], strlen(bad_std[i]), dec, sizeof dec), -1);
+    const char *bad_url[] = {"Zg==", "Z", "Zh", "+//+", "Zm9 v"};
+    for (size_t i = 0; i < sizeof bad_url / sizeof bad_url[0]; i++)
+        assert_int_equal(base64_decode(B64_URL, bad_url[i], strlen(bad_url[i]), dec, sizeof dec), -1);
+    assert_int_equal(base64_decode(B64_URL, "Zm9vYmFy", 8, dec, 5), -1); /* too small */
 }
 
 static void test_vbuf_cursor(void **state)
@@ -244,6 +283,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hex),
+        cmocka_unit_test(test_base64),
         cmocka_unit_test(test_vbuf_cursor),
         cmocka_unit_test(test_addr_parse),
         cmocka_unit_test(test_addr_sockets),
