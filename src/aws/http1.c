@@ -209,19 +209,26 @@ const char *http1_header_get(const http1_headers *hs, const char *name, size_t *
 
 /* ---- body framing (RFC 9112 §6) ---- */
 
-/* 1*DIGIT only: no sign, no list, no whitespace (OWS is already trimmed). */
-static int parse_content_length(const char *s, size_t n, uint64_t *out)
+/* 1*DIGIT of at most max_digits, in [min, max]: no sign, no list, no whitespace.
+ * max_digits keeps the value below LONG_MAX, so parse_long cannot overflow. */
+static int parse_digits(const char *s, size_t n, size_t max_digits, long min, long max, long *out)
 {
     char tmp[CONTENT_LENGTH_MAX_DIGITS + 1];
-    if (n == 0 || n > CONTENT_LENGTH_MAX_DIGITS)
-        return HTTP1_ERR_BAD_CONTENT_LENGTH;
+    if (n == 0 || n > max_digits || max_digits >= sizeof tmp)
+        return -1;
     for (size_t i = 0; i < n; i++)
         if (!is_digit((unsigned char)s[i]))
-            return HTTP1_ERR_BAD_CONTENT_LENGTH;
+            return -1;
     memcpy(tmp, s, n);
     tmp[n] = '\0';
+    return parse_long(tmp, min, max, out);
+}
+
+/* OWS is already trimmed. */
+static int parse_content_length(const char *s, size_t n, uint64_t *out)
+{
     long v;
-    if (parse_long(tmp, 0, LONG_MAX, &v) < 0)
+    if (parse_digits(s, n, CONTENT_LENGTH_MAX_DIGITS, 0, LONG_MAX, &v) < 0)
         return HTTP1_ERR_BAD_CONTENT_LENGTH;
     *out = (uint64_t)v;
     return HTTP1_OK;
@@ -536,16 +543,8 @@ static int parse_connect_host(const char *s, size_t n, http1_connect *req)
 
 static int parse_port(const char *s, size_t n, uint16_t *port)
 {
-    char tmp[PORT_MAX_DIGITS + 1];
-    if (n == 0 || n > PORT_MAX_DIGITS)
-        return HTTP1_ERR_BAD_PORT;
-    for (size_t i = 0; i < n; i++)
-        if (!is_digit((unsigned char)s[i]))
-            return HTTP1_ERR_BAD_PORT;
-    memcpy(tmp, s, n);
-    tmp[n] = '\0';
     long v;
-    if (parse_long(tmp, PORT_MIN, PORT_MAX, &v) < 0)
+    if (parse_digits(s, n, PORT_MAX_DIGITS, PORT_MIN, PORT_MAX, &v) < 0)
         return HTTP1_ERR_BAD_PORT;
     *port = (uint16_t)v;
     return HTTP1_OK;

@@ -257,12 +257,15 @@ static imds_op *op_new(https_ctx *https, const imds_config *cfg, void *ud)
     return op;
 }
 
-imds_op *imds_fetch_credentials(https_ctx *https, const imds_config *cfg, imds_creds_cb cb, void *ud)
+static imds_op *start_op(https_ctx *https, const imds_config *cfg, bool want_region,
+                         imds_creds_cb creds_cb, imds_region_cb region_cb, void *ud)
 {
     imds_op *op = op_new(https, cfg, ud);
     if (!op)
         return NULL;
-    op->creds_cb = cb;
+    op->want_region = want_region;
+    op->creds_cb = creds_cb;
+    op->region_cb = region_cb;
     if (next_step(op) < 0) {
         op_free(op);
         return NULL;
@@ -270,16 +273,12 @@ imds_op *imds_fetch_credentials(https_ctx *https, const imds_config *cfg, imds_c
     return op;
 }
 
+imds_op *imds_fetch_credentials(https_ctx *https, const imds_config *cfg, imds_creds_cb cb, void *ud)
+{
+    return start_op(https, cfg, false, cb, NULL, ud);
+}
+
 imds_op *imds_fetch_region(https_ctx *https, const imds_config *cfg, imds_region_cb cb, void *ud)
 {
-    imds_op *op = op_new(https, cfg, ud);
-    if (!op)
-        return NULL;
-    op->want_region = true;
-    op->region_cb = cb;
-    if (next_step(op) < 0) {
-        op_free(op);
-        return NULL;
-    }
-    return op;
+    return start_op(https, cfg, true, NULL, cb, ud);
 }

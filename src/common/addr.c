@@ -184,6 +184,20 @@ static void unlink_stale_unix(const veil_addr *a)
     close(fd);
 }
 
+/* getaddrinfo for a tcp address; NULL with err filled on failure. */
+static struct addrinfo *resolve(const veil_addr *a, int flags, char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = flags}, *res = NULL;
+    char port[8];
+    snprintf(port, sizeof port, "%u", a->port);
+    int gai = getaddrinfo(a->host, port, &hints, &res);
+    if (gai != 0) {
+        SET_ERR("resolve %s: %s", a->host, gai_strerror(gai));
+        return NULL;
+    }
+    return res;
+}
+
 static int listen_on(int fd, const struct sockaddr *sa, socklen_t len, int backlog, char *err,
                      size_t errlen)
 {
@@ -228,14 +242,9 @@ int addr_listen(const veil_addr *a, int backlog, char *err, size_t errlen)
         SET_ERR("bad address kind");
         return -1;
     }
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res = NULL;
-    char port[8];
-    snprintf(port, sizeof port, "%u", a->port);
-    int gai = getaddrinfo(a->host, port, &hints, &res);
-    if (gai != 0) {
-        SET_ERR("resolve %s: %s", a->host, gai_strerror(gai));
+    struct addrinfo *res = resolve(a, AI_PASSIVE, err, errlen);
+    if (!res)
         return -1;
-    }
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
         if (fd < 0)
@@ -300,14 +309,9 @@ int addr_connect(const veil_addr *a, bool nonblock, char *err, size_t errlen)
         }
         return fd;
     }
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
-    char port[8];
-    snprintf(port, sizeof port, "%u", a->port);
-    int gai = getaddrinfo(a->host, port, &hints, &res);
-    if (gai != 0) {
-        SET_ERR("resolve %s: %s", a->host, gai_strerror(gai));
+    struct addrinfo *res = resolve(a, 0, err, errlen);
+    if (!res)
         return -1;
-    }
     int last = ECONNREFUSED;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
