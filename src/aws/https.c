@@ -437,18 +437,16 @@ static void after_tunnel(https_conn *c)
             finish(c, HTTPS_ERR_TLS, "cannot start TLS");
         return;
     }
-    if (!c->bev) {
-        c->bev = bufferevent_socket_new(c->ctx->base, c->fd,
-                                        BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-        if (!c->bev) {
-            finish(c, HTTPS_ERR_NOMEM, "bufferevent");
-            return;
-        }
-        c->fd = -1;
-    } else {
-        bufferevent_setfd(c->bev, c->fd);
-        c->fd = -1;
+    if (c->bev) { /* the CONNECT phase's bufferevent does not own the fd */
+        bufferevent_free(c->bev);
+        c->bev = NULL;
     }
+    c->bev = bufferevent_socket_new(c->ctx->base, c->fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (!c->bev) {
+        finish(c, HTTPS_ERR_NOMEM, "bufferevent");
+        return;
+    }
+    c->fd = -1;
     bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
     send_request(c);
 }
@@ -483,8 +481,6 @@ static void on_connect_reply(struct bufferevent *bev, void *arg)
     /* take the fd back from the plain bufferevent; TLS or plain HTTP runs on it */
     c->fd = bufferevent_getfd(bev);
     bufferevent_disable(bev, EV_READ | EV_WRITE);
-    if (!c->tls)
-        bufferevent_setfd(bev, -1);
     after_tunnel(c);
 out:
     leave(c);

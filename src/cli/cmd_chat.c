@@ -468,14 +468,24 @@ static int simple_get(const char *verb, const char *path, json_t **out)
     return rc;
 }
 
+/* A verb without arguments: -1 to go on, else the exit status (help or usage). */
+static int no_args(int argc, char **argv, const char *usage)
+{
+    if (argc <= 1)
+        return -1;
+    bool help = strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0;
+    fputs(usage, help ? stdout : stderr);
+    return help ? 0 : EXIT_USAGE;
+}
+
 int cmd_sessions(int argc, char **argv)
 {
-    if (argc > 1) {
-        printf("Usage: veil sessions\n\nLists your conversations in the current context (newest first).\n");
-        return strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ? 0 : EXIT_USAGE;
-    }
+    int rc = no_args(argc, argv, "Usage: veil sessions\n\nLists your conversations in the current context "
+                                 "(newest first).\n");
+    if (rc >= 0)
+        return rc;
     json_t *r = NULL;
-    int rc = simple_get("sessions", "/api/v1/chat/sessions?limit=100", &r);
+    rc = simple_get("sessions", "/api/v1/chat/sessions?limit=100", &r);
     if (rc == 0) {
         size_t i;
         const json_t *s;
@@ -490,12 +500,11 @@ int cmd_sessions(int argc, char **argv)
 
 int cmd_models(int argc, char **argv)
 {
-    if (argc > 1) {
-        printf("Usage: veil models\n\nLists the models the server offers.\n");
-        return strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ? 0 : EXIT_USAGE;
-    }
+    int rc = no_args(argc, argv, "Usage: veil models\n\nLists the models the server offers.\n");
+    if (rc >= 0)
+        return rc;
     json_t *r = NULL;
-    int rc = simple_get("models", "/api/v1/chat/models", &r);
+    rc = simple_get("models", "/api/v1/chat/models", &r);
     if (rc == 0) {
         size_t i;
         const json_t *m;

@@ -60,6 +60,17 @@ static store_rc own_session(api_req *r, const char *id, session_row *out)
     return STORE_OK;
 }
 
+/* own_session, answering 404 or 500 itself when there is no such session. */
+static bool session_or_reply(api_req *r, const char *id, session_row *out)
+{
+    store_rc rc = own_session(r, id, out);
+    if (rc == STORE_NOT_FOUND)
+        api_reply_detail(r, 404, NOT_FOUND_SESSION);
+    else if (rc != STORE_OK)
+        api_store_error(r, "session_get");
+    return rc == STORE_OK;
+}
+
 /* verify_can_send_encrypted (spec §6.2): NULL when allowed, else the 400 text.
  * storage_key receives the key messages are stored under (user's or org's). */
 static const char *can_send(api_req *r, char storage_key[65], store_rc *err)
@@ -291,15 +302,8 @@ static void list_sessions(api_req *r)
 static void get_messages(api_req *r)
 {
     session_row s;
-    store_rc rc = own_session(r, r->params[0], &s);
-    if (rc == STORE_NOT_FOUND) {
-        api_reply_detail(r, 404, NOT_FOUND_SESSION);
+    if (!session_or_reply(r, r->params[0], &s))
         return;
-    }
-    if (rc != STORE_OK) {
-        api_store_error(r, "session_get");
-        return;
-    }
     message_row *rows = NULL;
     size_t n = 0;
     if (store_messages_list(r->srv->db, s.id, &rows, &n) != STORE_OK) {
@@ -318,18 +322,11 @@ static void get_messages(api_req *r)
 static void delete_session(api_req *r)
 {
     session_row s;
-    store_rc rc = own_session(r, r->params[0], &s);
-    if (rc == STORE_NOT_FOUND) {
-        api_reply_detail(r, 404, NOT_FOUND_SESSION);
+    if (!session_or_reply(r, r->params[0], &s))
         return;
-    }
-    if (rc != STORE_OK) {
-        api_store_error(r, "session_get");
-        return;
-    }
     store *db = r->srv->db;
     json_t *data = json_pack("{s:s}", "session_id", s.id);
-    rc = store_begin(db);
+    store_rc rc = store_begin(db);
     if (rc == STORE_OK)
         rc = store_audit(db, "session_deleted", r->auth.user_id, NULL, s.org_id, data);
     if (rc == STORE_OK)
@@ -540,9 +537,9 @@ static void on_stream_event(void *ud, const json_t *ev)
 
 static void on_stream_end(void *ud, const char *code, const char *msg)
 {
-    stream_st *st = ud;
-    if (!code) /* success: on_final already answered */
+    if (!code) /* success: on_final already answered and freed the state (ud) */
         return;
+    stream_st *st = ud;
     st->op = NULL;
     log_info(st->r->rid, "event=stream_failed code=%s chunks=%u", code, st->chunks);
     stream_fail(st, client_message(code, msg));
@@ -653,15 +650,8 @@ static void post_stream(api_req *r)
     const json_t *sid = json_object_get(body, "session_id");
     if (json_is_string(sid) && json_string_length(sid)) {
         session_row s;
-        store_rc rc = own_session(r, json_string_value(sid), &s);
-        if (rc == STORE_NOT_FOUND) {
-            api_reply_detail(r, 404, NOT_FOUND_SESSION);
+        if (!session_or_reply(r, json_string_value(sid), &s))
             goto out;
-        }
-        if (rc != STORE_OK) {
-            api_store_error(r, "session_get");
-            goto out;
-        }
         snprintf(st->session_id, sizeof st->session_id, "%s", s.id);
         session_row_free(&s);
     } else {
