@@ -605,11 +605,14 @@ static SSL_CTX *make_ssl_ctx(const char *cert, const char *key)
     return ctx;
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *arg)
+static void log_config(void *ud)
 {
-    (void)what;
-    log_info(NULL, "event=shutdown signal=%d", (int)sig);
-    event_base_loopbreak(arg);
+    const bsim_server *srv = ud;
+    log_info(NULL, "event=config region=%s static_credentials=%s credential_seed=%s chunks=%ld "
+                   "chunk_size=%ld interval_ms=%ld fault=%s",
+             srv->region, srv->statics.access_key_id ? "yes" : "no", srv->seed ? "yes" : "no",
+             srv->defaults.chunks, srv->defaults.chunk_size, srv->defaults.interval_ms,
+             bsim_fault_name(srv->defaults.fault));
 }
 
 static int parse_opt_long(const char *name, const char *v, long max, long *out)
@@ -646,7 +649,7 @@ int main(int argc, char **argv)
     const char *listen = NULL, *cert = NULL, *key = NULL, *fault = NULL;
     const char *region = NULL, *akid = NULL, *secret_key = NULL, *token = NULL, *seed = NULL;
     bsim_server srv = {.defaults = {.chunks = 8}};
-    int opt, rc = 1;
+    int opt;
 
     log_init(PROG);
     if (config_load_dotenv(".env", err, sizeof err) < 0) {
@@ -723,48 +726,8 @@ int main(int argc, char **argv)
         log_error(NULL, "event=tls_setup_failed error=\"%s\"", why ? why : "?");
         return 1;
     }
-    struct event_base *base = event_base_new();
-    struct event *sigterm = NULL, *sigint = NULL;
-    sim_server *server = NULL;
-    if (!base)
-        goto out;
-    int fd = addr_listen(&addr, 4096, err, sizeof err);
-    if (fd < 0) {
-        log_error(NULL, "event=listen_failed addr=%s error=\"%s\"", listen, err);
-        goto out;
-    }
-    if (addr.kind == ADDR_TCP) {
-        int port = addr_local_port(fd);
-        if (port > 0)
-            addr.port = (uint16_t)port;
-    }
     sim_server_config scfg = {ctx, BSIM_MAX_BODY, SIM_ERRORS_AWS_JSON, handle_request, &srv};
-    server = sim_server_new(base, fd, &scfg, err, sizeof err);
-    if (!server) {
-        log_error(NULL, "event=listen_failed error=\"%s\"", err);
-        goto out;
-    }
-    sigterm = evsignal_new(base, SIGTERM, on_signal, base);
-    sigint = evsignal_new(base, SIGINT, on_signal, base);
-    if (!sigterm || !sigint || evsignal_add(sigterm, NULL) < 0 || evsignal_add(sigint, NULL) < 0)
-        goto out;
-    char abuf[300];
-    log_info(NULL, "event=listening addr=%s", addr_format(&addr, abuf, sizeof abuf));
-    log_info(NULL, "event=config region=%s static_credentials=%s credential_seed=%s chunks=%ld "
-                   "chunk_size=%ld interval_ms=%ld fault=%s",
-             srv.region, akid ? "yes" : "no", seed ? "yes" : "no", srv.defaults.chunks,
-             srv.defaults.chunk_size, srv.defaults.interval_ms,
-             bsim_fault_name(srv.defaults.fault));
-    event_base_dispatch(base);
-    rc = 0;
-out:
-    sim_server_free(server);
-    if (sigterm)
-        event_free(sigterm);
-    if (sigint)
-        event_free(sigint);
-    if (base)
-        event_base_free(base);
+    int rc = sim_run(&addr, 4096, &scfg, log_config, &srv);
     SSL_CTX_free(ctx);
     return rc;
 }

@@ -282,11 +282,11 @@ static void usage(FILE *f)
 ".env in the working directory is read if present. SIGTERM/SIGINT: exit 0.\n");
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *arg)
+static void log_config(void *ud)
 {
-    (void)what;
-    log_info(NULL, "event=shutdown signal=%d", (int)sig);
-    event_base_loopbreak(arg);
+    const imds *m = ud;
+    log_info(NULL, "event=config role=%s region=%s expiration_s=%ld credentials=%s", m->role, m->region,
+             m->lifetime, m->seed ? "seeded" : "static");
 }
 
 enum { OPT_LISTEN = 1, OPT_ROLE, OPT_REGION, OPT_EXP, OPT_SEED, OPT_AKID, OPT_SECRET, OPT_TOKEN,
@@ -309,7 +309,7 @@ int main(int argc, char **argv)
     char err[256];
     const char *listen = NULL, *region = NULL;
     imds m = {.role = "veil-enclave-role", .lifetime = IMDS_MAX_TTL};
-    int opt, rc = 1;
+    int opt;
 
     log_init(PROG);
     if (config_load_dotenv(".env", err, sizeof err) < 0) {
@@ -363,45 +363,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     sim_raise_nofile();
 
-    struct event_base *base = event_base_new();
-    struct event *sigterm = NULL, *sigint = NULL;
-    sim_server *server = NULL;
-    if (!base)
-        goto out;
-    int fd = addr_listen(&addr, 1024, err, sizeof err);
-    if (fd < 0) {
-        log_error(NULL, "event=listen_failed addr=%s error=\"%s\"", listen, err);
-        goto out;
-    }
-    if (addr.kind == ADDR_TCP) {
-        int port = addr_local_port(fd);
-        if (port > 0)
-            addr.port = (uint16_t)port;
-    }
     sim_server_config scfg = {NULL, IMDS_MAX_BODY, SIM_ERRORS_TEXT, handle_request, &m};
-    server = sim_server_new(base, fd, &scfg, err, sizeof err);
-    if (!server) {
-        log_error(NULL, "event=listen_failed error=\"%s\"", err);
-        goto out;
-    }
-    sigterm = evsignal_new(base, SIGTERM, on_signal, base);
-    sigint = evsignal_new(base, SIGINT, on_signal, base);
-    if (!sigterm || !sigint || evsignal_add(sigterm, NULL) < 0 || evsignal_add(sigint, NULL) < 0)
-        goto out;
-    char abuf[300];
-    log_info(NULL, "event=listening addr=%s", addr_format(&addr, abuf, sizeof abuf));
-    log_info(NULL, "event=config role=%s region=%s expiration_s=%ld credentials=%s", m.role,
-             m.region, m.lifetime, m.seed ? "seeded" : "static");
-    event_base_dispatch(base);
-    rc = 0;
-out:
-    sim_server_free(server);
-    if (sigterm)
-        event_free(sigterm);
-    if (sigint)
-        event_free(sigint);
-    if (base)
-        event_base_free(base);
+    int rc = sim_run(&addr, 1024, &scfg, log_config, &m);
     if (m.tokens) {
         secure_wipe(m.tokens, m.cap_tokens * sizeof *m.tokens);
         free(m.tokens);

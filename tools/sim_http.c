@@ -1,6 +1,7 @@
 #include "sim_http.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -527,3 +528,55 @@ void sim_server_free(sim_server *s)
 }
 
 size_t sim_server_conn_count(const sim_server *s) { return s->n_conns; }
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    log_info(NULL, "event=shutdown signal=%d", (int)sig);
+    event_base_loopbreak(arg);
+}
+
+int sim_run(veil_addr *addr, int backlog, const sim_server_config *cfg, void (*config_log)(void *ud),
+            void *ud)
+{
+    char err[256], abuf[300];
+    int rc = 1;
+    struct event *sigterm = NULL, *sigint = NULL;
+    sim_server *server = NULL;
+    struct event_base *base = event_base_new();
+    if (!base)
+        goto out;
+    int fd = addr_listen(addr, backlog, err, sizeof err);
+    if (fd < 0) {
+        log_error(NULL, "event=listen_failed addr=%s error=\"%s\"", addr_format(addr, abuf, sizeof abuf), err);
+        goto out;
+    }
+    if (addr->kind == ADDR_TCP) {
+        int port = addr_local_port(fd);
+        if (port > 0)
+            addr->port = (uint16_t)port;
+    }
+    server = sim_server_new(base, fd, cfg, err, sizeof err);
+    if (!server) {
+        log_error(NULL, "event=listen_failed error=\"%s\"", err);
+        goto out;
+    }
+    sigterm = evsignal_new(base, SIGTERM, on_stop_signal, base);
+    sigint = evsignal_new(base, SIGINT, on_stop_signal, base);
+    if (!sigterm || !sigint || evsignal_add(sigterm, NULL) < 0 || evsignal_add(sigint, NULL) < 0)
+        goto out;
+    log_info(NULL, "event=listening addr=%s", addr_format(addr, abuf, sizeof abuf));
+    if (config_log)
+        config_log(ud);
+    event_base_dispatch(base);
+    rc = 0;
+out:
+    sim_server_free(server);
+    if (sigterm)
+        event_free(sigterm);
+    if (sigint)
+        event_free(sigint);
+    if (base)
+        event_base_free(base);
+    return rc;
+}

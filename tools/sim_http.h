@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "aws/http1.h"
+#include "common/addr.h"
 #include "common/buf.h"
 
 #define SIM_HEAD_TIMEOUT_SECONDS 30 /* a client must send its request within this */
@@ -90,6 +91,13 @@ int sim_json_escape(vbuf *out, const char *s, size_t n);
 /* Lowest-common-denominator helpers both programs need. */
 /* Raises RLIMIT_NOFILE to its hard limit (1,000 streams need more than 1,024 fds). */
 void sim_raise_nofile(void);
+
+/* The common life of a simulator: listen on addr (a tcp port 0 becomes the real
+ * one), log `event=listening addr=...`, call config_log (may be NULL) for the
+ * program's own config line, serve until SIGTERM/SIGINT, clean up. Returns the
+ * process exit status (0 after a signal, 1 if it could not start). */
+int sim_run(veil_addr *addr, int backlog, const sim_server_config *cfg, void (*config_log)(void *ud),
+            void *ud);
 /* "YYYY-MM-DDTHH:MM:SSZ" of a UTC time into out[21]. */
 void sim_format_iso8601(time_t t, char out[21]);
 
