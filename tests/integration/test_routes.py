@@ -29,10 +29,12 @@ import tempfile
 import time
 import traceback
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from veiltest import Proc  # noqa: E402
+
 BIN = os.environ["VEIL_BIN"]
 SRC = os.environ.get("VEIL_SRC", "")
 ISSUER = "https://veil.dev.local"
-SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error")
 H64 = "0123456789abcdef" * 4
 H32 = "fedcba9876543210" * 2
 P = "/api/v1"
@@ -40,49 +42,21 @@ P = "/api/v1"
 
 # --------------------------------------------------------------------------- processes
 
-class Veild:
-    """One veild: stderr in a log file, port from its `event=listening` line."""
+class Veild(Proc):
+    """One veild (mock mode, no enclave calls needed), its port from its log."""
 
     def __init__(self, workdir, env_extra, name):
-        self.log_path = os.path.join(workdir, f"{name}.log")
-        self.log = open(self.log_path, "wb")
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("CLERK_", "DATABASE_", "VEIL_DEBUG", "ENCLAVE_"))}
-        env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
-        env.update({"ENCLAVE_MODE": "mock", "VEIL_LISTEN": "tcp:127.0.0.1:0",
-                    "CLERK_ISSUER": ISSUER, "VEIL_IMDS_ENDPOINT": "127.0.0.1:9",
-                    "VEIL_LOG_LEVEL": "info"})
+        env = {"ENCLAVE_MODE": "mock", "VEIL_LISTEN": "tcp:127.0.0.1:0", "CLERK_ISSUER": ISSUER,
+               "VEIL_IMDS_ENDPOINT": "127.0.0.1:9", "VEIL_LOG_LEVEL": "info"}
         env.update(env_extra)
-        self.proc = subprocess.Popen([os.path.join(BIN, "veild")], stdout=subprocess.DEVNULL,
-                                     stderr=self.log, cwd=workdir, env=env)
-        self.port = None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            m = re.search(r"event=listening addr=tcp:127\.0\.0\.1:(\d+)", self.text())
-            if m:
-                self.port = int(m.group(1))
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"veild did not start:\n{self.text()[-3000:]}")
-
-    def text(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
+        super().__init__(name, [os.path.join(BIN, "veild")], env, workdir, cwd=workdir,
+                         drop_env=("CLERK_", "DATABASE_", "VEIL_DEBUG", "ENCLAVE_"))
+        self.wait_listening(30)
 
     def stop(self):
         """SIGTERM, wait, then the sanitizer check; returns the reports found."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        return [line for line in self.text().splitlines() if any(m in line for m in SANITIZER_MARKS)]
+        super().stop()
+        return self.sanitizer_reports()
 
 
 class Response:

@@ -30,6 +30,9 @@ import time
 import traceback
 import urllib.parse
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from veiltest import Proc  # noqa: E402
+
 BIN = os.environ["VEIL_BIN"]
 SRC = os.environ["VEIL_SRC"]
 REGION = "us-east-1"
@@ -38,66 +41,28 @@ SECRET = "veil/test+static/secret/key/0123456789ab"
 TOKEN = "static-session-token-for-tests"
 SEED = "veil-test-credential-seed"
 MODEL = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
-SANITIZER_MARKS = ("ERROR: AddressSanitizer", "LeakSanitizer", "runtime error")
 
 
 # --------------------------------------------------------------------------- processes
 
-class Sim:
+class Sim(Proc):
     """One sim process: started with stderr in a log file, port learned from its log."""
 
     def __init__(self, name, args, workdir):
-        self.name = name
-        self.log_path = os.path.join(workdir, f"{name}-{time.monotonic_ns()}.log")
-        self.log = open(self.log_path, "wb")
-        env = dict(os.environ)
-        env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
-        self.proc = subprocess.Popen([os.path.join(BIN, name)] + args, stdout=subprocess.DEVNULL,
-                                     stderr=self.log, cwd=workdir, env=env)
-        self.port = None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            m = re.search(r"event=listening addr=tcp:127\.0\.0\.1:(\d+)", self.text())
-            if m:
-                self.port = int(m.group(1))
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        self.kill()
-        raise RuntimeError(f"{name} did not start:\n{self.text()}")
-
-    def text(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
+        super().__init__(f"{name}-{time.monotonic_ns()}", [os.path.join(BIN, name)] + args, None, workdir,
+                         cwd=workdir)
+        self.prog = name
+        self.wait_listening(30)
 
     def stop(self):
         """SIGTERM; returns a list of problems (exit status, sanitizer reports)."""
         problems = []
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                problems.append(f"{self.name}: did not exit on SIGTERM")
-        if self.proc.returncode != 0:
-            problems.append(f"{self.name}: exit status {self.proc.returncode}")
-        self.log.close()
-        text = self.text()
-        for mark in SANITIZER_MARKS:
-            if mark in text:
-                problems.append(f"{self.name}: '{mark}' in its log:\n{text[-6000:]}")
-                break
+        code = super().stop(timeout=20)
+        if code != 0:
+            problems.append(f"{self.prog}: exit status {code}")
+        if self.sanitizer_reports():
+            problems.append(f"{self.prog}: a sanitizer report in its log:\n{self.text()[-6000:]}")
         return problems
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if not self.log.closed:
-            self.log.close()
 
 
 # --------------------------------------------------------------------------- SigV4 (independent)
@@ -308,9 +273,9 @@ class T:
         self.sims.remove(sim)
         problems = sim.stop()
         for p in problems:
-            self.fail(f"{sim.name} shutdown", p)
+            self.fail(f"{sim.prog} shutdown", p)
         if not problems:
-            self.ok(f"{sim.name} exits 0 on SIGTERM, no sanitizer report")
+            self.ok(f"{sim.prog} exits 0 on SIGTERM, no sanitizer report")
 
     def ok(self, name):
         self.passed += 1

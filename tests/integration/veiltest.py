@@ -52,16 +52,24 @@ class Checks:
 
 # ---- processes ------------------------------------------------------------------
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "LeakSanitizer", "runtime error:")
+
+
 class Proc:
-    def __init__(self, name, argv, env=None, tmp=None):
+    """A real program with stderr in a log file; `event=listening addr=...` tells
+    when it is ready (and, for tcp, its port). Always stopped by its test."""
+
+    def __init__(self, name, argv, env=None, tmp=None, cwd=None, drop_env=()):
         self.name = name
         self.log_path = os.path.join(tmp, f"{name}.log")
         self.log = open(self.log_path, "ab")
-        e = dict(os.environ)
+        e = {k: v for k, v in os.environ.items() if not k.startswith(tuple(drop_env))}
+        e.setdefault("ASAN_OPTIONS", "detect_leaks=1")
         e.update(env or {})
-        self.p = subprocess.Popen(argv, stdout=self.log, stderr=self.log, env=e,
+        self.p = subprocess.Popen(argv, stdout=self.log, stderr=self.log, env=e, cwd=cwd,
                                   start_new_session=True)
         self.addr = None
+        self.port = None
 
     def wait_listening(self, timeout=10):
         end = time.time() + timeout
@@ -69,14 +77,14 @@ class Proc:
             m = re.search(r"event=listening addr=(\S+)", self.text())
             if m:
                 self.addr = m.group(1)
+                if self.addr.startswith("tcp:"):
+                    self.port = int(self.addr.rsplit(":", 1)[1])
                 return self.addr
             if self.p.poll() is not None:
                 break
             time.sleep(0.02)
-        raise RuntimeError(f"{self.name} did not start:\n{self.text()}")
-
-    def port(self):
-        return int(self.addr.rsplit(":", 1)[1])
+        self.kill()
+        raise RuntimeError(f"{self.name} did not start:\n{self.text()[-3000:]}")
 
     def text(self):
         with open(self.log_path, "rb") as f:
@@ -90,7 +98,8 @@ class Proc:
             time.sleep(0.05)
         return False
 
-    def stop(self, sig=signal.SIGTERM, timeout=10):
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        """Sends sig, waits, then kills; returns the exit status (negative: a signal)."""
         if self.p.poll() is None:
             self.p.send_signal(sig)
             try:
@@ -98,12 +107,18 @@ class Proc:
             except subprocess.TimeoutExpired:
                 os.killpg(self.p.pid, signal.SIGKILL)
                 self.p.wait()
-        self.log.close()
+        if not self.log.closed:
+            self.log.close()
         return self.p.returncode
 
+    def kill(self):
+        return self.stop(signal.SIGKILL, 5)
+
+    def sanitizer_reports(self):
+        return [line for line in self.text().splitlines() if any(m in line for m in SANITIZER_MARKS)]
+
     def sanitizer_clean(self):
-        t = self.text()
-        return not any(s in t for s in ("AddressSanitizer", "LeakSanitizer", "runtime error:"))
+        return not self.sanitizer_reports()
 
 
 def run(argv, env=None, input=None, check=True):
@@ -139,7 +154,7 @@ class Stack:
                               "--credential-seed", SEED])
         self.imds = self.start("imds-sim", [os.path.join(BIN, "veil-imds-sim"), "--listen", "tcp:127.0.0.1:0",
                                "--credential-seed", SEED, "--expiration-seconds", str(imds_expiration)])
-        self.endpoint = f"{HOST}:{self.sim.port()}"
+        self.endpoint = f"{HOST}:{self.sim.port}"
         self.proxy_addr = "unix:" + os.path.join(tmp, "proxy.sock")
         self.proxy = self.start("proxy", [os.path.join(BIN, "veil-proxy"), "--listen", self.proxy_addr,
                                 "--allow", self.endpoint, "--resolve", f"{self.endpoint}:127.0.0.1"])
@@ -172,7 +187,7 @@ class Stack:
             "ENCLAVE_MODE": mode, "VEIL_LISTEN": "tcp:127.0.0.1:0",
             "VEIL_DATA_DIR": os.path.join(self.tmp, "data"), "CLERK_ISSUER": ISSUER,
             "CLERK_JWKS_FILE": os.path.join(self.tmp, "jwks.json"),
-            "VEIL_IMDS_ENDPOINT": f"127.0.0.1:{self.imds.port()}", "VEIL_ENCLAVE_PROBE_SECONDS": "1",
+            "VEIL_IMDS_ENDPOINT": f"127.0.0.1:{self.imds.port}", "VEIL_ENCLAVE_PROBE_SECONDS": "1",
             "ENCLAVE_INFERENCE_TIMEOUT": "6", "VEIL_LOG_LEVEL": "debug",
             "CLERK_WEBHOOK_SECRET": "whsec_" + "dGVzdC13ZWJob29rLXNlY3JldC0zMi1ieXRlcy4uLi4=",
         }
@@ -189,14 +204,13 @@ class Stack:
         if self.veild:
             self.veild.stop()
         self.veild = self.start(name, [os.path.join(BIN, "veild")], self.veild_env(mode, db_url, extra))
-        self.url = f"http://127.0.0.1:{self.veild.port()}"
+        self.url = f"http://127.0.0.1:{self.veild.port}"
         return self.veild
 
     def stop(self):
         codes = {}
         for name in reversed(list(self.procs)):
-            p = self.procs[name]
-            codes[name] = p.p.returncode if p.log.closed else p.stop()
+            codes[name] = self.procs[name].stop()
         return codes
 
     def all_logs(self):
