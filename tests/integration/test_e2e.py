@@ -21,8 +21,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from veiltest import (Checks, Stack, TempDir, call, dev_token, expected_answer, keypair, open_ep,  # noqa: E402
-                      priv_from_hex, seal, sse)
+from veiltest import (Checks, Postgres, Stack, TempDir, call, dev_token, expected_answer, keypair,  # noqa: E402
+                      open_ep, seal, sse)
 
 MODEL = "us.meta.llama3-1-8b-instruct-v1:0"
 STREAM = "/api/v1/chat/encrypted/stream"
@@ -283,6 +283,18 @@ def main():
             C.eq(new_key, raw_enclave(stack.enclave_addr, "GET_PUBLIC_KEY")["public_key"], "6: new key learned")
             st, ev, tpriv = chat(stack.url, token, "[[sim: chunks=3]] after restart")
             C.eq(answer_of(ev, tpriv), expected_answer("after restart", 3), "6: chat after restart")
+
+            # the stream on PostgreSQL too (the routes test covers the other routes there)
+            pg = Postgres()
+            try:
+                pg.start()
+                stack.start_veild("nitro", db_url=pg.url)
+                wait_for(lambda: call(stack.url, "GET", "/api/v1/chat/enclave/health", token)[1].get("has_credentials"))
+                pg_token = dev_token(tmp, "user_pg")
+                stream_suite(stack, pg_token, setup_user(stack.url, pg_token), "nitro+postgresql")
+            finally:
+                pg.stop()
+            stack.start_veild("nitro")
 
             # 7. routes (as another user: the table calls destructive routes too)
             routes_table(stack, dev_token(tmp, "user_routes"))
