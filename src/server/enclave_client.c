@@ -37,6 +37,7 @@ struct ec_op {
     bool retried;
     bool got_bytes;
     bool finished;
+    bool in_cb;           /* inside on_event: a cancel only marks the op */
     json_t *mock_req;     /* mock: the request object */
     enclave_req *mock;    /* mock: the running core request */
     char rid[LOG_RID_LEN + 1];
@@ -283,11 +284,8 @@ static void start_nitro(ec_op *op)
         if (!c) {
             note_down(ec);
             log_info(op->rid, "event=enclave_connect_failed detail=\"%s\"", err);
-            /* report from the loop: callers expect asynchronous callbacks */
-            op->got_bytes = false;
-            struct timeval now = {0, 0};
+            /* report from the loop (on_kick): callers expect asynchronous callbacks */
             event_active(op->kick, EV_TIMEOUT, 0);
-            (void)now;
             return;
         }
     }
@@ -393,9 +391,6 @@ static bool deliver(ec_op *op, json_t *obj)
     }
     case OP_STREAM: {
         const json_t *err = json_object_get(obj, "error");
-        if (err && json_is_true(json_object_get(obj, "is_final")) == false && !json_is_string(err)) {
-            /* not an error event */
-        }
         if (json_is_string(err) || (err && !json_is_null(err) && !json_is_false(err))) {
             const char *code = json_string_value(json_object_get(obj, "error_code"));
             const char *msg = json_string_value(err);
@@ -410,9 +405,13 @@ static bool deliver(ec_op *op, json_t *obj)
             finish(op, true);
             return true;
         }
+        op->in_cb = true;
         op->scb.on_event(op->ud, obj);
-        if (op->finished) /* cancelled inside the callback */
+        op->in_cb = false;
+        if (op->finished) { /* cancelled inside the callback: the free was left to us */
+            op_free(op);
             return true;
+        }
         if (json_is_true(json_object_get(obj, "is_final"))) {
             op->scb.on_end(op->ud, NULL, NULL);
             finish(op, true);
@@ -519,7 +518,8 @@ void ec_op_cancel(ec_op *op)
         enclave_req_cancel(op->mock);
         op->mock = NULL;
     }
-    op_free(op);
+    if (!op->in_cb) /* else deliver() frees it when the callback returns */
+        op_free(op);
 }
 
 ec_op *ec_health(enclave_client *ec, ec_health_cb cb, void *ud)
