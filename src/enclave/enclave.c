@@ -15,6 +15,7 @@
 #include "common/hex.h"
 #include "common/log.h"
 #include "crypto/ep.h"
+#include "crypto/stream_v2.h"
 #include "enclave/history.h"
 #include "enclave/selftest.h"
 
@@ -56,6 +57,8 @@ struct enclave_req {
     struct event *deadline;
     uint8_t reply_pub[32];   /* client_public_key (stream) or user_public_key (CHAT) */
     uint8_t storage_pub[32]; /* stream only */
+    bool v2;                 /* stream format 2: one key per stream (stream_v2.h) */
+    sv2 sv;
     char model[160];
     vbuf user_text;          /* plaintext, wiped */
     vbuf answer;             /* plaintext, wiped */
@@ -289,6 +292,7 @@ static void req_free(enclave_req *r)
         event_free(r->deadline);
     vbuf_free_secure(&r->user_text);
     vbuf_free_secure(&r->answer);
+    sv2_wipe(&r->sv);
     if (c->active)
         c->active--;
     free(r);
@@ -353,13 +357,43 @@ static int seal_into(const uint8_t pub[32], const uint8_t *pt, size_t len, const
     return rc;
 }
 
-/* One sealed event {"<key>": EP} to the client transport key. */
-static int emit_sealed(enclave_req *r, const char *key, const char *text, size_t len)
+/* One sealed event to the client: {"<key>": EP} in format 1, or in format 2
+ * {"<key>_v2": {"seq", "ciphertext", "auth_tag"}} sealed with the stream key. */
+static int emit_sealed(enclave_req *r, const char *key, sv2_kind kind, const char *text, size_t len)
 {
     vbuf line = VBUF_INIT;
-    int rc = vbuf_printf(&line, "{\"%s\":", key) < 0 ||
+    int rc;
+    if (r->v2) {
+        uint64_t seq = r->sv.seq;
+        uint8_t tag[GCM_TAG_LEN], *ct = malloc(len ? len : 1);
+        rc = !ct || sv2_seal(&r->sv, kind, (const uint8_t *)text, len, ct, tag) < 0 ||
+             vbuf_printf(&line, "{\"%s_v2\":{\"seq\":%llu,\"ciphertext\":\"", key,
+                         (unsigned long long)seq) < 0 ||
+             vbuf_append_hex(&line, ct, len) < 0 || vbuf_append_str(&line, "\",\"auth_tag\":\"") < 0 ||
+             vbuf_append_hex(&line, tag, sizeof tag) < 0 || vbuf_append_str(&line, "\"}}") < 0;
+        free(ct);
+    } else {
+        rc = vbuf_printf(&line, "{\"%s\":", key) < 0 ||
              seal_into(r->reply_pub, (const uint8_t *)text, len, EP_CTX_ENCLAVE_TO_CLIENT, &line) < 0 ||
              vbuf_append(&line, "}", 1) < 0;
+    }
+    if (rc == 0)
+        r->sink.emit(r->ud, (const char *)line.data, line.len);
+    vbuf_free(&line);
+    return rc;
+}
+
+/* Format 2's first event: the stream's ephemeral public key and salt. */
+static int announce_stream_key(enclave_req *r)
+{
+    uint8_t epk[X25519_KEY_LEN], salt[HKDF_SALT_LEN];
+    vbuf line = VBUF_INIT;
+    int rc = sv2_init_sender(&r->sv, r->reply_pub, epk, salt) < 0 ||
+             vbuf_append_str(&line, "{\"stream_format\":2,\"stream_key\":{\"ephemeral_public_key\":\"") < 0 ||
+             vbuf_append_hex(&line, epk, sizeof epk) < 0 || vbuf_append_str(&line, "\",\"hkdf_salt\":\"") < 0 ||
+             vbuf_append_hex(&line, salt, sizeof salt) < 0 || vbuf_append_str(&line, "\"}}") < 0
+                 ? -1
+                 : 0;
     if (rc == 0)
         r->sink.emit(r->ud, (const char *)line.data, line.len);
     vbuf_free(&line);
@@ -377,7 +411,7 @@ static int on_text(void *ud, const char *text, size_t len)
         return 0;
     /* one sealed event per non-empty delta: fresh ephemeral key, salt and IV each */
     r->chunks++;
-    if (emit_sealed(r, "encrypted_content", text, len) < 0) {
+    if (emit_sealed(r, "encrypted_content", SV2_TEXT, text, len) < 0) {
         fail_req(r, "internal", "Internal error");
         return 1;
     }
@@ -388,7 +422,7 @@ static int on_reasoning(void *ud, const char *text, size_t len)
 {
     enclave_req *r = ud;
     /* an extension event: parents that do not know it ignore it */
-    if (r->stream && emit_sealed(r, "encrypted_thinking", text, len) < 0) {
+    if (r->stream && emit_sealed(r, "encrypted_thinking", SV2_THINKING, text, len) < 0) {
         fail_req(r, "internal", "Internal error");
         return 1;
     }
@@ -483,6 +517,18 @@ static void finish_ok(enclave_req *r)
                       ENCLAVE_SOURCE);
     json_decref(su);
     json_decref(sa);
+    if (o && r->v2) { /* the end element proves the client got every chunk */
+        uint8_t tag[GCM_TAG_LEN];
+        char tag_hex[2 * GCM_TAG_LEN + 1];
+        uint64_t seq = r->sv.seq;
+        if (sv2_seal(&r->sv, SV2_END, NULL, 0, tag, tag) < 0) {
+            json_decref(o);
+            o = NULL;
+        } else {
+            hex_encode(tag, sizeof tag, tag_hex);
+            json_object_set_new(o, "stream_end", json_pack("{s:I, s:s}", "seq", (json_int_t)seq, "auth_tag", tag_hex));
+        }
+    }
     if (!o) {
         fail_req(r, "internal", "Internal error");
         return;
@@ -640,6 +686,14 @@ static enclave_req *start_chat(enclave_core *c, const json_t *req, bool stream,
         if (key_field(req, "client_public_key", r->reply_pub, msg, sizeof msg) < 0 ||
             key_field(req, "storage_public_key", r->storage_pub, msg, sizeof msg) < 0)
             goto bad;
+        const json_t *fmt = json_object_get(req, "stream_format");
+        if (fmt && !json_is_null(fmt)) {
+            if (!json_is_integer(fmt) || (json_integer_value(fmt) != 1 && json_integer_value(fmt) != 2)) {
+                snprintf(msg, sizeof msg, "Unsupported stream_format (1 or 2)");
+                goto bad;
+            }
+            r->v2 = json_integer_value(fmt) == 2;
+        }
     } else if (key_field(req, "user_public_key", r->reply_pub, msg, sizeof msg) < 0) {
         goto bad;
     }
@@ -730,6 +784,10 @@ static enclave_req *start_chat(enclave_core *c, const json_t *req, bool stream,
     struct timeval tv = {c->stream_timeout_ms / 1000, (c->stream_timeout_ms % 1000) * 1000};
     if (r->deadline)
         evtimer_add(r->deadline, &tv);
+    if (r->v2 && announce_stream_key(r) < 0) { /* before any chunk */
+        fail_req(r, "internal", "Internal error");
+        return NULL;
+    }
     log_info(r->rid, "event=request_start command=%s model=%s turns=%zu", stream ? "CHAT_STREAM" : "CHAT",
              r->model, json_array_size(hist));
     return r;
