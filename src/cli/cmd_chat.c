@@ -13,6 +13,7 @@
 #include "cli/userkeys.h"
 #include "common/hex.h"
 #include "crypto/ep.h"
+#include "crypto/stream_v2.h"
 
 #define DEFAULT_MODEL "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 #define FAIL(verb, ...) cli_fail(verb, 1, __VA_ARGS__)
@@ -42,6 +43,8 @@ typedef struct reply {
     bool stored, done;
     unsigned chunks;
     x25519_key *transport; /* this request's key: opens every chunk of the answer */
+    bool v2;               /* the enclave answered in stream format 2 */
+    sv2 sv;
     convo *cv;
 } reply;
 
@@ -99,6 +102,42 @@ static json_t *seal_to_enclave(convo *cv, const uint8_t *text, size_t len)
     return j;
 }
 
+static void show(reply *rp, const uint8_t *text, size_t len)
+{
+    vbuf_append(&rp->answer, text, len);
+    rp->chunks++;
+    if (rp->cv->live) {
+        fwrite(text, 1, len, rp->cv->out);
+        fflush(rp->cv->out);
+    }
+}
+
+/* A format 2 element: opened with the stream key, in order (stream_v2.h). */
+static int open_v2(reply *rp, const json_t *ev, sv2_kind kind, uint8_t **pt, size_t *len)
+{
+    const char *cth = json_string_value(json_object_get(ev, "ciphertext"));
+    const char *tagh = json_string_value(json_object_get(ev, "auth_tag"));
+    uint8_t tag[GCM_TAG_LEN];
+    size_t n = cth ? strlen(cth) / 2 : 0;
+    uint8_t *ct = malloc(n + 1);
+    *pt = malloc(n + 1);
+    int rc = -1;
+    if (rp->v2 && ct && *pt && tagh && hex_decode(cth, strlen(cth), ct, n) == (long)n &&
+        hex_decode_exact(tagh, strlen(tagh), tag, sizeof tag) == 0 &&
+        sv2_open(&rp->sv, kind, ct, n, tag, *pt) == 0) {
+        *len = n;
+        rc = 0;
+    }
+    free(ct);
+    if (rc < 0) {
+        free(*pt);
+        *pt = NULL;
+        snprintf(rp->error, sizeof rp->error, "a stream element failed to verify (dropped, reordered or "
+                                               "altered in transit)");
+    }
+    return rc;
+}
+
 static int on_event(void *ud, const json_t *ev)
 {
     reply *rp = ud;
@@ -109,6 +148,27 @@ static int on_event(void *ud, const json_t *ev)
         const char *sid = json_string_value(json_object_get(ev, "session_id"));
         if (sid)
             snprintf(rp->cv->session_id, sizeof rp->cv->session_id, "%s", sid);
+    } else if (strcmp(type, "stream_key") == 0) {
+        uint8_t epk[X25519_KEY_LEN], salt[HKDF_SALT_LEN];
+        const char *e = json_string_value(json_object_get(ev, "ephemeral_public_key"));
+        const char *sa = json_string_value(json_object_get(ev, "hkdf_salt"));
+        if (!e || !sa || hex_decode_exact(e, strlen(e), epk, sizeof epk) < 0 ||
+            hex_decode_exact(sa, strlen(sa), salt, sizeof salt) < 0 ||
+            sv2_init_receiver(&rp->sv, rp->transport, epk, salt) < 0) {
+            snprintf(rp->error, sizeof rp->error, "malformed stream key from the server");
+            return 1;
+        }
+        rp->v2 = true;
+    } else if (strcmp(type, "encrypted_chunk_v2") == 0 || strcmp(type, "thinking_v2") == 0) {
+        uint8_t *pt;
+        size_t n;
+        bool text = strcmp(type, "encrypted_chunk_v2") == 0;
+        if (open_v2(rp, ev, text ? SV2_TEXT : SV2_THINKING, &pt, &n) < 0)
+            return 1;
+        if (text)
+            show(rp, pt, n);
+        OPENSSL_cleanse(pt, n);
+        free(pt);
     } else if (strcmp(type, "encrypted_chunk") == 0 || strcmp(type, "thinking") == 0) {
         ep e;
         secret pt;
@@ -122,16 +182,25 @@ static int on_event(void *ud, const json_t *ev)
             snprintf(rp->error, sizeof rp->error, "a chunk failed to decrypt: %s", ep_strerror(er));
             return 1;
         }
-        if (strcmp(type, "encrypted_chunk") == 0) {
-            vbuf_append(&rp->answer, pt.data, pt.len);
-            rp->chunks++;
-            if (rp->cv->live) {
-                fwrite(pt.data, 1, pt.len, rp->cv->out);
-                fflush(rp->cv->out);
-            }
-        }
+        if (strcmp(type, "encrypted_chunk") == 0)
+            show(rp, pt.data, pt.len);
         secret_free(&pt);
     } else if (strcmp(type, "stored") == 0) {
+        if (rp->v2) { /* format 2: the end element proves nothing was cut off */
+            uint8_t *pt;
+            size_t n;
+            const json_t *end = json_object_get(ev, "stream_end");
+            json_t *probe = json_pack("{s:s, s:O}", "ciphertext", "", "auth_tag",
+                                      json_object_get(end, "auth_tag") ? json_object_get(end, "auth_tag")
+                                                                       : json_null());
+            int bad = !end || open_v2(rp, probe, SV2_END, &pt, &n) < 0;
+            json_decref(probe);
+            if (bad) {
+                snprintf(rp->error, sizeof rp->error, "the answer's end could not be verified: it may be cut off");
+                return 1;
+            }
+            free(pt);
+        }
         rp->stored = true;
         const char *m = json_string_value(json_object_get(ev, "model_used"));
         snprintf(rp->model, sizeof rp->model, "%s", m ? m : "");
@@ -171,6 +240,8 @@ static int convo_send(convo *cv, const char *prompt, reply *rp, char *err, size_
                                  seal_to_enclave(cv, (const uint8_t *)prompt, strlen(prompt)),
                                  "encrypted_history", hist, "client_transport_public_key", tpub_hex);
         json_object_set_new(body, "session_id", cv->session_id[0] ? json_string(cv->session_id) : json_null());
+        /* ask for format 2; a server or enclave that does not know it answers in format 1 */
+        json_object_set_new(body, "stream_format", json_integer(2));
         int status;
         json_t *r = NULL;
         int rc = vclient_stream(cv->c, "/api/v1/chat/encrypted/stream", body, on_event, rp, &status, &r,
@@ -184,6 +255,7 @@ static int convo_send(convo *cv, const char *prompt, reply *rp, char *err, size_
         json_decref(r);
         x25519_key_free(rp->transport);
         rp->transport = NULL;
+        sv2_wipe(&rp->sv);
         if (rc < 0)
             return -1;
         if (rp->error[0] && strstr(rp->error, "enclave key may have changed") && attempt == 0 && rp->chunks == 0) {

@@ -507,15 +507,54 @@ static void on_final(stream_st *st, const json_t *ev)
     }
     log_info(r->rid, "event=stream_stored chunks=%u in_tokens=%lld out_tokens=%lld", st->chunks,
              (long long)in, (long long)out);
-    sse_json(r, json_pack("{s:s, s:s, s:I, s:I}", "type", "stored", "model_used", am.model_used,
-                          "input_tokens", in, "output_tokens", out));
+    json_t *stored = json_pack("{s:s, s:s, s:I, s:I}", "type", "stored", "model_used", am.model_used,
+                               "input_tokens", in, "output_tokens", out);
+    const json_t *end = json_object_get(ev, "stream_end");
+    if (stored && json_is_object(end)) /* format 2: the proof the client saw every chunk */
+        json_object_set(stored, "stream_end", (json_t *)end);
+    sse_json(r, stored);
     sse_json(r, json_pack("{s:s}", "type", "done"));
     stream_end(st);
+}
+
+/* Format 2 elements go out flat: {"type": t, "seq", "ciphertext", "auth_tag"}. */
+static void sse_v2(stream_st *st, const char *type, const json_t *e)
+{
+    json_t *o = json_deep_copy(e);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return;
+    }
+    json_object_set_new(o, "type", json_string(type));
+    sse_json(st->r, o);
 }
 
 static void on_stream_event(void *ud, const json_t *ev)
 {
     stream_st *st = ud;
+    const json_t *sk = json_object_get(ev, "stream_key");
+    if (sk) { /* format 2: the stream's public half, before any chunk */
+        json_t *o = json_deep_copy(sk);
+        if (json_is_object(o)) {
+            json_object_set_new(o, "type", json_string("stream_key"));
+            json_object_set_new(o, "stream_format", json_integer(2));
+            sse_json(st->r, o);
+        } else {
+            json_decref(o);
+        }
+        return;
+    }
+    const json_t *c2 = json_object_get(ev, "encrypted_content_v2");
+    if (c2) {
+        st->chunks++;
+        sse_v2(st, "encrypted_chunk_v2", c2);
+        return;
+    }
+    const json_t *t2 = json_object_get(ev, "encrypted_thinking_v2");
+    if (t2) {
+        sse_v2(st, "thinking_v2", t2);
+        return;
+    }
     const json_t *c = json_object_get(ev, "encrypted_content");
     if (c) {
         st->chunks++;
@@ -592,6 +631,13 @@ static bool check_stream_body(api_req *r, json_t *body)
             }
         }
     }
+    const json_t *fmt = json_object_get(body, "stream_format");
+    if (fmt && !json_is_null(fmt) &&
+        (!json_is_integer(fmt) || (json_integer_value(fmt) != 1 && json_integer_value(fmt) != 2))) {
+        const char *loc[] = {"body", "stream_format"};
+        api_reply_422(r, "literal_error", loc, 2, "Input should be 1 or 2", fmt);
+        return false;
+    }
     const json_t *sid = json_object_get(body, "session_id");
     const json_t *facts = json_object_get(body, "facts_context");
     if ((sid && !json_is_null(sid) && !json_is_string(sid)) ||
@@ -664,6 +710,9 @@ static void post_stream(api_req *r)
                     json_is_array(hist) ? json_incref(hist) : json_array(), "storage_public_key",
                     storage_key, "client_public_key", json_object_get(body, "client_transport_public_key"),
                     "model_id", model, "session_id", st->session_id);
+    const json_t *fmt = json_object_get(body, "stream_format");
+    if (req && json_is_integer(fmt))
+        json_object_set_new(req, "stream_format", json_integer(json_integer_value(fmt)));
     static const ec_stream_callbacks cb = {on_stream_event, on_stream_end};
     st->op = req ? ec_chat_stream(r->srv->ec, req, &cb, st) : NULL;
     if (!st->op) {

@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from veiltest import (Checks, Postgres, Stack, TempDir, call, dev_token, expected_answer, keypair,  # noqa: E402
-                      open_ep, seal, sse)
+                      open_ep, seal, sse, sv2_key, sv2_open)
 
 MODEL = "us.meta.llama3-1-8b-instruct-v1:0"
 STREAM = "/api/v1/chat/encrypted/stream"
@@ -47,12 +47,14 @@ def enclave_key(url, token):
     return r["enclave_public_key"] if st == 200 else None
 
 
-def chat(url, token, prompt, session=None, history=None, key=None):
+def chat(url, token, prompt, session=None, history=None, key=None, fmt=None):
     tpriv, tpub = keypair()
     key = key or enclave_key(url, token)
     hist = [dict(seal(key, t, "client-to-enclave-transport"), role=r) for r, t in (history or [])]
     body = {"session_id": session, "model": MODEL, "encrypted_message": seal(key, prompt, "client-to-enclave-transport"),
             "encrypted_history": hist, "client_transport_public_key": tpub}
+    if fmt:
+        body["stream_format"] = fmt
     st, events = sse(url, STREAM, token, body)
     return st, events, tpriv
 
@@ -60,6 +62,11 @@ def chat(url, token, prompt, session=None, history=None, key=None):
 def answer_of(events, tpriv):
     return "".join(open_ep(tpriv, e["encrypted_content"], "enclave-to-client-transport").decode()
                    for e in events if e.get("type") == "encrypted_chunk")
+
+
+def tpub_of(priv):
+    from cryptography.hazmat.primitives import serialization
+    return priv.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
 
 
 def count_sessions(url, token):
@@ -92,6 +99,28 @@ def stream_suite(stack, token, upriv, mode):
     C.ok(st == 200 and ev[-1]["type"] == "done", f"{mode}: second turn")
     st, msgs, _ = call(url, "GET", f"/api/v1/chat/sessions/{sid}/messages", token)
     C.eq(len(msgs["messages"]), 4, f"{mode}: four messages after two turns")
+
+    # stream format 2: one key per stream; every chunk opens in order, the end is proven
+    st, ev, tpriv = chat(url, token, "[[sim: chunks=9]] format two " + mode, fmt=2)
+    types = [e["type"] for e in ev]
+    C.ok(types[:2] == ["session", "stream_key"] and types.count("encrypted_chunk_v2") == 9 and
+         types[-2:] == ["stored", "done"], f"{mode}: format 2 events {types}")
+    k = sv2_key(tpriv, ev[1])
+    chunks = [e for e in ev if e["type"] == "encrypted_chunk_v2"]
+    text = "".join(sv2_open(k, i, 0, c["ciphertext"], c["auth_tag"]).decode() for i, c in enumerate(chunks))
+    C.eq(text, expected_answer("format two " + mode, 9), f"{mode}: format 2 answer")
+    end = ev[-2]["stream_end"]
+    C.eq(end["seq"], 9, f"{mode}: format 2 end index")
+    C.eq(sv2_open(k, 9, 1, "", end["auth_tag"]), b"", f"{mode}: format 2 end verifies")
+    try:  # a reordered stream does not open
+        sv2_open(k, 0, 0, chunks[1]["ciphertext"], chunks[1]["auth_tag"])
+        C.ok(False, f"{mode}: format 2 reorder detected")
+    except Exception:
+        C.ok(True, f"{mode}: format 2 reorder detected")
+    st, r, _ = call(url, "POST", STREAM, token, {"model": MODEL, "stream_format": 3,
+                                                 "encrypted_message": seal(tpub_of(tpriv), "x", "t"),
+                                                 "client_transport_public_key": tpub_of(tpriv)})
+    C.eq(st, 422, f"{mode}: stream_format 3 is a 422")
 
     # every enclave failure: one error event, no done, nothing stored
     faults = {"fault=http-429": "busy", "fault=http-500": "failed", "fault=http-400": "rejected",
