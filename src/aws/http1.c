@@ -397,19 +397,26 @@ int http1_parse_response(const void *buf, size_t len, http1_response *resp)
     return (int)head_consumed(&h);
 }
 
+/* The start of a request head: the first line, read and split. */
+static int start_request(const void *buf, size_t len, size_t max_head, head *h, request_line *rl)
+{
+    *h = head_make(buf, len, max_head);
+    const char *line;
+    size_t n;
+    int rc = head_line(h, &line, &n, HTTP1_ERR_BAD_REQUEST_LINE);
+    if (rc != HTTP1_OK)
+        return rc;
+    return split_request_line(line, n, rl);
+}
+
 int http1_parse_request(const void *buf, size_t len, http1_request *req)
 {
     if (!req || (!buf && len))
         return HTTP1_ERR_INVALID_ARG;
     memset(req, 0, sizeof *req);
-    head h = head_make(buf, len, HTTP1_MAX_HEAD_SIZE);
-    const char *line;
-    size_t n;
-    int rc = head_line(&h, &line, &n, HTTP1_ERR_BAD_REQUEST_LINE);
-    if (rc != HTTP1_OK)
-        return rc;
+    head h;
     request_line rl;
-    rc = split_request_line(line, n, &rl);
+    int rc = start_request(buf, len, HTTP1_MAX_HEAD_SIZE, &h, &rl);
     if (rc != HTTP1_OK)
         return rc;
     if (rl.target[0] != '/')
@@ -578,14 +585,9 @@ int http1_parse_connect(const void *buf, size_t len, http1_connect *req)
     if (!req || (!buf && len))
         return HTTP1_ERR_INVALID_ARG;
     memset(req, 0, sizeof *req);
-    head h = head_make(buf, len, HTTP1_MAX_CONNECT_HEAD_SIZE);
-    const char *line;
-    size_t n;
-    int rc = head_line(&h, &line, &n, HTTP1_ERR_BAD_REQUEST_LINE);
-    if (rc != HTTP1_OK)
-        return rc;
+    head h;
     request_line rl;
-    rc = split_request_line(line, n, &rl);
+    int rc = start_request(buf, len, HTTP1_MAX_CONNECT_HEAD_SIZE, &h, &rl);
     if (rc != HTTP1_OK)
         return rc;
     /* methods are case-sensitive (RFC 9110 §9.1) */

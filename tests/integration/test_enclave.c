@@ -101,12 +101,18 @@ static json_t *lc_next(lconn *c, int timeout_ms)
     }
 }
 
+/* Opens a connection and sends one newline-terminated request on it. */
+static void lc_request(lconn *c, const char *req)
+{
+    lc_open(c);
+    lc_send(c, req);
+    lc_send(c, "\n");
+}
+
 static json_t *request(const char *req)
 {
     lconn c;
-    lc_open(&c);
-    lc_send(&c, req);
-    lc_send(&c, "\n");
+    lc_request(&c, req);
     json_t *j = lc_next(&c, 10000);
     lc_close(&c);
     assert_non_null(j);
@@ -315,9 +321,7 @@ static void chat(const char *prompt, const turn *hist, size_t n, const char *mod
     make_keys(k);
     char *req = stream_request(k, prompt, hist, n, model);
     lconn c;
-    lc_open(&c);
-    lc_send(&c, req);
-    lc_send(&c, "\n");
+    lc_request(&c, req);
     free(req);
     read_stream(&c, k, out, 15000);
     lc_close(&c);
@@ -638,9 +642,7 @@ static void test_stream_format_2(void **state)
     char *s = json_dumps(rq, JSON_COMPACT);
     json_decref(rq);
     lconn c;
-    lc_open(&c);
-    lc_send(&c, s);
-    lc_send(&c, "\n");
+    lc_request(&c, s);
     free(s);
     json_t *hdr = lc_next(&c, 10000);
     assert_non_null(hdr);
@@ -726,9 +728,7 @@ static void test_concurrent_streams(void **state)
         char prompt[64];
         snprintf(prompt, sizeof prompt, "[[sim: chunks=10 interval-ms=150]] stream %d", i);
         char *req = stream_request(&ks[i], prompt, NULL, 0, NULL);
-        lc_open(&cs[i]);
-        lc_send(&cs[i], req);
-        lc_send(&cs[i], "\n");
+        lc_request(&cs[i], req);
         free(req);
     }
     /* HEALTH answers while the streams run */
@@ -766,9 +766,7 @@ static void test_parent_disconnect(void **state)
     make_keys(&k);
     char *req = stream_request(&k, "[[sim: chunks=200 interval-ms=50]] long", NULL, 0, NULL);
     lconn c;
-    lc_open(&c);
-    lc_send(&c, req);
-    lc_send(&c, "\n");
+    lc_request(&c, req);
     free(req);
     json_t *first = lc_next(&c, 10000);
     assert_non_null(json_object_get(first, "encrypted_content"));
@@ -792,9 +790,7 @@ static void test_sigterm_drain(void **state)
     make_keys(&k);
     char *req = stream_request(&k, "[[sim: chunks=20 interval-ms=50]] drain", NULL, 0, NULL);
     lconn c;
-    lc_open(&c);
-    lc_send(&c, req);
-    lc_send(&c, "\n");
+    lc_request(&c, req);
     free(req);
     json_t *first = lc_next(&c, 10000);
     assert_non_null(first);
