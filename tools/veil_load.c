@@ -40,6 +40,7 @@
 #include "common/hex.h"
 #include "common/log.h"
 #include "crypto/ep.h"
+#include "crypto/stream_v2.h"
 
 #define DEFAULT_MODEL "us.meta.llama3-1-8b-instruct-v1:0"
 #define MAX_STREAMS 20000
@@ -65,6 +66,7 @@ typedef struct options {
     const char *label;
     long streams, total, chunks, chunk_size, interval_ms, baseline, time_limit_s;
     long enclave_pid, proxy_pid;
+    long stream_format; /* 1 (EncryptedPayload per chunk) or 2 (one key per stream) */
     bool set_credentials;
 } options;
 
@@ -128,6 +130,9 @@ typedef struct stream {
     vbuf answer;  /* the concatenated deltas, checked against the stored message */
     vbuf expect;  /* scratch for the expected delta */
     double t_start, t_first;
+    x25519_key *client_key; /* client_priv, held: opens every chunk */
+    bool v2;
+    sv2 sv;
 } stream;
 
 static double now_ms(void)
@@ -151,6 +156,8 @@ static void usage(FILE *f)
             "  --streams N             concurrent streams (default 10)\n"
             "  --total M               streams in all (default 100; 0: none)\n"
             "  --chunks K              chunks per answer (default 20)\n"
+            "  --stream-format 1|2     1: an EncryptedPayload per chunk (default); 2: one key per\n"
+            "                          stream, every element and the end checked in order\n"
             "  --chunk-size B          pad chunks 1..K-1 to B bytes (default 0: ' chunk <i>')\n"
             "  --interval-ms I         the simulator's pause between chunks (default 0)\n"
             "  --model ID              model id (default " DEFAULT_MODEL ")\n"
@@ -230,6 +237,8 @@ static void stream_free(stream *s)
     free(s->request);
     vbuf_free_secure(&s->answer);
     vbuf_free(&s->expect);
+    x25519_key_free(s->client_key);
+    sv2_wipe(&s->sv);
     secure_wipe(s->client_priv, sizeof s->client_priv);
     secure_wipe(s->storage_priv, sizeof s->storage_priv);
     free(s);
@@ -337,10 +346,54 @@ static int on_line(stream *s, const char *line, size_t n)
         stream_fail(s, &L->errors.protocol, "reply is not a JSON object", jerr.text);
         return 1;
     }
+    const json_t *sk = json_object_get(ev, "stream_key");
+    if (sk) { /* format 2: the stream's key, before any chunk */
+        uint8_t epk[X25519_KEY_LEN], salt[HKDF_SALT_LEN];
+        const char *e = json_string_value(json_object_get(sk, "ephemeral_public_key"));
+        const char *sa = json_string_value(json_object_get(sk, "hkdf_salt"));
+        int bad = !e || !sa || hex_decode_exact(e, strlen(e), epk, sizeof epk) < 0 ||
+                  hex_decode_exact(sa, strlen(sa), salt, sizeof salt) < 0 ||
+                  sv2_init_receiver(&s->sv, s->client_key, epk, salt) < 0;
+        json_decref(ev);
+        if (bad) {
+            stream_fail(s, &L->errors.protocol, "malformed stream_key", NULL);
+            return 1;
+        }
+        s->v2 = true;
+        return 0;
+    }
+    const json_t *e2 = json_object_get(ev, "encrypted_content_v2");
+    if (e2) {
+        const char *cth = json_string_value(json_object_get(e2, "ciphertext"));
+        const char *tagh = json_string_value(json_object_get(e2, "auth_tag"));
+        size_t clen = cth ? strlen(cth) / 2 : 0;
+        uint8_t tag[GCM_TAG_LEN], *ct = malloc(clen + 1), *pt = malloc(clen + 1);
+        int bad = !s->v2 || !ct || !pt || !tagh || hex_decode(cth, strlen(cth), ct, clen) != (long)clen ||
+                  hex_decode_exact(tagh, strlen(tagh), tag, sizeof tag) < 0 ||
+                  sv2_open(&s->sv, SV2_TEXT, ct, clen, tag, pt) < 0;
+        int rc = bad ? -1 : check_chunk(s, (const char *)pt, clen);
+        free(ct);
+        free(pt);
+        json_decref(ev);
+        if (bad) {
+            stream_fail(s, &L->errors.decrypt, "format 2 chunk does not open in order", NULL);
+            return 1;
+        }
+        if (rc < 0) {
+            stream_end(s, false);
+            return 1;
+        }
+        return 0;
+    }
     const json_t *ec = json_object_get(ev, "encrypted_content");
     if (ec) {
         secret pt;
-        if (open_into(ec, s->client_priv, EP_CTX_ENCLAVE_TO_CLIENT, &pt) < 0) {
+        ep e;
+        int bad = ep_from_json(ec, &e, NULL) != EP_OK;
+        if (!bad)
+            bad = ep_open_key(s->client_key, &e, EP_CTX_ENCLAVE_TO_CLIENT, &pt) != EP_OK;
+        ep_clear(&e);
+        if (bad) {
             json_decref(ev);
             stream_fail(s, &L->errors.decrypt, "chunk does not open", NULL);
             return 1;
@@ -372,6 +425,17 @@ static int on_line(stream *s, const char *line, size_t n)
         json_decref(ev);
         stream_fail(s, &L->errors.error_event, "error event", d);
         return 1;
+    }
+    if (s->v2) { /* format 2: the end element must verify at index N */
+        const json_t *end = json_object_get(ev, "stream_end");
+        const char *tagh = json_string_value(json_object_get(end, "auth_tag"));
+        uint8_t tag[GCM_TAG_LEN], none[1];
+        if (!tagh || hex_decode_exact(tagh, strlen(tagh), tag, sizeof tag) < 0 ||
+            sv2_open(&s->sv, SV2_END, none, 0, tag, none) < 0) {
+            json_decref(ev);
+            stream_fail(s, &L->errors.decrypt, "format 2 end does not verify", NULL);
+            return 1;
+        }
     }
     check_final(s, ev);
     json_decref(ev);
@@ -462,7 +526,8 @@ static int build_request(stream *s)
 {
     load *L = s->L;
     char pub[2 * X25519_KEY_LEN + 1], spub[2 * X25519_KEY_LEN + 1];
-    if (x25519_keygen(s->client_priv, s->client_pub) < 0 || x25519_keygen(s->storage_priv, s->storage_pub) < 0)
+    if (x25519_keygen(s->client_priv, s->client_pub) < 0 || x25519_keygen(s->storage_priv, s->storage_pub) < 0 ||
+        !(s->client_key = x25519_key_new(s->client_priv)))
         return -1;
     hex_encode(s->client_pub, X25519_KEY_LEN, pub);
     hex_encode(s->storage_pub, X25519_KEY_LEN, spub);
@@ -474,6 +539,8 @@ static int build_request(stream *s)
                             "model_id", L->opt.model, "session_id", "00000000-0000-4000-8000-000000000000");
     if (!req)
         return -1;
+    if (L->opt.stream_format == 2)
+        json_object_set_new(req, "stream_format", json_integer(2));
     s->request = json_dumps(req, JSON_COMPACT);
     json_decref(req);
     if (!s->request)
@@ -789,7 +856,7 @@ static void reset_stats(load *L)
 static int parse_opts(int argc, char **argv, options *o)
 {
     enum { O_ENCLAVE = 256, O_SIM, O_CA, O_AKID, O_SECRET, O_TOKEN, O_MODEL, O_KV, O_LABEL, O_STREAMS, O_TOTAL,
-           O_CHUNKS, O_CHUNK_SIZE, O_INTERVAL, O_BASELINE, O_TIME, O_EPID, O_PPID, O_SETCREDS };
+           O_CHUNKS, O_CHUNK_SIZE, O_INTERVAL, O_BASELINE, O_TIME, O_EPID, O_PPID, O_SETCREDS, O_FORMAT };
     static const struct option opts[] = {
         {"enclave", required_argument, 0, O_ENCLAVE}, {"sim", required_argument, 0, O_SIM},
         {"ca-file", required_argument, 0, O_CA}, {"access-key-id", required_argument, 0, O_AKID},
@@ -800,9 +867,11 @@ static int parse_opts(int argc, char **argv, options *o)
         {"chunk-size", required_argument, 0, O_CHUNK_SIZE}, {"interval-ms", required_argument, 0, O_INTERVAL},
         {"baseline", required_argument, 0, O_BASELINE}, {"time-limit", required_argument, 0, O_TIME},
         {"enclave-pid", required_argument, 0, O_EPID}, {"proxy-pid", required_argument, 0, O_PPID},
-        {"set-credentials", no_argument, 0, O_SETCREDS}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"set-credentials", no_argument, 0, O_SETCREDS}, {"stream-format", required_argument, 0, O_FORMAT},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     *o = (options){.model = DEFAULT_MODEL, .streams = 10, .total = 100, .chunks = 20, .baseline = -1,
+                   .stream_format = 1,
                    .time_limit_s = 60, .akid = getenv("AWS_ACCESS_KEY_ID"),
                    .secret_key = getenv("AWS_SECRET_ACCESS_KEY"), .token = getenv("AWS_SESSION_TOKEN")};
     int c, idx = 0;
@@ -828,6 +897,7 @@ static int parse_opts(int argc, char **argv, options *o)
         case O_TIME: target = &o->time_limit_s, lo = 1, hi = 86400; break;
         case O_EPID: target = &o->enclave_pid, lo = 1, hi = 1L << 30; break;
         case O_PPID: target = &o->proxy_pid, lo = 1, hi = 1L << 30; break;
+        case O_FORMAT: target = &o->stream_format, lo = 1, hi = 2; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return -1;
         }
