@@ -35,9 +35,19 @@ static const char *const STATE_NAMES[] = {
     "connecting", "connect_sent", "tls_handshake", "request_sent", "body", "done",
 };
 
+#define SESSION_SLOTS 16 /* hosts whose TLS sessions are kept for resumption */
+
 struct https_ctx {
     struct event_base *base;
     SSL_CTX *ssl_ctx;
+    /* the latest session ticket per host:port: a resumed handshake skips the
+     * certificate chain (and its verification) that a full one pays for */
+    struct {
+        char peer[280];
+        SSL_SESSION *sess;
+    } sessions[SESSION_SLOTS];
+    unsigned next_slot;
+    unsigned long resumed, full;
 };
 
 struct https_conn {
@@ -67,6 +77,12 @@ struct https_conn {
     bool finished, cancelled;
 };
 
+/* The TLS peer a session belongs to: the name verified and the port. */
+static void peer_name(const https_conn *c, char *out, size_t n)
+{
+    snprintf(out, n, "%s:%u", c->host, c->port);
+}
+
 const char *https_strerror(https_err e)
 {
     switch (e) {
@@ -88,6 +104,42 @@ const char *https_strerror(https_err e)
     return "unknown error";
 }
 
+static SSL_SESSION **session_slot(https_ctx *ctx, const char *peer, bool create)
+{
+    for (unsigned i = 0; i < SESSION_SLOTS; i++)
+        if (ctx->sessions[i].sess && strcmp(ctx->sessions[i].peer, peer) == 0)
+            return &ctx->sessions[i].sess;
+    if (!create)
+        return NULL;
+    unsigned i = ctx->next_slot++ % SESSION_SLOTS; /* round robin: few hosts in practice */
+    SSL_SESSION_free(ctx->sessions[i].sess);
+    ctx->sessions[i].sess = NULL;
+    snprintf(ctx->sessions[i].peer, sizeof ctx->sessions[i].peer, "%s", peer);
+    return &ctx->sessions[i].sess;
+}
+
+static void peer_name(const https_conn *c, char *out, size_t n);
+
+/* OpenSSL hands every new session (TLS 1.3: each ticket) here; returning 1 keeps it. */
+static int on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    https_conn *c = SSL_get_app_data(ssl);
+    if (!c)
+        return 0;
+    char peer[280];
+    peer_name(c, peer, sizeof peer);
+    SSL_SESSION **slot = session_slot(c->ctx, peer, true);
+    SSL_SESSION_free(*slot);
+    *slot = sess;
+    return 1;
+}
+
+void https_ctx_stats(const https_ctx *ctx, unsigned long *resumed, unsigned long *full)
+{
+    *resumed = ctx->resumed;
+    *full = ctx->full;
+}
+
 https_ctx *https_ctx_new(struct event_base *base, const char *ca_file, char *err, size_t errlen)
 {
     https_ctx *ctx = calloc(1, sizeof *ctx);
@@ -104,6 +156,8 @@ https_ctx *https_ctx_new(struct event_base *base, const char *ca_file, char *err
     /* a peer that closes without close_notify is an EOF; the HTTP framing
      * (content-length, chunked) decides whether the body was complete */
     SSL_CTX_set_options(ctx->ssl_ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_CTX_set_session_cache_mode(ctx->ssl_ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx->ssl_ctx, on_new_session);
     int ok = ca_file ? SSL_CTX_load_verify_locations(ctx->ssl_ctx, ca_file, NULL)
                      : SSL_CTX_set_default_verify_paths(ctx->ssl_ctx);
     if (ok != 1) {
@@ -123,6 +177,8 @@ void https_ctx_free(https_ctx *ctx)
 {
     if (!ctx)
         return;
+    for (unsigned i = 0; i < SESSION_SLOTS; i++)
+        SSL_SESSION_free(ctx->sessions[i].sess);
     SSL_CTX_free(ctx->ssl_ctx);
     free(ctx);
 }
@@ -136,6 +192,8 @@ static void set_state(https_conn *c, conn_state st)
 
 static void conn_free(https_conn *c)
 {
+    if (c->ssl)
+        SSL_set_app_data(c->ssl, NULL);
     if (c->connect_ev)
         event_free(c->connect_ev);
     if (c->phase_timer)
@@ -170,6 +228,12 @@ static void finish(https_conn *c, https_err err, const char *detail)
         return;
     set_state(c, ST_DONE);
     c->finished = true;
+    if (err == HTTPS_OK && c->ssl) {
+        /* a clean end: mark the TLS shutdown done, else OpenSSL flags the session
+         * as bad when the connection is freed and it can no longer be resumed */
+        SSL_set_quiet_shutdown(c->ssl, 1);
+        SSL_shutdown(c->ssl);
+    }
     if (c->bev)
         bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     if (err != HTTPS_OK)
@@ -376,8 +440,13 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (what & BEV_EVENT_CONNECTED) {
-        if (c->st == ST_TLS_HANDSHAKE)
+        if (c->st == ST_TLS_HANDSHAKE) {
+            if (SSL_session_reused(c->ssl))
+                c->ctx->resumed++;
+            else
+                c->ctx->full++;
             send_request(c);
+        }
     } else if (what & BEV_EVENT_TIMEOUT) {
         finish(c, HTTPS_ERR_TIMEOUT_IDLE, "no data from the server");
     } else if (what & BEV_EVENT_EOF && !c->tls) {
@@ -414,6 +483,12 @@ static int start_tls(https_conn *c)
             return -1;
     }
     SSL_set_verify(c->ssl, SSL_VERIFY_PEER, NULL);
+    SSL_set_app_data(c->ssl, c);
+    char peer[280];
+    peer_name(c, peer, sizeof peer);
+    SSL_SESSION **cached = session_slot(c->ctx, peer, false);
+    if (cached && *cached)
+        SSL_set_session(c->ssl, *cached); /* the server may still insist on a full handshake */
     if (c->bev) { /* the plain bufferevent of the CONNECT phase: keep the fd */
         bufferevent_free(c->bev);
         c->bev = NULL;

@@ -44,6 +44,8 @@ typedef struct https_ctx https_ctx;
 /* ca_file NULL: the system trust store. Returns NULL and fills err on failure. */
 https_ctx *https_ctx_new(struct event_base *base, const char *ca_file, char *err, size_t errlen);
 void https_ctx_free(https_ctx *ctx);
+/* Completed TLS handshakes so far: resumed from a kept session, or full. */
+void https_ctx_stats(const https_ctx *ctx, unsigned long *resumed, unsigned long *full);
 
 typedef struct https_header {
     const char *name;

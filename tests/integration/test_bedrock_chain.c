@@ -229,6 +229,28 @@ static void test_stream_through_proxy(void **state)
     bedrock_client_free(b);
 }
 
+/* After one full handshake, the next connections to the same host resume the
+ * session: no certificate chain to send or verify. */
+static void test_tls_resumption(void **state)
+{
+    (void)state;
+    bedrock_client *b = client(NULL, true, 0);
+    unsigned long r0, f0, r1, f1;
+    call c;
+    one(b, &c, "[[sim: chunks=2]] warm", true);
+    vbuf_free(&c.text);
+    https_ctx_stats(G.https, &r0, &f0);
+    for (int i = 0; i < 3; i++) {
+        one(b, &c, "[[sim: chunks=2]] again", true);
+        assert_false(c.failed);
+        vbuf_free(&c.text);
+    }
+    https_ctx_stats(G.https, &r1, &f1);
+    assert_int_equal(r1 - r0, 3);
+    assert_int_equal(f1, f0);
+    bedrock_client_free(b);
+}
+
 static void test_converse_non_stream(void **state)
 {
     (void)state;
@@ -510,6 +532,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stream_through_proxy),
+        cmocka_unit_test(test_tls_resumption),
         cmocka_unit_test(test_converse_non_stream),
         cmocka_unit_test(test_direct_mode),
         cmocka_unit_test(test_every_fault),
