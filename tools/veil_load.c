@@ -364,15 +364,10 @@ static int on_line(stream *s, const char *line, size_t n)
     }
     const json_t *e2 = json_object_get(ev, "encrypted_content_v2");
     if (e2) {
-        const char *cth = json_string_value(json_object_get(e2, "ciphertext"));
-        const char *tagh = json_string_value(json_object_get(e2, "auth_tag"));
-        size_t clen = cth ? strlen(cth) / 2 : 0;
-        uint8_t tag[GCM_TAG_LEN], *ct = malloc(clen + 1), *pt = malloc(clen + 1);
-        int bad = !s->v2 || !ct || !pt || !tagh || hex_decode(cth, strlen(cth), ct, clen) != (long)clen ||
-                  hex_decode_exact(tagh, strlen(tagh), tag, sizeof tag) < 0 ||
-                  sv2_open(&s->sv, SV2_TEXT, ct, clen, tag, pt) < 0;
-        int rc = bad ? -1 : check_chunk(s, (const char *)pt, clen);
-        free(ct);
+        uint8_t *pt = NULL;
+        size_t plen = 0;
+        int bad = !s->v2 || sv2_open_json(&s->sv, SV2_TEXT, e2, &pt, &plen) < 0;
+        int rc = bad ? -1 : check_chunk(s, (const char *)pt, plen);
         free(pt);
         json_decref(ev);
         if (bad) {
@@ -427,11 +422,14 @@ static int on_line(stream *s, const char *line, size_t n)
         return 1;
     }
     if (s->v2) { /* format 2: the end element must verify at index N */
-        const json_t *end = json_object_get(ev, "stream_end");
-        const char *tagh = json_string_value(json_object_get(end, "auth_tag"));
-        uint8_t tag[GCM_TAG_LEN], none[1];
-        if (!tagh || hex_decode_exact(tagh, strlen(tagh), tag, sizeof tag) < 0 ||
-            sv2_open(&s->sv, SV2_END, none, 0, tag, none) < 0) {
+        json_t *elem = json_pack("{s:s, s:O}", "ciphertext", "", "auth_tag",
+                                 json_object_get(json_object_get(ev, "stream_end"), "auth_tag"));
+        uint8_t *none = NULL;
+        size_t nlen;
+        int bad = !elem || sv2_open_json(&s->sv, SV2_END, elem, &none, &nlen) < 0;
+        free(none);
+        json_decref(elem);
+        if (bad) {
             json_decref(ev);
             stream_fail(s, &L->errors.decrypt, "format 2 end does not verify", NULL);
             return 1;

@@ -115,27 +115,11 @@ static void show(reply *rp, const uint8_t *text, size_t len)
 /* A format 2 element: opened with the stream key, in order (stream_v2.h). */
 static int open_v2(reply *rp, const json_t *ev, sv2_kind kind, uint8_t **pt, size_t *len)
 {
-    const char *cth = json_string_value(json_object_get(ev, "ciphertext"));
-    const char *tagh = json_string_value(json_object_get(ev, "auth_tag"));
-    uint8_t tag[GCM_TAG_LEN];
-    size_t n = cth ? strlen(cth) / 2 : 0;
-    uint8_t *ct = malloc(n + 1);
-    *pt = malloc(n + 1);
-    int rc = -1;
-    if (rp->v2 && ct && *pt && tagh && hex_decode(cth, strlen(cth), ct, n) == (long)n &&
-        hex_decode_exact(tagh, strlen(tagh), tag, sizeof tag) == 0 &&
-        sv2_open(&rp->sv, kind, ct, n, tag, *pt) == 0) {
-        *len = n;
-        rc = 0;
-    }
-    free(ct);
-    if (rc < 0) {
-        free(*pt);
-        *pt = NULL;
-        snprintf(rp->error, sizeof rp->error, "a stream element failed to verify (dropped, reordered or "
-                                               "altered in transit)");
-    }
-    return rc;
+    if (rp->v2 && sv2_open_json(&rp->sv, kind, ev, pt, len) == 0)
+        return 0;
+    snprintf(rp->error, sizeof rp->error, "a stream element failed to verify (dropped, reordered or "
+                                           "altered in transit)");
+    return -1;
 }
 
 static int on_event(void *ud, const json_t *ev)

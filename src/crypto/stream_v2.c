@@ -1,9 +1,11 @@
 #include "crypto/stream_v2.h"
 
 #include <openssl/crypto.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/hex.h"
 
 #define LABEL_LEN (sizeof SV2_AAD_LABEL - 1)
 #define AAD_LEN (LABEL_LEN + 8 + 1)
@@ -71,6 +73,29 @@ int sv2_open(sv2 *s, sv2_kind kind, const uint8_t *ct, size_t len, const uint8_t
         return -1;
     s->seq++;
     return 0;
+}
+
+int sv2_open_json(sv2 *s, sv2_kind kind, const json_t *elem, uint8_t **pt, size_t *len)
+{
+    const json_t *c = json_object_get(elem, "ciphertext"), *t = json_object_get(elem, "auth_tag");
+    uint8_t tag[GCM_TAG_LEN];
+    *pt = NULL;
+    if (!json_is_string(c) || !json_is_string(t) || !hex_is_valid(json_string_value(c), json_string_length(c)) ||
+        hex_decode_exact(json_string_value(t), json_string_length(t), tag, sizeof tag) < 0)
+        return -1;
+    size_t n = json_string_length(c) / 2;
+    uint8_t *ct = malloc(n + 1), *out = malloc(n + 1);
+    int rc = -1;
+    if (ct && out && hex_decode(json_string_value(c), json_string_length(c), ct, n) == (long)n &&
+        sv2_open(s, kind, ct, n, tag, out) == 0) {
+        *pt = out;
+        *len = n;
+        out = NULL;
+        rc = 0;
+    }
+    free(ct);
+    free(out);
+    return rc;
 }
 
 void sv2_wipe(sv2 *s)

@@ -13,6 +13,7 @@
 #ifndef VEIL_CRYPTO_STREAM_V2_H
 #define VEIL_CRYPTO_STREAM_V2_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +42,11 @@ int sv2_seal(sv2 *s, sv2_kind kind, const uint8_t *pt, size_t len, uint8_t *ct, 
  * is not exactly that element. */
 int sv2_open(sv2 *s, sv2_kind kind, const uint8_t *ct, size_t len, const uint8_t tag[GCM_TAG_LEN],
              uint8_t *pt);
+
+/* The same for an element as it travels, {"ciphertext": hex, "auth_tag": hex}:
+ * *pt is malloc'd (the caller wipes and frees it). -1 when malformed or not the
+ * expected element. */
+int sv2_open_json(sv2 *s, sv2_kind kind, const json_t *elem, uint8_t **pt, size_t *len);
 
 void sv2_wipe(sv2 *s);
 

@@ -207,6 +207,9 @@ class Stack:
             self.veild.stop()
         self.veild = self.start(name, [os.path.join(BIN, "veild")], self.veild_env(mode, db_url, extra))
         self.url = f"http://127.0.0.1:{self.veild.port}"
+        # credentials reach the enclave (or the in-process core) shortly after start;
+        # tests that chat right away wait for them (a nitro enclave may be down: bounded)
+        self.veild.wait_log("event=credentials_pushed", 10)
         return self.veild
 
     def stop(self):
