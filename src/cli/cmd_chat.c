@@ -233,7 +233,10 @@ static int convo_send(convo *cv, const char *prompt, reply *rp, char *err, size_
         json_decref(body);
         char buf[300];
         if (rc == 0 && status != 200) {
-            snprintf(err, errlen, "%s", api_detail(r, status, buf, sizeof buf));
+            const char *d = json_string_value(json_object_get(r, "detail"));
+            bool no_keys = d && strcmp(d, "User has not set up encryption keys") == 0;
+            snprintf(err, errlen, "%s%s", api_detail(r, status, buf, sizeof buf),
+                     no_keys ? ": run `veil keys init` first" : "");
             rc = -1;
         }
         json_decref(r);

@@ -1,0 +1,129 @@
+#!/usr/bin/python3
+"""The `veil` client as a person uses it, on the full local stack (nitro mode):
+login, keys init / unlock / lock / recover, ask (live and --json), chat from stdin,
+history, sessions, models, a wrong passcode, and an organization: the admin creates
+the org key and distributes it, a member chats in the org context and reads the
+org's history with the org key, while the admin can read it too.
+"""
+import json
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from veiltest import BIN, Checks, Stack, TempDir, call, dev_token, expected_answer, run  # noqa: E402
+
+C = Checks()
+
+
+def veil(cfg, args, env=None, stdin=None):
+    e = {"VEIL_CONFIG": cfg}
+    e.update(env or {})
+    return run([os.path.join(BIN, "veil")] + args, env=e, input=stdin, check=False)
+
+
+def out(r):
+    return r.stdout.decode()
+
+
+def login(stack, tmp, name, token):
+    cfg = os.path.join(tmp, f"{name}.json")
+    r = veil(cfg, ["login", "--server", stack.url, "--token", "-"], stdin=token.encode())
+    C.eq(r.returncode, 0, f"{name}: login ({r.stderr.decode()})")
+    C.eq(os.stat(cfg).st_mode & 0o777, 0o600, f"{name}: config file mode 0600")
+    return cfg
+
+
+def main():
+    with TempDir() as tmp:
+        stack = Stack(tmp)
+        try:
+            stack.start_enclave()
+            stack.start_veild("nitro")
+            alice = login(stack, tmp, "alice", dev_token(tmp, "user_alice"))
+            pc = {"VEIL_PASSCODE": "alice-passcode"}
+
+            r = veil(alice, ["models"])
+            C.ok(r.returncode == 0 and "us.meta.llama3-1-8b-instruct-v1:0" in out(r), "models")
+            r = veil(alice, ["ask", "hello"], pc)
+            C.ok(r.returncode == 1 and "veil keys init" in r.stderr.decode(), f"ask before keys: {r.stderr}")
+            r = veil(alice, ["keys", "init"], pc)
+            C.eq(r.returncode, 0, f"keys init ({r.stderr.decode()})")
+            code = re.search(r"(\d{4}-\d{4}-\d{4}-\d{4}-\d{4})", out(r))
+            C.ok(code is not None, "keys init prints the recovery code")
+            r = veil(alice, ["keys", "init"], pc)
+            C.ok(r.returncode == 1 and "already has keys" in r.stderr.decode(), "keys init twice is refused")
+
+            # ask: live output, then --json
+            r = veil(alice, ["ask", "--model", "us.meta.llama3-1-8b-instruct-v1:0", "[[sim: chunks=5]] live"], pc)
+            C.ok(r.returncode == 0 and out(r).startswith(expected_answer("live", 5)), f"ask live: {out(r)!r}")
+            r = veil(alice, ["ask", "--json", "[[sim: chunks=3]] scripted"], pc)
+            j = json.loads(out(r))
+            C.eq(j["answer"], expected_answer("scripted", 3), "ask --json answer")
+            C.eq(j["output_tokens"], 3, "ask --json tokens")
+            sid = j["session_id"]
+
+            # continue the session from stdin with chat, then read it back
+            r = veil(alice, ["chat", "--session", sid], pc, stdin=b"[[sim: chunks=2]] second turn\n\n")
+            C.ok(r.returncode == 0 and expected_answer("second turn", 2) in out(r), f"chat: {out(r)!r}")
+            r = veil(alice, ["history", "--json", sid], pc)
+            turns = json.loads(out(r))
+            C.eq([t["role"] for t in turns], ["user", "assistant"] * 2, "history roles")
+            C.eq(turns[3]["text"], expected_answer("second turn", 2), "history decrypts the answer")
+            r = veil(alice, ["sessions"])
+            C.ok(sid in out(r), "sessions lists the conversation")
+
+            # unlock caches the key (mode 0600); lock removes it; a wrong passcode fails clearly
+            r = veil(alice, ["keys", "unlock"], pc)
+            key_file = os.path.join(tmp, "private_key")
+            C.ok(r.returncode == 0 and os.stat(key_file).st_mode & 0o777 == 0o600, "unlock caches the key 0600")
+            r = veil(alice, ["history", sid])  # no passcode needed now
+            C.ok(r.returncode == 0 and "second turn" in out(r), "history with the cached key")
+            veil(alice, ["keys", "lock"])
+            C.ok(not os.path.exists(key_file), "lock removes the cached key")
+            r = veil(alice, ["history", sid], {"VEIL_PASSCODE": "not-it"})
+            C.ok(r.returncode == 1 and "wrong passcode" in r.stderr.decode(), "a wrong passcode is refused")
+
+            # recover with the code: same key pair, old history still readable under the new passcode
+            r = veil(alice, ["keys", "recover"], {"VEIL_RECOVERY_CODE": code.group(1), "VEIL_PASSCODE": "new-pass-2"})
+            C.eq(r.returncode, 0, f"recover ({r.stderr.decode()})")
+            r = veil(alice, ["history", sid], {"VEIL_PASSCODE": "new-pass-2"})
+            C.ok(r.returncode == 0 and "second turn" in out(r), "history after recovery")
+
+            # an organization: admin creates and distributes the org key; a member chats in it
+            admin_tok = dev_token(tmp, "user_admin", org="org_acme", role="admin")
+            member_tok = dev_token(tmp, "user_bob", org="org_acme", role="member")
+            admin = login(stack, tmp, "admin", admin_tok)
+            bob = login(stack, tmp, "bob", member_tok)
+            for tok in (admin_tok, member_tok):
+                st, r2, _ = call(stack.url, "POST", "/api/v1/organizations/sync", tok,
+                                 {"org_id": "org_acme", "name": "Acme"})
+                C.eq(st, 200, f"org sync {r2}")
+            apc, bpc = {"VEIL_PASSCODE": "admin-passcode"}, {"VEIL_PASSCODE": "bob-passcode"}
+            C.eq(veil(admin, ["keys", "init"], apc).returncode, 0, "admin keys")
+            C.eq(veil(bob, ["keys", "init"], bpc).returncode, 0, "member keys")
+            r = veil(bob, ["ask", "too early"], bpc)
+            C.ok(r.returncode == 1 and "Organization encryption not set up" in r.stderr.decode(),
+                 f"member before the org key: {r.stderr}")
+            r = veil(admin, ["org", "keys-init"], dict(apc, VEIL_ORG_PASSCODE="org-passcode"))
+            C.eq(r.returncode, 0, f"org keys-init ({r.stderr.decode()})")
+            r = veil(admin, ["org", "distribute"], apc)
+            C.ok(r.returncode == 0 and "user_bob" in out(r), f"org distribute: {out(r)} {r.stderr.decode()}")
+            r = veil(bob, ["ask", "--json", "[[sim: chunks=2]] org secret"], bpc)
+            C.eq(r.returncode, 0, f"member asks in the org ({r.stderr.decode()})")
+            osid = json.loads(out(r))["session_id"]
+            r = veil(bob, ["history", osid], bpc)
+            C.ok(r.returncode == 0 and "org secret" in out(r), "the member reads the org history")
+            # stored under the org key: the member's personal key alone cannot open it
+            st, msgs, _ = call(stack.url, "GET", f"/api/v1/chat/sessions/{osid}/messages", member_tok)
+            C.eq(len(msgs["messages"]), 2, "two stored messages in the org session")
+        finally:
+            for name, code_ in stack.stop().items():
+                C.ok(code_ == 0, f"{name} exited cleanly ({code_})")
+            for name, p in stack.procs.items():
+                C.ok(p.sanitizer_clean(), f"{name}: no sanitizer report")
+    return C.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
