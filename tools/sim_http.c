@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -46,14 +47,14 @@ struct sim_conn {
     void (*app_free)(void *app);
     void (*on_writable)(void *app);
 
-    sim_conn *prev, *next;
+    LIST_ENTRY(sim_conn) link;
 };
 
 struct sim_server {
     struct event_base *base;
     struct evconnlistener *listener;
     sim_server_config cfg;
-    sim_conn *conns;
+    LIST_HEAD(, sim_conn) conns;
     size_t n_conns;
 };
 
@@ -177,12 +178,7 @@ static void conn_free(sim_conn *c, const char *outcome, bool graceful)
     ERR_clear_error();
     vbuf_free(&c->head);
     vbuf_free_secure(&c->body);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    LIST_REMOVE(c, link);
     s->n_conns--;
     free(c);
 }
@@ -475,10 +471,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         free(c);
         return;
     }
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
+    LIST_INSERT_HEAD(&s->conns, c, link);
     s->n_conns++;
     struct timeval head_timeout = {SIM_HEAD_TIMEOUT_SECONDS, 0};
     bufferevent_set_timeouts(c->bev, &head_timeout, NULL);
@@ -506,6 +499,7 @@ sim_server *sim_server_new(struct event_base *base, int listen_fd, const sim_ser
     }
     s->base = base;
     s->cfg = *cfg;
+    LIST_INIT(&s->conns);
     s->listener = evconnlistener_new(base, accept_cb, s, LEV_OPT_CLOSE_ON_FREE, -1, listen_fd);
     if (!s->listener) {
         snprintf(err, errlen, "evconnlistener_new failed");
@@ -522,8 +516,8 @@ void sim_server_free(sim_server *s)
     if (!s)
         return;
     evconnlistener_free(s->listener);
-    while (s->conns)
-        conn_free(s->conns, "shutdown", false);
+    while (!LIST_EMPTY(&s->conns))
+        conn_free(LIST_FIRST(&s->conns), "shutdown", false);
     free(s);
 }
 

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -109,12 +110,12 @@ typedef struct load {
     struct event *deadline;
     kind_stats stats[N_KINDS];
     error_tally errors;
-    struct stream *live; /* running streams, for the deadline */
+    LIST_HEAD(, stream) live; /* running streams, for the deadline */
 } load;
 
 typedef struct stream {
     load *L;
-    struct stream *prev, *next;
+    LIST_ENTRY(stream) link;
     stream_kind kind;
     long index;
     struct bufferevent *bev;
@@ -221,13 +222,7 @@ static void launch_more(load *L);
 
 static void stream_free(stream *s)
 {
-    load *L = s->L;
-    if (s->prev)
-        s->prev->next = s->next;
-    else if (L->live == s)
-        L->live = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    LIST_REMOVE(s, link);
     if (s->bev)
         bufferevent_free(s->bev);
     if (s->call)
@@ -608,10 +603,7 @@ static void start_one(load *L)
     snprintf(s->echo, sizeof s->echo, "veil-load stream %ld", s->index);
     snprintf(s->prompt, sizeof s->prompt, "[[sim: chunks=%ld chunk-size=%ld interval-ms=%ld fault=none]] %s",
              L->sim_opts.chunks, L->sim_opts.chunk_size, L->sim_opts.interval_ms, s->echo);
-    s->next = L->live;
-    if (L->live)
-        L->live->prev = s;
-    L->live = s;
+    LIST_INSERT_HEAD(&L->live, s, link);
     L->to_start--;
     L->running++;
     if (L->counting)
@@ -650,8 +642,8 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     (void)what;
     load *L = arg;
     L->stopping = true;
-    while (L->live)
-        stream_fail(L->live, &L->errors.timeout, "still running at --time-limit", NULL);
+    while (!LIST_EMPTY(&L->live))
+        stream_fail(LIST_FIRST(&L->live), &L->errors.timeout, "still running at --time-limit", NULL);
     event_base_loopbreak(L->base);
 }
 
@@ -950,6 +942,7 @@ static int setup_direct(load *L)
 int main(int argc, char **argv)
 {
     static load L;
+    LIST_INIT(&L.live);
     if (parse_opts(argc, argv, &L.opt) < 0)
         return 2;
     log_init("veil-load");

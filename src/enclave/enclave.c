@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 #include <time.h>
 
 #include "aws/bedrock.h"
@@ -43,12 +44,12 @@ struct enclave_core {
     time_t started;
     unsigned active, max_streams;
     unsigned stream_timeout_ms;
-    enclave_req *reqs; /* running CHAT / CHAT_STREAM requests */
+    LIST_HEAD(, enclave_req) reqs; /* running CHAT / CHAT_STREAM requests */
 };
 
 struct enclave_req {
     enclave_core *core;
-    enclave_req *prev, *next;
+    LIST_ENTRY(enclave_req) link;
     enclave_sink sink;
     void *ud;
     char rid[LOG_RID_LEN + 1];
@@ -139,6 +140,7 @@ enclave_core *enclave_core_new(struct event_base *base, const enclave_config *cf
         return NULL;
     }
     c->base = base;
+    LIST_INIT(&c->reqs);
     snprintf(c->region, sizeof c->region, "%s", cfg->region ? cfg->region : "us-east-1");
     c->max_streams = cfg->max_streams ? cfg->max_streams : DEFAULT_MAX_STREAMS;
     c->stream_timeout_ms = cfg->stream_timeout_ms ? cfg->stream_timeout_ms : DEFAULT_STREAM_TIMEOUT_MS;
@@ -188,8 +190,8 @@ void enclave_core_free(enclave_core *c)
 {
     if (!c)
         return;
-    while (c->reqs)
-        enclave_req_cancel(c->reqs);
+    while (!LIST_EMPTY(&c->reqs))
+        enclave_req_cancel(LIST_FIRST(&c->reqs));
     clear_creds(c);
     bedrock_client_free(c->bedrock);
     https_ctx_free(c->https);
@@ -280,12 +282,7 @@ static json_t *cmd_set_credentials(enclave_core *c, const json_t *req, const cha
 static void req_free(enclave_req *r)
 {
     enclave_core *c = r->core;
-    if (r->prev)
-        r->prev->next = r->next;
-    else if (c->reqs == r)
-        c->reqs = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
+    LIST_REMOVE(r, link);
     if (r->call)
         bedrock_cancel(r->call);
     if (r->deadline)
@@ -667,10 +664,7 @@ static enclave_req *start_chat(enclave_core *c, const json_t *req, bool stream,
     snprintf(r->rid, sizeof r->rid, "%s", rid ? rid : "-");
     clock_gettime(CLOCK_MONOTONIC, &r->t0);
     c->active++;
-    r->next = c->reqs;
-    if (c->reqs)
-        c->reqs->prev = r;
-    c->reqs = r;
+    LIST_INSERT_HEAD(&c->reqs, r, link);
 
     const json_t *em = need(req, "encrypted_message", msg, sizeof msg);
     const json_t *model = need(req, "model_id", msg, sizeof msg);
@@ -845,8 +839,8 @@ enclave_req *enclave_handle(enclave_core *c, json_t *request, const enclave_sink
 
 void enclave_abort_all(enclave_core *c, const char *why)
 {
-    while (c->reqs) {
-        enclave_req *r = c->reqs;
+    while (!LIST_EMPTY(&c->reqs)) {
+        enclave_req *r = LIST_FIRST(&c->reqs);
         if (r->call) {
             bedrock_cancel(r->call);
             r->call = NULL;

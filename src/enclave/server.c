@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -28,13 +29,13 @@ struct enclave_server {
     struct evconnlistener *listener;
     size_t max_request, max_output;
     unsigned idle_ms;
-    conn *conns;
+    LIST_HEAD(, conn) conns;
     unsigned n_conns;
 };
 
 struct conn {
     enclave_server *srv;
-    conn *prev, *next;
+    LIST_ENTRY(conn) link;
     struct bufferevent *bev;
     struct event *resume;   /* runs the next buffered request outside any callback */
     struct event *hup_poll; /* while half-closed with a stream running */
@@ -57,12 +58,7 @@ static void conn_free(conn *c)
         c->req = NULL;
         enclave_req_cancel(r); /* the parent went away: cancel upstream, free memory */
     }
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    LIST_REMOVE(c, link);
     s->n_conns--;
     if (c->resume)
         event_free(c->resume);
@@ -315,10 +311,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->resume = event_new(s->base, -1, 0, on_resume, c);
     c->hup_poll = event_new(s->base, -1, EV_PERSIST, on_hup_poll, c);
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
+    LIST_INSERT_HEAD(&s->conns, c, link);
     s->n_conns++;
     if (!c->bev || !c->resume || !c->hup_poll) {
         conn_free(c);
@@ -343,6 +336,7 @@ enclave_server *enclave_server_new(struct event_base *base, enclave_core *core, 
     }
     s->base = base;
     s->core = core;
+    LIST_INIT(&s->conns);
     s->max_request = cfg && cfg->max_request ? cfg->max_request : ENCLAVE_DEFAULT_MAX_REQUEST;
     s->max_output = cfg && cfg->max_pending_output ? cfg->max_pending_output : DEFAULT_MAX_OUTPUT;
     s->idle_ms = cfg && cfg->idle_timeout_ms ? cfg->idle_timeout_ms : DEFAULT_IDLE_MS;
@@ -369,8 +363,8 @@ void enclave_server_free(enclave_server *s)
 {
     if (!s)
         return;
-    while (s->conns)
-        conn_free(s->conns);
+    while (!LIST_EMPTY(&s->conns))
+        conn_free(LIST_FIRST(&s->conns));
     if (s->listener)
         evconnlistener_free(s->listener);
     free(s);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,7 +56,7 @@ typedef struct dns_lookup {
 
 struct conn {
     proxy *p;
-    conn *prev, *next;
+    LIST_ENTRY(conn) link;
     char rid[LOG_RID_LEN + 1];
     char peer[96];
     conn_state state;
@@ -87,7 +88,7 @@ struct proxy {
     struct evdns_base *dns;
     struct evconnlistener *listener;
     struct event *sig_term, *sig_int, *accept_retry, *stop_timer;
-    conn *conns;
+    LIST_HEAD(, conn) conns;
     long n_conns;
     long dns_pending;
     bool stopping;
@@ -196,12 +197,7 @@ static void conn_close(conn *c, const char *reason)
         bufferevent_free(c->client);
     if (c->timer)
         event_free(c->timer);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        p->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    LIST_REMOVE(c, link);
     p->n_conns--;
     free(c);
     maybe_finish(p);
@@ -812,10 +808,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         log_error(rid, "event=accept_failed error=\"out of memory\"");
         return;
     }
-    c->next = p->conns;
-    if (p->conns)
-        p->conns->prev = c;
-    p->conns = c;
+    LIST_INSERT_HEAD(&p->conns, c, link);
     p->n_conns++;
     bufferevent_setcb(c->client, client_read_cb, client_write_cb, client_event_cb, c);
     /* bounds what a client can make us buffer before the tunnel exists */
@@ -873,8 +866,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         evconnlistener_free(p->listener); /* stop accepting first */
         p->listener = NULL;
     }
-    while (p->conns)
-        conn_close(p->conns, "shutdown");
+    while (!LIST_EMPTY(&p->conns))
+        conn_close(LIST_FIRST(&p->conns), "shutdown");
     struct timeval tv = secs(STOP_GRACE_S);
     evtimer_add(p->stop_timer, &tv);
     maybe_finish(p);
@@ -932,6 +925,7 @@ int proxy_run(const proxy_config *cfg, char *err, size_t errlen)
     int rc = -1;
     proxy px;
     memset(&px, 0, sizeof px);
+    LIST_INIT(&px.conns);
     px.cfg = cfg;
     if (!cfg || !cfg->allow || cfg->max_conns < 1 || cfg->connect_timeout_s < 1 ||
         cfg->idle_timeout_s < 1) {
@@ -985,8 +979,8 @@ int proxy_run(const proxy_config *cfg, char *err, size_t errlen)
     log_info(NULL, "event=stopped");
     rc = 0;
 out:
-    while (px.conns)
-        conn_close(px.conns, "shutdown");
+    while (!LIST_EMPTY(&px.conns))
+        conn_close(LIST_FIRST(&px.conns), "shutdown");
     if (px.listener)
         evconnlistener_free(px.listener);
     if (px.sig_term)
