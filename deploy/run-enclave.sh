@@ -201,7 +201,9 @@ sleeper=
 supervise() {
     on_signal() {
         log "stopping"
-        [[ -n $sleeper ]] && kill "$sleeper" 2>/dev/null
+        # the sleeper may have ended already: under set -e a failing kill here would
+        # exit 1 without terminating the enclave
+        if [[ -n $sleeper ]]; then kill "$sleeper" 2>/dev/null || true; fi
         terminate || true
         exit 0
     }
