@@ -328,6 +328,17 @@ static void fail_req(enclave_req *r, const char *code, const char *msg)
     sink.done(ud);
 }
 
+/* A failure from outside Bedrock's callbacks (deadline, shutdown): the call is
+ * stopped first, so that it can call back no more. */
+static void abort_req(enclave_req *r, const char *code, const char *msg)
+{
+    if (r->call) {
+        bedrock_cancel(r->call);
+        r->call = NULL;
+    }
+    fail_req(r, code, msg);
+}
+
 /* A failure before any request state exists (validation). */
 static void fail_early(const enclave_sink *sink, void *ud, bool stream, const char *code,
                        const char *msg, const char *rid)
@@ -563,12 +574,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    enclave_req *r = arg;
-    if (r->call) {
-        bedrock_cancel(r->call);
-        r->call = NULL;
-    }
-    fail_req(r, "timeout", "Request timed out");
+    abort_req(arg, "timeout", "Request timed out");
 }
 
 /* field helpers: a missing key is reported as the original did: Missing field: 'x' */
@@ -839,12 +845,6 @@ enclave_req *enclave_handle(enclave_core *c, json_t *request, const enclave_sink
 
 void enclave_abort_all(enclave_core *c, const char *why)
 {
-    while (!LIST_EMPTY(&c->reqs)) {
-        enclave_req *r = LIST_FIRST(&c->reqs);
-        if (r->call) {
-            bedrock_cancel(r->call);
-            r->call = NULL;
-        }
-        fail_req(r, "shutting_down", why);
-    }
+    while (!LIST_EMPTY(&c->reqs))
+        abort_req(LIST_FIRST(&c->reqs), "shutting_down", why);
 }
