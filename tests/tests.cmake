@@ -36,6 +36,9 @@ foreach(src ${integ_c})
   set_tests_properties(integration/${name} PROPERTIES LABELS integration TIMEOUT 600
                        ENVIRONMENT "${VEIL_TEST_ENV}")
 endforeach()
+# the enclave core's failure paths: seals fail on demand (the linker wraps them)
+target_link_options(test_enclave_faults PRIVATE
+                    -Wl,--wrap=ep_seal -Wl,--wrap=sv2_seal -Wl,--wrap=sv2_init_sender)
 
 # Test-only driver for tests/integration/test_jwks.py: the JWKS cache on a real loop.
 if(TARGET veil_server)

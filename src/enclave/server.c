@@ -103,11 +103,12 @@ static void send_line(conn *c, const char *json, size_t len)
     evbuffer_add(out, "\n", 1);
 }
 
-static void sink_emit(void *ud, const char *json, size_t len)
+static int sink_emit(void *ud, const char *json, size_t len)
 {
     conn *c = ud;
     if (!c->closing)
         send_line(c, json, len);
+    return 0;
 }
 
 static void sink_done(void *ud)

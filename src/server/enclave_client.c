@@ -133,8 +133,12 @@ void ec_on_restart(enclave_client *ec, void (*cb)(void *), void *ud)
     ec->restart_ud = ud;
 }
 
-/* A reply or event object arrived for op. Returns true when op is complete. */
-static bool deliver(ec_op *op, json_t *obj);
+/* What deliver() did with op. */
+typedef enum { OP_MORE = 0, OP_COMPLETE, OP_CANCELLED } deliver_rc;
+
+/* A reply or event object arrived for op. Unless OP_MORE, op has been freed:
+ * OP_CANCELLED says it was cancelled from inside the callback. */
+static deliver_rc deliver(ec_op *op, json_t *obj);
 static void finish_error(ec_op *op, const char *code, const char *msg);
 
 /* ---- nitro transport ---- */
@@ -210,9 +214,9 @@ static void on_conn_read(struct bufferevent *bev, void *arg)
             finish_error(op, "enclave_protocol", "enclave sent invalid JSON");
             return;
         }
-        bool done = deliver(op, obj);
+        deliver_rc done = deliver(op, obj);
         json_decref(obj);
-        if (done)
+        if (done != OP_MORE)
             return; /* op freed, connection pooled or closed */
     }
 }
@@ -352,7 +356,7 @@ static void finish_error(ec_op *op, const char *code, const char *msg)
     finish(op, false);
 }
 
-static bool deliver(ec_op *op, json_t *obj)
+static deliver_rc deliver(ec_op *op, json_t *obj)
 {
     enclave_client *ec = op->ec;
     const char *status = json_string_value(json_object_get(obj, "status"));
@@ -371,12 +375,12 @@ static bool deliver(ec_op *op, json_t *obj)
             set_key(ec, pk); /* a different key means the enclave restarted */
         op->health_cb(op->ud, &h);
         finish(op, true);
-        return true;
+        return OP_COMPLETE;
     }
     case OP_SET_CREDS:
         op->result_cb(op->ud, success, success ? NULL : "enclave refused the credentials");
         finish(op, true);
-        return true;
+        return OP_COMPLETE;
     case OP_KEY: {
         const char *pk = json_string_value(json_object_get(obj, "public_key"));
         ec->key_fetching = false;
@@ -387,7 +391,7 @@ static bool deliver(ec_op *op, json_t *obj)
             event_add(ec->key_retry, &tv);
         }
         finish(op, true);
-        return true;
+        return OP_COMPLETE;
     }
     case OP_STREAM: {
         const json_t *err = json_object_get(obj, "error");
@@ -403,39 +407,41 @@ static bool deliver(ec_op *op, json_t *obj)
             }
             op->scb.on_end(op->ud, code ? code : "enclave_error", msg ? msg : "");
             finish(op, true);
-            return true;
+            return OP_COMPLETE;
         }
         op->in_cb = true;
         op->scb.on_event(op->ud, obj);
         op->in_cb = false;
         if (op->finished) { /* cancelled inside the callback: the free was left to us */
             op_free(op);
-            return true;
+            return OP_CANCELLED;
         }
         if (json_is_true(json_object_get(obj, "is_final"))) {
             op->scb.on_end(op->ud, NULL, NULL);
             finish(op, true);
-            return true;
+            return OP_COMPLETE;
         }
-        return false;
+        return OP_MORE;
     }
     }
-    return false;
+    return OP_MORE;
 }
 
 /* ---- mock transport: the core in-process ---- */
 
-static void mock_emit(void *ud, const char *json, size_t len)
+static int mock_emit(void *ud, const char *json, size_t len)
 {
     ec_op *op = ud;
     if (op->finished)
-        return;
+        return 1; /* cancelled: the core frees its request, no further calls */
     json_t *obj = json_loadb(json, len, 0, NULL);
     if (!obj)
-        return;
-    /* on the final object deliver() frees op; the core then ends its own request */
-    deliver(op, obj);
+        return 0;
+    /* on the final object deliver() frees op; the core then ends its own request.
+     * A cancel from inside the route's callback stops the core at once. */
+    deliver_rc rc = deliver(op, obj);
     json_decref(obj);
+    return rc == OP_CANCELLED;
 }
 
 static void mock_done(void *ud)
