@@ -463,10 +463,61 @@ static void test_pause_and_resume(void **state)
     json_decref(r.events);
 }
 
+/* F0: a low-order key in any key field of a chat is refused before anything runs:
+ * the one error names the field, and Bedrock is never asked. */
+static void test_low_order_keys_refused(void **state)
+{
+    (void)state;
+    static const char *const BAD[] = {
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+    };
+    static const struct {
+        const char *command, *field;
+    } FIELDS[] = {{"CHAT_STREAM", "client_public_key"}, {"CHAT_STREAM", "storage_public_key"},
+                  {"CHAT", "user_public_key"}};
+    uint8_t pub[32], priv[32];
+    char good[65];
+    assert_int_equal(x25519_keygen(priv, pub), 0);
+    hex_encode(pub, 32, good);
+    g_sim_before = count_sim_requests();
+    for (size_t b = 0; b < 2; b++) {
+        for (size_t f = 0; f < 3; f++) {
+            for (int fmt = 1; fmt <= 2; fmt++) {
+                rec r = {.events = json_array()};
+                json_t *req = json_pack("{s:s, s:o, s:s, s:s, s:s, s:s, s:s, s:i}", "command",
+                                        FIELDS[f].command, "encrypted_message",
+                                        seal_to(enclave_public_key(G.core), "hi", EP_CTX_CLIENT_TO_ENCLAVE),
+                                        "client_public_key", good, "storage_public_key", good,
+                                        "user_public_key", good, "model_id", MODEL, "session_id", "s",
+                                        "stream_format", fmt);
+                json_object_set_new(req, FIELDS[f].field, json_string(BAD[b]));
+                memset(&F, 0, sizeof F);
+                assert_null(enclave_handle(G.core, req, &SINK, &r, "lowkey"));
+                json_decref(req);
+                assert_int_equal(r.done, 1);
+                assert_int_equal(json_array_size(r.events), 1);
+                const json_t *e = last_event(&r);
+                char want[160];
+                snprintf(want, sizeof want,
+                         "Invalid field: '%s' is not a valid X25519 public key (low order)", FIELDS[f].field);
+                assert_string_equal(json_string_value(json_object_get(e, "error")), want);
+                assert_string_equal(json_string_value(json_object_get(e, "error_code")), "bad_request");
+                json_decref(r.events);
+            }
+        }
+    }
+    assert_int_equal(enclave_active_streams(G.core), 0);
+    rec idle = {0};
+    run_until(is_done, &idle, 300);
+    assert_int_equal(count_sim_requests(), g_sim_before);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_low_order_keys_refused),
         cmocka_unit_test(test_v2_announce_fails),
         cmocka_unit_test(test_v1_chunk_seal_fails),
         cmocka_unit_test(test_v1_first_chunk_seal_fails),
