@@ -2,12 +2,12 @@
  * ciphertext only. */
 #include <errno.h>
 #include <event2/event.h>
-#include <event2/http.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "common/config.h"
@@ -108,14 +108,23 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     }
     G.stopping = true;
     log_info(NULL, "event=shutdown signal=%d open_requests=%u", (int)sig, G.srv->held);
-    if (G.srv->bound)
-        evhttp_del_accept_socket(G.srv->http, G.srv->bound);
-    G.srv->bound = NULL;
+    server_stop_accepting(G.srv);
     if (G.probe)
         event_del(G.probe);
     G.drain_deadline = time(NULL) + G.drain_seconds;
     struct timeval tv = {0, DRAIN_TICK_MS * 1000};
     event_add(G.drain, &tv);
+}
+
+/* Every open connection is a descriptor (two with its enclave link): take the
+ * hard limit, and let the HTTP layer size its connection cap from it. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 }
 
 static int mkdir_p(const char *dir)
@@ -183,6 +192,7 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
     if (cfg.mode == ENCLAVE_MOCK)
         enclave_secure_json(); /* the in-process enclave handles plaintext */
     if (strncmp(cfg.database_url, "sqlite:", 7) == 0 && mkdir_p(cfg.data_dir) < 0) {
@@ -231,14 +241,13 @@ int main(int argc, char **argv)
     struct event *sigint = evsignal_new(G.base, SIGINT, on_signal, NULL);
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
-    log_info(NULL, "event=listening addr=%s mode=%s enclave=%s db=%s auth=%s", bound, ec_mode_name(s->ec),
-             ec_addr(s->ec), store_backend(s->db), cfg.clerk_jwks_file[0] ? "jwks-file" : "jwks-url");
+    log_info(NULL, "event=listening addr=%s mode=%s enclave=%s db=%s auth=%s max_connections=%u", bound,
+             ec_mode_name(s->ec), ec_addr(s->ec), store_backend(s->db),
+             cfg.clerk_jwks_file[0] ? "jwks-file" : "jwks-url", httpd_max_connections(s->http));
     event_base_dispatch(G.base);
     log_info(NULL, "event=stopped");
     /* requests first: their close handlers cancel enclave operations */
     server_close_held(s);
-    evhttp_free(s->http);
-    s->http = NULL;
     refresher_free(s->rf);
     ec_free(s->ec);
     auth_free(s->auth);

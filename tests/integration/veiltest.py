@@ -192,6 +192,8 @@ class Stack:
             "VEIL_IMDS_ENDPOINT": f"127.0.0.1:{self.imds.port}", "VEIL_ENCLAVE_PROBE_SECONDS": "1",
             "ENCLAVE_INFERENCE_TIMEOUT": "6", "VEIL_LOG_LEVEL": "debug",
             "CLERK_WEBHOOK_SECRET": "whsec_" + "dGVzdC13ZWJob29rLXNlY3JldC0zMi1ieXRlcy4uLi4=",
+            # tests drive one user much faster than a person: the rate limit has its own test
+            "VEIL_USER_RATE": "0",
         }
         if mode == "nitro":
             env["ENCLAVE_ADDR"] = self.enclave_addr
