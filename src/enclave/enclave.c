@@ -44,6 +44,7 @@ struct enclave_core {
     time_t started;
     unsigned active, max_streams;
     unsigned stream_timeout_ms;
+    size_t max_request;
     LIST_HEAD(, enclave_req) reqs; /* running CHAT / CHAT_STREAM requests */
 };
 
@@ -150,6 +151,7 @@ enclave_core *enclave_core_new(struct event_base *base, const enclave_config *cf
     c->max_streams = cfg->max_streams ? cfg->max_streams : DEFAULT_MAX_STREAMS;
     c->stream_timeout_ms = cfg->stream_timeout_ms ? cfg->stream_timeout_ms : DEFAULT_STREAM_TIMEOUT_MS;
     c->started = time(NULL);
+    c->max_request = cfg->max_request;
     /* generated at start, held in memory only, never logged or persisted */
     if (!(c->key = x25519_key_generate(c->pub))) {
         snprintf(err, errlen, "key generation failed");
@@ -230,6 +232,8 @@ static json_t *cmd_health(enclave_core *c)
                           "credentials_expired", creds_expired(c));
     json_object_set_new(o, "credentials_expiration",
                         c->has_expiration ? json_string(c->expiration) : json_null());
+    if (c->max_request) /* so the parent can refuse a request too large before sending it */
+        json_object_set_new(o, "max_request", json_integer((json_int_t)c->max_request));
     return o;
 }
 

@@ -34,6 +34,7 @@ typedef struct enclave_config {
     unsigned stream_timeout_ms;  /* whole CHAT/CHAT_STREAM deadline; 0 = 300 s */
     unsigned connect_timeout_ms; /* Bedrock connect + CONNECT + TLS; 0 = 10 s */
     unsigned idle_timeout_ms;    /* no byte from Bedrock for this long; 0 = 60 s */
+    size_t max_request;          /* the server's request limit, reported by HEALTH (0: none known) */
 } enclave_config;
 
 typedef struct enclave_core enclave_core;

@@ -15,6 +15,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "enclave/enclave.h"
+#include "enclave/server.h"
 
 #define CONTROL_TIMEOUT_MS 5000u
 #define KEY_TIMEOUT_MS 10000u
@@ -38,6 +39,8 @@ struct ec_op {
     bool got_bytes;
     bool finished;
     bool in_cb;           /* inside on_event: a cancel only marks the op */
+    bool paused;          /* backpressure: do not deliver events now */
+    struct event *resume; /* delivers the events buffered while paused */
     json_t *mock_req;     /* mock: the request object */
     enclave_req *mock;    /* mock: the running core request */
     char rid[LOG_RID_LEN + 1];
@@ -64,6 +67,7 @@ struct enclave_client {
     char addr_text[160];
     long cid;
     unsigned stream_timeout_ms;
+    size_t max_request;
     char pub_hex[65];
     bool have_key;
     bool key_fetching;
@@ -113,6 +117,8 @@ static void op_free(ec_op *op)
         event_free(op->timer);
     if (op->kick)
         event_free(op->kick);
+    if (op->resume)
+        event_free(op->resume);
     if (op->conn) {
         op->conn->op = NULL;
         conn_free(op->conn); /* closing it makes the enclave cancel a running stream */
@@ -126,6 +132,7 @@ const char *ec_mode_name(const enclave_client *ec) { return ec->mode == ENCLAVE_
 const char *ec_addr(const enclave_client *ec) { return ec->addr_text; }
 long ec_cid(const enclave_client *ec) { return ec->cid; }
 const char *ec_public_key(const enclave_client *ec) { return ec->have_key ? ec->pub_hex : NULL; }
+size_t ec_max_request(const enclave_client *ec) { return ec->max_request; }
 
 void ec_on_restart(enclave_client *ec, void (*cb)(void *), void *ud)
 {
@@ -197,7 +204,7 @@ static void on_conn_read(struct bufferevent *bev, void *arg)
     ec_op *op = c->op;
     op->got_bytes = true;
     note_up(c->ec);
-    for (;;) {
+    while (!op->paused) {
         size_t n;
         char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF);
         if (!line) {
@@ -219,6 +226,37 @@ static void on_conn_read(struct bufferevent *bev, void *arg)
         if (done != OP_MORE)
             return; /* op freed, connection pooled or closed */
     }
+}
+
+static void on_op_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    ec_op *op = arg;
+    if (!op->paused && op->conn)
+        on_conn_read(op->conn->bev, op->conn);
+}
+
+void ec_op_pause(ec_op *op, bool pause)
+{
+    if (!op || op->finished || op->paused == pause)
+        return;
+    op->paused = pause;
+    if (op->mock) {
+        enclave_req_pause(op->mock, pause);
+        return;
+    }
+    if (!op->conn)
+        return;
+    if (pause) {
+        bufferevent_disable(op->conn->bev, EV_READ);
+        return;
+    }
+    bufferevent_enable(op->conn->bev, EV_READ);
+    if (!op->resume)
+        op->resume = event_new(op->ec->base, -1, 0, on_op_resume, op);
+    if (op->resume && evbuffer_get_length(bufferevent_get_input(op->conn->bev)) > 0)
+        event_active(op->resume, EV_TIMEOUT, 0); /* lines read before the pause */
 }
 
 static void on_conn_event(struct bufferevent *bev, short what, void *arg)
@@ -373,6 +411,9 @@ static deliver_rc deliver(ec_op *op, json_t *obj)
         const char *pk = json_string_value(json_object_get(obj, "public_key"));
         if (success && pk && strlen(pk) == 64)
             set_key(ec, pk); /* a different key means the enclave restarted */
+        json_int_t mr = json_integer_value(json_object_get(obj, "max_request"));
+        if (success && mr >= 1024)
+            ec->max_request = (size_t)mr;
         op->health_cb(op->ud, &h);
         finish(op, true);
         return OP_COMPLETE;
@@ -622,6 +663,7 @@ enclave_client *ec_new(struct event_base *base, const server_config *cfg, char *
     ec->base = base;
     ec->mode = cfg->mode;
     ec->stream_timeout_ms = (unsigned)cfg->stream_timeout * 1000u;
+    ec->max_request = ENCLAVE_DEFAULT_MAX_REQUEST;
     ec->key_retry = evtimer_new(base, on_key_retry, ec);
     if (ec->mode == ENCLAVE_NITRO) {
         char spec[320];

@@ -66,7 +66,7 @@ int settings_load(server_config *cfg, char *err, size_t errlen)
         config_long("VEIL_USER_RATE", 20, 0, 100000, &cfg->user_rate, err, errlen) < 0 ||
         config_long("VEIL_USER_BURST", 100, 1, 100000, &cfg->user_burst, err, errlen) < 0 ||
         config_long("VEIL_USER_TABLE_MAX", 100000, 100, 10000000, &cfg->user_table_max, err, errlen) < 0 ||
-        config_long("VEIL_EMPTY_SESSION_TTL_SECONDS", 86400, 60, 365L * 86400, &cfg->empty_session_ttl, err, errlen) < 0 ||
+        config_long("VEIL_EMPTY_SESSION_TTL_SECONDS", 86400, 1, 365L * 86400, &cfg->empty_session_ttl, err, errlen) < 0 ||
         config_bool("VEIL_DEBUG_ROUTES", false, &cfg->debug_routes, err, errlen) < 0)
         return -1;
     /* the original's ENCLAVE_INFERENCE_TIMEOUT is a float in seconds */

@@ -987,6 +987,25 @@ store_rc store_sessions_delete_all(store *s, const char *user_id, const char *or
     return rc;
 }
 
+store_rc store_sessions_delete_empty(store *s, long older_than_seconds, size_t max, size_t *n)
+{
+    *n = 0;
+    char cutoff[32];
+    format_ts(now_us() - (int64_t)older_than_seconds * 1000000, cutoff);
+    int64_t lim = max > (size_t)INT64_MAX ? INT64_MAX : (int64_t)max;
+    db_param p[] = {db_text(cutoff), db_int(lim)};
+    db_result r = DB_RESULT_INIT;
+    store_rc rc = exec1(s,
+                        "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE created_at < $1 "
+                        "AND NOT EXISTS (SELECT 1 FROM messages WHERE messages.session_id = sessions.id) "
+                        "ORDER BY created_at LIMIT $2) RETURNING id",
+                        p, NP(p), &r);
+    if (rc == STORE_OK)
+        *n = r.nrows;
+    db_result_free(&r);
+    return rc;
+}
+
 /* ---- messages ---- */
 
 #define MSG_COLS                                                                                   \

@@ -169,6 +169,9 @@ store_rc store_session_delete(store *s, const char *id); /* messages cascade */
  * (caller frees each and the array). */
 store_rc store_sessions_delete_all(store *s, const char *user_id, const char *org_id, size_t max,
                                    char ***ids, size_t *n);
+/* Deletes up to max sessions created more than older_than_seconds ago that hold no
+ * message (a new chat whose first stream failed or was cancelled); *n of them. */
+store_rc store_sessions_delete_empty(store *s, long older_than_seconds, size_t max, size_t *n);
 
 typedef struct message_row {
     char *id, *session_id, *role;

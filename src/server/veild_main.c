@@ -60,7 +60,7 @@ static void usage(FILE *f)
 static struct {
     struct event_base *base;
     server *srv;
-    struct event *probe, *drain;
+    struct event *probe, *drain, *sweep;
     time_t drain_deadline;
     long drain_seconds;
     long probe_seconds;
@@ -84,6 +84,20 @@ static void on_probe(evutil_socket_t fd, short what, void *arg)
     if (!ec_public_key(G.srv->ec))
         ec_refresh_key(G.srv->ec);
     ec_health(G.srv->ec, on_probe_result, NULL);
+}
+
+/* Sessions that a failed or cancelled first message left empty (the row exists
+ * from the stream's start, so that the client can retry in it) go after a while. */
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    size_t n = 0;
+    if (store_sessions_delete_empty(G.srv->db, G.srv->cfg.empty_session_ttl, 1000, &n) != STORE_OK)
+        log_warn(NULL, "event=store_error op=sessions_delete_empty detail=\"%s\"", store_last_error(G.srv->db));
+    else if (n)
+        log_info(NULL, "event=empty_sessions_deleted count=%zu", n);
 }
 
 static void on_drain(evutil_socket_t fd, short what, void *arg)
@@ -237,6 +251,10 @@ int main(int argc, char **argv)
         event_add(G.probe, &tv);
     }
     G.drain = event_new(G.base, -1, EV_PERSIST, on_drain, NULL);
+    G.sweep = event_new(G.base, -1, EV_PERSIST, on_sweep, NULL);
+    long every = cfg.empty_session_ttl / 2 < 1 ? 1 : cfg.empty_session_ttl / 2 > 300 ? 300 : cfg.empty_session_ttl / 2;
+    struct timeval sweep_tv = {every, 0};
+    event_add(G.sweep, &sweep_tv);
     struct event *sigterm = evsignal_new(G.base, SIGTERM, on_signal, NULL);
     struct event *sigint = evsignal_new(G.base, SIGINT, on_signal, NULL);
     event_add(sigterm, NULL);
@@ -255,6 +273,7 @@ int main(int argc, char **argv)
     if (G.probe)
         event_free(G.probe);
     event_free(G.drain);
+    event_free(G.sweep);
     event_free(sigterm);
     event_free(sigint);
     server_free(s);
