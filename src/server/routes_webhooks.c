@@ -3,8 +3,10 @@
  *
  * Every delivery is Svix-verified; without CLERK_WEBHOOK_SECRET the route refuses
  * everything (503) instead of trusting the body (defect §10.19). Once verified,
- * each event is handled in one transaction and answered 200 (processed, ignored
- * or error) so Clerk does not retry. System actions are audited with a NULL actor,
+ * each event is handled in one transaction: 200 (processed, ignored, or error for
+ * an event that can never apply), or 500 with nothing written when the store
+ * fails, so that Svix retries (the original answered 200 and a demoted admin kept
+ * admin rights). System actions are audited with a NULL actor,
  * never a fake user id, so they commit (defect §10.10); audit rows outlive the
  * users and organizations they mention (defect §10.11). Bodies are never logged.
  */
@@ -17,7 +19,12 @@
 
 #define UNKNOWN_ORG_NAME "Unknown Organization"
 
-typedef enum wh_result { WH_PROCESSED, WH_IGNORED, WH_ERROR } wh_result;
+typedef enum wh_result {
+    WH_PROCESSED,
+    WH_IGNORED,
+    WH_ERROR,       /* the event's data cannot apply: 200, a retry would fail the same way */
+    WH_STORE_ERROR, /* 500: rolled back, Svix retries */
+} wh_result;
 
 typedef struct wh_event {
     api_req *r;
@@ -37,11 +44,11 @@ static wh_result fail(wh_event *ev, const char *msg)
     return WH_ERROR;
 }
 
-/* a store failure: its reason goes to the log, a fixed text to the reply */
+/* a store failure: its reason goes to the log, a fixed 500 to Svix */
 static wh_result store_fail(wh_event *ev, const char *op)
 {
     log_error(ev->r->rid, "event=webhook_store_error op=%s detail=\"%s\"", op, store_last_error(ev->db));
-    return fail(ev, "Database operation failed");
+    return WH_STORE_ERROR;
 }
 
 /* data.id, or NULL after recording the error */
@@ -256,10 +263,10 @@ static wh_result handle(wh_event *ev, const char *type)
         if (store_begin(ev->db) != STORE_OK)
             return store_fail(ev, "begin");
         wh_result res = HANDLERS[i].fn(ev);
-        if (res == WH_PROCESSED && store_commit(ev->db) != STORE_OK)
-            res = store_fail(ev, "commit");
         if (res != WH_PROCESSED)
             store_rollback(ev->db);
+        else if (store_commit(ev->db) != STORE_OK) /* a failed commit has rolled back */
+            res = store_fail(ev, "commit");
         return res;
     }
     return WH_IGNORED;
@@ -307,15 +314,20 @@ static void post_clerk(api_req *r)
     const json_t *data = json_object_get(payload, "data");
     wh_event ev = {.r = r, .db = r->srv->db, .data = json_is_object(data) ? data : empty};
     wh_result res = handle(&ev, type);
-    static const char *const NAMES[] = {"processed", "ignored", "error"};
+    static const char *const NAMES[] = {"processed", "ignored", "error", "store_error"};
     log_info(r->rid, "event=webhook type=%s result=%s", type ? type : "-", NAMES[res]);
-    if (res == WH_ERROR && type && strncmp(type, "organizationMembership.", 23) == 0)
+    bool failed = res == WH_ERROR || res == WH_STORE_ERROR;
+    if (failed && type && strncmp(type, "organizationMembership.", 23) == 0)
         log_error(r->rid, "event=SECURITY_ALERT detail=\"membership sync failed: access may be stale\" type=%s",
                   type);
-    json_t *reply = json_pack("{s:s, s:s?}", "status", NAMES[res], "event", type);
-    if (reply && res == WH_ERROR)
-        json_object_set_new(reply, "error", json_string(ev.error));
-    ru_reply(r, 200, reply);
+    if (res == WH_STORE_ERROR) {
+        api_reply_detail(r, 500, "Database operation failed");
+    } else {
+        json_t *reply = json_pack("{s:s, s:s?}", "status", NAMES[res], "event", type);
+        if (reply && res == WH_ERROR)
+            json_object_set_new(reply, "error", json_string(ev.error));
+        ru_reply(r, 200, reply);
+    }
     json_decref(empty);
     json_decref(payload);
 }

@@ -138,9 +138,10 @@ class Svix:
         self.secret = "whsec_" + base64.b64encode(self.key).decode()
         self.n = 0
 
-    def headers(self, body, ts=None, key=None):
+    def headers(self, body, ts=None, key=None, msg_id=None):
+        """A fresh delivery, or (msg_id given) Svix's retry of an earlier one: same id, new time."""
         self.n += 1
-        msg_id = f"msg_test_{self.n}"
+        msg_id = msg_id or f"msg_test_{self.n}"
         ts = str(int(time.time()) if ts is None else ts)
         mac = hmac.new(key or self.key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
         return {"svix-id": msg_id, "svix-timestamp": ts,
@@ -720,6 +721,65 @@ def test_webhook_memberships(c):
     # by Clerk's id
     assert c.hook(membership_event("deleted", "orgmem_w1", "x", "y")).json["status"] == "processed"
     expect(c.req("GET", P + "/organizations/org_wm/membership", tm), 404, "Not a member of this organization")
+
+
+class FailingWrites:
+    """Inside the database, every `op` (INSERT|UPDATE|DELETE) on `table` fails while the
+    block runs (a trigger, written by the test and not by veild): a store failure in
+    the middle of a webhook handler, after some of its writes succeeded."""
+
+    def __init__(self, c, table, op):
+        self.c, self.table, self.op = c, table, op
+
+    def __enter__(self):
+        if self.c.backend == "postgresql":
+            self.c.db.execute("CREATE OR REPLACE FUNCTION veil_test_fail() RETURNS trigger LANGUAGE plpgsql AS "
+                              "$$BEGIN RAISE EXCEPTION 'injected failure'; END$$; "
+                              f"CREATE TRIGGER veil_test_fail BEFORE {self.op} ON {self.table} "
+                              "FOR EACH ROW EXECUTE FUNCTION veil_test_fail()")
+        else:
+            self.c.db.execute(f"CREATE TRIGGER veil_test_fail BEFORE {self.op} ON {self.table} "
+                              "BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
+
+    def __exit__(self, *exc):
+        on = f" ON {self.table}" if self.c.backend == "postgresql" else ""
+        self.c.db.execute("DROP TRIGGER veil_test_fail" + on)
+
+
+def test_webhook_store_failure_is_retried(c):
+    """A store failure answers 500 (Svix retries) with the handler's writes rolled back,
+    never 200: a demoted admin would otherwise keep admin rights (issue F)."""
+    ev = membership_event("created", "orgmem_wf1", "user_wf1", "org_wf", role="org:admin")
+    assert c.hook(ev).json["status"] == "processed"
+    tf = c.tok("user_wf1", "org_wf", "member")
+    demote = json.dumps(membership_event("updated", "orgmem_wf1", "user_wf1", "org_wf")).encode()
+    first = c.svix.headers(demote)
+    # the role is written, then the audit row fails: the whole event is undone
+    with FailingWrites(c, "audit_logs", "INSERT"):
+        expect(c.hook(None, first, demote), 500, "Database operation failed")
+    assert c.req("GET", P + "/organizations/org_wf/membership", tf).json["role"] == "org:admin"
+    assert c.db.audit("member_role_changed", org_id="org_wf") == []
+    # Svix's retry (same svix-id) is processed, not taken for a duplicate
+    retry = c.svix.headers(demote, msg_id=first["svix-id"])
+    assert c.hook(None, retry, demote).json == {"status": "processed", "event": "organizationMembership.updated"}
+    assert c.req("GET", P + "/organizations/org_wf/membership", tf).json["role"] == "org:member"
+    assert len(c.db.audit("member_role_changed", org_id="org_wf")) == 1
+    # a removal whose delete fails keeps nothing of its key revocation, then lands on retry
+    ta = setup_org(c, "org_wg", "user_wga", members=["user_wgb"])
+    expect(c.req("POST", P + "/organizations/org_wg/distribute-key", ta,
+                 {"membership_id": "mem_user_wgb_org_wg", "encrypted_org_key": ep()}), 200)
+    tb = c.tok("user_wgb", "org_wg", "member")
+    remove = json.dumps(membership_event("deleted", "orgmem_clerk_wgb", "user_wgb", "org_wg")).encode()
+    first = c.svix.headers(remove)
+    with FailingWrites(c, "organization_memberships", "DELETE"):
+        expect(c.hook(None, first, remove), 500, "Database operation failed")
+    m = c.req("GET", P + "/organizations/org_wg/membership", tb).json
+    assert m["has_org_key"] is True and m["encrypted_org_key"] == ep(), m
+    assert c.db.audit("org_key_revoked", org_id="org_wg") == [] and c.db.audit("member_left", org_id="org_wg") == []
+    retry = c.svix.headers(remove, msg_id=first["svix-id"])
+    assert c.hook(None, retry, remove).json["status"] == "processed"
+    expect(c.req("GET", P + "/organizations/org_wg/membership", tb), 404, "Not a member of this organization")
+    assert len(c.db.audit("member_left", org_id="org_wg")) == 1
 
 
 def test_webhook_org_deleted_keeps_audit(c):
