@@ -1,8 +1,10 @@
 /* routes_orgs — /api/v1/organizations (spec §4.5): org sync and listing, the org
  * context store, and the org key lifecycle: creation (with the admin's own member
  * copy in the same transaction), distribution to members (one or in bulk, one
- * transaction), revocation. The /{org_id}/ routes authorize by the stored
- * membership role; /context and /current by the JWT. Key writes are audited.
+ * transaction), revocation. The /{org_id}/ admin routes need the stored admin
+ * role and, from a token in that org's context, the JWT's admin role too (a
+ * demotion the webhook has not applied yet); /context and /current go by the
+ * JWT. Key writes are audited.
  * The server only stores wrapped keys and EncryptedPayloads, never opens them.
  */
 #include "server/routes_util.h"
@@ -175,7 +177,28 @@ static void put_context(api_req *r)
     ru_context_put(r, "org", r->auth.org_id, false);
 }
 
-/* ---- org keys (DB-admin-checked) ---- */
+/* ---- org keys (admin-checked) ---- */
+
+/* A token in org_id's own context that does not say admin: Clerk has demoted the
+ * caller (or never promoted them), whatever the stored role still says. Tokens in
+ * personal or another org's context say nothing about this org. */
+static bool jwt_not_admin_here(const auth_ctx *a, const char *org_id)
+{
+    return auth_is_org(a) && strcmp(a->org_id, org_id) == 0 && !auth_is_org_admin(a);
+}
+
+/* ru_require_db_admin, then the JWT's word for its own org: 403 with the same text. */
+static bool require_admin(api_req *r, const char *org_id, membership_row *out)
+{
+    if (!ru_require_db_admin(r, org_id, out))
+        return false;
+    if (!jwt_not_admin_here(&r->auth, org_id))
+        return true;
+    if (out)
+        membership_row_free(out);
+    ru_detailf(r, 403, "User %s is not an admin of org %s", r->auth.user_id, org_id);
+    return false;
+}
 
 static void get_encryption_status(api_req *r)
 {
@@ -200,7 +223,7 @@ static void post_keys(api_req *r)
         !ru_hex_fields(r, body, ORG_KEY_FIELDS, sizeof ORG_KEY_FIELDS / sizeof ORG_KEY_FIELDS[0]) ||
         !v_ep(r, body, NULL, "admin_member_encrypted_key"))
         goto out;
-    if (!(have_m = ru_require_db_admin(r, org_id, &m)))
+    if (!(have_m = require_admin(r, org_id, &m)))
         goto out;
     org_key_ep ep;
     ru_ep_borrow(json_object_get(body, "admin_member_encrypted_key"), &ep);
@@ -243,7 +266,7 @@ static void get_pending(api_req *r)
 {
     const char *org_id = r->params[0];
     org_row o = {0};
-    if (!ru_require_db_admin(r, org_id, NULL) || !load_org_keys(r, org_id, &o))
+    if (!require_admin(r, org_id, NULL) || !load_org_keys(r, org_id, &o))
         return;
     org_row_free(&o);
     membership_row *list = NULL;
@@ -337,7 +360,7 @@ static void post_distribute(api_req *r)
     if (!v_object(r, body) || !v_string(r, body, NULL, "membership_id", MAX_ID_LEN) ||
         !v_ep(r, body, NULL, "encrypted_org_key"))
         goto out;
-    if (!ru_require_db_admin(r, org_id, NULL) || !load_org_keys(r, org_id, &o))
+    if (!require_admin(r, org_id, NULL) || !load_org_keys(r, org_id, &o))
         goto out;
     org_row_free(&o);
     const char *mid = str_of(body, "membership_id");
@@ -406,7 +429,7 @@ static void post_distribute_bulk(api_req *r)
     org_row o = {0};
     if (!valid_bulk(r, body))
         goto out;
-    if (!ru_require_db_admin(r, org_id, NULL) || !load_org_keys(r, org_id, &o))
+    if (!require_admin(r, org_id, NULL) || !load_org_keys(r, org_id, &o))
         goto out;
     org_row_free(&o);
     if (!ru_begin(r))
@@ -470,7 +493,7 @@ static void get_membership(api_req *r)
 static void post_revoke(api_req *r)
 {
     const char *org_id = r->params[0], *member = r->params[1], *reason = api_query(r, "reason");
-    if (!ru_require_db_admin(r, org_id, NULL))
+    if (!require_admin(r, org_id, NULL))
         return;
     membership_row m = {0};
     store_rc rc = store_membership_get(r->srv->db, member, org_id, &m);
@@ -506,7 +529,7 @@ static void get_admin_recovery_key(api_req *r)
 {
     const char *org_id = r->params[0];
     org_row o = {0};
-    if (!ru_require_db_admin(r, org_id, NULL) || !load_org_keys(r, org_id, &o))
+    if (!require_admin(r, org_id, NULL) || !load_org_keys(r, org_id, &o))
         return;
     ru_reply(r, 200, json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?}", "org_public_key", o.org_public_key,
                                "admin_encrypted_private_key", o.admin_encrypted_private_key, "iv", o.admin_iv,
@@ -528,7 +551,7 @@ static void get_members(api_req *r)
     /* this route has its own texts (the original checked here, not in the service) */
     if (!own_membership(r, org_id, &me))
         return;
-    bool admin = strcmp(me.role, ROLE_ADMIN) == 0;
+    bool admin = strcmp(me.role, ROLE_ADMIN) == 0 && !jwt_not_admin_here(&r->auth, org_id);
     membership_row_free(&me);
     if (!admin) {
         api_reply_detail(r, 403, "Admin access required");

@@ -574,6 +574,33 @@ def test_org_distribution(c):
            "User user_db is not an admin of org org_d1")
 
 
+def test_org_admin_routes_follow_a_jwt_demotion(c):
+    """Attack: an admin demoted in Clerk keeps using the admin routes until the
+    membership webhook lands (or forever, if it failed). A token in that org's
+    context whose role is member is refused although the DB still says admin."""
+    ta = setup_org(c, "org_j1", "user_ja", members=["user_jb"])
+    demoted = c.tok("user_ja", "org_j1", "member")
+    assert c.req("GET", P + "/organizations/org_j1/membership", demoted).json["role"] == "org:admin"
+    give = {"membership_id": "mem_user_jb_org_j1", "encrypted_org_key": ep()}
+    o = P + "/organizations/org_j1/"
+    for method, path, body in [("POST", "keys", org_keys()), ("GET", "pending-distributions", None),
+                               ("POST", "distribute-key", give), ("POST", "distribute-keys-bulk",
+                                                                  {"distributions": [give]}),
+                               ("POST", "revoke-key/user_ja", None), ("GET", "admin-recovery-key", None)]:
+        expect(c.req(method, o + path, demoted, body), 403, "User user_ja is not an admin of org org_j1",
+               what=path)
+    expect(c.req("GET", o + "members", demoted), 403, "Admin access required")
+    expect(c.req("PUT", P + "/organizations/context", demoted, {"context_data": {"a": 1}}), 403,
+           "This action requires organization admin privileges")
+    assert c.req("GET", o + "membership", c.tok("user_jb", "org_j1", "member")).json["has_org_key"] is False
+    assert c.req("GET", o + "membership", demoted).json["has_org_key"] is True
+    # personal context, or another org's context: the DB role decides, as before
+    for t in (c.tok("user_ja"), c.tok("user_ja", "org_j_other", "member"), ta):
+        assert c.req("GET", o + "admin-recovery-key", t).status == 200
+        assert c.req("GET", o + "members", t).json["total_count"] == 2
+    assert c.req("POST", o + "distribute-key", c.tok("user_ja"), give).status == 200
+
+
 def test_org_revoke(c):
     setup_org(c, "org_r1", "user_ra", members=["user_rb", "user_rc"])
     ta = c.tok("user_ra", "org_r1", "admin")
