@@ -6,9 +6,13 @@
  * each event is handled in one transaction: 200 (processed, ignored, or error for
  * an event that can never apply), or 500 with nothing written when the store
  * fails, so that Svix retries (the original answered 200 and a demoted admin kept
- * admin rights). System actions are audited with a NULL actor,
- * never a fake user id, so they commit (defect §10.10); audit rows outlive the
- * users and organizations they mention (defect §10.11). Bodies are never logged.
+ * admin rights). The transaction also records the svix-id: a delivery applied
+ * less than CLERK_WEBHOOK_DEDUP_SECONDS ago is answered "duplicate" and changes
+ * nothing (a replay), by every veild sharing the database; a delivery that
+ * failed left no record, so its retry applies. System actions are audited with
+ * a NULL actor, never a fake user id, so they commit (defect §10.10); audit rows
+ * outlive the users and organizations they mention (defect §10.11). Bodies are
+ * never logged.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,11 +28,13 @@ typedef enum wh_result {
     WH_IGNORED,
     WH_ERROR,       /* the event's data cannot apply: 200, a retry would fail the same way */
     WH_STORE_ERROR, /* 500: rolled back, Svix retries */
+    WH_DUPLICATE,   /* this svix-id was applied within the window: nothing done */
 } wh_result;
 
 typedef struct wh_event {
     api_req *r;
     store *db;
+    const char *delivery_id; /* the verified svix-id */
     const json_t *data; /* the event's "data" object ({} when absent) */
     char error[160];    /* for WH_ERROR: the text of the reply's "error" */
 } wh_event;
@@ -239,9 +245,11 @@ static wh_result membership_deleted(wh_event *ev)
 
 /* ---- dispatch ---- */
 
+typedef wh_result (*wh_handler)(wh_event *ev);
+
 static const struct {
     const char *type;
-    wh_result (*fn)(wh_event *ev);
+    wh_handler fn;
 } HANDLERS[] = {
     {"user.created", user_upsert},
     {"user.updated", user_upsert},
@@ -254,22 +262,43 @@ static const struct {
     {"organizationMembership.deleted", membership_deleted},
 };
 
-/* Runs the handler of type in one transaction: all of an event or none of it. */
+static wh_handler handler_for(const char *type)
+{
+    for (size_t i = 0; type && i < sizeof HANDLERS / sizeof HANDLERS[0]; i++)
+        if (strcmp(HANDLERS[i].type, type) == 0)
+            return HANDLERS[i].fn;
+    return NULL;
+}
+
+/* Runs the handler of type and records the delivery in one transaction: all of
+ * an event or none of it, and once. */
 static wh_result handle(wh_event *ev, const char *type)
 {
-    for (size_t i = 0; type && i < sizeof HANDLERS / sizeof HANDLERS[0]; i++) {
-        if (strcmp(HANDLERS[i].type, type) != 0)
-            continue;
-        if (store_begin(ev->db) != STORE_OK)
-            return store_fail(ev, "begin");
-        wh_result res = HANDLERS[i].fn(ev);
-        if (res != WH_PROCESSED)
-            store_rollback(ev->db);
-        else if (store_commit(ev->db) != STORE_OK) /* a failed commit has rolled back */
-            res = store_fail(ev, "commit");
+    wh_handler fn = handler_for(type);
+    if (!fn)
+        return WH_IGNORED; /* nothing to apply twice: not recorded */
+    long window = ev->r->srv->cfg.webhook_dedup_seconds;
+    if (store_begin(ev->db) != STORE_OK)
+        return store_fail(ev, "begin");
+    /* claimed first: a veild handling the same id waits here until this one ends */
+    store_rc rc = store_webhook_claim(ev->db, ev->delivery_id, window);
+    wh_result res;
+    if (rc == STORE_CONFLICT)
+        res = WH_DUPLICATE;
+    else if (rc != STORE_OK)
+        res = store_fail(ev, "webhook_claim");
+    else
+        res = fn(ev);
+    if (res != WH_PROCESSED) {
+        store_rollback(ev->db);
         return res;
     }
-    return WH_IGNORED;
+    if (store_commit(ev->db) != STORE_OK) /* a failed commit has rolled back */
+        return store_fail(ev, "commit");
+    /* after the commit: a failed prune costs space, not the event */
+    if (store_webhook_prune(ev->db, window) != STORE_OK)
+        log_warn(ev->r->rid, "event=webhook_prune_failed detail=\"%s\"", store_last_error(ev->db));
+    return WH_PROCESSED;
 }
 
 /* Svix verification; false means a reply has been sent. */
@@ -312,9 +341,10 @@ static void post_clerk(api_req *r)
     const char *type = data_str(payload, "type");
     json_t *empty = json_object();
     const json_t *data = json_object_get(payload, "data");
-    wh_event ev = {.r = r, .db = r->srv->db, .data = json_is_object(data) ? data : empty};
+    wh_event ev = {.r = r, .db = r->srv->db, .delivery_id = api_header(r, "svix-id"),
+                   .data = json_is_object(data) ? data : empty};
     wh_result res = handle(&ev, type);
-    static const char *const NAMES[] = {"processed", "ignored", "error", "store_error"};
+    static const char *const NAMES[] = {"processed", "ignored", "error", "store_error", "duplicate"};
     log_info(r->rid, "event=webhook type=%s result=%s", type ? type : "-", NAMES[res]);
     bool failed = res == WH_ERROR || res == WH_STORE_ERROR;
     if (failed && type && strncmp(type, "organizationMembership.", 23) == 0)

@@ -750,6 +750,46 @@ def test_webhook_memberships(c):
     expect(c.req("GET", P + "/organizations/org_wm/membership", tm), 404, "Not a member of this organization")
 
 
+def test_webhook_duplicates_are_dropped(c):
+    """Attack: a captured delivery replayed while its signature is fresh (or Svix
+    re-sending one it thinks was lost) must not apply twice: here, a member removed
+    and then added back by a later event would be removed again by the replay."""
+    add = json.dumps(membership_event("created", "orgmem_wr1", "user_wr1", "org_wr")).encode()
+    readd = json.dumps(membership_event("created", "orgmem_wr2", "user_wr1", "org_wr")).encode()
+    remove = json.dumps(membership_event("deleted", "orgmem_wr1", "user_wr1", "org_wr")).encode()
+    t = c.tok("user_wr1", "org_wr", "member")
+    h_add = c.svix.headers(add)
+    assert c.hook(None, h_add, add).json["status"] == "processed"
+    h_remove = c.svix.headers(remove)
+    assert c.hook(None, h_remove, remove).json["status"] == "processed"
+    expect(c.req("GET", P + "/organizations/org_wr/membership", t), 404, "Not a member of this organization")
+    assert c.hook(None, c.svix.headers(readd), readd).json["status"] == "processed"
+    # the same signed bytes again, then Svix's re-send (same svix-id, new timestamp)
+    for h in (h_remove, c.svix.headers(remove, msg_id=h_remove["svix-id"])):
+        assert c.hook(None, h, remove).json == {"status": "duplicate", "event": "organizationMembership.deleted"}
+    assert c.req("GET", P + "/organizations/org_wr/membership", t).json["id"] == "orgmem_wr2"
+    assert len(c.db.audit("member_left", org_id="org_wr")) == 1
+    assert c.hook(None, c.svix.headers(add, msg_id=h_add["svix-id"]), add).json == \
+        {"status": "duplicate", "event": "organizationMembership.created"}
+    assert len(c.db.audit("member_joined", org_id="org_wr")) == 2
+    # the ids are kept in the database, where veilds sharing it all see them
+    assert c.db.rows("SELECT COUNT(*) FROM webhook_deliveries WHERE id IN (?, ?)", h_add["svix-id"],
+                     h_remove["svix-id"]) == [("2",)]
+
+
+def test_webhook_dedup_window_is_bounded(c):
+    """CLERK_WEBHOOK_DEDUP_SECONDS below twice the signature tolerance would let a
+    replay of fresh signed bytes through; veild refuses to start with it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLERK_", "DATABASE_", "VEIL_", "ENCLAVE_"))}
+    for bad in ("599", "2592001", "1d"):
+        env.update({"CLERK_ISSUER": ISSUER, "CLERK_WEBHOOK_DEDUP_SECONDS": bad})
+        with tempfile.TemporaryDirectory() as d:
+            r = subprocess.run([os.path.join(BIN, "veild")], env=env, capture_output=True, text=True, timeout=30,
+                               cwd=d)
+        assert r.returncode == 2 and \
+            "CLERK_WEBHOOK_DEDUP_SECONDS must be an integer in [600, 2592000]" in r.stderr, (bad, r)
+
+
 class FailingWrites:
     """Inside the database, every `op` (INSERT|UPDATE|DELETE) on `table` fails while the
     block runs (a trigger, written by the test and not by veild): a store failure in
