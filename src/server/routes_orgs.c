@@ -47,6 +47,18 @@ static bool load_org_keys(api_req *r, const char *org_id, org_row *o)
     return true;
 }
 
+/* The caller's own membership of org_id, or a reply: `status` (404 or 403) `Not a
+ * member of this organization` (the texts of the routes that check this themselves). */
+static bool own_membership(api_req *r, const char *org_id, int status, membership_row *m)
+{
+    store_rc rc = store_membership_get(r->srv->db, r->auth.user_id, org_id, m);
+    if (rc == STORE_NOT_FOUND)
+        api_reply_detail(r, status, "Not a member of this organization");
+    else if (rc != STORE_OK)
+        api_store_error(r, "membership_get");
+    return rc == STORE_OK;
+}
+
 /* ---- sync, current, list ---- */
 
 /* The JWT's role as a membership role, or NULL when the token carries none.
@@ -200,10 +212,17 @@ static bool require_admin(api_req *r, const char *org_id, membership_row *out)
     return false;
 }
 
+/* Members only (the original answered anyone about any org); a non-member hears
+ * the same whether the org exists or not. */
 static void get_encryption_status(api_req *r)
 {
+    const char *org_id = r->params[0];
+    membership_row m = {0};
+    if (!own_membership(r, org_id, 403, &m))
+        return;
+    membership_row_free(&m);
     org_row o = {0};
-    if (!load_org(r, r->params[0], &o))
+    if (!load_org(r, org_id, &o))
         return;
     ru_reply(r, 200, json_pack("{s:b, s:s?, s:s?, s:s?}", "has_encryption_keys", o.has_encryption_keys,
                                "org_public_key", o.org_public_key, "encryption_created_at",
@@ -463,22 +482,10 @@ out:
     json_decref(body);
 }
 
-/* The caller's own membership of org_id, or a reply: 404 `Not a member of this
- * organization` (the texts of the routes that check this themselves). */
-static bool own_membership(api_req *r, const char *org_id, membership_row *m)
-{
-    store_rc rc = store_membership_get(r->srv->db, r->auth.user_id, org_id, m);
-    if (rc == STORE_NOT_FOUND)
-        api_reply_detail(r, 404, "Not a member of this organization");
-    else if (rc != STORE_OK)
-        api_store_error(r, "membership_get");
-    return rc == STORE_OK;
-}
-
 static void get_membership(api_req *r)
 {
     membership_row m = {0};
-    if (!own_membership(r, r->params[0], &m))
+    if (!own_membership(r, r->params[0], 404, &m))
         return;
     json_t *j = ru_membership_json(&m);
     if (j) {
@@ -549,7 +556,7 @@ static void get_members(api_req *r)
     const char *org_id = r->params[0];
     membership_row me = {0};
     /* this route has its own texts (the original checked here, not in the service) */
-    if (!own_membership(r, org_id, &me))
+    if (!own_membership(r, org_id, 404, &me))
         return;
     bool admin = strcmp(me.role, ROLE_ADMIN) == 0 && !jwt_not_admin_here(&r->auth, org_id);
     membership_row_free(&me);
