@@ -89,6 +89,7 @@ static void post_sync(api_req *r)
         api_store_error(r, "membership_get");
         goto out;
     }
+    bool db_admin = mrc == STORE_OK && strcmp(m.role, ROLE_ADMIN) == 0;
     if (mrc == STORE_OK)
         membership_row_free(&m);
     if (auth_is_org(a) && strcmp(a->org_id, org_id) != 0) {
@@ -100,10 +101,15 @@ static void post_sync(api_req *r)
         goto out;
     }
     const char *role = jwt_member_role(a);
+    /* The web client syncs for every member: anyone may create the missing row,
+     * only an admin (by the token in this org's context, else the stored role)
+     * may rename or re-slug it. */
+    bool admin = auth_is_org(a) ? auth_is_org_admin(a) : db_admin;
     if (!ru_begin(r))
         goto out;
     bool created = false, mem_created = false;
-    store_rc rc = store_org_upsert(db, org_id, name, slug, &created);
+    store_rc rc = admin ? store_org_upsert(db, org_id, name, slug, &created)
+                        : store_org_create(db, org_id, name, slug, &created);
     if (rc == STORE_CONFLICT) {
         ru_abort(r, 409, "Organization slug already in use");
         goto out;

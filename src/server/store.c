@@ -551,6 +551,24 @@ store_rc store_org_upsert(store *s, const char *id, const char *name, const char
     return rc;
 }
 
+store_rc store_org_create(store *s, const char *id, const char *name, const char *slug, bool *created)
+{
+    NEED(id);
+    NEED(name);
+    char now[32];
+    stamp(s, now);
+    db_param p[] = {db_text(id), db_text(name), db_text(slug), db_text(now)};
+    db_result r = DB_RESULT_INIT;
+    store_rc rc = exec1(s,
+                        "INSERT INTO organizations (id, name, slug, has_encryption_keys, created_at, updated_at) "
+                        "VALUES ($1, $2, $3, FALSE, $4, $4) ON CONFLICT (id) DO NOTHING",
+                        p, NP(p), &r);
+    if (rc == STORE_OK && created)
+        *created = r.changes > 0;
+    db_result_free(&r);
+    return rc;
+}
+
 store_rc store_org_set_keys(store *s, const char *id, const char *public_key, const char *enc_priv,
                             const char *iv, const char *tag, const char *salt, const char *created_by)
 {

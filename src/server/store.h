@@ -96,6 +96,9 @@ store_rc store_org_get(store *s, const char *id, org_row *out);
 /* Inserts or updates name (always) and slug (when non-NULL). *created tells which.
  * STORE_CONFLICT if the slug belongs to another organization. */
 store_rc store_org_upsert(store *s, const char *id, const char *name, const char *slug, bool *created);
+/* Inserts the organization unless it exists; an existing one is left as it is.
+ * *created tells which. STORE_CONFLICT if the slug belongs to another organization. */
+store_rc store_org_create(store *s, const char *id, const char *name, const char *slug, bool *created);
 /* STORE_CONFLICT if the organization already has keys. */
 store_rc store_org_set_keys(store *s, const char *id, const char *public_key, const char *enc_priv,
                             const char *iv, const char *tag, const char *salt, const char *created_by);

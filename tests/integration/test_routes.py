@@ -415,6 +415,32 @@ def test_org_sync(c):
     assert r.status == 307 and r.headers["location"] == P + "/organizations/", r
 
 
+def test_org_sync_by_a_member_does_not_rename(c):
+    """Attack: the web client calls /organizations/sync for every member, with a name
+    and slug the member chooses. A member's sync may create a missing org (and still
+    answers 200) but never renames or re-slugs an existing one; an admin's does."""
+    setup_user(c, "user_sa", keys=False)
+    setup_user(c, "user_sb", keys=False)
+    name = lambda: c.db.rows("SELECT name, slug FROM organizations WHERE id = ?", "org_s5")
+    sync = lambda t, body: c.req("POST", P + "/organizations/sync", t, {"org_id": "org_s5", **body})
+    tm = c.tok("user_sb", "org_s5", "member")
+    assert sync(tm, {"name": "Made by a member", "slug": "s5"}).json == {"status": "created", "org_id": "org_s5"}
+    assert name() == [("Made by a member", "s5")]
+    ta = c.tok("user_sa", "org_s5", "admin")
+    assert sync(ta, {"name": "Five", "slug": "five"}).json == {"status": "updated", "org_id": "org_s5"}
+    assert name() == [("Five", "five")]
+    for t in (tm, c.tok("user_sb")):  # in the org's context, and personal (stored role member)
+        r = sync(t, {"name": "Pwned", "slug": "pwned"})
+        assert r.status == 200 and r.json == {"status": "updated", "org_id": "org_s5"}, r
+        assert name() == [("Five", "five")]
+    # personal context: the stored admin role renames
+    assert sync(c.tok("user_sa"), {"name": "Five Inc"}).status == 200
+    assert name() == [("Five Inc", "five")]
+    # a demoted admin's token (member in this org's context) does not, whatever the DB said
+    assert sync(c.tok("user_sa", "org_s5", "member"), {"name": "Old admin"}).status == 200
+    assert name() == [("Five Inc", "five")]
+
+
 def test_org_current(c):
     setup_org(c, "org_c1", "user_c1", with_keys=False)
     assert c.req("GET", P + "/organizations/current", c.tok("user_c1")).json == {

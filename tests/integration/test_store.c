@@ -382,6 +382,23 @@ static void test_orgs(void **state)
     org_row_free(&o);
     assert_int_equal(store_org_upsert(s, new_id("org"), "Third", slug, &created), STORE_CONFLICT);
 
+    /* create-only (a member's sync): a new org is made, an existing one left as it is */
+    const char *fresh = new_id("org");
+    assert_int_equal(store_org_create(s, fresh, "Fresh", NULL, &created), STORE_OK);
+    assert_true(created);
+    assert_int_equal(store_org_create(s, fresh, "Renamed", slug2, &created), STORE_OK);
+    assert_false(created);
+    assert_int_equal(store_org_create(s, other, "Renamed", slug2, &created), STORE_OK); /* its own slug */
+    assert_false(created);
+    assert_int_equal(store_org_get(s, other, &o), STORE_OK);
+    assert_string_equal(o.name, "Other");
+    org_row_free(&o);
+    assert_int_equal(store_org_get(s, fresh, &o), STORE_OK);
+    assert_string_equal(o.name, "Fresh");
+    assert_null(o.slug);
+    org_row_free(&o);
+    assert_int_equal(store_org_create(s, new_id("org"), "Fourth", slug, &created), STORE_CONFLICT);
+
     /* keys are set once */
     const char *admin = new_id("user");
     assert_int_equal(store_org_set_keys(s, id, hexs(64, 'A'), hexs(90, 'B'), hexs(32, 'C'), hexs(32, 'D'),
