@@ -49,6 +49,9 @@ int settings_load(server_config *cfg, char *err, size_t errlen)
     COPY(cors_origins, "CORS_ORIGINS", "http://localhost:3000");
     COPY(enclave_addr, "ENCLAVE_ADDR", "");
     if (config_long("CLERK_JWT_LEEWAY_SECONDS", 30, 0, 300, &cfg->jwt_leeway, err, errlen) < 0 ||
+        /* at least twice Svix's ±5 minutes: one signed delivery can be replayed that long */
+        config_long("CLERK_WEBHOOK_DEDUP_SECONDS", 86400, 600, 30L * 86400, &cfg->webhook_dedup_seconds, err,
+                    errlen) < 0 ||
         config_long("ENCLAVE_CID", 0, 0, 0xFFFFFFFFL, &cfg->enclave_cid, err, errlen) < 0 ||
         config_long("ENCLAVE_PORT", 5000, 1, 0xFFFFFFFFL, &cfg->enclave_port, err, errlen) < 0 ||
         config_long("ENCLAVE_CREDENTIAL_REFRESH_SECONDS", 2700, 10, 86400, &cfg->refresh_seconds,

@@ -23,6 +23,7 @@ typedef struct server_config {
     char clerk_audience[256];   /* CLERK_AUDIENCE */
     char clerk_azp[1024];       /* CLERK_AUTHORIZED_PARTIES, comma-separated */
     char clerk_webhook_secret[256]; /* CLERK_WEBHOOK_SECRET */
+    long webhook_dedup_seconds; /* CLERK_WEBHOOK_DEDUP_SECONDS, default 86400 */
     char ca_file[512];          /* VEIL_CA_FILE: CA bundle for JWKS/Bedrock (tests) */
     long jwt_leeway;            /* CLERK_JWT_LEEWAY_SECONDS, default 30 */
     /* enclave */

@@ -35,6 +35,8 @@ static void usage(FILE *f)
             "  CLERK_AUTHORIZED_PARTIES  comma-separated azp values to accept (default: any)\n"
             "  CLERK_JWT_LEEWAY_SECONDS  clock skew allowed (default 30)\n"
             "  CLERK_WEBHOOK_SECRET   whsec_... Svix secret; webhooks are refused without it\n"
+            "  CLERK_WEBHOOK_DEDUP_SECONDS  a repeated svix-id is dropped this long after it was\n"
+            "                         applied (default 86400, at least 600)\n"
             "  ENCLAVE_MODE           mock (in-process enclave core, default) or nitro\n"
             "  ENCLAVE_ADDR           nitro: vsock:CID:PORT | unix:PATH | tcp:HOST:PORT\n"
             "  ENCLAVE_CID            nitro: the enclave CID (default: nitro-cli describe-enclaves)\n"
