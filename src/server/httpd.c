@@ -713,20 +713,24 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     }
 }
 
-/* The cap: the configured one, within the share of descriptors each connection
- * may need, so that the process never runs out of them in normal operation. */
+/* The cap: the descriptors each connection may need, within the process limit,
+ * so that veild never runs out of them in normal operation. An operator's explicit
+ * cap wins, with a warning when it goes past that share (accept then pauses on
+ * EMFILE instead of spinning). */
 static unsigned connection_cap(unsigned configured)
 {
     struct rlimit rl;
-    unsigned share = 0;
+    unsigned share = 1u << 20;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
         rlim_t cur = rl.rlim_cur;
         share = cur > 2 * FD_RESERVE ? (unsigned)((cur - FD_RESERVE) / FDS_PER_CONN) : (unsigned)(cur / 4);
+        if (share == 0)
+            share = 1;
     }
-    if (share == 0)
-        share = configured ? configured : 1;
-    if (configured == 0 || configured > share)
-        return share ? share : 1;
+    if (configured == 0)
+        return share;
+    if (configured > share)
+        log_warn(NULL, "event=http_cap_above_fd_limit max_connections=%u share=%u", configured, share);
     return configured;
 }
 

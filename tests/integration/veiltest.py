@@ -61,7 +61,7 @@ class Proc:
     """A real program with stderr in a log file; `event=listening addr=...` tells
     when it is ready (and, for tcp, its port). Always stopped by its test."""
 
-    def __init__(self, name, argv, env=None, tmp=None, cwd=None, drop_env=()):
+    def __init__(self, name, argv, env=None, tmp=None, cwd=None, drop_env=(), preexec=None):
         self.name = name
         self.log_path = os.path.join(tmp, f"{name}.log")
         self.log = open(self.log_path, "ab")
@@ -69,7 +69,7 @@ class Proc:
         e.setdefault("ASAN_OPTIONS", "detect_leaks=1")
         e.update(env or {})
         self.p = subprocess.Popen(argv, stdout=self.log, stderr=self.log, env=e, cwd=cwd,
-                                  start_new_session=True)
+                                  start_new_session=True, preexec_fn=preexec)
         self.addr = None
         self.port = None
 
