@@ -412,8 +412,10 @@ static deliver_rc deliver(ec_op *op, json_t *obj)
         if (success && pk && strlen(pk) == 64)
             set_key(ec, pk); /* a different key means the enclave restarted */
         json_int_t mr = json_integer_value(json_object_get(obj, "max_request"));
-        if (success && mr >= 1024)
+        if (success && mr >= 1024 && (size_t)mr != ec->max_request) {
             ec->max_request = (size_t)mr;
+            log_info(NULL, "event=enclave_limit_learned max_request=%zu", ec->max_request);
+        }
         op->health_cb(op->ud, &h);
         finish(op, true);
         return OP_COMPLETE;
