@@ -8,16 +8,28 @@
 
 #include "common/hex.h"
 
-int vbuf_reserve(vbuf *b, size_t extra)
+/* The capacity that holds extra more bytes (and vbuf_cstr's NUL): b->cap when
+ * it already does, 0 on overflow. */
+static size_t cap_for(const vbuf *b, size_t extra)
 {
     if (extra > SIZE_MAX - b->len - 1)
-        return -1;
-    size_t need = b->len + extra + 1; /* room for vbuf_cstr's NUL */
-    if (need <= b->cap)
         return 0;
+    size_t need = b->len + extra + 1;
+    if (need <= b->cap)
+        return b->cap;
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    return cap;
+}
+
+int vbuf_reserve(vbuf *b, size_t extra)
+{
+    size_t cap = cap_for(b, extra);
+    if (cap == 0)
+        return -1;
+    if (cap == b->cap)
+        return 0;
     uint8_t *p = realloc(b->data, cap);
     if (!p)
         return -1;
@@ -26,9 +38,41 @@ int vbuf_reserve(vbuf *b, size_t extra)
     return 0;
 }
 
+/* realloc may move the bytes and free the old block as it is; a secret must
+ * not stay behind in freed memory, so move it ourselves and wipe the old block. */
+int vbuf_reserve_secure(vbuf *b, size_t extra)
+{
+    size_t cap = cap_for(b, extra);
+    if (cap == 0)
+        return -1;
+    if (cap == b->cap)
+        return 0;
+    uint8_t *p = malloc(cap);
+    if (!p)
+        return -1;
+    if (b->data) {
+        memcpy(p, b->data, b->len);
+        OPENSSL_cleanse(b->data, b->cap);
+        free(b->data);
+    }
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
 int vbuf_append(vbuf *b, const void *p, size_t n)
 {
     if (vbuf_reserve(b, n) < 0)
+        return -1;
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+int vbuf_append_secure(vbuf *b, const void *p, size_t n)
+{
+    if (vbuf_reserve_secure(b, n) < 0)
         return -1;
     if (n)
         memcpy(b->data + b->len, p, n);
