@@ -23,6 +23,7 @@
 
 #include "common/buf.h"
 #include "common/secret.h"
+#include "enclave/history.h"
 
 /* ---- the detector ---- */
 
@@ -121,11 +122,29 @@ static void test_vbuf_secure_growth(void **state)
     assert_int_equal(W.hits, 0);
 }
 
+/* Merged history turns grow in place: consecutive user turns are joined. */
+static void test_history_merge(void **state)
+{
+    (void)state;
+    history h;
+    history_init(&h);
+    arm(SECRET);
+    for (int i = 0; i < 200; i++)
+        assert_int_equal(history_add(&h, ROLE_USER, SECRET, strlen(SECRET)), 0);
+    assert_int_equal(h.n, 1);
+    assert_memory_equal(h.msgs[0].text, SECRET "\n\n" SECRET, 2 * strlen(SECRET) + 2);
+    history_free(&h);
+    disarm();
+    assert_true(W.blocks >= 5);
+    assert_int_equal(W.hits, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_detector_sees_realloc_copies),
         cmocka_unit_test(test_vbuf_secure_growth),
+        cmocka_unit_test(test_history_merge),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
