@@ -50,6 +50,26 @@ struct conn {
     unsigned requests;
 };
 
+/* Drains n bytes after wiping them where libevent holds them: a plain drain
+ * frees its chains unwiped, with the credentials or ciphertext in them. */
+static void drain_wiped(struct evbuffer *in, size_t n)
+{
+    while (n > 0) {
+        struct evbuffer_iovec v[16];
+        int k = evbuffer_peek(in, (ev_ssize_t)n, NULL, v, 16);
+        size_t done = 0;
+        for (int i = 0; i < k && i < 16 && done < n; i++) {
+            size_t len = v[i].iov_len < n - done ? v[i].iov_len : n - done;
+            secure_wipe(v[i].iov_base, len);
+            done += len;
+        }
+        if (done == 0)
+            return;
+        evbuffer_drain(in, done);
+        n -= done;
+    }
+}
+
 static void conn_free(conn *c)
 {
     enclave_server *s = c->srv;
@@ -64,8 +84,11 @@ static void conn_free(conn *c)
         event_free(c->resume);
     if (c->hup_poll)
         event_free(c->hup_poll);
-    if (c->bev)
+    if (c->bev) {
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+        drain_wiped(in, evbuffer_get_length(in));
         bufferevent_free(c->bev);
+    }
     vbuf_free_secure(&c->acc);
     log_info(c->rid, "event=conn_closed requests=%u", c->requests);
     free(c);
@@ -218,11 +241,13 @@ static void on_read(struct bufferevent *bev, void *arg)
     conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
     size_t n = evbuffer_get_length(in);
-    if (vbuf_reserve(&c->acc, n) < 0) {
+    /* secure growth: the buffer holds SET_CREDENTIALS and ciphertext */
+    if (vbuf_reserve_secure(&c->acc, n) < 0) {
         conn_free(c);
         return;
     }
-    evbuffer_remove(in, c->acc.data + c->acc.len, n);
+    evbuffer_copyout(in, c->acc.data + c->acc.len, n);
+    drain_wiped(in, n);
     c->acc.len += n;
     if (c->busy) {
         /* a request is running: hold the next one, but do not read without bound */

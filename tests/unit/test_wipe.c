@@ -16,14 +16,26 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <event2/event.h>
+#include <jansson.h>
 #include <malloc.h>
+#include <poll.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <linux/sockios.h>
+#include <unistd.h>
 
+#include "common/addr.h"
 #include "common/buf.h"
+#include "common/log.h"
 #include "common/secret.h"
+#include "enclave/enclave.h"
 #include "enclave/history.h"
+#include "enclave/server.h"
 
 /* ---- the detector ---- */
 
@@ -32,28 +44,24 @@ static struct {
     const char *needle;
     size_t needle_len;
     unsigned blocks;   /* blocks released while armed */
-    unsigned hits;     /* ... that still held the needle */
+    unsigned hits;     /* ... that still held the needle: veil's code and jansson */
+    unsigned ev_hits;  /* ... released by libevent (its buffer chains) */
 } W;
 
 void __real_free(void *p);
 void *__real_realloc(void *p, size_t n);
 
-static void check_block(const void *p)
+static void check_block(const void *p, bool libevent)
 {
     if (!W.armed || !p)
         return;
     W.blocks++;
     if (memmem(p, malloc_usable_size((void *)p), W.needle, W.needle_len))
-        W.hits++;
+        *(libevent ? &W.ev_hits : &W.hits) += 1;
 }
 
-void __wrap_free(void *p)
-{
-    check_block(p);
-    __real_free(p);
-}
-
-void *__wrap_realloc(void *p, size_t n)
+/* realloc that always moves, and checks the block it leaves */
+static void *moving_realloc(void *p, size_t n, bool libevent)
 {
     if (!p)
         return malloc(n);
@@ -62,8 +70,42 @@ void *__wrap_realloc(void *p, size_t n)
         return NULL;
     size_t old = malloc_usable_size(p);
     memcpy(q, p, old < n ? old : n);
-    __wrap_free(p);
+    check_block(p, libevent);
+    __real_free(p);
     return q;
+}
+
+void __wrap_free(void *p)
+{
+    check_block(p, false);
+    __real_free(p);
+}
+
+void *__wrap_realloc(void *p, size_t n)
+{
+    return moving_realloc(p, n, false);
+}
+
+/* jansson's default allocator frees unwiped; this one does too, but looks first */
+static void json_checking_free(void *p)
+{
+    __wrap_free(p);
+}
+
+static void *ev_malloc(size_t n)
+{
+    return malloc(n);
+}
+
+static void *ev_realloc(void *p, size_t n)
+{
+    return moving_realloc(p, n, true);
+}
+
+static void ev_free(void *p)
+{
+    check_block(p, true);
+    __real_free(p);
 }
 
 static void arm(const char *needle)
@@ -71,7 +113,7 @@ static void arm(const char *needle)
     W.armed = true;
     W.needle = needle;
     W.needle_len = strlen(needle);
-    W.blocks = W.hits = 0;
+    W.blocks = W.hits = W.ev_hits = 0;
 }
 
 static void disarm(void)
@@ -139,12 +181,153 @@ static void test_history_merge(void **state)
     assert_int_equal(W.hits, 0);
 }
 
+/* ---- a loop and a unix socket ---- */
+
+static struct {
+    struct event_base *base;
+    struct event *tick; /* EVLOOP_ONCE never waits longer than this */
+    char dir[64];
+    char addr[128];
+    veil_addr a;
+} L;
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+}
+
+static void loop_start(void)
+{
+    L.base = event_base_new();
+    assert_non_null(L.base);
+    L.tick = event_new(L.base, -1, EV_PERSIST, on_tick, NULL);
+    struct timeval tv = {0, 20000};
+    event_add(L.tick, &tv);
+    snprintf(L.dir, sizeof L.dir, "/tmp/veil-wipe-XXXXXX");
+    assert_non_null(mkdtemp(L.dir));
+    snprintf(L.addr, sizeof L.addr, "unix:%s/s.sock", L.dir);
+    char err[200];
+    assert_int_equal(addr_parse(L.addr, &L.a, err, sizeof err), 0);
+}
+
+static void loop_stop(void)
+{
+    event_free(L.tick);
+    event_base_free(L.base);
+    char path[128];
+    snprintf(path, sizeof path, "%s/s.sock", L.dir);
+    unlink(path);
+    rmdir(L.dir);
+}
+
+/* Runs the loop until cond holds (bounded: about 10 s). */
+static bool run_until(bool (*cond)(void *), void *arg)
+{
+    for (int i = 0; i < 500 && !cond(arg); i++)
+        event_base_loop(L.base, EVLOOP_ONCE);
+    return cond(arg);
+}
+
+static bool readable(void *arg)
+{
+    struct pollfd p = {*(int *)arg, POLLIN, 0};
+    return poll(&p, 1, 0) == 1;
+}
+
+/* The peer has read everything this socket sent (unix sockets: SIOCOUTQ). */
+static bool sent_all(void *arg)
+{
+    int queued = -1;
+    return ioctl(*(int *)arg, SIOCOUTQ, &queued) == 0 && queued == 0;
+}
+
+/* ---- the enclave server: SET_CREDENTIALS arriving in pieces ---- */
+
+/* The session token is one 16-byte unit repeated, and the needle two units: any
+ * block that held 47 bytes of the token in a row holds the needle. */
+#define UNIT "Tok3nSecretUnit/"
+#define NEEDLE UNIT UNIT
+#define TOKEN_UNITS 200
+
+static const char *creds_request(void)
+{
+    static char req[4096];
+    int n = snprintf(req, sizeof req,
+                     "{\"command\":\"SET_CREDENTIALS\",\"credentials\":{\"access_key_id\":\"AKIDWIPE\","
+                     "\"secret_access_key\":\"" UNIT "\",\"session_token\":\"");
+    for (int i = 0; i < TOKEN_UNITS; i++)
+        n += snprintf(req + n, sizeof req - (size_t)n, "%s", UNIT);
+    snprintf(req + n, sizeof req - (size_t)n, "\",\"expiration\":\"2099-01-01T00:00:00Z\"}}\n");
+    return req;
+}
+
+static bool no_conns(void *arg)
+{
+    return enclave_server_connections(arg) == 0;
+}
+
+static bool one_conn(void *arg)
+{
+    return enclave_server_connections(arg) == 1;
+}
+
+/* veil-enclave receives the credentials in 97-byte reads: its connection buffer
+ * grows from 64 bytes to 4 KiB and every read passes through libevent's
+ * chains. Neither may keep a copy once the credentials are in the core. */
+static void test_enclave_server(void **state)
+{
+    (void)state;
+    enclave_secure_json(); /* as veil-enclave's main does */
+    loop_start();
+    char err[200];
+    enclave_config cfg = {.region = "us-east-1"};
+    enclave_core *core = enclave_core_new(L.base, &cfg, err, sizeof err);
+    assert_non_null(core);
+    int lfd = addr_listen(&L.a, 8, err, sizeof err);
+    assert_true(lfd >= 0);
+    enclave_server *srv = enclave_server_new(L.base, core, lfd, NULL, err, sizeof err);
+    assert_non_null(srv);
+
+    arm(NEEDLE);
+    int fd = addr_connect(&L.a, false, err, sizeof err);
+    assert_true(fd >= 0);
+    assert_true(run_until(one_conn, srv));
+    const char *req = creds_request();
+    size_t len = strlen(req);
+    for (size_t off = 0; off < len; off += 97) {
+        size_t k = len - off < 97 ? len - off : 97;
+        assert_int_equal(write(fd, req + off, k), (ssize_t)k);
+        assert_true(run_until(sent_all, &fd));
+    }
+    assert_true(run_until(readable, &fd));
+    char reply[1024];
+    ssize_t r = read(fd, reply, sizeof reply - 1);
+    assert_true(r > 0);
+    reply[r] = '\0';
+    assert_non_null(strstr(reply, "\"status\":\"success\""));
+    assert_non_null(strstr(reply, "\"has_credentials\":true"));
+    close(fd);
+    assert_true(run_until(no_conns, srv));
+    enclave_server_free(srv);
+    enclave_core_free(core);
+    loop_stop();
+    disarm();
+    assert_true(W.blocks >= 10);
+    assert_int_equal(W.hits, 0);
+    assert_int_equal(W.ev_hits, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_detector_sees_realloc_copies),
         cmocka_unit_test(test_vbuf_secure_growth),
         cmocka_unit_test(test_history_merge),
+        cmocka_unit_test(test_enclave_server),
     };
+    /* before libevent allocates anything */
+    event_set_mem_functions(ev_malloc, ev_realloc, ev_free);
+    json_set_alloc_funcs(malloc, json_checking_free);
+    log_set_level(LOG_WARN);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
