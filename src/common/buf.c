@@ -109,6 +109,79 @@ int vbuf_append_hex(vbuf *b, const uint8_t *p, size_t n)
     return 0;
 }
 
+/* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlongs, no
+ * surrogates, nothing above U+10FFFF), or 0. */
+static size_t utf8_seq(const uint8_t *p, size_t n)
+{
+    size_t len;
+    uint32_t cp;
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] >= 0xC2 && p[0] <= 0xDF)
+        len = 2, cp = p[0] & 0x1Fu;
+    else if (p[0] >= 0xE0 && p[0] <= 0xEF)
+        len = 3, cp = p[0] & 0x0Fu;
+    else if (p[0] >= 0xF0 && p[0] <= 0xF4)
+        len = 4, cp = p[0] & 0x07u;
+    else
+        return 0;
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3Fu);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+        return 0;
+    return len;
+}
+
+/* The escaped form of byte c, or NULL when it is copied as is. */
+static const char *json_escape(uint8_t c, char tmp[7])
+{
+    switch (c) {
+    case '"': return "\\\"";
+    case '\\': return "\\\\";
+    case '\n': return "\\n";
+    case '\r': return "\\r";
+    case '\t': return "\\t";
+    default:
+        if (c >= 0x20)
+            return NULL;
+        snprintf(tmp, 7, "\\u%04x", c);
+        return tmp;
+    }
+}
+
+int vbuf_append_json_string(vbuf *b, const char *s)
+{
+    const uint8_t *p = (const uint8_t *)s;
+    size_t n = strlen(s), out = 2;
+    char tmp[7];
+    /* measure first: one secure growth at most, and nothing appended on error */
+    for (size_t i = 0, k; i < n; i += k) {
+        if (!(k = utf8_seq(p + i, n - i)))
+            return -1;
+        const char *e = json_escape(p[i], tmp);
+        out += e ? strlen(e) : k;
+    }
+    if (vbuf_reserve_secure(b, out) < 0)
+        return -1;
+    uint8_t *w = b->data + b->len;
+    *w++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        const char *e = json_escape(p[i], tmp);
+        size_t k = e ? strlen(e) : 1;
+        memcpy(w, e ? (const uint8_t *)e : p + i, k);
+        w += k;
+    }
+    *w++ = '"';
+    b->len += out;
+    return 0;
+}
+
 void vbuf_consume(vbuf *b, size_t n)
 {
     if (n >= b->len) {

@@ -29,6 +29,10 @@ int vbuf_append_secure(vbuf *b, const void *p, size_t n);
 int vbuf_append_str(vbuf *b, const char *s);
 int vbuf_printf(vbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int vbuf_append_hex(vbuf *b, const uint8_t *p, size_t n); /* lowercase hex */
+/* s as a quoted JSON string, for secrets that must not pass through jansson
+ * (whose allocator frees unwiped). Grows like vbuf_append_secure. -1, with
+ * nothing appended, when s is not UTF-8 or memory runs out. */
+int vbuf_append_json_string(vbuf *b, const char *s);
 void vbuf_consume(vbuf *b, size_t n); /* drop n bytes from the front */
 void vbuf_reset(vbuf *b);             /* len = 0, keeps storage */
 void vbuf_free(vbuf *b);
