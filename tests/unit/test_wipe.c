@@ -36,6 +36,7 @@
 #include "enclave/enclave.h"
 #include "enclave/history.h"
 #include "enclave/server.h"
+#include "server/enclave_client.h"
 
 /* ---- the detector ---- */
 
@@ -317,6 +318,131 @@ static void test_enclave_server(void **state)
     assert_int_equal(W.ev_hits, 0);
 }
 
+/* ---- veild: SET_CREDENTIALS to veil-enclave (nitro mode) ---- */
+
+static void fill_creds(imds_credentials *c)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->access_key_id, sizeof c->access_key_id, "AKIDWIPE");
+    snprintf(c->secret_access_key, sizeof c->secret_access_key, "%s", UNIT);
+    for (int i = 0; i < TOKEN_UNITS; i++)
+        memcpy(c->session_token + 16 * i, UNIT, 16);
+    snprintf(c->expiration, sizeof c->expiration, "2099-01-01T00:00:00Z");
+}
+
+typedef struct pushed {
+    bool done, ok;
+} pushed;
+
+static void on_pushed(void *ud, bool ok, const char *err)
+{
+    (void)err;
+    pushed *p = ud;
+    p->done = true;
+    p->ok = ok;
+}
+
+static bool push_done(void *arg)
+{
+    return ((pushed *)arg)->done;
+}
+
+/* veild in nitro mode, with jansson's default (unwiping) allocator, pushes
+ * credentials to a socket this test plays the enclave on. Once the push is
+ * over and veild's client freed, no block veild, jansson or libevent released
+ * may hold the token: not the JSON objects, not the dumped string, not the
+ * request buffer, not the output chains. */
+static void test_veild_set_credentials(void **state)
+{
+    (void)state;
+    json_set_alloc_funcs(malloc, json_checking_free);
+    loop_start();
+    char err[200];
+    int lfd = addr_listen(&L.a, 8, err, sizeof err);
+    assert_true(lfd >= 0);
+    static server_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.mode = ENCLAVE_NITRO;
+    snprintf(cfg.enclave_addr, sizeof cfg.enclave_addr, "%s", L.addr);
+    cfg.stream_timeout = 30;
+    enclave_client *ec = ec_new(L.base, &cfg, err, sizeof err);
+    assert_non_null(ec);
+    imds_credentials creds;
+    fill_creds(&creds);
+
+    arm(NEEDLE);
+    pushed p = {false, false};
+    assert_non_null(ec_set_credentials(ec, &creds, on_pushed, &p));
+    int afd = accept(lfd, NULL, NULL);
+    assert_true(afd >= 0);
+    static char got[8192];
+    size_t got_len = 0;
+    while (!memchr(got, '\n', got_len)) {
+        assert_true(run_until(readable, &afd));
+        ssize_t r = read(afd, got + got_len, sizeof got - 1 - got_len);
+        assert_true(r > 0);
+        got_len += (size_t)r;
+    }
+    const char *reply = "{\"status\":\"success\",\"command\":\"SET_CREDENTIALS\",\"has_credentials\":true}\n";
+    assert_int_equal(write(afd, reply, strlen(reply)), (ssize_t)strlen(reply));
+    assert_true(run_until(push_done, &p));
+    assert_true(p.ok);
+    ec_free(ec);
+    close(afd);
+    close(lfd);
+    loop_stop();
+    disarm();
+    assert_true(W.blocks >= 5);
+    assert_int_equal(W.hits, 0);
+    assert_int_equal(W.ev_hits, 0);
+
+    /* what the enclave received is the request, exactly */
+    json_t *j = json_loadb(got, got_len - 1, 0, NULL);
+    assert_non_null(j);
+    json_t *cr = json_object_get(j, "credentials");
+    assert_string_equal(json_string_value(json_object_get(j, "command")), "SET_CREDENTIALS");
+    assert_string_equal(json_string_value(json_object_get(cr, "access_key_id")), creds.access_key_id);
+    assert_string_equal(json_string_value(json_object_get(cr, "secret_access_key")), creds.secret_access_key);
+    assert_string_equal(json_string_value(json_object_get(cr, "session_token")), creds.session_token);
+    assert_string_equal(json_string_value(json_object_get(cr, "expiration")), creds.expiration);
+    assert_int_equal(json_object_size(cr), 4);
+    json_decref(j);
+    secure_wipe(got, sizeof got);
+    imds_credentials_clear(&creds);
+}
+
+/* The same push in mock mode, where veild runs the enclave core in-process
+ * and installs the wiping JSON allocator, as veild's main does. */
+static void test_veild_set_credentials_mock(void **state)
+{
+    (void)state;
+    enclave_secure_json();
+    loop_start();
+    char err[200];
+    static server_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.mode = ENCLAVE_MOCK;
+    snprintf(cfg.region, sizeof cfg.region, "us-east-1");
+    cfg.stream_timeout = 30;
+    enclave_client *ec = ec_new(L.base, &cfg, err, sizeof err);
+    assert_non_null(ec);
+    imds_credentials creds;
+    fill_creds(&creds);
+
+    arm(NEEDLE);
+    pushed p = {false, false};
+    assert_non_null(ec_set_credentials(ec, &creds, on_pushed, &p));
+    assert_true(run_until(push_done, &p));
+    assert_true(p.ok);
+    ec_free(ec);
+    loop_stop();
+    disarm();
+    assert_true(W.blocks >= 5);
+    assert_int_equal(W.hits, 0);
+    assert_int_equal(W.ev_hits, 0);
+    imds_credentials_clear(&creds);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -324,6 +450,8 @@ int main(void)
         cmocka_unit_test(test_vbuf_secure_growth),
         cmocka_unit_test(test_history_merge),
         cmocka_unit_test(test_enclave_server),
+        cmocka_unit_test(test_veild_set_credentials),
+        cmocka_unit_test(test_veild_set_credentials_mock),
     };
     /* before libevent allocates anything */
     event_set_mem_functions(ev_malloc, ev_realloc, ev_free);
