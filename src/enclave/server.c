@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -133,6 +134,35 @@ static void sink_emit(void *ud, const char *json, size_t len)
         send_line(c, json, len);
 }
 
+typedef enum after_kind { AFTER_NOTHING, AFTER_NEWLINE, AFTER_MORE } after_kind;
+
+/* What follows a request's object: spaces and CRs, then a newline (framed), or
+ * another byte (the next request), or nothing yet. */
+static after_kind classify_after(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\n')
+            return AFTER_NEWLINE;
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r')
+            return AFTER_MORE;
+    }
+    return AFTER_NOTHING;
+}
+
+/* Called when a reply is complete; the request's bytes are consumed, so the
+ * buffer starts with what followed its object. The original answers one bare
+ * request per connection and closes, and its peers read the reply to EOF;
+ * veild frames with a newline and reuses the connection. A newline that was
+ * sent but not read yet is still in the socket: look there too. */
+static bool request_was_bare(conn *c)
+{
+    if (classify_after(c->acc.data, c->acc.len) != AFTER_NOTHING)
+        return false;
+    uint8_t next[64];
+    ssize_t n = recv(bufferevent_getfd(c->bev), next, sizeof next, MSG_PEEK | MSG_DONTWAIT);
+    return n <= 0 || classify_after(next, (size_t)n) == AFTER_NOTHING;
+}
+
 static void sink_done(void *ud)
 {
     conn *c = ud;
@@ -140,6 +170,10 @@ static void sink_done(void *ud)
     c->busy = false;
     if (c->hup_poll)
         event_del(c->hup_poll);
+    if (!c->closing && request_was_bare(c)) {
+        close_after_flush(c);
+        return;
+    }
     /* the next buffered request runs from the loop, not inside this callback */
     event_active(c->resume, EV_TIMEOUT, 0);
 }
@@ -204,6 +238,8 @@ static void process(conn *c)
         jf_reset(&c->scan);
         if (!req) {
             reply_error(c, enclave_invalid_json_reply, jerr.text);
+            if (request_was_bare(c))
+                close_after_flush(c);
             continue;
         }
         char rid[LOG_RID_LEN + 1];
