@@ -10,6 +10,10 @@ foreach(src ${unit_tests})
   set_tests_properties(unit/${name} PROPERTIES LABELS unit TIMEOUT 300)
 endforeach()
 
+# test_wipe searches every block veil's code frees for a secret: free and realloc
+# are wrapped at link time for that program only.
+target_link_options(test_wipe PRIVATE -Wl,--wrap=free -Wl,--wrap=realloc)
+
 # Integration tests: every tests/integration/test_*.sh or test_*.py starts real
 # processes; every tests/integration/test_*.c is a cmocka driver that does the same.
 set(VEIL_TEST_ENV "VEIL_BIN=${CMAKE_BINARY_DIR}" "VEIL_SRC=${CMAKE_SOURCE_DIR}"

@@ -462,7 +462,7 @@ static int announce_stream_key(enclave_req *r)
 static int on_text(void *ud, const char *text, size_t len)
 {
     enclave_req *r = ud;
-    if (vbuf_append(&r->answer, text, len) < 0) {
+    if (vbuf_append_secure(&r->answer, text, len) < 0) { /* grows per delta: no copies left */
         fail_req(r, "internal", "Internal error");
         return 1;
     }
@@ -678,7 +678,7 @@ static const char *open_transport(enclave_core *c, const json_t *v, const char *
     if (!utf8_ok(pt.data, pt.len)) {
         snprintf(msg, n, "The %s is not valid UTF-8", what);
         res = msg;
-    } else if (vbuf_append(out, pt.data, pt.len) < 0) {
+    } else if (vbuf_append_secure(out, pt.data, pt.len) < 0) {
         res = "Out of memory";
     }
     secret_free(&pt);

@@ -14,6 +14,7 @@
 #include "common/buf.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/secret.h"
 #include "enclave/enclave.h"
 #include "enclave/server.h"
 
@@ -310,6 +311,31 @@ static ec_conn *conn_open(enclave_client *ec, char *err, size_t errlen)
     return c;
 }
 
+static void free_wiped(const void *data, size_t len, void *extra)
+{
+    (void)extra;
+    secure_wipe((void *)data, len);
+    free((void *)data);
+}
+
+/* A request may carry credentials, and bufferevent_write would copy them into
+ * chains that libevent frees unwiped. libevent instead writes from a copy of
+ * ours, which it hands back to free_wiped once written or dropped. A copy,
+ * because op->req stays for a retry and a freed bufferevent lets go of its
+ * chains only later. */
+static int write_wiped(struct bufferevent *bev, const vbuf *b)
+{
+    uint8_t *copy = malloc(b->len ? b->len : 1);
+    if (!copy)
+        return -1;
+    memcpy(copy, b->data, b->len);
+    if (evbuffer_add_reference(bufferevent_get_output(bev), copy, b->len, free_wiped, NULL) < 0) {
+        free_wiped(copy, b->len, NULL); /* not called back on failure */
+        return -1;
+    }
+    return 0;
+}
+
 static void start_nitro(ec_op *op)
 {
     enclave_client *ec = op->ec;
@@ -333,7 +359,8 @@ static void start_nitro(ec_op *op)
     }
     c->op = op;
     op->conn = c;
-    bufferevent_write(c->bev, op->req.data, op->req.len);
+    if (write_wiped(c->bev, &op->req) < 0)
+        event_active(op->kick, EV_TIMEOUT, 0);
 }
 
 /* ---- replies ---- */
@@ -528,7 +555,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     finish_error(op, "timeout", "Request timed out");
 }
 
-static ec_op *op_new(enclave_client *ec, op_kind kind, const json_t *req, unsigned timeout_ms)
+static ec_op *op_alloc(enclave_client *ec, op_kind kind)
 {
     ec_op *op = calloc(1, sizeof *op);
     if (!op)
@@ -538,24 +565,42 @@ static ec_op *op_new(enclave_client *ec, op_kind kind, const json_t *req, unsign
     log_new_rid(op->rid);
     op->timer = evtimer_new(ec->base, on_deadline, op);
     op->kick = event_new(ec->base, -1, 0, on_kick, op);
+    if (!op->timer || !op->kick) {
+        op_free(op);
+        return NULL;
+    }
+    return op;
+}
+
+/* Sends op->req (nitro) or runs op->mock_req (mock). */
+static ec_op *op_start(ec_op *op, unsigned timeout_ms)
+{
+    enclave_client *ec = op->ec;
+    live_add(ec, op);
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    evtimer_add(op->timer, &tv);
+    if (ec->mode == ENCLAVE_MOCK)
+        event_active(op->kick, EV_TIMEOUT, 0);
+    else
+        start_nitro(op);
+    return op;
+}
+
+static ec_op *op_new(enclave_client *ec, op_kind kind, const json_t *req, unsigned timeout_ms)
+{
+    ec_op *op = op_alloc(ec, kind);
+    if (!op)
+        return NULL;
     char *s = json_dumps(req, JSON_COMPACT);
-    if (!op->timer || !op->kick || !s || vbuf_append_str(&op->req, s) < 0 ||
-        vbuf_append(&op->req, "\n", 1) < 0) {
+    if (!s || vbuf_append_str(&op->req, s) < 0 || vbuf_append(&op->req, "\n", 1) < 0) {
         free(s);
         op_free(op);
         return NULL;
     }
     free(s);
-    live_add(ec, op);
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    evtimer_add(op->timer, &tv);
-    if (ec->mode == ENCLAVE_MOCK) {
+    if (ec->mode == ENCLAVE_MOCK)
         op->mock_req = json_deep_copy(req);
-        event_active(op->kick, EV_TIMEOUT, 0);
-    } else {
-        start_nitro(op);
-    }
-    return op;
+    return op_start(op, timeout_ms);
 }
 
 void ec_op_cancel(ec_op *op)
@@ -583,20 +628,39 @@ ec_op *ec_health(enclave_client *ec, ec_health_cb cb, void *ud)
     return op;
 }
 
+/* The request line, written straight into a securely grown buffer: jansson
+ * would leave the secret in the objects and the dumped string it frees
+ * unwiped (veild installs no wiping allocator in nitro mode). */
+static int creds_line(const imds_credentials *c, vbuf *out)
+{
+    static const char *const part[] = {
+        "{\"command\":\"SET_CREDENTIALS\",\"credentials\":{\"access_key_id\":",
+        ",\"secret_access_key\":", ",\"session_token\":", ",\"expiration\":"};
+    const char *val[] = {c->access_key_id, c->secret_access_key, c->session_token, c->expiration};
+    size_t n = c->expiration[0] ? 4 : 3;
+    for (size_t i = 0; i < n; i++)
+        if (vbuf_append_secure(out, part[i], strlen(part[i])) < 0 || vbuf_append_json_string(out, val[i]) < 0)
+            return -1;
+    return vbuf_append_secure(out, "}}\n", 3);
+}
+
 ec_op *ec_set_credentials(enclave_client *ec, const imds_credentials *c, ec_result_cb cb, void *ud)
 {
-    json_t *req = json_pack("{s:s, s:{s:s, s:s, s:s}}", "command", "SET_CREDENTIALS", "credentials",
-                            "access_key_id", c->access_key_id, "secret_access_key",
-                            c->secret_access_key, "session_token", c->session_token);
-    if (req && c->expiration[0])
-        json_object_set_new(json_object_get(req, "credentials"), "expiration", json_string(c->expiration));
-    ec_op *op = req ? op_new(ec, OP_SET_CREDS, req, CONTROL_TIMEOUT_MS) : NULL;
-    json_decref(req); /* the secure JSON allocator wipes it */
-    if (op) {
-        op->result_cb = cb;
-        op->ud = ud;
-    }
-    return op;
+    ec_op *op = op_alloc(ec, OP_SET_CREDS);
+    if (!op)
+        return NULL;
+    if (creds_line(c, &op->req) < 0)
+        goto fail;
+    /* mock: veild installed the wiping JSON allocator (enclave_secure_json) */
+    if (ec->mode == ENCLAVE_MOCK &&
+        !(op->mock_req = json_loadb((const char *)op->req.data, op->req.len, 0, NULL)))
+        goto fail;
+    op->result_cb = cb;
+    op->ud = ud;
+    return op_start(op, CONTROL_TIMEOUT_MS);
+fail:
+    op_free(op);
+    return NULL;
 }
 
 ec_op *ec_chat_stream(enclave_client *ec, const json_t *request, const ec_stream_callbacks *cb, void *ud)
