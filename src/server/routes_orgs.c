@@ -246,6 +246,7 @@ static void post_keys(api_req *r)
     bool have_m = false;
     if (!v_object(r, body) ||
         !ru_hex_fields(r, body, ORG_KEY_FIELDS, sizeof ORG_KEY_FIELDS / sizeof ORG_KEY_FIELDS[0]) ||
+        !v_x25519_key(r, body, NULL, "org_public_key") || /* every org chat is stored to it */
         !v_ep(r, body, NULL, "admin_member_encrypted_key"))
         goto out;
     if (!(have_m = require_admin(r, org_id, &m)))

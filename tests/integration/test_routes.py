@@ -491,6 +491,11 @@ def test_org_keys(c):
     assert r.status == 422 and r.json["detail"][0]["loc"] == ["body", "admin_member_encrypted_key", "iv"], r
     r = c.req("POST", P + "/organizations/org_k1/keys", ta, {**org_keys(), "admin_salt": "5" * 63})
     assert r.status == 422 and r.json["detail"][0]["loc"] == ["body", "admin_salt"], r
+    # F0: a low-order org key would make every org chat end in "Internal error"
+    for low in ("00" * 32, "01" + "00" * 31):
+        r = c.req("POST", P + "/organizations/org_k1/keys", ta, {**org_keys(), "org_public_key": low})
+        assert r.status == 422 and r.json["detail"][0]["type"] == "value_error" and \
+            r.json["detail"][0]["loc"] == ["body", "org_public_key"], r
     up = org_keys()
     up["org_public_key"] = "A" * 64
     r = c.req("POST", P + "/organizations/org_k1/keys", ta, up)
