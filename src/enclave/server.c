@@ -20,6 +20,7 @@
 
 #define DEFAULT_IDLE_MS 600000u
 #define DEFAULT_MAX_OUTPUT (64u << 20)
+#define PAUSE_OUTPUT (1u << 20) /* a stream stops reading Bedrock above this much unsent */
 #define HUP_POLL_MS 500
 
 typedef struct conn conn;
@@ -48,6 +49,7 @@ struct conn {
     bool read_eof;
     bool closing;           /* close once the output is flushed */
     bool kill;              /* close now, dropping queued output */
+    bool paused;            /* the parent reads slower than the answer comes */
     unsigned requests;
 };
 
@@ -95,12 +97,26 @@ static void conn_free(conn *c)
     free(c);
 }
 
+static size_t pause_at(const conn *c)
+{
+    return c->srv->max_output / 4 < PAUSE_OUTPUT ? c->srv->max_output / 4 : PAUSE_OUTPUT;
+}
+
+/* Called when the output drained to the low watermark: half the pause threshold
+ * while streaming (then the request reads Bedrock again), empty while closing. */
 static void on_drained(struct bufferevent *bev, void *arg)
 {
     (void)bev;
     conn *c = arg;
-    if (c->closing && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+    size_t pending = evbuffer_get_length(bufferevent_get_output(c->bev));
+    if (c->closing && pending == 0) {
         conn_free(c);
+        return;
+    }
+    if (c->paused && pending <= pause_at(c) / 2) {
+        c->paused = false;
+        enclave_req_pause(c->req, false);
+    }
 }
 
 /* Stop reading; close after whatever is queued has been written. Never frees
@@ -132,6 +148,13 @@ static int sink_emit(void *ud, const char *json, size_t len)
     conn *c = ud;
     if (!c->closing)
         send_line(c, json, len);
+    /* backpressure: a parent that reads slowly slows the request down, rather than
+     * the answer piling up here (the hard cut at max_output stays the last resort) */
+    if (!c->closing && c->req && !c->paused &&
+        evbuffer_get_length(bufferevent_get_output(c->bev)) > pause_at(c)) {
+        c->paused = true;
+        enclave_req_pause(c->req, true);
+    }
     return 0;
 }
 
@@ -169,6 +192,7 @@ static void sink_done(void *ud)
     conn *c = ud;
     c->req = NULL;
     c->busy = false;
+    c->paused = false;
     if (c->hup_poll)
         event_del(c->hup_poll);
     if (!c->closing && request_was_bare(c)) {
@@ -381,6 +405,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     jf_reset(&c->scan);
     bufferevent_setcb(c->bev, on_read, on_drained, on_event, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, pause_at(c) / 2, 0);
     struct timeval idle = {s->idle_ms / 1000, (s->idle_ms % 1000) * 1000};
     bufferevent_set_timeouts(c->bev, &idle, NULL);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);

@@ -326,6 +326,7 @@ def main():
                  "veild learns the enclave's request limit from its HEALTH")
             for name, fn in [("too large (nitro)", lambda: too_large(stack, token, 1 << 20)),
                              ("empty session sweep", lambda: empty_session_sweep(stack, token)),
+                             ("backpressure (nitro)", lambda: backpressure(stack, token, "nitro")),
                              ("final with content", lambda: final_with_content(tmp, stack, token))]:
                 try:
                     fn()
