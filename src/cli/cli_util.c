@@ -1,24 +1,32 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/term.h"
 #include "common/hex.h"
 #include "common/secret.h"
 
 int cli_fail(const char *verb, int code, const char *fmt, ...)
 {
-    char msg[512];
+    char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int n = vasprintf(&msg, fmt, ap); /* no fixed size: a long detail is shown whole */
     va_end(ap);
+    if (n < 0) {
+        fprintf(stderr, "veil %s: out of memory\n", verb);
+        return code;
+    }
     for (char *p = msg; *p; p++) /* exactly one line */
         if (*p == '\n' || *p == '\r')
             *p = ' ';
-    fprintf(stderr, "veil %s: %s\n", verb, msg);
+    /* details come from the server: no escape sequence reaches the terminal */
+    term_fprintf(stderr, "veil %s: %s\n", verb, msg);
+    free(msg);
     return code;
 }
 

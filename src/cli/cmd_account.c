@@ -10,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "cli/term.h"
 #include "cli/userkeys.h"
 #include "common/hex.h"
 #include "crypto/keywrap.h"
@@ -76,8 +77,9 @@ int cmd_login(int argc, char **argv)
             rc = cli_config_save(&cfg, err, sizeof err) < 0 ? FAIL("login", "%s", err) : 0;
             if (rc == 0) {
                 char path[600];
-                printf("logged in to %s as %s (config %s)\n", cfg.server,
-                       json_string_value(json_object_get(r, "user_id")), cli_config_path(path, sizeof path));
+                const char *uid = json_string_value(json_object_get(r, "user_id"));
+                term_fprintf(stdout, "logged in to %s as %s (config %s)\n", cfg.server, uid ? uid : "?",
+                             cli_config_path(path, sizeof path));
             }
         } else {
             rc = FAIL("login", "user sync failed: %s", st2 ? api_detail(s, st2, buf, sizeof buf) : err);
@@ -315,7 +317,7 @@ static int keys_status(vclient *c)
         return rc;
     }
     const char *pk = json_string_value(json_object_get(r, "public_key"));
-    printf("has_encryption_keys: %s\npublic_key: %s\n",
+    term_fprintf(stdout, "has_encryption_keys: %s\npublic_key: %s\n",
            json_is_true(json_object_get(r, "has_encryption_keys")) ? "yes" : "no", pk ? pk : "-");
     json_decref(r);
     return 0;

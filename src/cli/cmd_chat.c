@@ -10,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "cli/term.h"
 #include "cli/userkeys.h"
 #include "common/hex.h"
 #include "crypto/ep.h"
@@ -45,6 +46,7 @@ typedef struct reply {
     x25519_key *transport; /* this request's key: opens every chunk of the answer */
     bool v2;               /* the enclave answered in stream format 2 */
     sv2 sv;
+    term_filter tf; /* the live answer, made safe for the terminal */
     convo *cv;
 } reply;
 
@@ -106,8 +108,8 @@ static void show(reply *rp, const uint8_t *text, size_t len)
 {
     vbuf_append(&rp->answer, text, len);
     rp->chunks++;
-    if (rp->cv->live) {
-        fwrite(text, 1, len, rp->cv->out);
+    if (rp->cv->live) { /* the model's text may carry escape sequences */
+        term_fwrite(rp->cv->out, &rp->tf, text, len);
         fflush(rp->cv->out);
     }
 }
@@ -231,6 +233,8 @@ static int convo_send(convo *cv, const char *prompt, reply *rp, char *err, size_
         int rc = vclient_stream(cv->c, "/api/v1/chat/encrypted/stream", body, on_event, rp, &status, &r,
                                 err, errlen);
         json_decref(body);
+        if (cv->live)
+            term_fwrite_end(cv->out, &rp->tf);
         char buf[300];
         if (rc == 0 && status != 200) {
             const char *d = json_string_value(json_object_get(r, "detail"));
@@ -400,12 +404,14 @@ int cmd_ask(int argc, char **argv)
                               (const char *)rp.answer.data ? (const char *)rp.answer.data : "",
                               rp.answer.len, "model", rp.model, "input_tokens", (json_int_t)rp.in_tokens,
                               "output_tokens", (json_int_t)rp.out_tokens);
-        char *s = json_dumps(j, JSON_COMPACT);
+        /* ASCII-only JSON: control characters arrive escaped, never raw */
+        char *s = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
         printf("%s\n", s ? s : "{}");
         free(s);
         json_decref(j);
     } else {
-        printf("\n[%s · %ld in · %ld out · session %s]\n", rp.model, rp.in_tokens, rp.out_tokens, cv.session_id);
+        term_fprintf(stdout, "\n[%s · %ld in · %ld out · session %s]\n", rp.model, rp.in_tokens, rp.out_tokens,
+                     cv.session_id);
     }
     vbuf_free_secure(&rp.answer);
     convo_free(&cv);
@@ -430,8 +436,8 @@ int cmd_chat(int argc, char **argv)
     }
     cv.live = true;
     bool tty = isatty(STDIN_FILENO);
-    fprintf(stderr, "veil chat · %s%s%s · sealed to the enclave · empty line to quit\n", cv.model,
-            cv.session_id[0] ? " · session " : "", cv.session_id);
+    term_fprintf(stderr, "veil chat · %s%s%s · sealed to the enclave · empty line to quit\n", cv.model,
+                 cv.session_id[0] ? " · session " : "", cv.session_id);
     char *line = NULL;
     size_t cap = 0;
     for (;;) {
@@ -448,12 +454,11 @@ int cmd_chat(int argc, char **argv)
         if (convo_send(&cv, line, &rp, err, sizeof err) < 0) {
             if (rp.chunks)
                 printf("\n");
-            fprintf(stderr, "veil chat: %s\n", err);
-            rc = 1;
+            rc = FAIL("chat", "%s", err);
         } else {
             printf("\n");
             fflush(stdout);
-            fprintf(stderr, "[%s · %ld in · %ld out]\n", rp.model, rp.in_tokens, rp.out_tokens);
+            term_fprintf(stderr, "[%s · %ld in · %ld out]\n", rp.model, rp.in_tokens, rp.out_tokens);
             rc = 0;
         }
         vbuf_free_secure(&rp.answer);
@@ -461,7 +466,7 @@ int cmd_chat(int argc, char **argv)
     }
     free(line);
     if (cv.session_id[0])
-        fprintf(stderr, "session %s\n", cv.session_id);
+        term_fprintf(stderr, "session %s\n", cv.session_id);
     convo_free(&cv);
     vclient_free(&c);
     return rc;
@@ -496,20 +501,31 @@ int cmd_history(int argc, char **argv)
             json_array_append_new(a, json_pack("{s:s, s:s%}", "role", cv.turns[i].role, "text",
                                                (const char *)cv.turns[i].text.data ? (const char *)cv.turns[i].text.data : "",
                                                cv.turns[i].text.len));
-        char *s = json_dumps(a, JSON_COMPACT);
+        char *s = json_dumps(a, JSON_COMPACT | JSON_ENSURE_ASCII);
         printf("%s\n", s ? s : "[]");
         free(s);
         json_decref(a);
     } else {
         for (size_t i = 0; i < cv.n; i++) {
-            printf("%s: ", cv.turns[i].role);
-            fwrite(cv.turns[i].text.data, 1, cv.turns[i].text.len, stdout);
+            term_filter tf;
+            term_filter_init(&tf);
+            term_fprintf(stdout, "%s", cv.turns[i].role); /* alone: a cut sequence cannot eat the ':' */
+            fputs(": ", stdout);
+            term_fwrite(stdout, &tf, cv.turns[i].text.data, cv.turns[i].text.len);
+            term_fwrite_end(stdout, &tf);
             printf("\n\n");
         }
     }
     convo_free(&cv);
     vclient_free(&c);
     return rc;
+}
+
+/* A string field for printing: "" when absent (printf of NULL is undefined). */
+static const char *json_str(const json_t *o, const char *k)
+{
+    const char *v = json_string_value(json_object_get(o, k));
+    return v ? v : "";
 }
 
 static int simple_get(const char *verb, const char *path, json_t **out)
@@ -549,9 +565,7 @@ int cmd_sessions(int argc, char **argv)
         size_t i;
         const json_t *s;
         json_array_foreach(json_object_get(r, "sessions"), i, s)
-            printf("%s  %s  %s\n", json_string_value(json_object_get(s, "id")),
-                   json_string_value(json_object_get(s, "updated_at")),
-                   json_string_value(json_object_get(s, "name")));
+            term_fprintf(stdout, "%s  %s  %s\n", json_str(s, "id"), json_str(s, "updated_at"), json_str(s, "name"));
     }
     json_decref(r);
     return rc;
@@ -568,8 +582,7 @@ int cmd_models(int argc, char **argv)
         size_t i;
         const json_t *m;
         json_array_foreach(r, i, m)
-            printf("%-48s %s\n", json_string_value(json_object_get(m, "id")),
-                   json_string_value(json_object_get(m, "name")));
+            term_fprintf(stdout, "%-48s %s\n", json_str(m, "id"), json_str(m, "name"));
     }
     json_decref(r);
     return rc;

@@ -10,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "cli/term.h"
 #include "cli/userkeys.h"
 #include "common/hex.h"
 #include "crypto/ep.h"
@@ -79,7 +80,7 @@ static int org_keys_init(vclient *c, const char *org, const char *pfile, const c
     else if (status != 201)
         rc = FAIL("%s", api_detail(r, status, buf, sizeof buf));
     else {
-        printf("Organization %s now has encryption keys (public key %s).\n", org, pub_hex);
+        term_fprintf(stdout, "Organization %s now has encryption keys (public key %s).\n", org, pub_hex);
         rc = 0;
     }
     json_decref(r);
@@ -116,7 +117,7 @@ static int org_distribute(vclient *c, const char *org, const char *pfile)
         const char *pk = json_string_value(json_object_get(m, "user_public_key"));
         uint8_t pub[32];
         if (!mid || !pk || hex_decode_exact(pk, strlen(pk), pub, 32) < 0) {
-            fprintf(stderr, "veil org: skipping a member with a malformed public key\n");
+            cli_fail("org", 1, "skipping a member with a malformed public key");
             continue;
         }
         /* without attestation this public key is the server's word (defect §10.16) */
@@ -125,11 +126,10 @@ static int org_distribute(vclient *c, const char *org, const char *pfile)
         char p2[512];
         snprintf(p2, sizeof p2, "/api/v1/organizations/%s/distribute-key", org);
         if (vclient_call(c, "POST", p2, body, &status, &d, err, sizeof err) == 0 && status == 200) {
-            printf("distributed the org key to %s\n", uid ? uid : mid);
+            term_fprintf(stdout, "distributed the org key to %s\n", uid ? uid : mid);
             sent++;
         } else {
-            fprintf(stderr, "veil org: %s: %s\n", uid ? uid : mid,
-                    status ? api_detail(d, status, buf, sizeof buf) : err);
+            cli_fail("org", 1, "%s: %s", uid ? uid : mid, status ? api_detail(d, status, buf, sizeof buf) : err);
             rc = 1;
         }
         json_decref(d);

@@ -1,0 +1,178 @@
+#!/usr/bin/python3
+"""The `veil` client against a hostile server. The server here is a small fake
+(Python's http.server on 127.0.0.1) that answers as veild would, except for the
+one thing each check makes hostile:
+- terminal escape sequences and C1 controls in the model's answer, the model
+  name, session names, history and error details (they must never reach the
+  terminal);
+- Argon2 parameters in the wrapped-key blob that would make the client allocate
+  4 GiB (refused before any key derivation);
+- plain http:// to another machine (refused: the bearer token would travel in clear);
+- symlinks and loose modes planted at the config's temp file and the key cache.
+Prints `N passed, M failed`.
+"""
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from veiltest import BIN, Checks, TempDir, keypair, seal  # noqa: E402
+
+C = Checks()
+P = "/api/v1"
+BAD = "\x1b]0;pwned\x07\x1b[2J\x1b[31m\u009b31m\u009d8;;x\u009c\r"  # title, clear, colour, C1 CSI/OSC, CR
+
+
+class Fake:
+    """routes: {(method, path): fn(handler, body) -> (status, json or bytes, content type)}"""
+
+    def __init__(self):
+        self.routes = {}
+        self.seen = []
+        fake = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def handle_one(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(n)) if n else None
+                fake.seen.append((self.command, self.path))
+                fn = fake.routes.get((self.command, self.path))
+                status, payload, ctype = fn(self, body) if fn else (404, {"detail": "Not Found"}, None)
+                raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", ctype or "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            do_GET = do_POST = do_PUT = do_DELETE = handle_one
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
+        self.t = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.t.start()
+
+    def on(self, method, path, status, payload=None, ctype=None):
+        self.routes[(method, path)] = lambda h, b: (status, payload, ctype)
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def veil(cfg_dir, args, env=None, stdin=None, limit_memory=False):
+    e = dict(os.environ, VEIL_CONFIG=os.path.join(cfg_dir, "config.json"))
+    e.update(env or {})
+    pre = None
+    if limit_memory:  # a client that obeyed the server would need 4 GiB: fail fast instead of swapping
+        pre = lambda: resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # noqa: E731
+    return subprocess.run([os.path.join(BIN, "veil")] + args, env=e, input=stdin, capture_output=True,
+                          timeout=120, preexec_fn=pre)
+
+
+def asan_build():
+    with open(os.path.join(BIN, "veil"), "rb") as f:
+        return b"AddressSanitizer" in f.read()
+
+
+def no_controls(what, data):
+    """No ESC, no C0 except \\n and \\t, no DEL, no C1 (raw or UTF-8) in what reached the terminal."""
+    bad = [b for b in data if (b < 0x20 and b not in (0x0A, 0x09)) or b == 0x7F]
+    c1 = re.search(rb"\xc2[\x80-\x9f]", data)
+    text = data.decode("utf-8", "strict")  # also: valid UTF-8
+    return C.ok(not bad and not c1 and text is not None, f"{what}: no control sequence reaches the terminal: {data!r}")
+
+
+def config(tmp, name, server, key_hex=None):
+    d = os.path.join(tmp, name)
+    os.makedirs(d, mode=0o700)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump({"server": server, "token": "tok"}, f)
+    if key_hex:
+        fd = os.open(os.path.join(d, "private_key"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, (key_hex + "\n").encode())
+        os.close(fd)
+    return d
+
+
+def check_terminal_output(tmp, fake):
+    """The attack: a hostile server or a prompt-injected model answers with escape
+    sequences (retitle, clear the screen, OSC 52 clipboard, fake prompts)."""
+    enc_priv, enc_pub = keypair()
+    user_priv, user_pub = keypair()
+    from cryptography.hazmat.primitives import serialization
+    user_hex = user_priv.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                       serialization.NoEncryption()).hex()
+    d = config(tmp, "term", fake.url, key_hex=user_hex)
+    fake.on("GET", P + "/chat/enclave/info", 200, {"enclave_public_key": enc_pub})
+    fake.on("GET", P + "/users/me/encryption-status", 200,
+            {"has_encryption_keys": True, "public_key": user_pub, "encryption_created_at": None})
+
+    def stream(h, body):
+        tp = body["client_transport_public_key"]
+        evs = [{"type": "session", "session_id": "s-1" + BAD},
+               {"type": "encrypted_chunk", "encrypted_content": seal(tp, "Hello " + BAD + "world",
+                                                                      "enclave-to-client-transport")},
+               {"type": "encrypted_chunk", "encrypted_content": seal(tp, "\x1b", "enclave-to-client-transport")},
+               {"type": "encrypted_chunk", "encrypted_content": seal(tp, "]52;c;ZXZpbA==\x07 end\u00e9",
+                                                                      "enclave-to-client-transport")},
+               {"type": "stored", "model_used": "model" + BAD, "input_tokens": 1, "output_tokens": 2},
+               {"type": "done"}]
+        return 200, "".join(f"data: {json.dumps(e)}\n\n" for e in evs).encode(), "text/event-stream"
+    fake.routes[("POST", P + "/chat/encrypted/stream")] = stream
+
+    r = veil(d, ["ask", "hi"])
+    C.eq(r.returncode, 0, f"ask against the fake server: {r.stderr!r}")
+    no_controls("ask: the streamed answer", r.stdout)
+    # an escape sequence split across two chunks is removed whole, and UTF-8 survives
+    C.eq(r.stdout.decode(), "Hello world end\u00e9\n[model · 1 in · 2 out · session s-1]\n",
+         "ask: the answer, the model name and the session id, filtered")
+    r = veil(d, ["ask", "--json", "hi"])
+    j = json.loads(r.stdout)
+    C.eq(j["answer"], "Hello " + BAD + "world\x1b]52;c;ZXZpbA==\x07 end\u00e9", "ask --json: the exact text, escaped")
+    C.ok(all(b < 0x7F for b in r.stdout), f"ask --json: ASCII-only JSON: {r.stdout!r}")
+
+    fake.on("GET", P + "/chat/sessions?limit=100", 200,
+            {"sessions": [{"id": "s-1", "name": "name" + BAD, "updated_at": "2026-01-01T00:00:00"}]})
+    r = veil(d, ["sessions"])
+    no_controls("sessions: the session names", r.stdout)
+    C.eq(r.stdout.decode(), "s-1  2026-01-01T00:00:00  name\n", "sessions: the names, filtered")
+
+    fake.on("GET", P + "/organizations/current", 200, {"org_id": None})
+    fake.on("GET", P + "/chat/sessions/s-1/messages", 200, {"messages": [
+        {"role": "user", "encrypted_content": seal(user_pub, "q" + BAD, "user-message-storage")},
+        {"role": "assistant", "encrypted_content": seal(user_pub, "a" + BAD, "assistant-message-storage")},
+        {"role": "user" + BAD, "encrypted_content": seal(user_pub, "b", "user-message-storage")}]})
+    r = veil(d, ["history", "s-1"])
+    no_controls("history: stored messages and roles", r.stdout)
+    C.eq(r.stdout.decode(), "user: q\n\nassistant: a\n\nuser: b\n\n", "history: filtered")
+
+    fake.on("GET", P + "/chat/models", 400, {"detail": "no models" + BAD + "\nveil: fake prompt"})
+    r = veil(d, ["models"])
+    no_controls("an error detail", r.stderr)
+    C.eq(r.stderr.decode(), "veil models: no models  veil: fake prompt (HTTP 400)\n",
+         "an error detail: one line, filtered")
+
+
+def main():
+    with TempDir() as tmp:
+        fake = Fake()
+        try:
+            check_terminal_output(tmp, fake)
+        finally:
+            fake.stop()
+    return C.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
