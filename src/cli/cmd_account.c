@@ -270,8 +270,8 @@ static int keys_recover(vclient *c, const char *pfile, const char *rfile)
     }
     /* the recovery route returns the recovery material in the primary fields */
     kw_blob blob;
-    if (kw_blob_from_json(keys, &blob) != KW_OK) {
-        rc = FAIL("keys", "the server's recovery blob is malformed");
+    if (userkeys_blob_from_json(keys, &blob, err, sizeof err) < 0) {
+        rc = FAIL("keys", "%s", err);
         goto out;
     }
     if (cli_read_secret("Recovery code", "VEIL_RECOVERY_CODE", rfile, code, sizeof code, err, sizeof err) < 0) {

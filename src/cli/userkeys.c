@@ -27,6 +27,62 @@ const char *api_detail(const json_t *resp, int status, char *buf, size_t n)
     return buf;
 }
 
+/* A kdf field for the refusal message: its value, "-" when absent. */
+static void kdf_field(const json_t *kdf, const char *name, char *out, size_t n)
+{
+    const json_t *v = json_object_get(kdf, name);
+    if (!v)
+        snprintf(out, n, "-");
+    else if (json_is_integer(v))
+        snprintf(out, n, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    else if (json_is_string(v))
+        snprintf(out, n, "%.40s", json_string_value(v));
+    else
+        snprintf(out, n, "?");
+}
+
+static bool kdf_allowed(const json_t *kdf)
+{
+    /* automatic storage: KW_PARAMS_DEFAULT is a compound literal */
+    const kw_params allowed[] = {KW_PARAMS_DEFAULT};
+    const json_t *alg = json_object_get(kdf, "algorithm"), *ver = json_object_get(kdf, "version");
+    const json_t *t = json_object_get(kdf, "time_cost"), *m = json_object_get(kdf, "memory_cost");
+    const json_t *p = json_object_get(kdf, "parallelism");
+    if (!json_is_string(alg) || strcmp(json_string_value(alg), "argon2id") != 0 ||
+        (ver && (!json_is_integer(ver) || json_integer_value(ver) != KW_ARGON2_VERSION)) ||
+        !json_is_integer(t) || !json_is_integer(m) || !json_is_integer(p))
+        return false;
+    for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++)
+        if (json_integer_value(t) == allowed[i].t_cost && json_integer_value(m) == allowed[i].m_cost_kib &&
+            json_integer_value(p) == allowed[i].parallelism)
+            return true;
+    return false;
+}
+
+int userkeys_blob_from_json(const json_t *keys, kw_blob *out, char *err, size_t errlen)
+{
+    const json_t *kdf = json_object_get(keys, "kdf"); /* absent: the original's defaults */
+    if (kdf && (!json_is_object(kdf) || !kdf_allowed(kdf))) {
+        char alg[48], ver[48], t[48], m[48], p[48];
+        kdf_field(kdf, "algorithm", alg, sizeof alg);
+        kdf_field(kdf, "version", ver, sizeof ver);
+        kdf_field(kdf, "time_cost", t, sizeof t);
+        kdf_field(kdf, "memory_cost", m, sizeof m);
+        kdf_field(kdf, "parallelism", p, sizeof p);
+        snprintf(err, errlen,
+                 "refusing the server's key-derivation parameters (algorithm=%s version=%s time_cost=%s "
+                 "memory_cost=%s KiB parallelism=%s): this client accepts only argon2id version=19 "
+                 "time_cost=4 memory_cost=131072 KiB parallelism=2",
+                 alg, ver, t, m, p);
+        return -1;
+    }
+    if (kw_blob_from_json(keys, out) != KW_OK) {
+        snprintf(err, errlen, "the server's key blob is malformed");
+        return -1;
+    }
+    return 0;
+}
+
 static void chomp(char *s)
 {
     size_t n = strlen(s);
@@ -135,10 +191,8 @@ int userkeys_private(vclient *c, const char *passcode_file, uint8_t priv[32], ch
     kw_blob blob;
     char passcode[1024];
     int rc = -1;
-    if (kw_blob_from_json(keys, &blob) != KW_OK) {
-        snprintf(err, errlen, "the server's key blob is malformed");
+    if (userkeys_blob_from_json(keys, &blob, err, errlen) < 0)
         goto out;
-    }
     if (cli_read_secret("Passcode", "VEIL_PASSCODE", passcode_file, passcode, sizeof passcode, err, errlen) < 0)
         goto out;
     kw_err ke = kw_unwrap(&blob, passcode, priv);

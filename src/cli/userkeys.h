@@ -13,11 +13,18 @@
 #include <stdint.h>
 
 #include "cli/client.h"
+#include "crypto/keywrap.h"
 
 /* Reads a secret: $env if set, else the first line of file if given, else a
  * prompt on /dev/tty without echo. -1 with err when none is available. */
 int cli_read_secret(const char *prompt, const char *env, const char *file, char *out, size_t n,
                     char *err, size_t errlen);
+
+/* A wrapped key from the server (GET /users/me/keys or /recovery), refused unless
+ * its Argon2 parameters are on the client's short allowlist: argon2id v19,
+ * t=4, m=131072 KiB, p=2 (what veil writes and the original's defaults). A
+ * hostile server could otherwise make each unlock allocate gigabytes. */
+int userkeys_blob_from_json(const json_t *keys, kw_blob *out, char *err, size_t errlen);
 
 /* The path of the cached unlocked key (next to the config file). */
 const char *userkeys_cache_path(char *out, size_t n);

@@ -164,11 +164,66 @@ def check_terminal_output(tmp, fake):
          "an error detail: one line, filtered")
 
 
+def wrapped(secret, priv_bytes, kdf=None):
+    """A key wrapped the web client's way (Argon2id t=4 m=128 MiB p=2, AES-256-GCM)."""
+    import argon2.low_level as a2
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    salt, iv = os.urandom(32), os.urandom(16)
+    k = a2.hash_secret_raw(secret.encode(), salt, time_cost=4, memory_cost=131072, parallelism=2, hash_len=32,
+                           type=a2.Type.ID, version=19)
+    sealed = AESGCM(k).encrypt(iv, priv_bytes, None)
+    blob = {"encrypted_private_key": sealed[:-16].hex(), "iv": iv.hex(), "tag": sealed[-16:].hex(), "salt": salt.hex()}
+    if kdf:
+        blob["kdf"] = kdf
+    return blob
+
+
+def check_kdf_allowlist(tmp, fake):
+    """The attack: the server puts Argon2 parameters in the wrapped-key blob that make
+    the client allocate 4 GiB (or run for hours) on every unlock."""
+    from cryptography.hazmat.primitives import serialization
+    priv, pub = keypair()
+    raw = priv.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                             serialization.NoEncryption())
+    d = config(tmp, "kdf", fake.url)
+    env = {"VEIL_PASSCODE": "the-passcode", "VEIL_RECOVERY_CODE": "1234-5678-9012-3456-7890"}
+    limit = not asan_build()  # ASan reserves terabytes of address space: no RLIMIT_AS there
+    default = {"algorithm": "argon2id", "version": 19, "time_cost": 4, "memory_cost": 131072, "parallelism": 2}
+    accepted = "this client accepts only argon2id version=19 time_cost=4 memory_cost=131072 KiB parallelism=2"
+    hostile = [
+        ({**default, "memory_cost": 4194304},
+         "algorithm=argon2id version=19 time_cost=4 memory_cost=4194304 KiB parallelism=2"),
+        ({**default, "time_cost": 4000}, "algorithm=argon2id version=19 time_cost=4000 memory_cost=131072 KiB parallelism=2"),
+        ({**default, "parallelism": 1}, "algorithm=argon2id version=19 time_cost=4 memory_cost=131072 KiB parallelism=1"),
+        ({**default, "algorithm": "argon2i"}, "algorithm=argon2i version=19 time_cost=4 memory_cost=131072 KiB parallelism=2"),
+        ({**default, "version": 16}, "algorithm=argon2id version=16 time_cost=4 memory_cost=131072 KiB parallelism=2"),
+        ({"algorithm": "argon2id", "memory_cost": 4194304}, "algorithm=argon2id version=- time_cost=- memory_cost=4194304 KiB parallelism=-"),
+    ]
+    for kdf, named in hostile:
+        blob = dict(wrapped("the-passcode", raw), public_key=pub, kdf=kdf)
+        fake.on("GET", P + "/users/me/keys", 200, blob)
+        fake.on("GET", P + "/users/me/keys/recovery", 200, blob)
+        for action in ("unlock", "recover"):
+            r = veil(d, ["keys", action, "--no-cache"] if action == "unlock" else ["keys", action], env,
+                     limit_memory=limit)
+            C.eq((r.returncode, r.stderr.decode()),
+                 (1, f"veil keys: refusing the server's key-derivation parameters ({named}): {accepted}\n"),
+                 f"keys {action} with kdf {kdf}")
+    C.ok(not os.path.exists(os.path.join(d, "private_key")), "nothing was cached")
+    # the allowed parameters, given explicitly or left out (the original's blob), still unlock
+    for kdf in (default, None):
+        fake.on("GET", P + "/users/me/keys", 200, dict(wrapped("the-passcode", raw, kdf), public_key=pub))
+        r = veil(d, ["keys", "unlock", "--no-cache"], env, limit_memory=limit)
+        C.eq((r.returncode, r.stdout.decode()), (0, "Passcode correct: the key unwraps and matches the account.\n"),
+             f"keys unlock with kdf {kdf}: {r.stderr!r}")
+
+
 def main():
     with TempDir() as tmp:
         fake = Fake()
         try:
             check_terminal_output(tmp, fake)
+            check_kdf_allowlist(tmp, fake)
         finally:
             fake.stop()
     return C.finish()
