@@ -66,7 +66,7 @@ int cmd_login(int argc, char **argv)
     int rc = vclient_call(&c, "GET", "/protected", NULL, &status, &r, err, sizeof err);
     char buf[300];
     if (rc < 0)
-        rc = FAIL("login", "cannot reach %s: %s", cfg.server, err);
+        rc = FAIL("login", "%s", err);
     else if (status != 200)
         rc = FAIL("login", "the server refused the token: %s", api_detail(r, status, buf, sizeof buf));
     else {

@@ -218,12 +218,44 @@ def check_kdf_allowlist(tmp, fake):
              f"keys unlock with kdf {kdf}: {r.stderr!r}")
 
 
+def check_plain_http(tmp, fake):
+    """The attack: a config or a typo sends the bearer token and the wrapped keys over
+    plain http across the network, readable and changeable by anyone on the path."""
+    d = os.path.join(tmp, "http")
+    os.makedirs(d, mode=0o700)
+    hint = " (is veild running? `make run` starts the local stack)"
+    for url in ("http://example.com", "http://example.com:8000/api", "http://10.0.0.1:8000", "http://127.0.0.1.nip.io",
+                "HTTP://192.0.2.7", "http://[2001:db8::1]:8000", "http://[::ffff:127.0.0.1]:80"):
+        r = veil(d, ["login", "--server", url, "--token", "t"])
+        C.eq((r.returncode, r.stderr.decode()),
+             (1, f"veil login: refusing {url}: plain http:// is allowed only to this machine "
+                 "(localhost, 127.0.0.0/8, ::1); use https://\n"), f"login --server {url}")
+    C.ok(not os.path.exists(os.path.join(d, "config.json")), "no config was written")
+    r = veil(d, ["models"], {"VEIL_SERVER": "http://example.com", "VEIL_TOKEN": "t"})
+    C.eq((r.returncode, r.stderr.decode()),
+         (1, "veil models: refusing http://example.com: plain http:// is allowed only to this machine "
+             "(localhost, 127.0.0.0/8, ::1); use https://\n"), "VEIL_SERVER=http://example.com")
+    r = veil(d, ["login", "--server", "http://127.0.0.1@example.com", "--token", "t"])
+    C.eq((r.returncode, r.stderr.decode()), (1, "veil login: server URL must not contain a user name\n"),
+         "a user name hiding the real host")
+    # loopback over http and anything over https are let through to the connection
+    for url in ("http://127.0.0.1:1", "http://127.3.4.5:1", "http://[::1]:1", "https://127.0.0.1:1"):
+        r = veil(d, ["login", "--server", url, "--token", "t"])
+        C.eq((r.returncode, r.stderr.decode()),
+             (1, f"veil login: cannot reach the veil server at {url}: connection refused{hint}\n"), f"login {url}")
+    fake.on("GET", "/protected", 200, {"message": "You are authenticated", "user_id": "user_h"})
+    fake.on("POST", P + "/users/sync", 200, {"status": "created", "user_id": "user_h"})
+    r = veil(d, ["login", "--server", fake.url, "--token", "t"])
+    C.eq(r.returncode, 0, f"login over http to 127.0.0.1: {r.stderr!r}")
+
+
 def main():
     with TempDir() as tmp:
         fake = Fake()
         try:
             check_terminal_output(tmp, fake)
             check_kdf_allowlist(tmp, fake)
+            check_plain_http(tmp, fake)
         finally:
             fake.stop()
     return C.finish()
