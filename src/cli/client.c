@@ -370,6 +370,29 @@ static int mkdirs_for(const char *file)
     return mkdir(dir, 0700) < 0 && errno != EEXIST ? -1 : 0;
 }
 
+/* The temp file, created 0600 from the start (the token is a credential), as a
+ * new file and never through a symbolic link: a link planted there would send
+ * the token wherever it points. A stale temp file of ours (a crash) is replaced. */
+static int open_new(const char *tmp, char *err, size_t errlen)
+{
+    const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+    int fd = open(tmp, flags, 0600);
+    if (fd < 0 && errno == EEXIST) {
+        struct stat st;
+        if (lstat(tmp, &st) == 0 && (S_ISLNK(st.st_mode) || !S_ISREG(st.st_mode) || st.st_uid != geteuid())) {
+            snprintf(err, errlen, "refusing to write %s: it is %s; remove it", tmp,
+                     S_ISLNK(st.st_mode) ? "a symbolic link" : !S_ISREG(st.st_mode) ? "not a regular file"
+                                                                                    : "not yours");
+            return -1;
+        }
+        unlink(tmp); /* ours, left by a crash */
+        fd = open(tmp, flags, 0600);
+    }
+    if (fd < 0)
+        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+    return fd;
+}
+
 int cli_config_save(const cli_config *cfg, char *err, size_t errlen)
 {
     char path[600], tmp[620];
@@ -384,8 +407,7 @@ int cli_config_save(const cli_config *cfg, char *err, size_t errlen)
     char *s = json_dumps(j, JSON_INDENT(2));
     json_decref(j);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    /* created 0600 from the start: the token is a credential */
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = open_new(tmp, err, errlen);
     int rc = -1;
     if (fd >= 0) {
         size_t n = strlen(s);
@@ -398,9 +420,9 @@ int cli_config_save(const cli_config *cfg, char *err, size_t errlen)
         OPENSSL_cleanse(s, strlen(s));
         free(s);
     }
-    if (rc < 0) {
-        unlink(tmp);
+    if (rc < 0 && fd >= 0) {
         snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        unlink(tmp);
     }
     return rc;
 }

@@ -214,37 +214,16 @@ static int keys_init(vclient *c, const char *pfile)
     return rc;
 }
 
-static int write_cache(const uint8_t priv[32], char *err, size_t errlen)
-{
-    char path[640], hex[65];
-    userkeys_cache_path(path, sizeof path);
-    FILE *f = NULL;
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd >= 0)
-        f = fdopen(fd, "w");
-    if (!f) {
-        snprintf(err, errlen, "cannot write %.400s (run veil login first)", path);
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    hex_encode(priv, 32, hex);
-    fprintf(f, "%s\n", hex);
-    fclose(f);
-    OPENSSL_cleanse(hex, sizeof hex);
-    return 0;
-}
-
 static int keys_unlock(vclient *c, const char *pfile, bool cache)
 {
     char err[512], path[640];
     uint8_t priv[32];
-    unlink(userkeys_cache_path(path, sizeof path)); /* always check the passcode */
-    if (userkeys_private(c, pfile, priv, err, sizeof err) < 0)
+    userkeys_cache_path(path, sizeof path);
+    if (userkeys_unwrap(c, pfile, priv, err, sizeof err) < 0) /* always checks the passcode */
         return FAIL("keys", "%s", err);
     int rc = 0;
     if (cache) {
-        rc = write_cache(priv, err, sizeof err) < 0 ? FAIL("keys", "%s", err) : 0;
+        rc = userkeys_cache_write(priv, err, sizeof err) < 0 ? FAIL("keys", "%s", err) : 0;
         if (rc == 0)
             printf("Unlocked: the private key is cached in %s (mode 0600) until `veil keys lock`.\n", path);
     } else {

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,16 +152,87 @@ const char *userkeys_cache_path(char *out, size_t n)
     return out;
 }
 
-static int read_cache(uint8_t priv[32])
+#define CACHE_REMEDY "remove it with `veil keys lock`, then `veil keys unlock` again"
+
+/* The cache holds the private key: a link could point it at a file another user
+ * reads, and a loose mode means someone else may already have it. */
+static int cache_check(int fd, const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        snprintf(err, errlen, "cannot read the key cache %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode))
+        snprintf(err, errlen, "refusing the key cache %s: not a regular file (" CACHE_REMEDY ")", path);
+    else if (st.st_uid != geteuid())
+        snprintf(err, errlen, "refusing the key cache %s: owned by uid %u, not by you (" CACHE_REMEDY ")", path,
+                 (unsigned)st.st_uid);
+    else if (st.st_mode & 077)
+        snprintf(err, errlen, "refusing the key cache %s: mode %04o lets others read it; it must be 0600 (" CACHE_REMEDY
+                 ")", path, (unsigned)(st.st_mode & 07777));
+    else
+        return 0;
+    return -1;
+}
+
+int userkeys_cache_read(uint8_t priv[32], char *err, size_t errlen)
 {
     char path[640], hex[80] = "";
-    FILE *f = fopen(userkeys_cache_path(path, sizeof path), "r");
-    if (!f)
+    userkeys_cache_path(path, sizeof path);
+    /* O_NONBLOCK: a FIFO planted here must not hang the client */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT)
+        return 1;
+    if (fd < 0) {
+        if (errno == ELOOP)
+            snprintf(err, errlen, "refusing the key cache %s: it is a symbolic link (" CACHE_REMEDY ")", path);
+        else
+            snprintf(err, errlen, "cannot read the key cache %s: %s", path, strerror(errno));
         return -1;
-    bool ok = fgets(hex, sizeof hex, f) != NULL;
-    fclose(f);
-    chomp(hex);
-    int rc = ok && hex_decode_exact(hex, strlen(hex), priv, 32) == 0 ? 0 : -1;
+    }
+    int rc = cache_check(fd, path, err, errlen);
+    if (rc == 0) {
+        ssize_t n = read(fd, hex, sizeof hex - 1);
+        hex[n > 0 ? n : 0] = '\0';
+        chomp(hex);
+        if (hex_decode_exact(hex, strlen(hex), priv, 32) < 0) {
+            snprintf(err, errlen, "the key cache %s is malformed (" CACHE_REMEDY ")", path);
+            rc = -1;
+        }
+    }
+    close(fd);
+    OPENSSL_cleanse(hex, sizeof hex);
+    return rc;
+}
+
+int userkeys_cache_write(const uint8_t priv[32], char *err, size_t errlen)
+{
+    char path[640], hex[66];
+    struct stat st;
+    userkeys_cache_path(path, sizeof path);
+    if (lstat(path, &st) == 0) {
+        if (S_ISLNK(st.st_mode) || !S_ISREG(st.st_mode)) {
+            snprintf(err, errlen, "refusing to write the key cache %s: it is %s (" CACHE_REMEDY ")", path,
+                     S_ISLNK(st.st_mode) ? "a symbolic link" : "not a regular file");
+            return -1;
+        }
+        unlink(path); /* a new file, created exclusively below: never reuse what is there */
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot write the key cache %s: %s%s", path, strerror(errno),
+                 errno == ENOENT ? " (run veil login first)" : "");
+        return -1;
+    }
+    hex_encode(priv, 32, hex);
+    hex[64] = '\n';
+    int rc = write(fd, hex, 65) == 65 ? 0 : -1;
+    if (close(fd) < 0 || rc < 0) {
+        snprintf(err, errlen, "cannot write the key cache %s: %s", path, strerror(errno));
+        unlink(path);
+        rc = -1;
+    }
     OPENSSL_cleanse(hex, sizeof hex);
     return rc;
 }
@@ -183,8 +255,12 @@ static int get_keys(vclient *c, const char *path, json_t **keys, char *err, size
 
 int userkeys_private(vclient *c, const char *passcode_file, uint8_t priv[32], char *err, size_t errlen)
 {
-    if (read_cache(priv) == 0)
-        return 0;
+    int rc = userkeys_cache_read(priv, err, errlen);
+    return rc <= 0 ? rc : userkeys_unwrap(c, passcode_file, priv, err, errlen);
+}
+
+int userkeys_unwrap(vclient *c, const char *passcode_file, uint8_t priv[32], char *err, size_t errlen)
+{
     json_t *keys = NULL;
     if (get_keys(c, "/api/v1/users/me/keys", &keys, err, errlen) < 0)
         return -1;

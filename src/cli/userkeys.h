@@ -29,9 +29,19 @@ int userkeys_blob_from_json(const json_t *keys, kw_blob *out, char *err, size_t 
 /* The path of the cached unlocked key (next to the config file). */
 const char *userkeys_cache_path(char *out, size_t n);
 
-/* The user's private key: the cache, else GET /users/me/keys + unwrap with the
- * passcode. The public key derived from it must match the server's. */
+/* The cached key: 0 with priv; 1 when there is none; -1 with err when what is
+ * there is unsafe (a symbolic link, not a regular file, not the user's, any
+ * group or other mode bit) or malformed. Opened without following links. */
+int userkeys_cache_read(uint8_t priv[32], char *err, size_t errlen);
+/* Writes the cache as a new file, mode 0600, created exclusively and never
+ * through a symbolic link (one planted there is refused). */
+int userkeys_cache_write(const uint8_t priv[32], char *err, size_t errlen);
+
+/* The user's private key: the cache, else userkeys_unwrap. */
 int userkeys_private(vclient *c, const char *passcode_file, uint8_t priv[32], char *err, size_t errlen);
+/* GET /users/me/keys + unwrap with the passcode; the public key derived from it
+ * must match the server's. */
+int userkeys_unwrap(vclient *c, const char *passcode_file, uint8_t priv[32], char *err, size_t errlen);
 
 /* The key stored messages are sealed to: the user's own in personal context, or
  * the org's private key (opened from the caller's membership) in org context.

@@ -249,6 +249,94 @@ def check_plain_http(tmp, fake):
     C.eq(r.returncode, 0, f"login over http to 127.0.0.1: {r.stderr!r}")
 
 
+def check_file_safety(tmp, fake):
+    """The attack: another local user (or a compromised tool) plants a symbolic link
+    where the CLI writes its token or reads/writes the unlocked private key, or the
+    key cache has a mode that lets others read it."""
+    from cryptography.hazmat.primitives import serialization
+    priv, pub = keypair()
+    raw = priv.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                             serialization.NoEncryption())
+    fake.on("GET", "/protected", 200, {"message": "You are authenticated", "user_id": "user_f"})
+    fake.on("POST", P + "/users/sync", 200, {"status": "exists", "user_id": "user_f"})
+    fake.on("GET", P + "/users/me/keys", 200, dict(wrapped("file-passcode", raw), public_key=pub))
+    fake.on("GET", P + "/organizations/current", 200, {"org_id": None})
+    fake.on("GET", P + "/chat/sessions/s-f/messages", 200, {"messages": [
+        {"role": "user", "encrypted_content": seal(pub, "file question", "user-message-storage")}]})
+    remedy = "remove it with `veil keys lock`, then `veil keys unlock` again"
+
+    # the config's temp file: a planted link is refused, and what it points to is untouched
+    d = os.path.join(tmp, "files")
+    os.makedirs(d, mode=0o700)
+    target = os.path.join(tmp, "elsewhere")
+    with open(target, "w") as f:
+        f.write("original\n")
+    tmpfile = os.path.join(d, "config.json.tmp")
+    os.symlink(target, tmpfile)
+    r = veil(d, ["login", "--server", fake.url, "--token", "secret-token"])
+    C.eq((r.returncode, r.stderr.decode()),
+         (1, f"veil login: refusing to write {tmpfile}: it is a symbolic link; remove it\n"), "login: a link at the temp file")
+    C.eq(open(target).read(), "original\n", "login: the link's target is untouched")
+    C.ok(not os.path.exists(os.path.join(d, "config.json")), "login: no config written")
+    os.unlink(tmpfile)
+    os.symlink(os.path.join(tmp, "does-not-exist"), tmpfile)  # dangling: open(O_CREAT) would create the target
+    r = veil(d, ["login", "--server", fake.url, "--token", "secret-token"])
+    C.eq(r.returncode, 1, "login: a dangling link at the temp file is refused")
+    C.ok(not os.path.exists(os.path.join(tmp, "does-not-exist")), "login: the dangling link is not followed")
+    os.unlink(tmpfile)
+    with open(tmpfile, "w") as f:  # a stale temp file of our own (a crash) does not block login
+        f.write("stale")
+    r = veil(d, ["login", "--server", fake.url, "--token", "secret-token"])
+    C.eq(r.returncode, 0, f"login over a stale temp file: {r.stderr!r}")
+    C.eq(os.stat(os.path.join(d, "config.json")).st_mode & 0o777, 0o600, "login: config 0600")
+
+    # the key cache: a planted link is neither read nor written through
+    cache = os.path.join(d, "private_key")
+    keyfile = os.path.join(tmp, "some-key")
+    fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, (raw.hex() + "\n").encode())
+    os.close(fd)
+    os.symlink(keyfile, cache)
+    r = veil(d, ["history", "s-f"])
+    C.eq((r.returncode, r.stderr.decode()),
+         (1, f"veil history: refusing the key cache {cache}: it is a symbolic link ({remedy})\n"), "history: a link at the cache")
+    r = veil(d, ["keys", "unlock"], {"VEIL_PASSCODE": "file-passcode"})
+    C.eq((r.returncode, r.stderr.decode()),
+         (1, f"veil keys: refusing to write the key cache {cache}: it is a symbolic link ({remedy})\n"),
+         "unlock: a link at the cache")
+    C.eq(open(keyfile).read(), raw.hex() + "\n", "unlock: the link's target is untouched")
+    r = veil(d, ["keys", "lock"])
+    C.ok(r.returncode == 0 and not os.path.lexists(cache) and os.path.exists(keyfile), "lock removes the link only")
+
+    # the key cache with group/other bits, or not ours: refused
+    r = veil(d, ["keys", "unlock"], {"VEIL_PASSCODE": "file-passcode"})
+    C.eq(r.returncode, 0, f"unlock: {r.stderr!r}")
+    C.eq(os.stat(cache).st_mode & 0o777, 0o600, "unlock: the cache is 0600")
+    r = veil(d, ["history", "s-f"])
+    C.ok(r.returncode == 0 and "file question" in r.stdout.decode(), f"history with the cache: {r.stderr!r}")
+    os.chmod(cache, 0o644)
+    r = veil(d, ["history", "s-f"])
+    C.eq((r.returncode, r.stderr.decode()),
+         (1, f"veil history: refusing the key cache {cache}: mode 0644 lets others read it; it must be 0600 "
+             f"({remedy})\n"), "history: a 0644 cache")
+    os.chmod(cache, 0o640)
+    r = veil(d, ["history", "s-f"])
+    C.ok(r.returncode == 1 and "mode 0640 lets others read it" in r.stderr.decode(), "history: a 0640 cache")
+    os.chmod(cache, 0o600)
+    if os.geteuid() == 0:
+        os.chown(cache, 65534, 65534)
+        r = veil(d, ["history", "s-f"])
+        C.eq((r.returncode, r.stderr.decode()),
+             (1, f"veil history: refusing the key cache {cache}: owned by uid 65534, not by you ({remedy})\n"),
+             "history: a cache owned by someone else")
+    os.unlink(cache)
+    os.mkfifo(cache, 0o600)
+    r = veil(d, ["history", "s-f"])
+    C.eq((r.returncode, r.stderr.decode()),
+         (1, f"veil history: refusing the key cache {cache}: not a regular file ({remedy})\n"), "history: a FIFO cache")
+    os.unlink(cache)
+
+
 def main():
     with TempDir() as tmp:
         fake = Fake()
@@ -256,6 +344,7 @@ def main():
             check_terminal_output(tmp, fake)
             check_kdf_allowlist(tmp, fake)
             check_plain_http(tmp, fake)
+            check_file_safety(tmp, fake)
         finally:
             fake.stop()
     return C.finish()
