@@ -25,7 +25,7 @@ int cmd_login(int argc, char **argv)
     };
     const char *server = NULL, *token = NULL, *ca = NULL;
     int o;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((o = cli_getopt("login", argc, argv, "h", opts)) != -1) {
         switch (o) {
         case 's': server = optarg; break;
         case 't': token = optarg; break;
@@ -57,14 +57,14 @@ int cmd_login(int argc, char **argv)
     }
     if (!cfg.token[0])
         return cli_fail("login", EXIT_USAGE, "missing --token");
-    char err[512];
+    char err[CLI_ERR_MAX];
     vclient c;
     if (vclient_init(&c, cfg.server, cfg.token, ca, err, sizeof err) < 0)
         return FAIL("login", "%s", err);
     int status;
     json_t *r = NULL;
     int rc = vclient_call(&c, "GET", "/protected", NULL, &status, &r, err, sizeof err);
-    char buf[300];
+    char buf[CLI_ERR_MAX];
     if (rc < 0)
         rc = FAIL("login", "%s", err);
     else if (status != 200)
@@ -168,7 +168,7 @@ out:
 
 static int keys_init(vclient *c, const char *pfile)
 {
-    char err[512], passcode[1024], recovery[KW_RECOVERY_FORMATTED + 1], buf[300];
+    char err[CLI_ERR_MAX], passcode[1024], recovery[KW_RECOVERY_FORMATTED + 1], buf[CLI_ERR_MAX];
     uint8_t priv[32], pub[32];
     int st;
     json_t *r = NULL, *body = NULL;
@@ -204,7 +204,7 @@ static int keys_init(vclient *c, const char *pfile)
 
 static int keys_unlock(vclient *c, const char *pfile, bool cache)
 {
-    char err[512], path[640];
+    char err[CLI_ERR_MAX], path[640];
     uint8_t priv[32];
     userkeys_cache_path(path, sizeof path);
     if (userkeys_unwrap(c, pfile, priv, err, sizeof err) < 0) /* always checks the passcode */
@@ -225,7 +225,7 @@ static int keys_unlock(vclient *c, const char *pfile, bool cache)
  * with the code, and checked against the account's public key. */
 static int recover_private(vclient *c, const char *rfile, uint8_t priv[32], char *err, size_t errlen)
 {
-    char code[128], digits[KW_RECOVERY_DIGITS + 1], buf[300];
+    char code[128], digits[KW_RECOVERY_DIGITS + 1], buf[CLI_ERR_MAX];
     json_t *keys = NULL;
     kw_blob blob;
     uint8_t pub[32], want[32];
@@ -270,7 +270,7 @@ out:
  * the key pair and every stored conversation were gone). */
 static int keys_recover(vclient *c, const char *pfile, const char *rfile)
 {
-    char err[512], passcode[1024], recovery[KW_RECOVERY_FORMATTED + 1], path[640], buf[300];
+    char err[CLI_ERR_MAX], passcode[1024], recovery[KW_RECOVERY_FORMATTED + 1], path[640], buf[CLI_ERR_MAX];
     uint8_t priv[32];
     json_t *body = NULL, *r = NULL;
     int status = 0, rc = 1;
@@ -315,9 +315,28 @@ out:
     return rc;
 }
 
+/* "yes" when this machine's key cache holds the account's key, else "no" and,
+ * when something is there, why it does not count. */
+static void unlocked_here(const char *pk, char *out, size_t n)
+{
+    char err[CLI_ERR_MAX];
+    uint8_t priv[32], pub[32], want[32];
+    int rc = userkeys_cache_read(priv, err, sizeof err);
+    if (rc < 0)
+        snprintf(out, n, "no (%s)", err);
+    else if (rc > 0)
+        snprintf(out, n, "no");
+    else if (!pk || hex_decode_exact(pk, strlen(pk), want, 32) < 0 || x25519_public(priv, pub) < 0 ||
+             memcmp(pub, want, 32) != 0)
+        snprintf(out, n, "no (the cached key is not this account's: run `veil keys lock`)");
+    else
+        snprintf(out, n, "yes");
+    OPENSSL_cleanse(priv, sizeof priv);
+}
+
 static int keys_status(vclient *c)
 {
-    char err[512], buf[300];
+    char err[CLI_ERR_MAX], buf[CLI_ERR_MAX];
     int status;
     json_t *r = NULL;
     if (vclient_call(c, "GET", "/api/v1/users/me/encryption-status", NULL, &status, &r, err, sizeof err) < 0)
@@ -328,8 +347,10 @@ static int keys_status(vclient *c)
         return rc;
     }
     const char *pk = json_string_value(json_object_get(r, "public_key"));
-    term_fprintf(stdout, "has_encryption_keys: %s\npublic_key: %s\n",
-           json_is_true(json_object_get(r, "has_encryption_keys")) ? "yes" : "no", pk ? pk : "-");
+    char here[CLI_ERR_MAX + 16];
+    unlocked_here(pk, here, sizeof here);
+    term_fprintf(stdout, "has_encryption_keys: %s\npublic_key: %s\nunlocked here: %s\n",
+                 json_is_true(json_object_get(r, "has_encryption_keys")) ? "yes" : "no", pk ? pk : "-", here);
     json_decref(r);
     return 0;
 }
@@ -343,7 +364,7 @@ int cmd_keys(int argc, char **argv)
     const char *pfile = NULL, *rfile = NULL;
     bool cache = true;
     int o;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((o = cli_getopt("keys", argc, argv, "h", opts)) != -1) {
         switch (o) {
         case 'p': pfile = optarg; break;
         case 'r': rfile = optarg; break;
@@ -361,7 +382,8 @@ int cmd_keys(int argc, char **argv)
                    "            passcode and a new recovery code (same key pair: old messages stay\n"
                    "            readable). The new code is shown before the upload; both copies are\n"
                    "            replaced at once (PUT), so a failed upload changes nothing\n"
-                   "  status    show whether the account has keys\n\n"
+                   "  status    show whether the account has keys and whether they are unlocked\n"
+                   "            here (the key cached by unlock)\n\n"
                    "  --passcode-file F    read the passcode from F (else $VEIL_PASSCODE, else a prompt)\n"
                    "  --recovery-file F    read the recovery code from F (else $VEIL_RECOVERY_CODE)\n");
             return 0;
@@ -381,7 +403,7 @@ int cmd_keys(int argc, char **argv)
         return 0;
     }
     vclient c;
-    char err[512];
+    char err[CLI_ERR_MAX];
     if (vclient_from_config(&c, err, sizeof err) < 0)
         return FAIL("keys", "%s", err);
     int rc;

@@ -79,7 +79,7 @@ static int fetch_enclave_key(convo *cv, char *err, size_t errlen)
 {
     int status;
     json_t *r = NULL;
-    char buf[300];
+    char buf[CLI_ERR_MAX];
     if (vclient_call(cv->c, "GET", "/api/v1/chat/enclave/info", NULL, &status, &r, err, errlen) < 0)
         return -1;
     const char *pk = json_string_value(json_object_get(r, "enclave_public_key"));
@@ -235,7 +235,7 @@ static int convo_send(convo *cv, const char *prompt, reply *rp, char *err, size_
         json_decref(body);
         if (cv->live)
             term_fwrite_end(cv->out, &rp->tf);
-        char buf[300];
+        char buf[CLI_ERR_MAX];
         if (rc == 0 && status != 200) {
             const char *d = json_string_value(json_object_get(r, "detail"));
             bool no_keys = d && strcmp(d, "User has not set up encryption keys") == 0;
@@ -273,7 +273,7 @@ static int convo_send(convo *cv, const char *prompt, reply *rp, char *err, size_
 static int load_session(convo *cv, const char *session, const char *pfile, char *err, size_t errlen)
 {
     uint8_t upriv[32], skey[32];
-    char org[256], path[512], buf[300];
+    char org[256], path[512], buf[CLI_ERR_MAX];
     if (userkeys_private(cv->c, pfile, upriv, err, errlen) < 0)
         return -1;
     int rc = -1;
@@ -330,14 +330,14 @@ static int parse_opts(const char *verb, int argc, char **argv, chat_opts *o, voi
     };
     memset(o, 0, sizeof *o);
     int c;
-    while ((c = getopt_long(argc, argv, "m:s:h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(verb, argc, argv, "m:s:h", opts)) != -1) {
         switch (c) {
         case 'm': o->model = optarg; break;
         case 's': o->session = optarg; break;
         case 'p': o->pfile = optarg; break;
         case 'j': o->json = true; break;
         case 'h': help(); return 1;
-        default: (void)verb; return EXIT_USAGE;
+        default: return EXIT_USAGE;
         }
     }
     return 0;
@@ -361,9 +361,16 @@ static void help_chat(void)
            "Ctrl-D ends. --session continues a stored conversation.\n");
 }
 
+static void help_history(void)
+{
+    printf("Usage: veil history [--json] [--passcode-file F] SESSION_ID\n\n"
+           "Prints a stored conversation, decrypted here with your storage key (your own key,\n"
+           "or the organization's key in an org context).\n");
+}
+
 static int start_convo(const char *verb, convo *cv, vclient *c, const chat_opts *o)
 {
-    char err[512];
+    char err[CLI_ERR_MAX];
     memset(cv, 0, sizeof *cv);
     cv->c = c;
     cv->out = stdout;
@@ -385,7 +392,7 @@ int cmd_ask(int argc, char **argv)
     if (!*prompt)
         return cli_fail("ask", EXIT_USAGE, "the prompt is empty");
     vclient c;
-    char err[512];
+    char err[CLI_ERR_MAX];
     if (vclient_from_config(&c, err, sizeof err) < 0)
         return FAIL("ask", "%s", err);
     convo cv;
@@ -419,6 +426,26 @@ int cmd_ask(int argc, char **argv)
     return rc;
 }
 
+/* Before the banner: the server answers, the token is good, the account has keys
+ * and the enclave's key is known, so chat never fails only at the first message. */
+static int check_ready(convo *cv, char *err, size_t errlen)
+{
+    int status;
+    json_t *r = NULL;
+    char buf[CLI_ERR_MAX];
+    if (vclient_call(cv->c, "GET", "/api/v1/users/me/encryption-status", NULL, &status, &r, err, errlen) < 0)
+        return -1;
+    int rc = -1;
+    if (status != 200)
+        snprintf(err, errlen, "%s", api_detail(r, status, buf, sizeof buf));
+    else if (!json_is_true(json_object_get(r, "has_encryption_keys")))
+        snprintf(err, errlen, "no encryption keys yet: run `veil keys init` first");
+    else
+        rc = cv->have_key ? 0 : fetch_enclave_key(cv, err, errlen);
+    json_decref(r);
+    return rc;
+}
+
 int cmd_chat(int argc, char **argv)
 {
     chat_opts o;
@@ -426,13 +453,18 @@ int cmd_chat(int argc, char **argv)
     if (rc)
         return rc == 1 ? 0 : rc;
     vclient c;
-    char err[512];
+    char err[CLI_ERR_MAX];
     if (vclient_from_config(&c, err, sizeof err) < 0)
         return FAIL("chat", "%s", err);
     convo cv;
     if ((rc = start_convo("chat", &cv, &c, &o)) != 0) {
         vclient_free(&c);
         return rc;
+    }
+    if (check_ready(&cv, err, sizeof err) < 0) {
+        convo_free(&cv);
+        vclient_free(&c);
+        return FAIL("chat", "%s", err);
     }
     cv.live = true;
     bool tty = isatty(STDIN_FILENO);
@@ -475,19 +507,13 @@ int cmd_chat(int argc, char **argv)
 int cmd_history(int argc, char **argv)
 {
     chat_opts o;
-    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        printf("Usage: veil history [--json] [--passcode-file F] SESSION_ID\n\n"
-               "Prints a stored conversation, decrypted here with your storage key (your own key,\n"
-               "or the organization's key in an org context).\n");
-        return 0;
-    }
-    int rc = parse_opts("history", argc, argv, &o, help_chat);
+    int rc = parse_opts("history", argc, argv, &o, help_history);
     if (rc)
         return rc == 1 ? 0 : rc;
     if (optind != argc - 1)
         return cli_fail("history", EXIT_USAGE, "give one session id (see veil sessions)");
     vclient c;
-    char err[512];
+    char err[CLI_ERR_MAX];
     if (vclient_from_config(&c, err, sizeof err) < 0)
         return FAIL("history", "%s", err);
     convo cv;
@@ -531,7 +557,7 @@ static const char *json_str(const json_t *o, const char *k)
 static int simple_get(const char *verb, const char *path, json_t **out)
 {
     vclient c;
-    char err[512], buf[300];
+    char err[CLI_ERR_MAX], buf[CLI_ERR_MAX];
     if (vclient_from_config(&c, err, sizeof err) < 0)
         return FAIL(verb, "%s", err);
     int status, rc = 0;
@@ -544,18 +570,24 @@ static int simple_get(const char *verb, const char *path, json_t **out)
 }
 
 /* A verb without arguments: -1 to go on, else the exit status (help or usage). */
-static int no_args(int argc, char **argv, const char *usage)
+static int no_args(const char *verb, int argc, char **argv, const char *usage)
 {
-    if (argc <= 1)
-        return -1;
-    bool help = strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0;
-    fputs(usage, help ? stdout : stderr);
-    return help ? 0 : EXIT_USAGE;
+    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c;
+    while ((c = cli_getopt(verb, argc, argv, "h", opts)) != -1) {
+        if (c != 'h')
+            return EXIT_USAGE;
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (optind != argc)
+        return cli_fail(verb, EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
+    return -1;
 }
 
 int cmd_sessions(int argc, char **argv)
 {
-    int rc = no_args(argc, argv, "Usage: veil sessions\n\nLists your conversations in the current context "
+    int rc = no_args("sessions", argc, argv, "Usage: veil sessions\n\nLists your conversations in the current context "
                                  "(newest first).\n");
     if (rc >= 0)
         return rc;
@@ -573,7 +605,7 @@ int cmd_sessions(int argc, char **argv)
 
 int cmd_models(int argc, char **argv)
 {
-    int rc = no_args(argc, argv, "Usage: veil models\n\nLists the models the server offers.\n");
+    int rc = no_args("models", argc, argv, "Usage: veil models\n\nLists the models the server offers.\n");
     if (rc >= 0)
         return rc;
     json_t *r = NULL;

@@ -44,7 +44,7 @@ static int my_public_key(vclient *c, uint8_t pub[32], char *err, size_t errlen)
 
 static int org_keys_init(vclient *c, const char *org, const char *pfile, const char *ofile)
 {
-    char err[512], pass[1024], buf[300], path[512];
+    char err[CLI_ERR_MAX], pass[1024], buf[CLI_ERR_MAX], path[512];
     uint8_t opriv[32], opub[32], mypub[32], upriv[32];
     int rc = 1;
     /* the caller must be able to open their own copy later: check the passcode first */
@@ -93,7 +93,7 @@ out:
 
 static int org_distribute(vclient *c, const char *org, const char *pfile)
 {
-    char err[512], buf[300], path[512];
+    char err[CLI_ERR_MAX], buf[CLI_ERR_MAX], path[512];
     uint8_t upriv[32], opriv[32];
     if (userkeys_private(c, pfile, upriv, err, sizeof err) < 0)
         return FAIL("%s", err);
@@ -151,7 +151,7 @@ int cmd_org(int argc, char **argv)
     };
     const char *org = NULL, *pfile = NULL, *ofile = NULL;
     int o;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((o = cli_getopt("org", argc, argv, "h", opts)) != -1) {
         switch (o) {
         case 'o': org = optarg; break;
         case 'p': pfile = optarg; break;
@@ -173,7 +173,7 @@ int cmd_org(int argc, char **argv)
     if (optind != argc - 1)
         return cli_fail("org", EXIT_USAGE, "give one action: keys-init or distribute");
     vclient c;
-    char err[512], cur[256];
+    char err[CLI_ERR_MAX], cur[256];
     if (vclient_from_config(&c, err, sizeof err) < 0)
         return FAIL("%s", err);
     int rc;

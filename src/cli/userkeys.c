@@ -10,19 +10,42 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "common/hex.h"
 #include "crypto/ep.h"
 #include "crypto/keywrap.h"
+
+/* "prefix msg (HTTP status)" in buf; a msg too long for buf is cut at a character
+ * boundary with a visible " [...]", never silently mid-word. */
+static void put_detail(char *buf, size_t n, const char *prefix, const char *msg, int status)
+{
+    static const char MARK[] = " [...]";
+    char tail[32];
+    snprintf(tail, sizeof tail, " (HTTP %d)", status);
+    size_t fixed = strlen(prefix) + strlen(tail) + 1, len = strlen(msg);
+    if (fixed + sizeof MARK >= n) {
+        snprintf(buf, n, "HTTP %d", status);
+        return;
+    }
+    if (len + fixed <= n) {
+        snprintf(buf, n, "%s%s%s", prefix, msg, tail);
+        return;
+    }
+    size_t keep = n - fixed - (sizeof MARK - 1);
+    while (keep && ((unsigned char)msg[keep] & 0xC0) == 0x80)
+        keep--;
+    snprintf(buf, n, "%s%.*s%s%s", prefix, (int)keep, msg, MARK, tail);
+}
 
 const char *api_detail(const json_t *resp, int status, char *buf, size_t n)
 {
     const json_t *d = json_object_get(resp, "detail");
     if (json_is_string(d))
-        snprintf(buf, n, "%s (HTTP %d)", json_string_value(d), status);
+        put_detail(buf, n, "", json_string_value(d), status);
     else if (json_is_array(d) && json_array_size(d)) {
         const json_t *e = json_array_get(d, 0);
         const char *msg = json_string_value(json_object_get(e, "msg"));
-        snprintf(buf, n, "invalid request: %s (HTTP %d)", msg ? msg : "?", status);
+        put_detail(buf, n, "invalid request: ", msg ? msg : "?", status);
     } else
         snprintf(buf, n, "HTTP %d", status);
     return buf;
@@ -240,7 +263,7 @@ int userkeys_cache_write(const uint8_t priv[32], char *err, size_t errlen)
 static int get_keys(vclient *c, const char *path, json_t **keys, char *err, size_t errlen)
 {
     int status;
-    char buf[300];
+    char buf[CLI_ERR_MAX];
     if (vclient_call(c, "GET", path, NULL, &status, keys, err, errlen) < 0)
         return -1;
     if (status != 200) {
@@ -295,7 +318,7 @@ int userkeys_current_org(vclient *c, char *org, size_t n, char *err, size_t errl
 {
     int status;
     json_t *r = NULL;
-    char buf[300];
+    char buf[CLI_ERR_MAX];
     if (vclient_call(c, "GET", "/api/v1/organizations/current", NULL, &status, &r, err, errlen) < 0)
         return -1;
     if (status != 200) {
@@ -316,7 +339,7 @@ int userkeys_storage(vclient *c, const char *org_id, const uint8_t user_priv[32]
         memcpy(out, user_priv, 32);
         return 0;
     }
-    char path[512], buf[300];
+    char path[512], buf[CLI_ERR_MAX];
     snprintf(path, sizeof path, "/api/v1/organizations/%s/membership", org_id);
     int status;
     json_t *r = NULL;

@@ -52,7 +52,8 @@ int userkeys_storage(vclient *c, const char *org_id, const uint8_t user_priv[32]
 /* The caller's current org id from GET /organizations/current ("" in personal context). */
 int userkeys_current_org(vclient *c, char *org, size_t n, char *err, size_t errlen);
 
-/* "detail" of an error response, or a generic text. */
+/* "detail" of an error response, or a generic text; a detail longer than n is cut
+ * with a visible " [...]". */
 const char *api_detail(const json_t *resp, int status, char *buf, size_t n);
 
 #endif
