@@ -276,9 +276,37 @@ static int get_keys(vclient *c, const char *path, json_t **keys, char *err, size
     return 0;
 }
 
+/* The cache sits next to the config, whichever account that names: a key cached
+ * for another account must not be used for this one. */
+static int cache_matches_account(vclient *c, const uint8_t priv[32], char *err, size_t errlen)
+{
+    int status;
+    json_t *r = NULL;
+    char buf[CLI_ERR_MAX], path[640];
+    uint8_t pub[32], want[32];
+    if (vclient_call(c, "GET", "/api/v1/users/me/encryption-status", NULL, &status, &r, err, errlen) < 0)
+        return -1;
+    const char *pk = json_string_value(json_object_get(r, "public_key"));
+    int rc = -1;
+    if (status != 200)
+        snprintf(err, errlen, "%s", api_detail(r, status, buf, sizeof buf));
+    else if (!pk || hex_decode_exact(pk, strlen(pk), want, 32) < 0 || x25519_public(priv, pub) < 0 ||
+             memcmp(pub, want, 32) != 0)
+        snprintf(err, errlen, "the key cached in %s is not this account's: run `veil keys lock`, then `veil keys "
+                 "unlock`", userkeys_cache_path(path, sizeof path));
+    else
+        rc = 0;
+    json_decref(r);
+    return rc;
+}
+
 int userkeys_private(vclient *c, const char *passcode_file, uint8_t priv[32], char *err, size_t errlen)
 {
     int rc = userkeys_cache_read(priv, err, errlen);
+    if (rc == 0 && cache_matches_account(c, priv, err, errlen) < 0) {
+        OPENSSL_cleanse(priv, 32);
+        return -1;
+    }
     return rc <= 0 ? rc : userkeys_unwrap(c, passcode_file, priv, err, errlen);
 }
 

@@ -260,6 +260,8 @@ def check_file_safety(tmp, fake):
     fake.on("GET", "/protected", 200, {"message": "You are authenticated", "user_id": "user_f"})
     fake.on("POST", P + "/users/sync", 200, {"status": "exists", "user_id": "user_f"})
     fake.on("GET", P + "/users/me/keys", 200, dict(wrapped("file-passcode", raw), public_key=pub))
+    fake.on("GET", P + "/users/me/encryption-status", 200,
+            {"has_encryption_keys": True, "public_key": pub, "encryption_created_at": None})
     fake.on("GET", P + "/organizations/current", 200, {"org_id": None})
     fake.on("GET", P + "/chat/sessions/s-f/messages", 200, {"messages": [
         {"role": "user", "encrypted_content": seal(pub, "file question", "user-message-storage")}]})
@@ -329,6 +331,20 @@ def check_file_safety(tmp, fake):
         C.eq((r.returncode, r.stderr.decode()),
              (1, f"veil history: refusing the key cache {cache}: owned by uid 65534, not by you ({remedy})\n"),
              "history: a cache owned by someone else")
+    os.unlink(cache)
+    # a key cached for another account (the cache sits next to the config, whichever account it names)
+    other, _ = keypair()
+    fd = os.open(cache, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, (other.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                      serialization.NoEncryption()).hex() + "\n").encode())
+    os.close(fd)
+    r = veil(d, ["history", "s-f"])
+    C.eq((r.returncode, r.stderr.decode()),
+         (1, f"veil history: the key cached in {cache} is not this account's: run `veil keys lock`, then "
+             "`veil keys unlock`\n"), "history: another account's cached key")
+    r = veil(d, ["keys", "status"])
+    C.eq(r.stdout.decode().splitlines()[-1],
+         "unlocked here: no (the cached key is not this account's: run `veil keys lock`)", "keys status: another account's key")
     os.unlink(cache)
     os.mkfifo(cache, 0o600)
     r = veil(d, ["history", "s-f"])
