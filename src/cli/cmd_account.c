@@ -36,7 +36,9 @@ int cmd_login(int argc, char **argv)
                    "`veil dev-token` for the local stack) in the config file, mode 0600:\n"
                    "$VEIL_CONFIG, else $XDG_CONFIG_HOME/veil/config.json, else\n"
                    "~/.config/veil/config.json. --token - reads the token from stdin (keeps it\n"
-                   "out of the process list). The token is checked against the server first.\n");
+                   "out of the process list). The token is checked against the server first.\n\n"
+                   "URL is https:// for any host; plain http:// only to this machine (localhost,\n"
+                   "127.0.0.0/8, [::1]): the token would otherwise cross the network in clear.\n");
             return 0;
         default: return EXIT_USAGE;
         }
@@ -385,7 +387,11 @@ int cmd_keys(int argc, char **argv)
                    "  status    show whether the account has keys and whether they are unlocked\n"
                    "            here (the key cached by unlock)\n\n"
                    "  --passcode-file F    read the passcode from F (else $VEIL_PASSCODE, else a prompt)\n"
-                   "  --recovery-file F    read the recovery code from F (else $VEIL_RECOVERY_CODE)\n");
+                   "  --recovery-file F    read the recovery code from F (else $VEIL_RECOVERY_CODE)\n\n"
+                   "A wrapped key from the server is opened only with argon2id v19, t=4,\n"
+                   "m=131072 KiB, p=2 (what veil writes); other parameters are refused. The cache\n"
+                   "is used only if it is a regular file of yours, mode 0600, not a link, and\n"
+                   "holds this account's key.\n");
             return 0;
         default: return EXIT_USAGE;
         }
