@@ -1,7 +1,8 @@
 /* cli — the verbs of the `veil` program, one function each.
  *
  * Every verb returns the process exit status: 0 success, 1 failure, 2 usage.
- * Failures print exactly one line on stderr, `veil VERB: reason`. No verb ever
+ * Failures print exactly one line on stderr, `veil VERB: reason`; a bad option
+ * adds a second, `Try 'veil VERB --help'.`. No verb ever
  * prints a private key or plaintext except as its requested output.
  */
 #ifndef VEIL_CLI_H
@@ -13,6 +14,11 @@
 #include "common/buf.h"
 
 #define EXIT_USAGE 2
+
+/* Room for one error message, a server's detail included (the complete list of
+ * models fits many times over). A longer detail is cut with a visible mark, so a
+ * hostile server cannot flood the terminal. */
+#define CLI_ERR_MAX 4096
 
 typedef struct cli_verb {
     const char *name;
@@ -35,6 +41,11 @@ int cmd_org(int argc, char **argv);
 
 /* `veil VERB: message` on stderr; returns 1 (or the given code). */
 int cli_fail(const char *verb, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+struct option;
+/* getopt_long for a verb. A bad option prints `veil VERB: what is wrong` and
+ * `Try 'veil VERB --help'.` on stderr and returns '?'. */
+int cli_getopt(const char *verb, int argc, char **argv, const char *shortopts, const struct option *longopts);
 
 /* Reads all of stdin (at most max bytes) into out; -1 when over the limit or on error. */
 int cli_read_stdin(vbuf *out, size_t max);

@@ -1,8 +1,10 @@
 #include "cli/client.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,11 +18,29 @@
 
 #define MAX_BODY (64u << 20)
 
+bool vclient_host_is_loopback(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (strcasecmp(host, "localhost") == 0)
+        return true;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    return false;
+}
+
 int vclient_init(vclient *c, const char *url, const char *token, const char *ca_file, char *err,
                  size_t errlen)
 {
     memset(c, 0, sizeof *c);
     const char *p;
+    if (strlen(url) >= sizeof c->url) {
+        snprintf(err, errlen, "server URL too long");
+        return -1;
+    }
+    snprintf(c->url, sizeof c->url, "%s", url);
     if (strncasecmp(url, "https://", 8) == 0) {
         c->tls = true;
         p = url + 8;
@@ -32,13 +52,26 @@ int vclient_init(vclient *c, const char *url, const char *token, const char *ca_
         snprintf(err, errlen, "server URL must start with http:// or https://");
         return -1;
     }
-    size_t hl = strcspn(p, ":/");
-    if (hl == 0 || hl >= sizeof c->host) {
+    bool bracket = *p == '['; /* an IPv6 literal: [::1]:8000 */
+    size_t hl = bracket ? strcspn(p + 1, "]/") : strcspn(p, ":/");
+    if (hl == 0 || hl >= sizeof c->host || (bracket && p[1 + hl] != ']')) {
         snprintf(err, errlen, "server URL has no host");
         return -1;
     }
-    memcpy(c->host, p, hl);
-    p += hl;
+    memcpy(c->host, p + bracket, hl);
+    p += hl + 2 * bracket;
+    if (strchr(c->host, '@')) {
+        snprintf(err, errlen, "server URL must not contain a user name");
+        return -1;
+    }
+    /* plain http carries the bearer token and the wrapped keys in clear: only to this machine */
+    if (!c->tls && !vclient_host_is_loopback(c->host)) {
+        snprintf(err, errlen,
+                 "refusing %s: plain http:// is allowed only to this machine (localhost, 127.0.0.0/8, ::1); "
+                 "use https://",
+                 url);
+        return -1;
+    }
     if (*p == ':') {
         long port;
         char num[8];
@@ -175,6 +208,23 @@ static void on_done(void *ud, https_err e, const char *detail)
     snprintf(k->detail, sizeof k->detail, "%s", detail ? detail : "");
 }
 
+/* "cannot reach the veil server at URL: connection refused", and for a server on
+ * this machine, how to start one. The reason is the last part of the transport's
+ * detail ("connect to HOST: Connection refused"): the OS's own words. */
+static void unreachable(const vclient *c, const call *k, char *err, size_t errlen)
+{
+    char why[200];
+    const char *colon = strrchr(k->detail, ':');
+    if (k->herr == HTTPS_ERR_TIMEOUT_CONNECT)
+        snprintf(why, sizeof why, "connection timed out");
+    else
+        snprintf(why, sizeof why, "%s", colon && colon[1] == ' ' ? colon + 2 : k->detail);
+    if (why[0] >= 'A' && why[0] <= 'Z' && why[1] >= 'a' && why[1] <= 'z')
+        why[0] = (char)(why[0] - 'A' + 'a');
+    snprintf(err, errlen, "cannot reach the veil server at %s: %s%s", c->url, why,
+             vclient_host_is_loopback(c->host) ? " (is veild running? `make run` starts the local stack)" : "");
+}
+
 static int run(vclient *c, const char *method, const char *path, const json_t *body, call *k,
                char *err, size_t errlen)
 {
@@ -207,6 +257,10 @@ static int run(vclient *c, const char *method, const char *path, const json_t *b
         return -1;
     while (!k->done)
         event_base_loop(c->base, EVLOOP_ONCE);
+    if (k->herr == HTTPS_ERR_CONNECT || k->herr == HTTPS_ERR_TIMEOUT_CONNECT) {
+        unreachable(c, k, err, errlen);
+        return -1;
+    }
     if (k->herr != HTTPS_OK && !(k->stopped && k->herr == HTTPS_ERR_ABORTED)) {
         snprintf(err, errlen, "%s: %s", https_strerror(k->herr), k->detail);
         return -1;
@@ -316,6 +370,29 @@ static int mkdirs_for(const char *file)
     return mkdir(dir, 0700) < 0 && errno != EEXIST ? -1 : 0;
 }
 
+/* The temp file, created 0600 from the start (the token is a credential), as a
+ * new file and never through a symbolic link: a link planted there would send
+ * the token wherever it points. A stale temp file of ours (a crash) is replaced. */
+static int open_new(const char *tmp, char *err, size_t errlen)
+{
+    const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+    int fd = open(tmp, flags, 0600);
+    if (fd < 0 && errno == EEXIST) {
+        struct stat st;
+        if (lstat(tmp, &st) == 0 && (S_ISLNK(st.st_mode) || !S_ISREG(st.st_mode) || st.st_uid != geteuid())) {
+            snprintf(err, errlen, "refusing to write %s: it is %s; remove it", tmp,
+                     S_ISLNK(st.st_mode) ? "a symbolic link" : !S_ISREG(st.st_mode) ? "not a regular file"
+                                                                                    : "not yours");
+            return -1;
+        }
+        unlink(tmp); /* ours, left by a crash */
+        fd = open(tmp, flags, 0600);
+    }
+    if (fd < 0)
+        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+    return fd;
+}
+
 int cli_config_save(const cli_config *cfg, char *err, size_t errlen)
 {
     char path[600], tmp[620];
@@ -330,8 +407,7 @@ int cli_config_save(const cli_config *cfg, char *err, size_t errlen)
     char *s = json_dumps(j, JSON_INDENT(2));
     json_decref(j);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    /* created 0600 from the start: the token is a credential */
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = open_new(tmp, err, errlen);
     int rc = -1;
     if (fd >= 0) {
         size_t n = strlen(s);
@@ -344,9 +420,9 @@ int cli_config_save(const cli_config *cfg, char *err, size_t errlen)
         OPENSSL_cleanse(s, strlen(s));
         free(s);
     }
-    if (rc < 0) {
-        unlink(tmp);
+    if (rc < 0 && fd >= 0) {
         snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        unlink(tmp);
     }
     return rc;
 }

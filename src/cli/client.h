@@ -15,6 +15,7 @@
 #include "aws/https.h"
 
 typedef struct vclient {
+    char url[512];      /* as given: for messages */
     bool tls;
     char host[256];
     uint16_t port;
@@ -25,10 +26,14 @@ typedef struct vclient {
     unsigned timeout_ms; /* per call; streams use it as the idle deadline */
 } vclient;
 
-/* url: http(s)://host[:port][/prefix]. ca_file NULL: the system store. */
+/* url: http(s)://host[:port][/prefix], host may be [IPv6]. Plain http:// only to a
+ * loopback host (the token would cross the network in clear). ca_file NULL: the
+ * system store. */
 int vclient_init(vclient *c, const char *url, const char *token, const char *ca_file, char *err,
                  size_t errlen);
 void vclient_free(vclient *c);
+/* localhost, 127.0.0.0/8 or ::1. */
+bool vclient_host_is_loopback(const char *host);
 
 /* One request: body may be NULL; *resp gets the parsed JSON body (or NULL when
  * empty / not JSON). Returns 0 when a response arrived (any status), -1 with err. */

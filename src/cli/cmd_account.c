@@ -10,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "cli/term.h"
 #include "cli/userkeys.h"
 #include "common/hex.h"
 #include "crypto/keywrap.h"
@@ -24,7 +25,7 @@ int cmd_login(int argc, char **argv)
     };
     const char *server = NULL, *token = NULL, *ca = NULL;
     int o;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((o = cli_getopt("login", argc, argv, "h", opts)) != -1) {
         switch (o) {
         case 's': server = optarg; break;
         case 't': token = optarg; break;
@@ -35,7 +36,9 @@ int cmd_login(int argc, char **argv)
                    "`veil dev-token` for the local stack) in the config file, mode 0600:\n"
                    "$VEIL_CONFIG, else $XDG_CONFIG_HOME/veil/config.json, else\n"
                    "~/.config/veil/config.json. --token - reads the token from stdin (keeps it\n"
-                   "out of the process list). The token is checked against the server first.\n");
+                   "out of the process list). The token is checked against the server first.\n\n"
+                   "URL is https:// for any host; plain http:// only to this machine (localhost,\n"
+                   "127.0.0.0/8, [::1]): the token would otherwise cross the network in clear.\n");
             return 0;
         default: return EXIT_USAGE;
         }
@@ -56,16 +59,16 @@ int cmd_login(int argc, char **argv)
     }
     if (!cfg.token[0])
         return cli_fail("login", EXIT_USAGE, "missing --token");
-    char err[512];
+    char err[CLI_ERR_MAX];
     vclient c;
     if (vclient_init(&c, cfg.server, cfg.token, ca, err, sizeof err) < 0)
         return FAIL("login", "%s", err);
     int status;
     json_t *r = NULL;
     int rc = vclient_call(&c, "GET", "/protected", NULL, &status, &r, err, sizeof err);
-    char buf[300];
+    char buf[CLI_ERR_MAX];
     if (rc < 0)
-        rc = FAIL("login", "cannot reach %s: %s", cfg.server, err);
+        rc = FAIL("login", "%s", err);
     else if (status != 200)
         rc = FAIL("login", "the server refused the token: %s", api_detail(r, status, buf, sizeof buf));
     else {
@@ -76,8 +79,9 @@ int cmd_login(int argc, char **argv)
             rc = cli_config_save(&cfg, err, sizeof err) < 0 ? FAIL("login", "%s", err) : 0;
             if (rc == 0) {
                 char path[600];
-                printf("logged in to %s as %s (config %s)\n", cfg.server,
-                       json_string_value(json_object_get(r, "user_id")), cli_config_path(path, sizeof path));
+                const char *uid = json_string_value(json_object_get(r, "user_id"));
+                term_fprintf(stdout, "logged in to %s as %s (config %s)\n", cfg.server, uid ? uid : "?",
+                             cli_config_path(path, sizeof path));
             }
         } else {
             rc = FAIL("login", "user sync failed: %s", st2 ? api_detail(s, st2, buf, sizeof buf) : err);
@@ -134,17 +138,18 @@ static int new_passcode(const char *file, char *out, size_t n, char *err, size_t
     return 0;
 }
 
-/* Wraps priv under passcode and a fresh recovery code and uploads both. */
-static int upload_keys(vclient *c, const uint8_t priv[32], const char *passcode, bool replace,
-                       char recovery_out[KW_RECOVERY_FORMATTED + 1], char *err, size_t errlen)
+/* The upload body: priv wrapped under passcode and under a fresh recovery code,
+ * which comes back formatted in recovery (the caller shows it and wipes it). */
+static json_t *wrap_keys(const uint8_t priv[32], const char *passcode, char recovery[KW_RECOVERY_FORMATTED + 1],
+                         char *err, size_t errlen)
 {
     uint8_t pub[32];
     char digits[KW_RECOVERY_DIGITS + 1], pub_hex[65];
     kw_blob main_blob, rec_blob;
-    int rc = -1;
+    json_t *body = NULL;
     if (x25519_public(priv, pub) < 0 || kw_recovery_generate(digits) < 0) {
         snprintf(err, errlen, "key derivation failed");
-        return -1;
+        return NULL;
     }
     kw_err ke = kw_wrap(priv, passcode, &KW_PARAMS_DEFAULT, &main_blob);
     if (ke == KW_OK)
@@ -154,95 +159,61 @@ static int upload_keys(vclient *c, const uint8_t priv[32], const char *passcode,
         goto out;
     }
     hex_encode(pub, 32, pub_hex);
-    json_t *body = json_pack("{s:s}", "public_key", pub_hex);
+    body = json_pack("{s:s}", "public_key", pub_hex);
     put_blob(body, &main_blob, "");
     put_blob(body, &rec_blob, "recovery_");
-    int status;
-    json_t *r = NULL;
-    char buf[300];
-    if (replace) {
-        if (vclient_call(c, "DELETE", "/api/v1/users/me/keys", NULL, &status, &r, err, errlen) < 0 ||
-            (status != 204 && status != 200)) {
-            if (status)
-                snprintf(err, errlen, "cannot replace the keys: %s", api_detail(r, status, buf, sizeof buf));
-            json_decref(r);
-            json_decref(body);
-            goto out;
-        }
-        json_decref(r);
-        r = NULL;
-    }
-    int cr = vclient_call(c, "POST", "/api/v1/users/me/keys", body, &status, &r, err, errlen);
-    json_decref(body);
-    if (cr == 0 && status == 201) {
-        kw_recovery_format(digits, recovery_out);
-        rc = 0;
-    } else if (cr == 0) {
-        snprintf(err, errlen, "%s", status == 409 ? "this account already has keys (see veil keys recover)"
-                                                  : api_detail(r, status, buf, sizeof buf));
-    }
-    json_decref(r);
+    kw_recovery_format(digits, recovery);
 out:
     OPENSSL_cleanse(digits, sizeof digits);
-    return rc;
+    return body;
 }
 
 static int keys_init(vclient *c, const char *pfile)
 {
-    char err[512], passcode[1024], recovery[KW_RECOVERY_FORMATTED + 1];
+    char err[CLI_ERR_MAX], passcode[1024], recovery[KW_RECOVERY_FORMATTED + 1], buf[CLI_ERR_MAX];
     uint8_t priv[32], pub[32];
     int st;
-    json_t *r = NULL;
+    json_t *r = NULL, *body = NULL;
     if (vclient_call(c, "POST", "/api/v1/users/sync", NULL, &st, &r, err, sizeof err) < 0)
         return FAIL("keys", "%s", err);
     json_decref(r);
+    r = NULL;
     if (new_passcode(pfile, passcode, sizeof passcode, err, sizeof err) < 0)
         return FAIL("keys", "%s", err);
-    int rc = 0;
+    int rc = 1;
     if (x25519_keygen(priv, pub) < 0)
         rc = FAIL("keys", "key generation failed");
-    else if (upload_keys(c, priv, passcode, false, recovery, err, sizeof err) < 0)
+    else if (!(body = wrap_keys(priv, passcode, recovery, err, sizeof err)))
         rc = FAIL("keys", "%s", err);
-    else
+    else if (vclient_call(c, "POST", "/api/v1/users/me/keys", body, &st, &r, err, sizeof err) < 0)
+        rc = FAIL("keys", "%s", err);
+    else if (st == 409)
+        rc = FAIL("keys", "this account already has keys (see veil keys recover)");
+    else if (st != 201)
+        rc = FAIL("keys", "%s", api_detail(r, st, buf, sizeof buf));
+    else {
         printf("Encryption keys created.\n\nRecovery code (shown once; write it down):\n\n    %s\n\n"
                "It unlocks your key if you forget the passcode (veil keys recover).\n", recovery);
+        rc = 0;
+    }
+    json_decref(r);
+    json_decref(body);
     OPENSSL_cleanse(priv, sizeof priv);
     OPENSSL_cleanse(passcode, sizeof passcode);
     OPENSSL_cleanse(recovery, sizeof recovery);
     return rc;
 }
 
-static int write_cache(const uint8_t priv[32], char *err, size_t errlen)
-{
-    char path[640], hex[65];
-    userkeys_cache_path(path, sizeof path);
-    FILE *f = NULL;
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd >= 0)
-        f = fdopen(fd, "w");
-    if (!f) {
-        snprintf(err, errlen, "cannot write %.400s (run veil login first)", path);
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    hex_encode(priv, 32, hex);
-    fprintf(f, "%s\n", hex);
-    fclose(f);
-    OPENSSL_cleanse(hex, sizeof hex);
-    return 0;
-}
-
 static int keys_unlock(vclient *c, const char *pfile, bool cache)
 {
-    char err[512], path[640];
+    char err[CLI_ERR_MAX], path[640];
     uint8_t priv[32];
-    unlink(userkeys_cache_path(path, sizeof path)); /* always check the passcode */
-    if (userkeys_private(c, pfile, priv, err, sizeof err) < 0)
+    userkeys_cache_path(path, sizeof path);
+    if (userkeys_unwrap(c, pfile, priv, err, sizeof err) < 0) /* always checks the passcode */
         return FAIL("keys", "%s", err);
     int rc = 0;
     if (cache) {
-        rc = write_cache(priv, err, sizeof err) < 0 ? FAIL("keys", "%s", err) : 0;
+        rc = userkeys_cache_write(priv, err, sizeof err) < 0 ? FAIL("keys", "%s", err) : 0;
         if (rc == 0)
             printf("Unlocked: the private key is cached in %s (mode 0600) until `veil keys lock`.\n", path);
     } else {
@@ -252,59 +223,122 @@ static int keys_unlock(vclient *c, const char *pfile, bool cache)
     return rc;
 }
 
-static int keys_recover(vclient *c, const char *pfile, const char *rfile)
+/* The private key from the recovery copy: fetched, allowlist-checked, unwrapped
+ * with the code, and checked against the account's public key. */
+static int recover_private(vclient *c, const char *rfile, uint8_t priv[32], char *err, size_t errlen)
 {
-    char err[512], code[128], digits[KW_RECOVERY_DIGITS + 1], passcode[1024];
-    char recovery[KW_RECOVERY_FORMATTED + 1];
-    uint8_t priv[32];
+    char code[128], digits[KW_RECOVERY_DIGITS + 1], buf[CLI_ERR_MAX];
     json_t *keys = NULL;
-    int status, rc = 1;
-    char buf[300];
-    if (vclient_call(c, "GET", "/api/v1/users/me/keys/recovery", NULL, &status, &keys, err, sizeof err) < 0)
-        return FAIL("keys", "%s", err);
+    kw_blob blob;
+    uint8_t pub[32], want[32];
+    int status, rc = -1;
+    if (vclient_call(c, "GET", "/api/v1/users/me/keys/recovery", NULL, &status, &keys, err, errlen) < 0)
+        return -1;
+    const char *pk = json_string_value(json_object_get(keys, "public_key"));
     if (status != 200) {
-        rc = FAIL("keys", "%s", api_detail(keys, status, buf, sizeof buf));
+        snprintf(err, errlen, "%s", api_detail(keys, status, buf, sizeof buf));
         goto out;
     }
     /* the recovery route returns the recovery material in the primary fields */
-    kw_blob blob;
-    if (kw_blob_from_json(keys, &blob) != KW_OK) {
-        rc = FAIL("keys", "the server's recovery blob is malformed");
+    if (userkeys_blob_from_json(keys, &blob, err, errlen) < 0 ||
+        cli_read_secret("Recovery code", "VEIL_RECOVERY_CODE", rfile, code, sizeof code, err, errlen) < 0)
         goto out;
-    }
-    if (cli_read_secret("Recovery code", "VEIL_RECOVERY_CODE", rfile, code, sizeof code, err, sizeof err) < 0) {
-        rc = FAIL("keys", "%s", err);
-        goto out;
-    }
     if (kw_recovery_normalize(code, digits) != KW_OK) {
-        rc = FAIL("keys", "a recovery code is 20 digits (dashes and spaces are ignored)");
+        snprintf(err, errlen, "a recovery code is 20 digits (dashes and spaces are ignored)");
         goto out;
     }
     kw_err ke = kw_unwrap(&blob, digits, priv);
     if (ke != KW_OK) {
-        rc = FAIL("keys", "%s", kw_strerror(ke));
+        snprintf(err, errlen, "%s", kw_strerror(ke));
         goto out;
     }
-    if (new_passcode(pfile, passcode, sizeof passcode, err, sizeof err) < 0 ||
-        upload_keys(c, priv, passcode, true, recovery, err, sizeof err) < 0) {
-        rc = FAIL("keys", "%s", err);
+    if (!pk || hex_decode_exact(pk, strlen(pk), want, 32) < 0 || x25519_public(priv, pub) < 0 ||
+        memcmp(pub, want, 32) != 0) {
+        snprintf(err, errlen, "the unwrapped key does not match the account's public key");
+        OPENSSL_cleanse(priv, 32);
         goto out;
     }
-    printf("Recovered: the same key pair, now under the new passcode.\n\nNew recovery code (the old one "
-           "no longer works):\n\n    %s\n\n", recovery);
     rc = 0;
 out:
-    OPENSSL_cleanse(priv, sizeof priv);
     OPENSSL_cleanse(code, sizeof code);
     OPENSSL_cleanse(digits, sizeof digits);
-    OPENSSL_cleanse(passcode, sizeof passcode);
     json_decref(keys);
     return rc;
 }
 
+/* Recovery never has a moment without keys on the server: the key is cached here
+ * first, the new recovery code is shown before anything changes, and both wrapped
+ * copies are replaced with one PUT (never DELETE then POST: if the POST failed,
+ * the key pair and every stored conversation were gone). */
+static int keys_recover(vclient *c, const char *pfile, const char *rfile)
+{
+    char err[CLI_ERR_MAX], passcode[1024], recovery[KW_RECOVERY_FORMATTED + 1], path[640], buf[CLI_ERR_MAX];
+    uint8_t priv[32];
+    json_t *body = NULL, *r = NULL;
+    int status = 0, rc = 1;
+    if (recover_private(c, rfile, priv, err, sizeof err) < 0)
+        return FAIL("keys", "%s", err);
+    if (userkeys_cache_write(priv, err, sizeof err) < 0) {
+        rc = FAIL("keys", "%s; nothing changed on the server", err);
+        goto out;
+    }
+    if (new_passcode(pfile, passcode, sizeof passcode, err, sizeof err) < 0 ||
+        !(body = wrap_keys(priv, passcode, recovery, err, sizeof err))) {
+        rc = FAIL("keys", "%s; nothing changed on the server", err);
+        goto out;
+    }
+    printf("The recovery code opened your key; it is cached in %s (mode 0600) until `veil keys lock`.\n\n"
+           "New recovery code (write it down):\n\n    %s\n\n"
+           "It takes effect once the upload succeeds; until then your old passcode and old recovery code "
+           "still work.\n",
+           userkeys_cache_path(path, sizeof path), recovery);
+    fflush(stdout);
+    int cr = vclient_call(c, "PUT", "/api/v1/users/me/keys", body, &status, &r, err, sizeof err);
+    if (cr == 0 && status == 200) {
+        printf("Uploaded: the same key pair, now under the new passcode and the new recovery code; the old "
+               "ones no longer work.\n");
+        rc = 0;
+        goto out;
+    }
+    if (cr == 0)
+        snprintf(err, sizeof err, "%s", status == 405 ? "this server cannot replace keys (it predates PUT "
+                                                        "/users/me/keys)"
+                                                      : api_detail(r, status, buf, sizeof buf));
+    rc = FAIL("keys", "the upload failed: %s. Nothing changed on the server: your old passcode and old recovery "
+                      "code still work, and the new code above is not in effect. Run `veil keys recover` again "
+                      "to retry.",
+              err);
+out:
+    json_decref(r);
+    json_decref(body);
+    OPENSSL_cleanse(priv, sizeof priv);
+    OPENSSL_cleanse(passcode, sizeof passcode);
+    OPENSSL_cleanse(recovery, sizeof recovery);
+    return rc;
+}
+
+/* "yes" when this machine's key cache holds the account's key, else "no" and,
+ * when something is there, why it does not count. */
+static void unlocked_here(const char *pk, char *out, size_t n)
+{
+    char err[CLI_ERR_MAX];
+    uint8_t priv[32], pub[32], want[32];
+    int rc = userkeys_cache_read(priv, err, sizeof err);
+    if (rc < 0)
+        snprintf(out, n, "no (%s)", err);
+    else if (rc > 0)
+        snprintf(out, n, "no");
+    else if (!pk || hex_decode_exact(pk, strlen(pk), want, 32) < 0 || x25519_public(priv, pub) < 0 ||
+             memcmp(pub, want, 32) != 0)
+        snprintf(out, n, "no (the cached key is not this account's: run `veil keys lock`)");
+    else
+        snprintf(out, n, "yes");
+    OPENSSL_cleanse(priv, sizeof priv);
+}
+
 static int keys_status(vclient *c)
 {
-    char err[512], buf[300];
+    char err[CLI_ERR_MAX], buf[CLI_ERR_MAX];
     int status;
     json_t *r = NULL;
     if (vclient_call(c, "GET", "/api/v1/users/me/encryption-status", NULL, &status, &r, err, sizeof err) < 0)
@@ -315,8 +349,10 @@ static int keys_status(vclient *c)
         return rc;
     }
     const char *pk = json_string_value(json_object_get(r, "public_key"));
-    printf("has_encryption_keys: %s\npublic_key: %s\n",
-           json_is_true(json_object_get(r, "has_encryption_keys")) ? "yes" : "no", pk ? pk : "-");
+    char here[CLI_ERR_MAX + 16];
+    unlocked_here(pk, here, sizeof here);
+    term_fprintf(stdout, "has_encryption_keys: %s\npublic_key: %s\nunlocked here: %s\n",
+                 json_is_true(json_object_get(r, "has_encryption_keys")) ? "yes" : "no", pk ? pk : "-", here);
     json_decref(r);
     return 0;
 }
@@ -330,7 +366,7 @@ int cmd_keys(int argc, char **argv)
     const char *pfile = NULL, *rfile = NULL;
     bool cache = true;
     int o;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((o = cli_getopt("keys", argc, argv, "h", opts)) != -1) {
         switch (o) {
         case 'p': pfile = optarg; break;
         case 'r': rfile = optarg; break;
@@ -344,11 +380,18 @@ int cmd_keys(int argc, char **argv)
                    "  unlock    check the passcode and cache the private key in the config\n"
                    "            directory (mode 0600) for chat and history; --no-cache only checks\n"
                    "  lock      remove the cached private key\n"
-                   "  recover   unwrap with the recovery code, then set a new passcode and a new\n"
-                   "            recovery code (same key pair: old messages stay readable)\n"
-                   "  status    show whether the account has keys\n\n"
+                   "  recover   unwrap with the recovery code, cache the key here, then set a new\n"
+                   "            passcode and a new recovery code (same key pair: old messages stay\n"
+                   "            readable). The new code is shown before the upload; both copies are\n"
+                   "            replaced at once (PUT), so a failed upload changes nothing\n"
+                   "  status    show whether the account has keys and whether they are unlocked\n"
+                   "            here (the key cached by unlock)\n\n"
                    "  --passcode-file F    read the passcode from F (else $VEIL_PASSCODE, else a prompt)\n"
-                   "  --recovery-file F    read the recovery code from F (else $VEIL_RECOVERY_CODE)\n");
+                   "  --recovery-file F    read the recovery code from F (else $VEIL_RECOVERY_CODE)\n\n"
+                   "A wrapped key from the server is opened only with argon2id v19, t=4,\n"
+                   "m=131072 KiB, p=2 (what veil writes); other parameters are refused. The cache\n"
+                   "is used only if it is a regular file of yours, mode 0600, not a link, and\n"
+                   "holds this account's key.\n");
             return 0;
         default: return EXIT_USAGE;
         }
@@ -366,7 +409,7 @@ int cmd_keys(int argc, char **argv)
         return 0;
     }
     vclient c;
-    char err[512];
+    char err[CLI_ERR_MAX];
     if (vclient_from_config(&c, err, sizeof err) < 0)
         return FAIL("keys", "%s", err);
     int rc;

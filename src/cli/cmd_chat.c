@@ -10,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "cli/term.h"
 #include "cli/userkeys.h"
 #include "common/hex.h"
 #include "crypto/ep.h"
@@ -45,6 +46,7 @@ typedef struct reply {
     x25519_key *transport; /* this request's key: opens every chunk of the answer */
     bool v2;               /* the enclave answered in stream format 2 */
     sv2 sv;
+    term_filter tf; /* the live answer, made safe for the terminal */
     convo *cv;
 } reply;
 
@@ -77,7 +79,7 @@ static int fetch_enclave_key(convo *cv, char *err, size_t errlen)
 {
     int status;
     json_t *r = NULL;
-    char buf[300];
+    char buf[CLI_ERR_MAX];
     if (vclient_call(cv->c, "GET", "/api/v1/chat/enclave/info", NULL, &status, &r, err, errlen) < 0)
         return -1;
     const char *pk = json_string_value(json_object_get(r, "enclave_public_key"));
@@ -106,8 +108,8 @@ static void show(reply *rp, const uint8_t *text, size_t len)
 {
     vbuf_append(&rp->answer, text, len);
     rp->chunks++;
-    if (rp->cv->live) {
-        fwrite(text, 1, len, rp->cv->out);
+    if (rp->cv->live) { /* the model's text may carry escape sequences */
+        term_fwrite(rp->cv->out, &rp->tf, text, len);
         fflush(rp->cv->out);
     }
 }
@@ -231,7 +233,9 @@ static int convo_send(convo *cv, const char *prompt, reply *rp, char *err, size_
         int rc = vclient_stream(cv->c, "/api/v1/chat/encrypted/stream", body, on_event, rp, &status, &r,
                                 err, errlen);
         json_decref(body);
-        char buf[300];
+        if (cv->live)
+            term_fwrite_end(cv->out, &rp->tf);
+        char buf[CLI_ERR_MAX];
         if (rc == 0 && status != 200) {
             const char *d = json_string_value(json_object_get(r, "detail"));
             bool no_keys = d && strcmp(d, "User has not set up encryption keys") == 0;
@@ -269,7 +273,7 @@ static int convo_send(convo *cv, const char *prompt, reply *rp, char *err, size_
 static int load_session(convo *cv, const char *session, const char *pfile, char *err, size_t errlen)
 {
     uint8_t upriv[32], skey[32];
-    char org[256], path[512], buf[300];
+    char org[256], path[512], buf[CLI_ERR_MAX];
     if (userkeys_private(cv->c, pfile, upriv, err, errlen) < 0)
         return -1;
     int rc = -1;
@@ -326,14 +330,14 @@ static int parse_opts(const char *verb, int argc, char **argv, chat_opts *o, voi
     };
     memset(o, 0, sizeof *o);
     int c;
-    while ((c = getopt_long(argc, argv, "m:s:h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(verb, argc, argv, "m:s:h", opts)) != -1) {
         switch (c) {
         case 'm': o->model = optarg; break;
         case 's': o->session = optarg; break;
         case 'p': o->pfile = optarg; break;
         case 'j': o->json = true; break;
         case 'h': help(); return 1;
-        default: (void)verb; return EXIT_USAGE;
+        default: return EXIT_USAGE;
         }
     }
     return 0;
@@ -357,9 +361,16 @@ static void help_chat(void)
            "Ctrl-D ends. --session continues a stored conversation.\n");
 }
 
+static void help_history(void)
+{
+    printf("Usage: veil history [--json] [--passcode-file F] SESSION_ID\n\n"
+           "Prints a stored conversation, decrypted here with your storage key (your own key,\n"
+           "or the organization's key in an org context).\n");
+}
+
 static int start_convo(const char *verb, convo *cv, vclient *c, const chat_opts *o)
 {
-    char err[512];
+    char err[CLI_ERR_MAX];
     memset(cv, 0, sizeof *cv);
     cv->c = c;
     cv->out = stdout;
@@ -381,7 +392,7 @@ int cmd_ask(int argc, char **argv)
     if (!*prompt)
         return cli_fail("ask", EXIT_USAGE, "the prompt is empty");
     vclient c;
-    char err[512];
+    char err[CLI_ERR_MAX];
     if (vclient_from_config(&c, err, sizeof err) < 0)
         return FAIL("ask", "%s", err);
     convo cv;
@@ -400,16 +411,38 @@ int cmd_ask(int argc, char **argv)
                               (const char *)rp.answer.data ? (const char *)rp.answer.data : "",
                               rp.answer.len, "model", rp.model, "input_tokens", (json_int_t)rp.in_tokens,
                               "output_tokens", (json_int_t)rp.out_tokens);
-        char *s = json_dumps(j, JSON_COMPACT);
+        /* ASCII-only JSON: control characters arrive escaped, never raw */
+        char *s = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
         printf("%s\n", s ? s : "{}");
         free(s);
         json_decref(j);
     } else {
-        printf("\n[%s · %ld in · %ld out · session %s]\n", rp.model, rp.in_tokens, rp.out_tokens, cv.session_id);
+        term_fprintf(stdout, "\n[%s · %ld in · %ld out · session %s]\n", rp.model, rp.in_tokens, rp.out_tokens,
+                     cv.session_id);
     }
     vbuf_free_secure(&rp.answer);
     convo_free(&cv);
     vclient_free(&c);
+    return rc;
+}
+
+/* Before the banner: the server answers, the token is good, the account has keys
+ * and the enclave's key is known, so chat never fails only at the first message. */
+static int check_ready(convo *cv, char *err, size_t errlen)
+{
+    int status;
+    json_t *r = NULL;
+    char buf[CLI_ERR_MAX];
+    if (vclient_call(cv->c, "GET", "/api/v1/users/me/encryption-status", NULL, &status, &r, err, errlen) < 0)
+        return -1;
+    int rc = -1;
+    if (status != 200)
+        snprintf(err, errlen, "%s", api_detail(r, status, buf, sizeof buf));
+    else if (!json_is_true(json_object_get(r, "has_encryption_keys")))
+        snprintf(err, errlen, "no encryption keys yet: run `veil keys init` first");
+    else
+        rc = cv->have_key ? 0 : fetch_enclave_key(cv, err, errlen);
+    json_decref(r);
     return rc;
 }
 
@@ -420,7 +453,7 @@ int cmd_chat(int argc, char **argv)
     if (rc)
         return rc == 1 ? 0 : rc;
     vclient c;
-    char err[512];
+    char err[CLI_ERR_MAX];
     if (vclient_from_config(&c, err, sizeof err) < 0)
         return FAIL("chat", "%s", err);
     convo cv;
@@ -428,10 +461,15 @@ int cmd_chat(int argc, char **argv)
         vclient_free(&c);
         return rc;
     }
+    if (check_ready(&cv, err, sizeof err) < 0) {
+        convo_free(&cv);
+        vclient_free(&c);
+        return FAIL("chat", "%s", err);
+    }
     cv.live = true;
     bool tty = isatty(STDIN_FILENO);
-    fprintf(stderr, "veil chat · %s%s%s · sealed to the enclave · empty line to quit\n", cv.model,
-            cv.session_id[0] ? " · session " : "", cv.session_id);
+    term_fprintf(stderr, "veil chat · %s%s%s · sealed to the enclave · empty line to quit\n", cv.model,
+                 cv.session_id[0] ? " · session " : "", cv.session_id);
     char *line = NULL;
     size_t cap = 0;
     for (;;) {
@@ -448,12 +486,11 @@ int cmd_chat(int argc, char **argv)
         if (convo_send(&cv, line, &rp, err, sizeof err) < 0) {
             if (rp.chunks)
                 printf("\n");
-            fprintf(stderr, "veil chat: %s\n", err);
-            rc = 1;
+            rc = FAIL("chat", "%s", err);
         } else {
             printf("\n");
             fflush(stdout);
-            fprintf(stderr, "[%s · %ld in · %ld out]\n", rp.model, rp.in_tokens, rp.out_tokens);
+            term_fprintf(stderr, "[%s · %ld in · %ld out]\n", rp.model, rp.in_tokens, rp.out_tokens);
             rc = 0;
         }
         vbuf_free_secure(&rp.answer);
@@ -461,7 +498,7 @@ int cmd_chat(int argc, char **argv)
     }
     free(line);
     if (cv.session_id[0])
-        fprintf(stderr, "session %s\n", cv.session_id);
+        term_fprintf(stderr, "session %s\n", cv.session_id);
     convo_free(&cv);
     vclient_free(&c);
     return rc;
@@ -470,19 +507,13 @@ int cmd_chat(int argc, char **argv)
 int cmd_history(int argc, char **argv)
 {
     chat_opts o;
-    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        printf("Usage: veil history [--json] [--passcode-file F] SESSION_ID\n\n"
-               "Prints a stored conversation, decrypted here with your storage key (your own key,\n"
-               "or the organization's key in an org context).\n");
-        return 0;
-    }
-    int rc = parse_opts("history", argc, argv, &o, help_chat);
+    int rc = parse_opts("history", argc, argv, &o, help_history);
     if (rc)
         return rc == 1 ? 0 : rc;
     if (optind != argc - 1)
         return cli_fail("history", EXIT_USAGE, "give one session id (see veil sessions)");
     vclient c;
-    char err[512];
+    char err[CLI_ERR_MAX];
     if (vclient_from_config(&c, err, sizeof err) < 0)
         return FAIL("history", "%s", err);
     convo cv;
@@ -496,14 +527,18 @@ int cmd_history(int argc, char **argv)
             json_array_append_new(a, json_pack("{s:s, s:s%}", "role", cv.turns[i].role, "text",
                                                (const char *)cv.turns[i].text.data ? (const char *)cv.turns[i].text.data : "",
                                                cv.turns[i].text.len));
-        char *s = json_dumps(a, JSON_COMPACT);
+        char *s = json_dumps(a, JSON_COMPACT | JSON_ENSURE_ASCII);
         printf("%s\n", s ? s : "[]");
         free(s);
         json_decref(a);
     } else {
         for (size_t i = 0; i < cv.n; i++) {
-            printf("%s: ", cv.turns[i].role);
-            fwrite(cv.turns[i].text.data, 1, cv.turns[i].text.len, stdout);
+            term_filter tf;
+            term_filter_init(&tf);
+            term_fprintf(stdout, "%s", cv.turns[i].role); /* alone: a cut sequence cannot eat the ':' */
+            fputs(": ", stdout);
+            term_fwrite(stdout, &tf, cv.turns[i].text.data, cv.turns[i].text.len);
+            term_fwrite_end(stdout, &tf);
             printf("\n\n");
         }
     }
@@ -512,10 +547,17 @@ int cmd_history(int argc, char **argv)
     return rc;
 }
 
+/* A string field for printing: "" when absent (printf of NULL is undefined). */
+static const char *json_str(const json_t *o, const char *k)
+{
+    const char *v = json_string_value(json_object_get(o, k));
+    return v ? v : "";
+}
+
 static int simple_get(const char *verb, const char *path, json_t **out)
 {
     vclient c;
-    char err[512], buf[300];
+    char err[CLI_ERR_MAX], buf[CLI_ERR_MAX];
     if (vclient_from_config(&c, err, sizeof err) < 0)
         return FAIL(verb, "%s", err);
     int status, rc = 0;
@@ -528,18 +570,24 @@ static int simple_get(const char *verb, const char *path, json_t **out)
 }
 
 /* A verb without arguments: -1 to go on, else the exit status (help or usage). */
-static int no_args(int argc, char **argv, const char *usage)
+static int no_args(const char *verb, int argc, char **argv, const char *usage)
 {
-    if (argc <= 1)
-        return -1;
-    bool help = strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0;
-    fputs(usage, help ? stdout : stderr);
-    return help ? 0 : EXIT_USAGE;
+    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c;
+    while ((c = cli_getopt(verb, argc, argv, "h", opts)) != -1) {
+        if (c != 'h')
+            return EXIT_USAGE;
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (optind != argc)
+        return cli_fail(verb, EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
+    return -1;
 }
 
 int cmd_sessions(int argc, char **argv)
 {
-    int rc = no_args(argc, argv, "Usage: veil sessions\n\nLists your conversations in the current context "
+    int rc = no_args("sessions", argc, argv, "Usage: veil sessions\n\nLists your conversations in the current context "
                                  "(newest first).\n");
     if (rc >= 0)
         return rc;
@@ -549,9 +597,7 @@ int cmd_sessions(int argc, char **argv)
         size_t i;
         const json_t *s;
         json_array_foreach(json_object_get(r, "sessions"), i, s)
-            printf("%s  %s  %s\n", json_string_value(json_object_get(s, "id")),
-                   json_string_value(json_object_get(s, "updated_at")),
-                   json_string_value(json_object_get(s, "name")));
+            term_fprintf(stdout, "%s  %s  %s\n", json_str(s, "id"), json_str(s, "updated_at"), json_str(s, "name"));
     }
     json_decref(r);
     return rc;
@@ -559,7 +605,7 @@ int cmd_sessions(int argc, char **argv)
 
 int cmd_models(int argc, char **argv)
 {
-    int rc = no_args(argc, argv, "Usage: veil models\n\nLists the models the server offers.\n");
+    int rc = no_args("models", argc, argv, "Usage: veil models\n\nLists the models the server offers.\n");
     if (rc >= 0)
         return rc;
     json_t *r = NULL;
@@ -568,8 +614,7 @@ int cmd_models(int argc, char **argv)
         size_t i;
         const json_t *m;
         json_array_foreach(r, i, m)
-            printf("%-48s %s\n", json_string_value(json_object_get(m, "id")),
-                   json_string_value(json_object_get(m, "name")));
+            term_fprintf(stdout, "%-48s %s\n", json_str(m, "id"), json_str(m, "name"));
     }
     json_decref(r);
     return rc;

@@ -43,7 +43,7 @@ int cmd_keygen(int argc, char **argv)
 {
     static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = cli_getopt("keygen", argc, argv, "h", opts)) != -1) {
         if (c == 'h') {
             printf("Usage: veil keygen\n\n"
                    "Generates an X25519 key pair and prints\n"
@@ -52,7 +52,7 @@ int cmd_keygen(int argc, char **argv)
                    "public key.\n");
             return 0;
         }
-        return EXIT_USAGE;
+        return EXIT_USAGE; /* cli_getopt has said why */
     }
     if (optind != argc)
         return cli_fail("keygen", EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
@@ -79,7 +79,7 @@ int cmd_seal(int argc, char **argv)
     };
     const char *to = NULL, *ctx = NULL;
     int c;
-    while ((c = getopt_long(argc, argv, "t:c:h", opts, NULL)) != -1) {
+    while ((c = cli_getopt("seal", argc, argv, "t:c:h", opts)) != -1) {
         switch (c) {
         case 't': to = optarg; break;
         case 'c': ctx = optarg; break;
@@ -133,7 +133,7 @@ int cmd_open(int argc, char **argv)
     };
     const char *key = NULL, *key_file = NULL, *ctx = NULL;
     int c;
-    while ((c = getopt_long(argc, argv, "k:f:c:h", opts, NULL)) != -1) {
+    while ((c = cli_getopt("open", argc, argv, "k:f:c:h", opts)) != -1) {
         switch (c) {
         case 'k': key = optarg; break;
         case 'f': key_file = optarg; break;

@@ -250,7 +250,7 @@ int cmd_devtoken(int argc, char **argv)
     long ttl = DEFAULT_TTL, now_arg = -1;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "s:o:r:g:i:a:t:k:j:h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(VERB, argc, argv, "s:o:r:g:i:a:t:k:j:h", opts)) != -1) {
         switch (c) {
         case 's': sub = optarg; break;
         case 'o': org = optarg; break;

@@ -10,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "cli/term.h"
 #include "cli/userkeys.h"
 #include "common/hex.h"
 #include "crypto/ep.h"
@@ -43,7 +44,7 @@ static int my_public_key(vclient *c, uint8_t pub[32], char *err, size_t errlen)
 
 static int org_keys_init(vclient *c, const char *org, const char *pfile, const char *ofile)
 {
-    char err[512], pass[1024], buf[300], path[512];
+    char err[CLI_ERR_MAX], pass[1024], buf[CLI_ERR_MAX], path[512];
     uint8_t opriv[32], opub[32], mypub[32], upriv[32];
     int rc = 1;
     /* the caller must be able to open their own copy later: check the passcode first */
@@ -79,7 +80,7 @@ static int org_keys_init(vclient *c, const char *org, const char *pfile, const c
     else if (status != 201)
         rc = FAIL("%s", api_detail(r, status, buf, sizeof buf));
     else {
-        printf("Organization %s now has encryption keys (public key %s).\n", org, pub_hex);
+        term_fprintf(stdout, "Organization %s now has encryption keys (public key %s).\n", org, pub_hex);
         rc = 0;
     }
     json_decref(r);
@@ -92,7 +93,7 @@ out:
 
 static int org_distribute(vclient *c, const char *org, const char *pfile)
 {
-    char err[512], buf[300], path[512];
+    char err[CLI_ERR_MAX], buf[CLI_ERR_MAX], path[512];
     uint8_t upriv[32], opriv[32];
     if (userkeys_private(c, pfile, upriv, err, sizeof err) < 0)
         return FAIL("%s", err);
@@ -116,7 +117,7 @@ static int org_distribute(vclient *c, const char *org, const char *pfile)
         const char *pk = json_string_value(json_object_get(m, "user_public_key"));
         uint8_t pub[32];
         if (!mid || !pk || hex_decode_exact(pk, strlen(pk), pub, 32) < 0) {
-            fprintf(stderr, "veil org: skipping a member with a malformed public key\n");
+            cli_fail("org", 1, "skipping a member with a malformed public key");
             continue;
         }
         /* without attestation this public key is the server's word (defect §10.16) */
@@ -125,11 +126,10 @@ static int org_distribute(vclient *c, const char *org, const char *pfile)
         char p2[512];
         snprintf(p2, sizeof p2, "/api/v1/organizations/%s/distribute-key", org);
         if (vclient_call(c, "POST", p2, body, &status, &d, err, sizeof err) == 0 && status == 200) {
-            printf("distributed the org key to %s\n", uid ? uid : mid);
+            term_fprintf(stdout, "distributed the org key to %s\n", uid ? uid : mid);
             sent++;
         } else {
-            fprintf(stderr, "veil org: %s: %s\n", uid ? uid : mid,
-                    status ? api_detail(d, status, buf, sizeof buf) : err);
+            cli_fail("org", 1, "%s: %s", uid ? uid : mid, status ? api_detail(d, status, buf, sizeof buf) : err);
             rc = 1;
         }
         json_decref(d);
@@ -151,7 +151,7 @@ int cmd_org(int argc, char **argv)
     };
     const char *org = NULL, *pfile = NULL, *ofile = NULL;
     int o;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((o = cli_getopt("org", argc, argv, "h", opts)) != -1) {
         switch (o) {
         case 'o': org = optarg; break;
         case 'p': pfile = optarg; break;
@@ -173,7 +173,7 @@ int cmd_org(int argc, char **argv)
     if (optind != argc - 1)
         return cli_fail("org", EXIT_USAGE, "give one action: keys-init or distribute");
     vclient c;
-    char err[512], cur[256];
+    char err[CLI_ERR_MAX], cur[256];
     if (vclient_from_config(&c, err, sizeof err) < 0)
         return FAIL("%s", err);
     int rc;

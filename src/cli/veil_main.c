@@ -1,4 +1,4 @@
-/* veil — the command-line client: crypto verbs now, the chat client later. */
+/* veil — the command-line client: the chat client and the envelope verbs. */
 #include <stdio.h>
 #include <string.h>
 
@@ -25,8 +25,12 @@ static void usage(FILE *f)
     fprintf(f, "Usage: veil VERB [OPTIONS]\n\n"
                "veil is the client of a confidential LLM chat service: messages are sealed\n"
                "to a key that lives only inside an AWS Nitro Enclave.\n\nVerbs:\n");
+    int width = 0;
     for (size_t i = 0; i < sizeof VERBS / sizeof VERBS[0]; i++)
-        fprintf(f, "  %-8s %s\n", VERBS[i].name, VERBS[i].summary);
+        if ((int)strlen(VERBS[i].name) > width)
+            width = (int)strlen(VERBS[i].name);
+    for (size_t i = 0; i < sizeof VERBS / sizeof VERBS[0]; i++)
+        fprintf(f, "  %-*s  %s\n", width, VERBS[i].name, VERBS[i].summary);
     fprintf(f, "\nRun `veil VERB --help` for the options of a verb.\n");
 }
 

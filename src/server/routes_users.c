@@ -2,6 +2,8 @@
  * material (stored wrapped, never opened here), public keys and memberships.
  * Every key write and every recovery fetch leaves an audit row.
  */
+#include <strings.h>
+
 #include "server/routes_util.h"
 #include "server/validate.h"
 
@@ -60,14 +62,10 @@ static bool valid_keys_request(api_req *r, json_t *body)
            ru_hex_fields(r, body, USER_KEY_FIELDS, sizeof USER_KEY_FIELDS / sizeof USER_KEY_FIELDS[0]);
 }
 
-static void post_keys(api_req *r)
+/* The request's fields, borrowed from body. */
+static user_keys keys_of(const json_t *body)
 {
-    json_t *body = api_body_json(r);
-    if (!body)
-        return;
-    if (!valid_keys_request(r, body))
-        goto out;
-    user_keys k = {
+    return (user_keys){
         .public_key = (char *)str_of(body, "public_key"),
         .encrypted_private_key = (char *)str_of(body, "encrypted_private_key"),
         .iv = (char *)str_of(body, "iv"),
@@ -78,10 +76,20 @@ static void post_keys(api_req *r)
         .recovery_tag = (char *)str_of(body, "recovery_tag"),
         .recovery_salt = (char *)str_of(body, "recovery_salt"),
     };
+}
+
+static void post_keys(api_req *r)
+{
+    json_t *body = api_body_json(r);
+    if (!body)
+        return;
+    if (!valid_keys_request(r, body))
+        goto out;
+    user_keys k = keys_of(body);
     const char *uid = r->auth.user_id;
     if (!ru_begin(r))
         goto out;
-    /* keys can be created once; a passcode change is DELETE then POST (spec §4.4) */
+    /* keys are created once; a passcode change or a recovery replaces them with PUT */
     store_rc rc = store_user_set_keys(r->srv->db, uid, &k, false);
     if (rc == STORE_NOT_FOUND) {
         ru_abort(r, 400, "User %s not found", uid);
@@ -101,6 +109,63 @@ static void post_keys(api_req *r)
     }
     if (ru_commit(r))
         ru_reply(r, 201, json_pack("{s:s, s:s}", "status", "created", "public_key", k.public_key));
+out:
+    json_decref(body);
+}
+
+/* Why a replace matched no row: 400 unknown user, 404 no keys, 409 another key pair. */
+static void replace_refused(api_req *r, const char *public_key)
+{
+    user_row u = {0};
+    store_rc rc = store_user_get(r->srv->db, r->auth.user_id, &u);
+    if (rc == STORE_NOT_FOUND)
+        ru_detailf(r, 400, "User %s not found", r->auth.user_id);
+    else if (rc != STORE_OK)
+        api_store_error(r, "user_get");
+    else if (!u.has_encryption_keys || !u.keys.public_key)
+        api_reply_detail(r, 404, "User has no encryption keys");
+    else if (strcasecmp(u.keys.public_key, public_key) != 0)
+        /* another pair would leave every stored conversation unreadable */
+        api_reply_detail(r, 409, "Public key does not match the stored key");
+    else /* the row changed between the write and this read: the client retries */
+        api_reply_detail(r, 409, "The keys changed during the request; try again");
+    if (rc == STORE_OK)
+        user_row_free(&u);
+}
+
+/* Replaces both wrapped copies of the same key pair at once. The original had
+ * no such route, so its clients changed a passcode with DELETE then POST and
+ * lost the key pair (and every conversation) when the POST failed. */
+static void put_keys(api_req *r)
+{
+    json_t *body = api_body_json(r);
+    if (!body)
+        return;
+    if (!valid_keys_request(r, body))
+        goto out;
+    user_keys k = keys_of(body);
+    const char *uid = r->auth.user_id;
+    if (!ru_begin(r))
+        goto out;
+    store_rc rc = store_user_replace_keys(r->srv->db, uid, &k);
+    if (rc == STORE_NOT_FOUND) {
+        if (store_rollback(r->srv->db) != STORE_OK) {
+            api_store_error(r, "rollback");
+            goto out;
+        }
+        replace_refused(r, k.public_key);
+        goto out;
+    }
+    if (rc != STORE_OK) {
+        ru_fail(r, "user_replace_keys");
+        goto out;
+    }
+    if (store_audit(r->srv->db, "user_keys_recovered", uid, uid, NULL, NULL) != STORE_OK) {
+        ru_fail(r, "audit");
+        goto out;
+    }
+    if (ru_commit(r))
+        ru_reply(r, 200, json_pack("{s:s, s:s}", "status", "replaced", "public_key", k.public_key));
 out:
     json_decref(body);
 }
@@ -219,6 +284,7 @@ const route ROUTES_USERS[] = {
     {EVHTTP_REQ_POST, P "/sync", post_sync, ROUTE_AUTH},
     {EVHTTP_REQ_GET, P "/me/encryption-status", get_encryption_status, ROUTE_AUTH},
     {EVHTTP_REQ_POST, P "/me/keys", post_keys, ROUTE_AUTH},
+    {EVHTTP_REQ_PUT, P "/me/keys", put_keys, ROUTE_AUTH},
     {EVHTTP_REQ_GET, P "/me/keys", get_keys, ROUTE_AUTH},
     {EVHTTP_REQ_DELETE, P "/me/keys", delete_keys, ROUTE_AUTH},
     {EVHTTP_REQ_GET, P "/me/keys/recovery", get_recovery_keys, ROUTE_AUTH},

@@ -445,6 +445,34 @@ store_rc store_user_set_keys(store *s, const char *id, const user_keys *k, bool 
     return tx_close(s, rc);
 }
 
+store_rc store_user_replace_keys(store *s, const char *id, const user_keys *k)
+{
+    NEED(id);
+    NEED(k);
+    char now[32];
+    stamp(s, now);
+    db_param p[] = {db_text(id),
+                    db_text(k->public_key),
+                    db_text(k->encrypted_private_key),
+                    db_text(k->iv),
+                    db_text(k->tag),
+                    db_text(k->salt),
+                    db_text(k->recovery_encrypted_private_key),
+                    db_text(k->recovery_iv),
+                    db_text(k->recovery_tag),
+                    db_text(k->recovery_salt),
+                    db_text(now)};
+    /* one conditional UPDATE: a concurrent delete or a new key pair between the
+     * caller's check and this write cannot be overwritten with the old pair */
+    return exec_one_row(s,
+                        "UPDATE users SET encrypted_private_key = lower($3), encrypted_private_key_iv = lower($4), "
+                        "encrypted_private_key_tag = lower($5), key_salt = lower($6), "
+                        "recovery_encrypted_private_key = lower($7), recovery_iv = lower($8), "
+                        "recovery_tag = lower($9), recovery_salt = lower($10), updated_at = $11 "
+                        "WHERE id = $1 AND has_encryption_keys = TRUE AND public_key = lower($2)",
+                        p, NP(p));
+}
+
 store_rc store_user_clear_keys(store *s, const char *id)
 {
     NEED(id);

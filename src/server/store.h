@@ -76,6 +76,11 @@ store_rc store_user_create(store *s, const char *id);
  * STORE_NOT_FOUND without the user; STORE_CONFLICT if keys exist and !overwrite. */
 store_rc store_user_set_keys(store *s, const char *id, const user_keys *k, bool overwrite);
 store_rc store_user_clear_keys(store *s, const char *id); /* NOT_FOUND without user */
+/* Replaces both wrapped copies of the existing key pair (a passcode change or a
+ * recovery) in one statement; public_key must equal the stored one and
+ * encryption_created_at stays (the pair is the same). STORE_NOT_FOUND when no
+ * row matched: no user, no keys, or another public key. */
+store_rc store_user_replace_keys(store *s, const char *id, const user_keys *k);
 /* Deletes the user; memberships, sessions and messages cascade, audit rows stay. */
 store_rc store_user_delete(store *s, const char *id);
 

@@ -4,6 +4,10 @@ login, keys init / unlock / lock / recover, ask (live and --json), chat from std
 history, sessions, models, a wrong passcode, and an organization: the admin creates
 the org key and distributes it, a member chats in the org context and reads the
 org's history with the org key, while the admin can read it too.
+Also what a newcomer walking the README meets, with the exact texts: a server
+that is down, chat before keys, a bad option on every verb, the complete model
+list in the --model error, `keys status` saying whether the key is unlocked
+here, and the aligned `veil --help`.
 """
 import json
 import os
@@ -11,7 +15,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from veiltest import BIN, Checks, Stack, TempDir, call, dev_token, expected_answer, run  # noqa: E402
+from veiltest import BIN, Checks, Stack, TempDir, call, dev_token, expected_answer, free_port, run  # noqa: E402
 
 C = Checks()
 
@@ -27,15 +31,52 @@ def out(r):
 
 
 def login(stack, tmp, name, token):
-    cfg = os.path.join(tmp, f"{name}.json")
+    cfg = os.path.join(tmp, name, "config.json")  # one directory each: the key cache sits next to the config
     r = veil(cfg, ["login", "--server", stack.url, "--token", "-"], stdin=token.encode())
     C.eq(r.returncode, 0, f"{name}: login ({r.stderr.decode()})")
     C.eq(os.stat(cfg).st_mode & 0o777, 0o600, f"{name}: config file mode 0600")
     return cfg
 
 
+VERBS = ["keygen", "seal", "open", "dev-token", "login", "keys", "chat", "ask", "history", "sessions", "models", "org"]
+
+
+def check_usage(tmp):
+    """No server needed: --help and option errors."""
+    r = veil(os.path.join(tmp, "none.json"), ["--help"])
+    rows = [l for l in out(r).splitlines() if l.startswith("  ")]
+    C.eq([l.split()[0] for l in rows], VERBS, "--help lists every verb")
+    cols = {len(l) - len(l[2:].split(" ", 1)[1].lstrip()) for l in rows}
+    C.eq(len(cols), 1, f"--help: every summary starts in the same column: {rows}")
+    C.ok("  dev-token  mint a local RS256 test token (Clerk-shaped) for veild" in rows, f"--help: the dev-token row {rows}")
+    for v in VERBS:
+        r = veil(os.path.join(tmp, "none.json"), [v, "--bogus"])
+        C.eq((r.returncode, r.stderr.decode()), (2, f"veil {v}: unknown option '--bogus'\nTry 'veil {v} --help'.\n"),
+             f"{v} --bogus")
+    for args, msg in ((["ask", "--model"], "option '--model' needs an argument"),
+                      (["keys", "--no-cache=yes", "status"], "option '--no-cache' takes no argument"),
+                      (["seal", "-z"], "unknown option '-z'"),
+                      (["open", "-k"], "option '-k' needs an argument")):
+        r = veil(os.path.join(tmp, "none.json"), args)
+        C.eq((r.returncode, r.stderr.decode()), (2, f"veil {args[0]}: {msg}\nTry 'veil {args[0]} --help'.\n"),
+             " ".join(args))
+
+
+def check_server_down(tmp):
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {"VEIL_SERVER": url, "VEIL_TOKEN": "t"}
+    msg = f"cannot reach the veil server at {url}: connection refused (is veild running? `make run` starts the local stack)"
+    for verb in (["keys", "status"], ["models"], ["chat"]):
+        r = veil(os.path.join(tmp, "none.json"), verb, env, stdin=b"hello\n")
+        C.eq((r.returncode, r.stderr.decode()), (1, f"veil {verb[0]}: {msg}\n"), f"{verb[0]} with the server down")
+    r = veil(os.path.join(tmp, "none.json"), ["login", "--server", url, "--token", "t"])
+    C.eq((r.returncode, r.stderr.decode()), (1, f"veil login: {msg}\n"), "login with the server down")
+
+
 def main():
     with TempDir() as tmp:
+        check_usage(tmp)
+        check_server_down(tmp)
         stack = Stack(tmp)
         try:
             stack.start_enclave()
@@ -47,9 +88,24 @@ def main():
             C.ok(r.returncode == 0 and "us.meta.llama3-1-8b-instruct-v1:0" in out(r), "models")
             r = veil(alice, ["ask", "hello"], pc)
             C.ok(r.returncode == 1 and "veil keys init" in r.stderr.decode(), f"ask before keys: {r.stderr}")
+            # chat checks the server and the keys before its banner, not at the first message
+            r = veil(alice, ["chat"], pc, stdin=b"hello\n")
+            C.eq((r.returncode, r.stderr.decode()), (1, "veil chat: no encryption keys yet: run `veil keys init` first\n"),
+                 "chat before keys: no banner, the reason")
             r = veil(alice, ["keys", "init"], pc)
             C.eq(r.returncode, 0, f"keys init ({r.stderr.decode()})")
             code = re.search(r"(\d{4}-\d{4}-\d{4}-\d{4}-\d{4})", out(r))
+            pub = call(stack.url, "GET", "/api/v1/users/me/encryption-status", dev_token(tmp, "user_alice"))[1]["public_key"]
+            r = veil(alice, ["keys", "status"])
+            C.eq((r.returncode, out(r)), (0, f"has_encryption_keys: yes\npublic_key: {pub}\nunlocked here: no\n"),
+                 "keys status: not unlocked here")
+            # the --model error names every model, none cut off
+            ids = [m["id"] for m in call(stack.url, "GET", "/api/v1/chat/models", dev_token(tmp, "user_alice"))[1]]
+            r = veil(alice, ["ask", "--model", "gpt-nope", "hi"], pc)
+            C.eq((r.returncode, r.stderr.decode()),
+                 (1, "veil ask: Invalid model. Available models: [" + ", ".join(f"'{i}'" for i in ids) + "] (HTTP 400)\n"),
+                 "ask --model: the complete list")
+            C.eq(len(ids), 11, "the eleven models")
             C.ok(code is not None, "keys init prints the recovery code")
             r = veil(alice, ["keys", "init"], pc)
             C.ok(r.returncode == 1 and "already has keys" in r.stderr.decode(), "keys init twice is refused")
@@ -75,12 +131,15 @@ def main():
 
             # unlock caches the key (mode 0600); lock removes it; a wrong passcode fails clearly
             r = veil(alice, ["keys", "unlock"], pc)
-            key_file = os.path.join(tmp, "private_key")
+            key_file = os.path.join(tmp, "alice", "private_key")
             C.ok(r.returncode == 0 and os.stat(key_file).st_mode & 0o777 == 0o600, "unlock caches the key 0600")
+            r = veil(alice, ["keys", "status"])
+            C.eq(out(r), f"has_encryption_keys: yes\npublic_key: {pub}\nunlocked here: yes\n", "keys status: unlocked here")
             r = veil(alice, ["history", sid])  # no passcode needed now
             C.ok(r.returncode == 0 and "second turn" in out(r), "history with the cached key")
             veil(alice, ["keys", "lock"])
             C.ok(not os.path.exists(key_file), "lock removes the cached key")
+            C.ok(out(veil(alice, ["keys", "status"])).endswith("unlocked here: no\n"), "keys status after lock")
             r = veil(alice, ["history", sid], {"VEIL_PASSCODE": "not-it"})
             C.ok(r.returncode == 1 and "wrong passcode" in r.stderr.decode(), "a wrong passcode is refused")
 

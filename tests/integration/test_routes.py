@@ -271,6 +271,7 @@ def test_app_routes(c):
 def test_every_auth_route_needs_a_token(c):
     routes = [("POST", "/users/sync"), ("GET", "/users/me/encryption-status"), ("POST", "/users/me/keys"),
               ("GET", "/users/me/keys"), ("GET", "/users/me/keys/recovery"), ("DELETE", "/users/me/keys"),
+              ("PUT", "/users/me/keys"),
               ("GET", "/users/u1/public-key"), ("GET", "/users/me/memberships"),
               ("POST", "/organizations/sync"), ("GET", "/organizations/current"), ("GET", "/organizations/"),
               ("GET", "/organizations/context"), ("PUT", "/organizations/context"),
@@ -359,6 +360,49 @@ def test_user_keys_validation(c):
     r = c.req("POST", P + "/users/me/keys", t, raw=b"{not json")
     assert r.status == 422 and r.json["detail"][0]["type"] == "json_invalid", r
     assert c.req("GET", P + "/users/me/encryption-status", t).json["has_encryption_keys"] is False
+
+
+def test_user_keys_replace(c):
+    """PUT /users/me/keys: both wrapped copies replaced in one transaction (a passcode
+    change or a recovery), never a different key pair, never a DELETE+POST window."""
+    t = c.tok("user_r1")
+    expect(c.req("PUT", P + "/users/me/keys", t, user_keys()), 400, "User user_r1 not found")
+    setup_user(c, "user_r1", keys=False)
+    expect(c.req("PUT", P + "/users/me/keys", t, user_keys()), 404, "User has no encryption keys")
+    assert c.req("GET", P + "/users/me/encryption-status", t).json["has_encryption_keys"] is False
+    expect(c.req("POST", P + "/users/me/keys", t, user_keys()), 201)
+    created_at = c.req("GET", P + "/users/me/encryption-status", t).json["encryption_created_at"]
+    new = {**user_keys(), "encrypted_private_key": "1234" * 30, "iv": "2" * 32, "tag": "3" * 32, "salt": "4" * 64,
+           "recovery_encrypted_private_key": "5678" * 30, "recovery_iv": "6" * 32, "recovery_tag": "7" * 32,
+           "recovery_salt": "8" * 64}
+    # the attack: a different key pair would make every stored conversation unreadable
+    other = {**new, "public_key": "9" * 64}
+    expect(c.req("PUT", P + "/users/me/keys", t, other), 409, "Public key does not match the stored key")
+    assert c.req("GET", P + "/users/me/keys", t).json["encrypted_private_key"] == user_keys()["encrypted_private_key"]
+    # validation is POST's: a malformed body changes nothing
+    r = c.req("PUT", P + "/users/me/keys", t, {n: v for n, v in new.items() if n != "recovery_salt"})
+    assert r.status == 422 and r.json["detail"][0]["loc"] == ["body", "recovery_salt"], r
+    r = c.req("PUT", P + "/users/me/keys", t, {**new, "iv": "zz" * 16})
+    assert r.status == 422 and r.json["detail"][0]["type"] == "value_error", r
+    assert c.req("GET", P + "/users/me/keys", t).json["iv"] == H32
+    # the replace: upper-case hex is stored lower-case, the creation time stays
+    r = c.req("PUT", P + "/users/me/keys", t, {n: v.upper() for n, v in new.items()})
+    assert r.status == 200 and r.json == {"status": "replaced", "public_key": H64}, r
+    got = c.req("GET", P + "/users/me/keys", t).json
+    assert got == {"public_key": H64, "encrypted_private_key": new["encrypted_private_key"], "iv": new["iv"],
+                   "tag": new["tag"], "salt": new["salt"], "recovery_encrypted_private_key": None,
+                   "recovery_iv": None, "recovery_tag": None, "recovery_salt": None}, got
+    rec = c.req("GET", P + "/users/me/keys/recovery", t).json
+    assert (rec["encrypted_private_key"], rec["iv"], rec["tag"], rec["salt"]) == \
+        (new["recovery_encrypted_private_key"], new["recovery_iv"], new["recovery_tag"], new["recovery_salt"]), rec
+    st = c.req("GET", P + "/users/me/encryption-status", t).json
+    assert st["has_encryption_keys"] is True and st["encryption_created_at"] == created_at, st
+    assert c.db.audit("user_keys_recovered", actor_user_id="user_r1") == [("user_r1", "user_r1", None, None)]
+    assert c.db.audit("user_keys_deleted", actor_user_id="user_r1") == []
+    # after a DELETE there is nothing to replace
+    expect(c.req("DELETE", P + "/users/me/keys", t), 204)
+    expect(c.req("PUT", P + "/users/me/keys", t, new), 404, "User has no encryption keys")
+    assert len(c.db.audit("user_keys_recovered", actor_user_id="user_r1")) == 1
 
 
 def test_user_memberships(c):

@@ -347,6 +347,77 @@ static void test_users(void **state)
     assert_int_equal(store_user_delete(s, ghost), STORE_NOT_FOUND);
 }
 
+/* A user_keys whose fields are runs of one character each, in buffers it owns. */
+typedef struct keys_buf {
+    char pub[65], ct[65], iv[33], tag[33], salt[65], rct[65], riv[33], rtag[33], rsalt[65];
+    user_keys k;
+} keys_buf;
+
+static user_keys *fill_keys(keys_buf *b, char pub, char rest)
+{
+    char *f[] = {b->pub, b->ct, b->iv, b->tag, b->salt, b->rct, b->riv, b->rtag, b->rsalt};
+    size_t n[] = {64, 64, 32, 32, 64, 64, 32, 32, 64};
+    for (size_t i = 0; i < 9; i++) {
+        memset(f[i], i ? rest : pub, n[i]);
+        f[i][n[i]] = '\0';
+    }
+    b->k = (user_keys){b->pub, b->ct, b->iv, b->tag, b->salt, b->rct, b->riv, b->rtag, b->rsalt};
+    return &b->k;
+}
+
+/* A replace changes both wrapped copies of the same pair in one statement, and
+ * never writes over a missing pair or a different one. */
+static void test_user_replace_keys(void **state)
+{
+    store *s = F(state)->s;
+    const char *id = new_id("user");
+    user_row u;
+    keys_buf first, second, other;
+    fill_keys(&first, 'a', 'b');
+    fill_keys(&second, 'A', 'C'); /* the same pair in upper case, new wrapped copies */
+    fill_keys(&other, '0', 'D');
+
+    assert_int_equal(store_user_replace_keys(s, id, &first.k), STORE_NOT_FOUND); /* no user */
+    assert_int_equal(store_user_create(s, id), STORE_OK);
+    assert_int_equal(store_user_replace_keys(s, id, &first.k), STORE_NOT_FOUND); /* no keys */
+    assert_int_equal(store_user_get(s, id, &u), STORE_OK);
+    assert_false(u.has_encryption_keys);
+    user_row_free(&u);
+    assert_int_equal(store_user_set_keys(s, id, &first.k, false), STORE_OK);
+    assert_int_equal(store_user_get(s, id, &u), STORE_OK);
+    char *created = strdup(u.encryption_created_at);
+    user_row_free(&u);
+
+    assert_int_equal(store_user_replace_keys(s, id, &other.k), STORE_NOT_FOUND); /* another pair */
+    assert_int_equal(store_user_get(s, id, &u), STORE_OK);
+    assert_string_equal(u.keys.public_key, first.pub);
+    assert_string_equal(u.keys.encrypted_private_key, first.ct);
+    user_row_free(&u);
+
+    assert_int_equal(store_user_replace_keys(s, id, &second.k), STORE_OK);
+    assert_int_equal(store_user_get(s, id, &u), STORE_OK);
+    assert_true(u.has_encryption_keys);
+    assert_string_equal(u.keys.public_key, first.pub);
+    assert_string_equal(u.keys.encrypted_private_key, hexs(64, 'c'));
+    assert_string_equal(u.keys.iv, hexs(32, 'c'));
+    assert_string_equal(u.keys.tag, hexs(32, 'c'));
+    assert_string_equal(u.keys.salt, hexs(64, 'c'));
+    assert_string_equal(u.keys.recovery_encrypted_private_key, hexs(64, 'c'));
+    assert_string_equal(u.keys.recovery_iv, hexs(32, 'c'));
+    assert_string_equal(u.keys.recovery_tag, hexs(32, 'c'));
+    assert_string_equal(u.keys.recovery_salt, hexs(64, 'c'));
+    assert_string_equal(u.encryption_created_at, created); /* the pair is the same */
+    user_row_free(&u);
+    free(created);
+
+    assert_int_equal(store_user_clear_keys(s, id), STORE_OK);
+    assert_int_equal(store_user_replace_keys(s, id, &second.k), STORE_NOT_FOUND);
+    assert_int_equal(store_user_get(s, id, &u), STORE_OK);
+    assert_false(u.has_encryption_keys);
+    assert_null(u.keys.encrypted_private_key);
+    user_row_free(&u);
+}
+
 /* ---- organizations ---- */
 
 static void test_orgs(void **state)
@@ -1206,6 +1277,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_transactions),
     cmocka_unit_test(test_reconnect),
     cmocka_unit_test(test_users),
+    cmocka_unit_test(test_user_replace_keys),
     cmocka_unit_test(test_orgs),
     cmocka_unit_test(test_memberships),
     cmocka_unit_test(test_session_create_get),
