@@ -58,8 +58,11 @@ static const char *str_of(const json_t *body, const char *name)
 
 static bool valid_keys_request(api_req *r, json_t *body)
 {
+    /* a low-order public key was accepted (201), and every later chat of that user
+     * ended in "Internal error": nothing can be sealed to it (F0) */
     return v_object(r, body) &&
-           ru_hex_fields(r, body, USER_KEY_FIELDS, sizeof USER_KEY_FIELDS / sizeof USER_KEY_FIELDS[0]);
+           ru_hex_fields(r, body, USER_KEY_FIELDS, sizeof USER_KEY_FIELDS / sizeof USER_KEY_FIELDS[0]) &&
+           v_x25519_key(r, body, NULL, "public_key");
 }
 
 /* The request's fields, borrowed from body. */

@@ -357,6 +357,10 @@ def test_user_keys_validation(c):
     bad({**k, "encrypted_private_key": ""}, "string_too_short", ["body", "encrypted_private_key"])
     bad({**k, "recovery_salt": 7}, "string_type", ["body", "recovery_salt"])
     bad([1, 2], "model_attributes_type", ["body"])
+    # F0: an all-zero (or other low-order) key was accepted with 201, and every later
+    # chat of that user ended in "Internal error"
+    for low in ("00" * 32, "01" + "00" * 31, "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"):
+        bad({**k, "public_key": low}, "value_error", ["body", "public_key"])
     r = c.req("POST", P + "/users/me/keys", t, raw=b"{not json")
     assert r.status == 422 and r.json["detail"][0]["type"] == "json_invalid", r
     assert c.req("GET", P + "/users/me/encryption-status", t).json["has_encryption_keys"] is False
