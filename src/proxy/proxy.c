@@ -816,7 +816,9 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     bufferevent_setwatermark(c->client, EV_READ, 0, PROXY_WATERMARK);
     bufferevent_setwatermark(c->client, EV_WRITE, PROXY_WATERMARK / 2, 0);
     bufferevent_enable(c->client, EV_READ | EV_WRITE);
-    struct timeval tv = secs(p->cfg->connect_timeout_s); /* the head deadline */
+    /* a client that dribbles a head is bounded by its own deadline, not by the
+     * (often longer) upstream connect timeout */
+    struct timeval tv = secs(p->cfg->head_timeout_s);
     evtimer_add(c->timer, &tv);
     log_info(c->rid, "event=accepted peer=%s conns=%ld", c->peer, p->n_conns);
 }
@@ -917,8 +919,10 @@ static void log_config(const proxy_config *cfg)
         log_info(NULL, "event=pin host=%s port=%u ip=%s", al->pins[i].host, al->pins[i].port,
                  format_ip((const struct sockaddr *)&al->pins[i].addr, ip, sizeof ip));
     }
-    log_info(NULL, "event=config max_conns=%ld connect_timeout_s=%ld idle_timeout_s=%ld",
-             cfg->max_conns, cfg->connect_timeout_s, cfg->idle_timeout_s);
+    log_info(NULL,
+             "event=config max_conns=%ld head_timeout_s=%ld connect_timeout_s=%ld "
+             "idle_timeout_s=%ld",
+             cfg->max_conns, cfg->head_timeout_s, cfg->connect_timeout_s, cfg->idle_timeout_s);
 }
 
 int proxy_run(const proxy_config *cfg, char *err, size_t errlen)
@@ -928,8 +932,8 @@ int proxy_run(const proxy_config *cfg, char *err, size_t errlen)
     memset(&px, 0, sizeof px);
     LIST_INIT(&px.conns);
     px.cfg = cfg;
-    if (!cfg || !cfg->allow || cfg->max_conns < 1 || cfg->connect_timeout_s < 1 ||
-        cfg->idle_timeout_s < 1) {
+    if (!cfg || !cfg->allow || cfg->max_conns < 1 || cfg->head_timeout_s < 1 ||
+        cfg->connect_timeout_s < 1 || cfg->idle_timeout_s < 1) {
         SET_ERR("bad proxy configuration");
         return -1;
     }
