@@ -862,8 +862,7 @@ static void test_504_timeouts(void **state)
     proxy_start(&p, unix_listen(), args);
     long t0 = now_ms();
     expect_status(&p, target, 504);
-    long took = now_ms() - t0;
-    assert_true(took >= 900 && took < WAIT_MS);
+    assert_true(now_ms() - t0 >= 900); /* after the timeout, never before it */
     assert_true(proc_log_contains(&p, "reason=connect_timeout"));
     proxy_stop_ok(&p);
     for (int i = 0; i < n_fill; i++)
@@ -938,26 +937,27 @@ static void test_idle_timeout(void **state)
     proc p;
     const char *target = fmt("echo.test:%d", u->port);
     const char *args[] = {"--allow", target, "--resolve", fmt("echo.test:%d:127.0.0.1", u->port),
-                          "--idle-timeout", "1", NULL};
+                          "--idle-timeout", "3", NULL};
     proxy_start(&p, unix_listen(), args);
 
-    /* traffic every 300 ms keeps a tunnel open well past the idle timeout */
+    /* traffic every 300 ms keeps a tunnel open well past the idle timeout (the 2.7 s
+     * of slack absorb a loaded machine's scheduling delays) */
     int busy = tunnel_open(&p, target, NULL, 0);
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < 14; i++) {
         round_trip(busy, "keepalive");
         usleep(300000);
     }
     round_trip(busy, "still open");
     close(busy);
+    assert_int_equal(proc_wait_log(&p, "event=closed reason=done", WAIT_MS), 0);
+    assert_false(proc_log_contains(&p, "reason=idle_timeout"));
 
-    /* a quiet one is closed */
+    /* a quiet one is closed, and the log says why */
     int quiet = tunnel_open(&p, target, NULL, 0);
-    long t0 = now_ms();
     expect_eof(quiet);
-    long took = now_ms() - t0;
-    assert_true(took >= 500 && took < WAIT_MS);
     close(quiet);
-    assert_int_equal(proc_wait_log(&p, "reason=idle_timeout", WAIT_MS), 0);
+    assert_int_equal(proc_wait_log(&p, "event=closed reason=idle_timeout state=tunnel", WAIT_MS),
+                     0);
     proxy_stop_ok(&p);
     upstream_stop(u);
 }
