@@ -82,6 +82,7 @@ static void put(line_buf *b, const char *s, size_t n)
 #define TRUNC_MARK "..."
 #define TRUNC_MARK_LEN (sizeof TRUNC_MARK - 1)
 #define MAX_WIDTH LOG_LINE_MAX /* a wider printf width could not fit a line anyway */
+#define FORMAT_ERROR " log_format_error=1" /* a conversion log_emit cannot format */
 
 /* A byte that puts a value in quotes: a field separator, a quote, an escape, or
  * anything outside printable ASCII. A newline written as a space still forged a
@@ -406,7 +407,7 @@ void log_emit(log_level lvl, const char *rid, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     if (format_fields(&b, fmt, &ap) < 0)
-        put(&b, " log_format_error=1", 19);
+        put(&b, FORMAT_ERROR, sizeof FORMAT_ERROR - 1);
     va_end(ap);
     /* last line of defence: whatever a format or a %c let through, the line holds
      * printable ASCII only, so it stays one line */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <wchar.h>
 
 #include "common/log.h"
 
@@ -278,6 +279,16 @@ static void test_safety_pass(void **state)
     assert_string_equal(fields(capture_end()), "c=? d=?");
 }
 
+/* A conversion the logger does not format (a wide string): the line stops there and
+ * says so, rather than reading the arguments after it with the wrong types. */
+static void test_unsupported_conversion(void **state)
+{
+    (void)state;
+    capture_begin();
+    log_info(NULL, "a=%d w=%ls b=%d", 1, L"wide", 2);
+    assert_string_equal(fields(capture_end()), "a=1 w= log_format_error=1");
+}
+
 static void test_long_values_truncated_cleanly(void **state)
 {
     (void)state;
@@ -354,6 +365,7 @@ int main(void)
         cmocka_unit_test(test_format_quotes_not_doubled),
         cmocka_unit_test(test_numbers_as_printf),
         cmocka_unit_test(test_safety_pass),
+        cmocka_unit_test(test_unsupported_conversion),
         cmocka_unit_test(test_long_values_truncated_cleanly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
