@@ -209,6 +209,20 @@ static void test_quotes_backslashes_controls(void **state)
     assert_string_equal(fs[1].val, "back\\slash");
     assert_string_equal(fs[4].val, "\x01\x1f\x7f\xff");
 
+    /* every byte value comes back out of the line unchanged */
+    char every[256];
+    for (int i = 1; i < 256; i++)
+        every[i - 1] = (char)i;
+    every[255] = '\0';
+    capture_begin();
+    log_info(NULL, "all=%s end=1", every);
+    f = fields(capture_end());
+    for (const char *q = f; *q; q++)
+        assert_true(*q >= 0x20 && *q < 0x7f);
+    assert_int_equal(parse_logfmt(f, fs, MAX_FIELDS), 2);
+    assert_int_equal(fs[0].val_len, 255);
+    assert_memory_equal(fs[0].val, every, 255);
+
     /* a plain value is written as it is, an empty one too */
     capture_begin();
     log_info(NULL, "host=%s port=%u path=%s empty=%s", "bedrock-runtime.us-east-1.amazonaws.com",
