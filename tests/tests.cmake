@@ -10,6 +10,10 @@ foreach(src ${unit_tests})
   set_tests_properties(unit/${name} PROPERTIES LABELS unit TIMEOUT 300)
 endforeach()
 
+# test_wipe searches every block veil's code frees for a secret: free and realloc
+# are wrapped at link time for that program only.
+target_link_options(test_wipe PRIVATE -Wl,--wrap=free -Wl,--wrap=realloc)
+
 # Integration tests: every tests/integration/test_*.sh or test_*.py starts real
 # processes; every tests/integration/test_*.c is a cmocka driver that does the same.
 set(VEIL_TEST_ENV "VEIL_BIN=${CMAKE_BINARY_DIR}" "VEIL_SRC=${CMAKE_SOURCE_DIR}"
@@ -36,6 +40,9 @@ foreach(src ${integ_c})
   set_tests_properties(integration/${name} PROPERTIES LABELS integration TIMEOUT 600
                        ENVIRONMENT "${VEIL_TEST_ENV}")
 endforeach()
+# the enclave core's failure paths: seals fail on demand (the linker wraps them)
+target_link_options(test_enclave_faults PRIVATE
+                    -Wl,--wrap=ep_seal -Wl,--wrap=sv2_seal -Wl,--wrap=sv2_init_sender)
 
 # Test-only driver for tests/integration/test_jwks.py: the JWKS cache on a real loop.
 if(TARGET veil_server)

@@ -679,11 +679,14 @@ static json_t *simple_request(load *L, const char *req, char *err, size_t errlen
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     vbuf b = VBUF_INIT;
     json_t *j = NULL;
-    size_t n = strlen(req);
-    if (write(fd, req, n) != (ssize_t)n || write(fd, "\n", 1) != 1) {
+    /* the newline in the same write: the enclave closes after a request that
+     * it finds bare when it replies */
+    if (vbuf_append_str(&b, req) < 0 || vbuf_append(&b, "\n", 1) < 0 ||
+        write(fd, b.data, b.len) != (ssize_t)b.len) {
         snprintf(err, errlen, "write: %s", strerror(errno));
         goto out;
     }
+    vbuf_reset(&b);
     for (;;) {
         char chunk[4096];
         ssize_t r = read(fd, chunk, sizeof chunk);

@@ -163,6 +163,12 @@ void bedrock_cancel(bedrock_call *c)
     /* else: the frame that is running returns non-zero to https, whose on_done frees us */
 }
 
+void bedrock_pause(bedrock_call *c, bool pause)
+{
+    if (c && !c->cancelled)
+        https_pause(c->conn, pause);
+}
+
 /* ---- stream events ---- */
 
 static const char *json_str(const json_t *o, const char *k, size_t *len)

@@ -99,6 +99,9 @@ bedrock_call *bedrock_converse(bedrock_client *b, const bedrock_request *req,
                                const bedrock_callbacks *cb, void *ud, bedrock_error *err);
 /* Cancels the call (the upstream connection is closed); no callback follows. */
 void bedrock_cancel(bedrock_call *call);
+/* Backpressure (https_pause): no further callbacks until resumed, except for the
+ * events already decoded from bytes in hand. */
+void bedrock_pause(bedrock_call *call, bool pause);
 
 /* The converse request body of spec §3.3 (exposed for tests). The caller frees
  * the result with OPENSSL_clear_free-like care: it contains plaintext. */

@@ -75,6 +75,8 @@ struct https_conn {
     char pending_detail[160];
     int busy;     /* > 0 while inside one of our event handlers */
     bool finished, cancelled;
+    bool paused;          /* the caller cannot take body bytes now (backpressure) */
+    struct event *resume; /* feeds bytes that were buffered while paused */
 };
 
 /* The TLS peer a session belongs to: the name verified and the port. */
@@ -198,6 +200,8 @@ static void conn_free(https_conn *c)
         event_free(c->connect_ev);
     if (c->phase_timer)
         event_free(c->phase_timer);
+    if (c->resume)
+        event_free(c->resume);
     if (c->total_timer)
         event_free(c->total_timer);
     if (c->bev)
@@ -280,7 +284,7 @@ static int chunk_cb(void *ud, const uint8_t *data, size_t len)
 static int read_body(https_conn *c, struct evbuffer *in)
 {
     size_t n;
-    while (!gone(c) && (n = evbuffer_get_contiguous_space(in)) > 0) {
+    while (!gone(c) && !c->paused && (n = evbuffer_get_contiguous_space(in)) > 0) {
         const uint8_t *p = evbuffer_pullup(in, (ev_ssize_t)n);
         if (c->body_kind == HTTP1_BODY_CHUNKED) {
             ptrdiff_t used = http1_chunked_feed(&c->chunked, p, n, chunk_cb, c);
@@ -372,6 +376,32 @@ static void on_read(struct bufferevent *bev, void *arg)
     else if (!gone(c))
         finish(c, HTTPS_ERR_PROTOCOL, "data before the request was sent");
     leave(c);
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    https_conn *c = arg;
+    if (c->bev && !c->paused && c->st == ST_BODY)
+        on_read(c->bev, c);
+}
+
+void https_pause(https_conn *c, bool pause)
+{
+    if (!c || gone(c) || c->paused == pause || !c->bev)
+        return;
+    c->paused = pause;
+    if (pause) {
+        /* no read, so no idle timeout either: the caller's deadline still runs */
+        bufferevent_disable(c->bev, EV_READ);
+        return;
+    }
+    bufferevent_enable(c->bev, EV_READ);
+    if (!c->resume)
+        c->resume = event_new(c->ctx->base, -1, 0, on_resume, c);
+    if (c->resume && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        event_active(c->resume, EV_TIMEOUT, 0); /* bytes read before the pause */
 }
 
 /* The end of the stream: complete only if the framing says so. */

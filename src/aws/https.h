@@ -90,4 +90,9 @@ https_conn *https_start(https_ctx *ctx, const https_request *req, const https_ca
 /* Stops the request and frees it; no callback follows. Safe inside a callback. */
 void https_cancel(https_conn *c);
 
+/* Backpressure: while paused, nothing is read from the peer and on_body is not
+ * called (bytes already read wait in the buffer); the idle timeout is suspended,
+ * the total deadline is not. Safe inside a callback. */
+void https_pause(https_conn *c, bool pause);
+
 #endif

@@ -9,6 +9,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/secret.h"
 
 #define IMDS_MAX_BODY (64 * 1024)
 
@@ -99,7 +100,7 @@ static int on_body(void *ud, const uint8_t *data, size_t len)
     imds_op *op = ud;
     if (op->body.len + len > IMDS_MAX_BODY)
         return 1;
-    return vbuf_append(&op->body, data, len) < 0;
+    return vbuf_append_secure(&op->body, data, len) < 0; /* it grows; the credentials come in it */
 }
 
 static int next_step(imds_op *op);
@@ -119,8 +120,17 @@ static int copy_field(const json_t *j, const char *k, char *out, size_t cap)
     return 0;
 }
 
+/* jansson's lexer copies the text it scans into buffers that it frees
+ * unwiped, and veild installs no wiping allocator in nitro mode. jansson's
+ * allocator is process-wide, so it wipes every block it frees for the length of
+ * this parse only (the programs that fetch credentials run one thread; the
+ * allocation function stays the same, so blocks made before or after mix). */
 static const char *parse_creds(imds_op *op)
 {
+    json_malloc_t jmalloc;
+    json_free_t jfree;
+    json_get_alloc_funcs(&jmalloc, &jfree);
+    json_set_alloc_funcs(jmalloc, secret_free_block);
     json_t *j = json_loadb((const char *)op->body.data, op->body.len, 0, NULL);
     const char *err = NULL;
     const json_t *code = json_object_get(j, "Code");
@@ -135,16 +145,8 @@ static const char *parse_creds(imds_op *op)
     else if (copy_field(j, "Expiration", op->creds.expiration, sizeof op->creds.expiration) == 0 &&
              (op->creds.expires_at = aws_parse_time(op->creds.expiration)) == (time_t)-1)
         err = "IMDS credentials have an unparsable Expiration";
-    if (j) {
-        /* the JSON held the secret: jansson frees without wiping, so wipe the strings */
-        const char *keys[] = {"SecretAccessKey", "Token"};
-        for (int i = 0; i < 2; i++) {
-            json_t *v = json_object_get(j, keys[i]);
-            if (json_is_string(v))
-                OPENSSL_cleanse((void *)json_string_value(v), json_string_length(v));
-        }
-        json_decref(j);
-    }
+    json_decref(j);
+    json_set_alloc_funcs(jmalloc, jfree);
     return err;
 }
 

@@ -1,6 +1,8 @@
 /* buf — a growable byte buffer and a bounded read cursor.
  *
  * vbuf owns its storage; vbuf_free releases it (vbuf_free_secure wipes first).
+ * A vbuf that holds a secret grows only with the _secure calls: plain growth is
+ * realloc, which may leave the old bytes in freed memory.
  * A cursor never owns memory: every read is length-checked against what is left
  * (s2n's stuffer idea), so no length taken off the wire is trusted to memcpy.
  */
@@ -21,9 +23,16 @@ typedef struct vbuf {
 
 int vbuf_reserve(vbuf *b, size_t extra);          /* 0 or -1 (ENOMEM/overflow) */
 int vbuf_append(vbuf *b, const void *p, size_t n); /* 0 or -1 */
+/* The same, but a move to a bigger block wipes the old one before freeing it. */
+int vbuf_reserve_secure(vbuf *b, size_t extra);
+int vbuf_append_secure(vbuf *b, const void *p, size_t n);
 int vbuf_append_str(vbuf *b, const char *s);
 int vbuf_printf(vbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int vbuf_append_hex(vbuf *b, const uint8_t *p, size_t n); /* lowercase hex */
+/* s as a quoted JSON string, for secrets that must not pass through jansson
+ * (whose allocator frees unwiped). Grows like vbuf_append_secure. -1, with
+ * nothing appended, when s is not UTF-8 or memory runs out. */
+int vbuf_append_json_string(vbuf *b, const char *s);
 void vbuf_consume(vbuf *b, size_t n); /* drop n bytes from the front */
 void vbuf_reset(vbuf *b);             /* len = 0, keeps storage */
 void vbuf_free(vbuf *b);

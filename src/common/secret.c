@@ -1,5 +1,6 @@
 #include "common/secret.h"
 
+#include <malloc.h>
 #include <openssl/crypto.h>
 #include <stdlib.h>
 
@@ -24,4 +25,12 @@ void secure_wipe(void *p, size_t n)
 {
     if (p && n)
         OPENSSL_cleanse(p, n);
+}
+
+void secret_free_block(void *p)
+{
+    if (p) {
+        OPENSSL_cleanse(p, malloc_usable_size(p));
+        free(p);
+    }
 }

@@ -19,5 +19,8 @@ int secret_alloc(secret *s, size_t len);
 void secret_free(secret *s);
 /* Wipes a caller-owned buffer (a stack key, say). */
 void secure_wipe(void *p, size_t n);
+/* Wipes a whole malloc'd block, whatever was asked for it, then frees it: for
+ * allocators that free without a size (jansson's json_set_alloc_funcs). */
+void secret_free_block(void *p);
 
 #endif

@@ -7,6 +7,7 @@
 #ifndef VEIL_CRYPTO_PRIMITIVES_H
 #define VEIL_CRYPTO_PRIMITIVES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,6 +28,12 @@ x25519_key *x25519_key_generate(uint8_t pub[X25519_KEY_LEN]);
 /* -1 on OpenSSL failure, -2 if the shared secret is all zero (low-order point). */
 int x25519_key_shared(const x25519_key *k, const uint8_t peer[X25519_KEY_LEN], uint8_t out[X25519_KEY_LEN]);
 void x25519_key_free(x25519_key *k); /* OpenSSL wipes the key material */
+
+/* True unless pub is one of the encodings of a point of small order (0, 1, the two
+ * points of order 8, p-1, p, p+1; bit 255 ignored, as X25519 ignores it). Every
+ * agreement with such a key is all zero, so a seal to it fails: refuse it where a
+ * key enters (a request field, an uploaded key) rather than midway through a reply. */
+bool x25519_public_key_ok(const uint8_t pub[X25519_KEY_LEN]);
 
 /* 0 on success, -1 on failure. */
 int x25519_keygen(uint8_t priv[X25519_KEY_LEN], uint8_t pub[X25519_KEY_LEN]);

@@ -44,6 +44,7 @@ struct enclave_core {
     time_t started;
     unsigned active, max_streams;
     unsigned stream_timeout_ms;
+    size_t max_request;
     LIST_HEAD(, enclave_req) reqs; /* running CHAT / CHAT_STREAM requests */
 };
 
@@ -67,6 +68,9 @@ struct enclave_req {
     char stop_reason[64];
     unsigned chunks;
     struct timespec t0;
+    unsigned in_sink;  /* inside a sink call: a cancel is deferred to its return */
+    bool cancelled;    /* cancelled from inside a sink call */
+    bool paused;       /* the parent asked us to stop reading from Bedrock */
 };
 
 /* ---- process-wide JSON hygiene ---- */
@@ -86,22 +90,24 @@ void enclave_secure_json(void)
 
 /* ---- replies ---- */
 
-static void emit_json(const enclave_sink *sink, void *ud, json_t *obj)
+/* The only event of a request that never ran: emit, then done unless the sink
+ * said stop. */
+static void emit_once(const enclave_sink *sink, void *ud, json_t *obj)
 {
     char *s = json_dumps(obj, JSON_COMPACT);
-    if (s) {
-        sink->emit(ud, s, strlen(s));
-        secure_free(s);
-    }
     json_decref(obj);
+    int stop = s ? sink->emit(ud, s, strlen(s)) : 0;
+    secure_free(s);
+    if (!stop)
+        sink->done(ud);
 }
 
+/* A non-streaming reply: the original adds its "source" to each. */
 static void reply_done(const enclave_sink *sink, void *ud, json_t *obj)
 {
     if (obj && !json_object_get(obj, "source"))
         json_object_set_new(obj, "source", json_string(ENCLAVE_SOURCE));
-    emit_json(sink, ud, obj);
-    sink->done(ud);
+    emit_once(sink, ud, obj);
 }
 
 static int dump_into(json_t *obj, vbuf *out)
@@ -145,6 +151,7 @@ enclave_core *enclave_core_new(struct event_base *base, const enclave_config *cf
     c->max_streams = cfg->max_streams ? cfg->max_streams : DEFAULT_MAX_STREAMS;
     c->stream_timeout_ms = cfg->stream_timeout_ms ? cfg->stream_timeout_ms : DEFAULT_STREAM_TIMEOUT_MS;
     c->started = time(NULL);
+    c->max_request = cfg->max_request;
     /* generated at start, held in memory only, never logged or persisted */
     if (!(c->key = x25519_key_generate(c->pub))) {
         snprintf(err, errlen, "key generation failed");
@@ -225,6 +232,8 @@ static json_t *cmd_health(enclave_core *c)
                           "credentials_expired", creds_expired(c));
     json_object_set_new(o, "credentials_expiration",
                         c->has_expiration ? json_string(c->expiration) : json_null());
+    if (c->max_request) /* so the parent can refuse a request too large before sending it */
+        json_object_set_new(o, "max_request", json_integer((json_int_t)c->max_request));
     return o;
 }
 
@@ -297,10 +306,63 @@ static void req_free(enclave_req *r)
 
 void enclave_req_cancel(enclave_req *r)
 {
-    if (!r)
+    if (!r || r->cancelled)
         return;
     log_info(r->rid, "event=request_cancelled chunks=%u", r->chunks);
+    if (r->in_sink) { /* the sink is running: free when it returns (sink_emit) */
+        r->cancelled = true;
+        return;
+    }
     req_free(r);
+}
+
+void enclave_req_pause(enclave_req *r, bool pause)
+{
+    if (!r || r->cancelled || r->paused == pause)
+        return;
+    r->paused = pause;
+    log_debug(r->rid, "event=request_%s chunks=%u", pause ? "paused" : "resumed", r->chunks);
+    if (r->call)
+        bedrock_pause(r->call, pause);
+}
+
+/* Hands one event to the sink. Returns false when the sink cancelled the request
+ * during the call: it has been freed, and the caller must not touch it again. */
+static bool sink_emit(enclave_req *r, const char *json, size_t len)
+{
+    r->in_sink++;
+    if (r->sink.emit(r->ud, json, len) != 0 && !r->cancelled) {
+        log_info(r->rid, "event=request_cancelled by=sink chunks=%u", r->chunks);
+        r->cancelled = true;
+    }
+    r->in_sink--;
+    if (r->cancelled && r->in_sink == 0) {
+        req_free(r);
+        return false;
+    }
+    return true;
+}
+
+/* emit_json for a running request: false if the sink cancelled it (freed). */
+static bool req_emit_json(enclave_req *r, json_t *obj)
+{
+    char *s = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    if (!s)
+        return true;
+    bool alive = sink_emit(r, s, strlen(s));
+    secure_free(s);
+    return alive;
+}
+
+/* The end of a request: free it (which cancels an upstream call that is still
+ * running), then tell the sink, which may free its own state. */
+static void req_finish(enclave_req *r)
+{
+    enclave_sink sink = r->sink;
+    void *ud = r->ud;
+    req_free(r);
+    sink.done(ud);
 }
 
 static long elapsed_ms(const enclave_req *r)
@@ -310,7 +372,11 @@ static long elapsed_ms(const enclave_req *r)
     return (now.tv_sec - r->t0.tv_sec) * 1000L + (now.tv_nsec - r->t0.tv_nsec) / 1000000L;
 }
 
-/* The one way a request fails: exactly one error event, then done. */
+/* The one way a request fails: exactly one error event, then done. The request
+ * is freed, and req_free cancels an upstream call that is still running: inside a
+ * Bedrock callback the cancel is deferred by bedrock.c, so no later callback can
+ * reach the freed request (F0: a failure after the call started wrote the next
+ * chunk into freed memory). */
 static void fail_req(enclave_req *r, const char *code, const char *msg)
 {
     log_info(r->rid, "event=request_failed code=%s chunks=%u ms=%ld", code, r->chunks, elapsed_ms(r));
@@ -320,23 +386,8 @@ static void fail_req(enclave_req *r, const char *code, const char *msg)
     else
         o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "status", "error", "command", "CHAT", "error",
                       msg, "error_code", code, "source", ENCLAVE_SOURCE);
-    r->call = NULL; /* finished or being finished by the caller */
-    emit_json(&r->sink, r->ud, o);
-    enclave_sink sink = r->sink;
-    void *ud = r->ud;
-    req_free(r);
-    sink.done(ud);
-}
-
-/* A failure from outside Bedrock's callbacks (deadline, shutdown): the call is
- * stopped first, so that it can call back no more. */
-static void abort_req(enclave_req *r, const char *code, const char *msg)
-{
-    if (r->call) {
-        bedrock_cancel(r->call);
-        r->call = NULL;
-    }
-    fail_req(r, code, msg);
+    if (req_emit_json(r, o))
+        req_finish(r);
 }
 
 /* A failure before any request state exists (validation). */
@@ -347,12 +398,10 @@ static void fail_early(const enclave_sink *sink, void *ud, bool stream, const ch
     json_t *o = stream ? json_pack("{s:s, s:b, s:s}", "error", msg, "is_final", 1, "error_code", code)
                        : json_pack("{s:s, s:s, s:s, s:s}", "status", "error", "command", "CHAT",
                                    "error", msg, "error_code", code);
-    if (stream) {
-        emit_json(sink, ud, o);
-        sink->done(ud);
-    } else {
+    if (stream) /* the original's stream events carry no "source" */
+        emit_once(sink, ud, o);
+    else
         reply_done(sink, ud, o);
-    }
 }
 
 static int seal_into(const uint8_t pub[32], const uint8_t *pt, size_t len, const char *ctx, vbuf *out)
@@ -385,8 +434,10 @@ static int emit_sealed(enclave_req *r, const char *key, sv2_kind kind, const cha
              seal_into(r->reply_pub, (const uint8_t *)text, len, EP_CTX_ENCLAVE_TO_CLIENT, &line) < 0 ||
              vbuf_append(&line, "}", 1) < 0;
     }
-    if (rc == 0)
-        r->sink.emit(r->ud, (const char *)line.data, line.len);
+    if (rc == 0 && !sink_emit(r, (const char *)line.data, line.len))
+        rc = -2;
+    else if (rc)
+        rc = -1; /* was 1: callers that test < 0 took a failed seal for success (F0) */
     vbuf_free(&line);
     return rc;
 }
@@ -402,8 +453,8 @@ static int announce_stream_key(enclave_req *r)
              vbuf_append_hex(&line, salt, sizeof salt) < 0 || vbuf_append_str(&line, "\"}}") < 0
                  ? -1
                  : 0;
-    if (rc == 0)
-        r->sink.emit(r->ud, (const char *)line.data, line.len);
+    if (rc == 0 && !sink_emit(r, (const char *)line.data, line.len))
+        rc = -2;
     vbuf_free(&line);
     return rc;
 }
@@ -411,7 +462,7 @@ static int announce_stream_key(enclave_req *r)
 static int on_text(void *ud, const char *text, size_t len)
 {
     enclave_req *r = ud;
-    if (vbuf_append(&r->answer, text, len) < 0) {
+    if (vbuf_append_secure(&r->answer, text, len) < 0) { /* grows per delta: no copies left */
         fail_req(r, "internal", "Internal error");
         return 1;
     }
@@ -419,22 +470,20 @@ static int on_text(void *ud, const char *text, size_t len)
         return 0;
     /* one sealed event per non-empty delta: fresh ephemeral key, salt and IV each */
     r->chunks++;
-    if (emit_sealed(r, "encrypted_content", SV2_TEXT, text, len) < 0) {
+    int rc = emit_sealed(r, "encrypted_content", SV2_TEXT, text, len);
+    if (rc == -1)
         fail_req(r, "internal", "Internal error");
-        return 1;
-    }
-    return 0;
+    return rc ? 1 : 0;
 }
 
 static int on_reasoning(void *ud, const char *text, size_t len)
 {
     enclave_req *r = ud;
     /* an extension event: parents that do not know it ignore it */
-    if (r->stream && emit_sealed(r, "encrypted_thinking", SV2_THINKING, text, len) < 0) {
+    int rc = r->stream ? emit_sealed(r, "encrypted_thinking", SV2_THINKING, text, len) : 0;
+    if (rc == -1)
         fail_req(r, "internal", "Internal error");
-        return 1;
-    }
-    return 0;
+    return rc ? 1 : 0;
 }
 
 static void on_usage(void *ud, long in, long out)
@@ -543,12 +592,8 @@ static void finish_ok(enclave_req *r)
     }
     log_info(r->rid, "event=request_done chunks=%u in_tokens=%ld out_tokens=%ld ms=%ld", r->chunks,
              r->in_tokens, r->out_tokens, elapsed_ms(r));
-    emit_json(&r->sink, r->ud, o);
-    enclave_sink sink = r->sink;
-    void *ud = r->ud;
-    r->call = NULL;
-    req_free(r);
-    sink.done(ud);
+    if (req_emit_json(r, o))
+        req_finish(r);
 }
 
 static void on_done(void *ud, const bedrock_error *err)
@@ -574,7 +619,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    abort_req(arg, "timeout", "Request timed out");
+    fail_req(arg, "timeout", "Request timed out");
 }
 
 /* field helpers: a missing key is reported as the original did: Missing field: 'x' */
@@ -594,6 +639,10 @@ static int key_field(const json_t *req, const char *k, uint8_t out[32], char *ms
     if (!json_is_string(v) ||
         hex_decode_exact(json_string_value(v), json_string_length(v), out, 32) < 0) {
         snprintf(msg, n, "Invalid field: '%s' must be 64 hex characters", k);
+        return -1;
+    }
+    if (!x25519_public_key_ok(out)) { /* every seal to it would fail midway (F0) */
+        snprintf(msg, n, "Invalid field: '%s' is not a valid X25519 public key (low order)", k);
         return -1;
     }
     return 0;
@@ -629,7 +678,7 @@ static const char *open_transport(enclave_core *c, const json_t *v, const char *
     if (!utf8_ok(pt.data, pt.len)) {
         snprintf(msg, n, "The %s is not valid UTF-8", what);
         res = msg;
-    } else if (vbuf_append(out, pt.data, pt.len) < 0) {
+    } else if (vbuf_append_secure(out, pt.data, pt.len) < 0) {
         res = "Out of memory";
     }
     secret_free(&pt);
@@ -770,6 +819,17 @@ static enclave_req *start_chat(enclave_core *c, const json_t *req, bool stream,
         .max_tokens = BEDROCK_DEFAULT_MAX_TOKENS, .temperature = BEDROCK_DEFAULT_TEMPERATURE,
         .creds = &creds, .rid = r->rid,
     };
+    /* format 2 announces its key before anything else, and before Bedrock is asked */
+    int ar = r->v2 ? announce_stream_key(r) : 0;
+    if (ar == -2) { /* the sink cancelled: r is gone */
+        history_free(&h);
+        return NULL;
+    }
+    if (ar < 0) {
+        snprintf(msg, sizeof msg, "Internal error");
+        code = "internal";
+        goto bad;
+    }
     static const bedrock_callbacks cb = {on_text, on_reasoning, on_usage, on_stop, on_done};
     bedrock_error berr;
     r->call = stream ? bedrock_converse_stream(c->bedrock, &br, &cb, r, &berr)
@@ -784,10 +844,6 @@ static enclave_req *start_chat(enclave_core *c, const json_t *req, bool stream,
     struct timeval tv = {c->stream_timeout_ms / 1000, (c->stream_timeout_ms % 1000) * 1000};
     if (r->deadline)
         evtimer_add(r->deadline, &tv);
-    if (r->v2 && announce_stream_key(r) < 0) { /* before any chunk */
-        fail_req(r, "internal", "Internal error");
-        return NULL;
-    }
     log_info(r->rid, "event=request_start command=%s model=%s turns=%zu", stream ? "CHAT_STREAM" : "CHAT",
              r->model, json_array_size(hist));
     return r;
@@ -846,5 +902,5 @@ enclave_req *enclave_handle(enclave_core *c, json_t *request, const enclave_sink
 void enclave_abort_all(enclave_core *c, const char *why)
 {
     while (!LIST_EMPTY(&c->reqs))
-        abort_req(LIST_FIRST(&c->reqs), "shutting_down", why);
+        fail_req(LIST_FIRST(&c->reqs), "shutting_down", why);
 }

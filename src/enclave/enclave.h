@@ -34,6 +34,7 @@ typedef struct enclave_config {
     unsigned stream_timeout_ms;  /* whole CHAT/CHAT_STREAM deadline; 0 = 300 s */
     unsigned connect_timeout_ms; /* Bedrock connect + CONNECT + TLS; 0 = 10 s */
     unsigned idle_timeout_ms;    /* no byte from Bedrock for this long; 0 = 60 s */
+    size_t max_request;          /* the server's request limit, reported by HEALTH (0: none known) */
 } enclave_config;
 
 typedef struct enclave_core enclave_core;
@@ -48,10 +49,12 @@ const uint8_t *enclave_public_key(const enclave_core *core);
 unsigned enclave_active_streams(const enclave_core *core);
 
 /* Where replies go. emit receives one JSON object (no trailing newline); the
- * bytes are valid only during the call. done is called once, after the last
- * emit; the request is freed right after. */
+ * bytes are valid only during the call. It returns 0 to go on, or non-zero to
+ * cancel the request: it is then freed (its upstream call cancelled) and no sink
+ * call follows, not even done. done is called once, after the last emit; the
+ * request is freed before it. */
 typedef struct enclave_sink {
-    void (*emit)(void *ud, const char *json, size_t len);
+    int (*emit)(void *ud, const char *json, size_t len);
     void (*done)(void *ud);
 } enclave_sink;
 
@@ -64,8 +67,14 @@ enclave_req *enclave_handle(enclave_core *core, json_t *request, const enclave_s
                             void *ud, const char *rid);
 
 /* The parent went away: stop the request (the upstream call is cancelled and its
- * memory freed). No sink call follows. */
+ * memory freed). No sink call follows. Safe inside a sink call (the free then
+ * happens when the sink returns). */
 void enclave_req_cancel(enclave_req *r);
+
+/* Backpressure: the parent cannot take more events for now. A paused request
+ * stops reading from Bedrock (events already decoded may still arrive) until it
+ * is resumed; its deadline keeps running. */
+void enclave_req_pause(enclave_req *r, bool pause);
 
 /* Ends every running stream with an error event ("Enclave shutting down"). */
 void enclave_abort_all(enclave_core *core, const char *why);

@@ -31,7 +31,8 @@ int history_add(history *h, turn_role role, const char *text, size_t len)
 {
     if (h->n && strcmp(h->msgs[h->n - 1].role, ROLE_NAMES[role]) == 0) {
         vbuf *t = &h->texts[h->n - 1];
-        if (vbuf_append(t, "\n\n", 2) < 0 || vbuf_append(t, text, len) < 0)
+        /* the merged turn grows: secure growth leaves no copy of the older text */
+        if (vbuf_append_secure(t, "\n\n", 2) < 0 || vbuf_append_secure(t, text, len) < 0)
             return -1;
         refresh_views(h);
         return 0;
@@ -49,7 +50,7 @@ int history_add(history *h, turn_role role, const char *text, size_t len)
         h->cap = cap;
     }
     vbuf nb = VBUF_INIT;
-    if (vbuf_append(&nb, text, len) < 0 || vbuf_cstr(&nb) == NULL) {
+    if (vbuf_append_secure(&nb, text, len) < 0 || vbuf_cstr(&nb) == NULL) {
         vbuf_free_secure(&nb);
         return -1;
     }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -19,6 +20,7 @@
 
 #define DEFAULT_IDLE_MS 600000u
 #define DEFAULT_MAX_OUTPUT (64u << 20)
+#define PAUSE_OUTPUT (1u << 20) /* a stream stops reading Bedrock above this much unsent */
 #define HUP_POLL_MS 500
 
 typedef struct conn conn;
@@ -47,8 +49,29 @@ struct conn {
     bool read_eof;
     bool closing;           /* close once the output is flushed */
     bool kill;              /* close now, dropping queued output */
+    bool paused;            /* the parent reads slower than the answer comes */
     unsigned requests;
 };
+
+/* Drains n bytes after wiping them where libevent holds them: a plain drain
+ * frees its chains unwiped, with the credentials or ciphertext in them. */
+static void drain_wiped(struct evbuffer *in, size_t n)
+{
+    while (n > 0) {
+        struct evbuffer_iovec v[16];
+        int k = evbuffer_peek(in, (ev_ssize_t)n, NULL, v, 16);
+        size_t done = 0;
+        for (int i = 0; i < k && i < 16 && done < n; i++) {
+            size_t len = v[i].iov_len < n - done ? v[i].iov_len : n - done;
+            secure_wipe(v[i].iov_base, len);
+            done += len;
+        }
+        if (done == 0)
+            return;
+        evbuffer_drain(in, done);
+        n -= done;
+    }
+}
 
 static void conn_free(conn *c)
 {
@@ -64,19 +87,36 @@ static void conn_free(conn *c)
         event_free(c->resume);
     if (c->hup_poll)
         event_free(c->hup_poll);
-    if (c->bev)
+    if (c->bev) {
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+        drain_wiped(in, evbuffer_get_length(in));
         bufferevent_free(c->bev);
+    }
     vbuf_free_secure(&c->acc);
     log_info(c->rid, "event=conn_closed requests=%u", c->requests);
     free(c);
 }
 
+static size_t pause_at(const conn *c)
+{
+    return c->srv->max_output / 4 < PAUSE_OUTPUT ? c->srv->max_output / 4 : PAUSE_OUTPUT;
+}
+
+/* Called when the output drained to the low watermark: half the pause threshold
+ * while streaming (then the request reads Bedrock again), empty while closing. */
 static void on_drained(struct bufferevent *bev, void *arg)
 {
     (void)bev;
     conn *c = arg;
-    if (c->closing && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+    size_t pending = evbuffer_get_length(bufferevent_get_output(c->bev));
+    if (c->closing && pending == 0) {
         conn_free(c);
+        return;
+    }
+    if (c->paused && pending <= pause_at(c) / 2) {
+        c->paused = false;
+        enclave_req_pause(c->req, false);
+    }
 }
 
 /* Stop reading; close after whatever is queued has been written. Never frees
@@ -103,11 +143,48 @@ static void send_line(conn *c, const char *json, size_t len)
     evbuffer_add(out, "\n", 1);
 }
 
-static void sink_emit(void *ud, const char *json, size_t len)
+static int sink_emit(void *ud, const char *json, size_t len)
 {
     conn *c = ud;
     if (!c->closing)
         send_line(c, json, len);
+    /* backpressure: a parent that reads slowly slows the request down, rather than
+     * the answer piling up here (the hard cut at max_output stays the last resort) */
+    if (!c->closing && c->req && !c->paused &&
+        evbuffer_get_length(bufferevent_get_output(c->bev)) > pause_at(c)) {
+        c->paused = true;
+        enclave_req_pause(c->req, true);
+    }
+    return 0;
+}
+
+typedef enum after_kind { AFTER_NOTHING, AFTER_NEWLINE, AFTER_MORE } after_kind;
+
+/* What follows a request's object: spaces and CRs, then a newline (framed), or
+ * another byte (the next request), or nothing yet. */
+static after_kind classify_after(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\n')
+            return AFTER_NEWLINE;
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r')
+            return AFTER_MORE;
+    }
+    return AFTER_NOTHING;
+}
+
+/* Called when a reply is complete; the request's bytes are consumed, so the
+ * buffer starts with what followed its object. The original answers one bare
+ * request per connection and closes, and its peers read the reply to EOF;
+ * veild frames with a newline and reuses the connection. A newline that was
+ * sent but not read yet is still in the socket: look there too. */
+static bool request_was_bare(conn *c)
+{
+    if (classify_after(c->acc.data, c->acc.len) != AFTER_NOTHING)
+        return false;
+    uint8_t next[64];
+    ssize_t n = recv(bufferevent_getfd(c->bev), next, sizeof next, MSG_PEEK | MSG_DONTWAIT);
+    return n <= 0 || classify_after(next, (size_t)n) == AFTER_NOTHING;
 }
 
 static void sink_done(void *ud)
@@ -115,8 +192,13 @@ static void sink_done(void *ud)
     conn *c = ud;
     c->req = NULL;
     c->busy = false;
+    c->paused = false;
     if (c->hup_poll)
         event_del(c->hup_poll);
+    if (!c->closing && request_was_bare(c)) {
+        close_after_flush(c);
+        return;
+    }
     /* the next buffered request runs from the loop, not inside this callback */
     event_active(c->resume, EV_TIMEOUT, 0);
 }
@@ -181,6 +263,8 @@ static void process(conn *c)
         jf_reset(&c->scan);
         if (!req) {
             reply_error(c, enclave_invalid_json_reply, jerr.text);
+            if (request_was_bare(c))
+                close_after_flush(c);
             continue;
         }
         char rid[LOG_RID_LEN + 1];
@@ -218,11 +302,13 @@ static void on_read(struct bufferevent *bev, void *arg)
     conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
     size_t n = evbuffer_get_length(in);
-    if (vbuf_reserve(&c->acc, n) < 0) {
+    /* secure growth: the buffer holds SET_CREDENTIALS and ciphertext */
+    if (vbuf_reserve_secure(&c->acc, n) < 0) {
         conn_free(c);
         return;
     }
-    evbuffer_remove(in, c->acc.data + c->acc.len, n);
+    evbuffer_copyout(in, c->acc.data + c->acc.len, n);
+    drain_wiped(in, n);
     c->acc.len += n;
     if (c->busy) {
         /* a request is running: hold the next one, but do not read without bound */
@@ -319,6 +405,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     jf_reset(&c->scan);
     bufferevent_setcb(c->bev, on_read, on_drained, on_event, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, pause_at(c) / 2, 0);
     struct timeval idle = {s->idle_ms / 1000, (s->idle_ms % 1000) * 1000};
     bufferevent_set_timeouts(c->bev, &idle, NULL);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);

@@ -3,10 +3,13 @@
  *
  * Framing: each request is one JSON object, either unframed (the original's form,
  * parsed as soon as it is complete, or at EOF / half-close) or followed by a
- * newline; a connection may carry many requests in turn. Replies and stream
- * events are one JSON object per line. Requests above max_request bytes get an
- * error reply and the connection is closed. Many connections and streams run at
- * once on one event loop. Owns its connections; borrows the core and the loop.
+ * newline. After a bare request (nothing follows its object) the connection is
+ * closed once the reply or the stream's last event is written, as the original
+ * did; a newline-framed connection may carry many requests in turn. Replies and
+ * stream events are one JSON object per line. Requests above max_request bytes
+ * get an error reply and the connection is closed. Many connections and streams
+ * run at once on one event loop. Owns its connections; borrows the core and the
+ * loop.
  */
 #ifndef VEIL_ENCLAVE_SERVER_H
 #define VEIL_ENCLAVE_SERVER_H

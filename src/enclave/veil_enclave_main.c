@@ -168,7 +168,7 @@ int main(int argc, char **argv)
     enclave_config cfg = {
         .region = region, .proxy = direct ? NULL : &paddr, .bedrock_host = bhost[0] ? bhost : NULL,
         .bedrock_port = bport, .ca_file = ca_file, .max_streams = (unsigned)max_streams,
-        .stream_timeout_ms = (unsigned)stream_timeout * 1000u,
+        .stream_timeout_ms = (unsigned)stream_timeout * 1000u, .max_request = (size_t)max_request,
     };
     G.core = enclave_core_new(G.base, &cfg, err, sizeof err);
     if (!G.core) {

@@ -17,9 +17,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <time.h>
 
+#include "common/buf.h"
 #include "common/log.h"
+#include "server/httpd.h"
 #include "server/settings.h"
 
 struct event_base;
@@ -42,6 +45,8 @@ typedef void (*route_fn)(api_req *r);
 #define ROUTE_AUTH 1u     /* requires a valid bearer token */
 #define ROUTE_NO_BODY 2u  /* ignore the body */
 
+/* Methods are named with libevent's enum values (its HTTP server is not used:
+ * httpd.h is ours); 0 stands for any other method. */
 typedef struct route {
     enum evhttp_cmd_type method;
     const char *pattern; /* "/api/v1/chat/sessions/{}/messages": {} matches one segment */
@@ -51,7 +56,7 @@ typedef struct route {
 
 struct api_req {
     server *srv;
-    struct evhttp_request *ev;
+    httpd_req *hr; /* NULL once the connection is gone */
     enum evhttp_cmd_type method;
     char path[1024];
     struct evkeyvalq query;
@@ -63,10 +68,12 @@ struct api_req {
     const route *rt;
     /* asynchronous routes */
     bool held, closed, replied, sse_started;
-    api_req *hprev, *hnext;       /* the server's list of held requests */
-    void (*on_close)(api_req *r); /* the client went away while held */
-    void *state;                  /* the route's own state */
-    int status;                   /* for the access log */
+    LIST_ENTRY(api_req) held_link; /* the server's list of held requests */
+    void (*on_close)(api_req *r);  /* the client went away while held */
+    void (*on_drain)(api_req *r);  /* a congested SSE reply drained (api_sse_congested) */
+    void *state;                   /* the route's own state */
+    int status;                    /* for the access log */
+    vbuf headers;                  /* extra response headers, "Name: value\r\n" lines */
 };
 
 /* ---- replies (each sends exactly one response; the request is then done) ---- */
@@ -74,6 +81,8 @@ struct api_req {
 void api_reply_json(api_req *r, int status, json_t *body); /* steals body */
 void api_reply_detail(api_req *r, int status, const char *detail);
 void api_reply_empty(api_req *r, int status); /* 204 */
+/* Adds a response header to the reply this request will send. */
+void api_add_header(api_req *r, const char *name, const char *value);
 /* 422 with one pydantic-style error: type e.g. "missing", loc e.g. {"body","model"}. */
 void api_reply_422(api_req *r, const char *type, const char *const *loc, size_t nloc, const char *msg,
                    const json_t *input);
@@ -99,6 +108,11 @@ void api_sse_start(api_req *r);
 void api_sse_event(api_req *r, const char *json, size_t len);
 void api_sse_comment(api_req *r, const char *text); /* ": text\n\n" keep-alive */
 void api_sse_end(api_req *r);
+/* Backpressure: the client reads slower than events come. A route that stops
+ * producing while congested is told by on_drain when it may go on; a connection
+ * that stays congested too long is closed (on_close runs). */
+bool api_sse_congested(const api_req *r);
+void api_sse_on_drain(api_req *r, void (*on_drain)(api_req *r));
 
 /* ---- the server ---- */
 
@@ -109,6 +123,8 @@ const server_config *server_cfg(server *s);
 /* Shutdown: ends every held request (their on_close runs; an SSE reply is ended,
  * others get 503) so that freeing the HTTP server finds none in flight. */
 void server_close_held(server *s);
+/* Shutdown: no new connections; open ones finish what they hold. */
+void server_stop_accepting(server *s);
 /* Binds the listen address; fills the bound address text (with the real port). */
 int server_listen(server *s, char *bound, size_t n, char *err, size_t errlen);
 

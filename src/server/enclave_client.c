@@ -14,7 +14,9 @@
 #include "common/buf.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/secret.h"
 #include "enclave/enclave.h"
+#include "enclave/server.h"
 
 #define CONTROL_TIMEOUT_MS 5000u
 #define KEY_TIMEOUT_MS 10000u
@@ -38,6 +40,8 @@ struct ec_op {
     bool got_bytes;
     bool finished;
     bool in_cb;           /* inside on_event: a cancel only marks the op */
+    bool paused;          /* backpressure: do not deliver events now */
+    struct event *resume; /* delivers the events buffered while paused */
     json_t *mock_req;     /* mock: the request object */
     enclave_req *mock;    /* mock: the running core request */
     char rid[LOG_RID_LEN + 1];
@@ -64,6 +68,7 @@ struct enclave_client {
     char addr_text[160];
     long cid;
     unsigned stream_timeout_ms;
+    size_t max_request;
     char pub_hex[65];
     bool have_key;
     bool key_fetching;
@@ -113,6 +118,8 @@ static void op_free(ec_op *op)
         event_free(op->timer);
     if (op->kick)
         event_free(op->kick);
+    if (op->resume)
+        event_free(op->resume);
     if (op->conn) {
         op->conn->op = NULL;
         conn_free(op->conn); /* closing it makes the enclave cancel a running stream */
@@ -126,6 +133,7 @@ const char *ec_mode_name(const enclave_client *ec) { return ec->mode == ENCLAVE_
 const char *ec_addr(const enclave_client *ec) { return ec->addr_text; }
 long ec_cid(const enclave_client *ec) { return ec->cid; }
 const char *ec_public_key(const enclave_client *ec) { return ec->have_key ? ec->pub_hex : NULL; }
+size_t ec_max_request(const enclave_client *ec) { return ec->max_request; }
 
 void ec_on_restart(enclave_client *ec, void (*cb)(void *), void *ud)
 {
@@ -133,8 +141,12 @@ void ec_on_restart(enclave_client *ec, void (*cb)(void *), void *ud)
     ec->restart_ud = ud;
 }
 
-/* A reply or event object arrived for op. Returns true when op is complete. */
-static bool deliver(ec_op *op, json_t *obj);
+/* What deliver() did with op. */
+typedef enum { OP_MORE = 0, OP_COMPLETE, OP_CANCELLED } deliver_rc;
+
+/* A reply or event object arrived for op. Unless OP_MORE, op has been freed:
+ * OP_CANCELLED says it was cancelled from inside the callback. */
+static deliver_rc deliver(ec_op *op, json_t *obj);
 static void finish_error(ec_op *op, const char *code, const char *msg);
 
 /* ---- nitro transport ---- */
@@ -193,7 +205,7 @@ static void on_conn_read(struct bufferevent *bev, void *arg)
     ec_op *op = c->op;
     op->got_bytes = true;
     note_up(c->ec);
-    for (;;) {
+    while (!op->paused) {
         size_t n;
         char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF);
         if (!line) {
@@ -210,11 +222,42 @@ static void on_conn_read(struct bufferevent *bev, void *arg)
             finish_error(op, "enclave_protocol", "enclave sent invalid JSON");
             return;
         }
-        bool done = deliver(op, obj);
+        deliver_rc done = deliver(op, obj);
         json_decref(obj);
-        if (done)
+        if (done != OP_MORE)
             return; /* op freed, connection pooled or closed */
     }
+}
+
+static void on_op_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    ec_op *op = arg;
+    if (!op->paused && op->conn)
+        on_conn_read(op->conn->bev, op->conn);
+}
+
+void ec_op_pause(ec_op *op, bool pause)
+{
+    if (!op || op->finished || op->paused == pause)
+        return;
+    op->paused = pause;
+    if (op->mock) {
+        enclave_req_pause(op->mock, pause);
+        return;
+    }
+    if (!op->conn)
+        return;
+    if (pause) {
+        bufferevent_disable(op->conn->bev, EV_READ);
+        return;
+    }
+    bufferevent_enable(op->conn->bev, EV_READ);
+    if (!op->resume)
+        op->resume = event_new(op->ec->base, -1, 0, on_op_resume, op);
+    if (op->resume && evbuffer_get_length(bufferevent_get_input(op->conn->bev)) > 0)
+        event_active(op->resume, EV_TIMEOUT, 0); /* lines read before the pause */
 }
 
 static void on_conn_event(struct bufferevent *bev, short what, void *arg)
@@ -268,6 +311,31 @@ static ec_conn *conn_open(enclave_client *ec, char *err, size_t errlen)
     return c;
 }
 
+static void free_wiped(const void *data, size_t len, void *extra)
+{
+    (void)extra;
+    secure_wipe((void *)data, len);
+    free((void *)data);
+}
+
+/* A request may carry credentials, and bufferevent_write would copy them into
+ * chains that libevent frees unwiped. libevent instead writes from a copy of
+ * ours, which it hands back to free_wiped once written or dropped. A copy,
+ * because op->req stays for a retry and a freed bufferevent lets go of its
+ * chains only later. */
+static int write_wiped(struct bufferevent *bev, const vbuf *b)
+{
+    uint8_t *copy = malloc(b->len ? b->len : 1);
+    if (!copy)
+        return -1;
+    memcpy(copy, b->data, b->len);
+    if (evbuffer_add_reference(bufferevent_get_output(bev), copy, b->len, free_wiped, NULL) < 0) {
+        free_wiped(copy, b->len, NULL); /* not called back on failure */
+        return -1;
+    }
+    return 0;
+}
+
 static void start_nitro(ec_op *op)
 {
     enclave_client *ec = op->ec;
@@ -291,7 +359,8 @@ static void start_nitro(ec_op *op)
     }
     c->op = op;
     op->conn = c;
-    bufferevent_write(c->bev, op->req.data, op->req.len);
+    if (write_wiped(c->bev, &op->req) < 0)
+        event_active(op->kick, EV_TIMEOUT, 0);
 }
 
 /* ---- replies ---- */
@@ -352,7 +421,7 @@ static void finish_error(ec_op *op, const char *code, const char *msg)
     finish(op, false);
 }
 
-static bool deliver(ec_op *op, json_t *obj)
+static deliver_rc deliver(ec_op *op, json_t *obj)
 {
     enclave_client *ec = op->ec;
     const char *status = json_string_value(json_object_get(obj, "status"));
@@ -369,14 +438,19 @@ static bool deliver(ec_op *op, json_t *obj)
         const char *pk = json_string_value(json_object_get(obj, "public_key"));
         if (success && pk && strlen(pk) == 64)
             set_key(ec, pk); /* a different key means the enclave restarted */
+        json_int_t mr = json_integer_value(json_object_get(obj, "max_request"));
+        if (success && mr >= 1024 && (size_t)mr != ec->max_request) {
+            ec->max_request = (size_t)mr;
+            log_info(NULL, "event=enclave_limit_learned max_request=%zu", ec->max_request);
+        }
         op->health_cb(op->ud, &h);
         finish(op, true);
-        return true;
+        return OP_COMPLETE;
     }
     case OP_SET_CREDS:
         op->result_cb(op->ud, success, success ? NULL : "enclave refused the credentials");
         finish(op, true);
-        return true;
+        return OP_COMPLETE;
     case OP_KEY: {
         const char *pk = json_string_value(json_object_get(obj, "public_key"));
         ec->key_fetching = false;
@@ -387,7 +461,7 @@ static bool deliver(ec_op *op, json_t *obj)
             event_add(ec->key_retry, &tv);
         }
         finish(op, true);
-        return true;
+        return OP_COMPLETE;
     }
     case OP_STREAM: {
         const json_t *err = json_object_get(obj, "error");
@@ -403,39 +477,41 @@ static bool deliver(ec_op *op, json_t *obj)
             }
             op->scb.on_end(op->ud, code ? code : "enclave_error", msg ? msg : "");
             finish(op, true);
-            return true;
+            return OP_COMPLETE;
         }
         op->in_cb = true;
         op->scb.on_event(op->ud, obj);
         op->in_cb = false;
         if (op->finished) { /* cancelled inside the callback: the free was left to us */
             op_free(op);
-            return true;
+            return OP_CANCELLED;
         }
         if (json_is_true(json_object_get(obj, "is_final"))) {
             op->scb.on_end(op->ud, NULL, NULL);
             finish(op, true);
-            return true;
+            return OP_COMPLETE;
         }
-        return false;
+        return OP_MORE;
     }
     }
-    return false;
+    return OP_MORE;
 }
 
 /* ---- mock transport: the core in-process ---- */
 
-static void mock_emit(void *ud, const char *json, size_t len)
+static int mock_emit(void *ud, const char *json, size_t len)
 {
     ec_op *op = ud;
     if (op->finished)
-        return;
+        return 1; /* cancelled: the core frees its request, no further calls */
     json_t *obj = json_loadb(json, len, 0, NULL);
     if (!obj)
-        return;
-    /* on the final object deliver() frees op; the core then ends its own request */
-    deliver(op, obj);
+        return 0;
+    /* on the final object deliver() frees op; the core then ends its own request.
+     * A cancel from inside the route's callback stops the core at once. */
+    deliver_rc rc = deliver(op, obj);
     json_decref(obj);
+    return rc == OP_CANCELLED;
 }
 
 static void mock_done(void *ud)
@@ -479,7 +555,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     finish_error(op, "timeout", "Request timed out");
 }
 
-static ec_op *op_new(enclave_client *ec, op_kind kind, const json_t *req, unsigned timeout_ms)
+static ec_op *op_alloc(enclave_client *ec, op_kind kind)
 {
     ec_op *op = calloc(1, sizeof *op);
     if (!op)
@@ -489,24 +565,42 @@ static ec_op *op_new(enclave_client *ec, op_kind kind, const json_t *req, unsign
     log_new_rid(op->rid);
     op->timer = evtimer_new(ec->base, on_deadline, op);
     op->kick = event_new(ec->base, -1, 0, on_kick, op);
+    if (!op->timer || !op->kick) {
+        op_free(op);
+        return NULL;
+    }
+    return op;
+}
+
+/* Sends op->req (nitro) or runs op->mock_req (mock). */
+static ec_op *op_start(ec_op *op, unsigned timeout_ms)
+{
+    enclave_client *ec = op->ec;
+    live_add(ec, op);
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    evtimer_add(op->timer, &tv);
+    if (ec->mode == ENCLAVE_MOCK)
+        event_active(op->kick, EV_TIMEOUT, 0);
+    else
+        start_nitro(op);
+    return op;
+}
+
+static ec_op *op_new(enclave_client *ec, op_kind kind, const json_t *req, unsigned timeout_ms)
+{
+    ec_op *op = op_alloc(ec, kind);
+    if (!op)
+        return NULL;
     char *s = json_dumps(req, JSON_COMPACT);
-    if (!op->timer || !op->kick || !s || vbuf_append_str(&op->req, s) < 0 ||
-        vbuf_append(&op->req, "\n", 1) < 0) {
+    if (!s || vbuf_append_str(&op->req, s) < 0 || vbuf_append(&op->req, "\n", 1) < 0) {
         free(s);
         op_free(op);
         return NULL;
     }
     free(s);
-    live_add(ec, op);
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    evtimer_add(op->timer, &tv);
-    if (ec->mode == ENCLAVE_MOCK) {
+    if (ec->mode == ENCLAVE_MOCK)
         op->mock_req = json_deep_copy(req);
-        event_active(op->kick, EV_TIMEOUT, 0);
-    } else {
-        start_nitro(op);
-    }
-    return op;
+    return op_start(op, timeout_ms);
 }
 
 void ec_op_cancel(ec_op *op)
@@ -534,20 +628,39 @@ ec_op *ec_health(enclave_client *ec, ec_health_cb cb, void *ud)
     return op;
 }
 
+/* The request line, written straight into a securely grown buffer: jansson
+ * would leave the secret in the objects and the dumped string it frees
+ * unwiped (veild installs no wiping allocator in nitro mode). */
+static int creds_line(const imds_credentials *c, vbuf *out)
+{
+    static const char *const part[] = {
+        "{\"command\":\"SET_CREDENTIALS\",\"credentials\":{\"access_key_id\":",
+        ",\"secret_access_key\":", ",\"session_token\":", ",\"expiration\":"};
+    const char *val[] = {c->access_key_id, c->secret_access_key, c->session_token, c->expiration};
+    size_t n = c->expiration[0] ? 4 : 3;
+    for (size_t i = 0; i < n; i++)
+        if (vbuf_append_secure(out, part[i], strlen(part[i])) < 0 || vbuf_append_json_string(out, val[i]) < 0)
+            return -1;
+    return vbuf_append_secure(out, "}}\n", 3);
+}
+
 ec_op *ec_set_credentials(enclave_client *ec, const imds_credentials *c, ec_result_cb cb, void *ud)
 {
-    json_t *req = json_pack("{s:s, s:{s:s, s:s, s:s}}", "command", "SET_CREDENTIALS", "credentials",
-                            "access_key_id", c->access_key_id, "secret_access_key",
-                            c->secret_access_key, "session_token", c->session_token);
-    if (req && c->expiration[0])
-        json_object_set_new(json_object_get(req, "credentials"), "expiration", json_string(c->expiration));
-    ec_op *op = req ? op_new(ec, OP_SET_CREDS, req, CONTROL_TIMEOUT_MS) : NULL;
-    json_decref(req); /* the secure JSON allocator wipes it */
-    if (op) {
-        op->result_cb = cb;
-        op->ud = ud;
-    }
-    return op;
+    ec_op *op = op_alloc(ec, OP_SET_CREDS);
+    if (!op)
+        return NULL;
+    if (creds_line(c, &op->req) < 0)
+        goto fail;
+    /* mock: veild installed the wiping JSON allocator (enclave_secure_json) */
+    if (ec->mode == ENCLAVE_MOCK &&
+        !(op->mock_req = json_loadb((const char *)op->req.data, op->req.len, 0, NULL)))
+        goto fail;
+    op->result_cb = cb;
+    op->ud = ud;
+    return op_start(op, CONTROL_TIMEOUT_MS);
+fail:
+    op_free(op);
+    return NULL;
 }
 
 ec_op *ec_chat_stream(enclave_client *ec, const json_t *request, const ec_stream_callbacks *cb, void *ud)
@@ -616,6 +729,7 @@ enclave_client *ec_new(struct event_base *base, const server_config *cfg, char *
     ec->base = base;
     ec->mode = cfg->mode;
     ec->stream_timeout_ms = (unsigned)cfg->stream_timeout * 1000u;
+    ec->max_request = ENCLAVE_DEFAULT_MAX_REQUEST;
     ec->key_retry = evtimer_new(base, on_key_retry, ec);
     if (ec->mode == ENCLAVE_NITRO) {
         char spec[320];

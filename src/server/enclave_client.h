@@ -63,4 +63,14 @@ ec_op *ec_chat_stream(enclave_client *ec, const json_t *request, const ec_stream
  * enclave cancel the upstream request. */
 void ec_op_cancel(ec_op *op);
 
+/* Backpressure for a stream whose client reads slower than the answer comes: no
+ * on_event until resumed (nitro: the enclave connection is not read, so the
+ * enclave pauses in turn; mock: the in-process request stops reading Bedrock).
+ * The op's deadline keeps running. Safe inside on_event. */
+void ec_op_pause(ec_op *op, bool pause);
+
+/* The largest request the enclave accepts (learned from its HEALTH; the default
+ * 8 MiB until then, and in mock mode). */
+size_t ec_max_request(const enclave_client *ec);
+
 #endif

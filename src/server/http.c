@@ -1,18 +1,20 @@
-/* http — the evhttp server: routing, CORS, bearer auth, replies, SSE. */
-#include <event2/buffer.h>
+/* http — veild's API layer on the httpd engine: routing, CORS, bearer auth, the
+ * per-user request rate, replies, SSE. */
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
-#include <sys/queue.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 
 #include "common/addr.h"
 #include "server/server_int.h"
 
-#define HTTP_TIMEOUT_SECONDS 600
+#define ECHO_MAX 512       /* bytes of an invalid value a 422 echoes back */
+#define ECHO_STRING_MAX 128
+#define LIT(s) s, sizeof(s) - 1
 
 static long ms_since(const struct timespec *t0)
 {
@@ -21,18 +23,30 @@ static long ms_since(const struct timespec *t0)
     return (now.tv_sec - t0->tv_sec) * 1000L + (now.tv_nsec - t0->tv_nsec) / 1000000L;
 }
 
+static const struct {
+    const char *name;
+    enum evhttp_cmd_type m;
+} METHODS[] = {
+    {"GET", EVHTTP_REQ_GET},   {"POST", EVHTTP_REQ_POST},       {"PUT", EVHTTP_REQ_PUT},
+    {"DELETE", EVHTTP_REQ_DELETE}, {"OPTIONS", EVHTTP_REQ_OPTIONS}, {"HEAD", EVHTTP_REQ_HEAD},
+    {"PATCH", EVHTTP_REQ_PATCH},
+};
+
+/* Method names are case-sensitive (RFC 9110 §9.1): "get" is no GET. */
+static enum evhttp_cmd_type method_of(const char *name)
+{
+    for (size_t i = 0; i < sizeof METHODS / sizeof METHODS[0]; i++)
+        if (strcmp(name, METHODS[i].name) == 0)
+            return METHODS[i].m;
+    return 0;
+}
+
 static const char *method_name(enum evhttp_cmd_type m)
 {
-    switch (m) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_PATCH: return "PATCH";
-    default: return "OTHER";
-    }
+    for (size_t i = 0; i < sizeof METHODS / sizeof METHODS[0]; i++)
+        if (METHODS[i].m == m)
+            return METHODS[i].name;
+    return "OTHER";
 }
 
 static void hold_del(api_req *r)
@@ -41,19 +55,14 @@ static void hold_del(api_req *r)
         return;
     r->held = false;
     r->srv->held--;
-    if (r->hprev)
-        r->hprev->hnext = r->hnext;
-    else
-        r->srv->held_list = r->hnext;
-    if (r->hnext)
-        r->hnext->hprev = r->hprev;
-    r->hprev = r->hnext = NULL;
+    LIST_REMOVE(r, held_link);
 }
 
 static void req_free(api_req *r)
 {
     hold_del(r);
     evhttp_clear_headers(&r->query);
+    vbuf_free(&r->headers);
     free(r);
 }
 
@@ -63,94 +72,98 @@ static void access_log(api_req *r)
              r->status, ms_since(&r->t0));
 }
 
-static void on_conn_close(struct evhttp_connection *conn, void *arg)
+/* The connection went away while a route held the request: the route drops its
+ * state (on_close), then the request is freed. httpd frees its own half. */
+static void on_conn_close(httpd_req *hr, void *arg)
 {
-    (void)conn;
+    (void)hr;
     api_req *r = arg;
-    /* The client went away while we held the request. libevent detached the
-     * unfinished request from the dying connection without freeing it (a reply
-     * may still be in progress): it is ours to free. server_close_held keeps
-     * shutdown, where libevent frees attached requests itself, off this path. */
-    struct evhttp_request *ev = r->ev;
     r->closed = true;
-    r->ev = NULL;
-    r->status = 499;
+    r->hr = NULL;
+    if (!r->replied)
+        r->status = 499;
     access_log(r);
     if (r->on_close)
         r->on_close(r);
     req_free(r);
-    if (ev)
-        evhttp_request_free(ev);
 }
 
-static void detach_close(api_req *r)
+static void on_conn_drain(httpd_req *hr, void *arg)
 {
-    if (r->held && r->ev)
-        evhttp_connection_set_closecb(evhttp_request_get_connection(r->ev), NULL, NULL);
+    (void)hr;
+    api_req *r = arg;
+    if (r->on_drain)
+        r->on_drain(r);
 }
 
 static void finish(api_req *r)
 {
     r->replied = true;
+    r->hr = NULL; /* httpd freed it with the response */
     access_log(r);
-    if (!r->held)
-        return; /* the dispatcher frees it when the route returns */
-    detach_close(r);
-    req_free(r);
+    if (r->held)
+        req_free(r);
+    /* else the dispatcher frees it when the route returns */
 }
 
+void api_add_header(api_req *r, const char *name, const char *value)
+{
+    vbuf_printf(&r->headers, "%s: %s\r\n", name, value);
+}
+
+/* CORS: an origin listed exactly is reflected with credentials; `*` lets any
+ * origin read the answer, but never with credentials (a wildcard that reflected
+ * the origin with Allow-Credentials would let every site act as the user). */
 static void add_cors(api_req *r)
 {
-    const char *origin = evhttp_find_header(evhttp_request_get_input_headers(r->ev), "Origin");
+    const char *origin = api_header(r, "Origin");
     if (!origin)
         return;
     const char *list = r->srv->cfg.cors_origins;
     size_t ol = strlen(origin);
+    bool star = false;
     for (const char *p = list; *p;) {
         const char *comma = strchr(p, ',');
         size_t n = comma ? (size_t)(comma - p) : strlen(p);
-        while (n && (*p == ' ')) p++, n--;
-        while (n && p[n - 1] == ' ') n--;
-        if ((n == ol && strncmp(p, origin, n) == 0) || (n == 1 && *p == '*')) {
-            struct evkeyvalq *h = evhttp_request_get_output_headers(r->ev);
-            evhttp_add_header(h, "Access-Control-Allow-Origin", origin);
-            evhttp_add_header(h, "Access-Control-Allow-Credentials", "true");
-            evhttp_add_header(h, "Vary", "Origin");
+        while (n && (*p == ' '))
+            p++, n--;
+        while (n && p[n - 1] == ' ')
+            n--;
+        if (n == ol && strncmp(p, origin, n) == 0) {
+            api_add_header(r, "Access-Control-Allow-Origin", origin);
+            api_add_header(r, "Access-Control-Allow-Credentials", "true");
+            api_add_header(r, "Vary", "Origin");
             return;
         }
+        if (n == 1 && *p == '*')
+            star = true;
         if (!comma)
             break;
         p = comma + 1;
     }
+    if (star)
+        api_add_header(r, "Access-Control-Allow-Origin", "*");
 }
 
-static void send_buffer(api_req *r, int status, struct evbuffer *b, const char *ctype)
+static void send_reply(api_req *r, int status, const char *body, size_t len, const char *ctype)
 {
     r->status = status;
-    if (r->closed || r->replied) {
-        evbuffer_free(b);
+    if (r->closed || r->replied || !r->hr)
         return;
-    }
-    struct evkeyvalq *h = evhttp_request_get_output_headers(r->ev);
     if (ctype)
-        evhttp_add_header(h, "Content-Type", ctype);
-    evhttp_add_header(h, "X-Request-Id", r->rid);
+        api_add_header(r, "Content-Type", ctype);
+    api_add_header(r, "X-Request-Id", r->rid);
     add_cors(r);
-    evhttp_send_reply(r->ev, status, NULL, b);
-    evbuffer_free(b);
+    httpd_respond(r->hr, status, vbuf_cstr(&r->headers), body, len);
     finish(r);
 }
 
 void api_reply_json(api_req *r, int status, json_t *body)
 {
-    struct evbuffer *b = evbuffer_new();
     char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    if (s) {
-        evbuffer_add(b, s, strlen(s));
-        free(s);
-    }
     json_decref(body);
-    send_buffer(r, status, b, "application/json");
+    send_reply(r, status, s ? s : "", s ? strlen(s) : 0, "application/json");
+    free(s);
 }
 
 void api_reply_detail(api_req *r, int status, const char *detail)
@@ -160,7 +173,30 @@ void api_reply_detail(api_req *r, int status, const char *detail)
 
 void api_reply_empty(api_req *r, int status)
 {
-    send_buffer(r, status, evbuffer_new(), NULL);
+    send_reply(r, status, "", 0, NULL);
+}
+
+/* What a 422 echoes of the invalid value: the value itself when small; a long
+ * string cut to its first ECHO_STRING_MAX bytes; anything else large as null. A
+ * 16 MiB body must not come back as a 16 MiB answer (F0). */
+static json_t *echo_of(const json_t *input)
+{
+    if (!input)
+        return json_null();
+    if (json_is_string(input) && json_string_length(input) > ECHO_STRING_MAX) {
+        const char *s = json_string_value(input);
+        size_t n = ECHO_STRING_MAX;
+        while (n && ((unsigned char)s[n] & 0xC0) == 0x80) /* not inside a UTF-8 sequence */
+            n--;
+        char buf[ECHO_STRING_MAX + 4];
+        memcpy(buf, s, n);
+        memcpy(buf + n, "...", 4);
+        return json_string(buf);
+    }
+    char *dump = json_dumps(input, JSON_COMPACT | JSON_ENCODE_ANY);
+    size_t n = dump ? strlen(dump) : 0;
+    free(dump);
+    return dump && n <= ECHO_MAX ? json_deep_copy(input) : json_null();
 }
 
 void api_reply_422(api_req *r, const char *type, const char *const *loc, size_t nloc, const char *msg,
@@ -173,7 +209,7 @@ void api_reply_422(api_req *r, const char *type, const char *const *loc, size_t 
         json_array_append_new(l, digits ? json_integer(atol(loc[i])) : json_string(loc[i]));
     }
     json_t *e = json_pack("{s:s, s:o, s:s}", "type", type, "loc", l, "msg", msg);
-    json_object_set_new(e, "input", input ? json_deep_copy(input) : json_null());
+    json_object_set_new(e, "input", echo_of(input));
     api_reply_json(r, 422, json_pack("{s:[o]}", "detail", e));
 }
 
@@ -185,9 +221,11 @@ void api_store_error(api_req *r, const char *what)
 
 const char *api_body_raw(api_req *r, size_t *len)
 {
-    struct evbuffer *in = evhttp_request_get_input_buffer(r->ev);
-    *len = evbuffer_get_length(in);
-    return *len ? (const char *)evbuffer_pullup(in, -1) : "";
+    if (!r->hr) {
+        *len = 0;
+        return "";
+    }
+    return (const char *)httpd_body(r->hr, len);
 }
 
 json_t *api_body_json(api_req *r)
@@ -206,7 +244,7 @@ json_t *api_body_json(api_req *r)
 
 const char *api_header(api_req *r, const char *name)
 {
-    return evhttp_find_header(evhttp_request_get_input_headers(r->ev), name);
+    return r->hr ? httpd_header(r->hr, name) : NULL;
 }
 
 const char *api_query(api_req *r, const char *name)
@@ -219,11 +257,8 @@ void api_req_hold(api_req *r, void (*on_close)(api_req *r), void *state)
     if (!r->held) {
         r->held = true;
         r->srv->held++;
-        r->hnext = r->srv->held_list;
-        if (r->hnext)
-            r->hnext->hprev = r;
-        r->srv->held_list = r;
-        evhttp_connection_set_closecb(evhttp_request_get_connection(r->ev), on_conn_close, r);
+        LIST_INSERT_HEAD(&r->srv->held_list, r, held_link);
+        httpd_on_close(r->hr, on_conn_close, r);
     }
     r->on_close = on_close;
     r->state = state;
@@ -231,47 +266,56 @@ void api_req_hold(api_req *r, void (*on_close)(api_req *r), void *state)
 
 void api_sse_start(api_req *r)
 {
-    struct evkeyvalq *h = evhttp_request_get_output_headers(r->ev);
-    evhttp_add_header(h, "Content-Type", "text/event-stream");
-    evhttp_add_header(h, "Cache-Control", "no-cache");
-    evhttp_add_header(h, "Connection", "keep-alive");
-    evhttp_add_header(h, "X-Accel-Buffering", "no");
-    evhttp_add_header(h, "X-Request-Id", r->rid);
+    if (!r->hr)
+        return;
+    api_add_header(r, "Content-Type", "text/event-stream");
+    api_add_header(r, "Cache-Control", "no-cache");
+    api_add_header(r, "Connection", "keep-alive");
+    api_add_header(r, "X-Accel-Buffering", "no");
+    api_add_header(r, "X-Request-Id", r->rid);
     add_cors(r);
     r->status = 200;
     r->sse_started = true;
-    evhttp_send_reply_start(r->ev, 200, "OK");
+    httpd_on_drain(r->hr, on_conn_drain, r);
+    httpd_stream_start(r->hr, 200, vbuf_cstr(&r->headers));
+}
+
+static void sse_write(api_req *r, const char *prefix, const char *text, size_t len)
+{
+    if (r->closed || r->replied || !r->hr)
+        return;
+    vbuf b = VBUF_INIT;
+    if (vbuf_append_str(&b, prefix) == 0 && vbuf_append(&b, text, len) == 0 && vbuf_append(&b, "\n\n", 2) == 0)
+        httpd_stream_write(r->hr, b.data, b.len);
+    vbuf_free(&b);
 }
 
 void api_sse_event(api_req *r, const char *json, size_t len)
 {
-    if (r->closed)
-        return;
-    struct evbuffer *b = evbuffer_new();
-    evbuffer_add(b, "data: ", 6);
-    evbuffer_add(b, json, len);
-    evbuffer_add(b, "\n\n", 2);
-    evhttp_send_reply_chunk(r->ev, b);
-    evbuffer_free(b);
+    sse_write(r, "data: ", json, len);
 }
 
 void api_sse_comment(api_req *r, const char *text)
 {
-    if (r->closed)
-        return;
-    struct evbuffer *b = evbuffer_new();
-    evbuffer_add_printf(b, ": %s\n\n", text);
-    evhttp_send_reply_chunk(r->ev, b);
-    evbuffer_free(b);
+    sse_write(r, ": ", text, strlen(text));
 }
 
 void api_sse_end(api_req *r)
 {
-    if (r->closed || r->replied)
+    if (r->closed || r->replied || !r->hr)
         return;
-    detach_close(r);
-    evhttp_send_reply_end(r->ev);
+    httpd_stream_end(r->hr);
     finish(r);
+}
+
+bool api_sse_congested(const api_req *r)
+{
+    return r->hr && httpd_congested(r->hr);
+}
+
+void api_sse_on_drain(api_req *r, void (*on_drain)(api_req *r))
+{
+    r->on_drain = on_drain;
 }
 
 /* ---- routing ---- */
@@ -316,6 +360,20 @@ static void run_route(api_req *r)
         req_free(r);
 }
 
+/* One request of a signed-in user: within that user's rate, or 429. */
+static bool within_rate(api_req *r)
+{
+    unsigned wait = ul_take_request(r->srv->limits, r->auth.user_id);
+    if (wait == 0)
+        return true;
+    char secs[16];
+    snprintf(secs, sizeof secs, "%u", wait);
+    api_add_header(r, "Retry-After", secs);
+    log_info(r->rid, "event=rate_limited retry_after=%u", wait);
+    api_reply_detail(r, 429, "Too many requests, please slow down");
+    return false;
+}
+
 static void on_auth(void *ud, int status, const char *detail, const auth_ctx *ctx)
 {
     api_req *r = ud;
@@ -330,8 +388,12 @@ static void on_auth(void *ud, int status, const char *detail, const auth_ctx *ct
     if (was_held) {
         /* we held the request only for the key fetch: the route starts fresh */
         hold_del(r);
-        evhttp_connection_set_closecb(evhttp_request_get_connection(r->ev), NULL, NULL);
+        httpd_on_close(r->hr, NULL, NULL);
         r->on_close = NULL;
+    }
+    if (!within_rate(r)) {
+        req_free(r);
+        return;
     }
     run_route(r);
 }
@@ -341,63 +403,70 @@ static void on_auth_close(api_req *r)
     auth_wait_cancel(r->state);
 }
 
-static void dispatch(struct evhttp_request *ev, void *arg)
+/* 405 with the methods the path does answer, or 404. */
+static void no_route(api_req *r, const char *q)
+{
+    server *s = r->srv;
+    vbuf allow = VBUF_INIT;
+    for (size_t i = 0; i < s->n_routes; i++)
+        if (match(s->routes[i].pattern, r->path, r))
+            vbuf_printf(&allow, "%s%s", allow.len ? ", " : "", method_name(s->routes[i].method));
+    if (allow.len) {
+        api_add_header(r, "Allow", vbuf_cstr(&allow));
+        vbuf_free(&allow);
+        api_reply_detail(r, 405, "Method Not Allowed");
+        return;
+    }
+    /* FastAPI redirects the slash-less form of a route that ends in '/' */
+    char alt[1030];
+    snprintf(alt, sizeof alt, "%s/", r->path);
+    for (size_t i = 0; i < s->n_routes; i++) {
+        if (r->method == s->routes[i].method && match(s->routes[i].pattern, alt, r)) {
+            char loc[1100];
+            snprintf(loc, sizeof loc, "%s%s%s", alt, q ? "?" : "", q ? q : "");
+            api_add_header(r, "Location", loc);
+            api_reply_empty(r, 307);
+            return;
+        }
+    }
+    api_reply_detail(r, 404, "Not Found");
+}
+
+static void dispatch(httpd_req *hr, void *arg)
 {
     server *s = arg;
     api_req *r = calloc(1, sizeof *r);
     if (!r) {
-        evhttp_send_error(ev, 503, "Service Unavailable");
+        httpd_respond(hr, 503, "Content-Type: application/json\r\n", LIT("{\"detail\":\"Service busy, please retry\"}"));
         return;
     }
     r->srv = s;
-    r->ev = ev;
-    r->method = evhttp_request_get_command(ev);
+    r->hr = hr;
+    r->method = method_of(httpd_method(hr));
     clock_gettime(CLOCK_MONOTONIC, &r->t0);
     log_new_rid(r->rid);
     TAILQ_INIT(&r->query);
-    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
-    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-    const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
-    snprintf(r->path, sizeof r->path, "%s", path && *path ? path : "/");
+    const char *q = httpd_query(hr);
+    snprintf(r->path, sizeof r->path, "%s", httpd_path(hr));
     if (q && evhttp_parse_query_str(q, &r->query) < 0) {
         api_reply_detail(r, 400, "Invalid query string");
         req_free(r);
         return;
     }
     if (r->method == EVHTTP_REQ_OPTIONS) { /* CORS preflight must answer 2xx */
-        struct evkeyvalq *h = evhttp_request_get_output_headers(ev);
-        evhttp_add_header(h, "Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS");
-        evhttp_add_header(h, "Access-Control-Allow-Headers", "Content-Type, Authorization, X-Requested-With");
-        evhttp_add_header(h, "Access-Control-Max-Age", "600");
+        api_add_header(r, "Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS");
+        api_add_header(r, "Access-Control-Allow-Headers", "Content-Type, Authorization, X-Requested-With");
+        api_add_header(r, "Access-Control-Max-Age", "600");
         api_reply_empty(r, 200);
         req_free(r);
         return;
     }
     const route *found = NULL;
-    bool path_known = false;
-    for (size_t i = 0; i < s->n_routes && !found; i++) {
-        if (!match(s->routes[i].pattern, r->path, r))
-            continue;
-        path_known = true;
-        if (s->routes[i].method == r->method)
+    for (size_t i = 0; i < s->n_routes && !found; i++)
+        if (s->routes[i].method == r->method && match(s->routes[i].pattern, r->path, r))
             found = &s->routes[i];
-    }
     if (!found) {
-        /* FastAPI redirects the slash-less form of a route that ends in '/' */
-        char alt[1030];
-        snprintf(alt, sizeof alt, "%s/", r->path);
-        for (size_t i = 0; i < s->n_routes && !path_known; i++) {
-            if (match(s->routes[i].pattern, alt, r)) {
-                const char *qs = q ? q : "";
-                char loc[1100];
-                snprintf(loc, sizeof loc, "%s%s%s", alt, *qs ? "?" : "", qs);
-                evhttp_add_header(evhttp_request_get_output_headers(ev), "Location", loc);
-                api_reply_empty(r, 307);
-                req_free(r);
-                return;
-            }
-        }
-        api_reply_detail(r, path_known ? 405 : 404, path_known ? "Method Not Allowed" : "Not Found");
+        no_route(r, q);
         req_free(r);
         return;
     }
@@ -435,17 +504,24 @@ server *server_new(struct event_base *base, const server_config *cfg, char *err,
     }
     s->base = base;
     s->cfg = *cfg;
-    s->http = evhttp_new(base);
-    if (!s->http) {
+    LIST_INIT(&s->held_list);
+    httpd_limits lim = {
+        .max_head = (size_t)cfg->max_head, .max_body = (size_t)cfg->max_body,
+        .idle_ms = (unsigned)cfg->idle_seconds * 1000u, .head_ms = (unsigned)cfg->head_seconds * 1000u,
+        .body_ms = (unsigned)cfg->body_seconds * 1000u, .max_conns = (unsigned)cfg->max_connections,
+        .max_output = (size_t)cfg->sse_max_buffer, .stall_ms = (unsigned)cfg->sse_stall_seconds * 1000u,
+    };
+    user_limits_config ulc = {
+        .max_streams = (unsigned)cfg->user_max_streams, .rate = (double)cfg->user_rate,
+        .burst = (double)cfg->user_burst, .max_users = (size_t)cfg->user_table_max,
+    };
+    s->http = httpd_new(base, &lim, dispatch, s);
+    s->limits = ul_new(&ulc);
+    if (!s->http || !s->limits) {
         snprintf(err, errlen, "cannot create the HTTP server");
-        free(s);
+        server_free(s);
         return NULL;
     }
-    evhttp_set_max_body_size(s->http, cfg->max_body);
-    evhttp_set_timeout(s->http, HTTP_TIMEOUT_SECONDS);
-    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_HEAD);
-    evhttp_set_gencb(s->http, dispatch, s);
     return s;
 }
 
@@ -453,29 +529,35 @@ void server_free(server *s)
 {
     if (!s)
         return;
-    if (s->http)
-        evhttp_free(s->http);
+    httpd_free(s->http);
+    ul_free(s->limits);
     free((void *)s->routes);
     free(s);
 }
 
+void server_stop_accepting(server *s)
+{
+    httpd_stop_accepting(s->http);
+}
+
 void server_close_held(server *s)
 {
-    while (s->held_list) {
-        api_req *r = s->held_list;
-        detach_close(r);
+    while (!LIST_EMPTY(&s->held_list)) {
+        api_req *r = LIST_FIRST(&s->held_list);
+        httpd_on_close(r->hr, NULL, NULL);
         if (r->on_close)
             r->on_close(r); /* the route drops its state: enclave ops are cancelled */
         r->on_close = NULL;
-        r->status = 503;
         if (r->sse_started) {
-            evhttp_send_reply_end(r->ev);
+            r->status = 200;
+            httpd_stream_end(r->hr);
         } else {
-            struct evbuffer *b = evbuffer_new();
-            evbuffer_add_printf(b, "{\"detail\":\"Service restarting, please retry\"}");
-            evhttp_send_reply(r->ev, 503, NULL, b);
-            evbuffer_free(b);
+            r->status = 503;
+            httpd_respond(r->hr, 503, "Content-Type: application/json\r\n",
+                          LIT("{\"detail\":\"Service restarting, please retry\"}"));
         }
+        r->hr = NULL;
+        r->replied = true;
         access_log(r);
         req_free(r);
     }
@@ -494,11 +576,8 @@ int server_listen(server *s, char *bound, size_t n, char *err, size_t errlen)
         return -1;
     if (a.kind == ADDR_TCP && a.port == 0)
         a.port = (uint16_t)addr_local_port(fd);
-    s->bound = evhttp_accept_socket_with_handle(s->http, fd);
-    if (!s->bound) {
-        snprintf(err, errlen, "cannot accept on %s", s->cfg.listen);
+    if (httpd_accept_on(s->http, fd, err, errlen) < 0)
         return -1;
-    }
     addr_format(&a, bound, n);
     return 0;
 }

@@ -16,6 +16,7 @@
 #define HEARTBEAT_S 15
 #define NOT_FOUND_SESSION "Session not found or access denied"
 #define MAX_HISTORY_ITEMS 1000
+#define STREAM_RETRY_AFTER "5" /* seconds: streams last seconds to minutes */
 
 /* ---- shapes ---- */
 
@@ -369,10 +370,14 @@ static void delete_all_sessions(api_req *r)
 
 typedef struct stream_st {
     api_req *r;
+    server *srv;      /* outlives r, which api_sse_end frees */
     ec_op *op;
     struct event *heartbeat;
     char session_id[64];
     bool new_session;
+    bool holds_slot;  /* counts against the user's concurrent streams */
+    bool paused;      /* the client reads slower than the answer comes */
+    char user_id[256];
     char model[128];
     unsigned chunks;
 } stream_st;
@@ -381,6 +386,8 @@ static void stream_free(stream_st *st)
 {
     if (st->heartbeat)
         event_free(st->heartbeat);
+    if (st->holds_slot)
+        ul_stream_release(st->srv->limits, st->user_id);
     free(st);
 }
 
@@ -391,6 +398,29 @@ static void sse_json(api_req *r, json_t *o)
     if (s) {
         api_sse_event(r, s, strlen(s));
         free(s);
+    }
+}
+
+/* An event for the client; when its output backs up, stop taking the answer from
+ * the enclave until it drains (a client that never reads is cut off by httpd after
+ * VEIL_SSE_STALL_SECONDS, and its stream is cancelled then). */
+static void stream_send(stream_st *st, json_t *o)
+{
+    sse_json(st->r, o);
+    if (!st->paused && st->op && api_sse_congested(st->r)) {
+        st->paused = true;
+        log_debug(st->r->rid, "event=stream_paused chunks=%u", st->chunks);
+        ec_op_pause(st->op, true);
+    }
+}
+
+static void on_stream_drain(api_req *r)
+{
+    stream_st *st = r->state;
+    if (st->paused && st->op) {
+        st->paused = false;
+        log_debug(r->rid, "event=stream_resumed chunks=%u", st->chunks);
+        ec_op_pause(st->op, false);
     }
 }
 
@@ -484,15 +514,8 @@ static void on_final(stream_st *st, const json_t *ev)
     am.model_used = (char *)(used ? used : st->model);
     am.input_tokens = (long)in;
     am.output_tokens = (long)out;
-    session_row ns = {0};
-    if (st->new_session) {
-        ns.id = st->session_id;
-        ns.user_id = r->auth.user_id;
-        ns.org_id = (char *)ctx_org(r);
-        ns.name = (char *)"New Chat";
-    }
-    /* one transaction, only now that the enclave finished (defect §10.8) */
-    store_rc rc = store_chat_commit(r->srv->db, st->new_session ? &ns : NULL, st->session_id, &um, &am);
+    /* both messages in one transaction, only now that the enclave finished */
+    store_rc rc = store_chat_commit(r->srv->db, NULL, st->session_id, &um, &am);
     /* the commit filled ids/timestamps it allocated; the EP strings are borrowed */
     free(um.id);
     free(um.created_at);
@@ -526,19 +549,26 @@ static void sse_v2(stream_st *st, const char *type, const json_t *e)
         return;
     }
     json_object_set_new(o, "type", json_string(type));
-    sse_json(st->r, o);
+    stream_send(st, o);
 }
 
 static void on_stream_event(void *ud, const json_t *ev)
 {
     stream_st *st = ud;
+    /* the final event first: it ends the stream whatever else it carries (an event
+     * with content and is_final was relayed as content, and the stream hung) */
+    if (json_is_true(json_object_get(ev, "is_final"))) {
+        st->op = NULL; /* the enclave client finishes the op after this returns */
+        on_final(st, ev);
+        return;
+    }
     const json_t *sk = json_object_get(ev, "stream_key");
     if (sk) { /* format 2: the stream's public half, before any chunk */
         json_t *o = json_deep_copy(sk);
         if (json_is_object(o)) {
             json_object_set_new(o, "type", json_string("stream_key"));
             json_object_set_new(o, "stream_format", json_integer(2));
-            sse_json(st->r, o);
+            stream_send(st, o);
         } else {
             json_decref(o);
         }
@@ -559,19 +589,12 @@ static void on_stream_event(void *ud, const json_t *ev)
     if (c) {
         st->chunks++;
         /* forwarded as soon as it arrives: nothing waits for the whole answer */
-        json_t *o = json_pack("{s:s, s:O}", "type", "encrypted_chunk", "encrypted_content", c);
-        sse_json(st->r, o);
+        stream_send(st, json_pack("{s:s, s:O}", "type", "encrypted_chunk", "encrypted_content", c));
         return;
     }
     const json_t *t = json_object_get(ev, "encrypted_thinking");
-    if (t) {
-        sse_json(st->r, json_pack("{s:s, s:O}", "type", "thinking", "encrypted_content", t));
-        return;
-    }
-    if (json_is_true(json_object_get(ev, "is_final"))) {
-        st->op = NULL; /* the enclave client finishes the op after this returns */
-        on_final(st, ev);
-    }
+    if (t)
+        stream_send(st, json_pack("{s:s, s:O}", "type", "thinking", "encrypted_content", t));
 }
 
 static void on_stream_end(void *ud, const char *code, const char *msg)
@@ -605,7 +628,7 @@ static bool check_stream_body(api_req *r, json_t *body)
 {
     if (!v_object(r, body) || !v_string(r, body, NULL, "model", 256) ||
         !v_ep(r, body, NULL, "encrypted_message") ||
-        !v_hex(r, body, NULL, NULL, "client_transport_public_key", 64, 0))
+        !v_x25519_key(r, body, NULL, "client_transport_public_key"))
         return false;
     json_t *h = json_object_get(body, "encrypted_history");
     if (h && !json_is_null(h)) {
@@ -661,6 +684,58 @@ static void invalid_model(api_req *r)
     vbuf_free(&b);
 }
 
+/* 429 when the user already holds VEIL_USER_MAX_STREAMS streams: one token must
+ * not take every enclave slot (or the Bedrock quota) from everyone else. */
+static bool take_stream_slot(api_req *r, stream_st *st)
+{
+    if (ul_stream_acquire(r->srv->limits, r->auth.user_id)) {
+        st->holds_slot = true;
+        snprintf(st->user_id, sizeof st->user_id, "%s", r->auth.user_id);
+        return true;
+    }
+    char msg[128];
+    snprintf(msg, sizeof msg, "Too many chats in progress (at most %ld at a time), retry when one ends",
+             r->srv->cfg.user_max_streams);
+    api_add_header(r, "Retry-After", STREAM_RETRY_AFTER);
+    log_info(r->rid, "event=stream_refused reason=user_streams limit=%ld", r->srv->cfg.user_max_streams);
+    api_reply_detail(r, 429, msg);
+    return false;
+}
+
+/* The CHAT_STREAM request for the enclave, or NULL (then a reply was sent). */
+static json_t *enclave_request(api_req *r, json_t *body, const char *model, const char *storage_key,
+                               const char *session_id)
+{
+    json_t *hist = json_object_get(body, "encrypted_history");
+    json_t *req = json_pack("{s:s, s:O, s:o, s:s, s:O, s:s, s:s}", "command", "CHAT_STREAM",
+                            "encrypted_message", json_object_get(body, "encrypted_message"),
+                            "encrypted_history", json_is_array(hist) ? json_incref(hist) : json_array(),
+                            "storage_public_key", storage_key, "client_public_key",
+                            json_object_get(body, "client_transport_public_key"), "model_id", model,
+                            "session_id", session_id);
+    const json_t *fmt = json_object_get(body, "stream_format");
+    if (req && json_is_integer(fmt))
+        json_object_set_new(req, "stream_format", json_integer(json_integer_value(fmt)));
+    char *line = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    size_t len = line ? strlen(line) + 1 : 0, max = ec_max_request(r->srv->ec);
+    free(line);
+    if (!req || !line) {
+        json_decref(req);
+        api_reply_detail(r, 503, "Service busy, please retry");
+        return NULL;
+    }
+    if (len > max) { /* the enclave would refuse it: say so clearly, before anything starts */
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "Request too large: the conversation is %zu bytes, the enclave accepts at most %zu; "
+                 "start a new chat or send less history", len, max);
+        json_decref(req);
+        api_reply_detail(r, 413, msg);
+        return NULL;
+    }
+    return req;
+}
+
 static void post_stream(api_req *r)
 {
     json_t *body = api_body_json(r);
@@ -692,7 +767,10 @@ static void post_stream(api_req *r)
         goto out;
     }
     st->r = r;
+    st->srv = r->srv;
     snprintf(st->model, sizeof st->model, "%s", model);
+    if (!take_stream_slot(r, st))
+        goto out;
     const json_t *sid = json_object_get(body, "session_id");
     if (json_is_string(sid) && json_string_length(sid)) {
         session_row s;
@@ -701,25 +779,32 @@ static void post_stream(api_req *r)
         snprintf(st->session_id, sizeof st->session_id, "%s", s.id);
         session_row_free(&s);
     } else {
-        store_uuid(st->session_id); /* created only when the answer is stored */
+        store_uuid(st->session_id);
         st->new_session = true;
     }
-    json_t *hist = json_object_get(body, "encrypted_history");
-    req = json_pack("{s:s, s:O, s:o, s:s, s:O, s:s, s:s}", "command", "CHAT_STREAM", "encrypted_message",
-                    json_object_get(body, "encrypted_message"), "encrypted_history",
-                    json_is_array(hist) ? json_incref(hist) : json_array(), "storage_public_key",
-                    storage_key, "client_public_key", json_object_get(body, "client_transport_public_key"),
-                    "model_id", model, "session_id", st->session_id);
-    const json_t *fmt = json_object_get(body, "stream_format");
-    if (req && json_is_integer(fmt))
-        json_object_set_new(req, "stream_format", json_integer(json_integer_value(fmt)));
+    if (!(req = enclave_request(r, body, model, storage_key, st->session_id)))
+        goto out;
+    if (st->new_session) {
+        /* the row exists from the first event on, as in the original: the client lists
+         * it and may retry in it; its messages are stored only when a stream completes */
+        session_row s;
+        if (store_session_create(r->srv->db, st->session_id, r->auth.user_id, ctx_org(r), "New Chat", &s) !=
+            STORE_OK) {
+            api_store_error(r, "session_create");
+            goto out;
+        }
+        session_row_free(&s);
+    }
     static const ec_stream_callbacks cb = {on_stream_event, on_stream_end};
-    st->op = req ? ec_chat_stream(r->srv->ec, req, &cb, st) : NULL;
+    st->op = ec_chat_stream(r->srv->ec, req, &cb, st);
     if (!st->op) {
+        if (st->new_session) /* never announced: nobody can retry in it */
+            store_session_delete(r->srv->db, st->session_id);
         api_reply_detail(r, 503, "Service temporarily unavailable");
         goto out;
     }
     api_req_hold(r, on_stream_close, st);
+    api_sse_on_drain(r, on_stream_drain);
     api_sse_start(r);
     sse_json(r, json_pack("{s:s, s:s}", "type", "session", "session_id", st->session_id));
     st->heartbeat = event_new(r->srv->base, -1, EV_PERSIST, on_heartbeat, st);

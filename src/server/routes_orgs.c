@@ -1,8 +1,10 @@
 /* routes_orgs — /api/v1/organizations (spec §4.5): org sync and listing, the org
  * context store, and the org key lifecycle: creation (with the admin's own member
  * copy in the same transaction), distribution to members (one or in bulk, one
- * transaction), revocation. The /{org_id}/ routes authorize by the stored
- * membership role; /context and /current by the JWT. Key writes are audited.
+ * transaction), revocation. The /{org_id}/ admin routes need the stored admin
+ * role and, from a token in that org's context, the JWT's admin role too (a
+ * demotion the webhook has not applied yet); /context and /current go by the
+ * JWT. Key writes are audited.
  * The server only stores wrapped keys and EncryptedPayloads, never opens them.
  */
 #include "server/routes_util.h"
@@ -45,6 +47,18 @@ static bool load_org_keys(api_req *r, const char *org_id, org_row *o)
     return true;
 }
 
+/* The caller's own membership of org_id, or a reply: `status` (404 or 403) `Not a
+ * member of this organization` (the texts of the routes that check this themselves). */
+static bool own_membership(api_req *r, const char *org_id, int status, membership_row *m)
+{
+    store_rc rc = store_membership_get(r->srv->db, r->auth.user_id, org_id, m);
+    if (rc == STORE_NOT_FOUND)
+        api_reply_detail(r, status, "Not a member of this organization");
+    else if (rc != STORE_OK)
+        api_store_error(r, "membership_get");
+    return rc == STORE_OK;
+}
+
 /* ---- sync, current, list ---- */
 
 /* The JWT's role as a membership role, or NULL when the token carries none.
@@ -75,6 +89,7 @@ static void post_sync(api_req *r)
         api_store_error(r, "membership_get");
         goto out;
     }
+    bool db_admin = mrc == STORE_OK && strcmp(m.role, ROLE_ADMIN) == 0;
     if (mrc == STORE_OK)
         membership_row_free(&m);
     if (auth_is_org(a) && strcmp(a->org_id, org_id) != 0) {
@@ -86,10 +101,15 @@ static void post_sync(api_req *r)
         goto out;
     }
     const char *role = jwt_member_role(a);
+    /* The web client syncs for every member: anyone may create the missing row,
+     * only an admin (by the token in this org's context, else the stored role)
+     * may rename or re-slug it. */
+    bool admin = auth_is_org(a) ? auth_is_org_admin(a) : db_admin;
     if (!ru_begin(r))
         goto out;
     bool created = false, mem_created = false;
-    store_rc rc = store_org_upsert(db, org_id, name, slug, &created);
+    store_rc rc = admin ? store_org_upsert(db, org_id, name, slug, &created)
+                        : store_org_create(db, org_id, name, slug, &created);
     if (rc == STORE_CONFLICT) {
         ru_abort(r, 409, "Organization slug already in use");
         goto out;
@@ -175,12 +195,40 @@ static void put_context(api_req *r)
     ru_context_put(r, "org", r->auth.org_id, false);
 }
 
-/* ---- org keys (DB-admin-checked) ---- */
+/* ---- org keys (admin-checked) ---- */
 
+/* A token in org_id's own context that does not say admin: Clerk has demoted the
+ * caller (or never promoted them), whatever the stored role still says. Tokens in
+ * personal or another org's context say nothing about this org. */
+static bool jwt_not_admin_here(const auth_ctx *a, const char *org_id)
+{
+    return auth_is_org(a) && strcmp(a->org_id, org_id) == 0 && !auth_is_org_admin(a);
+}
+
+/* ru_require_db_admin, then the JWT's word for its own org: 403 with the same text. */
+static bool require_admin(api_req *r, const char *org_id, membership_row *out)
+{
+    if (!ru_require_db_admin(r, org_id, out))
+        return false;
+    if (!jwt_not_admin_here(&r->auth, org_id))
+        return true;
+    if (out)
+        membership_row_free(out);
+    ru_detailf(r, 403, "User %s is not an admin of org %s", r->auth.user_id, org_id);
+    return false;
+}
+
+/* Members only (the original answered anyone about any org); a non-member hears
+ * the same whether the org exists or not. */
 static void get_encryption_status(api_req *r)
 {
+    const char *org_id = r->params[0];
+    membership_row m = {0};
+    if (!own_membership(r, org_id, 403, &m))
+        return;
+    membership_row_free(&m);
     org_row o = {0};
-    if (!load_org(r, r->params[0], &o))
+    if (!load_org(r, org_id, &o))
         return;
     ru_reply(r, 200, json_pack("{s:b, s:s?, s:s?, s:s?}", "has_encryption_keys", o.has_encryption_keys,
                                "org_public_key", o.org_public_key, "encryption_created_at",
@@ -198,9 +246,10 @@ static void post_keys(api_req *r)
     bool have_m = false;
     if (!v_object(r, body) ||
         !ru_hex_fields(r, body, ORG_KEY_FIELDS, sizeof ORG_KEY_FIELDS / sizeof ORG_KEY_FIELDS[0]) ||
+        !v_x25519_key(r, body, NULL, "org_public_key") || /* every org chat is stored to it */
         !v_ep(r, body, NULL, "admin_member_encrypted_key"))
         goto out;
-    if (!(have_m = ru_require_db_admin(r, org_id, &m)))
+    if (!(have_m = require_admin(r, org_id, &m)))
         goto out;
     org_key_ep ep;
     ru_ep_borrow(json_object_get(body, "admin_member_encrypted_key"), &ep);
@@ -243,7 +292,7 @@ static void get_pending(api_req *r)
 {
     const char *org_id = r->params[0];
     org_row o = {0};
-    if (!ru_require_db_admin(r, org_id, NULL) || !load_org_keys(r, org_id, &o))
+    if (!require_admin(r, org_id, NULL) || !load_org_keys(r, org_id, &o))
         return;
     org_row_free(&o);
     membership_row *list = NULL;
@@ -337,7 +386,7 @@ static void post_distribute(api_req *r)
     if (!v_object(r, body) || !v_string(r, body, NULL, "membership_id", MAX_ID_LEN) ||
         !v_ep(r, body, NULL, "encrypted_org_key"))
         goto out;
-    if (!ru_require_db_admin(r, org_id, NULL) || !load_org_keys(r, org_id, &o))
+    if (!require_admin(r, org_id, NULL) || !load_org_keys(r, org_id, &o))
         goto out;
     org_row_free(&o);
     const char *mid = str_of(body, "membership_id");
@@ -406,7 +455,7 @@ static void post_distribute_bulk(api_req *r)
     org_row o = {0};
     if (!valid_bulk(r, body))
         goto out;
-    if (!ru_require_db_admin(r, org_id, NULL) || !load_org_keys(r, org_id, &o))
+    if (!require_admin(r, org_id, NULL) || !load_org_keys(r, org_id, &o))
         goto out;
     org_row_free(&o);
     if (!ru_begin(r))
@@ -440,22 +489,10 @@ out:
     json_decref(body);
 }
 
-/* The caller's own membership of org_id, or a reply: 404 `Not a member of this
- * organization` (the texts of the routes that check this themselves). */
-static bool own_membership(api_req *r, const char *org_id, membership_row *m)
-{
-    store_rc rc = store_membership_get(r->srv->db, r->auth.user_id, org_id, m);
-    if (rc == STORE_NOT_FOUND)
-        api_reply_detail(r, 404, "Not a member of this organization");
-    else if (rc != STORE_OK)
-        api_store_error(r, "membership_get");
-    return rc == STORE_OK;
-}
-
 static void get_membership(api_req *r)
 {
     membership_row m = {0};
-    if (!own_membership(r, r->params[0], &m))
+    if (!own_membership(r, r->params[0], 404, &m))
         return;
     json_t *j = ru_membership_json(&m);
     if (j) {
@@ -470,7 +507,7 @@ static void get_membership(api_req *r)
 static void post_revoke(api_req *r)
 {
     const char *org_id = r->params[0], *member = r->params[1], *reason = api_query(r, "reason");
-    if (!ru_require_db_admin(r, org_id, NULL))
+    if (!require_admin(r, org_id, NULL))
         return;
     membership_row m = {0};
     store_rc rc = store_membership_get(r->srv->db, member, org_id, &m);
@@ -506,7 +543,7 @@ static void get_admin_recovery_key(api_req *r)
 {
     const char *org_id = r->params[0];
     org_row o = {0};
-    if (!ru_require_db_admin(r, org_id, NULL) || !load_org_keys(r, org_id, &o))
+    if (!require_admin(r, org_id, NULL) || !load_org_keys(r, org_id, &o))
         return;
     ru_reply(r, 200, json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?}", "org_public_key", o.org_public_key,
                                "admin_encrypted_private_key", o.admin_encrypted_private_key, "iv", o.admin_iv,
@@ -526,9 +563,9 @@ static void get_members(api_req *r)
     const char *org_id = r->params[0];
     membership_row me = {0};
     /* this route has its own texts (the original checked here, not in the service) */
-    if (!own_membership(r, org_id, &me))
+    if (!own_membership(r, org_id, 404, &me))
         return;
-    bool admin = strcmp(me.role, ROLE_ADMIN) == 0;
+    bool admin = strcmp(me.role, ROLE_ADMIN) == 0 && !jwt_not_admin_here(&r->auth, org_id);
     membership_row_free(&me);
     if (!admin) {
         api_reply_detail(r, 403, "Admin access required");

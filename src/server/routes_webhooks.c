@@ -3,10 +3,16 @@
  *
  * Every delivery is Svix-verified; without CLERK_WEBHOOK_SECRET the route refuses
  * everything (503) instead of trusting the body (defect §10.19). Once verified,
- * each event is handled in one transaction and answered 200 (processed, ignored
- * or error) so Clerk does not retry. System actions are audited with a NULL actor,
- * never a fake user id, so they commit (defect §10.10); audit rows outlive the
- * users and organizations they mention (defect §10.11). Bodies are never logged.
+ * each event is handled in one transaction: 200 (processed, ignored, or error for
+ * an event that can never apply), or 500 with nothing written when the store
+ * fails, so that Svix retries (the original answered 200 and a demoted admin kept
+ * admin rights). The transaction also records the svix-id: a delivery applied
+ * less than CLERK_WEBHOOK_DEDUP_SECONDS ago is answered "duplicate" and changes
+ * nothing (a replay), by every veild sharing the database; a delivery that
+ * failed left no record, so its retry applies. System actions are audited with
+ * a NULL actor, never a fake user id, so they commit (defect §10.10); audit rows
+ * outlive the users and organizations they mention (defect §10.11). Bodies are
+ * never logged.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,11 +23,18 @@
 
 #define UNKNOWN_ORG_NAME "Unknown Organization"
 
-typedef enum wh_result { WH_PROCESSED, WH_IGNORED, WH_ERROR } wh_result;
+typedef enum wh_result {
+    WH_PROCESSED,
+    WH_IGNORED,
+    WH_ERROR,       /* the event's data cannot apply: 200, a retry would fail the same way */
+    WH_STORE_ERROR, /* 500: rolled back, Svix retries */
+    WH_DUPLICATE,   /* this svix-id was applied within the window: nothing done */
+} wh_result;
 
 typedef struct wh_event {
     api_req *r;
     store *db;
+    const char *delivery_id; /* the verified svix-id */
     const json_t *data; /* the event's "data" object ({} when absent) */
     char error[160];    /* for WH_ERROR: the text of the reply's "error" */
 } wh_event;
@@ -37,11 +50,11 @@ static wh_result fail(wh_event *ev, const char *msg)
     return WH_ERROR;
 }
 
-/* a store failure: its reason goes to the log, a fixed text to the reply */
+/* a store failure: its reason goes to the log, a fixed 500 to Svix */
 static wh_result store_fail(wh_event *ev, const char *op)
 {
     log_error(ev->r->rid, "event=webhook_store_error op=%s detail=\"%s\"", op, store_last_error(ev->db));
-    return fail(ev, "Database operation failed");
+    return WH_STORE_ERROR;
 }
 
 /* data.id, or NULL after recording the error */
@@ -232,9 +245,11 @@ static wh_result membership_deleted(wh_event *ev)
 
 /* ---- dispatch ---- */
 
+typedef wh_result (*wh_handler)(wh_event *ev);
+
 static const struct {
     const char *type;
-    wh_result (*fn)(wh_event *ev);
+    wh_handler fn;
 } HANDLERS[] = {
     {"user.created", user_upsert},
     {"user.updated", user_upsert},
@@ -247,22 +262,43 @@ static const struct {
     {"organizationMembership.deleted", membership_deleted},
 };
 
-/* Runs the handler of type in one transaction: all of an event or none of it. */
+static wh_handler handler_for(const char *type)
+{
+    for (size_t i = 0; type && i < sizeof HANDLERS / sizeof HANDLERS[0]; i++)
+        if (strcmp(HANDLERS[i].type, type) == 0)
+            return HANDLERS[i].fn;
+    return NULL;
+}
+
+/* Runs the handler of type and records the delivery in one transaction: all of
+ * an event or none of it, and once. */
 static wh_result handle(wh_event *ev, const char *type)
 {
-    for (size_t i = 0; type && i < sizeof HANDLERS / sizeof HANDLERS[0]; i++) {
-        if (strcmp(HANDLERS[i].type, type) != 0)
-            continue;
-        if (store_begin(ev->db) != STORE_OK)
-            return store_fail(ev, "begin");
-        wh_result res = HANDLERS[i].fn(ev);
-        if (res == WH_PROCESSED && store_commit(ev->db) != STORE_OK)
-            res = store_fail(ev, "commit");
-        if (res != WH_PROCESSED)
-            store_rollback(ev->db);
+    wh_handler fn = handler_for(type);
+    if (!fn)
+        return WH_IGNORED; /* nothing to apply twice: not recorded */
+    long window = ev->r->srv->cfg.webhook_dedup_seconds;
+    if (store_begin(ev->db) != STORE_OK)
+        return store_fail(ev, "begin");
+    /* claimed first: a veild handling the same id waits here until this one ends */
+    store_rc rc = store_webhook_claim(ev->db, ev->delivery_id, window);
+    wh_result res;
+    if (rc == STORE_CONFLICT)
+        res = WH_DUPLICATE;
+    else if (rc != STORE_OK)
+        res = store_fail(ev, "webhook_claim");
+    else
+        res = fn(ev);
+    if (res != WH_PROCESSED) {
+        store_rollback(ev->db);
         return res;
     }
-    return WH_IGNORED;
+    if (store_commit(ev->db) != STORE_OK) /* a failed commit has rolled back */
+        return store_fail(ev, "commit");
+    /* after the commit: a failed prune costs space, not the event */
+    if (store_webhook_prune(ev->db, window) != STORE_OK)
+        log_warn(ev->r->rid, "event=webhook_prune_failed detail=\"%s\"", store_last_error(ev->db));
+    return WH_PROCESSED;
 }
 
 /* Svix verification; false means a reply has been sent. */
@@ -305,17 +341,23 @@ static void post_clerk(api_req *r)
     const char *type = data_str(payload, "type");
     json_t *empty = json_object();
     const json_t *data = json_object_get(payload, "data");
-    wh_event ev = {.r = r, .db = r->srv->db, .data = json_is_object(data) ? data : empty};
+    wh_event ev = {.r = r, .db = r->srv->db, .delivery_id = api_header(r, "svix-id"),
+                   .data = json_is_object(data) ? data : empty};
     wh_result res = handle(&ev, type);
-    static const char *const NAMES[] = {"processed", "ignored", "error"};
+    static const char *const NAMES[] = {"processed", "ignored", "error", "store_error", "duplicate"};
     log_info(r->rid, "event=webhook type=%s result=%s", type ? type : "-", NAMES[res]);
-    if (res == WH_ERROR && type && strncmp(type, "organizationMembership.", 23) == 0)
+    bool failed = res == WH_ERROR || res == WH_STORE_ERROR;
+    if (failed && type && strncmp(type, "organizationMembership.", 23) == 0)
         log_error(r->rid, "event=SECURITY_ALERT detail=\"membership sync failed: access may be stale\" type=%s",
                   type);
-    json_t *reply = json_pack("{s:s, s:s?}", "status", NAMES[res], "event", type);
-    if (reply && res == WH_ERROR)
-        json_object_set_new(reply, "error", json_string(ev.error));
-    ru_reply(r, 200, reply);
+    if (res == WH_STORE_ERROR) {
+        api_reply_detail(r, 500, "Database operation failed");
+    } else {
+        json_t *reply = json_pack("{s:s, s:s?}", "status", NAMES[res], "event", type);
+        if (reply && res == WH_ERROR)
+            json_object_set_new(reply, "error", json_string(ev.error));
+        ru_reply(r, 200, reply);
+    }
     json_decref(empty);
     json_decref(payload);
 }

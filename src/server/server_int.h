@@ -8,11 +8,11 @@
 #include "server/enclave_client.h"
 #include "server/refresher.h"
 #include "server/store.h"
+#include "server/user_limits.h"
 
 struct server {
     struct event_base *base;
-    struct evhttp *http;
-    struct evhttp_bound_socket *bound;
+    httpd *http;
     server_config cfg;
     store *db;
     enclave_client *ec;
@@ -20,8 +20,9 @@ struct server {
     auth_state *auth;
     const route *routes;
     size_t n_routes;
-    unsigned held;     /* requests waiting on the loop (streams, auth fetches) */
-    api_req *held_list;
+    user_limits *limits; /* per-user streams and request rate */
+    unsigned held;       /* requests waiting on the loop (streams, auth fetches) */
+    LIST_HEAD(, api_req) held_list;
 };
 
 /* route tables, one per file */

@@ -5,6 +5,8 @@
 #include <strings.h>
 
 #include "common/config.h"
+#include "enclave/server.h"
+#include "server/httpd.h"
 
 static int copy(char *dst, size_t n, const char *name, const char *def, char *err, size_t errlen)
 {
@@ -47,11 +49,27 @@ int settings_load(server_config *cfg, char *err, size_t errlen)
     COPY(cors_origins, "CORS_ORIGINS", "http://localhost:3000");
     COPY(enclave_addr, "ENCLAVE_ADDR", "");
     if (config_long("CLERK_JWT_LEEWAY_SECONDS", 30, 0, 300, &cfg->jwt_leeway, err, errlen) < 0 ||
+        /* at least twice Svix's ±5 minutes: one signed delivery can be replayed that long */
+        config_long("CLERK_WEBHOOK_DEDUP_SECONDS", 86400, 600, 30L * 86400, &cfg->webhook_dedup_seconds, err,
+                    errlen) < 0 ||
         config_long("ENCLAVE_CID", 0, 0, 0xFFFFFFFFL, &cfg->enclave_cid, err, errlen) < 0 ||
         config_long("ENCLAVE_PORT", 5000, 1, 0xFFFFFFFFL, &cfg->enclave_port, err, errlen) < 0 ||
         config_long("ENCLAVE_CREDENTIAL_REFRESH_SECONDS", 2700, 10, 86400, &cfg->refresh_seconds,
                     err, errlen) < 0 ||
-        config_long("VEIL_MAX_BODY", 16L << 20, 1024, 1L << 30, &cfg->max_body, err, errlen) < 0 ||
+        /* one limit from the other: a body veild accepts fits the enclave's request limit */
+        config_long("VEIL_MAX_BODY", ENCLAVE_DEFAULT_MAX_REQUEST, 1024, 1L << 30, &cfg->max_body, err, errlen) < 0 ||
+        config_long("VEIL_HTTP_MAX_HEAD", HTTPD_DEFAULT_MAX_HEAD, 1024, 1L << 20, &cfg->max_head, err, errlen) < 0 ||
+        config_long("VEIL_HTTP_IDLE_SECONDS", HTTPD_DEFAULT_IDLE_MS / 1000, 1, 3600, &cfg->idle_seconds, err, errlen) < 0 ||
+        config_long("VEIL_HTTP_HEAD_SECONDS", HTTPD_DEFAULT_HEAD_MS / 1000, 1, 600, &cfg->head_seconds, err, errlen) < 0 ||
+        config_long("VEIL_HTTP_BODY_SECONDS", HTTPD_DEFAULT_BODY_MS / 1000, 1, 3600, &cfg->body_seconds, err, errlen) < 0 ||
+        config_long("VEIL_MAX_CONNECTIONS", 0, 0, 1000000, &cfg->max_connections, err, errlen) < 0 ||
+        config_long("VEIL_SSE_MAX_BUFFER", HTTPD_DEFAULT_MAX_OUTPUT, 4096, 1L << 30, &cfg->sse_max_buffer, err, errlen) < 0 ||
+        config_long("VEIL_SSE_STALL_SECONDS", HTTPD_DEFAULT_STALL_MS / 1000, 1, 3600, &cfg->sse_stall_seconds, err, errlen) < 0 ||
+        config_long("VEIL_USER_MAX_STREAMS", 4, 1, 1024, &cfg->user_max_streams, err, errlen) < 0 ||
+        config_long("VEIL_USER_RATE", 20, 0, 100000, &cfg->user_rate, err, errlen) < 0 ||
+        config_long("VEIL_USER_BURST", 100, 1, 100000, &cfg->user_burst, err, errlen) < 0 ||
+        config_long("VEIL_USER_TABLE_MAX", 100000, 100, 10000000, &cfg->user_table_max, err, errlen) < 0 ||
+        config_long("VEIL_EMPTY_SESSION_TTL_SECONDS", 86400, 1, 365L * 86400, &cfg->empty_session_ttl, err, errlen) < 0 ||
         config_bool("VEIL_DEBUG_ROUTES", false, &cfg->debug_routes, err, errlen) < 0)
         return -1;
     /* the original's ENCLAVE_INFERENCE_TIMEOUT is a float in seconds */

@@ -23,6 +23,7 @@ typedef struct server_config {
     char clerk_audience[256];   /* CLERK_AUDIENCE */
     char clerk_azp[1024];       /* CLERK_AUTHORIZED_PARTIES, comma-separated */
     char clerk_webhook_secret[256]; /* CLERK_WEBHOOK_SECRET */
+    long webhook_dedup_seconds; /* CLERK_WEBHOOK_DEDUP_SECONDS, default 86400 */
     char ca_file[512];          /* VEIL_CA_FILE: CA bundle for JWKS/Bedrock (tests) */
     long jwt_leeway;            /* CLERK_JWT_LEEWAY_SECONDS, default 30 */
     /* enclave */
@@ -39,7 +40,20 @@ typedef struct server_config {
     /* http */
     char cors_origins[1024];    /* CORS_ORIGINS, default http://localhost:3000 */
     bool debug_routes;          /* VEIL_DEBUG_ROUTES: mount /api/v1/debug (admins only) */
-    long max_body;              /* VEIL_MAX_BODY bytes, default 16 MiB */
+    long max_body;              /* VEIL_MAX_BODY bytes, default the enclave's request limit (8 MiB) */
+    long max_head;              /* VEIL_HTTP_MAX_HEAD bytes, default 16 KiB (431 past it) */
+    long idle_seconds;          /* VEIL_HTTP_IDLE_SECONDS, default 60 */
+    long head_seconds;          /* VEIL_HTTP_HEAD_SECONDS, default 10 (408) */
+    long body_seconds;          /* VEIL_HTTP_BODY_SECONDS, default 30 (408) */
+    long max_connections;       /* VEIL_MAX_CONNECTIONS, default 0 = from the descriptor limit */
+    long sse_max_buffer;        /* VEIL_SSE_MAX_BUFFER bytes unsent before a stream pauses, 1 MiB */
+    long sse_stall_seconds;     /* VEIL_SSE_STALL_SECONDS a stream may stay paused, default 30 */
+    /* per user */
+    long user_max_streams;      /* VEIL_USER_MAX_STREAMS, default 4 (429 past it) */
+    long user_rate;             /* VEIL_USER_RATE requests per second, default 20 (0: off) */
+    long user_burst;            /* VEIL_USER_BURST, default 100 */
+    long user_table_max;        /* VEIL_USER_TABLE_MAX users tracked at once, default 100000 */
+    long empty_session_ttl;     /* VEIL_EMPTY_SESSION_TTL_SECONDS, default 86400 */
 } server_config;
 
 /* Fills cfg from the environment. Returns -1 with a clear message on a bad or

@@ -551,6 +551,24 @@ store_rc store_org_upsert(store *s, const char *id, const char *name, const char
     return rc;
 }
 
+store_rc store_org_create(store *s, const char *id, const char *name, const char *slug, bool *created)
+{
+    NEED(id);
+    NEED(name);
+    char now[32];
+    stamp(s, now);
+    db_param p[] = {db_text(id), db_text(name), db_text(slug), db_text(now)};
+    db_result r = DB_RESULT_INIT;
+    store_rc rc = exec1(s,
+                        "INSERT INTO organizations (id, name, slug, has_encryption_keys, created_at, updated_at) "
+                        "VALUES ($1, $2, $3, FALSE, $4, $4) ON CONFLICT (id) DO NOTHING",
+                        p, NP(p), &r);
+    if (rc == STORE_OK && created)
+        *created = r.changes > 0;
+    db_result_free(&r);
+    return rc;
+}
+
 store_rc store_org_set_keys(store *s, const char *id, const char *public_key, const char *enc_priv,
                             const char *iv, const char *tag, const char *salt, const char *created_by)
 {
@@ -987,6 +1005,25 @@ store_rc store_sessions_delete_all(store *s, const char *user_id, const char *or
     return rc;
 }
 
+store_rc store_sessions_delete_empty(store *s, long older_than_seconds, size_t max, size_t *n)
+{
+    *n = 0;
+    char cutoff[32];
+    format_ts(now_us() - (int64_t)older_than_seconds * 1000000, cutoff);
+    int64_t lim = max > (size_t)INT64_MAX ? INT64_MAX : (int64_t)max;
+    db_param p[] = {db_text(cutoff), db_int(lim)};
+    db_result r = DB_RESULT_INIT;
+    store_rc rc = exec1(s,
+                        "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE created_at < $1 "
+                        "AND NOT EXISTS (SELECT 1 FROM messages WHERE messages.session_id = sessions.id) "
+                        "ORDER BY created_at LIMIT $2) RETURNING id",
+                        p, NP(p), &r);
+    if (rc == STORE_OK)
+        *n = r.nrows;
+    db_result_free(&r);
+    return rc;
+}
+
 /* ---- messages ---- */
 
 #define MSG_COLS                                                                                   \
@@ -1183,6 +1220,41 @@ store_rc store_context_put(store *s, const char *owner_type, const char *owner_i
     free(id);
     free(json);
     return rc;
+}
+
+/* ---- webhook deliveries ---- */
+
+/* The store's timestamp window_s seconds ago: text order is time order. */
+static void window_start(long window_s, char out[32]) { format_ts(now_us() - (int64_t)window_s * 1000000, out); }
+
+store_rc store_webhook_claim(store *s, const char *delivery_id, long window_s)
+{
+    NEED(delivery_id);
+    char now[32], since[32];
+    stamp(s, now);
+    window_start(window_s, since);
+    db_param p[] = {db_text(delivery_id), db_text(now), db_text(since)};
+    db_result r = DB_RESULT_INIT;
+    /* one statement, so that the unique index decides between two concurrent claims */
+    store_rc rc = exec1(s,
+                        "INSERT INTO webhook_deliveries (id, processed_at) VALUES ($1, $2) "
+                        "ON CONFLICT (id) DO UPDATE SET processed_at = excluded.processed_at "
+                        "WHERE webhook_deliveries.processed_at < $3",
+                        p, NP(p), &r);
+    if (rc == STORE_OK && r.changes == 0) {
+        fail(s, "delivery already applied");
+        rc = STORE_CONFLICT;
+    }
+    db_result_free(&r);
+    return rc;
+}
+
+store_rc store_webhook_prune(store *s, long window_s)
+{
+    char since[32];
+    window_start(window_s, since);
+    db_param p[] = {db_text(since)};
+    return exec1(s, "DELETE FROM webhook_deliveries WHERE processed_at < $1", p, NP(p), NULL);
 }
 
 /* ---- audit ---- */

@@ -1,7 +1,8 @@
 /* store — veild's persistent state behind one interface, with two backends:
  * SQLite (the embedded default: WAL, a file under the data dir) and PostgreSQL
- * (libpq, DATABASE_URL=postgresql://...). The seven tables of spec §5, created
- * and upgraded by versioned migrations kept in the repo.
+ * (libpq, DATABASE_URL=postgresql://...). The seven tables of spec §5 and the
+ * applied webhook deliveries, created and upgraded by versioned migrations kept
+ * in the repo.
  *
  * Every function is synchronous and returns STORE_OK, STORE_NOT_FOUND,
  * STORE_CONFLICT (a unique key already exists) or STORE_ERR (the reason is in
@@ -95,6 +96,9 @@ store_rc store_org_get(store *s, const char *id, org_row *out);
 /* Inserts or updates name (always) and slug (when non-NULL). *created tells which.
  * STORE_CONFLICT if the slug belongs to another organization. */
 store_rc store_org_upsert(store *s, const char *id, const char *name, const char *slug, bool *created);
+/* Inserts the organization unless it exists; an existing one is left as it is.
+ * *created tells which. STORE_CONFLICT if the slug belongs to another organization. */
+store_rc store_org_create(store *s, const char *id, const char *name, const char *slug, bool *created);
 /* STORE_CONFLICT if the organization already has keys. */
 store_rc store_org_set_keys(store *s, const char *id, const char *public_key, const char *enc_priv,
                             const char *iv, const char *tag, const char *salt, const char *created_by);
@@ -169,6 +173,9 @@ store_rc store_session_delete(store *s, const char *id); /* messages cascade */
  * (caller frees each and the array). */
 store_rc store_sessions_delete_all(store *s, const char *user_id, const char *org_id, size_t max,
                                    char ***ids, size_t *n);
+/* Deletes up to max sessions created more than older_than_seconds ago that hold no
+ * message (a new chat whose first stream failed or was cancelled); *n of them. */
+store_rc store_sessions_delete_empty(store *s, long older_than_seconds, size_t max, size_t *n);
 
 typedef struct message_row {
     char *id, *session_id, *role;
@@ -199,6 +206,18 @@ store_rc store_chat_commit(store *s, const session_row *new_session, const char 
 store_rc store_context_get(store *s, const char *owner_type, const char *owner_id, json_t **data);
 /* Full replace; row id "ctx_<owner_type>_<owner_id>". */
 store_rc store_context_put(store *s, const char *owner_type, const char *owner_id, const json_t *data);
+
+/* ---- webhook deliveries (Svix message ids) ---- */
+
+/* Records delivery_id (the svix-id) as applied now, inside the caller's
+ * transaction, so it commits or rolls back with the event's effects. Returns
+ * STORE_CONFLICT, writing nothing, when the id was recorded less than window_s
+ * seconds ago (a duplicate); an older record is renewed. On PostgreSQL a claim
+ * of an id that another transaction has claimed waits for that transaction, so
+ * veilds sharing one database apply a delivery once. */
+store_rc store_webhook_claim(store *s, const char *delivery_id, long window_s);
+/* Deletes the records older than window_s seconds. */
+store_rc store_webhook_prune(store *s, long window_s);
 
 /* ---- audit ---- */
 

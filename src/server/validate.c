@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/hex.h"
+#include "crypto/primitives.h"
 
 static void reply(api_req *r, const char *type, const char *loc0, const char *loc1, const char *loc2,
                   const char *msg, const json_t *input)
@@ -91,6 +92,19 @@ bool v_hex(api_req *r, json_t *obj, const char *loc0, const char *loc1, const ch
     else if (!l1)
         l1 = name, l2 = NULL;
     return check_hex(r, json_object_get(obj, name), l0, l1, l2, exact, min);
+}
+
+bool v_x25519_key(api_req *r, json_t *obj, const char *loc0, const char *name)
+{
+    if (!v_hex(r, obj, loc0, NULL, name, 64, 0))
+        return false;
+    const json_t *v = json_object_get(obj, name);
+    uint8_t key[32];
+    if (hex_decode_exact(json_string_value(v), 64, key, sizeof key) == 0 && x25519_public_key_ok(key))
+        return true;
+    reply(r, "value_error", loc0 ? loc0 : name, loc0 ? name : NULL, NULL,
+          "Value error, not a valid X25519 public key (a low-order point)", v);
+    return false;
 }
 
 bool v_string(api_req *r, const json_t *obj, const char *loc0, const char *name, size_t max)

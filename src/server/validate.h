@@ -18,6 +18,11 @@ bool v_object(api_req *r, const json_t *body);
  * exact is 0). loc0 is "body" or a parent path element; may be NULL. */
 bool v_hex(api_req *r, json_t *obj, const char *loc0, const char *loc1, const char *name, size_t exact,
            size_t min);
+/* A required X25519 public key: 64 hex chars (v_hex), and not one of the small-order
+ * points every agreement with which is zero (x25519_public_key_ok): a key nobody
+ * can seal to is refused here, not midway through a chat (F0). */
+bool v_x25519_key(api_req *r, json_t *obj, const char *loc0, const char *name);
+
 /* A required string field of 1..max chars. */
 bool v_string(api_req *r, const json_t *obj, const char *loc0, const char *name, size_t max);
 /* An EncryptedPayload object at obj[name] (API rules: 64/32/32/64 hex, ciphertext

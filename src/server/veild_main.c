@@ -2,12 +2,12 @@
  * ciphertext only. */
 #include <errno.h>
 #include <event2/event.h>
-#include <event2/http.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "common/config.h"
@@ -35,6 +35,8 @@ static void usage(FILE *f)
             "  CLERK_AUTHORIZED_PARTIES  comma-separated azp values to accept (default: any)\n"
             "  CLERK_JWT_LEEWAY_SECONDS  clock skew allowed (default 30)\n"
             "  CLERK_WEBHOOK_SECRET   whsec_... Svix secret; webhooks are refused without it\n"
+            "  CLERK_WEBHOOK_DEDUP_SECONDS  a repeated svix-id is dropped this long after it was\n"
+            "                         applied (default 86400, at least 600)\n"
             "  ENCLAVE_MODE           mock (in-process enclave core, default) or nitro\n"
             "  ENCLAVE_ADDR           nitro: vsock:CID:PORT | unix:PATH | tcp:HOST:PORT\n"
             "  ENCLAVE_CID            nitro: the enclave CID (default: nitro-cli describe-enclaves)\n"
@@ -48,9 +50,26 @@ static void usage(FILE *f)
             "  PROXY_ADDR             mock: CONNECT proxy for Bedrock (default: direct)\n"
             "  BEDROCK_ENDPOINT       mock: Bedrock host:port (default bedrock-runtime.<region>...:443)\n"
             "  VEIL_CA_FILE           CA bundle for Bedrock and JWKS TLS (default: system)\n"
-            "  CORS_ORIGINS           comma-separated allowed origins (default http://localhost:3000)\n"
+            "  CORS_ORIGINS           comma-separated allowed origins (default http://localhost:3000);\n"
+            "                         * lets any origin read answers, never with credentials\n"
             "  VEIL_DEBUG_ROUTES      true: mount /api/v1/debug/encryption/report (admins only)\n"
-            "  VEIL_MAX_BODY          largest request body in bytes (default 16777216)\n"
+            "  VEIL_MAX_BODY          largest request body in bytes, 413 past it (default 8388608,\n"
+            "                         the enclave's request limit)\n"
+            "  VEIL_HTTP_MAX_HEAD     request line + headers in bytes, 431 past it (default 16384)\n"
+            "  VEIL_HTTP_IDLE_SECONDS a connection with no request in progress (default 60)\n"
+            "  VEIL_HTTP_HEAD_SECONDS the whole head, from its first byte; 408 (default 10)\n"
+            "  VEIL_HTTP_BODY_SECONDS the whole body, from the end of the head; 408 (default 30)\n"
+            "  VEIL_MAX_CONNECTIONS   open connections, 503 past it (default 0: from the\n"
+            "                         descriptor limit, with headroom)\n"
+            "  VEIL_SSE_MAX_BUFFER    unsent bytes of a stream before veild stops taking the\n"
+            "                         answer from the enclave (default 1048576)\n"
+            "  VEIL_SSE_STALL_SECONDS a client that far behind this long is cut off (default 30)\n"
+            "  VEIL_USER_MAX_STREAMS  concurrent chat streams per user, 429 past it (default 4)\n"
+            "  VEIL_USER_RATE         requests per second per user, 429 past it (default 20; 0 off)\n"
+            "  VEIL_USER_BURST        bursts of this many requests (default 100)\n"
+            "  VEIL_USER_TABLE_MAX    users tracked at once for the two above (default 100000)\n"
+            "  VEIL_EMPTY_SESSION_TTL_SECONDS  a new chat left empty by a failed first message\n"
+            "                         is deleted after this long (default 86400)\n"
             "  VEIL_DRAIN_SECONDS     on SIGTERM, wait this long for streams (default 30)\n"
             "  VEIL_ENCLAVE_PROBE_SECONDS  nitro: HEALTH probe interval that notices an enclave\n"
             "                         restart and re-pushes credentials (default 10)\n"
@@ -60,7 +79,7 @@ static void usage(FILE *f)
 static struct {
     struct event_base *base;
     server *srv;
-    struct event *probe, *drain;
+    struct event *probe, *drain, *sweep;
     time_t drain_deadline;
     long drain_seconds;
     long probe_seconds;
@@ -86,6 +105,20 @@ static void on_probe(evutil_socket_t fd, short what, void *arg)
     ec_health(G.srv->ec, on_probe_result, NULL);
 }
 
+/* Sessions that a failed or cancelled first message left empty (the row exists
+ * from the stream's start, so that the client can retry in it) go after a while. */
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    size_t n = 0;
+    if (store_sessions_delete_empty(G.srv->db, G.srv->cfg.empty_session_ttl, 1000, &n) != STORE_OK)
+        log_warn(NULL, "event=store_error op=sessions_delete_empty detail=\"%s\"", store_last_error(G.srv->db));
+    else if (n)
+        log_info(NULL, "event=empty_sessions_deleted count=%zu", n);
+}
+
 static void on_drain(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -108,14 +141,23 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     }
     G.stopping = true;
     log_info(NULL, "event=shutdown signal=%d open_requests=%u", (int)sig, G.srv->held);
-    if (G.srv->bound)
-        evhttp_del_accept_socket(G.srv->http, G.srv->bound);
-    G.srv->bound = NULL;
+    server_stop_accepting(G.srv);
     if (G.probe)
         event_del(G.probe);
     G.drain_deadline = time(NULL) + G.drain_seconds;
     struct timeval tv = {0, DRAIN_TICK_MS * 1000};
     event_add(G.drain, &tv);
+}
+
+/* Every open connection is a descriptor (two with its enclave link): take the
+ * hard limit, and let the HTTP layer size its connection cap from it. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 }
 
 static int mkdir_p(const char *dir)
@@ -183,6 +225,7 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
     if (cfg.mode == ENCLAVE_MOCK)
         enclave_secure_json(); /* the in-process enclave handles plaintext */
     if (strncmp(cfg.database_url, "sqlite:", 7) == 0 && mkdir_p(cfg.data_dir) < 0) {
@@ -227,18 +270,21 @@ int main(int argc, char **argv)
         event_add(G.probe, &tv);
     }
     G.drain = event_new(G.base, -1, EV_PERSIST, on_drain, NULL);
+    G.sweep = event_new(G.base, -1, EV_PERSIST, on_sweep, NULL);
+    long every = cfg.empty_session_ttl / 2 < 1 ? 1 : cfg.empty_session_ttl / 2 > 300 ? 300 : cfg.empty_session_ttl / 2;
+    struct timeval sweep_tv = {every, 0};
+    event_add(G.sweep, &sweep_tv);
     struct event *sigterm = evsignal_new(G.base, SIGTERM, on_signal, NULL);
     struct event *sigint = evsignal_new(G.base, SIGINT, on_signal, NULL);
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
-    log_info(NULL, "event=listening addr=%s mode=%s enclave=%s db=%s auth=%s", bound, ec_mode_name(s->ec),
-             ec_addr(s->ec), store_backend(s->db), cfg.clerk_jwks_file[0] ? "jwks-file" : "jwks-url");
+    log_info(NULL, "event=listening addr=%s mode=%s enclave=%s db=%s auth=%s max_connections=%u", bound,
+             ec_mode_name(s->ec), ec_addr(s->ec), store_backend(s->db),
+             cfg.clerk_jwks_file[0] ? "jwks-file" : "jwks-url", httpd_max_connections(s->http));
     event_base_dispatch(G.base);
     log_info(NULL, "event=stopped");
     /* requests first: their close handlers cancel enclave operations */
     server_close_held(s);
-    evhttp_free(s->http);
-    s->http = NULL;
     refresher_free(s->rf);
     ec_free(s->ec);
     auth_free(s->auth);
@@ -246,6 +292,7 @@ int main(int argc, char **argv)
     if (G.probe)
         event_free(G.probe);
     event_free(G.drain);
+    event_free(G.sweep);
     event_free(sigterm);
     event_free(sigint);
     server_free(s);

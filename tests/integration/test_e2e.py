@@ -74,6 +74,11 @@ def count_sessions(url, token):
     return r["total"] if st == 200 else -1
 
 
+def count_messages(url, token, session):
+    st, r, _ = call(url, "GET", f"/api/v1/chat/sessions/{session}/messages", token)
+    return len(r["messages"]) if st == 200 else -1
+
+
 def stream_suite(stack, token, upriv, mode):
     url = stack.url
     # success: the original's event order and shapes
@@ -137,7 +142,10 @@ def stream_suite(stack, token, upriv, mode):
         C.ok(words in msg, f"{mode}: {directive}: message {msg!r} should mention {words!r}")
         C.ok("HTTP" not in msg and "Exception" not in msg and "[[" not in msg,
              f"{mode}: {directive}: no raw upstream text in {msg!r}")
-        C.eq(count_sessions(url, token), before, f"{mode}: {directive}: no session left behind")
+        # the new chat's row exists from its first event (the client may retry in it),
+        # and holds nothing: messages are stored only when a stream completes
+        C.eq(count_sessions(url, token), before + 1, f"{mode}: {directive}: the announced session is listed")
+        C.eq(count_messages(url, token, ev[0].get("session_id")), 0, f"{mode}: {directive}: nothing stored")
     # a failure inside an existing session adds no message
     st, ev, _ = chat(url, token, "[[sim: fault=drop]] x", session=sid)
     st, msgs, _ = call(url, "GET", f"/api/v1/chat/sessions/{sid}/messages", token)
@@ -174,13 +182,15 @@ def client_disconnect(stack, token, mode):
     got = b""
     while got.count(b"encrypted_chunk") < 2:
         got += r.read1(4096)
+    session = json.loads(got.split(b"\n\n", 1)[0][len(b"data: "):])["session_id"]
     c.sock.shutdown(socket.SHUT_RDWR)
     c.close()
     log = stack.enclave if mode == "nitro" else stack.veild
     C.ok(log.wait_log("event=request_cancelled", 10), f"{mode}: upstream request cancelled on disconnect")
     C.ok(stack.veild.wait_log("event=stream_client_gone", 10), f"{mode}: veild saw the client leave")
     time.sleep(0.3)
-    C.eq(count_sessions(url, token), before, f"{mode}: nothing stored after a disconnect")
+    C.eq(count_sessions(url, token), before + 1, f"{mode}: the announced session stays after a disconnect")
+    C.eq(count_messages(url, token, session), 0, f"{mode}: nothing stored after a disconnect")
 
 
 def raw_enclave(addr, cmd):

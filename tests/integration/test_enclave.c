@@ -1,6 +1,7 @@
 /* veil-enclave end to end: veil-enclave + veil-proxy + veil-bedrock-sim over unix
  * sockets and TLS, driven by a test parent that seals with the crypto core.
- * Every command, both request framings, split and oversized requests, streaming
+ * Every command, both request framings (a bare one closes the connection after
+ * its reply, as the original did), split and oversized requests, streaming
  * with decryption and reassembly, the stored messages, every failure mode, 200
  * concurrent streams with HEALTH answering meanwhile, a parent disconnect, and a
  * SIGTERM drain. */
@@ -101,12 +102,39 @@ static json_t *lc_next(lconn *c, int timeout_ms)
     }
 }
 
+/* The enclave closed the connection: read() returns 0 with nothing unread before
+ * it, within timeout_ms (a bound, not a measured duration). This side neither
+ * closes nor half-closes first. */
+static bool lc_eof(lconn *c, int timeout_ms)
+{
+    if (c->len)
+        return false;
+    struct pollfd p = {c->fd, POLLIN, 0};
+    if (poll(&p, 1, timeout_ms) != 1)
+        return false;
+    char b;
+    return read(c->fd, &b, 1) == 0;
+}
+
+/* Sends one newline-terminated request. The newline goes in the same write:
+ * one that came later could find the reply sent and the connection closed, as
+ * after a bare request. */
+static void lc_send_line(lconn *c, const char *req)
+{
+    size_t n = strlen(req);
+    char *line = malloc(n + 2);
+    assert_non_null(line);
+    memcpy(line, req, n);
+    memcpy(line + n, "\n", 2);
+    lc_send(c, line);
+    free(line);
+}
+
 /* Opens a connection and sends one newline-terminated request on it. */
 static void lc_request(lconn *c, const char *req)
 {
     lc_open(c);
-    lc_send(c, req);
-    lc_send(c, "\n");
+    lc_send_line(c, req);
 }
 
 static json_t *request(const char *req)
@@ -563,15 +591,11 @@ static void test_request_failures(void **state)
 static void test_framing(void **state)
 {
     (void)state;
-    /* the original's unframed form: no newline, no half-close */
+    /* several requests in turn on one framed connection, the middle one not
+     * followed by a newline but by the next request */
     lconn c;
+    json_t *r;
     lc_open(&c);
-    lc_send(&c, "{\"command\":\"HEALTH\"}");
-    json_t *r = lc_next(&c, 5000);
-    assert_non_null(r);
-    assert_string_equal(jstr(r, "command"), "HEALTH");
-    json_decref(r);
-    /* several requests in turn on one connection, mixed framings */
     lc_send(&c, "{\"command\":\"GET_PUBLIC_KEY\"}\n{\"command\":\"HEALTH\"}{\"command\":\"RUN_TESTS\"}\n");
     const char *want[] = {"GET_PUBLIC_KEY", "HEALTH", "RUN_TESTS"};
     for (int i = 0; i < 3; i++) {
@@ -603,6 +627,7 @@ static void test_framing(void **state)
     read_stream(&c, &k, &res, 15000);
     assert_true(res.final_ok);
     result_free(&res);
+    assert_true(lc_eof(&c, 5000)); /* it was bare: closed after the final event */
     lc_close(&c);
 
     /* over the limit (--max-request 1048576): a clear error, then the connection closes */
@@ -627,6 +652,84 @@ static void test_framing(void **state)
     r = request("[1,2,3]");
     assert_non_null(strstr(jstr(r, "error"), "Invalid JSON"));
     json_decref(r);
+}
+
+/* The original answers a bare request (no newline, no half-close) and closes,
+ * and its peers read the reply to EOF: an open connection would leave them
+ * waiting for their own timeout. A newline-framed connection stays open. */
+static void test_bare_request_closes(void **state)
+{
+    (void)state;
+    lconn c;
+    lc_open(&c);
+    lc_send(&c, "{\"command\":\"HEALTH\"}");
+    json_t *r = lc_next(&c, 5000);
+    assert_non_null(r);
+    assert_string_equal(jstr(r, "command"), "HEALTH");
+    json_decref(r);
+    assert_true(lc_eof(&c, 5000));
+    lc_close(&c);
+
+    /* bare, with trailing spaces: still bare */
+    lc_open(&c);
+    lc_send(&c, "{\"command\":\"GET_PUBLIC_KEY\"}  ");
+    r = lc_next(&c, 5000);
+    assert_non_null(r);
+    assert_string_equal(jstr(r, "command"), "GET_PUBLIC_KEY");
+    json_decref(r);
+    assert_true(lc_eof(&c, 5000));
+    lc_close(&c);
+
+    /* a bare request that is not JSON: the error, then the close */
+    lc_open(&c);
+    lc_send(&c, "{\"command\":HEALTH}");
+    r = lc_next(&c, 5000);
+    assert_non_null(r);
+    assert_non_null(strstr(jstr(r, "error"), "Invalid JSON"));
+    json_decref(r);
+    assert_true(lc_eof(&c, 5000));
+    lc_close(&c);
+
+    /* newline-framed (CRLF too): the connection serves the next request */
+    lc_request(&c, "{\"command\":\"HEALTH\"}\r");
+    r = lc_next(&c, 5000);
+    assert_non_null(r);
+    assert_string_equal(jstr(r, "command"), "HEALTH");
+    json_decref(r);
+    lc_send(&c, "{\"command\":\"GET_PUBLIC_KEY\"}\n");
+    r = lc_next(&c, 5000);
+    assert_non_null(r);
+    assert_string_equal(jstr(r, "command"), "GET_PUBLIC_KEY");
+    json_decref(r);
+
+    /* a framed CHAT_STREAM keeps it too; then a bare HEALTH on it closes it */
+    keys k;
+    make_keys(&k);
+    char *req = stream_request(&k, "framed stream", NULL, 0, NULL);
+    lc_send_line(&c, req);
+    free(req);
+    result res;
+    read_stream(&c, &k, &res, 15000);
+    assert_true(res.final_ok);
+    result_free(&res);
+    lc_send(&c, "{\"command\":\"HEALTH\"}");
+    r = lc_next(&c, 5000);
+    assert_non_null(r);
+    assert_string_equal(jstr(r, "command"), "HEALTH");
+    json_decref(r);
+    assert_true(lc_eof(&c, 5000));
+    lc_close(&c);
+
+    /* a bare CHAT_STREAM: closed after its final event */
+    req = stream_request(&k, "bare stream", NULL, 0, NULL);
+    lc_open(&c);
+    lc_send(&c, req);
+    free(req);
+    read_stream(&c, &k, &res, 15000);
+    assert_true(res.final_ok);
+    result_free(&res);
+    assert_true(lc_eof(&c, 5000));
+    lc_close(&c);
 }
 
 /* Stream format 2: one key per stream, every element checked in order, the end proven. */
@@ -816,6 +919,7 @@ int main(void)
         cmocka_unit_test(test_upstream_failures),
         cmocka_unit_test(test_request_failures),
         cmocka_unit_test(test_framing),
+        cmocka_unit_test(test_bare_request_closes),
         cmocka_unit_test(test_stream_format_2),
         cmocka_unit_test(test_concurrent_streams),
         cmocka_unit_test(test_parent_disconnect),

@@ -138,9 +138,10 @@ class Svix:
         self.secret = "whsec_" + base64.b64encode(self.key).decode()
         self.n = 0
 
-    def headers(self, body, ts=None, key=None):
+    def headers(self, body, ts=None, key=None, msg_id=None):
+        """A fresh delivery, or (msg_id given) Svix's retry of an earlier one: same id, new time."""
         self.n += 1
-        msg_id = f"msg_test_{self.n}"
+        msg_id = msg_id or f"msg_test_{self.n}"
         ts = str(int(time.time()) if ts is None else ts)
         mac = hmac.new(key or self.key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
         return {"svix-id": msg_id, "svix-timestamp": ts,
@@ -414,6 +415,32 @@ def test_org_sync(c):
     assert r.status == 307 and r.headers["location"] == P + "/organizations/", r
 
 
+def test_org_sync_by_a_member_does_not_rename(c):
+    """Attack: the web client calls /organizations/sync for every member, with a name
+    and slug the member chooses. A member's sync may create a missing org (and still
+    answers 200) but never renames or re-slugs an existing one; an admin's does."""
+    setup_user(c, "user_sa", keys=False)
+    setup_user(c, "user_sb", keys=False)
+    name = lambda: c.db.rows("SELECT name, slug FROM organizations WHERE id = ?", "org_s5")
+    sync = lambda t, body: c.req("POST", P + "/organizations/sync", t, {"org_id": "org_s5", **body})
+    tm = c.tok("user_sb", "org_s5", "member")
+    assert sync(tm, {"name": "Made by a member", "slug": "s5"}).json == {"status": "created", "org_id": "org_s5"}
+    assert name() == [("Made by a member", "s5")]
+    ta = c.tok("user_sa", "org_s5", "admin")
+    assert sync(ta, {"name": "Five", "slug": "five"}).json == {"status": "updated", "org_id": "org_s5"}
+    assert name() == [("Five", "five")]
+    for t in (tm, c.tok("user_sb")):  # in the org's context, and personal (stored role member)
+        r = sync(t, {"name": "Pwned", "slug": "pwned"})
+        assert r.status == 200 and r.json == {"status": "updated", "org_id": "org_s5"}, r
+        assert name() == [("Five", "five")]
+    # personal context: the stored admin role renames
+    assert sync(c.tok("user_sa"), {"name": "Five Inc"}).status == 200
+    assert name() == [("Five Inc", "five")]
+    # a demoted admin's token (member in this org's context) does not, whatever the DB said
+    assert sync(c.tok("user_sa", "org_s5", "member"), {"name": "Old admin"}).status == 200
+    assert name() == [("Five Inc", "five")]
+
+
 def test_org_current(c):
     setup_org(c, "org_c1", "user_c1", with_keys=False)
     assert c.req("GET", P + "/organizations/current", c.tok("user_c1")).json == {
@@ -448,7 +475,9 @@ def test_org_context(c):
 def test_org_keys(c):
     setup_org(c, "org_k1", "user_ka", members=["user_kb"], with_keys=False)
     ta, tb = c.tok("user_ka", "org_k1", "admin"), c.tok("user_kb", "org_k1", "member")
-    expect(c.req("GET", P + "/organizations/org_nope/encryption-status", ta), 400, "Organization org_nope not found")
+    # the org's key state is for its members only; unknown orgs look the same (no existence oracle)
+    for org, t in (("org_k1", c.tok("user_kz")), ("org_k1", c.tok("user_kz", "org_k1", "admin")), ("org_nope", ta)):
+        expect(c.req("GET", f"{P}/organizations/{org}/encryption-status", t), 403, "Not a member of this organization")
     assert c.req("GET", P + "/organizations/org_k1/encryption-status", tb).json == {
         "has_encryption_keys": False, "org_public_key": None, "encryption_created_at": None,
         "encryption_created_by": None}
@@ -462,6 +491,11 @@ def test_org_keys(c):
     assert r.status == 422 and r.json["detail"][0]["loc"] == ["body", "admin_member_encrypted_key", "iv"], r
     r = c.req("POST", P + "/organizations/org_k1/keys", ta, {**org_keys(), "admin_salt": "5" * 63})
     assert r.status == 422 and r.json["detail"][0]["loc"] == ["body", "admin_salt"], r
+    # F0: a low-order org key would make every org chat end in "Internal error"
+    for low in ("00" * 32, "01" + "00" * 31):
+        r = c.req("POST", P + "/organizations/org_k1/keys", ta, {**org_keys(), "org_public_key": low})
+        assert r.status == 422 and r.json["detail"][0]["type"] == "value_error" and \
+            r.json["detail"][0]["loc"] == ["body", "org_public_key"], r
     up = org_keys()
     up["org_public_key"] = "A" * 64
     r = c.req("POST", P + "/organizations/org_k1/keys", ta, up)
@@ -571,6 +605,33 @@ def test_org_distribution(c):
     fake = c.tok("user_db", "org_d1", "admin")
     expect(c.req("GET", P + "/organizations/org_d1/admin-recovery-key", fake), 403,
            "User user_db is not an admin of org org_d1")
+
+
+def test_org_admin_routes_follow_a_jwt_demotion(c):
+    """Attack: an admin demoted in Clerk keeps using the admin routes until the
+    membership webhook lands (or forever, if it failed). A token in that org's
+    context whose role is member is refused although the DB still says admin."""
+    ta = setup_org(c, "org_j1", "user_ja", members=["user_jb"])
+    demoted = c.tok("user_ja", "org_j1", "member")
+    assert c.req("GET", P + "/organizations/org_j1/membership", demoted).json["role"] == "org:admin"
+    give = {"membership_id": "mem_user_jb_org_j1", "encrypted_org_key": ep()}
+    o = P + "/organizations/org_j1/"
+    for method, path, body in [("POST", "keys", org_keys()), ("GET", "pending-distributions", None),
+                               ("POST", "distribute-key", give), ("POST", "distribute-keys-bulk",
+                                                                  {"distributions": [give]}),
+                               ("POST", "revoke-key/user_ja", None), ("GET", "admin-recovery-key", None)]:
+        expect(c.req(method, o + path, demoted, body), 403, "User user_ja is not an admin of org org_j1",
+               what=path)
+    expect(c.req("GET", o + "members", demoted), 403, "Admin access required")
+    expect(c.req("PUT", P + "/organizations/context", demoted, {"context_data": {"a": 1}}), 403,
+           "This action requires organization admin privileges")
+    assert c.req("GET", o + "membership", c.tok("user_jb", "org_j1", "member")).json["has_org_key"] is False
+    assert c.req("GET", o + "membership", demoted).json["has_org_key"] is True
+    # personal context, or another org's context: the DB role decides, as before
+    for t in (c.tok("user_ja"), c.tok("user_ja", "org_j_other", "member"), ta):
+        assert c.req("GET", o + "admin-recovery-key", t).status == 200
+        assert c.req("GET", o + "members", t).json["total_count"] == 2
+    assert c.req("POST", o + "distribute-key", c.tok("user_ja"), give).status == 200
 
 
 def test_org_revoke(c):
@@ -722,6 +783,105 @@ def test_webhook_memberships(c):
     expect(c.req("GET", P + "/organizations/org_wm/membership", tm), 404, "Not a member of this organization")
 
 
+def test_webhook_duplicates_are_dropped(c):
+    """Attack: a captured delivery replayed while its signature is fresh (or Svix
+    re-sending one it thinks was lost) must not apply twice: here, a member removed
+    and then added back by a later event would be removed again by the replay."""
+    add = json.dumps(membership_event("created", "orgmem_wr1", "user_wr1", "org_wr")).encode()
+    readd = json.dumps(membership_event("created", "orgmem_wr2", "user_wr1", "org_wr")).encode()
+    remove = json.dumps(membership_event("deleted", "orgmem_wr1", "user_wr1", "org_wr")).encode()
+    t = c.tok("user_wr1", "org_wr", "member")
+    h_add = c.svix.headers(add)
+    assert c.hook(None, h_add, add).json["status"] == "processed"
+    h_remove = c.svix.headers(remove)
+    assert c.hook(None, h_remove, remove).json["status"] == "processed"
+    expect(c.req("GET", P + "/organizations/org_wr/membership", t), 404, "Not a member of this organization")
+    assert c.hook(None, c.svix.headers(readd), readd).json["status"] == "processed"
+    # the same signed bytes again, then Svix's re-send (same svix-id, new timestamp)
+    for h in (h_remove, c.svix.headers(remove, msg_id=h_remove["svix-id"])):
+        assert c.hook(None, h, remove).json == {"status": "duplicate", "event": "organizationMembership.deleted"}
+    assert c.req("GET", P + "/organizations/org_wr/membership", t).json["id"] == "orgmem_wr2"
+    assert len(c.db.audit("member_left", org_id="org_wr")) == 1
+    assert c.hook(None, c.svix.headers(add, msg_id=h_add["svix-id"]), add).json == \
+        {"status": "duplicate", "event": "organizationMembership.created"}
+    assert len(c.db.audit("member_joined", org_id="org_wr")) == 2
+    # the ids are kept in the database, where veilds sharing it all see them
+    assert c.db.rows("SELECT COUNT(*) FROM webhook_deliveries WHERE id IN (?, ?)", h_add["svix-id"],
+                     h_remove["svix-id"]) == [("2",)]
+
+
+def test_webhook_dedup_window_is_bounded(c):
+    """CLERK_WEBHOOK_DEDUP_SECONDS below twice the signature tolerance would let a
+    replay of fresh signed bytes through; veild refuses to start with it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLERK_", "DATABASE_", "VEIL_", "ENCLAVE_"))}
+    for bad in ("599", "2592001", "1d"):
+        env.update({"CLERK_ISSUER": ISSUER, "CLERK_WEBHOOK_DEDUP_SECONDS": bad})
+        with tempfile.TemporaryDirectory() as d:
+            r = subprocess.run([os.path.join(BIN, "veild")], env=env, capture_output=True, text=True, timeout=30,
+                               cwd=d)
+        assert r.returncode == 2 and \
+            "CLERK_WEBHOOK_DEDUP_SECONDS must be an integer in [600, 2592000]" in r.stderr, (bad, r)
+
+
+class FailingWrites:
+    """Inside the database, every `op` (INSERT|UPDATE|DELETE) on `table` fails while the
+    block runs (a trigger, written by the test and not by veild): a store failure in
+    the middle of a webhook handler, after some of its writes succeeded."""
+
+    def __init__(self, c, table, op):
+        self.c, self.table, self.op = c, table, op
+
+    def __enter__(self):
+        if self.c.backend == "postgresql":
+            self.c.db.execute("CREATE OR REPLACE FUNCTION veil_test_fail() RETURNS trigger LANGUAGE plpgsql AS "
+                              "$$BEGIN RAISE EXCEPTION 'injected failure'; END$$; "
+                              f"CREATE TRIGGER veil_test_fail BEFORE {self.op} ON {self.table} "
+                              "FOR EACH ROW EXECUTE FUNCTION veil_test_fail()")
+        else:
+            self.c.db.execute(f"CREATE TRIGGER veil_test_fail BEFORE {self.op} ON {self.table} "
+                              "BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
+
+    def __exit__(self, *exc):
+        on = f" ON {self.table}" if self.c.backend == "postgresql" else ""
+        self.c.db.execute("DROP TRIGGER veil_test_fail" + on)
+
+
+def test_webhook_store_failure_is_retried(c):
+    """A store failure answers 500 (Svix retries) with the handler's writes rolled back,
+    never 200: a demoted admin would otherwise keep admin rights (issue F)."""
+    ev = membership_event("created", "orgmem_wf1", "user_wf1", "org_wf", role="org:admin")
+    assert c.hook(ev).json["status"] == "processed"
+    tf = c.tok("user_wf1", "org_wf", "member")
+    demote = json.dumps(membership_event("updated", "orgmem_wf1", "user_wf1", "org_wf")).encode()
+    first = c.svix.headers(demote)
+    # the role is written, then the audit row fails: the whole event is undone
+    with FailingWrites(c, "audit_logs", "INSERT"):
+        expect(c.hook(None, first, demote), 500, "Database operation failed")
+    assert c.req("GET", P + "/organizations/org_wf/membership", tf).json["role"] == "org:admin"
+    assert c.db.audit("member_role_changed", org_id="org_wf") == []
+    # Svix's retry (same svix-id) is processed, not taken for a duplicate
+    retry = c.svix.headers(demote, msg_id=first["svix-id"])
+    assert c.hook(None, retry, demote).json == {"status": "processed", "event": "organizationMembership.updated"}
+    assert c.req("GET", P + "/organizations/org_wf/membership", tf).json["role"] == "org:member"
+    assert len(c.db.audit("member_role_changed", org_id="org_wf")) == 1
+    # a removal whose delete fails keeps nothing of its key revocation, then lands on retry
+    ta = setup_org(c, "org_wg", "user_wga", members=["user_wgb"])
+    expect(c.req("POST", P + "/organizations/org_wg/distribute-key", ta,
+                 {"membership_id": "mem_user_wgb_org_wg", "encrypted_org_key": ep()}), 200)
+    tb = c.tok("user_wgb", "org_wg", "member")
+    remove = json.dumps(membership_event("deleted", "orgmem_clerk_wgb", "user_wgb", "org_wg")).encode()
+    first = c.svix.headers(remove)
+    with FailingWrites(c, "organization_memberships", "DELETE"):
+        expect(c.hook(None, first, remove), 500, "Database operation failed")
+    m = c.req("GET", P + "/organizations/org_wg/membership", tb).json
+    assert m["has_org_key"] is True and m["encrypted_org_key"] == ep(), m
+    assert c.db.audit("org_key_revoked", org_id="org_wg") == [] and c.db.audit("member_left", org_id="org_wg") == []
+    retry = c.svix.headers(remove, msg_id=first["svix-id"])
+    assert c.hook(None, retry, remove).json["status"] == "processed"
+    expect(c.req("GET", P + "/organizations/org_wg/membership", tb), 404, "Not a member of this organization")
+    assert len(c.db.audit("member_left", org_id="org_wg")) == 1
+
+
 def test_webhook_org_deleted_keeps_audit(c):
     ta = setup_org(c, "org_wz", "user_wza", members=["user_wzb"])
     c.req("POST", P + "/organizations/org_wz/distribute-key", ta,
@@ -730,7 +890,7 @@ def test_webhook_org_deleted_keeps_audit(c):
     assert before >= 2
     assert c.hook({"type": "organization.deleted", "data": {"id": "org_wz"}}).json == \
         {"status": "processed", "event": "organization.deleted"}
-    expect(c.req("GET", P + "/organizations/org_wz/encryption-status", ta), 400, "Organization org_wz not found")
+    expect(c.req("GET", P + "/organizations/org_wz/encryption-status", ta), 403, "Not a member of this organization")
     assert c.req("GET", P + "/users/me/memberships", c.tok("user_wzb")).json == {"memberships": []}
     after = c.db.rows("SELECT event_type FROM audit_logs WHERE org_id = ?", "org_wz")
     assert len(after) == before + 1, after  # defect §10.11: the trail survives

@@ -10,6 +10,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -146,7 +147,7 @@ static void test_migrations_idempotent(void **state)
 {
     fx *f = F(state);
     assert_string_equal(store_backend(f->s), f->backend);
-    assert_int_equal(store_schema_version(f->s), 1);
+    assert_int_equal(store_schema_version(f->s), 2);
     const char *uid = new_id("user");
     mk_user(f->s, uid);
 
@@ -154,7 +155,7 @@ static void test_migrations_idempotent(void **state)
     char err[512];
     store *again = store_open(f->url, err, sizeof err);
     assert_non_null(again);
-    assert_int_equal(store_schema_version(again), 1);
+    assert_int_equal(store_schema_version(again), 2);
     user_row u;
     assert_int_equal(store_user_get(again, uid, &u), STORE_OK);
     user_row_free(&u);
@@ -164,7 +165,7 @@ static void test_migrations_idempotent(void **state)
     assert_non_null(d);
     db_result r = DB_RESULT_INIT;
     assert_int_equal(db_exec(d, "SELECT COUNT(*), MIN(version) FROM schema_migrations", NULL, 0, &r), DB_OK);
-    assert_int_equal(db_cell_int(&r, 0, 0, -1), 1);
+    assert_int_equal(db_cell_int(&r, 0, 0, -1), 2);
     assert_int_equal(db_cell_int(&r, 0, 1, -1), 1);
     db_result_free(&r);
     db_close(d);
@@ -380,6 +381,23 @@ static void test_orgs(void **state)
     assert_string_equal(o.slug, slug2);
     org_row_free(&o);
     assert_int_equal(store_org_upsert(s, new_id("org"), "Third", slug, &created), STORE_CONFLICT);
+
+    /* create-only (a member's sync): a new org is made, an existing one left as it is */
+    const char *fresh = new_id("org");
+    assert_int_equal(store_org_create(s, fresh, "Fresh", NULL, &created), STORE_OK);
+    assert_true(created);
+    assert_int_equal(store_org_create(s, fresh, "Renamed", slug2, &created), STORE_OK);
+    assert_false(created);
+    assert_int_equal(store_org_create(s, other, "Renamed", slug2, &created), STORE_OK); /* its own slug */
+    assert_false(created);
+    assert_int_equal(store_org_get(s, other, &o), STORE_OK);
+    assert_string_equal(o.name, "Other");
+    org_row_free(&o);
+    assert_int_equal(store_org_get(s, fresh, &o), STORE_OK);
+    assert_string_equal(o.name, "Fresh");
+    assert_null(o.slug);
+    org_row_free(&o);
+    assert_int_equal(store_org_create(s, new_id("org"), "Fourth", slug, &created), STORE_CONFLICT);
 
     /* keys are set once */
     const char *admin = new_id("user");
@@ -1013,6 +1031,133 @@ static void test_errors(void **state)
     assert_int_equal(store_ping(s), STORE_OK);
 }
 
+/* ---- webhook deliveries ---- */
+
+#define WINDOW 600L
+
+/* Runs one statement on a connection of its own (outside the store under test). */
+static void side_exec(const char *url, const char *sql, const char *a)
+{
+    char err[512];
+    db *d = db_open(url, err, sizeof err);
+    assert_non_null(d);
+    db_param p[] = {db_text(a)};
+    assert_int_equal(db_exec(d, sql, p, 1, NULL), DB_OK);
+    db_close(d);
+}
+
+static int64_t side_count(const char *url, const char *sql, const char *a)
+{
+    char err[512];
+    db *d = db_open(url, err, sizeof err);
+    assert_non_null(d);
+    db_param p[] = {db_text(a)};
+    db_result r = DB_RESULT_INIT;
+    assert_int_equal(db_exec(d, sql, p, a ? 1 : 0, &r), DB_OK);
+    int64_t n = db_cell_int(&r, 0, 0, -1);
+    db_result_free(&r);
+    db_close(d);
+    return n;
+}
+
+#define BACKDATE "UPDATE webhook_deliveries SET processed_at = '2000-01-01T00:00:00.000000' WHERE id = $1"
+#define COUNT_ID "SELECT COUNT(*) FROM webhook_deliveries WHERE id = $1"
+
+static void test_webhook_deliveries(void **state)
+{
+    fx *f = F(state);
+    store *s = f->s;
+    const char *a = new_id("msg"), *b = new_id("msg"), *c = new_id("msg"), *d = new_id("msg");
+
+    /* a delivery id counts once within the window */
+    assert_int_equal(store_webhook_claim(s, a, WINDOW), STORE_OK);
+    assert_int_equal(store_webhook_claim(s, a, WINDOW), STORE_CONFLICT);
+
+    /* a claim rolled back with its event's effects does not count: the retry is processed */
+    assert_int_equal(store_begin(s), STORE_OK);
+    assert_int_equal(store_webhook_claim(s, b, WINDOW), STORE_OK);
+    assert_int_equal(store_rollback(s), STORE_OK);
+    assert_int_equal(store_webhook_claim(s, b, WINDOW), STORE_OK);
+
+    /* a duplicate inside a transaction leaves it usable */
+    const char *uid = new_id("user");
+    assert_int_equal(store_begin(s), STORE_OK);
+    assert_int_equal(store_webhook_claim(s, a, WINDOW), STORE_CONFLICT);
+    mk_user(s, uid);
+    assert_int_equal(store_commit(s), STORE_OK);
+    user_row u;
+    assert_int_equal(store_user_get(s, uid, &u), STORE_OK);
+    user_row_free(&u);
+
+    /* past the window the id is new again (and renewed) */
+    side_exec(f->url, BACKDATE, a);
+    assert_int_equal(store_webhook_claim(s, a, WINDOW), STORE_OK);
+    assert_int_equal(store_webhook_claim(s, a, WINDOW), STORE_CONFLICT);
+
+    /* pruning removes what is older than the window, and only that */
+    assert_int_equal(store_webhook_claim(s, c, WINDOW), STORE_OK);
+    assert_int_equal(store_webhook_claim(s, d, WINDOW), STORE_OK);
+    side_exec(f->url, BACKDATE, c);
+    assert_int_equal(store_webhook_prune(s, WINDOW), STORE_OK);
+    assert_int_equal(side_count(f->url, COUNT_ID, c), 0);
+    assert_int_equal(side_count(f->url, COUNT_ID, d), 1);
+    assert_int_equal(side_count(f->url, COUNT_ID, a), 1);
+    assert_int_equal(store_webhook_claim(s, d, WINDOW), STORE_CONFLICT);
+
+    assert_int_equal(store_webhook_claim(s, NULL, WINDOW), STORE_ERR);
+}
+
+typedef struct claim_job {
+    const char *url, *id;
+    store_rc rc;
+} claim_job;
+
+static void *claim_in_thread(void *arg)
+{
+    claim_job *j = arg;
+    char err[512];
+    store *other = store_open(j->url, err, sizeof err);
+    j->rc = other ? store_webhook_claim(other, j->id, WINDOW) : STORE_ERR;
+    store_close(other);
+    return NULL;
+}
+
+/* Waits until a veild connection waits on a row lock (the second claim). */
+static void wait_for_lock_waiter(const char *url)
+{
+    for (int i = 0; i < 3000; i++) {
+        if (side_count(url,
+                       "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'veild' "
+                       "AND wait_event_type = 'Lock'",
+                       NULL) > 0)
+            return;
+        usleep(10000);
+    }
+    fail_msg("the second claim never waited on the first");
+}
+
+/* PostgreSQL only: two veilds sharing one database get the same delivery at
+ * once; the second claim waits for the first one's transaction. If it commits,
+ * the second is a duplicate; if it rolls back, the second processes it. */
+static void test_webhook_claim_across_instances(void **state)
+{
+    fx *f = F(state);
+    if (strcmp(f->backend, "postgresql") != 0)
+        return;
+    store *s = f->s;
+    for (int commit = 1; commit >= 0; commit--) {
+        claim_job j = {.url = f->url, .id = new_id("msg"), .rc = STORE_ERR};
+        assert_int_equal(store_begin(s), STORE_OK);
+        assert_int_equal(store_webhook_claim(s, j.id, WINDOW), STORE_OK);
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, claim_in_thread, &j), 0);
+        wait_for_lock_waiter(f->url);
+        assert_int_equal(commit ? store_commit(s) : store_rollback(s), STORE_OK);
+        assert_int_equal(pthread_join(t, NULL), 0);
+        assert_int_equal(j.rc, commit ? STORE_CONFLICT : STORE_OK);
+    }
+}
+
 /* ---- groups ---- */
 
 static int open_store(fx *f)
@@ -1075,6 +1220,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_audit_system_actor),
     cmocka_unit_test(test_user_delete_cascades_audit_stays),
     cmocka_unit_test(test_org_delete_cascades_audit_stays),
+    cmocka_unit_test(test_webhook_deliveries),
+    cmocka_unit_test(test_webhook_claim_across_instances),
     cmocka_unit_test(test_errors),
 };
 

@@ -61,7 +61,7 @@ class Proc:
     """A real program with stderr in a log file; `event=listening addr=...` tells
     when it is ready (and, for tcp, its port). Always stopped by its test."""
 
-    def __init__(self, name, argv, env=None, tmp=None, cwd=None, drop_env=()):
+    def __init__(self, name, argv, env=None, tmp=None, cwd=None, drop_env=(), preexec=None):
         self.name = name
         self.log_path = os.path.join(tmp, f"{name}.log")
         self.log = open(self.log_path, "ab")
@@ -69,7 +69,7 @@ class Proc:
         e.setdefault("ASAN_OPTIONS", "detect_leaks=1")
         e.update(env or {})
         self.p = subprocess.Popen(argv, stdout=self.log, stderr=self.log, env=e, cwd=cwd,
-                                  start_new_session=True)
+                                  start_new_session=True, preexec_fn=preexec)
         self.addr = None
         self.port = None
 
@@ -192,6 +192,8 @@ class Stack:
             "VEIL_IMDS_ENDPOINT": f"127.0.0.1:{self.imds.port}", "VEIL_ENCLAVE_PROBE_SECONDS": "1",
             "ENCLAVE_INFERENCE_TIMEOUT": "6", "VEIL_LOG_LEVEL": "debug",
             "CLERK_WEBHOOK_SECRET": "whsec_" + "dGVzdC13ZWJob29rLXNlY3JldC0zMi1ieXRlcy4uLi4=",
+            # tests drive one user much faster than a person: the rate limit has its own test
+            "VEIL_USER_RATE": "0",
         }
         if mode == "nitro":
             env["ENCLAVE_ADDR"] = self.enclave_addr
@@ -392,3 +394,74 @@ class Postgres:
                              check=True, capture_output=True, text=True, timeout=30).stdout
         return [tuple(None if c == "\\N" else c for c in line.split("\x1f"))
                 for line in out.splitlines() if line]
+
+
+# ---- a scripted enclave (a hostile or broken one, for veild's nitro mode) -------------
+
+class FakeEnclave:
+    """Speaks the enclave protocol on a unix socket, newline-framed, one thread per
+    connection: GET_PUBLIC_KEY, HEALTH and SET_CREDENTIALS as a healthy enclave
+    answers them, and CHAT_STREAM with whatever events on_stream(request) returns
+    (a list of dicts, each sent as one line). Always stopped by its test."""
+
+    def __init__(self, path, on_stream):
+        import threading
+        self.path = path
+        self.on_stream = on_stream
+        self.priv, self.pub = keypair()
+        self.requests = []
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(path)
+        self.sock.listen(64)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        import threading
+        while not self.stopping:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        buf = b""
+        try:
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    return
+                buf += data
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if line.strip():
+                        for ev in self._answer(json.loads(line)):
+                            c.sendall(json.dumps(ev).encode() + b"\n")
+        except OSError:
+            return
+        finally:
+            c.close()
+
+    def _answer(self, req):
+        cmd = req.get("command")
+        self.requests.append(cmd)
+        if cmd == "GET_PUBLIC_KEY":
+            return [{"status": "success", "command": cmd, "public_key": self.pub, "region": "us-east-1"}]
+        if cmd == "HEALTH":
+            return [{"status": "success", "command": cmd, "enclave": "running", "has_credentials": True,
+                     "region": "us-east-1", "public_key": self.pub}]
+        if cmd == "SET_CREDENTIALS":
+            return [{"status": "success", "command": cmd, "has_credentials": True, "expiration": None}]
+        if cmd == "CHAT_STREAM":
+            return self.on_stream(req)
+        return [{"status": "error", "error": f"Unknown command: {cmd}"}]
+
+    def stop(self):
+        self.stopping = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()

@@ -112,6 +112,38 @@ static void test_low_order_point_rejected(void **state)
     assert_int_equal(ep_seal(zero, (const uint8_t *)"x", 1, EP_CTX_TEST, &e), EP_ERR_KEY);
 }
 
+/* The edge check (x25519_public_key_ok) must refuse exactly the keys whose every
+ * agreement is zero: each listed encoding, with bit 255 clear or set, makes OpenSSL's
+ * X25519 fail for a random private key, and random keys pass. */
+static void test_small_order_keys_refused_at_the_edge(void **state)
+{
+    (void)state;
+    static const char *const SMALL[] = {
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+        "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    };
+    uint8_t priv[32], pub[32], ss[32], k[32];
+    assert_int_equal(x25519_keygen(priv, pub), 0);
+    assert_true(x25519_public_key_ok(pub));
+    for (size_t i = 0; i < sizeof SMALL / sizeof SMALL[0]; i++) {
+        assert_int_equal(hex_decode_exact(SMALL[i], 64, k, 32), 0);
+        for (int high = 0; high < 2; high++) {
+            k[31] = (uint8_t)(high ? k[31] | 0x80 : k[31] & 0x7f);
+            assert_false(x25519_public_key_ok(k));
+            assert_int_equal(x25519_shared(priv, k, ss), -2);
+        }
+    }
+    for (int i = 0; i < 64; i++) {
+        assert_int_equal(x25519_keygen(priv, pub), 0);
+        assert_true(x25519_public_key_ok(pub));
+    }
+}
+
 static void test_roundtrip_every_context(void **state)
 {
     (void)state;
@@ -328,6 +360,7 @@ int main(void)
         cmocka_unit_test(test_aes_gcm_vectors),
         cmocka_unit_test(test_x25519_rfc7748),
         cmocka_unit_test(test_low_order_point_rejected),
+        cmocka_unit_test(test_small_order_keys_refused_at_the_edge),
         cmocka_unit_test(test_roundtrip_every_context),
         cmocka_unit_test(test_fresh_randomness),
         cmocka_unit_test(test_empty_and_large),
