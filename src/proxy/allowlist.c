@@ -651,25 +651,82 @@ size_t proxy_allowlist_pinned(const proxy_allowlist *al, const char *host, uint1
 
 /* ---- special addresses ---- */
 
+/* One block of an IANA special-purpose registry; the first block that matches wins. */
+typedef struct v4_block {
+    uint32_t net;
+    unsigned len;
+    const char *why;
+} v4_block;
+
+typedef struct v6_block {
+    uint8_t net[16];
+    unsigned len;
+    const char *why;
+} v6_block;
+
+#define V4(a, b, c, d) ((uint32_t)(a) << 24 | (uint32_t)(b) << 16 | (uint32_t)(c) << 8 | (uint32_t)(d))
+
+/* The IPv4 Special-Purpose Address Registry's blocks that are not globally reachable,
+ * plus multicast, broadcast and the deprecated 6to4 relay anycast. The globally
+ * reachable anycast services (AS112, AMT) stay ordinary. */
+static const v4_block V4_SPECIAL[] = {
+    {V4(0, 0, 0, 0), 32, "unspecified"},
+    {V4(0, 0, 0, 0), 8, "this-network"},
+    {V4(10, 0, 0, 0), 8, "private"},          /* RFC 1918 */
+    {V4(100, 64, 0, 0), 10, "shared"},        /* carrier-grade NAT */
+    {V4(127, 0, 0, 0), 8, "loopback"},
+    {V4(169, 254, 0, 0), 16, "link-local"},   /* EC2 IMDS lives at 169.254.169.254 */
+    {V4(172, 16, 0, 0), 12, "private"},
+    {V4(192, 0, 0, 0), 24, "ietf-protocol"},  /* DS-Lite, NAT64 discovery, ... */
+    {V4(192, 0, 2, 0), 24, "documentation"},  /* TEST-NET-1 */
+    {V4(192, 88, 99, 0), 24, "6to4-relay"},   /* deprecated (RFC 7526) */
+    {V4(192, 168, 0, 0), 16, "private"},
+    {V4(198, 18, 0, 0), 15, "benchmarking"},  /* RFC 2544 */
+    {V4(198, 51, 100, 0), 24, "documentation"},
+    {V4(203, 0, 113, 0), 24, "documentation"},
+    {V4(224, 0, 0, 0), 4, "multicast"},
+    {V4(255, 255, 255, 255), 32, "broadcast"},
+    {V4(240, 0, 0, 0), 4, "reserved"},
+};
+
+/* The IPv6 registry's blocks (after the forms that carry an IPv4 address, which are
+ * judged by that address). Whatever lies outside 2000::/3 and is not listed here is
+ * unassigned or reserved by the IETF (100::/64 discard, 5f00::/16 SRv6, ...). */
+static const v6_block V6_SPECIAL[] = {
+    {{0x00, 0x64, 0xff, 0x9b, 0x00, 0x01}, 48, "local-nat64"}, /* 64:ff9b:1::/48, RFC 8215 */
+    {{0x01, 0x00}, 64, "discard"},                              /* 100::/64 */
+    {{0x20, 0x01, 0x00, 0x00}, 32, "teredo"},                   /* 2001::/32: tunnels to IPv4 */
+    {{0x20, 0x01, 0x00, 0x02, 0x00, 0x00}, 48, "benchmarking"}, /* 2001:2::/48 */
+    {{0x20, 0x01}, 23, "ietf-protocol"},                        /* 2001::/23 */
+    {{0x20, 0x01, 0x0d, 0xb8}, 32, "documentation"},            /* 2001:db8::/32 */
+    {{0x3f, 0xff}, 20, "documentation"},                        /* 3fff::/20, RFC 9637 */
+    {{0xfe, 0x80}, 10, "link-local"},
+    {{0xfe, 0xc0}, 10, "site-local"},                           /* deprecated */
+    {{0xfc}, 7, "unique-local"}, /* includes fd00:ec2::254 (IMDS over IPv6) */
+    {{0xff}, 8, "multicast"},
+};
+
 static const char *special_v4(uint32_t a)
 {
-    if ((a >> 24) == 0)
-        return a == 0 ? "unspecified" : "this-network"; /* 0/8 */
-    if ((a >> 24) == 10 || (a >> 20) == (172u << 4 | 1) || (a >> 16) == (192u << 8 | 168))
-        return "private"; /* RFC 1918 */
-    if ((a >> 22) == (100u << 2 | 1))
-        return "shared"; /* 100.64/10, carrier-grade NAT */
-    if ((a >> 24) == 127)
-        return "loopback";
-    if ((a >> 16) == (169u << 8 | 254))
-        return "link-local"; /* 169.254/16: EC2 IMDS lives at 169.254.169.254 */
-    if ((a >> 28) == 0xe)
-        return "multicast"; /* 224/4 */
-    if (a == 0xffffffffu)
-        return "broadcast";
-    if ((a >> 28) == 0xf)
-        return "reserved"; /* 240/4 */
+    for (size_t i = 0; i < sizeof V4_SPECIAL / sizeof V4_SPECIAL[0]; i++) {
+        const v4_block *b = &V4_SPECIAL[i];
+        uint32_t mask = b->len == 0 ? 0 : 0xffffffffu << (32 - b->len);
+        if ((a & mask) == b->net)
+            return b->why;
+    }
     return NULL;
+}
+
+static bool v6_in(const uint8_t a[16], const v6_block *b)
+{
+    size_t whole = b->len / 8;
+    unsigned rest = b->len % 8;
+    if (memcmp(a, b->net, whole) != 0)
+        return false;
+    if (rest == 0)
+        return true;
+    uint8_t mask = (uint8_t)(0xff << (8 - rest));
+    return (a[whole] & mask) == (b->net[whole] & mask);
 }
 
 static uint32_t be32_at(const uint8_t *p)
@@ -695,14 +752,11 @@ static const char *special_v6(const uint8_t b[16])
     }
     if (b[0] == 0x20 && b[1] == 0x02)
         return special_v4(be32_at(b + 2)); /* 6to4 carries the IPv4 address */
-    if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80)
-        return "link-local"; /* fe80::/10 */
-    if (b[0] == 0xfe && (b[1] & 0xc0) == 0xc0)
-        return "site-local"; /* fec0::/10, deprecated */
-    if ((b[0] & 0xfe) == 0xfc)
-        return "unique-local"; /* fc00::/7, includes fd00:ec2::254 (IMDS over IPv6) */
-    if (b[0] == 0xff)
-        return "multicast";
+    for (size_t i = 0; i < sizeof V6_SPECIAL / sizeof V6_SPECIAL[0]; i++)
+        if (v6_in(b, &V6_SPECIAL[i]))
+            return V6_SPECIAL[i].why;
+    if ((b[0] & 0xe0) != 0x20)
+        return "reserved"; /* outside 2000::/3, the only global unicast space */
     return NULL;
 }
 

@@ -83,12 +83,14 @@ bool proxy_allowlist_match(const proxy_allowlist *al, const char *host, uint16_t
 size_t proxy_allowlist_pinned(const proxy_allowlist *al, const char *host, uint16_t port,
                               proxy_pin *out, size_t max);
 
-/* Classifies an address: NULL for an ordinary global unicast address, else a short
- * reason ("loopback", "link-local", "private", "shared", "this-network",
- * "unspecified", "multicast", "broadcast", "reserved", "unique-local", "site-local").
+/* Classifies an address by the IANA IPv4 and IPv6 special-purpose registries: NULL
+ * for an ordinary global unicast address, else a short reason ("loopback",
+ * "link-local", "private", "shared", "this-network", "unspecified", "multicast",
+ * "broadcast", "reserved", "ietf-protocol", "documentation", "benchmarking",
+ * "6to4-relay", "unique-local", "site-local", "local-nat64", "discard", "teredo").
  * IPv4-mapped, IPv4-compatible, NAT64 (64:ff9b::/96) and 6to4 (2002::/16) forms are
- * judged by the IPv4 address they carry. Families other than AF_INET/AF_INET6
- * are "unsupported-family". */
+ * judged by the IPv4 address they carry; IPv6 outside 2000::/3 is never ordinary.
+ * Families other than AF_INET/AF_INET6 are "unsupported-family". */
 const char *proxy_allowlist_special(const struct sockaddr *sa);
 
 /* The resolved-address check (h2o's connect ACL): NULL if the proxy may connect to sa

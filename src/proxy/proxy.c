@@ -237,15 +237,20 @@ static size_t format_status(int status, char *out, size_t n)
 
 /* Answers an error status and closes: flush it, shut down our write side, then drain
  * the client's input until its EOF (or the linger deadline), so unread request bytes
- * cannot turn our close into a reset that destroys the response in flight. */
-static void respond(conn *c, int status, const char *reason, const char *detail)
+ * cannot turn our close into a reset that destroys the response in flight. error (or
+ * NULL) is logged as the why. */
+static void respond(conn *c, int status, const char *reason, const char *error)
 {
     drop_upstream(c);
     c->status = status;
     c->reason = reason;
     c->state = CS_CLOSING;
-    log_info(c->rid, "event=denied status=%d reason=%s host=%s port=%u%s%s", status, reason,
-             c->host[0] ? c->host : "-", c->port, detail ? " " : "", detail ? detail : "");
+    if (error)
+        log_info(c->rid, "event=denied status=%d reason=%s host=%s port=%u error=\"%s\"", status,
+                 reason, c->host[0] ? c->host : "-", c->port, error);
+    else
+        log_info(c->rid, "event=denied status=%d reason=%s host=%s port=%u", status, reason,
+                 c->host[0] ? c->host : "-", c->port);
     char resp[256];
     size_t n = format_status(status, resp, sizeof resp);
     struct evbuffer *in = bufferevent_get_input(c->client);
@@ -562,11 +567,9 @@ static void dns_done(int result, struct evutil_addrinfo *ai, void *arg)
     }
     c->dns = NULL;
     if (result != 0) {
-        char detail[128];
-        snprintf(detail, sizeof detail, "error=\"%s\"", evutil_gai_strerror(result));
         if (ai)
             evutil_freeaddrinfo(ai);
-        respond(c, 502, "resolve_failed", detail);
+        respond(c, 502, "resolve_failed", evutil_gai_strerror(result));
         return;
     }
     size_t refused = 0;
@@ -714,9 +717,7 @@ static void try_parse_head(conn *c)
         return;
     }
     if (rc < 0) {
-        char detail[96];
-        snprintf(detail, sizeof detail, "error=\"%s\"", http1_strerror(rc));
-        respond(c, 400, "bad_request", detail);
+        respond(c, 400, "bad_request", http1_strerror(rc));
         return;
     }
     evbuffer_drain(in, (size_t)rc); /* what is left is tunnel data, forwarded later */
@@ -815,7 +816,9 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     bufferevent_setwatermark(c->client, EV_READ, 0, PROXY_WATERMARK);
     bufferevent_setwatermark(c->client, EV_WRITE, PROXY_WATERMARK / 2, 0);
     bufferevent_enable(c->client, EV_READ | EV_WRITE);
-    struct timeval tv = secs(p->cfg->connect_timeout_s); /* the head deadline */
+    /* a client that dribbles a head is bounded by its own deadline, not by the
+     * (often longer) upstream connect timeout */
+    struct timeval tv = secs(p->cfg->head_timeout_s);
     evtimer_add(c->timer, &tv);
     log_info(c->rid, "event=accepted peer=%s conns=%ld", c->peer, p->n_conns);
 }
@@ -916,8 +919,10 @@ static void log_config(const proxy_config *cfg)
         log_info(NULL, "event=pin host=%s port=%u ip=%s", al->pins[i].host, al->pins[i].port,
                  format_ip((const struct sockaddr *)&al->pins[i].addr, ip, sizeof ip));
     }
-    log_info(NULL, "event=config max_conns=%ld connect_timeout_s=%ld idle_timeout_s=%ld",
-             cfg->max_conns, cfg->connect_timeout_s, cfg->idle_timeout_s);
+    log_info(NULL,
+             "event=config max_conns=%ld head_timeout_s=%ld connect_timeout_s=%ld "
+             "idle_timeout_s=%ld",
+             cfg->max_conns, cfg->head_timeout_s, cfg->connect_timeout_s, cfg->idle_timeout_s);
 }
 
 int proxy_run(const proxy_config *cfg, char *err, size_t errlen)
@@ -927,8 +932,8 @@ int proxy_run(const proxy_config *cfg, char *err, size_t errlen)
     memset(&px, 0, sizeof px);
     LIST_INIT(&px.conns);
     px.cfg = cfg;
-    if (!cfg || !cfg->allow || cfg->max_conns < 1 || cfg->connect_timeout_s < 1 ||
-        cfg->idle_timeout_s < 1) {
+    if (!cfg || !cfg->allow || cfg->max_conns < 1 || cfg->head_timeout_s < 1 ||
+        cfg->connect_timeout_s < 1 || cfg->idle_timeout_s < 1) {
         SET_ERR("bad proxy configuration");
         return -1;
     }

@@ -20,7 +20,7 @@
 #define PROXY_DEFAULT_MAX_CONNS 1024
 #define PROXY_DEFAULT_CONNECT_TIMEOUT_S 10
 #define PROXY_DEFAULT_IDLE_TIMEOUT_S 300
-#define PROXY_HEAD_TIMEOUT_S 10      /* the whole CONNECT head must arrive within this */
+#define PROXY_DEFAULT_HEAD_TIMEOUT_S 10 /* the whole CONNECT head must arrive within this */
 #define PROXY_LINGER_TIMEOUT_S 2     /* after an error status: flush it, then drain input */
 #define PROXY_WATERMARK (256 * 1024) /* stop reading a side while the other's output is above */
 #define PROXY_MAX_ADDRS 16           /* resolved addresses tried per request */
@@ -29,6 +29,7 @@ typedef struct proxy_config {
     veil_addr listen;
     const proxy_allowlist *allow;
     long max_conns;          /* open client connections; more are answered 503 */
+    long head_timeout_s;     /* from accept until the whole CONNECT head is in */
     long connect_timeout_s;  /* DNS, and each TCP connect attempt */
     long idle_timeout_s;     /* a tunnel with no bytes either way for this long is closed */
     /* Nameservers ("IP" or "IP:PORT", "[V6]:PORT") used instead of /etc/resolv.conf;

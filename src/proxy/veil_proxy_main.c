@@ -52,18 +52,24 @@ static void usage(FILE *f)
         "                         else " DEFAULT_REGION ").\n"
         "  --max-conns N          open client connections at most (default %d); more are\n"
         "                         answered 503 and closed.\n"
-        "  --connect-timeout SEC  deadline for the CONNECT head, for DNS, and for each TCP\n"
-        "                         connect attempt (default %d); 504 when it passes.\n"
+        "  --head-timeout SEC     the whole CONNECT head must arrive within SEC of the\n"
+        "                         accept (default %d); 504 and close when it passes.\n"
+        "  --connect-timeout SEC  deadline for DNS and for each TCP connect attempt\n"
+        "                         (default %d); 504 when it passes.\n"
         "  --idle-timeout SEC     close a tunnel with no bytes either way for SEC\n"
         "                         (default %d).\n"
         "  --help                 this text.\n"
         "\n"
         "Destination checks: the CONNECT host:port must be on the allowlist. An IP literal\n"
         "is allowed only when that literal itself is listed. A name is resolved (evdns:\n"
-        "/etc/hosts, then DNS) and every address is checked: loopback,\n"
-        "link-local (169.254/16, where EC2 IMDS lives; fe80::/10), RFC 1918, 100.64/10,\n"
-        "0/8, multicast, broadcast, reserved, fc00::/7 and their IPv4-mapped forms are\n"
-        "refused unless pinned with --resolve. The addresses left are tried in turn.\n"
+        "/etc/hosts, then DNS) and every address is checked against the IANA\n"
+        "special-purpose registries: loopback, link-local (169.254/16, where EC2 IMDS\n"
+        "lives; fe80::/10), RFC 1918, 100.64/10, 0/8, 192.0.0/24, 198.18/15, the\n"
+        "documentation blocks, multicast, broadcast, 240/4; fc00::/7, 64:ff9b:1::/48,\n"
+        "100::/64, 2001::/23 (Teredo included), 2001:db8::/32, 3fff::/20 and all but\n"
+        "2000::/3; IPv4-mapped, IPv4-compatible, NAT64 and 6to4 forms by the IPv4 address\n"
+        "they carry. These are refused unless pinned with --resolve. The addresses left\n"
+        "are tried in turn.\n"
         "\n"
         "Statuses: 400 malformed head, 405 not CONNECT, 403 not allowed, 502 resolve or\n"
         "connect failed, 503 over --max-conns, 504 timed out.\n"
@@ -71,7 +77,8 @@ static void usage(FILE *f)
         "Environment: AWS_REGION; VEIL_LOG_LEVEL (debug|info|warn|error|off). A .env file\n"
         "in the working directory is read if present (the environment wins).\n"
         "SIGTERM or SIGINT: stop accepting, close all tunnels, exit 0.\n",
-        PROXY_DEFAULT_MAX_CONNS, PROXY_DEFAULT_CONNECT_TIMEOUT_S, PROXY_DEFAULT_IDLE_TIMEOUT_S);
+        PROXY_DEFAULT_MAX_CONNS, PROXY_DEFAULT_HEAD_TIMEOUT_S, PROXY_DEFAULT_CONNECT_TIMEOUT_S,
+        PROXY_DEFAULT_IDLE_TIMEOUT_S);
 }
 
 typedef struct strlist {
@@ -108,7 +115,7 @@ static void raise_fd_limit(void)
 }
 
 enum { OPT_LISTEN = 256, OPT_ALLOW, OPT_ALLOWLIST, OPT_RESOLVE, OPT_DNS_SERVER, OPT_REGION,
-       OPT_MAX_CONNS, OPT_CONNECT_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_HELP };
+       OPT_MAX_CONNS, OPT_HEAD_TIMEOUT, OPT_CONNECT_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_HELP };
 
 int main(int argc, char **argv)
 {
@@ -120,6 +127,7 @@ int main(int argc, char **argv)
         {"dns-server", required_argument, NULL, OPT_DNS_SERVER},
         {"region", required_argument, NULL, OPT_REGION},
         {"max-conns", required_argument, NULL, OPT_MAX_CONNS},
+        {"head-timeout", required_argument, NULL, OPT_HEAD_TIMEOUT},
         {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
         {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
         {"help", no_argument, NULL, OPT_HELP},
@@ -134,6 +142,7 @@ int main(int argc, char **argv)
     proxy_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.max_conns = PROXY_DEFAULT_MAX_CONNS;
+    cfg.head_timeout_s = PROXY_DEFAULT_HEAD_TIMEOUT_S;
     cfg.connect_timeout_s = PROXY_DEFAULT_CONNECT_TIMEOUT_S;
     cfg.idle_timeout_s = PROXY_DEFAULT_IDLE_TIMEOUT_S;
 
@@ -151,6 +160,9 @@ int main(int argc, char **argv)
         case OPT_REGION: region = optarg; break;
         case OPT_MAX_CONNS:
             bad = parse_num("--max-conns", optarg, 1, 1000000, &cfg.max_conns);
+            break;
+        case OPT_HEAD_TIMEOUT:
+            bad = parse_num("--head-timeout", optarg, 1, 3600, &cfg.head_timeout_s);
             break;
         case OPT_CONNECT_TIMEOUT:
             bad = parse_num("--connect-timeout", optarg, 1, 3600, &cfg.connect_timeout_s);

@@ -950,6 +950,19 @@ def test_webhook_org_deleted_keeps_audit(c):
     assert c.db.audit("org_keys_rotated", org_id="org_wy") == []
 
 
+def test_webhook_type_cannot_forge_a_log_line(c):
+    # issue F0: a signed webhook's type with a newline once wrote `event=admin_login
+    # user=root` into veild's log as fields of their own; now it stays one quoted value
+    forged = "x\nevent=admin_login user=root"
+    assert c.hook({"type": forged, "data": {}}).json == {"status": "ignored", "event": forged}
+    assert c.veild.wait_log("user=root", 10), c.veild.text()[-2000:]
+    text = c.veild.text()
+    forged_lines = [ln for ln in text.splitlines()
+                    if " event=admin_login" in ln or ln.startswith("event=admin_login")]
+    assert forged_lines == [], forged_lines
+    assert 'event=webhook type="x\\nevent=admin_login user=root" result=ignored' in text
+
+
 # --------------------------------------------------------------------------- §4.8 debug
 
 def test_debug_report(c):
@@ -1017,6 +1030,7 @@ def run_backend(name, workdir, db_url, db, tok, svix, pg=None):
                      f"veild-{name}")
         plain = Veild(workdir, base, f"veild-{name}-plain")
         c = Ctx(main.port, tok, svix, db, plain.port, name)
+        c.veild = main
         for t in TESTS:
             try:
                 t(c)

@@ -1,4 +1,4 @@
-/* common: hex, buffers and cursors, addresses and sockets, .env config, logging. */
+/* common: hex, buffers and cursors, addresses and sockets, .env config (logging: test_log.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,7 +19,6 @@
 #include "common/buf.h"
 #include "common/config.h"
 #include "common/hex.h"
-#include "common/log.h"
 
 static void test_hex(void **state)
 {
@@ -290,37 +289,6 @@ static void test_dotenv(void **state)
     assert_int_equal(config_load_dotenv("/nonexistent/.env", err, sizeof err), 0);
 }
 
-static void test_log_one_line(void **state)
-{
-    (void)state;
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    log_init("veil-test");
-    log_set_fd(fds[1]);
-    log_set_level(LOG_INFO);
-    char rid[LOG_RID_LEN + 1];
-    log_new_rid(rid);
-    assert_int_equal(strlen(rid), LOG_RID_LEN);
-    log_debug(rid, "event=hidden");
-    log_info(rid, "event=test detail=\"%s\"", "two\nlines\r");
-    log_set_fd(2);
-    close(fds[1]);
-    char buf[4096];
-    ssize_t n = read(fds[0], buf, sizeof buf - 1);
-    close(fds[0]);
-    assert_true(n > 0);
-    buf[n] = '\0';
-    assert_null(strstr(buf, "hidden"));
-    assert_non_null(strstr(buf, "level=info prog=veil-test rid="));
-    assert_non_null(strstr(buf, rid));
-    assert_non_null(strstr(buf, "event=test detail=\"two lines \""));
-    assert_ptr_equal(strchr(buf, '\n'), buf + n - 1); /* exactly one line */
-    log_level lv;
-    assert_int_equal(log_level_parse("WARN", &lv), 0);
-    assert_int_equal(lv, LOG_WARN);
-    assert_int_equal(log_level_parse("verbose", &lv), -1);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -331,7 +299,6 @@ int main(void)
         cmocka_unit_test(test_addr_parse),
         cmocka_unit_test(test_addr_sockets),
         cmocka_unit_test(test_dotenv),
-        cmocka_unit_test(test_log_one_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

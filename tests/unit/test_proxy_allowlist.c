@@ -310,6 +310,22 @@ static void test_special_v4(void **state)
         {"240.0.0.1", "reserved"},
         {"255.255.255.255", "broadcast"},
         {"223.255.255.255", NULL},
+        /* the rest of the IANA special-purpose registry (not globally reachable) */
+        {"198.17.255.255", NULL},
+        {"198.18.0.0", "benchmarking"},
+        {"198.19.255.255", "benchmarking"},
+        {"198.20.0.0", NULL},
+        {"191.255.255.255", NULL},
+        {"192.0.0.0", "ietf-protocol"},
+        {"192.0.0.170", "ietf-protocol"}, /* NAT64 prefix discovery */
+        {"192.0.0.255", "ietf-protocol"},
+        {"192.0.1.0", NULL},
+        {"192.0.2.1", "documentation"},
+        {"198.51.100.7", "documentation"},
+        {"203.0.113.255", "documentation"},
+        {"203.0.114.0", NULL},
+        {"192.88.99.1", "6to4-relay"},
+        {"192.31.196.1", NULL}, /* AS112: a globally reachable anycast service */
     };
     for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
         const char *got = special(CASES[i].ip);
@@ -353,6 +369,36 @@ static void test_special_v6(void **state)
         {"2002:a00:1::1", "private"},
         {"2002:7f00:1::", "loopback"},
         {"2002:808:808::1", NULL},
+        {"64:ff9b::c612:1", "benchmarking"},
+        {"::ffff:192.0.0.170", "ietf-protocol"},
+        {"2002:c000:201::", "documentation"},
+        /* local-use NAT64, discard, Teredo and the rest of 2001::/23 */
+        {"64:ff9b:1::a00:1", "local-nat64"},
+        {"64:ff9b:1:ffff::808:808", "local-nat64"},
+        {"64:ff9b:2::1", "reserved"},
+        {"100::1", "discard"},
+        {"100::ffff:ffff:ffff:ffff", "discard"},
+        {"100:0:0:1::1", "reserved"},
+        {"2001::1", "teredo"},
+        {"2001:0:4136:e378:8000:63bf:3fff:fdd2", "teredo"},
+        {"2001:1::1", "ietf-protocol"},
+        {"2001:2::1", "benchmarking"},
+        {"2001:2:0:ffff::1", "benchmarking"},
+        {"2001:2:1::1", "ietf-protocol"},
+        {"2001:10::1", "ietf-protocol"},
+        {"2001:1ff:ffff::1", "ietf-protocol"},
+        {"2001:200::1", NULL},
+        {"2001:db8::1", "documentation"},
+        {"2001:db9::1", NULL},
+        {"3fff::1", "documentation"},
+        {"3fff:fff:ffff::1", "documentation"},
+        {"3fff:1000::1", NULL},
+        /* outside 2000::/3: nothing there is global unicast */
+        {"5f00::1", "reserved"},
+        {"4000::1", "reserved"},
+        {"1fff:ffff::1", "reserved"},
+        {"e000::1", "reserved"},
+        {"::ffff:0:a00:1", "reserved"}, /* IPv4-translated (SIIT) */
     };
     for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
         const char *got = special(CASES[i].ip);
