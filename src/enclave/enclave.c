@@ -321,7 +321,10 @@ void enclave_req_pause(enclave_req *r, bool pause)
     if (!r || r->cancelled || r->paused == pause)
         return;
     r->paused = pause;
-    log_debug(r->rid, "event=request_%s chunks=%u", pause ? "paused" : "resumed", r->chunks);
+    if (pause)
+        log_debug(r->rid, "event=request_paused chunks=%u", r->chunks);
+    else
+        log_debug(r->rid, "event=request_resumed chunks=%u", r->chunks);
     if (r->call)
         bedrock_pause(r->call, pause);
 }
