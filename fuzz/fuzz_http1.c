@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "aws/http1.h"
+#include "net/http1.h"
 #include "common/buf.h"
 
 #define CHECK(cond)                                                                                \

@@ -24,8 +24,8 @@
 
 #include <openssl/rsa.h>
 
-#include "server/jwks.h"
-#include "server/jwt.h"
+#include "auth/jwks.h"
+#include "auth/jwt.h"
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \

@@ -22,7 +22,7 @@
 #include <time.h>
 
 #include "aws/eventstream.h"
-#include "aws/http1.h"
+#include "net/http1.h"
 #include "aws/sigv4.h"
 #include "bedrock_sim.h"
 #include "common/addr.h"

@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "aws/http1.h"
+#include "net/http1.h"
 #include "common/addr.h"
 #include "common/buf.h"
 

@@ -33,7 +33,7 @@
 #include <unistd.h>
 
 #include "aws/bedrock.h"
-#include "aws/https.h"
+#include "net/https.h"
 #include "bedrock_sim.h"
 #include "common/addr.h"
 #include "common/config.h"

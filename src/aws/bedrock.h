@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "aws/https.h"
+#include "net/https.h"
 #include "aws/sigv4.h"
 
 #define BEDROCK_DEFAULT_MAX_TOKENS 4096

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/isotime.h"
 #include "common/log.h"
 #include "common/secret.h"
 
@@ -36,32 +37,6 @@ struct imds_op {
 void imds_credentials_clear(imds_credentials *c)
 {
     OPENSSL_cleanse(c, sizeof *c);
-}
-
-time_t aws_parse_time(const char *s)
-{
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    int n = 0;
-    if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-                     &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6 || n != 19)
-        return -1;
-    const char *p = s + n;
-    if (*p == '.') {
-        p++;
-        if (!isdigit((unsigned char)*p))
-            return -1;
-        while (isdigit((unsigned char)*p))
-            p++;
-    }
-    if (strcmp(p, "Z") != 0 && strcmp(p, "+00:00") != 0)
-        return -1;
-    if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 ||
-        tm.tm_min > 59 || tm.tm_sec > 60)
-        return -1;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    return timegm(&tm);
 }
 
 static void op_free(imds_op *op)
@@ -143,7 +118,7 @@ static const char *parse_creds(imds_op *op)
              copy_field(j, "Token", op->creds.session_token, sizeof op->creds.session_token))
         err = "IMDS credentials lack AccessKeyId, SecretAccessKey or Token";
     else if (copy_field(j, "Expiration", op->creds.expiration, sizeof op->creds.expiration) == 0 &&
-             (op->creds.expires_at = aws_parse_time(op->creds.expiration)) == (time_t)-1)
+             (op->creds.expires_at = time_parse_iso8601(op->creds.expiration)) == (time_t)-1)
         err = "IMDS credentials have an unparsable Expiration";
     json_decref(j);
     json_set_alloc_funcs(jmalloc, jfree);

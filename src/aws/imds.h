@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "aws/https.h"
+#include "net/https.h"
 
 #define IMDS_DEFAULT_HOST "169.254.169.254"
 #define IMDS_DEFAULT_PORT 80
@@ -28,9 +28,6 @@ typedef struct imds_credentials {
 } imds_credentials;
 
 void imds_credentials_clear(imds_credentials *c);
-
-/* Parses RFC 3339 / ISO 8601 UTC (YYYY-MM-DDTHH:MM:SS[.frac](Z|+00:00)); -1 on error. */
-time_t aws_parse_time(const char *s);
 
 typedef struct imds_config {
     const char *host; /* NULL: 169.254.169.254 */

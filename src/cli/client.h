@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "aws/https.h"
+#include "net/https.h"
 
 typedef struct vclient {
     char url[512];      /* as given: for messages */

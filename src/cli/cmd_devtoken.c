@@ -23,8 +23,8 @@
 
 #include "cli/cli.h"
 #include "common/config.h"
-#include "server/jwks.h"
-#include "server/jwt.h"
+#include "auth/jwks.h"
+#include "auth/jwt.h"
 
 #define VERB "dev-token"
 #define DEFAULT_KEY ".run/dev-jwt.key"

@@ -12,7 +12,7 @@
 #include <time.h>
 
 #include "aws/bedrock.h"
-#include "aws/imds.h"
+#include "common/isotime.h"
 #include "common/hex.h"
 #include "common/log.h"
 #include "crypto/ep.h"
@@ -262,7 +262,7 @@ static json_t *cmd_set_credentials(enclave_core *c, const json_t *req, const cha
     time_t expires_at = 0;
     if (exp && !json_is_null(exp)) {
         if (!json_is_string(exp) || json_string_length(exp) >= sizeof c->expiration ||
-            (expires_at = aws_parse_time(json_string_value(exp))) == (time_t)-1)
+            (expires_at = time_parse_iso8601(json_string_value(exp))) == (time_t)-1)
             return set_creds_error("Invalid credential field:", "expiration");
     }
     clear_creds(c);

@@ -15,7 +15,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "aws/http1.h"
+#include "net/http1.h"
 
 #define PROXY_ALLOWLIST_MAX_ENTRIES 4096
 #define PROXY_ALLOWLIST_MAX_PINS 4096

@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "aws/http1.h"
+#include "net/http1.h"
 #include "common/log.h"
 
 #define SET_ERR(...) snprintf(err, errlen, __VA_ARGS__)

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/jwks.h"
-#include "server/jwt.h"
+#include "server/jwks_cache.h"
+#include "auth/jwt.h"
 
 #define MAX_AZP 16
 

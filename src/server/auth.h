@@ -6,7 +6,7 @@
 #ifndef VEIL_SERVER_AUTH_H
 #define VEIL_SERVER_AUTH_H
 
-#include "server/api.h"
+#include "server/http/api.h"
 
 typedef struct auth_state auth_state;
 typedef struct auth_wait auth_wait;

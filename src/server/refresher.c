@@ -6,9 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "aws/https.h"
+#include "net/https.h"
 #include "aws/imds.h"
 #include "common/config.h"
+#include "common/isotime.h"
 #include "common/log.h"
 
 #define EXPIRY_MARGIN_SECONDS 300 /* refresh when the credentials expire within 5 minutes */
@@ -190,7 +191,7 @@ refresher *refresher_new(struct event_base *base, const server_config *cfg, encl
         snprintf(rf->creds.secret_access_key, sizeof rf->creds.secret_access_key, "%s", secret);
         snprintf(rf->creds.session_token, sizeof rf->creds.session_token, "%s", token);
         snprintf(rf->creds.expiration, sizeof rf->creds.expiration, "%s", exp);
-        if (exp[0] && (rf->creds.expires_at = aws_parse_time(exp)) == (time_t)-1) {
+        if (exp[0] && (rf->creds.expires_at = time_parse_iso8601(exp)) == (time_t)-1) {
             snprintf(err, errlen, "AWS_CREDENTIAL_EXPIRATION is not an ISO 8601 UTC time");
             goto fail;
         }

@@ -3,12 +3,12 @@
 #ifndef VEIL_SERVER_INT_H
 #define VEIL_SERVER_INT_H
 
-#include "server/api.h"
+#include "server/http/api.h"
 #include "server/auth.h"
 #include "server/enclave_client.h"
 #include "server/refresher.h"
-#include "server/store.h"
-#include "server/user_limits.h"
+#include "server/store/store.h"
+#include "server/http/user_limits.h"
 
 struct server {
     struct event_base *base;

@@ -6,7 +6,7 @@
 
 #include "common/config.h"
 #include "enclave/server.h"
-#include "server/httpd.h"
+#include "server/http/httpd.h"
 
 static int copy(char *dst, size_t n, const char *name, const char *def, char *err, size_t errlen)
 {

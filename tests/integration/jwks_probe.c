@@ -24,8 +24,8 @@
 #include "common/buf.h"
 #include "common/config.h"
 #include "common/log.h"
-#include "server/jwks.h"
-#include "server/jwt.h"
+#include "server/jwks_cache.h"
+#include "auth/jwt.h"
 
 static struct event_base *base;
 static jwks_cache *cache;

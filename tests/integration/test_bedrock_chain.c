@@ -18,6 +18,7 @@
 
 #include "aws/bedrock.h"
 #include "aws/imds.h"
+#include "common/isotime.h"
 #include "common/buf.h"
 #include "harness.h"
 
@@ -518,14 +519,14 @@ static void test_imds(void **state)
 static void test_time_parse(void **state)
 {
     (void)state;
-    assert_int_equal(aws_parse_time("1970-01-01T00:00:10Z"), 10);
-    assert_int_equal(aws_parse_time("2026-02-01T08:00:00Z"), 1769932800);
-    assert_int_equal(aws_parse_time("2026-02-01T08:00:00.123Z"), 1769932800);
-    assert_int_equal(aws_parse_time("2026-02-01T08:00:00+00:00"), 1769932800);
-    assert_int_equal(aws_parse_time("2026-02-01 08:00:00Z"), -1);
-    assert_int_equal(aws_parse_time("2026-02-01T08:00:00+02:00"), -1);
-    assert_int_equal(aws_parse_time("2026-13-01T08:00:00Z"), -1);
-    assert_int_equal(aws_parse_time(""), -1);
+    assert_int_equal(time_parse_iso8601("1970-01-01T00:00:10Z"), 10);
+    assert_int_equal(time_parse_iso8601("2026-02-01T08:00:00Z"), 1769932800);
+    assert_int_equal(time_parse_iso8601("2026-02-01T08:00:00.123Z"), 1769932800);
+    assert_int_equal(time_parse_iso8601("2026-02-01T08:00:00+00:00"), 1769932800);
+    assert_int_equal(time_parse_iso8601("2026-02-01 08:00:00Z"), -1);
+    assert_int_equal(time_parse_iso8601("2026-02-01T08:00:00+02:00"), -1);
+    assert_int_equal(time_parse_iso8601("2026-13-01T08:00:00Z"), -1);
+    assert_int_equal(time_parse_iso8601(""), -1);
 }
 
 int main(void)

@@ -225,7 +225,7 @@ fi
 ###############################################################################
 # 4. the IAM policy
 check "iam-policy.json parses" "$PY" -m json.tool "$D/iam-policy.json" /dev/null
-pycheck "$D/iam-policy.json" "$SRC/src/server/models.c" <<'PY'
+pycheck "$D/iam-policy.json" "$SRC/src/server/http/models.c" <<'PY'
 import json, re, sys
 pol = json.load(open(sys.argv[1]))
 ids = re.findall(r'\{\s*"([a-z]{2}\.[^"]+)"\s*,', open(sys.argv[2]).read())

@@ -16,8 +16,8 @@
 
 #include "harness.h"
 #include "pg_harness.h"
-#include "server/db.h"
-#include "server/store.h"
+#include "server/store/db.h"
+#include "server/store/store.h"
 
 #define PASSWORD "Sup3rS3cretPw"
 

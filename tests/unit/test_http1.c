@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "aws/http1.h"
+#include "net/http1.h"
 #include "common/buf.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

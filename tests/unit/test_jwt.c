@@ -20,8 +20,8 @@
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 
-#include "server/jwks.h"
-#include "server/jwt.h"
+#include "server/jwks_cache.h"
+#include "auth/jwt.h"
 
 #define NOW ((time_t)1700000000)
 #define ISS "https://clerk.example.com"

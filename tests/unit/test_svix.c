@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/svix.h"
+#include "auth/svix.h"
 
 /* docs.svix.com "Verifying Webhooks Manually" / the Svix libraries' example */
 #define V_SECRET "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

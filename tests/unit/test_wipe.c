@@ -32,7 +32,7 @@
 #include <linux/sockios.h>
 #include <unistd.h>
 
-#include "aws/https.h"
+#include "net/https.h"
 #include "aws/imds.h"
 #include "common/addr.h"
 #include "common/buf.h"

@@ -3,7 +3,7 @@
  * Placeholders $1..$n are bound by name: SQLite numbers parameters by first
  * appearance, so "$2 ... $1" would otherwise bind the wrong values.
  */
-#include "server/db_int.h"
+#include "server/store/db_int.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -8,9 +8,9 @@
 
 #include "common/config.h"
 #include "common/hex.h"
-#include "server/models.h"
+#include "server/http/models.h"
 #include "server/server_int.h"
-#include "server/validate.h"
+#include "server/http/validate.h"
 
 #define P "/api/v1/chat"
 #define HEARTBEAT_S 15

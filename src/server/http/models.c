@@ -1,4 +1,4 @@
-#include "server/models.h"
+#include "server/http/models.h"
 
 #include <string.h>
 

@@ -4,7 +4,7 @@
  * A connection found broken outside a transaction is reset once (the cache is
  * dropped with it). Server notices are discarded: the store never logs.
  */
-#include "server/db_int.h"
+#include "server/store/db_int.h"
 
 #include <libpq-fe.h>
 #include <stdbool.h>

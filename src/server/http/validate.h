@@ -9,7 +9,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 
-#include "server/api.h"
+#include "server/http/api.h"
 
 /* The body must be a JSON object (else 422 model_attributes_type). */
 bool v_object(api_req *r, const json_t *body);

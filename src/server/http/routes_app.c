@@ -1,7 +1,7 @@
 /* routes_app — the app-level routes (spec §4.1): welcome, health, protected. */
 #include <stdio.h>
 
-#include "server/routes_util.h"
+#include "server/http/routes_util.h"
 
 static void app_root(api_req *r)
 {

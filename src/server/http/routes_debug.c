@@ -12,7 +12,7 @@
 #include "crypto/ep.h"
 #include "crypto/keywrap.h"
 #include "crypto/primitives.h"
-#include "server/routes_util.h"
+#include "server/http/routes_util.h"
 
 #define SAMPLE_SESSIONS 3
 #define SAMPLE_MESSAGES_PER_SESSION 2

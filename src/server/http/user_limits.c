@@ -1,4 +1,4 @@
-#include "server/user_limits.h"
+#include "server/http/user_limits.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* http1 — pure HTTP/1.1 head parsers and a streaming chunked decoder (see http1.h). */
-#include "aws/http1.h"
+#include "net/http1.h"
 
 #include <arpa/inet.h>
 #include <limits.h>

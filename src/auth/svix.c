@@ -1,5 +1,5 @@
 /* svix — Clerk webhook signatures. See svix.h. */
-#include "server/svix.h"
+#include "auth/svix.h"
 
 #include <stdbool.h>
 #include <string.h>

@@ -22,7 +22,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
-#include "server/httpd.h"
+#include "server/http/httpd.h"
 #include "server/settings.h"
 
 struct event_base;

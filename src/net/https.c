@@ -1,4 +1,4 @@
-#include "aws/https.h"
+#include "net/https.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -4,8 +4,8 @@
  */
 #include <strings.h>
 
-#include "server/routes_util.h"
-#include "server/validate.h"
+#include "server/http/routes_util.h"
+#include "server/http/validate.h"
 
 #define P "/api/v1/users"
 

@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "aws/http1.h"
+#include "net/http1.h"
 #include "common/addr.h"
 
 struct event_base;

@@ -7,8 +7,8 @@
  * JWT. Key writes are audited.
  * The server only stores wrapped keys and EncryptedPayloads, never opens them.
  */
-#include "server/routes_util.h"
-#include "server/validate.h"
+#include "server/http/routes_util.h"
+#include "server/http/validate.h"
 
 #define P "/api/v1/organizations"
 #define MAX_ID_LEN 255

@@ -18,8 +18,8 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "server/routes_util.h"
-#include "server/svix.h"
+#include "server/http/routes_util.h"
+#include "auth/svix.h"
 
 #define UNKNOWN_ORG_NAME "Unknown Organization"
 

@@ -1,7 +1,7 @@
 /* httpd — veild's HTTP/1.1 server engine (see httpd.h). A connection walks
  * IDLE -> HEAD -> BODY -> HANDLING -> IDLE (keep-alive) or CLOSING, with one timer
  * for the deadline of the phase it is in and one for congested output. */
-#include "server/httpd.h"
+#include "server/http/httpd.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "aws/http1.h"
+#include "net/http1.h"
 #include "common/buf.h"
 #include "common/log.h"
 

@@ -1,5 +1,5 @@
 /* jwt — compact JWS, RS256 pinned, Clerk v2 claims. See jwt.h. */
-#include "server/jwt.h"
+#include "auth/jwt.h"
 
 #include <jansson.h>
 #include <limits.h>

@@ -1,4 +1,4 @@
-#include "server/validate.h"
+#include "server/http/validate.h"
 
 #include <ctype.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* routes_context — /api/v1/context/ (spec §4.6): the caller's context document,
  * the org's in org context (writing it takes the JWT admin role), else the
  * user's. Full replace; the store keys the row ctx_<owner_type>_<owner_id>. */
-#include "server/routes_util.h"
+#include "server/http/routes_util.h"
 
 #define P "/api/v1/context"
 

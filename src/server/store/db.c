@@ -1,5 +1,5 @@
 /* db — dispatch to the SQLite or PostgreSQL backend, URL handling, results. */
-#include "server/db_int.h"
+#include "server/store/db_int.h"
 
 #include <ctype.h>
 #include <stdarg.h>

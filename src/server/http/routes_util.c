@@ -1,10 +1,10 @@
-#include "server/routes_util.h"
+#include "server/http/routes_util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 
 #include "common/hex.h"
-#include "server/validate.h"
+#include "server/http/validate.h"
 
 /* ---- replies ---- */
 

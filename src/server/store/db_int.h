@@ -4,7 +4,7 @@
 #ifndef VEIL_SERVER_DB_INT_H
 #define VEIL_SERVER_DB_INT_H
 
-#include "server/db.h"
+#include "server/store/db.h"
 
 struct db {
     db_kind kind;

@@ -8,7 +8,7 @@
  * operation never poisons the caller's transaction (PostgreSQL aborts the whole
  * transaction on any error otherwise). Nothing here logs.
  */
-#include "server/store.h"
+#include "server/store/store.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,8 +18,8 @@
 
 #include <openssl/rand.h>
 
-#include "server/db.h"
-#include "server/db_migrations.h"
+#include "server/store/db.h"
+#include "server/store/db_migrations.h"
 
 #define NP(a) (sizeof(a) / sizeof((a)[0]))
 #define DEFAULT_SESSION_NAME "New Chat"
