@@ -1,4 +1,4 @@
-/* Unit tests for aws/http1: response/request/CONNECT heads and the chunked decoder. */
+/* net/http1: response/request/CONNECT heads and the chunked decoder. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
