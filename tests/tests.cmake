@@ -8,6 +8,8 @@ set(VEIL_FIXTURES ${CMAKE_SOURCE_DIR}/tests/fixtures)
 # test_wipe searches every block veil's code frees for a secret: free and realloc
 # are wrapped at link time for that program only.
 set(unit_link_options_test_wipe -Wl,--wrap=free -Wl,--wrap=realloc)
+# user_limits reads the monotonic clock: its test sets that clock by hand.
+set(unit_link_options_server_http_test_user_limits -Wl,--wrap=clock_gettime)
 
 file(GLOB_RECURSE unit_tests CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/unit/test_*.c)
 foreach(src ${unit_tests})
