@@ -10,6 +10,9 @@ set(VEIL_FIXTURES ${CMAKE_SOURCE_DIR}/tests/fixtures)
 set(unit_link_options_test_wipe -Wl,--wrap=free -Wl,--wrap=realloc)
 # user_limits reads the monotonic clock: its test sets that clock by hand.
 set(unit_link_options_server_http_test_user_limits -Wl,--wrap=clock_gettime)
+# the API layer's replies without a connection (tests/unit/server/http/api_capture.h)
+set(api_capture -Wl,--wrap=httpd_respond -Wl,--wrap=httpd_header -Wl,--wrap=httpd_body)
+set(unit_link_options_server_http_test_validate ${api_capture})
 
 file(GLOB_RECURSE unit_tests CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/unit/test_*.c)
 foreach(src ${unit_tests})
