@@ -13,6 +13,11 @@ set(unit_link_options_server_http_test_user_limits -Wl,--wrap=clock_gettime)
 # the API layer's replies without a connection (tests/unit/server/http/api_capture.h)
 set(api_capture -Wl,--wrap=httpd_respond -Wl,--wrap=httpd_header -Wl,--wrap=httpd_body)
 set(unit_link_options_server_http_test_validate ${api_capture})
+set(unit_link_options_server_http_test_routes_util ${api_capture})
+foreach(f store_last_error store_membership_get store_memberships_for_user store_memberships_for_org
+          store_begin store_commit store_rollback store_context_get store_context_put)
+  list(APPEND unit_link_options_server_http_test_routes_util -Wl,--wrap=${f})
+endforeach()
 
 file(GLOB_RECURSE unit_tests CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/unit/test_*.c)
 foreach(src ${unit_tests})
