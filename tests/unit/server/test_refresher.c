@@ -443,6 +443,54 @@ static void test_kick_while_busy(void **state)
     assert_int_equal(T.ms, 2700000);
 }
 
+/* The enclave refused a credential: it does not hold it, so the same credential
+ * from IMDS is pushed again (not taken for one the enclave already has). */
+static void test_refused_push_is_pushed_again(void **state)
+{
+    (void)state;
+    rf = make();
+    refresher_start(rf);
+    imds_answers("ASIA1", T0 + 6 * 3600);
+    enclave_answers(true);
+    fire();
+    time_t exp2 = g_now + 6 * 3600;
+    imds_answers("ASIA2", exp2);
+    enclave_answers(false);
+    assert_false(refresher_pushed(rf)); /* "the last push succeeded" */
+    assert_int_equal(T.ms, 1000);
+    fire();
+    imds_answers("ASIA2", exp2); /* IMDS has not rotated since */
+    assert_int_equal(E.pushes, 3);
+    assert_string_equal(E.last.access_key_id, "ASIA2");
+    enclave_answers(true);
+    assert_true(refresher_pushed(rf));
+}
+
+/* A restart while a push is on the wire: that push may have reached the enclave
+ * that went away, so the same credential goes again once it ends. */
+static void test_restart_while_pushing(void **state)
+{
+    (void)state;
+    rf = make();
+    refresher_start(rf);
+    imds_answers("ASIA1", T0 + 6 * 3600);
+    E.restart_cb(E.restart_ud);
+    assert_int_equal(E.pushes, 1);
+    enclave_answers(true); /* the old enclave's yes */
+    assert_int_equal(I.fetches, 2);
+    imds_answers("ASIA1", T0 + 6 * 3600);
+    assert_int_equal(E.pushes, 2);
+    assert_string_equal(E.last.access_key_id, "ASIA1");
+    enclave_answers(true);
+    assert_int_equal(refresher_push_count(rf), 2);
+    assert_int_equal(T.ms, 2700000);
+    /* and a restart after a settled push still re-pushes the same credential */
+    E.restart_cb(E.restart_ud);
+    imds_answers("ASIA1", T0 + 6 * 3600);
+    assert_int_equal(E.pushes, 3);
+    enclave_answers(true);
+}
+
 static void test_free_cancels_what_runs(void **state)
 {
     (void)state;
@@ -547,6 +595,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_waits_out_unrotated_imds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_pushes_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kick_while_busy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_push_is_pushed_again, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restart_while_pushing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_cancels_what_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_env_source, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
