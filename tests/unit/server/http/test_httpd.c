@@ -677,6 +677,40 @@ static void test_408_deadlines(void **state)
     cl_close(c);
 }
 
+static void test_405_400_505(void **state)
+{
+    (void)state;
+    start(&LIM);
+    client *c = cl_open();
+    cl_send(c, "CONNECT bedrock-runtime.us-east-1.amazonaws.com:443 HTTP/1.1\r\n"
+               "Host: bedrock-runtime.us-east-1.amazonaws.com:443\r\n\r\n");
+    cl_expect_all(c, "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\n"
+                     "Allow: GET, POST, PUT, DELETE, OPTIONS\r\nContent-Length: 31\r\nConnection: close\r\n\r\n"
+                     "{\"detail\":\"Method Not Allowed\"}");
+    cl_close(c);
+
+    static const char *const malformed[] = {
+        "GET / HTTP/1.1\r\nNo colon here\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\n folded: value\r\n\r\n",          /* obs-fold */
+        "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", /* smuggling */
+        "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+        "GET http://elsewhere/ HTTP/1.1\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof malformed / sizeof malformed[0]; i++) {
+        c = cl_open();
+        cl_send(c, malformed[i]);
+        cl_expect_all(c, "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 30\r\n"
+                         "Connection: close\r\n\r\n{\"detail\":\"Malformed request\"}");
+        cl_close(c);
+    }
+    c = cl_open();
+    cl_send(c, "GET / HTTP/2.0\r\n\r\n");
+    cl_wait_eof(c);
+    assert_non_null(strstr(cl_text(c), " 505 HTTP Version Not Supported\r\n"));
+    cl_close(c);
+    assert_int_equal(H.n, 0);
+}
+
 /* ---- the handler's side of a connection that goes away ---- */
 
 static void test_close_while_handling(void **state)
@@ -742,6 +776,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_431_head_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown(test_413_body_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown(test_408_deadlines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_405_400_505, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_while_handling, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_cap, setup, teardown),
     };
