@@ -61,6 +61,17 @@ class Checks:
         what = self._where(2) if what is None else what
         return self.ok(got == want, f"{what}: got {got!r}, want {want!r}")
 
+    def raises(self, error, what, fn, *args):
+        """Passes only when fn(*args) raises error: that it opened, or failed for any
+        other reason (a wrong field, bad hex, a bug in the test), is a failure."""
+        try:
+            fn(*args)
+        except error:
+            return self.ok(True, what)
+        except Exception as e:  # noqa: BLE001 - not the refusal this check is about
+            return self.ok(False, f"{what}: {type(e).__name__}: {e} (not {error.__name__})")
+        return self.ok(False, f"{what}: no {error.__name__}, it went through")
+
     def run(self, what, fn, *args):
         """Runs fn(*args); returns its result, or None after an exception (a failure)."""
         try:
