@@ -8,6 +8,8 @@ set(VEIL_FIXTURES ${CMAKE_SOURCE_DIR}/tests/fixtures)
 # test_wipe searches every block veil's code frees for a secret: free and realloc
 # are wrapped at link time for that program only.
 set(unit_link_options_test_wipe -Wl,--wrap=free -Wl,--wrap=realloc)
+# the secret type's own test sees each free of the blocks it watches
+set(unit_link_options_common_test_secret -Wl,--wrap=free)
 # user_limits reads the monotonic clock: its test sets that clock by hand.
 set(unit_link_options_server_http_test_user_limits -Wl,--wrap=clock_gettime)
 # the refresher's clock, timer, IMDS and enclave client (tests/unit/server/test_refresher.c)
