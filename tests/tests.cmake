@@ -1,10 +1,12 @@
 # Unit tests mirror the sources: tests/unit/<module>/test_<file>.c tests
 # src/<module>/<file>.c. Each is one cmocka program linked with all modules, run as
 # the test unit/<module>/test_<file>, built as build/unit/<module>/test_<file>.
+# One test is no file's: tests/unit/test_wipe.c checks a property of every module
+# that holds a secret (no copy left in freed memory), across them all.
 set(VEIL_FIXTURES ${CMAKE_SOURCE_DIR}/tests/fixtures)
 
-# Link options of the few unit tests that wrap functions at link time, keyed by the
-# test's path under tests/unit (without .c).
+# Link options of the few unit tests that wrap functions at link time (their
+# seams), keyed by the test's path under tests/unit without .c, "/" as "_".
 # test_wipe searches every block veil's code frees for a secret: free and realloc
 # are wrapped at link time for that program only.
 set(unit_link_options_test_wipe -Wl,--wrap=free -Wl,--wrap=realloc)
