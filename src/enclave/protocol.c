@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "common/hex.h"
+#include "crypto/ep.h"
 
 /* ---- commands ---- */
 
@@ -174,6 +175,15 @@ static int parse_history(const json_t *req, bool stream, proto_chat_request *out
     return 0;
 }
 
+int proto_stream_format(const json_t *v)
+{
+    if (!v || json_is_null(v))
+        return 1;
+    if (!json_is_integer(v) || (json_integer_value(v) != 1 && json_integer_value(v) != 2))
+        return -1;
+    return (int)json_integer_value(v);
+}
+
 int proto_parse_chat_request(const json_t *req, bool stream, proto_chat_request *out, proto_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -194,13 +204,9 @@ int proto_parse_chat_request(const json_t *req, bool stream, proto_chat_request 
         if (key_field(req, PF_CLIENT_PUBLIC_KEY, out->reply_pub, err) < 0 ||
             key_field(req, PF_STORAGE_PUBLIC_KEY, out->storage_pub, err) < 0)
             return -1;
-        const json_t *fmt = json_object_get(req, PF_STREAM_FORMAT);
-        if (fmt && !json_is_null(fmt)) {
-            if (!json_is_integer(fmt) || (json_integer_value(fmt) != 1 && json_integer_value(fmt) != 2)) {
-                set_err(err, ENCLAVE_ERR_BAD_REQUEST, "Unsupported stream_format (1 or 2)", NULL);
-                return -1;
-            }
-            out->format = (int)json_integer_value(fmt);
+        if ((out->format = proto_stream_format(json_object_get(req, PF_STREAM_FORMAT))) < 0) {
+            set_err(err, ENCLAVE_ERR_BAD_REQUEST, "Unsupported stream_format (" PROTO_STREAM_FORMATS ")", NULL);
+            return -1;
         }
         out->session_id = json_string_value(json_object_get(req, PF_SESSION_ID));
     } else {
@@ -276,7 +282,7 @@ json_t *proto_unknown_command_reply(const char *upper_name)
                      PF_SOURCE, PROTO_SOURCE);
 }
 
-#define EV_CONTENT "encrypted_content"
+#define EV_CONTENT PF_ENCRYPTED_CONTENT
 #define EV_THINKING "encrypted_thinking"
 #define EV_V2_SUFFIX "_v2"
 #define EV_STREAM_KEY "stream_key"
@@ -288,13 +294,13 @@ json_t *proto_unknown_command_reply(const char *upper_name)
 #define EV_IS_FINAL "is_final"
 #define EV_STORED_USER "stored_user_message"
 #define EV_STORED_ASSISTANT "stored_assistant_message"
-#define EV_MODEL_USED "model_used"
+#define EV_MODEL_USED PF_MODEL_USED
 #define EV_INPUT_TOKENS "input_tokens"
 #define EV_OUTPUT_TOKENS "output_tokens"
 #define EV_STOP_REASON "stop_reason"
 #define EV_STREAM_END "stream_end"
 
-int proto_write_chunk_v1(vbuf *out, bool thinking, const ep *e)
+int proto_write_chunk_v1(vbuf *out, bool thinking, const struct ep *e)
 {
     return vbuf_printf(out, "{\"%s\":", thinking ? EV_THINKING : EV_CONTENT) < 0 || ep_write_json(e, out) < 0 ||
                    vbuf_append(out, "}", 1) < 0

@@ -20,8 +20,9 @@
 #include <stdint.h>
 
 #include "common/buf.h"
-#include "crypto/ep.h"
 #include "crypto/primitives.h"
+
+struct ep; /* crypto/ep.h: the EncryptedPayload */
 
 /* ---- names ---------------------------------------------------------------------- */
 
@@ -72,6 +73,9 @@ proto_cmd proto_cmd_parse(const char *s);
 #define PF_MODEL_ID "model_id"
 #define PF_SESSION_ID "session_id"
 #define PF_STREAM_FORMAT "stream_format"
+#define PF_MODEL_USED "model_used"
+/* an EncryptedPayload in a chunk event, an SSE chunk and a stored message alike */
+#define PF_ENCRYPTED_CONTENT "encrypted_content"
 
 /* ---- errors: one enum, its code string on the wire --------------------------------- */
 
@@ -140,6 +144,11 @@ typedef struct proto_error {
     char message[256]; /* the original's wording: "Missing field: 'x'" */
 } proto_error;
 
+/* The stream format a request asks for: 1 when absent or null, 1 or 2 when given,
+ * -1 for anything else (veild's 422 and the enclave's bad_request both use it). */
+int proto_stream_format(const json_t *v);
+#define PROTO_STREAM_FORMATS "1 or 2"
+
 /* Parses the request's shape (keys are hex of 32 bytes and not low-order points;
  * history entries have a valid role). Decryption is the enclave's business. 0, or
  * -1 with err filled (BAD_REQUEST). */
@@ -168,7 +177,7 @@ json_t *proto_stream_error(enclave_err code, const char *msg);
 json_t *proto_unknown_command_reply(const char *upper_name);
 
 /* Format 1: {"encrypted_content": EP} or {"encrypted_thinking": EP}. */
-int proto_write_chunk_v1(vbuf *out, bool thinking, const ep *e);
+int proto_write_chunk_v1(vbuf *out, bool thinking, const struct ep *e);
 /* Format 2: {"encrypted_content_v2":{"seq":n,"ciphertext":hex,"auth_tag":hex}} (or
  * encrypted_thinking_v2). */
 int proto_write_chunk_v2(vbuf *out, bool thinking, uint64_t seq, const uint8_t *ct, size_t len,
