@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -49,8 +50,7 @@ struct ec_op {
     ec_result_cb result_cb;
     ec_stream_callbacks scb;
     void *ud;
-    ec_op *next_live;     /* all live ops, to cancel on free */
-    ec_op *prev_live;
+    LIST_ENTRY(ec_op) live; /* every op from its allocation on, to cancel on free */
 };
 
 struct ec_conn {
@@ -58,7 +58,7 @@ struct ec_conn {
     struct bufferevent *bev;
     vbuf line;
     ec_op *op;
-    ec_conn *next_idle;
+    SLIST_ENTRY(ec_conn) idle; /* while pooled */
 };
 
 struct enclave_client {
@@ -74,34 +74,15 @@ struct enclave_client {
     bool key_fetching;
     bool down; /* the last connect failed */
     struct event *key_retry;
-    ec_conn *idle;
+    SLIST_HEAD(, ec_conn) idle; /* pooled connections (nitro) */
     unsigned n_idle;
-    ec_op *live;
+    LIST_HEAD(, ec_op) live;
     void (*restart_cb)(void *);
     void *restart_ud;
     enclave_core *core; /* mock */
 };
 
 /* ---- common ---- */
-
-static void live_add(enclave_client *ec, ec_op *op)
-{
-    op->next_live = ec->live;
-    if (ec->live)
-        ec->live->prev_live = op;
-    ec->live = op;
-}
-
-static void live_del(enclave_client *ec, ec_op *op)
-{
-    if (op->prev_live)
-        op->prev_live->next_live = op->next_live;
-    else if (ec->live == op)
-        ec->live = op->next_live;
-    if (op->next_live)
-        op->next_live->prev_live = op->prev_live;
-    op->next_live = op->prev_live = NULL;
-}
 
 static void conn_free(ec_conn *c)
 {
@@ -113,7 +94,7 @@ static void conn_free(ec_conn *c)
 
 static void op_free(ec_op *op)
 {
-    live_del(op->ec, op);
+    LIST_REMOVE(op, live);
     if (op->timer)
         event_free(op->timer);
     if (op->kick)
@@ -159,20 +140,14 @@ static void conn_to_idle(enclave_client *ec, ec_conn *c)
         conn_free(c);
         return;
     }
-    c->next_idle = ec->idle;
-    ec->idle = c;
+    SLIST_INSERT_HEAD(&ec->idle, c, idle);
     ec->n_idle++;
 }
 
 static void idle_remove(enclave_client *ec, ec_conn *c)
 {
-    for (ec_conn **pp = &ec->idle; *pp; pp = &(*pp)->next_idle) {
-        if (*pp == c) {
-            *pp = c->next_idle;
-            ec->n_idle--;
-            return;
-        }
-    }
+    SLIST_REMOVE(&ec->idle, c, ec_conn, idle);
+    ec->n_idle--;
 }
 
 static void note_up(enclave_client *ec)
@@ -341,9 +316,9 @@ static void start_nitro(ec_op *op)
     enclave_client *ec = op->ec;
     ec_conn *c = NULL;
     op->reused_conn = false;
-    if (ec->idle) {
-        c = ec->idle;
-        ec->idle = c->next_idle;
+    if (!SLIST_EMPTY(&ec->idle)) {
+        c = SLIST_FIRST(&ec->idle);
+        SLIST_REMOVE_HEAD(&ec->idle, idle);
         ec->n_idle--;
         op->reused_conn = true;
     } else {
@@ -581,6 +556,7 @@ static ec_op *op_alloc(enclave_client *ec, op_kind kind)
         return NULL;
     op->ec = ec;
     op->kind = kind;
+    LIST_INSERT_HEAD(&ec->live, op, live);
     log_new_rid(op->rid);
     op->timer = evtimer_new(ec->base, on_deadline, op);
     op->kick = event_new(ec->base, -1, 0, on_kick, op);
@@ -595,7 +571,6 @@ static ec_op *op_alloc(enclave_client *ec, op_kind kind)
 static ec_op *op_start(ec_op *op, unsigned timeout_ms)
 {
     enclave_client *ec = op->ec;
-    live_add(ec, op);
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     evtimer_add(op->timer, &tv);
     if (ec->mode == ENCLAVE_MOCK)
@@ -734,6 +709,8 @@ enclave_client *ec_new(struct event_base *base, const server_config *cfg, char *
         return NULL;
     }
     ec->base = base;
+    LIST_INIT(&ec->live);
+    SLIST_INIT(&ec->idle);
     ec->mode = cfg->mode;
     ec->stream_timeout_ms = (unsigned)cfg->stream_timeout * 1000u;
     ec->max_request = ENCLAVE_DEFAULT_MAX_REQUEST;
@@ -788,11 +765,11 @@ void ec_free(enclave_client *ec)
 {
     if (!ec)
         return;
-    while (ec->live)
-        ec_op_cancel(ec->live);
-    while (ec->idle) {
-        ec_conn *c = ec->idle;
-        ec->idle = c->next_idle;
+    while (!LIST_EMPTY(&ec->live))
+        ec_op_cancel(LIST_FIRST(&ec->live));
+    while (!SLIST_EMPTY(&ec->idle)) {
+        ec_conn *c = SLIST_FIRST(&ec->idle);
+        SLIST_REMOVE_HEAD(&ec->idle, idle);
         conn_free(c);
     }
     if (ec->key_retry)
