@@ -10,6 +10,10 @@ foreach(src ${unit_tests})
   set_tests_properties(unit/${name} PROPERTIES LABELS unit TIMEOUT 300)
 endforeach()
 
+# test_attest_nsm checks the NSM messages against libcbor, an independent CBOR codec.
+pkg_check_modules(CBOR REQUIRED IMPORTED_TARGET libcbor)
+target_link_libraries(test_attest_nsm PRIVATE PkgConfig::CBOR)
+
 # test_wipe searches every block veil's code frees for a secret: free and realloc
 # are wrapped at link time for that program only.
 target_link_options(test_wipe PRIVATE -Wl,--wrap=free -Wl,--wrap=realloc)
