@@ -11,6 +11,7 @@
 #include <sys/queue.h>
 #include <time.h>
 
+#include "attest/nsm.h"
 #include "aws/bedrock.h"
 #include "common/isotime.h"
 #include "common/hex.h"
@@ -42,6 +43,7 @@ struct enclave_core {
     unsigned active, max_streams;
     unsigned stream_timeout_ms;
     size_t max_request;
+    nsm *nsm; /* borrowed: attests pub */
     LIST_HEAD(, enclave_req) reqs; /* running CHAT / CHAT_STREAM requests */
 };
 
@@ -147,6 +149,7 @@ enclave_core *enclave_core_new(struct event_base *base, const enclave_config *cf
     c->stream_timeout_ms = cfg->stream_timeout_ms ? cfg->stream_timeout_ms : DEFAULT_STREAM_TIMEOUT_MS;
     c->started = time(NULL);
     c->max_request = cfg->max_request;
+    c->nsm = cfg->nsm;
     /* generated at start, held in memory only, never logged or persisted */
     if (!(c->key = x25519_key_generate(c->pub))) {
         snprintf(err, errlen, "key generation failed");
@@ -239,6 +242,33 @@ static json_t *cmd_health(enclave_core *c)
                         c->has_expiration ? json_string(c->expiration) : json_null());
     if (c->max_request) /* so the parent can refuse a request too large before sending it */
         json_object_set_new(o, PF_MAX_REQUEST, json_integer((json_int_t)c->max_request));
+    json_object_set_new(o, PF_NSM, json_string(c->nsm ? nsm_backend_name(c->nsm) : "none"));
+    return o;
+}
+
+/* The NSM's document binding the transport key to the caller's nonce (and to
+ * ATTEST_USER_DATA): what lets a client trust pub without trusting the parent. */
+static json_t *cmd_get_attestation(enclave_core *c, const json_t *req, const char *rid)
+{
+    uint8_t nonce[PROTO_NONCE_MAX];
+    proto_error err;
+    long n = proto_parse_attestation_request(req, nonce, &err);
+    if (n < 0)
+        return proto_error_reply(PROTO_CMD_GET_ATTESTATION, err.code, err.message);
+    if (!c->nsm)
+        return proto_error_reply(PROTO_CMD_GET_ATTESTATION, ENCLAVE_ERR_NO_ATTESTATION,
+                                 "This enclave runs without an NSM (--nsm none)");
+    uint8_t *doc = NULL;
+    size_t len = 0;
+    char detail[200];
+    nsm_err e = nsm_attest_transport(c->nsm, c->pub, nonce, (size_t)n, &doc, &len, detail, sizeof detail);
+    if (e != NSM_OK) {
+        log_error(rid, "event=attestation_failed err=\"%s\" detail=\"%s\"", nsm_strerror(e), detail);
+        return proto_error_reply(PROTO_CMD_GET_ATTESTATION, ENCLAVE_ERR_NO_ATTESTATION, "The NSM did not attest");
+    }
+    log_info(rid, "event=attested nsm=%s bytes=%zu", nsm_backend_name(c->nsm), len);
+    json_t *o = proto_attestation_reply(doc, len, c->pub_hex, nsm_backend_name(c->nsm));
+    free(doc);
     return o;
 }
 
@@ -802,6 +832,7 @@ enclave_req *enclave_handle(enclave_core *c, json_t *request, const enclave_sink
     case PROTO_CMD_HEALTH: reply_done(sink, ud, cmd_health(c)); break;
     case PROTO_CMD_SET_CREDENTIALS: reply_done(sink, ud, cmd_set_credentials(c, request, rid)); break;
     case PROTO_CMD_RUN_TESTS: reply_done(sink, ud, selftest_run()); break;
+    case PROTO_CMD_GET_ATTESTATION: reply_done(sink, ud, cmd_get_attestation(c, request, rid)); break;
     case PROTO_CMD_CHAT_STREAM: return start_chat(c, request, true, sink, ud, rid);
     case PROTO_CMD_CHAT: return start_chat(c, request, false, sink, ud, rid);
     case PROTO_CMD_UNKNOWN: {

@@ -9,6 +9,6 @@ file(GLOB _enclave_srcs CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/enclave/*.c)
 list(FILTER _enclave_srcs EXCLUDE REGEX "(_main|/protocol)\\.c$")
 add_library(veil_enclave STATIC ${_enclave_srcs})
 target_include_directories(veil_enclave PUBLIC ${CMAKE_SOURCE_DIR}/src)
-target_link_libraries(veil_enclave PUBLIC veil_protocol veil_aws veil_crypto veil_common PkgConfig::EVENT
+target_link_libraries(veil_enclave PUBLIC veil_protocol veil_attest veil_aws veil_crypto veil_common PkgConfig::EVENT
                       PkgConfig::JANSSON)
 list(PREPEND VEIL_LIBS veil_enclave veil_protocol)

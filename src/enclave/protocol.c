@@ -6,18 +6,19 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/base64.h"
 #include "common/hex.h"
 #include "crypto/ep.h"
 
 /* ---- commands ---- */
 
 static const char *const CMD_NAMES[PROTO_N_COMMANDS + 1] = {
-    NULL, "GET_PUBLIC_KEY", "SET_CREDENTIALS", "HEALTH", "CHAT", "RUN_TESTS", "CHAT_STREAM",
+    NULL, "GET_PUBLIC_KEY", "SET_CREDENTIALS", "HEALTH", "CHAT", "RUN_TESTS", "CHAT_STREAM", "GET_ATTESTATION",
 };
 
 const char *proto_cmd_name(proto_cmd c)
 {
-    return c > PROTO_CMD_UNKNOWN && c <= PROTO_CMD_CHAT_STREAM ? CMD_NAMES[c] : "UNKNOWN";
+    return c > PROTO_CMD_UNKNOWN && c <= PROTO_CMD_GET_ATTESTATION ? CMD_NAMES[c] : "UNKNOWN";
 }
 
 proto_cmd proto_cmd_parse(const char *s)
@@ -54,6 +55,7 @@ static const struct {
     [ENCLAVE_ERR_UPSTREAM_TRUNCATED] = {"upstream_truncated", "The model service failed, please retry"},
     [ENCLAVE_ERR_UPSTREAM_PROTOCOL] = {"upstream_protocol", "The model service failed, please retry"},
     [ENCLAVE_ERR_UPSTREAM_UNREACHABLE] = {"upstream_unreachable", "Cannot reach the model service"},
+    [ENCLAVE_ERR_NO_ATTESTATION] = {"attestation_unavailable", "The enclave cannot attest its key"},
     [ENCLAVE_ERR_UNAVAILABLE] = {"enclave_unavailable", "Service temporarily unavailable"},
     [ENCLAVE_ERR_PROTOCOL] = {"enclave_protocol", "Internal error"},
     [ENCLAVE_ERR_UNKNOWN] = {"unknown", "Internal error"},
@@ -82,6 +84,49 @@ const char *enclave_err_client_message(enclave_err e, const char *enclave_msg)
 }
 
 /* ---- requests ---- */
+
+long proto_parse_attestation_request(const json_t *req, uint8_t *out, proto_error *err)
+{
+    const json_t *v = json_object_get(req, PF_NONCE);
+    size_t n = json_string_length(v);
+    err->code = ENCLAVE_ERR_BAD_REQUEST;
+    if (!json_is_string(v)) {
+        snprintf(err->message, sizeof err->message, "Missing field: 'nonce'");
+        return -1;
+    }
+    if (n == 0 || n % 2 || n / 2 > PROTO_NONCE_MAX ||
+        hex_decode_exact(json_string_value(v), n, out, n / 2) < 0) {
+        snprintf(err->message, sizeof err->message, "Invalid field: 'nonce' must be 1 to %d bytes of hex",
+                 PROTO_NONCE_MAX);
+        return -1;
+    }
+    err->code = ENCLAVE_OK;
+    return (long)(n / 2);
+}
+
+json_t *proto_attestation_request(const uint8_t *nonce, size_t len)
+{
+    char *hex = malloc(2 * len + 1);
+    if (!hex)
+        return NULL;
+    hex_encode(nonce, len, hex);
+    json_t *o = json_pack("{s:s, s:s}", PF_COMMAND, proto_cmd_name(PROTO_CMD_GET_ATTESTATION), PF_NONCE, hex);
+    free(hex);
+    return o;
+}
+
+json_t *proto_attestation_reply(const uint8_t *doc, size_t len, const char *pub_hex, const char *nsm_name)
+{
+    char *b64 = malloc(base64_encoded_len(B64_STD, len) + 1);
+    if (!b64)
+        return NULL;
+    base64_encode(B64_STD, doc, len, b64);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", PF_STATUS, "success", PF_COMMAND,
+                          proto_cmd_name(PROTO_CMD_GET_ATTESTATION), PF_ATTESTATION, b64, PF_PUBLIC_KEY, pub_hex,
+                          PF_NSM, nsm_name);
+    free(b64);
+    return o;
+}
 
 static void set_err(proto_error *err, enclave_err code, const char *what, const char *field)
 {

@@ -36,9 +36,10 @@ typedef enum proto_cmd {
     PROTO_CMD_CHAT,
     PROTO_CMD_RUN_TESTS,
     PROTO_CMD_CHAT_STREAM,
+    PROTO_CMD_GET_ATTESTATION, /* veil's: {"nonce": hex} -> an NSM document binding the key */
 } proto_cmd;
 
-#define PROTO_N_COMMANDS 6
+#define PROTO_N_COMMANDS 7
 
 /* "GET_PUBLIC_KEY"..., in the original's order (its "available_commands"). */
 const char *proto_cmd_name(proto_cmd c);
@@ -61,6 +62,9 @@ proto_cmd proto_cmd_parse(const char *s);
 #define PF_EXPIRATION "expiration"
 #define PF_HAS_CREDENTIALS "has_credentials"
 #define PF_MAX_REQUEST "max_request"
+#define PF_NONCE "nonce"
+#define PF_ATTESTATION "attestation" /* base64 of the COSE_Sign1 document */
+#define PF_NSM "nsm"                 /* HEALTH: "nitro" | "simulated" | "none" */
 #define PF_ENCRYPTED_MESSAGE "encrypted_message"
 #define PF_ENCRYPTED_HISTORY "encrypted_history"
 #define PF_HISTORY "history"
@@ -99,6 +103,7 @@ typedef enum enclave_err {
     ENCLAVE_ERR_UPSTREAM_TRUNCATED,
     ENCLAVE_ERR_UPSTREAM_PROTOCOL,
     ENCLAVE_ERR_UPSTREAM_UNREACHABLE,
+    ENCLAVE_ERR_NO_ATTESTATION,      /* the enclave runs without an NSM (--nsm none) */
     /* the parent's own, never sent by an enclave */
     ENCLAVE_ERR_UNAVAILABLE,         /* cannot reach the enclave, or it went away */
     ENCLAVE_ERR_PROTOCOL,            /* the enclave sent something that is not the protocol */
@@ -113,6 +118,22 @@ enclave_err enclave_err_parse(const char *code);
  * §10.23); for BAD_REQUEST the enclave's own validation text (passed in), which
  * never carries upstream or plaintext content. */
 const char *enclave_err_client_message(enclave_err e, const char *enclave_msg);
+
+typedef struct proto_error {
+    enclave_err code;
+    char message[256]; /* the original's wording: "Missing field: 'x'" */
+} proto_error;
+
+/* ---- GET_ATTESTATION ---------------------------------------------------------------- */
+
+#define PROTO_NONCE_MAX 1024 /* bytes, as the NSM takes them */
+
+/* The request's nonce (1..PROTO_NONCE_MAX bytes as hex) into out (PROTO_NONCE_MAX
+ * bytes of room): its length, or -1 with err filled. */
+long proto_parse_attestation_request(const json_t *req, uint8_t *out, proto_error *err);
+json_t *proto_attestation_request(const uint8_t *nonce, size_t len);
+/* {"status":"success","command":"GET_ATTESTATION","attestation":b64,"public_key":hex,"nsm":name} */
+json_t *proto_attestation_reply(const uint8_t *doc, size_t len, const char *pub_hex, const char *nsm_name);
 
 /* ---- CHAT / CHAT_STREAM requests --------------------------------------------------- */
 
@@ -138,11 +159,6 @@ typedef struct proto_chat_request {
     proto_turn *history;          /* owned: proto_chat_request_free */
     size_t n_history;
 } proto_chat_request;
-
-typedef struct proto_error {
-    enclave_err code;
-    char message[256]; /* the original's wording: "Missing field: 'x'" */
-} proto_error;
 
 /* The stream format a request asks for: 1 when absent or null, 1 or 2 when given,
  * -1 for anything else (veild's 422 and the enclave's bad_request both use it). */

@@ -48,7 +48,7 @@ static int teardown(void **state)
 static void test_commands(void **state)
 {
     (void)state;
-    for (int c = PROTO_CMD_GET_PUBLIC_KEY; c <= PROTO_CMD_CHAT_STREAM; c++) {
+    for (int c = PROTO_CMD_GET_PUBLIC_KEY; c <= PROTO_CMD_GET_ATTESTATION; c++) {
         const char *name = proto_cmd_name((proto_cmd)c);
         assert_int_equal(proto_cmd_parse(name), c);
         char lower[32];
@@ -66,6 +66,7 @@ static void test_commands(void **state)
     assert_int_equal(json_array_size(avail), PROTO_N_COMMANDS);
     assert_string_equal(json_string_value(json_array_get(avail, 0)), "GET_PUBLIC_KEY");
     assert_string_equal(json_string_value(json_array_get(avail, 5)), "CHAT_STREAM");
+    assert_string_equal(json_string_value(json_array_get(avail, 6)), "GET_ATTESTATION");
     assert_string_equal(json_string_value(json_object_get(u, PF_SOURCE)), PROTO_SOURCE);
     json_decref(u);
 }
