@@ -16,6 +16,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/secret.h"
+#include "attest/nsm.h"
 #include "enclave/enclave.h"
 #include "enclave/server.h"
 
@@ -25,7 +26,7 @@
 #define MAX_LINE (64u << 20)
 #define KEY_RETRY_MS 2000u
 
-typedef enum op_kind { OP_HEALTH, OP_SET_CREDS, OP_KEY, OP_STREAM } op_kind;
+typedef enum op_kind { OP_HEALTH, OP_SET_CREDS, OP_KEY, OP_STREAM, OP_ATTEST } op_kind;
 
 typedef struct ec_conn ec_conn;
 
@@ -48,6 +49,8 @@ struct ec_op {
     char rid[LOG_RID_LEN + 1];
     ec_health_cb health_cb;
     ec_result_cb result_cb;
+    ec_attest_cb attest_cb;
+    bool fill_cache;      /* OP_ATTEST made for the cache */
     ec_stream_callbacks scb;
     void *ud;
     LIST_ENTRY(ec_op) live; /* every op from its allocation on, to cancel on free */
@@ -69,6 +72,11 @@ struct enclave_client {
     long cid;
     unsigned stream_timeout_ms;
     size_t max_request;
+    /* the last document made with veild's own nonce, for clients that send none */
+    char *attest_b64;
+    char attest_pub[65];
+    char attest_nsm[16];
+    time_t attest_at;
     char pub_hex[65];
     bool have_key;
     bool key_fetching;
@@ -80,6 +88,7 @@ struct enclave_client {
     void (*restart_cb)(void *);
     void *restart_ud;
     enclave_core *core; /* mock */
+    nsm *nsm;           /* mock: the in-process core's NSM, or NULL */
 };
 
 /* ---- common ---- */
@@ -392,6 +401,9 @@ static void finish_error(ec_op *op, enclave_err code, const char *msg)
     case OP_STREAM:
         op->scb.on_end(op->ud, code, msg);
         break;
+    case OP_ATTEST:
+        op->attest_cb(op->ud, code, NULL, NULL, NULL);
+        break;
     }
     finish(op, false);
 }
@@ -477,9 +489,39 @@ static deliver_rc deliver_stream(ec_op *op, const json_t *obj)
     return OP_MORE;
 }
 
+static deliver_rc deliver_attest(ec_op *op, const json_t *obj)
+{
+    enclave_client *ec = op->ec;
+    const char *doc = json_string_value(json_object_get(obj, PF_ATTESTATION));
+    const char *pk = json_string_value(json_object_get(obj, PF_PUBLIC_KEY));
+    const char *nsm_name = json_string_value(json_object_get(obj, PF_NSM));
+    if (!is_success(obj) || !doc || !pk || strlen(pk) != 64) {
+        enclave_err e = enclave_err_parse(json_string_value(json_object_get(obj, PF_ERROR_CODE)));
+        op->attest_cb(op->ud, e == ENCLAVE_ERR_UNKNOWN ? ENCLAVE_ERR_PROTOCOL : e, NULL, NULL, NULL);
+        finish(op, true);
+        return OP_COMPLETE;
+    }
+    if (!ec->have_key || strcmp(ec->pub_hex, pk) != 0)
+        ec_refresh_key(ec); /* the enclave restarted: learn its key the usual way */
+    if (op->fill_cache) {
+        char *copy = strdup(doc);
+        if (copy) {
+            free(ec->attest_b64);
+            ec->attest_b64 = copy;
+            snprintf(ec->attest_pub, sizeof ec->attest_pub, "%s", pk);
+            snprintf(ec->attest_nsm, sizeof ec->attest_nsm, "%s", nsm_name ? nsm_name : "");
+            ec->attest_at = time(NULL);
+        }
+    }
+    op->attest_cb(op->ud, ENCLAVE_OK, doc, pk, nsm_name ? nsm_name : "");
+    finish(op, true);
+    return OP_COMPLETE;
+}
+
 static deliver_rc deliver(ec_op *op, json_t *obj)
 {
     switch (op->kind) {
+    case OP_ATTEST: return deliver_attest(op, obj);
     case OP_HEALTH: return deliver_health(op, obj);
     case OP_KEY: return deliver_key(op, obj);
     case OP_STREAM: return deliver_stream(op, obj);
@@ -655,6 +697,34 @@ ec_op *ec_chat_stream(enclave_client *ec, const json_t *request, const ec_stream
     return op;
 }
 
+ec_op *ec_get_attestation(enclave_client *ec, const uint8_t *nonce, size_t len, ec_attest_cb cb, void *ud)
+{
+    json_t *req = proto_attestation_request(nonce, len);
+    ec_op *op = req ? op_new(ec, OP_ATTEST, req, CONTROL_TIMEOUT_MS) : NULL;
+    json_decref(req);
+    if (op) {
+        op->attest_cb = cb;
+        op->ud = ud;
+    }
+    return op;
+}
+
+ec_op *ec_cached_attestation(enclave_client *ec, ec_attest_cb cb, void *ud)
+{
+    if (ec->attest_b64 && ec->have_key && strcmp(ec->attest_pub, ec->pub_hex) == 0 &&
+        time(NULL) - ec->attest_at < EC_ATTEST_CACHE_S) {
+        cb(ud, ENCLAVE_OK, ec->attest_b64, ec->attest_pub, ec->attest_nsm);
+        return NULL;
+    }
+    uint8_t nonce[32];
+    if (random_bytes(nonce, sizeof nonce) < 0)
+        return NULL;
+    ec_op *op = ec_get_attestation(ec, nonce, sizeof nonce, cb, ud);
+    if (op)
+        op->fill_cache = true;
+    return op;
+}
+
 void ec_refresh_key(enclave_client *ec)
 {
     if (ec->key_fetching)
@@ -744,8 +814,16 @@ enclave_client *ec_new(struct event_base *base, const server_config *cfg, char *
             }
             memcpy(host, cfg->bedrock_endpoint, (size_t)(colon - cfg->bedrock_endpoint));
         }
+        if (strcmp(cfg->enclave_nsm, "none") != 0) {
+            char nerr[256];
+            nsm_err ne = nsm_open(cfg->enclave_nsm, &ec->nsm, nerr, sizeof nerr);
+            if (ne != NSM_OK) {
+                snprintf(err, errlen, "ENCLAVE_NSM=%s: %s: %s", cfg->enclave_nsm, nsm_strerror(ne), nerr);
+                goto fail;
+            }
+        }
         enclave_config ecfg = {
-            .region = cfg->region, .proxy = cfg->proxy_addr[0] ? &proxy : NULL,
+            .nsm = ec->nsm, .region = cfg->region, .proxy = cfg->proxy_addr[0] ? &proxy : NULL,
             .bedrock_host = host[0] ? host : NULL, .bedrock_port = (uint16_t)port,
             .ca_file = cfg->ca_file[0] ? cfg->ca_file : NULL,
             .stream_timeout_ms = ec->stream_timeout_ms,
@@ -774,6 +852,8 @@ void ec_free(enclave_client *ec)
     }
     if (ec->key_retry)
         event_free(ec->key_retry);
+    free(ec->attest_b64);
     enclave_core_free(ec->core);
+    nsm_close(ec->nsm);
     free(ec);
 }

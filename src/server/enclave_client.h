@@ -62,6 +62,21 @@ typedef struct ec_stream_callbacks {
 ec_op *ec_chat_stream(enclave_client *ec, const json_t *request, const ec_stream_callbacks *cb,
                       void *ud);
 
+/* An attestation of the enclave's transport key (H). err ENCLAVE_OK: doc_b64 is the
+ * COSE_Sign1 document in base64, pub_hex the key it binds, nsm_name the enclave's NSM
+ * ("nitro" | "simulated"); all borrowed for the call. ENCLAVE_ERR_NO_ATTESTATION: the
+ * enclave has no NSM. */
+typedef void (*ec_attest_cb)(void *ud, enclave_err err, const char *doc_b64, const char *pub_hex,
+                             const char *nsm_name);
+/* A fresh document bound to the caller's nonce (1..PROTO_NONCE_MAX bytes). */
+ec_op *ec_get_attestation(enclave_client *ec, const uint8_t *nonce, size_t len, ec_attest_cb cb, void *ud);
+/* A document for the current key made with a nonce of veild's own, fetched at most
+ * every EC_ATTEST_CACHE_S (and again when the key changes): cheap for clients that
+ * send no nonce (the original's, monitoring). When cached, cb runs before this
+ * returns and the result is NULL. */
+#define EC_ATTEST_CACHE_S 300
+ec_op *ec_cached_attestation(enclave_client *ec, ec_attest_cb cb, void *ud);
+
 /* No callback follows; a stream's enclave connection is closed, which makes the
  * enclave cancel the upstream request. */
 void ec_op_cancel(ec_op *op);

@@ -130,14 +130,78 @@ static void get_models(api_req *r)
     api_reply_json(r, 200, a);
 }
 
+/* GET /enclave/info: the key and, beside it (H), an attestation document that binds
+ * it: with ?nonce=<hex> a fresh one for that nonce (bounded per user and in total),
+ * without one a document at most EC_ATTEST_CACHE_S old (the original's clients and
+ * monitoring stay cheap). "attestation" is null when the enclave has no NSM. */
+static void info_close(api_req *r)
+{
+    ec_op_cancel(r->state);
+}
+
+static void on_info_attestation(void *ud, enclave_err err, const char *doc, const char *pub, const char *nsm_name)
+{
+    api_req *r = ud;
+    (void)nsm_name;
+    bool fresh = api_query(r, "nonce") != NULL;
+    if (err == ENCLAVE_OK) {
+        api_reply_json(r, 200, json_pack("{s:s, s:s}", "enclave_public_key", pub, PF_ATTESTATION, doc));
+        return;
+    }
+    const char *pk = ec_public_key(r->srv->ec);
+    if (err == ENCLAVE_ERR_NO_ATTESTATION && !fresh && pk) { /* the original's shape */
+        api_reply_json(r, 200, json_pack("{s:s, s:n}", "enclave_public_key", pk, PF_ATTESTATION));
+        return;
+    }
+    log_info(r->rid, "event=attestation_unavailable code=%s", enclave_err_name(err));
+    api_reply_detail(r, 503, err == ENCLAVE_ERR_NO_ATTESTATION ? "The enclave cannot attest its key (no NSM)"
+                                                                : "Enclave not available");
+}
+
+static bool attest_rate_ok(api_req *r)
+{
+    unsigned wait = ul_take_request(r->srv->attest_user, r->auth.user_id);
+    if (wait == 0)
+        wait = ul_take_request(r->srv->attest_all, "*");
+    if (wait == 0)
+        return true;
+    char secs[16];
+    snprintf(secs, sizeof secs, "%u", wait);
+    api_add_header(r, "Retry-After", secs);
+    api_reply_detail(r, 429, "Too many attestation requests, please retry shortly");
+    return false;
+}
+
 static void get_enclave_info(api_req *r)
 {
-    const char *pk = ec_public_key(r->srv->ec);
-    if (!pk) {
+    enclave_client *ec = r->srv->ec;
+    const char *nonce_hex = api_query(r, "nonce");
+    ec_op *op = NULL;
+    if (nonce_hex) {
+        uint8_t nonce[PROTO_NONCE_MAX];
+        size_t n = strlen(nonce_hex);
+        if (n == 0 || n % 2 || n / 2 > PROTO_NONCE_MAX || hex_decode_exact(nonce_hex, n, nonce, n / 2) < 0) {
+            const char *loc[] = {"query", "nonce"};
+            api_reply_422(r, "value_error", loc, 2, "Value error, the nonce must be 1 to 1024 bytes of hex", NULL);
+            return;
+        }
+        if (!attest_rate_ok(r))
+            return;
+        op = ec_get_attestation(ec, nonce, n / 2, on_info_attestation, r);
+    } else {
+        if (!ec_public_key(ec)) {
+            api_reply_detail(r, 503, "Enclave not available");
+            return;
+        }
+        op = ec_cached_attestation(ec, on_info_attestation, r);
+        if (r->replied) /* from the cache, already answered */
+            return;
+    }
+    if (!op) {
         api_reply_detail(r, 503, "Enclave not available");
         return;
     }
-    api_reply_json(r, 200, json_pack("{s:s, s:n}", "enclave_public_key", pk, "attestation"));
+    api_req_hold(r, info_close, op);
 }
 
 static void health_close(api_req *r)
