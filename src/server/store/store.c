@@ -164,7 +164,7 @@ void store_uuid(char out[37])
 
 /* ---- open, migrations ---- */
 
-const char *store_backend(const store *s) { return db_backend(s->d) == DB_PG ? "postgresql" : "sqlite"; }
+const char *store_backend(const store *s) { return db_backend_name(s->d); }
 const char *store_last_error(const store *s) { return s->err; }
 
 static store_rc apply_migrations(store *s)
