@@ -1,8 +1,8 @@
 /* store — the store's core (store.h): open and close, schema migrations, the
- * caller's transactions, time and ids, and the statement helpers that every
- * store_<entity>.c uses (store_int.h). The SQL in all of them is shared by both
- * dialects: $n placeholders, TRUE/FALSE literals, ON CONFLICT, RETURNING. Only
- * the migrations (migrations/<backend>/) and the migration lock differ.
+ * caller's transactions, time and ids, and the statement and row helpers that
+ * every store_<entity>.c uses (store_int.h). The SQL in all of them is shared by
+ * both dialects: $n placeholders, TRUE/FALSE literals, ON CONFLICT, RETURNING.
+ * Only the migrations (migrations/<backend>/) and the migration lock differ.
  * The store owns its db handle; nothing here logs.
  */
 #include "server/store/store_int.h"
@@ -111,6 +111,127 @@ store_rc st_read_flag(store *s, const char *sql, const char *id, bool *flag)
         rc = STORE_NOT_FOUND;
     if (rc == STORE_OK)
         *flag = db_cell_bool(&r, 0, 0);
+    db_result_free(&r);
+    return rc;
+}
+
+/* ---- rows ---- */
+
+/* Appends t's column list to buf at *len; -1 when it does not fit. */
+static int cols_list(const st_cols *t, char *buf, size_t cap, size_t *len)
+{
+    if (t->base && cols_list(t->base, buf, cap, len) < 0)
+        return -1;
+    for (size_t i = 0; i < t->n; i++) {
+        int k = snprintf(buf + *len, cap - *len, "%s%s", *len ? ", " : "", t->col[i].sql);
+        if (k < 0 || (size_t)k >= cap - *len)
+            return -1;
+        *len += (size_t)k;
+    }
+    return 0;
+}
+
+/* sql = head, t's column list, sep, tail */
+static store_rc build_sql(store *s, char sql[ST_SQL_MAX], const char *head, const st_cols *t, const char *sep,
+                          const char *tail)
+{
+    char list[ST_SQL_MAX];
+    size_t len = 0;
+    list[0] = '\0';
+    int k = -1;
+    if (cols_list(t, list, sizeof list, &len) == 0)
+        k = snprintf(sql, ST_SQL_MAX, "%s%s%s%s", head, list, sep, tail);
+    if (k < 0 || k >= ST_SQL_MAX)
+        return st_fail(s, "statement longer than %d bytes", ST_SQL_MAX);
+    return STORE_OK;
+}
+
+store_rc st_sql(store *s, char sql[ST_SQL_MAX], const char *head, const st_cols *t, const char *tail)
+{
+    return build_sql(s, sql, head, t, "", tail);
+}
+
+/* Fills t's fields from result row i, starting at column *col. */
+static void fill_from(db_result *r, size_t i, const st_cols *t, char *dst, size_t *col)
+{
+    if (t->base)
+        fill_from(r, i, t->base, dst, col);
+    for (size_t k = 0; k < t->n; k++, (*col)++) {
+        void *field = dst + t->col[k].offset;
+        switch (t->col[k].kind) {
+        case ST_TEXT:
+            *(char **)field = db_take(r, i, *col);
+            break;
+        case ST_BOOL:
+            *(bool *)field = db_cell_bool(r, i, *col);
+            break;
+        case ST_LONG:
+            *(long *)field = (long)db_cell_int(r, i, *col, -1);
+            break;
+        case ST_JSON: {
+            const char *v = db_cell(r, i, *col);
+            *(json_t **)field = v ? json_loads(v, JSON_DECODE_ANY, NULL) : NULL;
+            break;
+        }
+        }
+    }
+}
+
+void st_fill(db_result *r, size_t i, const st_cols *t, void *dst)
+{
+    size_t col = 0;
+    fill_from(r, i, t, dst, &col);
+}
+
+void st_clear(const st_cols *t, void *dst)
+{
+    for (; t; t = t->base) {
+        for (size_t k = 0; k < t->n; k++) {
+            void *field = (char *)dst + t->col[k].offset;
+            if (t->col[k].kind == ST_TEXT) {
+                free(*(char **)field);
+                *(char **)field = NULL;
+            } else if (t->col[k].kind == ST_JSON) {
+                json_decref(*(json_t **)field);
+                *(json_t **)field = NULL;
+            }
+        }
+    }
+}
+
+static store_rc select_rows(store *s, const st_cols *t, const char *from, const db_param *p, size_t n, db_result *r)
+{
+    char sql[ST_SQL_MAX];
+    store_rc rc = build_sql(s, sql, "SELECT ", t, " ", from);
+    return rc == STORE_OK ? st_run(s, sql, p, n, r) : rc;
+}
+
+store_rc st_select_one(store *s, const st_cols *t, const char *from, const db_param *p, size_t n, void *dst)
+{
+    db_result r = DB_RESULT_INIT;
+    store_rc rc = select_rows(s, t, from, p, n, &r);
+    if (rc == STORE_OK && r.nrows == 0)
+        rc = STORE_NOT_FOUND;
+    if (rc == STORE_OK)
+        st_fill(&r, 0, t, dst);
+    db_result_free(&r);
+    return rc;
+}
+
+store_rc st_select_list(store *s, const st_cols *t, const char *from, const db_param *p, size_t n, size_t elem,
+                        void **rows, size_t *count)
+{
+    *rows = NULL;
+    *count = 0;
+    db_result r = DB_RESULT_INIT;
+    store_rc rc = select_rows(s, t, from, p, n, &r);
+    if (rc == STORE_OK && r.nrows && !(*rows = calloc(r.nrows, elem)))
+        rc = st_fail(s, "out of memory");
+    if (rc == STORE_OK) {
+        for (size_t i = 0; i < r.nrows; i++)
+            st_fill(&r, i, t, (char *)*rows + i * elem);
+        *count = r.nrows;
+    }
     db_result_free(&r);
     return rc;
 }

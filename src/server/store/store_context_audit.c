@@ -86,55 +86,39 @@ store_rc store_audit(store *s, const char *event_type, const char *actor, const 
     return rc;
 }
 
+static const st_col audit_col[] = {
+    ST_TEXT_COL(audit_row, id, "id"),
+    ST_TEXT_COL(audit_row, event_type, "event_type"),
+    ST_TEXT_COL(audit_row, actor_user_id, "actor_user_id"),
+    ST_TEXT_COL(audit_row, target_user_id, "target_user_id"),
+    ST_TEXT_COL(audit_row, org_id, "org_id"),
+    ST_JSON_COL(audit_row, event_data, "event_data"),
+    ST_TEXT_COL(audit_row, created_at, "created_at"),
+};
+static const st_cols audit_cols = ST_COLS(NULL, audit_col);
+
 void audit_list_free(audit_row *list, size_t n)
 {
-    for (size_t i = 0; list && i < n; i++) {
-        audit_row *a = &list[i];
-        free(a->id);
-        free(a->event_type);
-        free(a->actor_user_id);
-        free(a->target_user_id);
-        free(a->org_id);
-        free(a->created_at);
-        json_decref(a->event_data);
-    }
+    for (size_t i = 0; list && i < n; i++)
+        st_clear(&audit_cols, &list[i]);
     free(list);
 }
 
 store_rc store_audit_list(store *s, const char *org_id, size_t limit, audit_row **out, size_t *n)
 {
-    *out = NULL;
-    *n = 0;
     int64_t lim = limit > (size_t)INT64_MAX ? INT64_MAX : (int64_t)limit;
-    db_result r = DB_RESULT_INIT;
+    void *rows;
     store_rc rc;
-#define AUDIT_COLS "id, event_type, actor_user_id, target_user_id, org_id, event_data, created_at"
     if (org_id) {
         db_param p[] = {db_text(org_id), db_int(lim)};
-        rc = st_run(s,
-                    "SELECT " AUDIT_COLS " FROM audit_logs WHERE org_id = $1 "
-                    "ORDER BY created_at DESC, id DESC LIMIT $2",
-                    p, NP(p), &r);
+        rc = st_select_list(s, &audit_cols,
+                            "FROM audit_logs WHERE org_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2", p, NP(p),
+                            sizeof **out, &rows, n);
     } else {
         db_param p[] = {db_int(lim)};
-        rc = st_run(s, "SELECT " AUDIT_COLS " FROM audit_logs ORDER BY created_at DESC, id DESC LIMIT $1", p, NP(p),
-                    &r);
+        rc = st_select_list(s, &audit_cols, "FROM audit_logs ORDER BY created_at DESC, id DESC LIMIT $1", p, NP(p),
+                            sizeof **out, &rows, n);
     }
-    if (rc == STORE_OK)
-        ALLOC_ROWS(s, rc, *out, r.nrows);
-    for (size_t i = 0; rc == STORE_OK && i < r.nrows; i++) {
-        audit_row *a = &(*out)[i];
-        a->id = db_take(&r, i, 0);
-        a->event_type = db_take(&r, i, 1);
-        a->actor_user_id = db_take(&r, i, 2);
-        a->target_user_id = db_take(&r, i, 3);
-        a->org_id = db_take(&r, i, 4);
-        const char *ev = db_cell(&r, i, 5);
-        a->event_data = ev ? json_loads(ev, JSON_DECODE_ANY, NULL) : NULL;
-        a->created_at = db_take(&r, i, 6);
-    }
-    if (rc == STORE_OK)
-        *n = r.nrows;
-    db_result_free(&r);
+    *out = rows;
     return rc;
 }

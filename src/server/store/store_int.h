@@ -7,6 +7,7 @@
 #define VEIL_SERVER_STORE_INT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -56,12 +57,55 @@ void st_ts_ago(long seconds, char out[32]);
             return st_fail(s, "%s: %s is required", __func__, #x);                                 \
     } while (0)
 
-/* ptr = n zeroed rows (NULL when n == 0); rc = STORE_ERR when out of memory. */
-#define ALLOC_ROWS(s, rc, ptr, n)                                                                  \
-    do {                                                                                           \
-        (ptr) = NULL;                                                                              \
-        if ((n) && !((ptr) = calloc((n), sizeof *(ptr))))                                          \
-            (rc) = st_fail((s), "out of memory");                                                  \
-    } while (0)
+/* ---- rows: one column table per row type ----
+ * The table names each column's SQL expression, how its text is read, and the
+ * field of the row struct it fills. The same table builds the SELECT (or
+ * RETURNING) list, fills rows from results, and frees what a row owns, so a
+ * column cannot be selected without being read or read without being freed. */
+
+typedef enum st_kind {
+    ST_TEXT, /* char *, NULL for SQL NULL; the row owns it */
+    ST_BOOL, /* bool: 't', 'true', '1' (any case) are true, NULL is false */
+    ST_LONG, /* long, -1 for SQL NULL */
+    ST_JSON, /* json_t *, NULL for SQL NULL or invalid JSON; the row owns a reference */
+} st_kind;
+
+typedef struct st_col {
+    const char *sql; /* the expression in the select list */
+    st_kind kind;
+    size_t offset; /* of the field in the row struct */
+} st_col;
+
+typedef struct st_cols {
+    const struct st_cols *base; /* columns that come first (a join extends a row type), or NULL */
+    const st_col *col;
+    size_t n;
+} st_cols;
+
+/* The field's C type must be the kind's: a wrong pairing fails to compile (negative array size). */
+#define ST_FIELD(type, field, ctype)                                                               \
+    (offsetof(type, field) + 0 * sizeof(char[_Generic(((type *)0)->field, ctype: 1, default: -1)]))
+/* clang-format off */
+#define ST_TEXT_COL(type, field, sql) {sql, ST_TEXT, ST_FIELD(type, field, char *)}
+#define ST_BOOL_COL(type, field, sql) {sql, ST_BOOL, ST_FIELD(type, field, bool)}
+#define ST_LONG_COL(type, field, sql) {sql, ST_LONG, ST_FIELD(type, field, long)}
+#define ST_JSON_COL(type, field, sql) {sql, ST_JSON, ST_FIELD(type, field, json_t *)}
+#define ST_COLS(base, cols) {base, cols, NP(cols)}
+/* clang-format on */
+
+#define ST_SQL_MAX 1024 /* the longest statement the store builds, with room to spare */
+
+/* sql = head, t's columns (", "-separated, its base's first), tail. STORE_ERR when it does not fit. */
+store_rc st_sql(store *s, char sql[ST_SQL_MAX], const char *head, const st_cols *t, const char *tail);
+/* Fills the row at dst from result row i, t's columns in order; strings move out of r. */
+void st_fill(db_result *r, size_t i, const st_cols *t, void *dst);
+/* Frees what the row at dst owns by t (strings, JSON references) and clears those fields. */
+void st_clear(const st_cols *t, void *dst);
+/* "SELECT <t's columns> <from>" into dst from the first row; STORE_NOT_FOUND without one. */
+store_rc st_select_one(store *s, const st_cols *t, const char *from, const db_param *p, size_t n, void *dst);
+/* "SELECT <t's columns> <from>": *rows = a new array of *count rows of elem bytes (NULL when
+ * none); the caller frees each row with st_clear (the type's *_list_free) and the array. */
+store_rc st_select_list(store *s, const st_cols *t, const char *from, const db_param *p, size_t n, size_t elem,
+                        void **rows, size_t *count);
 
 #endif

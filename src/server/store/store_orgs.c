@@ -9,27 +9,28 @@
 #include <stdio.h>
 #include <string.h>
 
-#define ORG_COLS                                                                                   \
-    "id, name, slug, has_encryption_keys, org_public_key, admin_encrypted_private_key, "           \
-    "admin_encrypted_private_key_iv, admin_encrypted_private_key_tag, admin_key_salt, "            \
-    "encryption_created_at, encryption_created_by, created_at, updated_at"
+static const st_col org_col[] = {
+    ST_TEXT_COL(org_row, id, "id"),
+    ST_TEXT_COL(org_row, name, "name"),
+    ST_TEXT_COL(org_row, slug, "slug"),
+    ST_BOOL_COL(org_row, has_encryption_keys, "has_encryption_keys"),
+    ST_TEXT_COL(org_row, org_public_key, "org_public_key"),
+    ST_TEXT_COL(org_row, admin_encrypted_private_key, "admin_encrypted_private_key"),
+    ST_TEXT_COL(org_row, admin_iv, "admin_encrypted_private_key_iv"),
+    ST_TEXT_COL(org_row, admin_tag, "admin_encrypted_private_key_tag"),
+    ST_TEXT_COL(org_row, admin_salt, "admin_key_salt"),
+    ST_TEXT_COL(org_row, encryption_created_at, "encryption_created_at"),
+    ST_TEXT_COL(org_row, encryption_created_by, "encryption_created_by"),
+    ST_TEXT_COL(org_row, created_at, "created_at"),
+    ST_TEXT_COL(org_row, updated_at, "updated_at"),
+};
+static const st_cols org_cols = ST_COLS(NULL, org_col);
 
 void org_row_free(org_row *o)
 {
     if (!o)
         return;
-    free(o->id);
-    free(o->name);
-    free(o->slug);
-    free(o->org_public_key);
-    free(o->admin_encrypted_private_key);
-    free(o->admin_iv);
-    free(o->admin_tag);
-    free(o->admin_salt);
-    free(o->encryption_created_at);
-    free(o->encryption_created_by);
-    free(o->created_at);
-    free(o->updated_at);
+    st_clear(&org_cols, o);
     memset(o, 0, sizeof *o);
 }
 
@@ -38,27 +39,7 @@ store_rc store_org_get(store *s, const char *id, org_row *out)
     memset(out, 0, sizeof *out);
     NEED(id);
     db_param p[] = {db_text(id)};
-    db_result r = DB_RESULT_INIT;
-    store_rc rc = st_run(s, "SELECT " ORG_COLS " FROM organizations WHERE id = $1", p, NP(p), &r);
-    if (rc == STORE_OK && r.nrows == 0)
-        rc = STORE_NOT_FOUND;
-    if (rc == STORE_OK) {
-        out->id = db_take(&r, 0, 0);
-        out->name = db_take(&r, 0, 1);
-        out->slug = db_take(&r, 0, 2);
-        out->has_encryption_keys = db_cell_bool(&r, 0, 3);
-        out->org_public_key = db_take(&r, 0, 4);
-        out->admin_encrypted_private_key = db_take(&r, 0, 5);
-        out->admin_iv = db_take(&r, 0, 6);
-        out->admin_tag = db_take(&r, 0, 7);
-        out->admin_salt = db_take(&r, 0, 8);
-        out->encryption_created_at = db_take(&r, 0, 9);
-        out->encryption_created_by = db_take(&r, 0, 10);
-        out->created_at = db_take(&r, 0, 11);
-        out->updated_at = db_take(&r, 0, 12);
-    }
-    db_result_free(&r);
-    return rc;
+    return st_select_one(s, &org_cols, "FROM organizations WHERE id = $1", p, NP(p), out);
 }
 
 store_rc store_org_upsert(store *s, const char *id, const char *name, const char *slug, bool *created)
@@ -146,54 +127,44 @@ store_rc store_org_delete(store *s, const char *id)
 
 /* ---- memberships ---- */
 
-#define MEM_COLS                                                                                   \
-    "m.id, m.user_id, m.org_id, m.role, m.has_org_key, m.encrypted_org_key_ephemeral, "            \
-    "m.encrypted_org_key_iv, m.encrypted_org_key_ciphertext, m.encrypted_org_key_tag, "            \
-    "m.encrypted_org_key_hkdf_salt, m.key_distributed_at, m.key_distributed_by, m.joined_at, "     \
-    "m.created_at, m.updated_at"
-#define MEM_NCOLS 15
+static const st_col membership_col[] = {
+    ST_TEXT_COL(membership_row, id, "m.id"),
+    ST_TEXT_COL(membership_row, user_id, "m.user_id"),
+    ST_TEXT_COL(membership_row, org_id, "m.org_id"),
+    ST_TEXT_COL(membership_row, role, "m.role"),
+    ST_BOOL_COL(membership_row, has_org_key, "m.has_org_key"),
+    ST_TEXT_COL(membership_row, org_key.ephemeral_public_key, "m.encrypted_org_key_ephemeral"),
+    ST_TEXT_COL(membership_row, org_key.iv, "m.encrypted_org_key_iv"),
+    ST_TEXT_COL(membership_row, org_key.ciphertext, "m.encrypted_org_key_ciphertext"),
+    ST_TEXT_COL(membership_row, org_key.auth_tag, "m.encrypted_org_key_tag"),
+    ST_TEXT_COL(membership_row, org_key.hkdf_salt, "m.encrypted_org_key_hkdf_salt"),
+    ST_TEXT_COL(membership_row, key_distributed_at, "m.key_distributed_at"),
+    ST_TEXT_COL(membership_row, key_distributed_by, "m.key_distributed_by"),
+    ST_TEXT_COL(membership_row, joined_at, "m.joined_at"),
+    ST_TEXT_COL(membership_row, created_at, "m.created_at"),
+    ST_TEXT_COL(membership_row, updated_at, "m.updated_at"),
+};
+static const st_cols membership_cols = ST_COLS(NULL, membership_col);
 
-static void fill_membership(db_result *r, size_t i, membership_row *m)
-{
-    memset(m, 0, sizeof *m);
-    m->id = db_take(r, i, 0);
-    m->user_id = db_take(r, i, 1);
-    m->org_id = db_take(r, i, 2);
-    m->role = db_take(r, i, 3);
-    m->has_org_key = db_cell_bool(r, i, 4);
-    m->org_key.ephemeral_public_key = db_take(r, i, 5);
-    m->org_key.iv = db_take(r, i, 6);
-    m->org_key.ciphertext = db_take(r, i, 7);
-    m->org_key.auth_tag = db_take(r, i, 8);
-    m->org_key.hkdf_salt = db_take(r, i, 9);
-    m->key_distributed_at = db_take(r, i, 10);
-    m->key_distributed_by = db_take(r, i, 11);
-    m->joined_at = db_take(r, i, 12);
-    m->created_at = db_take(r, i, 13);
-    m->updated_at = db_take(r, i, 14);
-}
+/* the joined columns of store_memberships_for_user and _for_org */
+static const st_col with_org_col[] = {
+    ST_TEXT_COL(membership_row, org_name, "o.name"),
+    ST_TEXT_COL(membership_row, org_slug, "o.slug"),
+};
+static const st_cols membership_with_org_cols = ST_COLS(&membership_cols, with_org_col);
+static const st_col with_user_col[] = {
+    ST_BOOL_COL(membership_row, user_has_keys, "u.has_encryption_keys"),
+    ST_TEXT_COL(membership_row, user_public_key, "u.public_key"),
+};
+static const st_cols membership_with_user_cols = ST_COLS(&membership_cols, with_user_col);
 
 void membership_row_free(membership_row *m)
 {
     if (!m)
         return;
-    free(m->id);
-    free(m->user_id);
-    free(m->org_id);
-    free(m->role);
-    free(m->org_key.ephemeral_public_key);
-    free(m->org_key.iv);
-    free(m->org_key.ciphertext);
-    free(m->org_key.auth_tag);
-    free(m->org_key.hkdf_salt);
-    free(m->key_distributed_at);
-    free(m->key_distributed_by);
-    free(m->joined_at);
-    free(m->created_at);
-    free(m->updated_at);
-    free(m->org_name);
-    free(m->org_slug);
-    free(m->user_public_key);
+    /* st_clear leaves the fields NULL, so the shared base columns are freed once */
+    st_clear(&membership_with_org_cols, m);
+    st_clear(&membership_with_user_cols, m);
     memset(m, 0, sizeof *m);
 }
 
@@ -204,28 +175,14 @@ void membership_list_free(membership_row *list, size_t n)
     free(list);
 }
 
-static store_rc membership_one(store *s, const char *sql, const db_param *p, size_t n, membership_row *out)
-{
-    db_result r = DB_RESULT_INIT;
-    store_rc rc = st_run(s, sql, p, n, &r);
-    if (rc == STORE_OK && r.nrows == 0)
-        rc = STORE_NOT_FOUND;
-    if (rc == STORE_OK)
-        fill_membership(&r, 0, out);
-    db_result_free(&r);
-    return rc;
-}
-
 store_rc store_membership_get(store *s, const char *user_id, const char *org_id, membership_row *out)
 {
     memset(out, 0, sizeof *out);
     NEED(user_id);
     NEED(org_id);
     db_param p[] = {db_text(user_id), db_text(org_id)};
-    return membership_one(s,
-                          "SELECT " MEM_COLS " FROM organization_memberships m "
-                          "WHERE m.user_id = $1 AND m.org_id = $2",
-                          p, NP(p), out);
+    return st_select_one(s, &membership_cols,
+                         "FROM organization_memberships m WHERE m.user_id = $1 AND m.org_id = $2", p, NP(p), out);
 }
 
 store_rc store_membership_get_by_id(store *s, const char *id, membership_row *out)
@@ -233,7 +190,7 @@ store_rc store_membership_get_by_id(store *s, const char *id, membership_row *ou
     memset(out, 0, sizeof *out);
     NEED(id);
     db_param p[] = {db_text(id)};
-    return membership_one(s, "SELECT " MEM_COLS " FROM organization_memberships m WHERE m.id = $1", p, NP(p), out);
+    return st_select_one(s, &membership_cols, "FROM organization_memberships m WHERE m.id = $1", p, NP(p), out);
 }
 
 static bool valid_role(const char *role) { return strcmp(role, ROLE_ADMIN) == 0 || strcmp(role, ROLE_MEMBER) == 0; }
@@ -340,50 +297,34 @@ store_rc store_membership_delete(store *s, const char *membership_id)
     return st_write_row(s, "DELETE FROM organization_memberships WHERE id = $1", p, NP(p));
 }
 
-/* for_user: extra columns org name, slug; else user has-keys, public key */
-static store_rc membership_list(store *s, const char *sql, const char *id, bool for_user, membership_row **out,
+static store_rc membership_list(store *s, const st_cols *t, const char *from, const char *id, membership_row **out,
                                 size_t *n)
 {
-    *out = NULL;
-    *n = 0;
     db_param p[] = {db_text(id)};
-    db_result r = DB_RESULT_INIT;
-    store_rc rc = st_run(s, sql, p, NP(p), &r);
-    if (rc == STORE_OK)
-        ALLOC_ROWS(s, rc, *out, r.nrows);
-    for (size_t i = 0; rc == STORE_OK && i < r.nrows; i++) {
-        membership_row *m = &(*out)[i];
-        fill_membership(&r, i, m);
-        if (for_user) {
-            m->org_name = db_take(&r, i, MEM_NCOLS);
-            m->org_slug = db_take(&r, i, MEM_NCOLS + 1);
-        } else {
-            m->user_has_keys = db_cell_bool(&r, i, MEM_NCOLS);
-            m->user_public_key = db_take(&r, i, MEM_NCOLS + 1);
-        }
-    }
-    if (rc == STORE_OK)
-        *n = r.nrows;
-    db_result_free(&r);
+    void *rows;
+    store_rc rc = st_select_list(s, t, from, p, NP(p), sizeof **out, &rows, n);
+    *out = rows;
     return rc;
 }
 
 store_rc store_memberships_for_user(store *s, const char *user_id, membership_row **out, size_t *n)
 {
+    *out = NULL;
+    *n = 0;
     NEED(user_id);
-    return membership_list(s,
-                           "SELECT " MEM_COLS ", o.name, o.slug FROM organization_memberships m "
-                           "JOIN organizations o ON o.id = m.org_id WHERE m.user_id = $1 "
-                           "ORDER BY m.joined_at, m.id",
-                           user_id, true, out, n);
+    return membership_list(s, &membership_with_org_cols,
+                           "FROM organization_memberships m JOIN organizations o ON o.id = m.org_id "
+                           "WHERE m.user_id = $1 ORDER BY m.joined_at, m.id",
+                           user_id, out, n);
 }
 
 store_rc store_memberships_for_org(store *s, const char *org_id, membership_row **out, size_t *n)
 {
+    *out = NULL;
+    *n = 0;
     NEED(org_id);
-    return membership_list(s,
-                           "SELECT " MEM_COLS ", u.has_encryption_keys, u.public_key FROM organization_memberships m "
-                           "JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 "
-                           "ORDER BY m.joined_at, m.id",
-                           org_id, false, out, n);
+    return membership_list(s, &membership_with_user_cols,
+                           "FROM organization_memberships m JOIN users u ON u.id = m.user_id "
+                           "WHERE m.org_id = $1 ORDER BY m.joined_at, m.id",
+                           org_id, out, n);
 }

@@ -13,28 +13,21 @@
 
 /* ---- sessions ---- */
 
-#define SESSION_COLS "id, user_id, org_id, name, created_at, updated_at"
-
-static void fill_session(db_result *r, size_t i, session_row *o)
-{
-    o->id = db_take(r, i, 0);
-    o->user_id = db_take(r, i, 1);
-    o->org_id = db_take(r, i, 2);
-    o->name = db_take(r, i, 3);
-    o->created_at = db_take(r, i, 4);
-    o->updated_at = db_take(r, i, 5);
-}
+static const st_col session_col[] = {
+    ST_TEXT_COL(session_row, id, "id"),
+    ST_TEXT_COL(session_row, user_id, "user_id"),
+    ST_TEXT_COL(session_row, org_id, "org_id"),
+    ST_TEXT_COL(session_row, name, "name"),
+    ST_TEXT_COL(session_row, created_at, "created_at"),
+    ST_TEXT_COL(session_row, updated_at, "updated_at"),
+};
+static const st_cols session_cols = ST_COLS(NULL, session_col);
 
 void session_row_free(session_row *r)
 {
     if (!r)
         return;
-    free(r->id);
-    free(r->user_id);
-    free(r->org_id);
-    free(r->name);
-    free(r->created_at);
-    free(r->updated_at);
+    st_clear(&session_cols, r);
     memset(r, 0, sizeof *r);
 }
 
@@ -45,9 +38,14 @@ void session_list_free(session_row *list, size_t n)
     free(list);
 }
 
-#define SQL_SESSION_INSERT                                                                         \
-    "INSERT INTO sessions (id, user_id, org_id, name, created_at, updated_at) "                    \
-    "VALUES ($1, $2, $3, $4, $5, $5) RETURNING " SESSION_COLS
+/* The INSERT of store_session_create and store_chat_commit, returning the new row. */
+static store_rc session_insert_sql(store *s, char sql[ST_SQL_MAX])
+{
+    return st_sql(s, sql,
+                  "INSERT INTO sessions (id, user_id, org_id, name, created_at, updated_at) "
+                  "VALUES ($1, $2, $3, $4, $5, $5) RETURNING ",
+                  &session_cols, "");
+}
 
 store_rc store_session_create(store *s, const char *id, const char *user_id, const char *org_id,
                               const char *name, session_row *out)
@@ -56,14 +54,16 @@ store_rc store_session_create(store *s, const char *id, const char *user_id, con
         memset(out, 0, sizeof *out);
     NEED(id);
     NEED(user_id);
-    char now[32];
+    char now[32], sql[ST_SQL_MAX];
     st_stamp(s, now);
     db_param p[] = {db_text(id), db_text(user_id), db_text(org_id), db_text(name ? name : DEFAULT_SESSION_NAME),
                     db_text(now)};
     db_result r = DB_RESULT_INIT;
-    store_rc rc = st_write(s, SQL_SESSION_INSERT, p, NP(p), &r);
+    store_rc rc = session_insert_sql(s, sql);
+    if (rc == STORE_OK)
+        rc = st_write(s, sql, p, NP(p), &r);
     if (rc == STORE_OK && out)
-        fill_session(&r, 0, out);
+        st_fill(&r, 0, &session_cols, out);
     db_result_free(&r);
     return rc;
 }
@@ -73,14 +73,7 @@ store_rc store_session_get(store *s, const char *id, session_row *out)
     memset(out, 0, sizeof *out);
     NEED(id);
     db_param p[] = {db_text(id)};
-    db_result r = DB_RESULT_INIT;
-    store_rc rc = st_run(s, "SELECT " SESSION_COLS " FROM sessions WHERE id = $1", p, NP(p), &r);
-    if (rc == STORE_OK && r.nrows == 0)
-        rc = STORE_NOT_FOUND;
-    if (rc == STORE_OK)
-        fill_session(&r, 0, out);
-    db_result_free(&r);
-    return rc;
+    return st_select_one(s, &session_cols, "FROM sessions WHERE id = $1", p, NP(p), out);
 }
 
 store_rc store_sessions_list(store *s, const char *user_id, const char *org_id, int limit, int offset,
@@ -92,37 +85,31 @@ store_rc store_sessions_list(store *s, const char *user_id, const char *org_id, 
         *total = 0;
     NEED(user_id);
     int64_t lim = limit < 0 ? INT64_MAX : limit, off = offset < 0 ? 0 : offset;
-    db_result c = DB_RESULT_INIT, r = DB_RESULT_INIT;
+    db_result c = DB_RESULT_INIT;
+    void *rows = NULL;
     store_rc rc;
     /* personal context: org_id IS NULL, never "any org" */
     if (org_id) {
         db_param p[] = {db_text(user_id), db_text(org_id), db_int(lim), db_int(off)};
         rc = st_run(s, "SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND org_id = $2", p, 2, &c);
         if (rc == STORE_OK)
-            rc = st_run(s,
-                        "SELECT " SESSION_COLS " FROM sessions WHERE user_id = $1 AND org_id = $2 "
-                        "ORDER BY updated_at DESC, id DESC LIMIT $3 OFFSET $4",
-                        p, NP(p), &r);
+            rc = st_select_list(s, &session_cols,
+                                "FROM sessions WHERE user_id = $1 AND org_id = $2 "
+                                "ORDER BY updated_at DESC, id DESC LIMIT $3 OFFSET $4",
+                                p, NP(p), sizeof **out, &rows, n);
     } else {
         db_param p[] = {db_text(user_id), db_int(lim), db_int(off)};
         rc = st_run(s, "SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND org_id IS NULL", p, 1, &c);
         if (rc == STORE_OK)
-            rc = st_run(s,
-                        "SELECT " SESSION_COLS " FROM sessions WHERE user_id = $1 AND org_id IS NULL "
-                        "ORDER BY updated_at DESC, id DESC LIMIT $2 OFFSET $3",
-                        p, NP(p), &r);
+            rc = st_select_list(s, &session_cols,
+                                "FROM sessions WHERE user_id = $1 AND org_id IS NULL "
+                                "ORDER BY updated_at DESC, id DESC LIMIT $2 OFFSET $3",
+                                p, NP(p), sizeof **out, &rows, n);
     }
-    if (rc == STORE_OK)
-        ALLOC_ROWS(s, rc, *out, r.nrows);
-    if (rc == STORE_OK) {
-        for (size_t i = 0; i < r.nrows; i++)
-            fill_session(&r, i, &(*out)[i]);
-        *n = r.nrows;
-        if (total)
-            *total = (long)db_cell_int(&c, 0, 0, 0);
-    }
+    *out = rows;
+    if (rc == STORE_OK && total)
+        *total = (long)db_cell_int(&c, 0, 0, 0);
     db_result_free(&c);
-    db_result_free(&r);
     return rc;
 }
 
@@ -156,8 +143,8 @@ store_rc store_sessions_delete_all(store *s, const char *user_id, const char *or
             "ORDER BY updated_at DESC, id DESC LIMIT $2) RETURNING id",
             p, NP(p), &r);
     }
-    if (rc == STORE_OK)
-        ALLOC_ROWS(s, rc, *ids, r.nrows);
+    if (rc == STORE_OK && r.nrows && !(*ids = calloc(r.nrows, sizeof **ids)))
+        rc = st_fail(s, "out of memory");
     if (rc == STORE_OK) {
         for (size_t i = 0; i < r.nrows; i++)
             (*ids)[i] = db_take(&r, i, 0);
@@ -188,24 +175,27 @@ store_rc store_sessions_delete_empty(store *s, long older_than_seconds, size_t m
 
 /* ---- messages ---- */
 
-#define MSG_COLS                                                                                   \
-    "id, session_id, role, ephemeral_public_key, iv, ciphertext, auth_tag, hkdf_salt, model_used, "  \
-    "input_tokens, output_tokens, created_at"
+static const st_col message_col[] = {
+    ST_TEXT_COL(message_row, id, "id"),
+    ST_TEXT_COL(message_row, session_id, "session_id"),
+    ST_TEXT_COL(message_row, role, "role"),
+    ST_TEXT_COL(message_row, ephemeral_public_key, "ephemeral_public_key"),
+    ST_TEXT_COL(message_row, iv, "iv"),
+    ST_TEXT_COL(message_row, ciphertext, "ciphertext"),
+    ST_TEXT_COL(message_row, auth_tag, "auth_tag"),
+    ST_TEXT_COL(message_row, hkdf_salt, "hkdf_salt"),
+    ST_TEXT_COL(message_row, model_used, "model_used"),
+    ST_LONG_COL(message_row, input_tokens, "input_tokens"),
+    ST_LONG_COL(message_row, output_tokens, "output_tokens"),
+    ST_TEXT_COL(message_row, created_at, "created_at"),
+};
+static const st_cols message_cols = ST_COLS(NULL, message_col);
 
 void message_row_free(message_row *m)
 {
     if (!m)
         return;
-    free(m->id);
-    free(m->session_id);
-    free(m->role);
-    free(m->ephemeral_public_key);
-    free(m->iv);
-    free(m->ciphertext);
-    free(m->auth_tag);
-    free(m->hkdf_salt);
-    free(m->model_used);
-    free(m->created_at);
+    st_clear(&message_cols, m);
     memset(m, 0, sizeof *m);
 }
 
@@ -222,29 +212,10 @@ store_rc store_messages_list(store *s, const char *session_id, message_row **out
     *n = 0;
     NEED(session_id);
     db_param p[] = {db_text(session_id)};
-    db_result r = DB_RESULT_INIT;
-    store_rc rc =
-        st_run(s, "SELECT " MSG_COLS " FROM messages WHERE session_id = $1 ORDER BY created_at, id", p, NP(p), &r);
-    if (rc == STORE_OK)
-        ALLOC_ROWS(s, rc, *out, r.nrows);
-    for (size_t i = 0; rc == STORE_OK && i < r.nrows; i++) {
-        message_row *m = &(*out)[i];
-        m->id = db_take(&r, i, 0);
-        m->session_id = db_take(&r, i, 1);
-        m->role = db_take(&r, i, 2);
-        m->ephemeral_public_key = db_take(&r, i, 3);
-        m->iv = db_take(&r, i, 4);
-        m->ciphertext = db_take(&r, i, 5);
-        m->auth_tag = db_take(&r, i, 6);
-        m->hkdf_salt = db_take(&r, i, 7);
-        m->model_used = db_take(&r, i, 8);
-        m->input_tokens = (long)db_cell_int(&r, i, 9, -1);
-        m->output_tokens = (long)db_cell_int(&r, i, 10, -1);
-        m->created_at = db_take(&r, i, 11);
-    }
-    if (rc == STORE_OK)
-        *n = r.nrows;
-    db_result_free(&r);
+    void *rows;
+    store_rc rc = st_select_list(s, &message_cols, "FROM messages WHERE session_id = $1 ORDER BY created_at, id", p,
+                                 NP(p), sizeof **out, &rows, n);
+    *out = rows;
     return rc;
 }
 
@@ -300,7 +271,10 @@ store_rc store_chat_commit(store *s, const session_row *new_session, const char 
     if (new_session) {
         db_param p[] = {db_text(session_id), db_text(new_session->user_id), db_text(new_session->org_id),
                         db_text(new_session->name ? new_session->name : DEFAULT_SESSION_NAME), db_text(t_sess)};
-        rc = st_run(s, SQL_SESSION_INSERT, p, NP(p), NULL);
+        char sql[ST_SQL_MAX];
+        rc = session_insert_sql(s, sql);
+        if (rc == STORE_OK)
+            rc = st_run(s, sql, p, NP(p), NULL);
     }
     if (rc == STORE_OK)
         rc = insert_message(s, uid, session_id, "user", user_msg, t_user);

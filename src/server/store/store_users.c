@@ -6,27 +6,28 @@
 
 #include <string.h>
 
-#define USER_COLS                                                                                  \
-    "id, public_key, encrypted_private_key, encrypted_private_key_iv, encrypted_private_key_tag, " \
-    "key_salt, recovery_encrypted_private_key, recovery_iv, recovery_tag, recovery_salt, "         \
-    "has_encryption_keys, encryption_created_at, created_at"
+static const st_col user_col[] = {
+    ST_TEXT_COL(user_row, id, "id"),
+    ST_TEXT_COL(user_row, keys.public_key, "public_key"),
+    ST_TEXT_COL(user_row, keys.encrypted_private_key, "encrypted_private_key"),
+    ST_TEXT_COL(user_row, keys.iv, "encrypted_private_key_iv"),
+    ST_TEXT_COL(user_row, keys.tag, "encrypted_private_key_tag"),
+    ST_TEXT_COL(user_row, keys.salt, "key_salt"),
+    ST_TEXT_COL(user_row, keys.recovery_encrypted_private_key, "recovery_encrypted_private_key"),
+    ST_TEXT_COL(user_row, keys.recovery_iv, "recovery_iv"),
+    ST_TEXT_COL(user_row, keys.recovery_tag, "recovery_tag"),
+    ST_TEXT_COL(user_row, keys.recovery_salt, "recovery_salt"),
+    ST_BOOL_COL(user_row, has_encryption_keys, "has_encryption_keys"),
+    ST_TEXT_COL(user_row, encryption_created_at, "encryption_created_at"),
+    ST_TEXT_COL(user_row, created_at, "created_at"),
+};
+static const st_cols user_cols = ST_COLS(NULL, user_col);
 
 void user_row_free(user_row *u)
 {
     if (!u)
         return;
-    free(u->id);
-    free(u->keys.public_key);
-    free(u->keys.encrypted_private_key);
-    free(u->keys.iv);
-    free(u->keys.tag);
-    free(u->keys.salt);
-    free(u->keys.recovery_encrypted_private_key);
-    free(u->keys.recovery_iv);
-    free(u->keys.recovery_tag);
-    free(u->keys.recovery_salt);
-    free(u->encryption_created_at);
-    free(u->created_at);
+    st_clear(&user_cols, u);
     memset(u, 0, sizeof *u);
 }
 
@@ -35,27 +36,7 @@ store_rc store_user_get(store *s, const char *id, user_row *out)
     memset(out, 0, sizeof *out);
     NEED(id);
     db_param p[] = {db_text(id)};
-    db_result r = DB_RESULT_INIT;
-    store_rc rc = st_run(s, "SELECT " USER_COLS " FROM users WHERE id = $1", p, NP(p), &r);
-    if (rc == STORE_OK && r.nrows == 0)
-        rc = STORE_NOT_FOUND;
-    if (rc == STORE_OK) {
-        out->id = db_take(&r, 0, 0);
-        out->keys.public_key = db_take(&r, 0, 1);
-        out->keys.encrypted_private_key = db_take(&r, 0, 2);
-        out->keys.iv = db_take(&r, 0, 3);
-        out->keys.tag = db_take(&r, 0, 4);
-        out->keys.salt = db_take(&r, 0, 5);
-        out->keys.recovery_encrypted_private_key = db_take(&r, 0, 6);
-        out->keys.recovery_iv = db_take(&r, 0, 7);
-        out->keys.recovery_tag = db_take(&r, 0, 8);
-        out->keys.recovery_salt = db_take(&r, 0, 9);
-        out->has_encryption_keys = db_cell_bool(&r, 0, 10);
-        out->encryption_created_at = db_take(&r, 0, 11);
-        out->created_at = db_take(&r, 0, 12);
-    }
-    db_result_free(&r);
-    return rc;
+    return st_select_one(s, &user_cols, "FROM users WHERE id = $1", p, NP(p), out);
 }
 
 store_rc store_user_create(store *s, const char *id)
