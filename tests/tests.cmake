@@ -49,3 +49,12 @@ if(TARGET veil_server)
   add_executable(jwks_probe ${CMAKE_SOURCE_DIR}/tests/integration/jwks_probe.c)
   target_link_libraries(jwks_probe PRIVATE ${VEIL_LIBS} PkgConfig::EVENT)
 endif()
+
+# tests/unit/server/store/test_db.c, until the unit loop above descends into module folders;
+# it includes db_cases.h from its own folder (tests/integration/test_store.c does too).
+if(NOT TARGET test_db)
+  add_executable(test_db ${CMAKE_SOURCE_DIR}/tests/unit/server/store/test_db.c)
+  target_link_libraries(test_db PRIVATE ${VEIL_LIBS} PkgConfig::CMOCKA)
+  add_test(NAME unit/test_db COMMAND test_db)
+  set_tests_properties(unit/test_db PROPERTIES LABELS unit TIMEOUT 300)
+endif()
