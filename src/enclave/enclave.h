@@ -21,7 +21,6 @@
 
 struct event_base;
 
-#define ENCLAVE_SOURCE "nitro-enclave-bedrock"
 #define ENCLAVE_SYSTEM_PROMPT "You are a helpful AI assistant."
 
 typedef struct enclave_config {

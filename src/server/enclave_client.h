@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "aws/imds.h"
+#include "enclave/protocol.h"
 #include "server/settings.h"
 
 struct event_base;
@@ -49,10 +50,12 @@ typedef void (*ec_result_cb)(void *ud, bool ok, const char *err);
 ec_op *ec_set_credentials(enclave_client *ec, const imds_credentials *c, ec_result_cb cb, void *ud);
 
 typedef struct ec_stream_callbacks {
-    /* each event object as the enclave sent it (borrowed) */
-    void (*on_event)(void *ud, const json_t *ev);
-    /* once, at the end: err_code NULL after a final success event was delivered */
-    void (*on_end)(void *ud, const char *err_code, const char *err_msg);
+    /* each event of the stream, parsed (borrowed for the call), the final one too */
+    void (*on_event)(void *ud, const proto_event *ev);
+    /* once, at the end: ENCLAVE_OK after the final event was delivered; else the
+     * enclave's error code or the client's own (ENCLAVE_ERR_UNAVAILABLE, _PROTOCOL,
+     * _TIMEOUT), with the enclave's text for logs (never upstream detail) */
+    void (*on_end)(void *ud, enclave_err err, const char *err_msg);
 } ec_stream_callbacks;
 
 /* request is borrowed (serialised before return). */
