@@ -69,9 +69,9 @@ static int check_parent_dir(db *d, const char *path)
     return 0;
 }
 
-/* Runs a pragma and returns its first value in out (may be empty). */
 static db_rc sq_exec(db *d, void *conn, const char *sql, const db_param *p, size_t n, db_result *res);
 
+/* Runs a pragma and returns its first value in out (may be empty). */
 static int pragma(db *d, sq *q, const char *sql, char *out, size_t outlen)
 {
     db_result r = DB_RESULT_INIT;
