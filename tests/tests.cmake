@@ -48,6 +48,11 @@ foreach(src ${unit_tests})
   set_tests_properties(unit/${rel} PROPERTIES LABELS unit TIMEOUT 300)
 endforeach()
 
+# attest/test_nsm checks the NSM messages against libcbor, an independent CBOR codec
+# (the module itself does not link it).
+pkg_check_modules(CBOR REQUIRED IMPORTED_TARGET libcbor)
+target_link_libraries(unit_attest_test_nsm PRIVATE PkgConfig::CBOR)
+
 # Integration tests: every tests/integration/test_*.sh or test_*.py starts real
 # processes; every tests/integration/test_*.c is a cmocka driver that does the same.
 set(VEIL_TEST_ENV "VEIL_BIN=${CMAKE_BINARY_DIR}" "VEIL_SRC=${CMAKE_SOURCE_DIR}"

@@ -515,9 +515,16 @@ server *server_new(struct event_base *base, const server_config *cfg, char *err,
         .max_streams = (unsigned)cfg->user_max_streams, .rate = (double)cfg->user_rate,
         .burst = (double)cfg->user_burst, .max_users = (size_t)cfg->user_table_max,
     };
+    /* a fresh attestation is an NSM signature: bounded per user and in total */
+    user_limits_config auc = {.max_streams = 1, .rate = (double)cfg->attest_user_rate, .burst = 5,
+                              .max_users = (size_t)cfg->user_table_max};
+    user_limits_config aac = {.max_streams = 1, .rate = (double)cfg->attest_rate,
+                              .burst = 2.0 * (double)cfg->attest_rate, .max_users = 1};
     s->http = httpd_new(base, &lim, dispatch, s);
     s->limits = ul_new(&ulc);
-    if (!s->http || !s->limits) {
+    s->attest_user = ul_new(&auc);
+    s->attest_all = ul_new(&aac);
+    if (!s->http || !s->limits || !s->attest_user || !s->attest_all) {
         snprintf(err, errlen, "cannot create the HTTP server");
         server_free(s);
         return NULL;
@@ -531,6 +538,8 @@ void server_free(server *s)
         return;
     httpd_free(s->http);
     ul_free(s->limits);
+    ul_free(s->attest_user);
+    ul_free(s->attest_all);
     free((void *)s->routes);
     free(s);
 }

@@ -268,10 +268,11 @@ static struct {
     bool result_ok;
     char result_err[200];
     int events;
-    json_t *ev; /* every event as received, in order */
+    json_t *ev; /* every event as received, in order: {"kind", "ciphertext"|"model_used"} */
     int ends;
-    char end_code[64], end_msg[200];
-    bool end_ok; /* on_end with no error */
+    enclave_err end_err;
+    char end_code[64], end_msg[200]; /* the error's wire name ("" for none), its text */
+    bool end_ok; /* on_end with ENCLAVE_OK */
     ec_op *op;   /* the stream, for tests that act inside a callback */
     bool cancel_in_event, pause_in_event;
 } R;
@@ -297,23 +298,29 @@ static void on_result(void *ud, bool ok, const char *err)
     snprintf(R.result_err, sizeof R.result_err, "%s", err ? err : "");
 }
 
-static void on_event(void *ud, const json_t *ev)
+static void on_event(void *ud, const proto_event *ev)
 {
     (void)ud;
     R.events++;
-    json_array_append_new(R.ev, json_deep_copy(ev));
+    json_t *rec = json_pack("{s:i}", "kind", (int)ev->kind);
+    if (ev->kind == PROTO_EV_CHUNK)
+        json_object_set(rec, "ciphertext", json_object_get(ev->ep, "ciphertext"));
+    if (ev->kind == PROTO_EV_FINAL)
+        json_object_set_new(rec, "model_used", json_string(ev->final.model_used));
+    json_array_append_new(R.ev, rec);
     if (R.cancel_in_event)
         ec_op_cancel(R.op);
     if (R.pause_in_event && R.events == 1)
         ec_op_pause(R.op, true);
 }
 
-static void on_end(void *ud, const char *code, const char *msg)
+static void on_end(void *ud, enclave_err err, const char *msg)
 {
     (void)ud;
     R.ends++;
-    R.end_ok = code == NULL;
-    snprintf(R.end_code, sizeof R.end_code, "%s", code ? code : "");
+    R.end_ok = err == ENCLAVE_OK;
+    R.end_err = err;
+    snprintf(R.end_code, sizeof R.end_code, "%s", err == ENCLAVE_OK ? "" : enclave_err_name(err));
     snprintf(R.end_msg, sizeof R.end_msg, "%s", msg ? msg : "");
 }
 
@@ -430,12 +437,19 @@ static void test_nitro_stream_error_without_code(void **state)
     assert_non_null(ec_chat_stream(ec, req, &STREAM_CB, NULL));
     json_decref(req);
     wait_for(&R.ends, 1); /* the default peer answers {"status":"error","error":"Unknown command"} */
-    assert_string_equal(R.end_code, "enclave_error");
+    assert_int_equal(R.end_err, ENCLAVE_ERR_UNKNOWN);
+    assert_string_equal(R.end_code, "unknown");
     assert_string_equal(R.end_msg, "Unknown command");
     assert_int_equal(R.events, 0);
     assert_int_equal(R.restarts, 1);
     assert_int_equal(P.key_reqs, 1);
 }
+
+/* A final event as the enclave writes it (the stored pair, the usage). */
+#define FINAL_EVENT                                                                               \
+    "{\"is_final\":true,\"stored_user_message\":{\"ciphertext\":\"75\"},"                       \
+    "\"stored_assistant_message\":{\"ciphertext\":\"61\"},\"model_used\":\"m\","               \
+    "\"input_tokens\":3,\"output_tokens\":5}"
 
 /* the peer's stream answer for this test, by the request's "case" */
 static bool stream_hook(peer_conn *pc, const json_t *req)
@@ -451,11 +465,14 @@ static bool stream_hook(peer_conn *pc, const json_t *req)
     else if (strcmp(c, "three") == 0) /* one write holding every line, an empty line between */
         peer_send(pc, "{\"encrypted_content\":{\"ciphertext\":\"aa\"},\"is_final\":false}\n\n"
                       "{\"encrypted_content\":{\"ciphertext\":\"bb\"},\"is_final\":false}\n"
-                      "{\"is_final\":true,\"model_id\":\"m\"}\n");
-    else if (strcmp(c, "split") == 0) { /* a line cut in two writes */
+                      FINAL_EVENT "\n");
+    else if (strcmp(c, "split") == 0) { /* lines cut across writes */
+        char mid[128];
+        snprintf(mid, sizeof mid, "text\":\"aa\"},\"is_final\":false}\n%.14s", FINAL_EVENT);
         peer_send(pc, "{\"encrypted_content\":{\"cipher");
-        peer_send(pc, "text\":\"aa\"},\"is_final\":false}\n{\"is_final\":tr");
-        peer_send(pc, "ue}\n");
+        peer_send(pc, mid);
+        peer_send(pc, FINAL_EVENT + 14);
+        peer_send(pc, "\n");
     } else if (strcmp(c, "one") == 0) /* one event, then nothing */
         peer_send(pc, "{\"encrypted_content\":{\"ciphertext\":\"aa\"},\"is_final\":false}\n");
     else if (strcmp(c, "one_then_close") == 0) {
@@ -463,6 +480,10 @@ static bool stream_hook(peer_conn *pc, const json_t *req)
         pc->close_after_write = true;
     } else if (strcmp(c, "bad_json") == 0)
         peer_send(pc, "{\"is_final\": tru\n");
+    else if (strcmp(c, "not_an_event") == 0)
+        peer_send(pc, "{\"chunk\":\"aa\"}\n");
+    else if (strcmp(c, "final_without_messages") == 0)
+        peer_send(pc, "{\"is_final\":true,\"model_used\":\"m\"}\n");
     else if (strcmp(c, "silent") == 0)
         ; /* never answers */
     else
@@ -526,15 +547,15 @@ static void test_nitro_stream_events(void **state)
     wait_for(&R.ends, 1);
     assert_true(R.end_ok);
     assert_int_equal(R.events, 3); /* the final object is an event too */
-    assert_string_equal(json_string_value(json_object_get(json_object_get(json_array_get(R.ev, 0),
-                                                                          "encrypted_content"),
-                                                          "ciphertext")),
-                        "aa");
-    assert_string_equal(json_string_value(json_object_get(json_object_get(json_array_get(R.ev, 1),
-                                                                          "encrypted_content"),
-                                                          "ciphertext")),
-                        "bb");
-    assert_true(json_is_true(json_object_get(json_array_get(R.ev, 2), "is_final")));
+    char want[3][128];
+    snprintf(want[0], sizeof want[0], "{\"kind\":%d,\"ciphertext\":\"aa\"}", (int)PROTO_EV_CHUNK);
+    snprintf(want[1], sizeof want[1], "{\"kind\":%d,\"ciphertext\":\"bb\"}", (int)PROTO_EV_CHUNK);
+    snprintf(want[2], sizeof want[2], "{\"kind\":%d,\"model_used\":\"m\"}", (int)PROTO_EV_FINAL);
+    for (int i = 0; i < 3; i++) {
+        char *got = json_dumps(json_array_get(R.ev, (size_t)i), JSON_COMPACT);
+        assert_string_equal(got, want[i]);
+        free(got);
+    }
     /* the request went on the wire whole */
     assert_string_equal(json_string_value(json_object_get(P.reqs[0], "case")), "three");
     assert_string_equal(json_string_value(json_object_get(P.reqs[0], "model_id")), "m");
@@ -558,14 +579,24 @@ static void test_nitro_stream_protocol_errors(void **state)
     assert_string_equal(R.end_msg, "enclave sent invalid JSON");
     wait_for(&P.eofs, 1); /* that connection is not reused */
 
+    /* JSON, but not an event of the protocol; a final event without the stored pair */
+    static const char *const NOT_EVENTS[] = {"not_an_event", "final_without_messages"};
+    for (int i = 0; i < 2; i++) {
+        stream(NOT_EVENTS[i]);
+        wait_for(&R.ends, 2 + i);
+        assert_int_equal(R.end_err, ENCLAVE_ERR_PROTOCOL);
+        assert_string_equal(R.end_msg, "enclave sent an event outside the protocol");
+        assert_int_equal(R.events, 0);
+    }
+
     /* the enclave goes away mid-stream: an error, never a silently short answer */
     stream("one_then_close");
-    wait_for(&R.ends, 2);
+    wait_for(&R.ends, 4);
     assert_int_equal(R.events, 1);
     assert_false(R.end_ok);
     assert_string_equal(R.end_code, "enclave_unavailable");
     assert_string_equal(R.end_msg, "enclave closed the connection");
-    assert_int_equal(reqs_named("CHAT_STREAM"), 2); /* bytes had come: no retry */
+    assert_int_equal(reqs_named("CHAT_STREAM"), 4); /* bytes had come: no retry */
 }
 
 static void test_nitro_cancel(void **state)
@@ -773,6 +804,7 @@ static int mock_setup(void **state)
     memset(&cfg, 0, sizeof cfg);
     cfg.mode = ENCLAVE_MOCK;
     cfg.stream_timeout = 120;
+    snprintf(cfg.enclave_nsm, sizeof cfg.enclave_nsm, "none"); /* veild's default */
     snprintf(cfg.region, sizeof cfg.region, "eu-west-3");
     char err[200];
     ec = ec_new(base, &cfg, err, sizeof err);
