@@ -141,8 +141,9 @@ def verify_chain(chain, when):
     """root, intermediates..., leaf: each signed by the one before (ECDSA), within its
     validity at `when`, every issuer a CA within its path length; a P-384 leaf. (pyca's
     own verifier applies the web PKI's extension rules, which Nitro chains do not meet.)"""
+    naive = when.astimezone(datetime.timezone.utc).replace(tzinfo=None)  # as older pyca gives validity
     for depth, cert in enumerate(chain):
-        if not (cert.not_valid_before_utc <= when <= cert.not_valid_after_utc):
+        if not (cert.not_valid_before <= naive <= cert.not_valid_after):
             raise AttestationError("validity", f"certificate {depth} is not valid at {when.isoformat()}")
     for i in range(1, len(chain)):
         issuer, cert = chain[i - 1], chain[i]
