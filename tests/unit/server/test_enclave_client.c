@@ -471,7 +471,7 @@ static bool stream_hook(peer_conn *pc, const json_t *req)
         snprintf(mid, sizeof mid, "text\":\"aa\"},\"is_final\":false}\n%.14s", FINAL_EVENT);
         peer_send(pc, "{\"encrypted_content\":{\"cipher");
         peer_send(pc, mid);
-        peer_send(pc, FINAL_EVENT + 14);
+        peer_send(pc, &FINAL_EVENT[14]);
         peer_send(pc, "\n");
     } else if (strcmp(c, "one") == 0) /* one event, then nothing */
         peer_send(pc, "{\"encrypted_content\":{\"ciphertext\":\"aa\"},\"is_final\":false}\n");
