@@ -18,6 +18,7 @@ static const cli_verb VERBS[] = {
     {"sessions", cmd_sessions, "list your conversations"},
     {"models", cmd_models, "list the models"},
     {"org", cmd_org, "organization keys: create and distribute"},
+    {"attest", cmd_attest, "verify an attestation document; the simulator's measurements"},
 };
 
 static void usage(FILE *f)

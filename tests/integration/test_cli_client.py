@@ -38,7 +38,8 @@ def login(stack, tmp, name, token):
     return cfg
 
 
-VERBS = ["keygen", "seal", "open", "dev-token", "login", "keys", "chat", "ask", "history", "sessions", "models", "org"]
+VERBS = ["keygen", "seal", "open", "dev-token", "login", "keys", "chat", "ask", "history", "sessions", "models", "org",
+         "attest"]
 
 
 def check_usage(tmp):
