@@ -18,7 +18,9 @@ checks that nothing reached the stream route:
 - the enclave runs other code than the published measurements: `pcr`;
 - the enclave restarts and the server substitutes the NEW key: the re-fetch after
   "the enclave key may have changed" is verified too;
-- no measurements stored: a refusal that says how to fix it, nothing sent.
+- no measurements stored: a refusal that says how to fix it, nothing sent;
+- a login to another server does not inherit the measurements; `--attestation-root aws`
+  puts the pinned root back (and the simulated enclave is then refused on `root`).
 And what works: an attested ask and chat, a chat that follows an enclave restart,
 --no-attestation (warned about), a simulated document verified offline with --root
 (noted on stderr) and refused without it (`root`).
@@ -448,6 +450,25 @@ def check_stack(tmp, meas, pcrs):
         C.ok(r.stdout.decode().endswith("attestation root: AWS Nitro root G1 (pinned)\nmeasurements: none (chat and "
                                         "ask refuse until `veil login --measurements FILE`)\n"),
              f"keys status: nothing to verify: {r.stdout!r}")
+
+        # what login keeps: the same server keeps the policy (`aws` resets the root only);
+        # another server starts afresh, so no server inherits another's measurements
+        other = os.path.join(tmp, "other", "config.json")
+        os.makedirs(os.path.dirname(other))
+        with open(cfg, "rb") as src, open(other, "wb") as dst:
+            dst.write(src.read())
+        os.chmod(other, 0o600)
+        r = veil(other, ["login", "--attestation-root", "aws"])
+        C.ok(r.returncode == 0 and "attestation root: AWS Nitro root G1 (pinned)\nmeasurements: PCR0 "
+             f"{pcrs['PCR0']}" in r.stdout.decode() and not err(r),
+             f"login --attestation-root aws: the pinned root, the PCRs kept, no warning: {r.stdout!r} {err(r)!r}")
+        r = veil(other, ["ask", "secret"])
+        C.ok(r.returncode == 1 and one_line(r, "veil ask: attestation: root: "),
+             f"the simulated enclave under the pinned root: refused on root: {err(r)!r}")
+        r = veil(other, ["login", "--server", stack.url, "--token", "-"], stdin=token.encode())
+        C.ok(r.returncode == 0 and r.stdout.decode().endswith("measurements: none (chat and ask refuse until "
+                                                              "`veil login --measurements FILE`)\n"),
+             f"login to another server drops the measurements: {r.stdout!r}")
 
         # the explicit opt-out works, and says what it gives up, on every run
         warn = ("veil ask: warning: --no-attestation: the enclave's key is not verified, so the server could hand "
