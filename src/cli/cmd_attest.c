@@ -78,10 +78,12 @@ static int read_input(const char *path, vbuf *in, char *err, size_t errlen)
     while (rc == 0 && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
         if (in->len + n > INPUT_MAX || vbuf_append(in, chunk, n) < 0)
             rc = -1;
-    if (rc < 0)
+    if (rc < 0) {
         snprintf(err, errlen, "the input is over %d bytes", INPUT_MAX);
-    else if (ferror(f) && (rc = -1))
+    } else if (ferror(f)) {
         snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        rc = -1;
+    }
     if (f != stdin)
         fclose(f);
     return rc;
@@ -130,18 +132,19 @@ out:
  * a JSON object means veild's /enclave/info answer. */
 static int document_of(const vbuf *in, uint8_t **doc, size_t *len, char *err, size_t errlen)
 {
+    char *t = malloc(in->len + 1); /* the text without whitespace; the raw bytes when not text */
+    size_t n = 0;
+    int rc = -1;
+    if (!t) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     if (!is_text(in->data, in->len)) {
-        if (!(*doc = malloc(in->len ? in->len : 1)))
-            return snprintf(err, errlen, "out of memory"), -1;
-        memcpy(*doc, in->data, in->len);
+        memcpy(t, in->data, in->len);
+        *doc = (uint8_t *)t;
         *len = in->len;
         return 0;
     }
-    char *t = malloc(in->len + 1);
-    size_t n = 0;
-    int rc = -1;
-    if (!t)
-        return snprintf(err, errlen, "out of memory"), -1;
     for (size_t i = 0; i < in->len; i++)
         if (in->data[i] > ' ')
             t[n++] = (char)in->data[i];
@@ -152,13 +155,11 @@ static int document_of(const vbuf *in, uint8_t **doc, size_t *len, char *err, si
     } else if (t[0] == '{') {
         json_t *j = json_loadb((const char *)in->data, in->len, 0, NULL);
         const char *a = json_string_value(json_object_get(j, PF_ATTESTATION));
-        if (a)
-            rc = decode_text(a, strlen(a), doc, len);
-        else
+        if (!a)
             snprintf(err, errlen, "the JSON has no \"%s\" string", PF_ATTESTATION);
-        json_decref(j);
-        if (a && rc < 0)
+        else if ((rc = decode_text(a, strlen(a), doc, len)) < 0)
             snprintf(err, errlen, "the JSON's \"%s\" is not base64", PF_ATTESTATION);
+        json_decref(j);
     } else if ((rc = decode_text(t, n, doc, len)) < 0) {
         snprintf(err, errlen, "the input is neither CBOR, base64 nor hex");
     }
