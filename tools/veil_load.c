@@ -403,7 +403,11 @@ static int on_line(stream *s, const char *line, size_t n)
     }
     case PROTO_EV_THINKING:
     case PROTO_EV_THINKING_V2:
+    case PROTO_EV_THINKING_V3:
         ended = 0;
+        break;
+    case PROTO_EV_CHUNK_V3:
+        stream_fail(s, &L->errors.protocol, "a format 3 element on a stream that did not ask for it", NULL);
         break;
     case PROTO_EV_ERROR: {
         char d[200];

@@ -808,12 +808,12 @@ static void test_stream_format_2(void **state)
     req = stream_request(&k, "x", NULL, 0, NULL);
     rq = json_loads(req, 0, NULL);
     free(req);
-    json_object_set_new(rq, "stream_format", json_integer(3));
+    json_object_set_new(rq, "stream_format", json_integer(4));
     s = json_dumps(rq, JSON_COMPACT);
     json_decref(rq);
     json_t *r = request(s);
     free(s);
-    assert_string_equal(jstr(r, "error"), "Unsupported stream_format (1 or 2)");
+    assert_string_equal(jstr(r, "error"), "Unsupported stream_format (1, 2 or 3)");
     json_decref(r);
 }
 

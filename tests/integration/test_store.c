@@ -151,7 +151,7 @@ static void test_migrations_idempotent(void **state)
 {
     fx *f = F(state);
     assert_string_equal(store_backend(f->s), f->backend);
-    assert_int_equal(store_schema_version(f->s), 2);
+    assert_int_equal(store_schema_version(f->s), 3);
     const char *uid = new_id("user");
     mk_user(f->s, uid);
 
@@ -159,7 +159,7 @@ static void test_migrations_idempotent(void **state)
     char err[512];
     store *again = store_open(f->url, err, sizeof err);
     assert_non_null(again);
-    assert_int_equal(store_schema_version(again), 2);
+    assert_int_equal(store_schema_version(again), 3);
     user_row u;
     assert_int_equal(store_user_get(again, uid, &u), STORE_OK);
     user_row_free(&u);
