@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "common/hex.h"
+#include "crypto/ep.h"
 #include "server/http/validate.h"
 
 /* ---- replies ---- */
@@ -46,18 +47,29 @@ json_t *ru_ep_json(const org_key_ep *k)
 {
     if (!k->ciphertext)
         return json_null();
-    return json_pack("{s:s?, s:s?, s:s, s:s?, s:s?}", "ephemeral_public_key", k->ephemeral_public_key, "iv",
-                     k->iv, "ciphertext", k->ciphertext, "auth_tag", k->auth_tag, "hkdf_salt", k->hkdf_salt);
+    const char *col[EP_N_FIELDS] = {
+        [EP_FIELD_EPK] = k->ephemeral_public_key, [EP_FIELD_IV] = k->iv, [EP_FIELD_CT] = k->ciphertext,
+        [EP_FIELD_TAG] = k->auth_tag,             [EP_FIELD_SALT] = k->hkdf_salt,
+    };
+    json_t *j = json_object();
+    for (size_t i = 0; j && i < EP_N_FIELDS; i++)
+        if (json_object_set_new(j, EP_FIELDS[i].name, ru_str(col[i])) < 0) {
+            json_decref(j);
+            j = NULL;
+        }
+    return j;
 }
 
-void ru_ep_borrow(const json_t *ep, org_key_ep *out)
+void ru_ep_borrow(const json_t *payload, org_key_ep *out)
 {
-    /* the casts only drop const: the strings stay owned by ep */
-    out->ephemeral_public_key = (char *)json_string_value(json_object_get(ep, "ephemeral_public_key"));
-    out->iv = (char *)json_string_value(json_object_get(ep, "iv"));
-    out->ciphertext = (char *)json_string_value(json_object_get(ep, "ciphertext"));
-    out->auth_tag = (char *)json_string_value(json_object_get(ep, "auth_tag"));
-    out->hkdf_salt = (char *)json_string_value(json_object_get(ep, "hkdf_salt"));
+    char **col[EP_N_FIELDS] = {
+        [EP_FIELD_EPK] = &out->ephemeral_public_key, [EP_FIELD_IV] = &out->iv,
+        [EP_FIELD_CT] = &out->ciphertext,           [EP_FIELD_TAG] = &out->auth_tag,
+        [EP_FIELD_SALT] = &out->hkdf_salt,
+    };
+    /* the casts only drop const: the strings stay owned by payload */
+    for (size_t i = 0; i < EP_N_FIELDS; i++)
+        *col[i] = (char *)json_string_value(json_object_get(payload, EP_FIELDS[i].name));
 }
 
 json_t *ru_membership_json(const membership_row *m)
@@ -225,24 +237,22 @@ static bool hex_at(api_req *r, json_t *v, ru_loc loc, size_t exact, size_t min)
     return true;
 }
 
-bool ru_ep_at(api_req *r, json_t *ep, ru_loc loc)
+bool ru_ep_at(api_req *r, json_t *payload, ru_loc loc)
 {
-    static const ru_hex_field F[] = {
-        {"ephemeral_public_key", 64, 0}, {"iv", 32, 0}, {"ciphertext", 0, 2},
-        {"auth_tag", 32, 0},             {"hkdf_salt", 64, 0},
-    };
-    if (!ep) {
+    if (!payload) {
         reply_at(r, "missing", loc, "Field required", NULL);
         return false;
     }
-    if (!json_is_object(ep)) {
+    if (!json_is_object(payload)) {
         reply_at(r, "model_attributes_type", loc,
-                 "Input should be a valid dictionary or object to extract fields from", ep);
+                 "Input should be a valid dictionary or object to extract fields from", payload);
         return false;
     }
-    for (size_t i = 0; i < sizeof F / sizeof F[0]; i++)
-        if (!hex_at(r, json_object_get(ep, F[i].name), loc_push(loc, F[i].name), F[i].exact, F[i].min))
+    for (size_t i = 0; i < EP_N_FIELDS; i++) {
+        const ep_field *f = &EP_FIELDS[i];
+        if (!hex_at(r, json_object_get(payload, f->name), loc_push(loc, f->name), f->hex_len, f->hex_min))
             return false;
+    }
     return true;
 }
 

@@ -29,7 +29,7 @@ json_t *ru_str(const char *s);
 /* The member's org-key EncryptedPayload, or JSON null without a key. */
 json_t *ru_ep_json(const org_key_ep *k);
 /* Borrows the five EP strings of a validated EncryptedPayload object. */
-void ru_ep_borrow(const json_t *ep, org_key_ep *out);
+void ru_ep_borrow(const json_t *payload, org_key_ep *out);
 /* {"id","org_id","org_name","role","has_org_key","key_distributed_at","joined_at"} */
 json_t *ru_membership_json(const membership_row *m);
 /* UserKeysResponse: the five primary fields, the four recovery_* fields null. */
@@ -80,7 +80,7 @@ typedef struct ru_loc {
 
 /* An EncryptedPayload object at loc (e.g. body.distributions[0].encrypted_org_key),
  * with validate.h's rules; lower-cases the hex in place. */
-bool ru_ep_at(api_req *r, json_t *ep, ru_loc loc);
+bool ru_ep_at(api_req *r, json_t *payload, ru_loc loc);
 /* A required non-empty string at loc. */
 bool ru_str_at(api_req *r, const json_t *v, ru_loc loc);
 /* An optional string-or-null field of body (e.g. "slug"). */

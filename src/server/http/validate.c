@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/hex.h"
+#include "crypto/ep.h"
 #include "crypto/primitives.h"
 
 static void reply(api_req *r, const char *type, const char *loc0, const char *loc1, const char *loc2,
@@ -130,46 +131,41 @@ bool v_string(api_req *r, const json_t *obj, const char *loc0, const char *name,
     return true;
 }
 
-static bool ep_fields(api_req *r, json_t *ep, const char *l0, const char *l1)
+static bool ep_fields(api_req *r, json_t *payload, const char *l0, const char *l1)
 {
-    static const struct {
-        const char *name;
-        size_t exact, min;
-    } F[] = {
-        {"ephemeral_public_key", 64, 0}, {"iv", 32, 0}, {"ciphertext", 0, 2},
-        {"auth_tag", 32, 0}, {"hkdf_salt", 64, 0},
-    };
-    for (size_t i = 0; i < sizeof F / sizeof F[0]; i++)
-        if (!check_hex(r, json_object_get(ep, F[i].name), l0, l1, F[i].name, F[i].exact, F[i].min))
+    for (size_t i = 0; i < EP_N_FIELDS; i++) {
+        const ep_field *f = &EP_FIELDS[i];
+        if (!check_hex(r, json_object_get(payload, f->name), l0, l1, f->name, f->hex_len, f->hex_min))
             return false;
+    }
     return true;
 }
 
 bool v_ep(api_req *r, json_t *obj, const char *loc0, const char *name)
 {
-    json_t *ep = json_object_get(obj, name);
+    json_t *payload = json_object_get(obj, name);
     const char *l0 = loc0 ? loc0 : name, *l1 = loc0 ? name : NULL;
-    if (!ep) {
+    if (!payload) {
         reply(r, "missing", l0, l1, NULL, "Field required", NULL);
         return false;
     }
-    if (!json_is_object(ep)) {
+    if (!json_is_object(payload)) {
         reply(r, "model_attributes_type", l0, l1, NULL,
-              "Input should be a valid dictionary or object to extract fields from", ep);
+              "Input should be a valid dictionary or object to extract fields from", payload);
         return false;
     }
-    return ep_fields(r, ep, l0, l1);
+    return ep_fields(r, payload, l0, l1);
 }
 
-bool v_ep_item(api_req *r, json_t *ep, const char *loc0, const char *name, int index)
+bool v_ep_item(api_req *r, json_t *payload, const char *loc0, const char *name, int index)
 {
     (void)loc0;
     char idx[16];
     snprintf(idx, sizeof idx, "%d", index);
-    if (!json_is_object(ep)) {
+    if (!json_is_object(payload)) {
         reply(r, "model_attributes_type", name, idx, NULL,
-              "Input should be a valid dictionary or object to extract fields from", ep);
+              "Input should be a valid dictionary or object to extract fields from", payload);
         return false;
     }
-    return ep_fields(r, ep, name, idx);
+    return ep_fields(r, payload, name, idx);
 }

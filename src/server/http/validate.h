@@ -29,7 +29,7 @@ bool v_string(api_req *r, const json_t *obj, const char *loc0, const char *name,
  * at least 2 hex chars). loc0 may be NULL. */
 bool v_ep(api_req *r, json_t *obj, const char *loc0, const char *name);
 /* An EncryptedPayload object itself (e.g. an array item); loc: body,name,index. */
-bool v_ep_item(api_req *r, json_t *ep, const char *loc0, const char *name, int index);
+bool v_ep_item(api_req *r, json_t *payload, const char *loc0, const char *name, int index);
 
 /* Lower-cases a JSON string value in place (hex normalisation). */
 void v_lower(json_t *str);
