@@ -20,6 +20,7 @@
 #include <sys/queue.h>
 #include <time.h>
 
+#include "auth/jwt.h"
 #include "common/buf.h"
 #include "common/log.h"
 #include "server/http/httpd.h"
@@ -28,17 +29,6 @@
 struct event_base;
 typedef struct server server;
 typedef struct api_req api_req;
-
-/* who is calling: from the verified Clerk token */
-typedef struct auth_ctx {
-    char user_id[256];
-    char org_id[256];   /* "" in personal context */
-    char org_role[128]; /* "org:admin" | "org:member" | "" */
-    char org_slug[256];
-} auth_ctx;
-
-static inline bool auth_is_org(const auth_ctx *a) { return a->org_id[0] != '\0'; }
-static inline bool auth_is_org_admin(const auth_ctx *a) { return strcmp(a->org_role, "org:admin") == 0; }
 
 typedef void (*route_fn)(api_req *r);
 
@@ -62,7 +52,7 @@ struct api_req {
     struct evkeyvalq query;
     char params[4][256]; /* the {} segments, URL-decoded */
     int n_params;
-    auth_ctx auth;
+    jwt_auth auth; /* who is calling: from the verified Clerk token (ROUTE_AUTH) */
     char rid[LOG_RID_LEN + 1];
     struct timespec t0;
     const route *rt;

@@ -374,7 +374,7 @@ static bool within_rate(api_req *r)
     return false;
 }
 
-static void on_auth(void *ud, int status, const char *detail, const auth_ctx *ctx)
+static void on_auth(void *ud, int status, const char *detail, const jwt_auth *who)
 {
     api_req *r = ud;
     bool was_held = r->held;
@@ -384,7 +384,7 @@ static void on_auth(void *ud, int status, const char *detail, const auth_ctx *ct
             req_free(r);
         return;
     }
-    r->auth = *ctx;
+    r->auth = *who;
     if (was_held) {
         /* we held the request only for the key fetch: the route starts fresh */
         hold_del(r);
