@@ -1,5 +1,5 @@
-/* api — veild's HTTP layer: the server object, one request's context, routing,
- * and the reply helpers every route uses.
+/* api — veild's HTTP layer: one request's context, routing, and the reply helpers
+ * every route uses (the server object that holds them is server.h).
  *
  * Replies follow the original's conventions (spec §4.0): errors are
  * {"detail": "..."}; body validation failures are 422 with a list of
@@ -103,19 +103,5 @@ void api_sse_end(api_req *r);
  * that stays congested too long is closed (on_close runs). */
 bool api_sse_congested(const api_req *r);
 void api_sse_on_drain(api_req *r, void (*on_drain)(api_req *r));
-
-/* ---- the server ---- */
-
-server *server_new(struct event_base *base, const server_config *cfg, char *err, size_t errlen);
-void server_free(server *s);
-struct event_base *server_base(server *s);
-const server_config *server_cfg(server *s);
-/* Shutdown: ends every held request (their on_close runs; an SSE reply is ended,
- * others get 503) so that freeing the HTTP server finds none in flight. */
-void server_close_held(server *s);
-/* Shutdown: no new connections; open ones finish what they hold. */
-void server_stop_accepting(server *s);
-/* Binds the listen address; fills the bound address text (with the real port). */
-int server_listen(server *s, char *bound, size_t n, char *err, size_t errlen);
 
 #endif
