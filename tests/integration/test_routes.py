@@ -10,6 +10,7 @@ script starts itself (initdb as `nobody` when run as root) and always stops.
 Effects that have no API (audit rows) are read from the database directly.
 Every veild is stopped with SIGTERM and its log checked for sanitizer reports.
 Prints `N passed, M failed`; exits non-zero on any failure.
+Stays whole: one suite run once per backend, sharing its veilds, tokens and database.
 """
 import base64
 import hashlib

@@ -1,6 +1,7 @@
 /* store: one suite, run against both backends — SQLite in a temp file, then a
  * real throwaway PostgreSQL server (pg_harness). Every test makes its own ids,
  * so the tests share one database per backend without seeing each other.
+ * Stays whole: one suite for the store, run once per backend.
  */
 #include <setjmp.h>
 #include <stdarg.h>

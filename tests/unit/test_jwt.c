@@ -1,7 +1,8 @@
 /* jwt + jwks: RS256 verification with the algorithm pinned (none / HS256 key
  * confusion / RS512 refused), header and claim rules with their 401 texts, Clerk v2
  * org claims, strict base64url, JWKS parsing (RFC 7638 thumbprint vector) and the
- * file-backed key cache. Keys are generated here with OpenSSL. */
+ * file-backed key cache. Keys are generated here with OpenSSL.
+ * Stays whole: tests mirror the tree, one file per module under test. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
