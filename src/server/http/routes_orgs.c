@@ -7,6 +7,8 @@
  * JWT. Key writes are audited.
  * The server only stores wrapped keys and EncryptedPayloads, never opens them.
  */
+#include <stdint.h>
+
 #include "server/http/routes_util.h"
 #include "server/http/validate.h"
 
@@ -437,10 +439,10 @@ static bool valid_bulk(api_req *r, json_t *body)
                           "Input should be a valid dictionary or object to extract fields from", item);
             return false;
         }
-        ru_loc mid = {{"distributions", idx, "membership_id"}, 3};
-        ru_loc ep = {{"distributions", idx, "encrypted_org_key"}, 3};
-        if (!ru_str_at(r, json_object_get(item, "membership_id"), mid) ||
-            !ru_ep_at(r, json_object_get(item, "encrypted_org_key"), ep))
+        v_loc mid = {{"distributions", idx, "membership_id"}, 3};
+        v_loc ep = {{"distributions", idx, "encrypted_org_key"}, 3};
+        if (!v_str_at(r, json_object_get(item, "membership_id"), mid, SIZE_MAX) ||
+            !v_ep_at(r, json_object_get(item, "encrypted_org_key"), ep))
             return false;
     }
     return true;

@@ -1,9 +1,9 @@
 #include "server/http/routes_util.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 
-#include "common/hex.h"
 #include "crypto/ep.h"
 #include "server/http/validate.h"
 
@@ -175,94 +175,13 @@ bool ru_hex_fields(api_req *r, json_t *body, const ru_hex_field *f, size_t n)
     return true;
 }
 
-static void reply_at(api_req *r, const char *type, ru_loc loc, const char *msg, const json_t *input)
-{
-    const char *l[RU_LOC_MAX + 1];
-    l[0] = "body";
-    for (size_t i = 0; i < loc.n; i++)
-        l[i + 1] = loc.p[i];
-    api_reply_422(r, type, l, loc.n + 1, msg, input);
-}
-
-static ru_loc loc_push(ru_loc loc, const char *name)
-{
-    if (loc.n < RU_LOC_MAX)
-        loc.p[loc.n++] = name;
-    return loc;
-}
-
-static bool string_at(api_req *r, const json_t *v, ru_loc loc)
-{
-    if (!v) {
-        reply_at(r, "missing", loc, "Field required", NULL);
-        return false;
-    }
-    if (!json_is_string(v)) {
-        reply_at(r, "string_type", loc, "Input should be a valid string", v);
-        return false;
-    }
-    return true;
-}
-
-bool ru_str_at(api_req *r, const json_t *v, ru_loc loc)
-{
-    if (!string_at(r, v, loc))
-        return false;
-    if (json_string_length(v) == 0) {
-        reply_at(r, "string_too_short", loc, "String should have at least 1 character", v);
-        return false;
-    }
-    return true;
-}
-
-/* the rules of validate.h's hex fields, at a deeper location */
-static bool hex_at(api_req *r, json_t *v, ru_loc loc, size_t exact, size_t min)
-{
-    if (!string_at(r, v, loc))
-        return false;
-    size_t n = json_string_length(v), lo = exact ? exact : min;
-    char msg[96];
-    if (n < lo || (exact && n > exact)) {
-        bool shorter = n < lo;
-        snprintf(msg, sizeof msg, "String should have at %s %zu character%s", shorter ? "least" : "most",
-                 shorter ? lo : exact, (shorter ? lo : exact) == 1 ? "" : "s");
-        reply_at(r, shorter ? "string_too_short" : "string_too_long", loc, msg, v);
-        return false;
-    }
-    if (!hex_is_valid(json_string_value(v), n)) {
-        reply_at(r, "value_error", loc, "Value error, Invalid hex string", v);
-        return false;
-    }
-    v_lower(v);
-    return true;
-}
-
-bool ru_ep_at(api_req *r, json_t *payload, ru_loc loc)
-{
-    if (!payload) {
-        reply_at(r, "missing", loc, "Field required", NULL);
-        return false;
-    }
-    if (!json_is_object(payload)) {
-        reply_at(r, "model_attributes_type", loc,
-                 "Input should be a valid dictionary or object to extract fields from", payload);
-        return false;
-    }
-    for (size_t i = 0; i < EP_N_FIELDS; i++) {
-        const ep_field *f = &EP_FIELDS[i];
-        if (!hex_at(r, json_object_get(payload, f->name), loc_push(loc, f->name), f->hex_len, f->hex_min))
-            return false;
-    }
-    return true;
-}
-
 bool ru_opt_str(api_req *r, const json_t *body, const char *name)
 {
     const json_t *v = json_object_get(body, name);
     if (!v || json_is_null(v) || json_is_string(v))
         return true;
-    ru_loc loc = {{name}, 1};
-    return string_at(r, v, loc);
+    v_loc loc = {{name}, 1};
+    return v_str_at(r, v, loc, SIZE_MAX); /* not a string: 422 string_type */
 }
 
 static bool context_body(api_req *r, json_t *body, json_t **data)
@@ -270,13 +189,13 @@ static bool context_body(api_req *r, json_t *body, json_t **data)
     if (!v_object(r, body))
         return false;
     json_t *d = json_object_get(body, "context_data");
-    ru_loc loc = {{"context_data"}, 1};
+    v_loc loc = {{"context_data"}, 1};
     if (!d) {
-        reply_at(r, "missing", loc, "Field required", NULL);
+        v_reply_at(r, "missing", loc, "Field required", NULL);
         return false;
     }
     if (!json_is_object(d)) {
-        reply_at(r, "dict_type", loc, "Input should be a valid dictionary", d);
+        v_reply_at(r, "dict_type", loc, "Input should be a valid dictionary", d);
         return false;
     }
     *data = d;

@@ -1,7 +1,7 @@
 /* routes_util — the small pieces the non-chat route files share: JSON views of
  * store rows (memberships, EncryptedPayloads, user keys), the DB-admin check of
- * the organization routes, transactions that answer 500 on failure, and 422
- * checks at nested body locations that validate.h cannot name.
+ * the organization routes, transactions that answer 500 on failure, and the 422
+ * checks of hex-field tables and optional strings (the rules are validate.h's).
  * JSON returned here is a new reference owned by the caller; store rows stay the
  * caller's. Nothing here logs a key, a token or a body.
  */
@@ -71,18 +71,6 @@ typedef struct ru_hex_field {
 /* validate.h's v_hex over a table of top-level body fields. */
 bool ru_hex_fields(api_req *r, json_t *body, const ru_hex_field *f, size_t n);
 
-/* A 422 location path below "body" (validate.h names at most three levels). */
-#define RU_LOC_MAX 6
-typedef struct ru_loc {
-    const char *p[RU_LOC_MAX];
-    size_t n;
-} ru_loc;
-
-/* An EncryptedPayload object at loc (e.g. body.distributions[0].encrypted_org_key),
- * with validate.h's rules; lower-cases the hex in place. */
-bool ru_ep_at(api_req *r, json_t *payload, ru_loc loc);
-/* A required non-empty string at loc. */
-bool ru_str_at(api_req *r, const json_t *v, ru_loc loc);
 /* An optional string-or-null field of body (e.g. "slug"). */
 bool ru_opt_str(api_req *r, const json_t *body, const char *name);
 /* ---- context documents (spec §4.5 /context, §4.6) ---- */
