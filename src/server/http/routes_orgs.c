@@ -277,11 +277,7 @@ static void post_keys(api_req *r)
         ru_fail(r, "membership_set_org_key");
         goto out;
     }
-    if (store_audit(r->srv->db, "org_keys_created", uid, NULL, org_id, NULL) != STORE_OK) {
-        ru_fail(r, "audit");
-        goto out;
-    }
-    if (ru_commit(r))
+    if (ru_audit_commit(r, "org_keys_created", uid, NULL, org_id, NULL))
         ru_reply(r, 201, json_pack("{s:s, s:s}", "status", "created", "org_public_key",
                                    str_of(body, "org_public_key")));
 out:
@@ -530,11 +526,7 @@ static void post_revoke(api_req *r)
         goto out;
     }
     /* no key, nothing revoked: a no-op without an audit row */
-    if (had && store_audit(r->srv->db, "org_key_revoked", r->auth.user_id, member, org_id, data) != STORE_OK) {
-        ru_fail(r, "audit");
-        goto out;
-    }
-    if (ru_commit(r))
+    if (had ? ru_audit_commit(r, "org_key_revoked", r->auth.user_id, member, org_id, data) : ru_commit(r))
         api_reply_empty(r, 204);
 out:
     json_decref(data);

@@ -165,6 +165,16 @@ bool ru_commit(api_req *r)
     return false;
 }
 
+bool ru_audit_commit(api_req *r, const char *event_type, const char *actor, const char *target,
+                     const char *org_id, const json_t *data)
+{
+    if (store_audit(r->srv->db, event_type, actor, target, org_id, data) != STORE_OK) {
+        ru_fail(r, "audit");
+        return false;
+    }
+    return ru_commit(r);
+}
+
 /* ---- validation ---- */
 
 bool ru_hex_fields(api_req *r, json_t *body, const ru_hex_field *f, size_t n)

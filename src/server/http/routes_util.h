@@ -54,6 +54,9 @@ bool ru_require_db_admin(api_req *r, const char *org_id, membership_row *out);
 
 bool ru_begin(api_req *r);
 bool ru_commit(api_req *r);
+/* The write's audit row (store_audit's arguments; data is borrowed), then the commit. */
+bool ru_audit_commit(api_req *r, const char *event_type, const char *actor, const char *target,
+                     const char *org_id, const json_t *data);
 /* A store failure inside a transaction: answers 500 and rolls back. */
 void ru_fail(api_req *r, const char *op);
 /* A refusal inside a transaction (4xx with a detail): rolls back, then replies. */
