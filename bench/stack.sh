@@ -74,7 +74,7 @@ start proxy "$BIN/veil-proxy" --listen "unix:$TMP/proxy.sock" --allow "$HOST:$SI
     --resolve "$HOST:$SIM_PORT:127.0.0.1"
 PROXY_PID=$PID
 start enclave "$BIN/veil-enclave" --listen "unix:$TMP/enclave.sock" --proxy "unix:$TMP/proxy.sock" \
-    --bedrock-endpoint "$HOST:$SIM_PORT" --ca-file "$TMP/ca/ca.pem" --max-streams 2048
+    --bedrock-endpoint "$HOST:$SIM_PORT" --ca-file "$TMP/ca/ca.pem" --max-streams 2048 --nsm "sim:$TMP/nsm"
 ENCLAVE_PID=$PID
 
 CREDS=(--access-key-id "$AKID" --secret-access-key "$SECRET" --session-token "$TOKEN")

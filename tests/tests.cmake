@@ -1,18 +1,38 @@
-# Unit tests: every tests/unit/test_*.c is one cmocka program linked with all modules.
+# Unit tests mirror the sources: tests/unit/<module>/test_<file>.c tests
+# src/<module>/<file>.c. Each is one cmocka program linked with all modules, run as
+# the test unit/<module>/test_<file>, built as build/unit/<module>/test_<file>.
 set(VEIL_FIXTURES ${CMAKE_SOURCE_DIR}/tests/fixtures)
-file(GLOB unit_tests CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/unit/test_*.c)
-foreach(src ${unit_tests})
-  get_filename_component(name ${src} NAME_WE)
-  add_executable(${name} ${src})
-  target_link_libraries(${name} PRIVATE ${VEIL_LIBS} PkgConfig::CMOCKA)
-  target_compile_definitions(${name} PRIVATE VEIL_FIXTURES="${VEIL_FIXTURES}")
-  add_test(NAME unit/${name} COMMAND ${name})
-  set_tests_properties(unit/${name} PROPERTIES LABELS unit TIMEOUT 300)
-endforeach()
 
+# Link options of the few unit tests that wrap functions at link time, keyed by the
+# test's path under tests/unit (without .c).
 # test_wipe searches every block veil's code frees for a secret: free and realloc
 # are wrapped at link time for that program only.
-target_link_options(test_wipe PRIVATE -Wl,--wrap=free -Wl,--wrap=realloc)
+set(unit_link_options_test_wipe -Wl,--wrap=free -Wl,--wrap=realloc)
+
+file(GLOB_RECURSE unit_tests CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/unit/test_*.c)
+foreach(src ${unit_tests})
+  file(RELATIVE_PATH rel ${CMAKE_SOURCE_DIR}/tests/unit ${src})
+  string(REGEX REPLACE "\\.c$" "" rel ${rel})           # crypto/test_ep
+  get_filename_component(name ${src} NAME_WE)            # test_ep
+  get_filename_component(dir ${rel} DIRECTORY)           # crypto ("" at the top)
+  string(REPLACE "/" "_" target unit_${rel})             # unit_crypto_test_ep
+  add_executable(${target} ${src})
+  set_target_properties(${target} PROPERTIES OUTPUT_NAME ${name}
+                        RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/unit/${dir})
+  target_link_libraries(${target} PRIVATE ${VEIL_LIBS} PkgConfig::CMOCKA)
+  target_compile_definitions(${target} PRIVATE VEIL_FIXTURES="${VEIL_FIXTURES}")
+  string(REPLACE "/" "_" key ${rel})
+  if(DEFINED unit_link_options_${key})
+    target_link_options(${target} PRIVATE ${unit_link_options_${key}})
+  endif()
+  add_test(NAME unit/${rel} COMMAND ${target})
+  set_tests_properties(unit/${rel} PROPERTIES LABELS unit TIMEOUT 300)
+endforeach()
+
+# attest/test_nsm checks the NSM messages against libcbor, an independent CBOR codec
+# (the module itself does not link it).
+pkg_check_modules(CBOR REQUIRED IMPORTED_TARGET libcbor)
+target_link_libraries(unit_attest_test_nsm PRIVATE PkgConfig::CBOR)
 
 # Integration tests: every tests/integration/test_*.sh or test_*.py starts real
 # processes; every tests/integration/test_*.c is a cmocka driver that does the same.

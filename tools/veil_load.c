@@ -42,6 +42,7 @@
 #include "common/log.h"
 #include "crypto/ep.h"
 #include "crypto/stream_v2.h"
+#include "enclave/protocol.h"
 
 #define DEFAULT_MODEL "us.meta.llama3-1-8b-instruct-v1:0"
 #define MAX_STREAMS 20000
@@ -302,7 +303,7 @@ static int open_into(const json_t *epj, const uint8_t priv[X25519_KEY_LEN], cons
 
 /* The final event: the stored messages open with the storage key and hold the
  * prompt and the whole answer. */
-static void check_final(stream *s, const json_t *ev)
+static void check_final(stream *s, const proto_final *f)
 {
     load *L = s->L;
     secret u = {0}, a = {0};
@@ -312,9 +313,8 @@ static void check_final(stream *s, const json_t *ev)
         stream_fail(s, &L->errors.mismatch, "final event early", d);
         return;
     }
-    if (open_into(json_object_get(ev, "stored_user_message"), s->storage_priv, EP_CTX_USER_STORAGE, &u) < 0 ||
-        open_into(json_object_get(ev, "stored_assistant_message"), s->storage_priv, EP_CTX_ASSISTANT_STORAGE,
-                  &a) < 0) {
+    if (open_into(f->stored_user, s->storage_priv, EP_CTX_USER_STORAGE, &u) < 0 ||
+        open_into(f->stored_assistant, s->storage_priv, EP_CTX_ASSISTANT_STORAGE, &a) < 0) {
         secret_free(&u);
         stream_fail(s, &L->errors.decrypt, "stored message does not open", NULL);
         return;
@@ -330,109 +330,96 @@ static void check_final(stream *s, const json_t *ev)
     stream_end(s, true);
 }
 
+/* A chunk's text, opened in the stream's format: -1 when it does not open. */
+static int open_chunk(stream *s, const proto_event *ev, uint8_t **pt, size_t *len)
+{
+    if (ev->kind == PROTO_EV_CHUNK_V2)
+        return s->v2 && sv2_open_json(&s->sv, SV2_TEXT, ev->elem, pt, len) == 0 ? 0 : -1;
+    secret sp;
+    ep e;
+    if (ep_from_json(ev->ep, &e, NULL) != EP_OK)
+        return -1;
+    ep_err r = ep_open_key(s->client_key, &e, EP_CTX_ENCLAVE_TO_CLIENT, &sp);
+    ep_clear(&e);
+    if (r != EP_OK)
+        return -1;
+    *pt = malloc(sp.len ? sp.len : 1);
+    if (*pt)
+        memcpy(*pt, sp.data, sp.len);
+    *len = sp.len;
+    secret_free(&sp);
+    return *pt ? 0 : -1;
+}
+
+/* Format 2: the end element must verify at index N. */
+static int check_end(stream *s, const json_t *stream_end)
+{
+    json_t *elem = json_pack("{s:s, s:O}", "ciphertext", "", "auth_tag", json_object_get(stream_end, "auth_tag"));
+    uint8_t *none = NULL;
+    size_t nlen;
+    int bad = !elem || sv2_open_json(&s->sv, SV2_END, elem, &none, &nlen) < 0;
+    free(none);
+    json_decref(elem);
+    return bad ? -1 : 0;
+}
+
 /* One reply line. Returns 1 when the stream ended (s is freed). */
 static int on_line(stream *s, const char *line, size_t n)
 {
     load *L = s->L;
     json_error_t jerr;
-    json_t *ev = json_loadb(line, n, 0, &jerr);
-    if (!json_is_object(ev)) {
-        json_decref(ev);
-        stream_fail(s, &L->errors.protocol, "reply is not a JSON object", jerr.text);
-        return 1;
-    }
-    const json_t *sk = json_object_get(ev, "stream_key");
-    if (sk) { /* format 2: the stream's key, before any chunk */
-        uint8_t epk[X25519_KEY_LEN], salt[HKDF_SALT_LEN];
-        const char *e = json_string_value(json_object_get(sk, "ephemeral_public_key"));
-        const char *sa = json_string_value(json_object_get(sk, "hkdf_salt"));
-        int bad = !e || !sa || hex_decode_exact(e, strlen(e), epk, sizeof epk) < 0 ||
-                  hex_decode_exact(sa, strlen(sa), salt, sizeof salt) < 0 ||
-                  sv2_init_receiver(&s->sv, s->client_key, epk, salt) < 0;
-        json_decref(ev);
-        if (bad) {
+    json_t *json = json_loadb(line, n, 0, &jerr);
+    proto_event ev;
+    int ended = 1;
+    switch (proto_parse_event(json, &ev)) {
+    case PROTO_EV_INVALID:
+        stream_fail(s, &L->errors.protocol, json ? "not an event of the protocol" : "reply is not JSON",
+                    json ? NULL : jerr.text);
+        break;
+    case PROTO_EV_STREAM_KEY: /* format 2: the stream's key, before any chunk */
+        if (sv2_init_receiver(&s->sv, s->client_key, ev.epk, ev.salt) < 0) {
             stream_fail(s, &L->errors.protocol, "malformed stream_key", NULL);
-            return 1;
+            break;
         }
         s->v2 = true;
-        return 0;
-    }
-    const json_t *e2 = json_object_get(ev, "encrypted_content_v2");
-    if (e2) {
+        ended = 0;
+        break;
+    case PROTO_EV_CHUNK:
+    case PROTO_EV_CHUNK_V2: {
         uint8_t *pt = NULL;
         size_t plen = 0;
-        int bad = !s->v2 || sv2_open_json(&s->sv, SV2_TEXT, e2, &pt, &plen) < 0;
-        int rc = bad ? -1 : check_chunk(s, (const char *)pt, plen);
+        if (open_chunk(s, &ev, &pt, &plen) < 0) {
+            stream_fail(s, &L->errors.decrypt, ev.kind == PROTO_EV_CHUNK_V2 ? "format 2 chunk does not open in order"
+                                                                             : "chunk does not open", NULL);
+            break;
+        }
+        int rc = check_chunk(s, (const char *)pt, plen);
         free(pt);
-        json_decref(ev);
-        if (bad) {
-            stream_fail(s, &L->errors.decrypt, "format 2 chunk does not open in order", NULL);
-            return 1;
-        }
-        if (rc < 0) {
+        if (rc < 0)
             stream_end(s, false);
-            return 1;
-        }
-        return 0;
+        else
+            ended = 0;
+        break;
     }
-    const json_t *ec = json_object_get(ev, "encrypted_content");
-    if (ec) {
-        secret pt;
-        ep e;
-        int bad = ep_from_json(ec, &e, NULL) != EP_OK;
-        if (!bad)
-            bad = ep_open_key(s->client_key, &e, EP_CTX_ENCLAVE_TO_CLIENT, &pt) != EP_OK;
-        ep_clear(&e);
-        if (bad) {
-            json_decref(ev);
-            stream_fail(s, &L->errors.decrypt, "chunk does not open", NULL);
-            return 1;
-        }
-        int rc = check_chunk(s, (const char *)pt.data, pt.len);
-        secret_free(&pt);
-        json_decref(ev);
-        if (rc < 0) {
-            stream_end(s, false);
-            return 1;
-        }
-        return 0;
-    }
-    if (json_object_get(ev, "encrypted_thinking")) {
-        json_decref(ev);
-        return 0;
-    }
-    if (!json_is_true(json_object_get(ev, "is_final"))) {
-        json_decref(ev);
-        stream_fail(s, &L->errors.protocol, "unexpected event", NULL);
-        return 1;
-    }
-    const json_t *err = json_object_get(ev, "error");
-    if (err) {
+    case PROTO_EV_THINKING:
+    case PROTO_EV_THINKING_V2:
+        ended = 0;
+        break;
+    case PROTO_EV_ERROR: {
         char d[200];
-        const json_t *code = json_object_get(ev, "error_code");
-        snprintf(d, sizeof d, "%s (%s)", json_is_string(err) ? json_string_value(err) : "?",
-                 json_is_string(code) ? json_string_value(code) : "-");
-        json_decref(ev);
+        snprintf(d, sizeof d, "%s (%s)", ev.err_msg, enclave_err_name(ev.err));
         stream_fail(s, &L->errors.error_event, "error event", d);
-        return 1;
+        break;
     }
-    if (s->v2) { /* format 2: the end element must verify at index N */
-        json_t *elem = json_pack("{s:s, s:O}", "ciphertext", "", "auth_tag",
-                                 json_object_get(json_object_get(ev, "stream_end"), "auth_tag"));
-        uint8_t *none = NULL;
-        size_t nlen;
-        int bad = !elem || sv2_open_json(&s->sv, SV2_END, elem, &none, &nlen) < 0;
-        free(none);
-        json_decref(elem);
-        if (bad) {
-            json_decref(ev);
+    case PROTO_EV_FINAL:
+        if (s->v2 && check_end(s, ev.stream_end) < 0)
             stream_fail(s, &L->errors.decrypt, "format 2 end does not verify", NULL);
-            return 1;
-        }
+        else
+            check_final(s, &ev.final);
+        break;
     }
-    check_final(s, ev);
-    json_decref(ev);
-    return 1;
+    json_decref(json);
+    return ended;
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -527,13 +514,13 @@ static int build_request(stream *s)
     json_t *em = seal_json(L->enclave_pub, s->prompt, EP_CTX_CLIENT_TO_ENCLAVE);
     if (!em)
         return -1;
-    json_t *req = json_pack("{s:s, s:o, s:[], s:s, s:s, s:s, s:s}", "command", "CHAT_STREAM", "encrypted_message",
-                            em, "encrypted_history", "storage_public_key", spub, "client_public_key", pub,
-                            "model_id", L->opt.model, "session_id", "00000000-0000-4000-8000-000000000000");
+    json_t *hist = json_array();
+    json_t *req = proto_chat_stream_request(em, hist, pub, spub, L->opt.model, "00000000-0000-4000-8000-000000000000",
+                                            L->opt.stream_format);
+    json_decref(hist);
+    json_decref(em);
     if (!req)
         return -1;
-    if (L->opt.stream_format == 2)
-        json_object_set_new(req, "stream_format", json_integer(2));
     s->request = json_dumps(req, JSON_COMPACT);
     json_decref(req);
     if (!s->request)
@@ -713,12 +700,14 @@ out:
 static int fetch_public_key(load *L)
 {
     char err[256];
-    json_t *r = simple_request(L, "{\"command\":\"GET_PUBLIC_KEY\"}", err, sizeof err);
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "{\"" PF_COMMAND "\":\"%s\"}", proto_cmd_name(PROTO_CMD_GET_PUBLIC_KEY));
+    json_t *r = simple_request(L, cmd, err, sizeof err);
     if (!r) {
         fprintf(stderr, "veil-load: GET_PUBLIC_KEY: %s\n", err);
         return -1;
     }
-    const json_t *pk = json_object_get(r, "public_key");
+    const json_t *pk = json_object_get(r, PF_PUBLIC_KEY);
     int rc = json_is_string(pk) && hex_decode_exact(json_string_value(pk), json_string_length(pk), L->enclave_pub,
                                                     X25519_KEY_LEN) == 0 ? 0 : -1;
     if (rc < 0)
@@ -730,24 +719,23 @@ static int fetch_public_key(load *L)
 static int set_credentials(load *L)
 {
     char err[256];
-    json_t *req = json_pack("{s:s, s:{s:s, s:s, s:s}}", "command", "SET_CREDENTIALS", "credentials",
-                            "access_key_id", L->creds.access_key_id, "secret_access_key",
-                            L->creds.secret_access_key, "session_token", L->creds.session_token);
-    char *s = req ? json_dumps(req, JSON_COMPACT) : NULL;
-    json_decref(req);
-    if (!s)
+    vbuf line = VBUF_INIT;
+    if (proto_write_set_credentials(&line, L->creds.access_key_id, L->creds.secret_access_key,
+                                    L->creds.session_token, NULL) < 0 || !vbuf_cstr(&line)) {
+        vbuf_free_secure(&line);
         return -1;
-    json_t *r = simple_request(L, s, err, sizeof err);
-    secure_wipe(s, strlen(s));
-    free(s);
+    }
+    line.data[--line.len] = '\0'; /* simple_request adds its own newline */
+    json_t *r = simple_request(L, (const char *)line.data, err, sizeof err);
+    vbuf_free_secure(&line);
     if (!r) {
         fprintf(stderr, "veil-load: SET_CREDENTIALS: %s\n", err);
         return -1;
     }
-    const json_t *st = json_object_get(r, "status");
+    const json_t *st = json_object_get(r, PF_STATUS);
     int rc = json_is_string(st) && strcmp(json_string_value(st), "success") == 0 ? 0 : -1;
     if (rc < 0) {
-        const json_t *e = json_object_get(r, "error");
+        const json_t *e = json_object_get(r, PF_ERROR);
         fprintf(stderr, "veil-load: SET_CREDENTIALS refused: %s\n", json_is_string(e) ? json_string_value(e) : "?");
     }
     json_decref(r);

@@ -15,6 +15,7 @@
 #include "common/hex.h"
 #include "crypto/ep.h"
 #include "crypto/stream_v2.h"
+#include "enclave/protocol.h"
 
 #define DEFAULT_MODEL "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 #define FAIL(verb, ...) cli_fail(verb, 1, __VA_ARGS__)
@@ -124,79 +125,97 @@ static int open_v2(reply *rp, const json_t *ev, sv2_kind kind, uint8_t **pt, siz
     return -1;
 }
 
-static int on_event(void *ud, const json_t *ev)
+/* Format 1: one EncryptedPayload per chunk, only the enclave can seal to our key. */
+static int open_v1(reply *rp, const json_t *epj, secret *pt)
+{
+    ep e;
+    if (ep_from_json(epj, &e, NULL) != EP_OK) {
+        snprintf(rp->error, sizeof rp->error, "malformed chunk from the server");
+        return -1;
+    }
+    ep_err er = ep_open_key(rp->transport, &e, EP_CTX_ENCLAVE_TO_CLIENT, pt);
+    ep_clear(&e);
+    if (er != EP_OK) {
+        snprintf(rp->error, sizeof rp->error, "a chunk failed to decrypt: %s", ep_strerror(er));
+        return -1;
+    }
+    return 0;
+}
+
+/* Format 2: the end element proves nothing was cut off. */
+static int check_end(reply *rp, const json_t *stream_end)
+{
+    uint8_t *pt;
+    size_t n;
+    json_t *probe = json_pack("{s:s, s:O}", "ciphertext", "", "auth_tag",
+                              json_object_get(stream_end, "auth_tag") ? json_object_get(stream_end, "auth_tag")
+                                                                     : json_null());
+    int bad = !stream_end || open_v2(rp, probe, SV2_END, &pt, &n) < 0;
+    json_decref(probe);
+    if (bad) {
+        snprintf(rp->error, sizeof rp->error, "the answer's end could not be verified: it may be cut off");
+        return -1;
+    }
+    free(pt);
+    return 0;
+}
+
+static int on_event(void *ud, const json_t *json)
 {
     reply *rp = ud;
-    const char *type = json_string_value(json_object_get(ev, "type"));
-    if (!type)
+    proto_sse_event ev;
+    uint8_t *pt;
+    size_t n;
+    secret sp;
+    switch (proto_parse_sse(json, &ev)) {
+    case PROTO_SSE_INVALID:
+        snprintf(rp->error, sizeof rp->error, "malformed event from the server");
+        return 1;
+    case PROTO_SSE_EV_SESSION:
+        snprintf(rp->cv->session_id, sizeof rp->cv->session_id, "%s", ev.session_id);
         return 0;
-    if (strcmp(type, "session") == 0) {
-        const char *sid = json_string_value(json_object_get(ev, "session_id"));
-        if (sid)
-            snprintf(rp->cv->session_id, sizeof rp->cv->session_id, "%s", sid);
-    } else if (strcmp(type, "stream_key") == 0) {
-        uint8_t epk[X25519_KEY_LEN], salt[HKDF_SALT_LEN];
-        const char *e = json_string_value(json_object_get(ev, "ephemeral_public_key"));
-        const char *sa = json_string_value(json_object_get(ev, "hkdf_salt"));
-        if (!e || !sa || hex_decode_exact(e, strlen(e), epk, sizeof epk) < 0 ||
-            hex_decode_exact(sa, strlen(sa), salt, sizeof salt) < 0 ||
-            sv2_init_receiver(&rp->sv, rp->transport, epk, salt) < 0) {
+    case PROTO_SSE_EV_STREAM_KEY:
+        if (sv2_init_receiver(&rp->sv, rp->transport, ev.epk, ev.salt) < 0) {
             snprintf(rp->error, sizeof rp->error, "malformed stream key from the server");
             return 1;
         }
         rp->v2 = true;
-    } else if (strcmp(type, "encrypted_chunk_v2") == 0 || strcmp(type, "thinking_v2") == 0) {
-        uint8_t *pt;
-        size_t n;
-        bool text = strcmp(type, "encrypted_chunk_v2") == 0;
-        if (open_v2(rp, ev, text ? SV2_TEXT : SV2_THINKING, &pt, &n) < 0)
+        return 0;
+    case PROTO_SSE_EV_CHUNK_V2:
+    case PROTO_SSE_EV_THINKING_V2: {
+        bool text = ev.kind == PROTO_SSE_EV_CHUNK_V2;
+        if (open_v2(rp, ev.elem, text ? SV2_TEXT : SV2_THINKING, &pt, &n) < 0)
             return 1;
         if (text)
             show(rp, pt, n);
         OPENSSL_cleanse(pt, n);
         free(pt);
-    } else if (strcmp(type, "encrypted_chunk") == 0 || strcmp(type, "thinking") == 0) {
-        ep e;
-        secret pt;
-        if (ep_from_json(json_object_get(ev, "encrypted_content"), &e, NULL) != EP_OK) {
-            snprintf(rp->error, sizeof rp->error, "malformed chunk from the server");
+        return 0;
+    }
+    case PROTO_SSE_EV_CHUNK:
+    case PROTO_SSE_EV_THINKING:
+        if (open_v1(rp, ev.ep, &sp) < 0)
             return 1;
-        }
-        ep_err er = ep_open_key(rp->transport, &e, EP_CTX_ENCLAVE_TO_CLIENT, &pt);
-        ep_clear(&e);
-        if (er != EP_OK) { /* only the enclave can make a chunk this key opens */
-            snprintf(rp->error, sizeof rp->error, "a chunk failed to decrypt: %s", ep_strerror(er));
+        if (ev.kind == PROTO_SSE_EV_CHUNK)
+            show(rp, sp.data, sp.len);
+        secret_free(&sp);
+        return 0;
+    case PROTO_SSE_EV_STORED:
+        if (rp->v2 && check_end(rp, ev.stream_end) < 0)
             return 1;
-        }
-        if (strcmp(type, "encrypted_chunk") == 0)
-            show(rp, pt.data, pt.len);
-        secret_free(&pt);
-    } else if (strcmp(type, "stored") == 0) {
-        if (rp->v2) { /* format 2: the end element proves nothing was cut off */
-            uint8_t *pt;
-            size_t n;
-            const json_t *end = json_object_get(ev, "stream_end");
-            json_t *probe = json_pack("{s:s, s:O}", "ciphertext", "", "auth_tag",
-                                      json_object_get(end, "auth_tag") ? json_object_get(end, "auth_tag")
-                                                                       : json_null());
-            int bad = !end || open_v2(rp, probe, SV2_END, &pt, &n) < 0;
-            json_decref(probe);
-            if (bad) {
-                snprintf(rp->error, sizeof rp->error, "the answer's end could not be verified: it may be cut off");
-                return 1;
-            }
-            free(pt);
-        }
         rp->stored = true;
-        const char *m = json_string_value(json_object_get(ev, "model_used"));
-        snprintf(rp->model, sizeof rp->model, "%s", m ? m : "");
-        rp->in_tokens = (long)json_integer_value(json_object_get(ev, "input_tokens"));
-        rp->out_tokens = (long)json_integer_value(json_object_get(ev, "output_tokens"));
-    } else if (strcmp(type, "done") == 0) {
+        snprintf(rp->model, sizeof rp->model, "%s", ev.model_used ? ev.model_used : "");
+        rp->in_tokens = ev.input_tokens;
+        rp->out_tokens = ev.output_tokens;
+        return 0;
+    case PROTO_SSE_EV_DONE:
         rp->done = true;
-    } else if (strcmp(type, "error") == 0) {
-        const char *m = json_string_value(json_object_get(ev, "message"));
-        snprintf(rp->error, sizeof rp->error, "%s", m ? m : "unknown error");
+        return 0;
+    case PROTO_SSE_EV_ERROR:
+        snprintf(rp->error, sizeof rp->error, "%s", ev.message);
+        return 0;
+    case PROTO_SSE_EV_OTHER:
+        return 0;
     }
     return 0;
 }
@@ -224,10 +243,10 @@ static int convo_send(convo *cv, const char *prompt, reply *rp, char *err, size_
         }
         json_t *body = json_pack("{s:s, s:o, s:o, s:s}", "model", cv->model, "encrypted_message",
                                  seal_to_enclave(cv, (const uint8_t *)prompt, strlen(prompt)),
-                                 "encrypted_history", hist, "client_transport_public_key", tpub_hex);
+                                 PF_ENCRYPTED_HISTORY, hist, "client_transport_public_key", tpub_hex);
         json_object_set_new(body, "session_id", cv->session_id[0] ? json_string(cv->session_id) : json_null());
         /* ask for format 2; a server or enclave that does not know it answers in format 1 */
-        json_object_set_new(body, "stream_format", json_integer(2));
+        json_object_set_new(body, PF_STREAM_FORMAT, json_integer(2));
         int status;
         json_t *r = NULL;
         int rc = vclient_stream(cv->c, "/api/v1/chat/encrypted/stream", body, on_event, rp, &status, &r,
@@ -296,7 +315,7 @@ static int load_session(convo *cv, const char *session, const char *pfile, char 
         const char *ctx = role && strcmp(role, "assistant") == 0 ? EP_CTX_ASSISTANT_STORAGE : EP_CTX_USER_STORAGE;
         ep e;
         secret pt;
-        ep_err er = ep_from_json(json_object_get(m, "encrypted_content"), &e, NULL);
+        ep_err er = ep_from_json(json_object_get(m, PF_ENCRYPTED_CONTENT), &e, NULL);
         if (er == EP_OK)
             er = ep_open(skey, &e, ctx, &pt);
         ep_clear(&e);

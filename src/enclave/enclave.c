@@ -11,6 +11,7 @@
 #include <sys/queue.h>
 #include <time.h>
 
+#include "attest/nsm.h"
 #include "aws/bedrock.h"
 #include "common/isotime.h"
 #include "common/hex.h"
@@ -18,14 +19,11 @@
 #include "crypto/ep.h"
 #include "crypto/stream_v2.h"
 #include "enclave/history.h"
+#include "enclave/protocol.h"
 #include "enclave/selftest.h"
 
 #define DEFAULT_MAX_STREAMS 1024u
 #define DEFAULT_STREAM_TIMEOUT_MS 300000u
-#define MAX_HISTORY 1000
-
-static const char *const COMMANDS[] = {"GET_PUBLIC_KEY", "SET_CREDENTIALS", "HEALTH",
-                                       "CHAT", "RUN_TESTS", "CHAT_STREAM"};
 
 struct enclave_core {
     struct event_base *base;
@@ -45,6 +43,7 @@ struct enclave_core {
     unsigned active, max_streams;
     unsigned stream_timeout_ms;
     size_t max_request;
+    nsm *nsm; /* borrowed: attests pub */
     LIST_HEAD(, enclave_req) reqs; /* running CHAT / CHAT_STREAM requests */
 };
 
@@ -105,8 +104,8 @@ static void emit_once(const enclave_sink *sink, void *ud, json_t *obj)
 /* A non-streaming reply: the original adds its "source" to each. */
 static void reply_done(const enclave_sink *sink, void *ud, json_t *obj)
 {
-    if (obj && !json_object_get(obj, "source"))
-        json_object_set_new(obj, "source", json_string(ENCLAVE_SOURCE));
+    if (obj && !json_object_get(obj, PF_SOURCE))
+        json_object_set_new(obj, PF_SOURCE, json_string(PROTO_SOURCE));
     emit_once(sink, ud, obj);
 }
 
@@ -125,14 +124,12 @@ int enclave_invalid_json_reply(const char *detail, vbuf *out)
 {
     char msg[300];
     snprintf(msg, sizeof msg, "Invalid JSON: %s", detail);
-    return dump_into(json_pack("{s:s, s:s, s:s}", "status", "error", "source", ENCLAVE_SOURCE,
-                               "error", msg), out);
+    return dump_into(proto_error_reply(PROTO_CMD_UNKNOWN, ENCLAVE_OK, msg), out);
 }
 
 int enclave_error_reply(const char *error, vbuf *out)
 {
-    return dump_into(json_pack("{s:s, s:s, s:s}", "status", "error", "source", ENCLAVE_SOURCE,
-                               "error", error), out);
+    return dump_into(proto_error_reply(PROTO_CMD_UNKNOWN, ENCLAVE_OK, error), out);
 }
 
 /* ---- core ---- */
@@ -152,6 +149,7 @@ enclave_core *enclave_core_new(struct event_base *base, const enclave_config *cf
     c->stream_timeout_ms = cfg->stream_timeout_ms ? cfg->stream_timeout_ms : DEFAULT_STREAM_TIMEOUT_MS;
     c->started = time(NULL);
     c->max_request = cfg->max_request;
+    c->nsm = cfg->nsm;
     /* generated at start, held in memory only, never logged or persisted */
     if (!(c->key = x25519_key_generate(c->pub))) {
         snprintf(err, errlen, "key generation failed");
@@ -216,24 +214,61 @@ static bool creds_expired(const enclave_core *c)
 
 /* ---- simple commands ---- */
 
+static json_t *success(proto_cmd cmd)
+{
+    return json_pack("{s:s, s:s}", PF_STATUS, "success", PF_COMMAND, proto_cmd_name(cmd));
+}
+
 static json_t *cmd_get_public_key(enclave_core *c)
 {
-    return json_pack("{s:s, s:s, s:s, s:s}", "status", "success", "command", "GET_PUBLIC_KEY",
-                     "public_key", c->pub_hex, "region", c->region);
+    json_t *o = success(PROTO_CMD_GET_PUBLIC_KEY);
+    json_object_set_new(o, PF_PUBLIC_KEY, json_string(c->pub_hex));
+    json_object_set_new(o, PF_REGION, json_string(c->region));
+    return o;
 }
 
 static json_t *cmd_health(enclave_core *c)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s, s:b, s:s, s:s, s:I, s:I, s:I, s:b}", "status", "success",
-                          "command", "HEALTH", "enclave", "running", "has_credentials", c->has_creds,
-                          "region", c->region, "public_key", c->pub_hex, "uptime_seconds",
-                          (json_int_t)(time(NULL) - c->started), "active_streams",
-                          (json_int_t)c->active, "max_streams", (json_int_t)c->max_streams,
-                          "credentials_expired", creds_expired(c));
+    json_t *o = success(PROTO_CMD_HEALTH);
+    json_object_set_new(o, "enclave", json_string("running"));
+    json_object_set_new(o, PF_HAS_CREDENTIALS, json_boolean(c->has_creds));
+    json_object_set_new(o, PF_REGION, json_string(c->region));
+    json_object_set_new(o, PF_PUBLIC_KEY, json_string(c->pub_hex));
+    json_object_set_new(o, "uptime_seconds", json_integer((json_int_t)(time(NULL) - c->started)));
+    json_object_set_new(o, "active_streams", json_integer((json_int_t)c->active));
+    json_object_set_new(o, "max_streams", json_integer((json_int_t)c->max_streams));
+    json_object_set_new(o, "credentials_expired", json_boolean(creds_expired(c)));
     json_object_set_new(o, "credentials_expiration",
                         c->has_expiration ? json_string(c->expiration) : json_null());
     if (c->max_request) /* so the parent can refuse a request too large before sending it */
-        json_object_set_new(o, "max_request", json_integer((json_int_t)c->max_request));
+        json_object_set_new(o, PF_MAX_REQUEST, json_integer((json_int_t)c->max_request));
+    json_object_set_new(o, PF_NSM, json_string(c->nsm ? nsm_backend_name(c->nsm) : "none"));
+    return o;
+}
+
+/* The NSM's document binding the transport key to the caller's nonce (and to
+ * ATTEST_USER_DATA): what lets a client trust pub without trusting the parent. */
+static json_t *cmd_get_attestation(enclave_core *c, const json_t *req, const char *rid)
+{
+    uint8_t nonce[PROTO_NONCE_MAX];
+    proto_error err;
+    long n = proto_parse_attestation_request(req, nonce, &err);
+    if (n < 0)
+        return proto_error_reply(PROTO_CMD_GET_ATTESTATION, err.code, err.message);
+    if (!c->nsm)
+        return proto_error_reply(PROTO_CMD_GET_ATTESTATION, ENCLAVE_ERR_NO_ATTESTATION,
+                                 "This enclave runs without an NSM (--nsm none)");
+    uint8_t *doc = NULL;
+    size_t len = 0;
+    char detail[200];
+    nsm_err e = nsm_attest_transport(c->nsm, c->pub, nonce, (size_t)n, &doc, &len, detail, sizeof detail);
+    if (e != NSM_OK) {
+        log_error(rid, "event=attestation_failed err=\"%s\" detail=\"%s\"", nsm_strerror(e), detail);
+        return proto_error_reply(PROTO_CMD_GET_ATTESTATION, ENCLAVE_ERR_NO_ATTESTATION, "The NSM did not attest");
+    }
+    log_info(rid, "event=attested nsm=%s bytes=%zu", nsm_backend_name(c->nsm), len);
+    json_t *o = proto_attestation_reply(doc, len, c->pub_hex, nsm_backend_name(c->nsm));
+    free(doc);
     return o;
 }
 
@@ -242,15 +277,17 @@ static json_t *set_creds_error(const char *what, const char *field)
 {
     char msg[128];
     snprintf(msg, sizeof msg, "%s '%s'", what, field);
-    return json_pack("{s:s, s:s, s:s}", "status", "error", "command", "SET_CREDENTIALS", "error", msg);
+    json_t *o = proto_error_reply(PROTO_CMD_SET_CREDENTIALS, ENCLAVE_OK, msg);
+    json_object_del(o, PF_SOURCE); /* reply_done adds it back last */
+    return o;
 }
 
 static json_t *cmd_set_credentials(enclave_core *c, const json_t *req, const char *rid)
 {
-    const json_t *cr = json_object_get(req, "credentials");
-    static const char *const names[] = {"access_key_id", "secret_access_key", "session_token"};
+    const json_t *cr = json_object_get(req, PF_CREDENTIALS);
+    static const char *const names[] = {PF_ACCESS_KEY_ID, PF_SECRET_ACCESS_KEY, PF_SESSION_TOKEN};
     if (!json_is_object(cr))
-        return set_creds_error("Missing field:", "credentials");
+        return set_creds_error("Missing field:", PF_CREDENTIALS);
     for (size_t i = 0; i < 3; i++) {
         const json_t *v = json_object_get(cr, names[i]);
         if (!v)
@@ -258,12 +295,12 @@ static json_t *cmd_set_credentials(enclave_core *c, const json_t *req, const cha
         if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 8192)
             return set_creds_error("Invalid credential field:", names[i]);
     }
-    const json_t *exp = json_object_get(cr, "expiration");
+    const json_t *exp = json_object_get(cr, PF_EXPIRATION);
     time_t expires_at = 0;
     if (exp && !json_is_null(exp)) {
         if (!json_is_string(exp) || json_string_length(exp) >= sizeof c->expiration ||
             (expires_at = time_parse_iso8601(json_string_value(exp))) == (time_t)-1)
-            return set_creds_error("Invalid credential field:", "expiration");
+            return set_creds_error("Invalid credential field:", PF_EXPIRATION);
     }
     clear_creds(c);
     c->akid = strdup(json_string_value(json_object_get(cr, names[0])));
@@ -271,7 +308,7 @@ static json_t *cmd_set_credentials(enclave_core *c, const json_t *req, const cha
     c->token = strdup(json_string_value(json_object_get(cr, names[2])));
     if (!c->akid || !c->secret || !c->token) {
         clear_creds(c);
-        return set_creds_error("Out of memory storing", "credentials");
+        return set_creds_error("Out of memory storing", PF_CREDENTIALS);
     }
     c->has_creds = true;
     if (expires_at) {
@@ -280,9 +317,9 @@ static json_t *cmd_set_credentials(enclave_core *c, const json_t *req, const cha
         snprintf(c->expiration, sizeof c->expiration, "%s", json_string_value(exp));
     }
     log_info(rid, "event=credentials_set expiration=%s", c->has_expiration ? c->expiration : "none");
-    json_t *o = json_pack("{s:s, s:s, s:b}", "status", "success", "command", "SET_CREDENTIALS",
-                          "has_credentials", 1);
-    json_object_set_new(o, "expiration", c->has_expiration ? json_string(c->expiration) : json_null());
+    json_t *o = success(PROTO_CMD_SET_CREDENTIALS);
+    json_object_set_new(o, PF_HAS_CREDENTIALS, json_true());
+    json_object_set_new(o, PF_EXPIRATION, c->has_expiration ? json_string(c->expiration) : json_null());
     return o;
 }
 
@@ -380,67 +417,48 @@ static long elapsed_ms(const enclave_req *r)
  * Bedrock callback the cancel is deferred by bedrock.c, so no later callback can
  * reach the freed request (F0: a failure after the call started wrote the next
  * chunk into freed memory). */
-static void fail_req(enclave_req *r, const char *code, const char *msg)
+static void fail_req(enclave_req *r, enclave_err code, const char *msg)
 {
-    log_info(r->rid, "event=request_failed code=%s chunks=%u ms=%ld", code, r->chunks, elapsed_ms(r));
-    json_t *o;
-    if (r->stream)
-        o = json_pack("{s:s, s:b, s:s}", "error", msg, "is_final", 1, "error_code", code);
-    else
-        o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "status", "error", "command", "CHAT", "error",
-                      msg, "error_code", code, "source", ENCLAVE_SOURCE);
+    log_info(r->rid, "event=request_failed code=%s chunks=%u ms=%ld", enclave_err_name(code), r->chunks,
+             elapsed_ms(r));
+    json_t *o = r->stream ? proto_stream_error(code, msg) : proto_error_reply(PROTO_CMD_CHAT, code, msg);
     if (req_emit_json(r, o))
         req_finish(r);
 }
 
 /* A failure before any request state exists (validation). */
-static void fail_early(const enclave_sink *sink, void *ud, bool stream, const char *code,
-                       const char *msg, const char *rid)
+static void fail_early(const enclave_sink *sink, void *ud, bool stream, enclave_err code, const char *msg,
+                       const char *rid)
 {
-    log_info(rid, "event=request_rejected code=%s", code);
-    json_t *o = stream ? json_pack("{s:s, s:b, s:s}", "error", msg, "is_final", 1, "error_code", code)
-                       : json_pack("{s:s, s:s, s:s, s:s}", "status", "error", "command", "CHAT",
-                                   "error", msg, "error_code", code);
+    log_info(rid, "event=request_rejected code=%s", enclave_err_name(code));
     if (stream) /* the original's stream events carry no "source" */
-        emit_once(sink, ud, o);
+        emit_once(sink, ud, proto_stream_error(code, msg));
     else
-        reply_done(sink, ud, o);
+        reply_done(sink, ud, proto_error_reply(PROTO_CMD_CHAT, code, msg));
 }
 
-static int seal_into(const uint8_t pub[32], const uint8_t *pt, size_t len, const char *ctx, vbuf *out)
-{
-    ep e;
-    if (ep_seal(pub, pt, len, ctx, &e) != EP_OK)
-        return -1;
-    int rc = ep_write_json(&e, out);
-    ep_clear(&e);
-    return rc;
-}
-
-/* One sealed event to the client: {"<key>": EP} in format 1, or in format 2
- * {"<key>_v2": {"seq", "ciphertext", "auth_tag"}} sealed with the stream key. */
-static int emit_sealed(enclave_req *r, const char *key, sv2_kind kind, const char *text, size_t len)
+/* One sealed event to the client: format 1 seals an EncryptedPayload to the client
+ * key per chunk, format 2 seals the next element with the stream key. 0, -1 when
+ * the seal failed (the caller fails the request), -2 when the sink cancelled it. */
+static int emit_sealed(enclave_req *r, bool thinking, const char *text, size_t len)
 {
     vbuf line = VBUF_INIT;
-    int rc;
+    int rc = -1;
     if (r->v2) {
         uint64_t seq = r->sv.seq;
         uint8_t tag[GCM_TAG_LEN], *ct = malloc(len ? len : 1);
-        rc = !ct || sv2_seal(&r->sv, kind, (const uint8_t *)text, len, ct, tag) < 0 ||
-             vbuf_printf(&line, "{\"%s_v2\":{\"seq\":%llu,\"ciphertext\":\"", key,
-                         (unsigned long long)seq) < 0 ||
-             vbuf_append_hex(&line, ct, len) < 0 || vbuf_append_str(&line, "\",\"auth_tag\":\"") < 0 ||
-             vbuf_append_hex(&line, tag, sizeof tag) < 0 || vbuf_append_str(&line, "\"}}") < 0;
+        if (ct && sv2_seal(&r->sv, thinking ? SV2_THINKING : SV2_TEXT, (const uint8_t *)text, len, ct, tag) == 0)
+            rc = proto_write_chunk_v2(&line, thinking, seq, ct, len, tag);
         free(ct);
     } else {
-        rc = vbuf_printf(&line, "{\"%s\":", key) < 0 ||
-             seal_into(r->reply_pub, (const uint8_t *)text, len, EP_CTX_ENCLAVE_TO_CLIENT, &line) < 0 ||
-             vbuf_append(&line, "}", 1) < 0;
+        ep e;
+        if (ep_seal(r->reply_pub, (const uint8_t *)text, len, EP_CTX_ENCLAVE_TO_CLIENT, &e) == EP_OK) {
+            rc = proto_write_chunk_v1(&line, thinking, &e);
+            ep_clear(&e);
+        }
     }
     if (rc == 0 && !sink_emit(r, (const char *)line.data, line.len))
         rc = -2;
-    else if (rc)
-        rc = -1; /* was 1: callers that test < 0 took a failed seal for success (F0) */
     vbuf_free(&line);
     return rc;
 }
@@ -450,10 +468,7 @@ static int announce_stream_key(enclave_req *r)
 {
     uint8_t epk[X25519_KEY_LEN], salt[HKDF_SALT_LEN];
     vbuf line = VBUF_INIT;
-    int rc = sv2_init_sender(&r->sv, r->reply_pub, epk, salt) < 0 ||
-             vbuf_append_str(&line, "{\"stream_format\":2,\"stream_key\":{\"ephemeral_public_key\":\"") < 0 ||
-             vbuf_append_hex(&line, epk, sizeof epk) < 0 || vbuf_append_str(&line, "\",\"hkdf_salt\":\"") < 0 ||
-             vbuf_append_hex(&line, salt, sizeof salt) < 0 || vbuf_append_str(&line, "\"}}") < 0
+    int rc = sv2_init_sender(&r->sv, r->reply_pub, epk, salt) < 0 || proto_write_stream_key(&line, 2, epk, salt) < 0
                  ? -1
                  : 0;
     if (rc == 0 && !sink_emit(r, (const char *)line.data, line.len))
@@ -466,16 +481,16 @@ static int on_text(void *ud, const char *text, size_t len)
 {
     enclave_req *r = ud;
     if (vbuf_append_secure(&r->answer, text, len) < 0) { /* grows per delta: no copies left */
-        fail_req(r, "internal", "Internal error");
+        fail_req(r, ENCLAVE_ERR_INTERNAL, "Internal error");
         return 1;
     }
     if (!r->stream)
         return 0;
     /* one sealed event per non-empty delta: fresh ephemeral key, salt and IV each */
     r->chunks++;
-    int rc = emit_sealed(r, "encrypted_content", SV2_TEXT, text, len);
+    int rc = emit_sealed(r, false, text, len);
     if (rc == -1)
-        fail_req(r, "internal", "Internal error");
+        fail_req(r, ENCLAVE_ERR_INTERNAL, "Internal error");
     return rc ? 1 : 0;
 }
 
@@ -483,9 +498,9 @@ static int on_reasoning(void *ud, const char *text, size_t len)
 {
     enclave_req *r = ud;
     /* an extension event: parents that do not know it ignore it */
-    int rc = r->stream ? emit_sealed(r, "encrypted_thinking", SV2_THINKING, text, len) : 0;
+    int rc = r->stream ? emit_sealed(r, true, text, len) : 0;
     if (rc == -1)
-        fail_req(r, "internal", "Internal error");
+        fail_req(r, ENCLAVE_ERR_INTERNAL, "Internal error");
     return rc ? 1 : 0;
 }
 
@@ -502,49 +517,45 @@ static void on_stop(void *ud, const char *reason)
     snprintf(r->stop_reason, sizeof r->stop_reason, "%s", reason);
 }
 
-static void map_bedrock_error(const bedrock_error *e, const char **code, const char **msg)
+/* Bedrock's failure as the protocol's code and the enclave's own fixed text. */
+static enclave_err map_bedrock_error(const bedrock_error *e, const char **msg)
 {
     bool throttled = strcasecmp(e->type, "throttlingException") == 0 ||
-                     strcasecmp(e->type, "ThrottlingException") == 0 ||
                      (e->code == BEDROCK_ERR_HTTP && e->http_status == 429);
     if (throttled) {
-        *code = "upstream_throttled";
         *msg = "Bedrock is throttling requests, please retry shortly";
-        return;
+        return ENCLAVE_ERR_UPSTREAM_THROTTLED;
     }
     switch (e->code) {
     case BEDROCK_ERR_HTTP:
         if (e->http_status == 400) {
-            *code = "upstream_rejected";
             *msg = "Bedrock rejected the request";
-        } else if (e->http_status == 401 || e->http_status == 403) {
-            *code = "upstream_denied";
-            *msg = "Bedrock denied the request (check the enclave's AWS credentials)";
-        } else {
-            *code = "upstream_unavailable";
-            *msg = "Bedrock service error";
+            return ENCLAVE_ERR_UPSTREAM_REJECTED;
         }
-        return;
+        if (e->http_status == 401 || e->http_status == 403) {
+            *msg = "Bedrock denied the request (check the enclave's AWS credentials)";
+            return ENCLAVE_ERR_UPSTREAM_DENIED;
+        }
+        *msg = "Bedrock service error";
+        return ENCLAVE_ERR_UPSTREAM_UNAVAILABLE;
     case BEDROCK_ERR_EXCEPTION:
         if (strcasecmp(e->type, "validationException") == 0) {
-            *code = "upstream_rejected";
             *msg = "Bedrock rejected the request";
-        } else {
-            *code = "upstream_exception";
-            *msg = "Bedrock stream error";
+            return ENCLAVE_ERR_UPSTREAM_REJECTED;
         }
-        return;
-    case BEDROCK_ERR_STREAM: *code = "upstream_exception"; *msg = "Bedrock stream error"; return;
-    case BEDROCK_ERR_DECODE: *code = "upstream_corrupt"; *msg = "Corrupt response from Bedrock"; return;
-    case BEDROCK_ERR_TRUNCATED: *code = "upstream_truncated"; *msg = "Bedrock stream ended early"; return;
-    case BEDROCK_ERR_TIMEOUT: *code = "timeout"; *msg = "Bedrock timed out"; return;
-    case BEDROCK_ERR_TRANSPORT: *code = "upstream_unreachable"; *msg = "Cannot reach Bedrock"; return;
-    case BEDROCK_ERR_PROTOCOL: *code = "upstream_protocol"; *msg = "Unexpected response from Bedrock"; return;
-    case BEDROCK_ERR_ARG: *code = "internal"; *msg = "Internal error"; return;
+        *msg = "Bedrock stream error";
+        return ENCLAVE_ERR_UPSTREAM_EXCEPTION;
+    case BEDROCK_ERR_STREAM: *msg = "Bedrock stream error"; return ENCLAVE_ERR_UPSTREAM_EXCEPTION;
+    case BEDROCK_ERR_DECODE: *msg = "Corrupt response from Bedrock"; return ENCLAVE_ERR_UPSTREAM_CORRUPT;
+    case BEDROCK_ERR_TRUNCATED: *msg = "Bedrock stream ended early"; return ENCLAVE_ERR_UPSTREAM_TRUNCATED;
+    case BEDROCK_ERR_TIMEOUT: *msg = "Bedrock timed out"; return ENCLAVE_ERR_TIMEOUT;
+    case BEDROCK_ERR_TRANSPORT: *msg = "Cannot reach Bedrock"; return ENCLAVE_ERR_UPSTREAM_UNREACHABLE;
+    case BEDROCK_ERR_PROTOCOL: *msg = "Unexpected response from Bedrock"; return ENCLAVE_ERR_UPSTREAM_PROTOCOL;
+    case BEDROCK_ERR_ARG:
     case BEDROCK_OK: break;
     }
-    *code = "internal";
     *msg = "Internal error";
+    return ENCLAVE_ERR_INTERNAL;
 }
 
 static json_t *seal_json(const uint8_t pub[32], const vbuf *pt, const char *ctx)
@@ -560,37 +571,23 @@ static json_t *seal_json(const uint8_t pub[32], const vbuf *pt, const char *ctx)
 static void finish_ok(enclave_req *r)
 {
     const uint8_t *skey = r->stream ? r->storage_pub : r->reply_pub;
-    json_t *su = seal_json(skey, &r->user_text, EP_CTX_USER_STORAGE);
-    json_t *sa = seal_json(skey, &r->answer, EP_CTX_ASSISTANT_STORAGE);
-    const char *stop = r->stop_reason[0] ? r->stop_reason : "end_turn";
-    json_t *o = NULL;
-    if (su && sa && r->stream)
-        o = json_pack("{s:b, s:O, s:O, s:s, s:I, s:I, s:s}", "is_final", 1, "stored_user_message", su,
-                      "stored_assistant_message", sa, "model_used", r->model, "input_tokens",
-                      (json_int_t)r->in_tokens, "output_tokens", (json_int_t)r->out_tokens,
-                      "stop_reason", stop);
-    else if (su && sa)
-        o = json_pack("{s:s, s:s, s:O, s:O, s:s, s:{s:I, s:I}, s:s, s:s}", "status", "success",
-                      "command", "CHAT", "encrypted_response", sa, "encrypted_user_message", su,
-                      "model_id", r->model, "usage", "input_tokens", (json_int_t)r->in_tokens,
-                      "output_tokens", (json_int_t)r->out_tokens, "stop_reason", stop, "source",
-                      ENCLAVE_SOURCE);
-    json_decref(su);
-    json_decref(sa);
-    if (o && r->v2) { /* the end element proves the client got every chunk */
-        uint8_t tag[GCM_TAG_LEN];
-        char tag_hex[2 * GCM_TAG_LEN + 1];
-        uint64_t seq = r->sv.seq;
-        if (sv2_seal(&r->sv, SV2_END, NULL, 0, tag, tag) < 0) {
-            json_decref(o);
-            o = NULL;
-        } else {
-            hex_encode(tag, sizeof tag, tag_hex);
-            json_object_set_new(o, "stream_end", json_pack("{s:I, s:s}", "seq", (json_int_t)seq, "auth_tag", tag_hex));
-        }
+    proto_final f = {
+        .stored_user = seal_json(skey, &r->user_text, EP_CTX_USER_STORAGE),
+        .stored_assistant = seal_json(skey, &r->answer, EP_CTX_ASSISTANT_STORAGE),
+        .model_used = r->model, .input_tokens = r->in_tokens, .output_tokens = r->out_tokens,
+        .stop_reason = r->stop_reason[0] ? r->stop_reason : NULL,
+    };
+    bool ok = f.stored_user && f.stored_assistant;
+    if (ok && r->v2) { /* the end element proves the client got every chunk */
+        f.has_end = true;
+        f.end_seq = r->sv.seq;
+        ok = sv2_seal(&r->sv, SV2_END, NULL, 0, f.end_tag, f.end_tag) == 0;
     }
+    json_t *o = !ok ? NULL : r->stream ? proto_final_event(&f) : proto_chat_reply(&f);
+    json_decref((json_t *)f.stored_user);
+    json_decref((json_t *)f.stored_assistant);
     if (!o) {
-        fail_req(r, "internal", "Internal error");
+        fail_req(r, ENCLAVE_ERR_INTERNAL, "Internal error");
         return;
     }
     log_info(r->rid, "event=request_done chunks=%u in_tokens=%ld out_tokens=%ld ms=%ld", r->chunks,
@@ -604,15 +601,15 @@ static void on_done(void *ud, const bedrock_error *err)
     enclave_req *r = ud;
     r->call = NULL; /* the bedrock call frees itself after this returns */
     if (err) {
-        const char *code, *msg;
-        map_bedrock_error(err, &code, &msg);
+        const char *msg;
+        enclave_err code = map_bedrock_error(err, &msg);
         log_info(r->rid, "event=upstream_error kind=\"%s\" status=%d type=%s", bedrock_strerror(err->code),
                  err->http_status, err->type[0] ? err->type : "-");
         fail_req(r, code, msg);
         return;
     }
     if (r->answer.len == 0) { /* never store an empty answer (defect §10.6) */
-        fail_req(r, "empty_answer", "The model returned an empty answer");
+        fail_req(r, ENCLAVE_ERR_EMPTY_ANSWER, "The model returned an empty answer");
         return;
     }
     finish_ok(r);
@@ -622,33 +619,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    fail_req(arg, "timeout", "Request timed out");
-}
-
-/* field helpers: a missing key is reported as the original did: Missing field: 'x' */
-static const json_t *need(const json_t *req, const char *k, char *msg, size_t n)
-{
-    const json_t *v = json_object_get(req, k);
-    if (!v || json_is_null(v))
-        snprintf(msg, n, "Missing field: '%s'", k);
-    return v && !json_is_null(v) ? v : NULL;
-}
-
-static int key_field(const json_t *req, const char *k, uint8_t out[32], char *msg, size_t n)
-{
-    const json_t *v = need(req, k, msg, n);
-    if (!v)
-        return -1;
-    if (!json_is_string(v) ||
-        hex_decode_exact(json_string_value(v), json_string_length(v), out, 32) < 0) {
-        snprintf(msg, n, "Invalid field: '%s' must be 64 hex characters", k);
-        return -1;
-    }
-    if (!x25519_public_key_ok(out)) { /* every seal to it would fail midway (F0) */
-        snprintf(msg, n, "Invalid field: '%s' is not a valid X25519 public key (low order)", k);
-        return -1;
-    }
-    return 0;
+    fail_req(arg, ENCLAVE_ERR_TIMEOUT, "Request timed out");
 }
 
 static bool utf8_ok(const uint8_t *p, size_t n)
@@ -659,60 +630,101 @@ static bool utf8_ok(const uint8_t *p, size_t n)
     return ok;
 }
 
-/* Decrypts one transport EP into out. Returns NULL or an error message. */
-static const char *open_transport(enclave_core *c, const json_t *v, const char *what, vbuf *out,
-                                  char *msg, size_t n)
+/* Decrypts one transport EP and appends its text to out. ENCLAVE_OK, or the code
+ * with msg filled: BAD_REQUEST for a malformed envelope or text, DECRYPT_FAILED
+ * when it was sealed to another key (the client has a stale enclave key). */
+static enclave_err open_transport(enclave_core *c, const json_t *v, const char *what, vbuf *out, proto_error *err)
 {
     ep e;
-    const char *field = NULL;
-    ep_err er = ep_from_json(v, &e, &field);
+    ep_err er = ep_from_json(v, &e, NULL);
+    err->code = ENCLAVE_ERR_BAD_REQUEST;
     if (er != EP_OK) {
-        snprintf(msg, n, "Invalid %s: %s", what, ep_strerror(er));
-        return msg;
+        snprintf(err->message, sizeof err->message, "Invalid %s: %s", what, ep_strerror(er));
+        return err->code;
     }
     secret pt;
     er = ep_open_key(c->key, &e, EP_CTX_CLIENT_TO_ENCLAVE, &pt);
     ep_clear(&e);
     if (er != EP_OK) {
-        snprintf(msg, n, "Could not decrypt %s", what);
-        return msg;
+        snprintf(err->message, sizeof err->message, "Could not decrypt %s", what);
+        return err->code = ENCLAVE_ERR_DECRYPT_FAILED;
     }
-    const char *res = NULL;
+    err->code = ENCLAVE_OK;
     if (!utf8_ok(pt.data, pt.len)) {
-        snprintf(msg, n, "The %s is not valid UTF-8", what);
-        res = msg;
+        snprintf(err->message, sizeof err->message, "The %s is not valid UTF-8", what);
+        err->code = ENCLAVE_ERR_BAD_REQUEST;
     } else if (vbuf_append_secure(out, pt.data, pt.len) < 0) {
-        res = "Out of memory";
+        snprintf(err->message, sizeof err->message, "Out of memory");
+        err->code = ENCLAVE_ERR_INTERNAL;
     }
     secret_free(&pt);
-    return res;
+    return err->code;
 }
 
-static enclave_req *start_chat(enclave_core *c, const json_t *req, bool stream,
-                               const enclave_sink *sink, void *ud, const char *rid)
+/* The conversation as Bedrock takes it: the history turns (decrypted for a
+ * stream, plaintext for CHAT), then the new user message (into r->user_text). */
+static enclave_err build_history(enclave_req *r, const proto_chat_request *pr, history *h, proto_error *err)
 {
-    char msg[256] = "";
-    const char *code = "bad_request";
-    history h;
-    history_init(&h);
-    enclave_req *r = NULL;
+    for (size_t i = 0; i < pr->n_history; i++) {
+        const proto_turn *t = &pr->history[i];
+        turn_role role = t->role >= 0 ? (turn_role)t->role : (turn_role)(i % 2); /* the original: position */
+        vbuf text = VBUF_INIT;
+        char what[48];
+        snprintf(what, sizeof what, "history entry %zu", i);
+        enclave_err e = ENCLAVE_OK;
+        if (pr->stream)
+            e = open_transport(r->core, t->ep, what, &text, err);
+        else if (vbuf_append_secure(&text, t->text, t->text_len) < 0)
+            e = ENCLAVE_ERR_INTERNAL;
+        if (e == ENCLAVE_OK && history_add(h, role, (const char *)text.data, text.len) < 0)
+            e = ENCLAVE_ERR_INTERNAL;
+        vbuf_free_secure(&text);
+        if (e != ENCLAVE_OK) {
+            if (e == ENCLAVE_ERR_INTERNAL)
+                snprintf(err->message, sizeof err->message, "Out of memory");
+            return err->code = e;
+        }
+    }
+    enclave_err e = open_transport(r->core, pr->message, "message", &r->user_text, err);
+    if (e != ENCLAVE_OK)
+        return e;
+    err->code = ENCLAVE_ERR_BAD_REQUEST;
+    if (r->user_text.len == 0) {
+        snprintf(err->message, sizeof err->message, "The message is empty");
+        return err->code;
+    }
+    if (history_add(h, ROLE_USER, (const char *)r->user_text.data, r->user_text.len) < 0) {
+        snprintf(err->message, sizeof err->message, "Out of memory");
+        return err->code = ENCLAVE_ERR_INTERNAL;
+    }
+    const char *herr = history_check(h);
+    if (herr) {
+        snprintf(err->message, sizeof err->message, "Invalid history: %s", herr);
+        return err->code;
+    }
+    return err->code = ENCLAVE_OK;
+}
 
-    if (!c->has_creds) {
-        fail_early(sink, ud, stream, "no_credentials",
+/* Whether the enclave can take a chat now; else the one error, and false. */
+static bool can_chat(enclave_core *c, const enclave_sink *sink, void *ud, bool stream, const char *rid)
+{
+    if (!c->has_creds)
+        fail_early(sink, ud, stream, ENCLAVE_ERR_NO_CREDENTIALS,
                    stream ? "No AWS credentials" : "No AWS credentials. Parent must send SET_CREDENTIALS first.", rid);
-        return NULL;
-    }
-    if (creds_expired(c)) {
-        fail_early(sink, ud, stream, "credentials_expired", "AWS credentials expired", rid);
-        return NULL;
-    }
-    if (c->active >= c->max_streams) {
-        fail_early(sink, ud, stream, "busy", "Enclave busy, please retry", rid);
-        return NULL;
-    }
-    r = calloc(1, sizeof *r);
+    else if (creds_expired(c))
+        fail_early(sink, ud, stream, ENCLAVE_ERR_CREDENTIALS_EXPIRED, "AWS credentials expired", rid);
+    else if (c->active >= c->max_streams)
+        fail_early(sink, ud, stream, ENCLAVE_ERR_BUSY, "Enclave busy, please retry", rid);
+    else
+        return true;
+    return false;
+}
+
+static enclave_req *req_new(enclave_core *c, bool stream, const enclave_sink *sink, void *ud, const char *rid)
+{
+    enclave_req *r = calloc(1, sizeof *r);
     if (!r) {
-        fail_early(sink, ud, stream, "internal", "Internal error", rid);
+        fail_early(sink, ud, stream, ENCLAVE_ERR_INTERNAL, "Internal error", rid);
         return NULL;
     }
     r->core = c;
@@ -723,137 +735,78 @@ static enclave_req *start_chat(enclave_core *c, const json_t *req, bool stream,
     clock_gettime(CLOCK_MONOTONIC, &r->t0);
     c->active++;
     LIST_INSERT_HEAD(&c->reqs, r, link);
+    return r;
+}
 
-    const json_t *em = need(req, "encrypted_message", msg, sizeof msg);
-    const json_t *model = need(req, "model_id", msg, sizeof msg);
-    if (!em || !model)
-        goto bad;
-    if (!json_is_string(model) || json_string_length(model) == 0 ||
-        json_string_length(model) >= sizeof r->model) {
-        snprintf(msg, sizeof msg, stream ? "Invalid field: 'model_id'" : "model_id is required");
-        goto bad;
-    }
-    snprintf(r->model, sizeof r->model, "%s", json_string_value(model));
-    if (stream) {
-        if (key_field(req, "client_public_key", r->reply_pub, msg, sizeof msg) < 0 ||
-            key_field(req, "storage_public_key", r->storage_pub, msg, sizeof msg) < 0)
-            goto bad;
-        const json_t *fmt = json_object_get(req, "stream_format");
-        if (fmt && !json_is_null(fmt)) {
-            if (!json_is_integer(fmt) || (json_integer_value(fmt) != 1 && json_integer_value(fmt) != 2)) {
-                snprintf(msg, sizeof msg, "Unsupported stream_format (1 or 2)");
-                goto bad;
-            }
-            r->v2 = json_integer_value(fmt) == 2;
-        }
-    } else if (key_field(req, "user_public_key", r->reply_pub, msg, sizeof msg) < 0) {
-        goto bad;
-    }
-
-    /* history: CHAT_STREAM carries EPs (optionally with "role"); CHAT carries plaintext */
-    const json_t *hist = json_object_get(req, stream ? "encrypted_history" : "history");
-    if (hist && !json_is_null(hist)) {
-        if (!json_is_array(hist) || json_array_size(hist) > MAX_HISTORY) {
-            snprintf(msg, sizeof msg, "Invalid field: '%s'", stream ? "encrypted_history" : "history");
-            goto bad;
-        }
-        size_t i;
-        const json_t *entry;
-        json_array_foreach(hist, i, entry) {
-            const json_t *role = json_object_get(entry, "role");
-            int rl = (int)(i % 2); /* the original's rule: position decides */
-            if (role && !json_is_null(role)) {
-                if (!json_is_string(role) || (rl = turn_role_parse(json_string_value(role))) < 0) {
-                    snprintf(msg, sizeof msg, "Invalid role in history entry %zu", i);
-                    goto bad;
-                }
-            }
-            vbuf text = VBUF_INIT;
-            char what[48];
-            snprintf(what, sizeof what, "history entry %zu", i);
-            const char *e = NULL;
-            if (stream) {
-                e = open_transport(c, entry, what, &text, msg, sizeof msg);
-                if (e && strncmp(e, "Could not decrypt", 17) == 0)
-                    code = "decrypt_failed";
-            } else {
-                const json_t *content = json_object_get(entry, "content");
-                if (!json_is_string(content)) {
-                    snprintf(msg, sizeof msg, "Missing field: 'content' in %s", what);
-                    e = msg;
-                } else {
-                    vbuf_append(&text, json_string_value(content), json_string_length(content));
-                }
-            }
-            if (!e && history_add(&h, (turn_role)rl, (const char *)text.data, text.len) < 0)
-                e = "Out of memory";
-            vbuf_free_secure(&text);
-            if (e) {
-                if (e != msg)
-                    snprintf(msg, sizeof msg, "%s", e);
-                goto bad;
-            }
-        }
-    }
-    const char *e = open_transport(c, em, "message", &r->user_text, msg, sizeof msg);
-    if (e) {
-        if (strncmp(e, "Could not decrypt", 17) == 0)
-            code = "decrypt_failed";
-        goto bad;
-    }
-    if (r->user_text.len == 0) {
-        snprintf(msg, sizeof msg, "The message is empty");
-        goto bad;
-    }
-    if (history_add(&h, ROLE_USER, (const char *)r->user_text.data, r->user_text.len) < 0) {
-        snprintf(msg, sizeof msg, "Out of memory");
-        goto bad;
-    }
-    const char *herr = history_check(&h);
-    if (herr) {
-        snprintf(msg, sizeof msg, "Invalid history: %s", herr);
-        goto bad;
-    }
-    const json_t *sys = stream ? NULL : json_object_get(req, "system_prompt");
+/* Asks Bedrock and arms the deadline. The request is failed (freed) on error. */
+static bool start_upstream(enclave_req *r, const history *h, const proto_chat_request *pr)
+{
+    enclave_core *c = r->core;
     sigv4_credentials creds = {c->akid, c->secret, c->token};
     bedrock_request br = {
-        .model_id = r->model, .messages = h.msgs, .n_messages = h.n,
-        .system = json_is_string(sys) ? json_string_value(sys) : ENCLAVE_SYSTEM_PROMPT,
+        .model_id = r->model, .messages = h->msgs, .n_messages = h->n,
+        .system = pr->system_prompt ? pr->system_prompt : ENCLAVE_SYSTEM_PROMPT,
         .max_tokens = BEDROCK_DEFAULT_MAX_TOKENS, .temperature = BEDROCK_DEFAULT_TEMPERATURE,
         .creds = &creds, .rid = r->rid,
     };
-    /* format 2 announces its key before anything else, and before Bedrock is asked */
-    int ar = r->v2 ? announce_stream_key(r) : 0;
-    if (ar == -2) { /* the sink cancelled: r is gone */
-        history_free(&h);
-        return NULL;
-    }
-    if (ar < 0) {
-        snprintf(msg, sizeof msg, "Internal error");
-        code = "internal";
-        goto bad;
-    }
     static const bedrock_callbacks cb = {on_text, on_reasoning, on_usage, on_stop, on_done};
     bedrock_error berr;
-    r->call = stream ? bedrock_converse_stream(c->bedrock, &br, &cb, r, &berr)
-                     : bedrock_converse(c->bedrock, &br, &cb, r, &berr);
-    history_free(&h); /* the request body was built and wiped inside */
+    r->call = r->stream ? bedrock_converse_stream(c->bedrock, &br, &cb, r, &berr)
+                        : bedrock_converse(c->bedrock, &br, &cb, r, &berr);
     if (!r->call) {
         log_warn(r->rid, "event=bedrock_start_failed detail=\"%s\"", berr.message);
-        fail_req(r, "internal", "Internal error");
-        return NULL;
+        fail_req(r, ENCLAVE_ERR_INTERNAL, "Internal error");
+        return false;
     }
     r->deadline = evtimer_new(c->base, on_deadline, r);
     struct timeval tv = {c->stream_timeout_ms / 1000, (c->stream_timeout_ms % 1000) * 1000};
     if (r->deadline)
         evtimer_add(r->deadline, &tv);
-    log_info(r->rid, "event=request_start command=%s model=%s turns=%zu", stream ? "CHAT_STREAM" : "CHAT",
-             r->model, json_array_size(hist));
+    return true;
+}
+
+static enclave_req *start_chat(enclave_core *c, const json_t *req, bool stream, const enclave_sink *sink,
+                               void *ud, const char *rid)
+{
+    if (!can_chat(c, sink, ud, stream, rid))
+        return NULL;
+    enclave_req *r = req_new(c, stream, sink, ud, rid);
+    if (!r)
+        return NULL;
+    proto_chat_request pr;
+    proto_error err;
+    history h;
+    history_init(&h);
+    if (proto_parse_chat_request(req, stream, &pr, &err) < 0) {
+        fail_req(r, err.code, err.message);
+        return NULL;
+    }
+    snprintf(r->model, sizeof r->model, "%s", pr.model);
+    memcpy(r->reply_pub, pr.reply_pub, sizeof r->reply_pub);
+    memcpy(r->storage_pub, pr.storage_pub, sizeof r->storage_pub);
+    r->v2 = pr.format == 2;
+    size_t turns = pr.n_history;
+    enclave_err e = build_history(r, &pr, &h, &err);
+    /* format 2 announces its key before anything else, and before Bedrock is asked */
+    int ar = e == ENCLAVE_OK && r->v2 ? announce_stream_key(r) : 0;
+    if (ar == -1) {
+        e = err.code = ENCLAVE_ERR_INTERNAL;
+        snprintf(err.message, sizeof err.message, "Internal error");
+    }
+    bool started = e == ENCLAVE_OK && ar == 0 && start_upstream(r, &h, &pr);
+    history_free(&h); /* the request body was built and wiped inside */
+    proto_chat_request_free(&pr);
+    if (ar == -2) /* the sink cancelled: r is gone */
+        return NULL;
+    if (e != ENCLAVE_OK) {
+        fail_req(r, e, err.message);
+        return NULL;
+    }
+    if (!started)
+        return NULL;
+    log_info(r->rid, "event=request_start command=%s model=%s turns=%zu", proto_cmd_name(
+             stream ? PROTO_CMD_CHAT_STREAM : PROTO_CMD_CHAT), r->model, turns);
     return r;
-bad:
-    history_free(&h);
-    fail_req(r, code, msg);
-    return NULL;
 }
 
 static void upper(const char *in, char *out, size_t n)
@@ -867,37 +820,27 @@ static void upper(const char *in, char *out, size_t n)
 enclave_req *enclave_handle(enclave_core *c, json_t *request, const enclave_sink *sink, void *ud,
                             const char *rid)
 {
-    char cmd[64];
     if (!json_is_object(request)) {
-        reply_done(sink, ud, json_pack("{s:s, s:s}", "status", "error", "error",
-                                       "Invalid JSON: expected an object"));
+        reply_done(sink, ud, proto_error_reply(PROTO_CMD_UNKNOWN, ENCLAVE_OK, "Invalid JSON: expected an object"));
         return NULL;
     }
-    const json_t *jc = json_object_get(request, "command");
-    upper(json_is_string(jc) ? json_string_value(jc) : "", cmd, sizeof cmd);
-    log_info(rid, "event=command name=%s", cmd[0] ? cmd : "-");
-
-    if (strcmp(cmd, "GET_PUBLIC_KEY") == 0)
-        reply_done(sink, ud, cmd_get_public_key(c));
-    else if (strcmp(cmd, "HEALTH") == 0)
-        reply_done(sink, ud, cmd_health(c));
-    else if (strcmp(cmd, "SET_CREDENTIALS") == 0)
-        reply_done(sink, ud, cmd_set_credentials(c, request, rid));
-    else if (strcmp(cmd, "RUN_TESTS") == 0)
-        reply_done(sink, ud, selftest_run());
-    else if (strcmp(cmd, "CHAT_STREAM") == 0)
-        return start_chat(c, request, true, sink, ud, rid);
-    else if (strcmp(cmd, "CHAT") == 0)
-        return start_chat(c, request, false, sink, ud, rid);
-    else {
-        char msg[128];
-        json_t *avail = json_array();
-        for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
-            json_array_append_new(avail, json_string(COMMANDS[i]));
-        /* the original echoes the upper-cased command */
-        snprintf(msg, sizeof msg, "Unknown command: %s", cmd);
-        reply_done(sink, ud, json_pack("{s:s, s:s, s:o}", "status", "error", "error", msg,
-                                       "available_commands", avail));
+    const json_t *jc = json_object_get(request, PF_COMMAND);
+    proto_cmd cmd = proto_cmd_parse(json_string_value(jc));
+    log_info(rid, "event=command name=%s", cmd != PROTO_CMD_UNKNOWN ? proto_cmd_name(cmd) : "-");
+    switch (cmd) {
+    case PROTO_CMD_GET_PUBLIC_KEY: reply_done(sink, ud, cmd_get_public_key(c)); break;
+    case PROTO_CMD_HEALTH: reply_done(sink, ud, cmd_health(c)); break;
+    case PROTO_CMD_SET_CREDENTIALS: reply_done(sink, ud, cmd_set_credentials(c, request, rid)); break;
+    case PROTO_CMD_RUN_TESTS: reply_done(sink, ud, selftest_run()); break;
+    case PROTO_CMD_GET_ATTESTATION: reply_done(sink, ud, cmd_get_attestation(c, request, rid)); break;
+    case PROTO_CMD_CHAT_STREAM: return start_chat(c, request, true, sink, ud, rid);
+    case PROTO_CMD_CHAT: return start_chat(c, request, false, sink, ud, rid);
+    case PROTO_CMD_UNKNOWN: {
+        char name[64];
+        upper(json_is_string(jc) ? json_string_value(jc) : "", name, sizeof name);
+        reply_done(sink, ud, proto_unknown_command_reply(name));
+        break;
+    }
     }
     return NULL;
 }
@@ -905,5 +848,5 @@ enclave_req *enclave_handle(enclave_core *c, json_t *request, const enclave_sink
 void enclave_abort_all(enclave_core *c, const char *why)
 {
     while (!LIST_EMPTY(&c->reqs))
-        fail_req(LIST_FIRST(&c->reqs), "shutting_down", why);
+        fail_req(LIST_FIRST(&c->reqs), ENCLAVE_ERR_SHUTTING_DOWN, why);
 }

@@ -1,6 +1,6 @@
 /* enclave — the enclave core: the key pair, the AWS credentials, and the commands
  * of the parent protocol (spec §2.2, §2.3): GET_PUBLIC_KEY, SET_CREDENTIALS,
- * HEALTH, CHAT, CHAT_STREAM, RUN_TESTS.
+ * HEALTH, CHAT, CHAT_STREAM, RUN_TESTS, and veil's GET_ATTESTATION.
  *
  * Free of process concerns: no sockets, no signals, no argv. veil-enclave wraps it
  * in a server; veild's mock mode links it in-process. Replies are JSON objects
@@ -21,7 +21,6 @@
 
 struct event_base;
 
-#define ENCLAVE_SOURCE "nitro-enclave-bedrock"
 #define ENCLAVE_SYSTEM_PROMPT "You are a helpful AI assistant."
 
 typedef struct enclave_config {
@@ -35,6 +34,7 @@ typedef struct enclave_config {
     unsigned connect_timeout_ms; /* Bedrock connect + CONNECT + TLS; 0 = 10 s */
     unsigned idle_timeout_ms;    /* no byte from Bedrock for this long; 0 = 60 s */
     size_t max_request;          /* the server's request limit, reported by HEALTH (0: none known) */
+    struct nsm *nsm;             /* attests the transport key (borrowed; NULL: none) */
 } enclave_config;
 
 typedef struct enclave_core enclave_core;

@@ -1,5 +1,7 @@
 #include "enclave/selftest.h"
 
+#include "enclave/protocol.h"
+
 #include <string.h>
 
 #include "common/hex.h"
@@ -87,8 +89,8 @@ json_t *selftest_run(void)
         gp += ok;
         json_array_append_new(gcm, json_pack("{s:s, s:b}", "description", GCM[i].desc, "passed", ok));
     }
-    return json_pack("{s:s, s:s, s:{s:o, s:o}, s:{s:i, s:i, s:i, s:i, s:i, s:i, s:b}}", "status",
-                     "success", "command", "RUN_TESTS", "results", "ecdh_tests", ecdh,
+    return json_pack("{s:s, s:s, s:{s:o, s:o}, s:{s:i, s:i, s:i, s:i, s:i, s:i, s:b}}", PF_STATUS,
+                     "success", PF_COMMAND, proto_cmd_name(PROTO_CMD_RUN_TESTS), "results", "ecdh_tests", ecdh,
                      "aes_gcm_tests", gcm, "summary", "ecdh_passed", e_ok, "ecdh_total", en,
                      "aes_gcm_passed", gp, "aes_gcm_total", gn, "total_passed", e_ok + gp,
                      "total_tests", en + gn, "all_passed", e_ok + gp == en + gn);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attest/nsm.h"
 #include "common/addr.h"
 #include "common/config.h"
 #include "common/log.h"
@@ -36,6 +37,11 @@ static void usage(FILE *f)
             "  --max-request BYTES    largest request accepted (default 8388608)\n"
             "  --stream-timeout SEC   deadline of one chat request (default 300)\n"
             "  --drain-seconds SEC    on SIGTERM, wait this long for streams (default 30)\n"
+            "  --nsm dev|sim:DIR|none the Nitro Security Module that attests the transport key\n"
+            "                         (env ENCLAVE_NSM; default dev = /dev/nsm). sim:DIR is a\n"
+            "                         SIMULATED NSM for tests and `make run` (its root in DIR/root.pem);\n"
+            "                         none: no attestation (GET_ATTESTATION answers an error).\n"
+            "                         Without a reachable NSM the enclave refuses to start.\n"
             "  --help                 this text\n\n"
             "Addresses: vsock:CID:PORT, unix:PATH, tcp:HOST:PORT. Logs go to stderr\n"
             "(VEIL_LOG_LEVEL); no log line ever holds plaintext or keys.\n");
@@ -43,6 +49,7 @@ static void usage(FILE *f)
 
 static struct {
     struct event_base *base;
+    nsm *nsm;
     enclave_core *core;
     enclave_server *srv;
     struct event *drain_timer;
@@ -110,6 +117,7 @@ int main(int argc, char **argv)
     const char *region = config_str("AWS_REGION", "us-east-1");
     const char *ca_file = config_str("VEIL_CA_FILE", NULL);
     const char *endpoint = config_str("BEDROCK_ENDPOINT", NULL);
+    const char *nsm_spec = config_str("ENCLAVE_NSM", "dev");
     long max_streams = 1024, max_request = 8 << 20, stream_timeout = 300, drain = 30;
 
     static const struct option opts[] = {
@@ -117,7 +125,8 @@ int main(int argc, char **argv)
         {"region", required_argument, 0, 'r'}, {"ca-file", required_argument, 0, 'c'},
         {"bedrock-endpoint", required_argument, 0, 'e'}, {"max-streams", required_argument, 0, 'm'},
         {"max-request", required_argument, 0, 'q'}, {"stream-timeout", required_argument, 0, 't'},
-        {"drain-seconds", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"drain-seconds", required_argument, 0, 'd'}, {"nsm", required_argument, 0, 'n'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     int o;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -132,6 +141,7 @@ int main(int argc, char **argv)
         case 'q': target = &max_request, lo = 1024, hi = 1L << 30; break;
         case 't': target = &stream_timeout, hi = 86400; break;
         case 'd': target = &drain, lo = 0, hi = 3600; break;
+        case 'n': nsm_spec = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -160,13 +170,32 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     enclave_secure_json();
+    if (strcmp(nsm_spec, "none") != 0) {
+        nsm_err ne = nsm_open(nsm_spec, &G.nsm, err, sizeof err);
+        if (ne != NSM_OK) { /* a key nobody can verify is worth less than no enclave */
+            fprintf(stderr, "veil-enclave: --nsm %s: %s: %s (use --nsm none to run without attestation)\n",
+                    nsm_spec, nsm_strerror(ne), err);
+            return 1;
+        }
+        if ((ne = nsm_seed_rand(G.nsm, 64, err, sizeof err)) != NSM_OK) {
+            fprintf(stderr, "veil-enclave: NSM randomness: %s: %s\n", nsm_strerror(ne), err);
+            return 1;
+        }
+        if (nsm_is_simulated(G.nsm))
+            log_warn(NULL, "event=nsm backend=simulated detail=\"a SIMULATED NSM signs the attestation "
+                           "documents: for tests and local use only\"");
+        else
+            log_info(NULL, "event=nsm backend=%s", nsm_backend_name(G.nsm));
+    } else {
+        log_warn(NULL, "event=nsm backend=none detail=\"no attestation: clients cannot verify this enclave\"");
+    }
     G.base = event_base_new();
     if (!G.base) {
         fprintf(stderr, "veil-enclave: cannot create the event loop\n");
         return 1;
     }
     enclave_config cfg = {
-        .region = region, .proxy = direct ? NULL : &paddr, .bedrock_host = bhost[0] ? bhost : NULL,
+        .nsm = G.nsm, .region = region, .proxy = direct ? NULL : &paddr, .bedrock_host = bhost[0] ? bhost : NULL,
         .bedrock_port = bport, .ca_file = ca_file, .max_streams = (unsigned)max_streams,
         .stream_timeout_ms = (unsigned)stream_timeout * 1000u, .max_request = (size_t)max_request,
     };
@@ -202,6 +231,7 @@ int main(int argc, char **argv)
     log_info(NULL, "event=stopped");
     enclave_server_free(G.srv);
     enclave_core_free(G.core);
+    nsm_close(G.nsm);
     event_free(sigterm);
     event_free(sigint);
     event_free(G.drain_timer);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/secret.h"
+#include "attest/nsm.h"
 #include "enclave/enclave.h"
 #include "enclave/server.h"
 
@@ -24,7 +26,7 @@
 #define MAX_LINE (64u << 20)
 #define KEY_RETRY_MS 2000u
 
-typedef enum op_kind { OP_HEALTH, OP_SET_CREDS, OP_KEY, OP_STREAM } op_kind;
+typedef enum op_kind { OP_HEALTH, OP_SET_CREDS, OP_KEY, OP_STREAM, OP_ATTEST } op_kind;
 
 typedef struct ec_conn ec_conn;
 
@@ -47,10 +49,11 @@ struct ec_op {
     char rid[LOG_RID_LEN + 1];
     ec_health_cb health_cb;
     ec_result_cb result_cb;
+    ec_attest_cb attest_cb;
+    bool fill_cache;      /* OP_ATTEST made for the cache */
     ec_stream_callbacks scb;
     void *ud;
-    ec_op *next_live;     /* all live ops, to cancel on free */
-    ec_op *prev_live;
+    LIST_ENTRY(ec_op) live; /* every op from its allocation on, to cancel on free */
 };
 
 struct ec_conn {
@@ -58,7 +61,7 @@ struct ec_conn {
     struct bufferevent *bev;
     vbuf line;
     ec_op *op;
-    ec_conn *next_idle;
+    SLIST_ENTRY(ec_conn) idle; /* while pooled */
 };
 
 struct enclave_client {
@@ -69,39 +72,26 @@ struct enclave_client {
     long cid;
     unsigned stream_timeout_ms;
     size_t max_request;
+    /* the last document made with veild's own nonce, for clients that send none */
+    char *attest_b64;
+    char attest_pub[65];
+    char attest_nsm[16];
+    time_t attest_at;
     char pub_hex[65];
     bool have_key;
     bool key_fetching;
     bool down; /* the last connect failed */
     struct event *key_retry;
-    ec_conn *idle;
+    SLIST_HEAD(, ec_conn) idle; /* pooled connections (nitro) */
     unsigned n_idle;
-    ec_op *live;
+    LIST_HEAD(, ec_op) live;
     void (*restart_cb)(void *);
     void *restart_ud;
     enclave_core *core; /* mock */
+    nsm *nsm;           /* mock: the in-process core's NSM, or NULL */
 };
 
 /* ---- common ---- */
-
-static void live_add(enclave_client *ec, ec_op *op)
-{
-    op->next_live = ec->live;
-    if (ec->live)
-        ec->live->prev_live = op;
-    ec->live = op;
-}
-
-static void live_del(enclave_client *ec, ec_op *op)
-{
-    if (op->prev_live)
-        op->prev_live->next_live = op->next_live;
-    else if (ec->live == op)
-        ec->live = op->next_live;
-    if (op->next_live)
-        op->next_live->prev_live = op->prev_live;
-    op->next_live = op->prev_live = NULL;
-}
 
 static void conn_free(ec_conn *c)
 {
@@ -113,7 +103,7 @@ static void conn_free(ec_conn *c)
 
 static void op_free(ec_op *op)
 {
-    live_del(op->ec, op);
+    LIST_REMOVE(op, live);
     if (op->timer)
         event_free(op->timer);
     if (op->kick)
@@ -147,7 +137,7 @@ typedef enum { OP_MORE = 0, OP_COMPLETE, OP_CANCELLED } deliver_rc;
 /* A reply or event object arrived for op. Unless OP_MORE, op has been freed:
  * OP_CANCELLED says it was cancelled from inside the callback. */
 static deliver_rc deliver(ec_op *op, json_t *obj);
-static void finish_error(ec_op *op, const char *code, const char *msg);
+static void finish_error(ec_op *op, enclave_err code, const char *msg);
 
 /* ---- nitro transport ---- */
 
@@ -159,20 +149,14 @@ static void conn_to_idle(enclave_client *ec, ec_conn *c)
         conn_free(c);
         return;
     }
-    c->next_idle = ec->idle;
-    ec->idle = c;
+    SLIST_INSERT_HEAD(&ec->idle, c, idle);
     ec->n_idle++;
 }
 
 static void idle_remove(enclave_client *ec, ec_conn *c)
 {
-    for (ec_conn **pp = &ec->idle; *pp; pp = &(*pp)->next_idle) {
-        if (*pp == c) {
-            *pp = c->next_idle;
-            ec->n_idle--;
-            return;
-        }
-    }
+    SLIST_REMOVE(&ec->idle, c, ec_conn, idle);
+    ec->n_idle--;
 }
 
 static void note_up(enclave_client *ec)
@@ -210,7 +194,7 @@ static void on_conn_read(struct bufferevent *bev, void *arg)
         char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF);
         if (!line) {
             if (evbuffer_get_length(in) > MAX_LINE)
-                finish_error(op, "enclave_protocol", "enclave line too long");
+                finish_error(op, ENCLAVE_ERR_PROTOCOL, "enclave line too long");
             return;
         }
         json_error_t jerr;
@@ -219,7 +203,7 @@ static void on_conn_read(struct bufferevent *bev, void *arg)
         if (!n)
             continue;
         if (!obj) {
-            finish_error(op, "enclave_protocol", "enclave sent invalid JSON");
+            finish_error(op, ENCLAVE_ERR_PROTOCOL, "enclave sent invalid JSON");
             return;
         }
         deliver_rc done = deliver(op, obj);
@@ -285,7 +269,7 @@ static void on_conn_event(struct bufferevent *bev, short what, void *arg)
     }
     if (!op->got_bytes && (what & BEV_EVENT_ERROR) && (e == ECONNREFUSED || e == ENOENT))
         note_down(ec);
-    finish_error(op, "enclave_unavailable",
+    finish_error(op, ENCLAVE_ERR_UNAVAILABLE,
                  op->got_bytes ? "enclave closed the connection" : "enclave unreachable");
 }
 
@@ -341,9 +325,9 @@ static void start_nitro(ec_op *op)
     enclave_client *ec = op->ec;
     ec_conn *c = NULL;
     op->reused_conn = false;
-    if (ec->idle) {
-        c = ec->idle;
-        ec->idle = c->next_idle;
+    if (!SLIST_EMPTY(&ec->idle)) {
+        c = SLIST_FIRST(&ec->idle);
+        SLIST_REMOVE_HEAD(&ec->idle, idle);
         ec->n_idle--;
         op->reused_conn = true;
     } else {
@@ -392,11 +376,11 @@ static void set_key(enclave_client *ec, const char *hex)
     }
 }
 
-static void finish_error(ec_op *op, const char *code, const char *msg)
+static void finish_error(ec_op *op, enclave_err code, const char *msg)
 {
     if (op->finished)
         return;
-    log_info(op->rid, "event=enclave_op_failed kind=%d code=%s", (int)op->kind, code);
+    log_info(op->rid, "event=enclave_op_failed kind=%d code=%s", (int)op->kind, enclave_err_name(code));
     switch (op->kind) {
     case OP_HEALTH: {
         ec_health_result h = {0};
@@ -417,82 +401,134 @@ static void finish_error(ec_op *op, const char *code, const char *msg)
     case OP_STREAM:
         op->scb.on_end(op->ud, code, msg);
         break;
+    case OP_ATTEST:
+        op->attest_cb(op->ud, code, NULL, NULL, NULL);
+        break;
     }
     finish(op, false);
 }
 
-static deliver_rc deliver(ec_op *op, json_t *obj)
+static bool is_success(const json_t *obj)
+{
+    const char *status = json_string_value(json_object_get(obj, PF_STATUS));
+    return status && strcmp(status, "success") == 0;
+}
+
+static deliver_rc deliver_health(ec_op *op, const json_t *obj)
 {
     enclave_client *ec = op->ec;
-    const char *status = json_string_value(json_object_get(obj, "status"));
-    bool success = status && strcmp(status, "success") == 0;
+    ec_health_result h = {0};
+    h.ok = is_success(obj);
+    h.has_credentials = json_is_true(json_object_get(obj, PF_HAS_CREDENTIALS));
+    const char *region = json_string_value(json_object_get(obj, PF_REGION));
+    snprintf(h.region, sizeof h.region, "%s", region ? region : "");
+    if (!h.ok)
+        snprintf(h.error, sizeof h.error, "enclave reported an error");
+    const char *pk = json_string_value(json_object_get(obj, PF_PUBLIC_KEY));
+    if (h.ok && pk && strlen(pk) == 64)
+        set_key(ec, pk); /* a different key means the enclave restarted */
+    json_int_t mr = json_integer_value(json_object_get(obj, PF_MAX_REQUEST));
+    if (h.ok && mr >= 1024 && (size_t)mr != ec->max_request) {
+        ec->max_request = (size_t)mr;
+        log_info(NULL, "event=enclave_limit_learned max_request=%zu", ec->max_request);
+    }
+    op->health_cb(op->ud, &h);
+    finish(op, true);
+    return OP_COMPLETE;
+}
+
+static deliver_rc deliver_key(ec_op *op, const json_t *obj)
+{
+    enclave_client *ec = op->ec;
+    const char *pk = json_string_value(json_object_get(obj, PF_PUBLIC_KEY));
+    ec->key_fetching = false;
+    if (is_success(obj) && pk && strlen(pk) == 64) {
+        set_key(ec, pk);
+    } else {
+        struct timeval tv = {KEY_RETRY_MS / 1000, (KEY_RETRY_MS % 1000) * 1000};
+        event_add(ec->key_retry, &tv);
+    }
+    finish(op, true);
+    return OP_COMPLETE;
+}
+
+static deliver_rc deliver_stream(ec_op *op, const json_t *obj)
+{
+    enclave_client *ec = op->ec;
+    proto_event ev;
+    switch (proto_parse_event(obj, &ev)) {
+    case PROTO_EV_INVALID:
+        finish_error(op, ENCLAVE_ERR_PROTOCOL, "enclave sent an event outside the protocol");
+        return OP_COMPLETE;
+    case PROTO_EV_ERROR:
+        if (ev.err == ENCLAVE_ERR_DECRYPT_FAILED || ev.err == ENCLAVE_ERR_NO_CREDENTIALS) {
+            /* the client used a stale key, or the enclave lost its credentials: both
+             * mean it restarted; learn the key and push credentials again */
+            ec_refresh_key(ec);
+            if (ev.err == ENCLAVE_ERR_NO_CREDENTIALS && ec->restart_cb)
+                ec->restart_cb(ec->restart_ud);
+        }
+        op->scb.on_end(op->ud, ev.err, ev.err_msg);
+        finish(op, true);
+        return OP_COMPLETE;
+    default:
+        break;
+    }
+    op->in_cb = true;
+    op->scb.on_event(op->ud, &ev);
+    op->in_cb = false;
+    if (op->finished) { /* cancelled inside the callback: the free was left to us */
+        op_free(op);
+        return OP_CANCELLED;
+    }
+    if (ev.kind == PROTO_EV_FINAL) {
+        op->scb.on_end(op->ud, ENCLAVE_OK, NULL);
+        finish(op, true);
+        return OP_COMPLETE;
+    }
+    return OP_MORE;
+}
+
+static deliver_rc deliver_attest(ec_op *op, const json_t *obj)
+{
+    enclave_client *ec = op->ec;
+    const char *doc = json_string_value(json_object_get(obj, PF_ATTESTATION));
+    const char *pk = json_string_value(json_object_get(obj, PF_PUBLIC_KEY));
+    const char *nsm_name = json_string_value(json_object_get(obj, PF_NSM));
+    if (!is_success(obj) || !doc || !pk || strlen(pk) != 64) {
+        enclave_err e = enclave_err_parse(json_string_value(json_object_get(obj, PF_ERROR_CODE)));
+        op->attest_cb(op->ud, e == ENCLAVE_ERR_UNKNOWN ? ENCLAVE_ERR_PROTOCOL : e, NULL, NULL, NULL);
+        finish(op, true);
+        return OP_COMPLETE;
+    }
+    if (!ec->have_key || strcmp(ec->pub_hex, pk) != 0)
+        ec_refresh_key(ec); /* the enclave restarted: learn its key the usual way */
+    if (op->fill_cache) {
+        char *copy = strdup(doc);
+        if (copy) {
+            free(ec->attest_b64);
+            ec->attest_b64 = copy;
+            snprintf(ec->attest_pub, sizeof ec->attest_pub, "%s", pk);
+            snprintf(ec->attest_nsm, sizeof ec->attest_nsm, "%s", nsm_name ? nsm_name : "");
+            ec->attest_at = time(NULL);
+        }
+    }
+    op->attest_cb(op->ud, ENCLAVE_OK, doc, pk, nsm_name ? nsm_name : "");
+    finish(op, true);
+    return OP_COMPLETE;
+}
+
+static deliver_rc deliver(ec_op *op, json_t *obj)
+{
     switch (op->kind) {
-    case OP_HEALTH: {
-        ec_health_result h = {0};
-        h.ok = success;
-        h.has_credentials = json_is_true(json_object_get(obj, "has_credentials"));
-        const char *region = json_string_value(json_object_get(obj, "region"));
-        snprintf(h.region, sizeof h.region, "%s", region ? region : "");
-        if (!success)
-            snprintf(h.error, sizeof h.error, "enclave reported an error");
-        const char *pk = json_string_value(json_object_get(obj, "public_key"));
-        if (success && pk && strlen(pk) == 64)
-            set_key(ec, pk); /* a different key means the enclave restarted */
-        json_int_t mr = json_integer_value(json_object_get(obj, "max_request"));
-        if (success && mr >= 1024 && (size_t)mr != ec->max_request) {
-            ec->max_request = (size_t)mr;
-            log_info(NULL, "event=enclave_limit_learned max_request=%zu", ec->max_request);
-        }
-        op->health_cb(op->ud, &h);
-        finish(op, true);
-        return OP_COMPLETE;
-    }
+    case OP_ATTEST: return deliver_attest(op, obj);
+    case OP_HEALTH: return deliver_health(op, obj);
+    case OP_KEY: return deliver_key(op, obj);
+    case OP_STREAM: return deliver_stream(op, obj);
     case OP_SET_CREDS:
-        op->result_cb(op->ud, success, success ? NULL : "enclave refused the credentials");
+        op->result_cb(op->ud, is_success(obj), is_success(obj) ? NULL : "enclave refused the credentials");
         finish(op, true);
         return OP_COMPLETE;
-    case OP_KEY: {
-        const char *pk = json_string_value(json_object_get(obj, "public_key"));
-        ec->key_fetching = false;
-        if (success && pk && strlen(pk) == 64) {
-            set_key(ec, pk);
-        } else {
-            struct timeval tv = {KEY_RETRY_MS / 1000, (KEY_RETRY_MS % 1000) * 1000};
-            event_add(ec->key_retry, &tv);
-        }
-        finish(op, true);
-        return OP_COMPLETE;
-    }
-    case OP_STREAM: {
-        const json_t *err = json_object_get(obj, "error");
-        if (json_is_string(err) || (err && !json_is_null(err) && !json_is_false(err))) {
-            const char *code = json_string_value(json_object_get(obj, "error_code"));
-            const char *msg = json_string_value(err);
-            if (code && (strcmp(code, "decrypt_failed") == 0 || strcmp(code, "no_credentials") == 0)) {
-                /* the client used a stale key, or the enclave lost its credentials:
-                 * both mean it restarted; learn the key and push credentials again */
-                ec_refresh_key(ec);
-                if (strcmp(code, "no_credentials") == 0 && ec->restart_cb)
-                    ec->restart_cb(ec->restart_ud);
-            }
-            op->scb.on_end(op->ud, code ? code : "enclave_error", msg ? msg : "");
-            finish(op, true);
-            return OP_COMPLETE;
-        }
-        op->in_cb = true;
-        op->scb.on_event(op->ud, obj);
-        op->in_cb = false;
-        if (op->finished) { /* cancelled inside the callback: the free was left to us */
-            op_free(op);
-            return OP_CANCELLED;
-        }
-        if (json_is_true(json_object_get(obj, "is_final"))) {
-            op->scb.on_end(op->ud, NULL, NULL);
-            finish(op, true);
-            return OP_COMPLETE;
-        }
-        return OP_MORE;
-    }
     }
     return OP_MORE;
 }
@@ -530,7 +566,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     ec_op *op = arg;
     enclave_client *ec = op->ec;
     if (ec->mode == ENCLAVE_NITRO) { /* a connect that failed at once */
-        finish_error(op, "enclave_unavailable", "enclave unreachable");
+        finish_error(op, ENCLAVE_ERR_UNAVAILABLE, "enclave unreachable");
         return;
     }
     json_t *req = op->mock_req;
@@ -552,7 +588,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
         enclave_req_cancel(op->mock);
         op->mock = NULL;
     }
-    finish_error(op, "timeout", "Request timed out");
+    finish_error(op, ENCLAVE_ERR_TIMEOUT, "Request timed out");
 }
 
 static ec_op *op_alloc(enclave_client *ec, op_kind kind)
@@ -562,6 +598,7 @@ static ec_op *op_alloc(enclave_client *ec, op_kind kind)
         return NULL;
     op->ec = ec;
     op->kind = kind;
+    LIST_INSERT_HEAD(&ec->live, op, live);
     log_new_rid(op->rid);
     op->timer = evtimer_new(ec->base, on_deadline, op);
     op->kick = event_new(ec->base, -1, 0, on_kick, op);
@@ -576,7 +613,6 @@ static ec_op *op_alloc(enclave_client *ec, op_kind kind)
 static ec_op *op_start(ec_op *op, unsigned timeout_ms)
 {
     enclave_client *ec = op->ec;
-    live_add(ec, op);
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     evtimer_add(op->timer, &tv);
     if (ec->mode == ENCLAVE_MOCK)
@@ -618,7 +654,7 @@ void ec_op_cancel(ec_op *op)
 
 ec_op *ec_health(enclave_client *ec, ec_health_cb cb, void *ud)
 {
-    json_t *req = json_pack("{s:s}", "command", "HEALTH");
+    json_t *req = json_pack("{s:s}", PF_COMMAND, proto_cmd_name(PROTO_CMD_HEALTH));
     ec_op *op = op_new(ec, OP_HEALTH, req, CONTROL_TIMEOUT_MS);
     json_decref(req);
     if (op) {
@@ -631,25 +667,13 @@ ec_op *ec_health(enclave_client *ec, ec_health_cb cb, void *ud)
 /* The request line, written straight into a securely grown buffer: jansson
  * would leave the secret in the objects and the dumped string it frees
  * unwiped (veild installs no wiping allocator in nitro mode). */
-static int creds_line(const imds_credentials *c, vbuf *out)
-{
-    static const char *const part[] = {
-        "{\"command\":\"SET_CREDENTIALS\",\"credentials\":{\"access_key_id\":",
-        ",\"secret_access_key\":", ",\"session_token\":", ",\"expiration\":"};
-    const char *val[] = {c->access_key_id, c->secret_access_key, c->session_token, c->expiration};
-    size_t n = c->expiration[0] ? 4 : 3;
-    for (size_t i = 0; i < n; i++)
-        if (vbuf_append_secure(out, part[i], strlen(part[i])) < 0 || vbuf_append_json_string(out, val[i]) < 0)
-            return -1;
-    return vbuf_append_secure(out, "}}\n", 3);
-}
-
 ec_op *ec_set_credentials(enclave_client *ec, const imds_credentials *c, ec_result_cb cb, void *ud)
 {
     ec_op *op = op_alloc(ec, OP_SET_CREDS);
     if (!op)
         return NULL;
-    if (creds_line(c, &op->req) < 0)
+    if (proto_write_set_credentials(&op->req, c->access_key_id, c->secret_access_key, c->session_token,
+                                    c->expiration) < 0)
         goto fail;
     /* mock: veild installed the wiping JSON allocator (enclave_secure_json) */
     if (ec->mode == ENCLAVE_MOCK &&
@@ -673,12 +697,40 @@ ec_op *ec_chat_stream(enclave_client *ec, const json_t *request, const ec_stream
     return op;
 }
 
+ec_op *ec_get_attestation(enclave_client *ec, const uint8_t *nonce, size_t len, ec_attest_cb cb, void *ud)
+{
+    json_t *req = proto_attestation_request(nonce, len);
+    ec_op *op = req ? op_new(ec, OP_ATTEST, req, CONTROL_TIMEOUT_MS) : NULL;
+    json_decref(req);
+    if (op) {
+        op->attest_cb = cb;
+        op->ud = ud;
+    }
+    return op;
+}
+
+ec_op *ec_cached_attestation(enclave_client *ec, ec_attest_cb cb, void *ud)
+{
+    if (ec->attest_b64 && ec->have_key && strcmp(ec->attest_pub, ec->pub_hex) == 0 &&
+        time(NULL) - ec->attest_at < EC_ATTEST_CACHE_S) {
+        cb(ud, ENCLAVE_OK, ec->attest_b64, ec->attest_pub, ec->attest_nsm);
+        return NULL;
+    }
+    uint8_t nonce[32];
+    if (random_bytes(nonce, sizeof nonce) < 0)
+        return NULL;
+    ec_op *op = ec_get_attestation(ec, nonce, sizeof nonce, cb, ud);
+    if (op)
+        op->fill_cache = true;
+    return op;
+}
+
 void ec_refresh_key(enclave_client *ec)
 {
     if (ec->key_fetching)
         return;
     ec->key_fetching = true;
-    json_t *req = json_pack("{s:s}", "command", "GET_PUBLIC_KEY");
+    json_t *req = json_pack("{s:s}", PF_COMMAND, proto_cmd_name(PROTO_CMD_GET_PUBLIC_KEY));
     ec_op *op = op_new(ec, OP_KEY, req, KEY_TIMEOUT_MS);
     json_decref(req);
     if (!op)
@@ -727,6 +779,8 @@ enclave_client *ec_new(struct event_base *base, const server_config *cfg, char *
         return NULL;
     }
     ec->base = base;
+    LIST_INIT(&ec->live);
+    SLIST_INIT(&ec->idle);
     ec->mode = cfg->mode;
     ec->stream_timeout_ms = (unsigned)cfg->stream_timeout * 1000u;
     ec->max_request = ENCLAVE_DEFAULT_MAX_REQUEST;
@@ -760,8 +814,16 @@ enclave_client *ec_new(struct event_base *base, const server_config *cfg, char *
             }
             memcpy(host, cfg->bedrock_endpoint, (size_t)(colon - cfg->bedrock_endpoint));
         }
+        if (strcmp(cfg->enclave_nsm, "none") != 0) {
+            char nerr[256];
+            nsm_err ne = nsm_open(cfg->enclave_nsm, &ec->nsm, nerr, sizeof nerr);
+            if (ne != NSM_OK) {
+                snprintf(err, errlen, "ENCLAVE_NSM=%s: %s: %s", cfg->enclave_nsm, nsm_strerror(ne), nerr);
+                goto fail;
+            }
+        }
         enclave_config ecfg = {
-            .region = cfg->region, .proxy = cfg->proxy_addr[0] ? &proxy : NULL,
+            .nsm = ec->nsm, .region = cfg->region, .proxy = cfg->proxy_addr[0] ? &proxy : NULL,
             .bedrock_host = host[0] ? host : NULL, .bedrock_port = (uint16_t)port,
             .ca_file = cfg->ca_file[0] ? cfg->ca_file : NULL,
             .stream_timeout_ms = ec->stream_timeout_ms,
@@ -781,15 +843,17 @@ void ec_free(enclave_client *ec)
 {
     if (!ec)
         return;
-    while (ec->live)
-        ec_op_cancel(ec->live);
-    while (ec->idle) {
-        ec_conn *c = ec->idle;
-        ec->idle = c->next_idle;
+    while (!LIST_EMPTY(&ec->live))
+        ec_op_cancel(LIST_FIRST(&ec->live));
+    while (!SLIST_EMPTY(&ec->idle)) {
+        ec_conn *c = SLIST_FIRST(&ec->idle);
+        SLIST_REMOVE_HEAD(&ec->idle, idle);
         conn_free(c);
     }
     if (ec->key_retry)
         event_free(ec->key_retry);
+    free(ec->attest_b64);
     enclave_core_free(ec->core);
+    nsm_close(ec->nsm);
     free(ec);
 }

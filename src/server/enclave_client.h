@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "aws/imds.h"
+#include "enclave/protocol.h"
 #include "server/settings.h"
 
 struct event_base;
@@ -49,15 +50,32 @@ typedef void (*ec_result_cb)(void *ud, bool ok, const char *err);
 ec_op *ec_set_credentials(enclave_client *ec, const imds_credentials *c, ec_result_cb cb, void *ud);
 
 typedef struct ec_stream_callbacks {
-    /* each event object as the enclave sent it (borrowed) */
-    void (*on_event)(void *ud, const json_t *ev);
-    /* once, at the end: err_code NULL after a final success event was delivered */
-    void (*on_end)(void *ud, const char *err_code, const char *err_msg);
+    /* each event of the stream, parsed (borrowed for the call), the final one too */
+    void (*on_event)(void *ud, const proto_event *ev);
+    /* once, at the end: ENCLAVE_OK after the final event was delivered; else the
+     * enclave's error code or the client's own (ENCLAVE_ERR_UNAVAILABLE, _PROTOCOL,
+     * _TIMEOUT), with the enclave's text for logs (never upstream detail) */
+    void (*on_end)(void *ud, enclave_err err, const char *err_msg);
 } ec_stream_callbacks;
 
 /* request is borrowed (serialised before return). */
 ec_op *ec_chat_stream(enclave_client *ec, const json_t *request, const ec_stream_callbacks *cb,
                       void *ud);
+
+/* An attestation of the enclave's transport key (H). err ENCLAVE_OK: doc_b64 is the
+ * COSE_Sign1 document in base64, pub_hex the key it binds, nsm_name the enclave's NSM
+ * ("nitro" | "simulated"); all borrowed for the call. ENCLAVE_ERR_NO_ATTESTATION: the
+ * enclave has no NSM. */
+typedef void (*ec_attest_cb)(void *ud, enclave_err err, const char *doc_b64, const char *pub_hex,
+                             const char *nsm_name);
+/* A fresh document bound to the caller's nonce (1..PROTO_NONCE_MAX bytes). */
+ec_op *ec_get_attestation(enclave_client *ec, const uint8_t *nonce, size_t len, ec_attest_cb cb, void *ud);
+/* A document for the current key made with a nonce of veild's own, fetched at most
+ * every EC_ATTEST_CACHE_S (and again when the key changes): cheap for clients that
+ * send no nonce (the original's, monitoring). When cached, cb runs before this
+ * returns and the result is NULL. */
+#define EC_ATTEST_CACHE_S 300
+ec_op *ec_cached_attestation(enclave_client *ec, ec_attest_cb cb, void *ud);
 
 /* No callback follows; a stream's enclave connection is closed, which makes the
  * enclave cancel the upstream request. */

@@ -69,7 +69,8 @@ static int open_store(server *s, char *err, size_t errlen)
     return 0;
 }
 
-/* The HTTP engine and the per-user limits its requests are held to. */
+/* The HTTP engine and the limits its requests are held to: per user, and for fresh
+ * attestations per user and in total. */
 static int open_http(server *s, char *err, size_t errlen)
 {
     const server_config *cfg = &s->cfg;
@@ -83,9 +84,16 @@ static int open_http(server *s, char *err, size_t errlen)
         .max_streams = (unsigned)cfg->user_max_streams, .rate = (double)cfg->user_rate,
         .burst = (double)cfg->user_burst, .max_users = (size_t)cfg->user_table_max,
     };
+    /* a fresh attestation is an NSM signature: bounded per user and in total */
+    user_limits_config auc = {.max_streams = 1, .rate = (double)cfg->attest_user_rate, .burst = 5,
+                              .max_users = (size_t)cfg->user_table_max};
+    user_limits_config aac = {.max_streams = 1, .rate = (double)cfg->attest_rate,
+                              .burst = 2.0 * (double)cfg->attest_rate, .max_users = 1};
     s->http = httpd_new(s->base, &lim, api_dispatch, s);
     s->limits = ul_new(&ulc);
-    if (!s->http || !s->limits) {
+    s->attest_user = ul_new(&auc);
+    s->attest_all = ul_new(&aac);
+    if (!s->http || !s->limits || !s->attest_user || !s->attest_all) {
         snprintf(err, errlen, "cannot create the HTTP server");
         return -1;
     }
@@ -135,6 +143,8 @@ void server_free(server *s)
         return;
     /* requests first: their close handlers cancel enclave operations */
     server_close_held(s);
+    ul_free(s->attest_all);
+    ul_free(s->attest_user);
     ul_free(s->limits);
     httpd_free(s->http);
     free((void *)s->routes);

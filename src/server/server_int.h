@@ -22,6 +22,7 @@ struct server {
     const route *routes;
     size_t n_routes;
     user_limits *limits; /* per-user streams and request rate */
+    user_limits *attest_user, *attest_all; /* fresh attestations: per user, and "*" for all */
     unsigned held;       /* requests waiting on the loop (streams, auth fetches) */
     LIST_HEAD(, api_req) held_list;
 };

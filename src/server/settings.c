@@ -48,6 +48,7 @@ int settings_load(server_config *cfg, char *err, size_t errlen)
     COPY(bedrock_endpoint, "BEDROCK_ENDPOINT", "");
     COPY(cors_origins, "CORS_ORIGINS", "http://localhost:3000");
     COPY(enclave_addr, "ENCLAVE_ADDR", "");
+    COPY(enclave_nsm, "ENCLAVE_NSM", "none");
     if (config_long("CLERK_JWT_LEEWAY_SECONDS", 30, 0, 300, &cfg->jwt_leeway, err, errlen) < 0 ||
         /* at least twice Svix's ±5 minutes: one signed delivery can be replayed that long */
         config_long("CLERK_WEBHOOK_DEDUP_SECONDS", 86400, 600, 30L * 86400, &cfg->webhook_dedup_seconds, err,
@@ -69,6 +70,8 @@ int settings_load(server_config *cfg, char *err, size_t errlen)
         config_long("VEIL_USER_RATE", 20, 0, 100000, &cfg->user_rate, err, errlen) < 0 ||
         config_long("VEIL_USER_BURST", 100, 1, 100000, &cfg->user_burst, err, errlen) < 0 ||
         config_long("VEIL_USER_TABLE_MAX", 100000, 100, 10000000, &cfg->user_table_max, err, errlen) < 0 ||
+        config_long("VEIL_ATTEST_RATE", 20, 1, 10000, &cfg->attest_rate, err, errlen) < 0 ||
+        config_long("VEIL_ATTEST_USER_RATE", 1, 1, 1000, &cfg->attest_user_rate, err, errlen) < 0 ||
         config_long("VEIL_EMPTY_SESSION_TTL_SECONDS", 86400, 1, 365L * 86400, &cfg->empty_session_ttl, err, errlen) < 0 ||
         config_bool("VEIL_DEBUG_ROUTES", false, &cfg->debug_routes, err, errlen) < 0)
         return -1;

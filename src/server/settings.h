@@ -54,6 +54,10 @@ typedef struct server_config {
     long user_burst;            /* VEIL_USER_BURST, default 100 */
     long user_table_max;        /* VEIL_USER_TABLE_MAX users tracked at once, default 100000 */
     long empty_session_ttl;     /* VEIL_EMPTY_SESSION_TTL_SECONDS, default 86400 */
+    /* attestation */
+    char enclave_nsm[600];      /* ENCLAVE_NSM, mock mode: the in-process core's NSM (default none) */
+    long attest_rate;           /* VEIL_ATTEST_RATE: fresh (nonce) attestations per second, all users */
+    long attest_user_rate;      /* VEIL_ATTEST_USER_RATE: per user per second (bursts of 5) */
 } server_config;
 
 /* Fills cfg from the environment. Returns -1 with a clear message on a bad or

@@ -522,7 +522,7 @@ if "$RB" "$BIN" "$R" > "$T/rootfs.log" 2>&1; then
         # the ENTRYPOINT as nitro-cli runs it, with a unix socket instead of vsock:
         # loads the CA bundle, makes the key pair, serves GET_PUBLIC_KEY
         mapfile -t entry < <("$PY" -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])))' "$ENTRY")
-        chroot "$R" "${entry[@]}" --listen unix:/tmp/e.sock --proxy none > "$T/enclave.log" 2>&1 &
+        chroot "$R" "${entry[@]}" --listen unix:/tmp/e.sock --proxy none --nsm none > "$T/enclave.log" 2>&1 &
         epid=$!
         pids+=("$epid")
         if wait_for "$T/enclave.log" 'event=listening'; then

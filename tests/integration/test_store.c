@@ -1,6 +1,8 @@
 /* store: one suite, run against both backends — SQLite in a temp file, then a
  * real throwaway PostgreSQL server (pg_harness). Every test makes its own ids,
  * so the tests share one database per backend without seeing each other.
+ * Then the db layer's cases (tests/unit/server/store/db_cases.h, run on SQLite
+ * by test_db) on a PostgreSQL server of their own.
  * Stays whole: one suite for the store, run once per backend.
  */
 #include <setjmp.h>
@@ -19,6 +21,8 @@
 #include "pg_harness.h"
 #include "server/store/db.h"
 #include "server/store/store.h"
+
+#include "../unit/server/store/db_cases.h"
 
 #define PASSWORD "Sup3rS3cretPw"
 
@@ -1298,10 +1302,36 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_errors),
 };
 
+/* ---- the db layer on PostgreSQL ---- */
+
+static db_fx g_db_pg = {.kind = DB_PG};
+static pg_server g_db_server;
+
+static int setup_db_pg(void **state)
+{
+    char err[2048];
+    *state = &g_db_pg;
+    if (pg_start(&g_db_server, "veil_db_test", err, sizeof err) < 0) {
+        fprintf(stderr, "[postgresql] cannot start a PostgreSQL server for the db cases: %s\n", err);
+        return -1;
+    }
+    snprintf(g_db_pg.url, sizeof g_db_pg.url, "%s", g_db_server.url);
+    return 0;
+}
+
+static int teardown_db_pg(void **state)
+{
+    (void)state;
+    if (g_db_server.pid)
+        pg_stop(&g_db_server);
+    return 0;
+}
+
 int main(void)
 {
     h_tmpdir();
     int failed = cmocka_run_group_tests_name("store/sqlite", tests, setup_sqlite, teardown);
     failed += cmocka_run_group_tests_name("store/postgresql", tests, setup_pg, teardown);
+    failed += cmocka_run_group_tests_name("db/postgresql", db_cases, setup_db_pg, teardown_db_pg);
     return failed ? 1 : 0;
 }

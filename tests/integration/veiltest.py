@@ -180,7 +180,8 @@ class Stack:
             self.enclave.stop()
         self.enclave = self.start("enclave", [os.path.join(BIN, "veil-enclave"), "--listen", self.enclave_addr,
                                   "--proxy", self.proxy_addr, "--bedrock-endpoint", self.endpoint,
-                                  "--ca-file", self.ca, "--stream-timeout", "4", *extra],
+                                  "--ca-file", self.ca, "--stream-timeout", "4",
+                                  "--nsm", "sim:" + os.path.join(self.tmp, "nsm"), *extra],
                                   env={"VEIL_LOG_LEVEL": "debug"})
         return self.enclave
 

@@ -15,7 +15,6 @@
 #define P "/api/v1/chat"
 #define HEARTBEAT_S 15
 #define NOT_FOUND_SESSION "Session not found or access denied"
-#define MAX_HISTORY_ITEMS 1000
 #define STREAM_RETRY_AFTER "5" /* seconds: streams last seconds to minutes */
 
 /* ---- shapes ---- */
@@ -35,8 +34,8 @@ static json_t *session_json(const session_row *s)
 static json_t *message_json(const message_row *m)
 {
     return json_pack("{s:s, s:s, s:s, s:o, s:s, s:{s:s, s:s, s:s, s:s, s:s}}", "id", m->id, "session_id",
-                     m->session_id, "role", m->role, "model_used", jstr_or_null(m->model_used),
-                     "created_at", m->created_at ? m->created_at : "", "encrypted_content",
+                     m->session_id, "role", m->role, PF_MODEL_USED, jstr_or_null(m->model_used),
+                     "created_at", m->created_at ? m->created_at : "", PF_ENCRYPTED_CONTENT,
                      "ephemeral_public_key", m->ephemeral_public_key, "iv", m->iv, "ciphertext",
                      m->ciphertext, "auth_tag", m->auth_tag, "hkdf_salt", m->hkdf_salt);
 }
@@ -131,14 +130,78 @@ static void get_models(api_req *r)
     api_reply_json(r, 200, a);
 }
 
+/* GET /enclave/info: the key and, beside it (H), an attestation document that binds
+ * it: with ?nonce=<hex> a fresh one for that nonce (bounded per user and in total),
+ * without one a document at most EC_ATTEST_CACHE_S old (the original's clients and
+ * monitoring stay cheap). "attestation" is null when the enclave has no NSM. */
+static void info_close(api_req *r)
+{
+    ec_op_cancel(r->state);
+}
+
+static void on_info_attestation(void *ud, enclave_err err, const char *doc, const char *pub, const char *nsm_name)
+{
+    api_req *r = ud;
+    (void)nsm_name;
+    bool fresh = api_query(r, "nonce") != NULL;
+    if (err == ENCLAVE_OK) {
+        api_reply_json(r, 200, json_pack("{s:s, s:s}", "enclave_public_key", pub, PF_ATTESTATION, doc));
+        return;
+    }
+    const char *pk = ec_public_key(r->srv->ec);
+    if (err == ENCLAVE_ERR_NO_ATTESTATION && !fresh && pk) { /* the original's shape */
+        api_reply_json(r, 200, json_pack("{s:s, s:n}", "enclave_public_key", pk, PF_ATTESTATION));
+        return;
+    }
+    log_info(r->rid, "event=attestation_unavailable code=%s", enclave_err_name(err));
+    api_reply_detail(r, 503, err == ENCLAVE_ERR_NO_ATTESTATION ? "The enclave cannot attest its key (no NSM)"
+                                                                : "Enclave not available");
+}
+
+static bool attest_rate_ok(api_req *r)
+{
+    unsigned wait = ul_take_request(r->srv->attest_user, r->auth.user_id);
+    if (wait == 0)
+        wait = ul_take_request(r->srv->attest_all, "*");
+    if (wait == 0)
+        return true;
+    char secs[16];
+    snprintf(secs, sizeof secs, "%u", wait);
+    api_add_header(r, "Retry-After", secs);
+    api_reply_detail(r, 429, "Too many attestation requests, please retry shortly");
+    return false;
+}
+
 static void get_enclave_info(api_req *r)
 {
-    const char *pk = ec_public_key(r->srv->ec);
-    if (!pk) {
+    enclave_client *ec = r->srv->ec;
+    const char *nonce_hex = api_query(r, "nonce");
+    ec_op *op = NULL;
+    if (nonce_hex) {
+        uint8_t nonce[PROTO_NONCE_MAX];
+        size_t n = strlen(nonce_hex);
+        if (n == 0 || n % 2 || n / 2 > PROTO_NONCE_MAX || hex_decode_exact(nonce_hex, n, nonce, n / 2) < 0) {
+            const char *loc[] = {"query", "nonce"};
+            api_reply_422(r, "value_error", loc, 2, "Value error, the nonce must be 1 to 1024 bytes of hex", NULL);
+            return;
+        }
+        if (!attest_rate_ok(r))
+            return;
+        op = ec_get_attestation(ec, nonce, n / 2, on_info_attestation, r);
+    } else {
+        if (!ec_public_key(ec)) {
+            api_reply_detail(r, 503, "Enclave not available");
+            return;
+        }
+        op = ec_cached_attestation(ec, on_info_attestation, r);
+        if (r->replied) /* from the cache, already answered */
+            return;
+    }
+    if (!op) {
         api_reply_detail(r, 503, "Enclave not available");
         return;
     }
-    api_reply_json(r, 200, json_pack("{s:s, s:n}", "enclave_public_key", pk, "attestation"));
+    api_req_hold(r, info_close, op);
 }
 
 static void health_close(api_req *r)
@@ -424,41 +487,6 @@ static void on_stream_drain(api_req *r)
     }
 }
 
-/* The client-facing text for an enclave failure: fixed strings only, so no raw
- * upstream or enclave detail reaches a client (defect §10.23). */
-static const char *client_message(const char *code, const char *enclave_msg)
-{
-    static const struct {
-        const char *code, *msg;
-    } MAP[] = {
-        {"no_credentials", "No AWS credentials"},
-        {"credentials_expired", "AWS credentials expired"},
-        {"decrypt_failed", "Could not decrypt the message: the enclave key may have changed, "
-                           "fetch the enclave key again and retry"},
-        {"upstream_throttled", "The model is busy, please retry shortly"},
-        {"upstream_rejected", "The model rejected the request"},
-        {"upstream_denied", "The model service refused the enclave's credentials"},
-        {"upstream_unavailable", "The model service failed, please retry"},
-        {"upstream_exception", "The model service failed, please retry"},
-        {"upstream_corrupt", "The model service failed, please retry"},
-        {"upstream_truncated", "The model service failed, please retry"},
-        {"upstream_protocol", "The model service failed, please retry"},
-        {"upstream_unreachable", "Cannot reach the model service"},
-        {"timeout", "Request timed out"},
-        {"empty_answer", "The model returned an empty answer"},
-        {"enclave_unavailable", "Service temporarily unavailable"},
-        {"enclave_protocol", "Internal error"},
-        {"busy", "Service busy, please retry"},
-        {"shutting_down", "Service restarting, please retry"},
-    };
-    if (code && strcmp(code, "bad_request") == 0 && enclave_msg && *enclave_msg)
-        return enclave_msg; /* our enclave's own validation text, never upstream text */
-    for (size_t i = 0; code && i < sizeof MAP / sizeof MAP[0]; i++)
-        if (strcmp(code, MAP[i].code) == 0)
-            return MAP[i].msg;
-    return "Internal error";
-}
-
 static void stream_end(stream_st *st)
 {
     api_req *r = st->r;
@@ -468,7 +496,7 @@ static void stream_end(stream_st *st)
 
 static void stream_fail(stream_st *st, const char *msg)
 {
-    sse_json(st->r, json_pack("{s:s, s:s}", "type", "error", "message", msg));
+    sse_json(st->r, proto_sse_error(msg));
     stream_end(st);
 }
 
@@ -492,28 +520,25 @@ static bool ep_row(const json_t *ep, message_row *m)
     return true;
 }
 
-static void on_final(stream_st *st, const json_t *ev)
+static void on_final(stream_st *st, const proto_event *ev)
 {
     api_req *r = st->r;
+    const proto_final *f = &ev->final;
     message_row um, am;
     memset(&um, 0, sizeof um);
     memset(&am, 0, sizeof am);
-    if (!ep_row(json_object_get(ev, "stored_user_message"), &um) ||
-        !ep_row(json_object_get(ev, "stored_assistant_message"), &am)) {
+    if (!ep_row(f->stored_user, &um) || !ep_row(f->stored_assistant, &am)) {
         log_warn(r->rid, "event=stream_bad_final");
-        stream_fail(st, "Internal error");
+        stream_fail(st, enclave_err_client_message(ENCLAVE_ERR_PROTOCOL, NULL));
         return;
     }
-    const char *used = json_string_value(json_object_get(ev, "model_used"));
-    json_int_t in = json_integer_value(json_object_get(ev, "input_tokens"));
-    json_int_t out = json_integer_value(json_object_get(ev, "output_tokens"));
     um.role = (char *)"user";
     um.model_used = st->model;
     um.input_tokens = um.output_tokens = -1;
     am.role = (char *)"assistant";
-    am.model_used = (char *)(used ? used : st->model);
-    am.input_tokens = (long)in;
-    am.output_tokens = (long)out;
+    am.model_used = (char *)(f->model_used ? f->model_used : st->model);
+    am.input_tokens = f->input_tokens;
+    am.output_tokens = f->output_tokens;
     /* both messages in one transaction, only now that the enclave finished */
     store_rc rc = store_chat_commit(r->srv->db, NULL, st->session_id, &um, &am);
     /* the commit filled ids/timestamps it allocated; the EP strings are borrowed */
@@ -528,83 +553,36 @@ static void on_final(stream_st *st, const json_t *ev)
         stream_fail(st, "Failed to store the messages");
         return;
     }
-    log_info(r->rid, "event=stream_stored chunks=%u in_tokens=%lld out_tokens=%lld", st->chunks,
-             (long long)in, (long long)out);
-    json_t *stored = json_pack("{s:s, s:s, s:I, s:I}", "type", "stored", "model_used", am.model_used,
-                               "input_tokens", in, "output_tokens", out);
-    const json_t *end = json_object_get(ev, "stream_end");
-    if (stored && json_is_object(end)) /* format 2: the proof the client saw every chunk */
-        json_object_set(stored, "stream_end", (json_t *)end);
-    sse_json(r, stored);
-    sse_json(r, json_pack("{s:s}", "type", "done"));
+    log_info(r->rid, "event=stream_stored chunks=%u in_tokens=%ld out_tokens=%ld", st->chunks, f->input_tokens,
+             f->output_tokens);
+    sse_json(r, proto_sse_stored(am.model_used, f->input_tokens, f->output_tokens, ev->stream_end));
+    sse_json(r, proto_sse_done());
     stream_end(st);
 }
 
-/* Format 2 elements go out flat: {"type": t, "seq", "ciphertext", "auth_tag"}. */
-static void sse_v2(stream_st *st, const char *type, const json_t *e)
-{
-    json_t *o = json_deep_copy(e);
-    if (!json_is_object(o)) {
-        json_decref(o);
-        return;
-    }
-    json_object_set_new(o, "type", json_string(type));
-    stream_send(st, o);
-}
-
-static void on_stream_event(void *ud, const json_t *ev)
+static void on_stream_event(void *ud, const proto_event *ev)
 {
     stream_st *st = ud;
-    /* the final event first: it ends the stream whatever else it carries (an event
-     * with content and is_final was relayed as content, and the stream hung) */
-    if (json_is_true(json_object_get(ev, "is_final"))) {
+    if (ev->kind == PROTO_EV_FINAL) { /* parsed first: whatever else it carries, it ends the stream */
         st->op = NULL; /* the enclave client finishes the op after this returns */
         on_final(st, ev);
         return;
     }
-    const json_t *sk = json_object_get(ev, "stream_key");
-    if (sk) { /* format 2: the stream's public half, before any chunk */
-        json_t *o = json_deep_copy(sk);
-        if (json_is_object(o)) {
-            json_object_set_new(o, "type", json_string("stream_key"));
-            json_object_set_new(o, "stream_format", json_integer(2));
-            stream_send(st, o);
-        } else {
-            json_decref(o);
-        }
-        return;
-    }
-    const json_t *c2 = json_object_get(ev, "encrypted_content_v2");
-    if (c2) {
+    if (ev->kind == PROTO_EV_CHUNK || ev->kind == PROTO_EV_CHUNK_V2)
         st->chunks++;
-        sse_v2(st, "encrypted_chunk_v2", c2);
-        return;
-    }
-    const json_t *t2 = json_object_get(ev, "encrypted_thinking_v2");
-    if (t2) {
-        sse_v2(st, "thinking_v2", t2);
-        return;
-    }
-    const json_t *c = json_object_get(ev, "encrypted_content");
-    if (c) {
-        st->chunks++;
-        /* forwarded as soon as it arrives: nothing waits for the whole answer */
-        stream_send(st, json_pack("{s:s, s:O}", "type", "encrypted_chunk", "encrypted_content", c));
-        return;
-    }
-    const json_t *t = json_object_get(ev, "encrypted_thinking");
-    if (t)
-        stream_send(st, json_pack("{s:s, s:O}", "type", "thinking", "encrypted_content", t));
+    json_t *o = proto_sse_relay(ev); /* forwarded as it arrives: nothing waits for the whole answer */
+    if (o)
+        stream_send(st, o);
 }
 
-static void on_stream_end(void *ud, const char *code, const char *msg)
+static void on_stream_end(void *ud, enclave_err err, const char *msg)
 {
-    if (!code) /* success: on_final already answered and freed the state (ud) */
+    if (err == ENCLAVE_OK) /* success: on_final already answered and freed the state (ud) */
         return;
     stream_st *st = ud;
     st->op = NULL;
-    log_info(st->r->rid, "event=stream_failed code=%s chunks=%u", code, st->chunks);
-    stream_fail(st, client_message(code, msg));
+    log_info(st->r->rid, "event=stream_failed code=%s chunks=%u", enclave_err_name(err), st->chunks);
+    stream_fail(st, enclave_err_client_message(err, msg));
 }
 
 static void on_stream_close(api_req *r)
@@ -630,17 +608,17 @@ static bool check_stream_body(api_req *r, json_t *body)
         !v_ep(r, body, NULL, "encrypted_message") ||
         !v_x25519_key(r, body, NULL, "client_transport_public_key"))
         return false;
-    json_t *h = json_object_get(body, "encrypted_history");
+    json_t *h = json_object_get(body, PF_ENCRYPTED_HISTORY);
     if (h && !json_is_null(h)) {
-        if (!json_is_array(h) || json_array_size(h) > MAX_HISTORY_ITEMS) {
-            const char *loc[] = {"body", "encrypted_history"};
+        if (!json_is_array(h) || json_array_size(h) > PROTO_MAX_HISTORY) {
+            const char *loc[] = {"body", PF_ENCRYPTED_HISTORY};
             api_reply_422(r, "list_type", loc, 2, "Input should be a valid list", h);
             return false;
         }
         size_t i;
         json_t *item;
         json_array_foreach(h, i, item) {
-            if (!v_ep_item(r, item, NULL, "encrypted_history", (int)i))
+            if (!v_ep_item(r, item, NULL, PF_ENCRYPTED_HISTORY, (int)i))
                 return false;
             const json_t *role = json_object_get(item, "role");
             if (role && !json_is_null(role) &&
@@ -648,17 +626,16 @@ static bool check_stream_body(api_req *r, json_t *body)
                                            strcmp(json_string_value(role), "assistant") != 0))) {
                 char idx[24];
                 snprintf(idx, sizeof idx, "%zu", i);
-                const char *loc[] = {"body", "encrypted_history", idx, "role"};
+                const char *loc[] = {"body", PF_ENCRYPTED_HISTORY, idx, "role"};
                 api_reply_422(r, "literal_error", loc, 4, "Input should be 'user' or 'assistant'", role);
                 return false;
             }
         }
     }
-    const json_t *fmt = json_object_get(body, "stream_format");
-    if (fmt && !json_is_null(fmt) &&
-        (!json_is_integer(fmt) || (json_integer_value(fmt) != 1 && json_integer_value(fmt) != 2))) {
-        const char *loc[] = {"body", "stream_format"};
-        api_reply_422(r, "literal_error", loc, 2, "Input should be 1 or 2", fmt);
+    const json_t *fmt = json_object_get(body, PF_STREAM_FORMAT);
+    if (proto_stream_format(fmt) < 0) {
+        const char *loc[] = {"body", PF_STREAM_FORMAT};
+        api_reply_422(r, "literal_error", loc, 2, "Input should be " PROTO_STREAM_FORMATS, fmt);
         return false;
     }
     const json_t *sid = json_object_get(body, "session_id");
@@ -706,16 +683,13 @@ static bool take_stream_slot(api_req *r, stream_st *st)
 static json_t *enclave_request(api_req *r, json_t *body, const char *model, const char *storage_key,
                                const char *session_id)
 {
-    json_t *hist = json_object_get(body, "encrypted_history");
-    json_t *req = json_pack("{s:s, s:O, s:o, s:s, s:O, s:s, s:s}", "command", "CHAT_STREAM",
-                            "encrypted_message", json_object_get(body, "encrypted_message"),
-                            "encrypted_history", json_is_array(hist) ? json_incref(hist) : json_array(),
-                            "storage_public_key", storage_key, "client_public_key",
-                            json_object_get(body, "client_transport_public_key"), "model_id", model,
-                            "session_id", session_id);
-    const json_t *fmt = json_object_get(body, "stream_format");
-    if (req && json_is_integer(fmt))
-        json_object_set_new(req, "stream_format", json_integer(json_integer_value(fmt)));
+    json_t *hist = json_object_get(body, PF_ENCRYPTED_HISTORY);
+    json_t *empty = json_array();
+    json_t *req = proto_chat_stream_request(json_object_get(body, "encrypted_message"),
+                                            json_is_array(hist) ? hist : empty, json_string_value(json_object_get(
+                                            body, "client_transport_public_key")), storage_key, model, session_id,
+                                            proto_stream_format(json_object_get(body, PF_STREAM_FORMAT)));
+    json_decref(empty);
     char *line = req ? json_dumps(req, JSON_COMPACT) : NULL;
     size_t len = line ? strlen(line) + 1 : 0, max = ec_max_request(r->srv->ec);
     free(line);
@@ -806,7 +780,7 @@ static void post_stream(api_req *r)
     api_req_hold(r, on_stream_close, st);
     api_sse_on_drain(r, on_stream_drain);
     api_sse_start(r);
-    sse_json(r, json_pack("{s:s, s:s}", "type", "session", "session_id", st->session_id));
+    sse_json(r, proto_sse_session(st->session_id));
     st->heartbeat = event_new(r->srv->base, -1, EV_PERSIST, on_heartbeat, st);
     struct timeval tv = {HEARTBEAT_S, 0};
     if (st->heartbeat)

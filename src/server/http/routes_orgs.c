@@ -253,8 +253,8 @@ static void post_keys(api_req *r)
         goto out;
     if (!(have_m = require_admin(r, org_id, &m)))
         goto out;
-    org_key_ep ep;
-    ru_ep_borrow(json_object_get(body, "admin_member_encrypted_key"), &ep);
+    org_key_ep key;
+    ru_ep_borrow(json_object_get(body, "admin_member_encrypted_key"), &key);
     if (!ru_begin(r))
         goto out;
     store_rc rc = store_org_set_keys(r->srv->db, org_id, str_of(body, "org_public_key"),
@@ -273,7 +273,7 @@ static void post_keys(api_req *r)
         goto out;
     }
     /* the admin's own copy lands with the keys or not at all */
-    if (store_membership_set_org_key(r->srv->db, m.id, &ep, uid) != STORE_OK) {
+    if (store_membership_set_org_key(r->srv->db, m.id, &key, uid) != STORE_OK) {
         ru_fail(r, "membership_set_org_key");
         goto out;
     }
@@ -364,9 +364,9 @@ static store_rc distribute_one(api_req *r, const char *org_id, const char *membe
         out->status = 400, out->error = "Member has not set up personal encryption keys";
         goto out;
     }
-    org_key_ep ep;
-    ru_ep_borrow(ep_json, &ep);
-    rc = store_membership_set_org_key(db, m.id, &ep, r->auth.user_id);
+    org_key_ep key;
+    ru_ep_borrow(ep_json, &key);
+    rc = store_membership_set_org_key(db, m.id, &key, r->auth.user_id);
     if (rc == STORE_OK)
         rc = store_audit(db, "org_key_distributed", r->auth.user_id, m.user_id, org_id, NULL);
 out:
@@ -436,9 +436,9 @@ static bool valid_bulk(api_req *r, json_t *body)
             return false;
         }
         v_loc mid = {{"distributions", idx, "membership_id"}, 3};
-        v_loc ep = {{"distributions", idx, "encrypted_org_key"}, 3};
+        v_loc eloc = {{"distributions", idx, "encrypted_org_key"}, 3};
         if (!v_str_at(r, json_object_get(item, "membership_id"), mid, SIZE_MAX) ||
-            !v_ep_at(r, json_object_get(item, "encrypted_org_key"), ep))
+            !v_ep_at(r, json_object_get(item, "encrypted_org_key"), eloc))
             return false;
     }
     return true;
