@@ -4,7 +4,8 @@
  * its reply, as the original did), split and oversized requests, streaming
  * with decryption and reassembly, the stored messages, every failure mode, 200
  * concurrent streams with HEALTH answering meanwhile, a parent disconnect, and a
- * SIGTERM drain. */
+ * SIGTERM drain.
+ * Stays whole: one suite per program under test, sharing its processes and fixtures. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -3,6 +3,7 @@
  * so the tests share one database per backend without seeing each other.
  * Then the db layer's cases (tests/unit/server/store/db_cases.h, run on SQLite
  * by test_db) on a PostgreSQL server of their own.
+ * Stays whole: one suite for the store, run once per backend.
  */
 #include <setjmp.h>
 #include <stdarg.h>

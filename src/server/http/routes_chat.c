@@ -47,7 +47,7 @@ static json_t *message_json(const message_row *m)
 
 static const char *ctx_org(const api_req *r)
 {
-    return auth_is_org(&r->auth) ? r->auth.org_id : NULL;
+    return jwt_auth_is_org(&r->auth) ? r->auth.org_id : NULL;
 }
 
 /* The session, if it belongs to the caller and to the caller's current context. */
@@ -91,12 +91,12 @@ static const char *can_send(api_req *r, char storage_key[65], store_rc *err)
         return NULL;
     }
     bool has_keys = u.has_encryption_keys && u.keys.public_key;
-    if (has_keys && !auth_is_org(&r->auth))
+    if (has_keys && !jwt_auth_is_org(&r->auth))
         snprintf(storage_key, 65, "%s", u.keys.public_key);
     user_row_free(&u);
     if (!has_keys)
         return "User has not set up encryption keys";
-    if (!auth_is_org(&r->auth))
+    if (!jwt_auth_is_org(&r->auth))
         return NULL;
     org_row o;
     rc = store_org_get(db, r->auth.org_id, &o);
@@ -262,7 +262,7 @@ static void get_encryption_status(api_req *r)
     }
     api_reply_json(r, 200, json_pack("{s:b, s:o, s:s, s:o}", "can_send_encrypted", why == NULL, "error",
                                      jstr_or_null(why), "context",
-                                     auth_is_org(&r->auth) ? "organization" : "personal", "org_id",
+                                     jwt_auth_is_org(&r->auth) ? "organization" : "personal", "org_id",
                                      jstr_or_null(ctx_org(r))));
 }
 
