@@ -207,6 +207,10 @@ static int on_event(void *ud, const json_t *json)
     case PROTO_SSE_EV_ERROR:
         snprintf(rp->error, sizeof rp->error, "%s", ev.message);
         return 0;
+    case PROTO_SSE_EV_CHUNK_V3:
+    case PROTO_SSE_EV_THINKING_V3:
+        snprintf(rp->error, sizeof rp->error, "the server answered in a stream format this client did not ask for");
+        return 1;
     case PROTO_SSE_EV_OTHER:
         return 0;
     }

@@ -496,8 +496,10 @@ static deliver_rc deliver_attest(ec_op *op, const json_t *obj)
     const char *pk = json_string_value(json_object_get(obj, PF_PUBLIC_KEY));
     const char *nsm_name = json_string_value(json_object_get(obj, PF_NSM));
     if (!is_success(obj) || !doc || !pk || strlen(pk) != 64) {
+        /* an enclave that does not know the command (the original's answers "Unknown
+         * command") cannot attest: the same as one without an NSM */
         enclave_err e = enclave_err_parse(json_string_value(json_object_get(obj, PF_ERROR_CODE)));
-        op->attest_cb(op->ud, e == ENCLAVE_ERR_UNKNOWN ? ENCLAVE_ERR_PROTOCOL : e, NULL, NULL, NULL);
+        op->attest_cb(op->ud, e == ENCLAVE_ERR_UNKNOWN ? ENCLAVE_ERR_NO_ATTESTATION : e, NULL, NULL, NULL);
         finish(op, true);
         return OP_COMPLETE;
     }
@@ -814,7 +816,7 @@ enclave_client *ec_new(struct event_base *base, const server_config *cfg, char *
             }
             memcpy(host, cfg->bedrock_endpoint, (size_t)(colon - cfg->bedrock_endpoint));
         }
-        if (strcmp(cfg->enclave_nsm, "none") != 0) {
+        if (cfg->enclave_nsm[0] && strcmp(cfg->enclave_nsm, "none") != 0) {
             char nerr[256];
             nsm_err ne = nsm_open(cfg->enclave_nsm, &ec->nsm, nerr, sizeof nerr);
             if (ne != NSM_OK) {

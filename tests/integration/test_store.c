@@ -1,6 +1,9 @@
 /* store: one suite, run against both backends — SQLite in a temp file, then a
  * real throwaway PostgreSQL server (pg_harness). Every test makes its own ids,
  * so the tests share one database per backend without seeing each other.
+ * Then the db layer's cases (tests/unit/server/store/db_cases.h, run on SQLite
+ * by test_db) on a PostgreSQL server of their own.
+ * Stays whole: one suite for the store, run once per backend.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +21,8 @@
 #include "pg_harness.h"
 #include "server/store/db.h"
 #include "server/store/store.h"
+
+#include "../unit/server/store/db_cases.h"
 
 #define PASSWORD "Sup3rS3cretPw"
 
@@ -147,7 +152,7 @@ static void test_migrations_idempotent(void **state)
 {
     fx *f = F(state);
     assert_string_equal(store_backend(f->s), f->backend);
-    assert_int_equal(store_schema_version(f->s), 2);
+    assert_int_equal(store_schema_version(f->s), 3);
     const char *uid = new_id("user");
     mk_user(f->s, uid);
 
@@ -155,7 +160,7 @@ static void test_migrations_idempotent(void **state)
     char err[512];
     store *again = store_open(f->url, err, sizeof err);
     assert_non_null(again);
-    assert_int_equal(store_schema_version(again), 2);
+    assert_int_equal(store_schema_version(again), 3);
     user_row u;
     assert_int_equal(store_user_get(again, uid, &u), STORE_OK);
     user_row_free(&u);
@@ -165,7 +170,7 @@ static void test_migrations_idempotent(void **state)
     assert_non_null(d);
     db_result r = DB_RESULT_INIT;
     assert_int_equal(db_exec(d, "SELECT COUNT(*), MIN(version) FROM schema_migrations", NULL, 0, &r), DB_OK);
-    assert_int_equal(db_cell_int(&r, 0, 0, -1), 2);
+    assert_int_equal(db_cell_int(&r, 0, 0, -1), 3);
     assert_int_equal(db_cell_int(&r, 0, 1, -1), 1);
     db_result_free(&r);
     db_close(d);
@@ -1297,10 +1302,36 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_errors),
 };
 
+/* ---- the db layer on PostgreSQL ---- */
+
+static db_fx g_db_pg = {.kind = DB_PG};
+static pg_server g_db_server;
+
+static int setup_db_pg(void **state)
+{
+    char err[2048];
+    *state = &g_db_pg;
+    if (pg_start(&g_db_server, "veil_db_test", err, sizeof err) < 0) {
+        fprintf(stderr, "[postgresql] cannot start a PostgreSQL server for the db cases: %s\n", err);
+        return -1;
+    }
+    snprintf(g_db_pg.url, sizeof g_db_pg.url, "%s", g_db_server.url);
+    return 0;
+}
+
+static int teardown_db_pg(void **state)
+{
+    (void)state;
+    if (g_db_server.pid)
+        pg_stop(&g_db_server);
+    return 0;
+}
+
 int main(void)
 {
     h_tmpdir();
     int failed = cmocka_run_group_tests_name("store/sqlite", tests, setup_sqlite, teardown);
     failed += cmocka_run_group_tests_name("store/postgresql", tests, setup_pg, teardown);
+    failed += cmocka_run_group_tests_name("db/postgresql", db_cases, setup_db_pg, teardown_db_pg);
     return failed ? 1 : 0;
 }

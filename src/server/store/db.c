@@ -1,5 +1,9 @@
-/* db — dispatch to the SQLite or PostgreSQL backend, URL handling, results. */
-#include "server/store/db_int.h"
+/* db — the db handle (db.h): picks a backend from the URL and calls it only
+ * through its function table (db_backend.h); owns the URL's password copies
+ * (wiped on close), the error text (redacted), the transaction flag, and the
+ * result helpers. Knows no backend's internals.
+ */
+#include "server/store/db_backend.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -9,6 +13,14 @@
 #include <strings.h>
 
 #include <openssl/crypto.h>
+
+struct db {
+    const db_backend_ops *ops;
+    void *conn; /* the backend's connection state */
+    bool in_tx;
+    char err[512];
+    char *secret[2]; /* the URL's password, as written and percent-decoded: redacted from err */
+};
 
 /* ---- results ---- */
 
@@ -214,27 +226,25 @@ db *db_open(const char *url, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    int rc;
+    const char *target = url;
     if (has_prefix(url, "postgresql://") || has_prefix(url, "postgres://")) {
-        d->kind = DB_PG;
+        d->ops = &db_pg_ops;
         d->secret[0] = url_password(url);
         d->secret[1] = d->secret[0] ? percent_decode(d->secret[0]) : NULL;
-        rc = db_pg_open(d, url);
     } else {
-        const char *path = url;
         if (has_prefix(url, "sqlite:")) {
-            path = url + strlen("sqlite:");
-            if (has_prefix(path, "///"))
-                path += 2; /* sqlite:///abs/path, the SQLAlchemy spelling */
+            target = url + strlen("sqlite:");
+            if (has_prefix(target, "///"))
+                target += 2; /* sqlite:///abs/path, the SQLAlchemy spelling */
         } else if (strstr(url, "://")) {
             snprintf(err, errlen, "unsupported database URL scheme (use sqlite:PATH or postgresql://)");
             free(d);
             return NULL;
         }
-        d->kind = DB_SQLITE;
-        rc = db_sqlite_open(d, path);
+        d->ops = &db_sqlite_ops;
     }
-    if (rc < 0) {
+    d->conn = d->ops->open(d, target);
+    if (!d->conn) {
         snprintf(err, errlen, "%s", d->err);
         db_close(d);
         return NULL;
@@ -246,18 +256,15 @@ void db_close(db *d)
 {
     if (!d)
         return;
-    if (d->impl) {
-        if (d->kind == DB_PG)
-            db_pg_close(d);
-        else
-            db_sqlite_close(d);
-    }
+    if (d->conn)
+        d->ops->close(d->conn);
     wipe_free(d->secret[0]);
     wipe_free(d->secret[1]);
     free(d);
 }
 
-db_kind db_backend(const db *d) { return d->kind; }
+db_kind db_backend(const db *d) { return d->ops->kind; }
+const char *db_backend_name(const db *d) { return d->ops->name; }
 const char *db_errmsg(const db *d) { return d->err; }
 bool db_in_transaction(const db *d) { return d->in_tx; }
 
@@ -265,13 +272,10 @@ db_rc db_exec(db *d, const char *sql, const db_param *params, size_t n, db_resul
 {
     if (res)
         memset(res, 0, sizeof *res);
-    return d->kind == DB_PG ? db_pg_exec(d, sql, params, n, res) : db_sqlite_exec(d, sql, params, n, res);
+    return d->ops->exec(d, d->conn, sql, params, n, res);
 }
 
-db_rc db_script(db *d, const char *sql)
-{
-    return d->kind == DB_PG ? db_pg_script(d, sql) : db_sqlite_script(d, sql);
-}
+db_rc db_script(db *d, const char *sql) { return d->ops->script(d, d->conn, sql); }
 
 db_rc db_begin(db *d)
 {
@@ -279,7 +283,7 @@ db_rc db_begin(db *d)
         db_set_err(d, "a transaction is already open");
         return DB_ERR;
     }
-    db_rc rc = db_exec(d, d->kind == DB_PG ? "BEGIN" : "BEGIN IMMEDIATE", NULL, 0, NULL);
+    db_rc rc = d->ops->begin(d, d->conn);
     if (rc == DB_OK)
         d->in_tx = true;
     return rc;
@@ -291,11 +295,13 @@ db_rc db_commit(db *d)
         db_set_err(d, "no transaction is open");
         return DB_ERR;
     }
-    db_rc rc = db_exec(d, "COMMIT", NULL, 0, NULL);
+    db_rc rc = d->ops->commit(d, d->conn);
     if (rc != DB_OK) {
+        /* SQLite keeps the transaction after a failed COMMIT (on PostgreSQL it is
+         * already over and this ROLLBACK is a no-op); the COMMIT's error stays */
         char saved[sizeof d->err];
         memcpy(saved, d->err, sizeof saved);
-        db_exec(d, "ROLLBACK", NULL, 0, NULL); /* SQLite keeps the transaction after a failed COMMIT */
+        d->ops->rollback(d, d->conn);
         memcpy(d->err, saved, sizeof saved);
     }
     d->in_tx = false;
@@ -308,7 +314,7 @@ db_rc db_rollback(db *d)
         db_set_err(d, "no transaction is open");
         return DB_ERR;
     }
-    db_rc rc = db_exec(d, "ROLLBACK", NULL, 0, NULL);
+    db_rc rc = d->ops->rollback(d, d->conn);
     d->in_tx = false;
     return rc;
 }

@@ -1,5 +1,6 @@
 /* db — the thin SQL layer under the store: one API over SQLite 3 and PostgreSQL
- * (libpq), so the store's logic is written once.
+ * (libpq), so the store's logic is written once. Each backend is one const table
+ * of functions (db_backend.h) behind this API.
  *
  * SQL uses $1..$n placeholders in both dialects (SQLite binds them by name).
  * Parameters are typed (text, int64, bool, null); results are materialized: each
@@ -82,6 +83,7 @@ int64_t db_cell_int(const db_result *r, size_t row, size_t col, int64_t dflt);
 db *db_open(const char *url, char *err, size_t errlen);
 void db_close(db *d);
 db_kind db_backend(const db *d);
+const char *db_backend_name(const db *d); /* "sqlite" | "postgresql" */
 const char *db_errmsg(const db *d);
 
 /* Runs one statement with n parameters. res (may be NULL) receives the rows and

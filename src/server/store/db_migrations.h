@@ -1,6 +1,6 @@
 /* db_migrations — the schema migrations embedded in the binary at build time.
- * src/server/migrations.cmake generates the table from every
- * src/server/migrations/<backend>/NNN_name.sql (backend "sqlite" | "postgresql"),
+ * src/server/store/migrations.cmake generates the table from every
+ * src/server/store/migrations/<backend>/NNN_name.sql (backend "sqlite" | "postgresql"),
  * in file-name order. Each entry's sql is one list of statements. Read-only.
  */
 #ifndef VEIL_SERVER_DB_MIGRATIONS_H

@@ -1,10 +1,12 @@
-/* db_pg — the PostgreSQL backend of db.h, over libpq. Statements are prepared
- * once per connection (named "veil_N") and cached by their SQL text; parameters
- * travel as text with their types left for the server to infer from the SQL.
- * A connection found broken outside a transaction is reset once (the cache is
- * dropped with it). Server notices are discarded: the store never logs.
+/* db_pg — the PostgreSQL backend of db.h over libpq, as the table db_pg_ops
+ * (db_backend.h). Owns its connection state (pgc: the PGconn and the statement
+ * cache), freed by pg_close. Statements are prepared once per connection (named
+ * "veil_N") and cached by their SQL text; parameters travel as text with their
+ * types left for the server to infer from the SQL. A connection found broken
+ * outside a transaction is reset once (the cache is dropped with it). Server
+ * notices are discarded: the store never logs.
  */
-#include "server/store/db_int.h"
+#include "server/store/db_backend.h"
 
 #include <libpq-fe.h>
 #include <stdbool.h>
@@ -40,50 +42,51 @@ static void forget_cache(pgc *p)
     p->n = 0;
 }
 
-int db_pg_open(db *d, const char *url)
+static void pg_close(void *conn)
+{
+    pgc *p = conn;
+    forget_cache(p);
+    free(p->cache);
+    if (p->c)
+        PQfinish(p->c);
+    free(p);
+}
+
+static void *pg_open(db *d, const char *url)
 {
     pgc *p = calloc(1, sizeof *p);
     if (!p) {
         db_set_err(d, "out of memory");
-        return -1;
+        return NULL;
     }
-    d->impl = p;
     /* the URL comes last, so its own settings override these defaults */
     const char *const kw[] = {"connect_timeout", "application_name", "dbname", NULL};
     const char *const val[] = {PG_CONNECT_TIMEOUT, "veild", url, NULL};
     p->c = PQconnectdbParams(kw, val, 1);
     if (!p->c) {
         db_set_err(d, "out of memory");
-        return -1;
+        goto fail;
     }
     if (PQstatus(p->c) != CONNECTION_OK) {
         db_set_err(d, "postgresql: %s", PQerrorMessage(p->c));
-        return -1;
+        goto fail;
     }
     PQsetNoticeProcessor(p->c, quiet, NULL);
     if (PQsetClientEncoding(p->c, "UTF8") != 0) {
         db_set_err(d, "postgresql: cannot set client encoding UTF8");
-        return -1;
+        goto fail;
     }
-    return 0;
-}
-
-void db_pg_close(db *d)
-{
-    pgc *p = d->impl;
-    forget_cache(p);
-    free(p->cache);
-    if (p->c)
-        PQfinish(p->c);
-    free(p);
-    d->impl = NULL;
+    return p;
+fail:
+    pg_close(p);
+    return NULL;
 }
 
 static int ensure_connected(db *d, pgc *p)
 {
     if (PQstatus(p->c) == CONNECTION_OK)
         return 0;
-    if (d->in_tx) {
+    if (db_in_transaction(d)) {
         db_set_err(d, "postgresql: connection lost inside a transaction");
         return -1;
     }
@@ -216,9 +219,9 @@ static db_rc exec_once(db *d, pgc *p, const char *sql, const db_param *params, s
     return rc;
 }
 
-db_rc db_pg_exec(db *d, const char *sql, const db_param *params, size_t n, db_result *res)
+static db_rc pg_exec(db *d, void *conn, const char *sql, const db_param *params, size_t n, db_result *res)
 {
-    pgc *p = d->impl;
+    pgc *p = conn;
     if (n > PG_MAX_PARAMS) {
         db_set_err(d, "postgresql: too many parameters");
         return DB_ERR;
@@ -228,14 +231,14 @@ db_rc db_pg_exec(db *d, const char *sql, const db_param *params, size_t n, db_re
      * that writes nothing is safe to run again on a new connection. A write is
      * not (it may have committed before the connection dropped): it fails, and
      * the next call reconnects. */
-    if (rc == DB_ERR && PQstatus(p->c) == CONNECTION_BAD && !d->in_tx && is_read_only(sql))
+    if (rc == DB_ERR && PQstatus(p->c) == CONNECTION_BAD && !db_in_transaction(d) && is_read_only(sql))
         rc = exec_once(d, p, sql, params, n, res);
     return rc;
 }
 
-db_rc db_pg_script(db *d, const char *sql)
+static db_rc pg_script(db *d, void *conn, const char *sql)
 {
-    pgc *p = d->impl;
+    pgc *p = conn;
     if (ensure_connected(d, p) < 0)
         return DB_ERR;
     PGresult *r = PQexec(p->c, sql);
@@ -246,3 +249,19 @@ db_rc db_pg_script(db *d, const char *sql)
     PQclear(r);
     return rc;
 }
+
+static db_rc pg_begin(db *d, void *conn) { return pg_exec(d, conn, "BEGIN", NULL, 0, NULL); }
+static db_rc pg_commit(db *d, void *conn) { return pg_exec(d, conn, "COMMIT", NULL, 0, NULL); }
+static db_rc pg_rollback(db *d, void *conn) { return pg_exec(d, conn, "ROLLBACK", NULL, 0, NULL); }
+
+const db_backend_ops db_pg_ops = {
+    .kind = DB_PG,
+    .name = "postgresql",
+    .open = pg_open,
+    .close = pg_close,
+    .exec = pg_exec,
+    .script = pg_script,
+    .begin = pg_begin,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
+};

@@ -1,9 +1,11 @@
-/* db_sqlite — the SQLite 3 backend of db.h: a file in WAL mode, foreign keys on,
- * a busy timeout, statements prepared once and cached by their SQL text.
+/* db_sqlite — the SQLite 3 backend of db.h, as the table db_sqlite_ops
+ * (db_backend.h): a file in WAL mode, foreign keys on, a busy timeout, statements
+ * prepared once and cached by their SQL text. Owns its connection state (sq: the
+ * handle and the statement cache), freed by sq_close.
  * Placeholders $1..$n are bound by name: SQLite numbers parameters by first
  * appearance, so "$2 ... $1" would otherwise bind the wrong values.
  */
-#include "server/store/db_int.h"
+#include "server/store/db_backend.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -67,11 +69,13 @@ static int check_parent_dir(db *d, const char *path)
     return 0;
 }
 
+static db_rc sq_exec(db *d, void *conn, const char *sql, const db_param *p, size_t n, db_result *res);
+
 /* Runs a pragma and returns its first value in out (may be empty). */
-static int pragma(db *d, const char *sql, char *out, size_t outlen)
+static int pragma(db *d, sq *q, const char *sql, char *out, size_t outlen)
 {
     db_result r = DB_RESULT_INIT;
-    if (db_sqlite_exec(d, sql, NULL, 0, &r) != DB_OK)
+    if (sq_exec(d, q, sql, NULL, 0, &r) != DB_OK)
         return -1;
     const char *v = db_cell(&r, 0, 0);
     if (out)
@@ -80,50 +84,9 @@ static int pragma(db *d, const char *sql, char *out, size_t outlen)
     return 0;
 }
 
-int db_sqlite_open(db *d, const char *path)
+static void sq_close(void *conn)
 {
-    if (!*path) {
-        db_set_err(d, "sqlite: empty path");
-        return -1;
-    }
-    if (check_parent_dir(d, path) < 0)
-        return -1;
-    sq *q = calloc(1, sizeof *q);
-    if (!q) {
-        db_set_err(d, "out of memory");
-        return -1;
-    }
-    d->impl = q;
-    int rc = sqlite3_open_v2(path, &q->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
-    if (rc != SQLITE_OK) {
-        db_set_err(d, "sqlite: cannot open %s: %s", path, q->h ? sqlite3_errmsg(q->h) : sqlite3_errstr(rc));
-        return -1;
-    }
-    sqlite3_extended_result_codes(q->h, 1);
-    sqlite3_busy_timeout(q->h, SQLITE_BUSY_TIMEOUT_MS);
-
-    char v[32];
-    if (pragma(d, "PRAGMA journal_mode=WAL", v, sizeof v) < 0)
-        return -1;
-    if (strcmp(v, "wal") != 0 && strcmp(path, ":memory:") != 0) {
-        db_set_err(d, "sqlite: cannot enable WAL (journal_mode=%s)", v);
-        return -1;
-    }
-    if (pragma(d, "PRAGMA foreign_keys=ON", NULL, 0) < 0 || pragma(d, "PRAGMA foreign_keys", v, sizeof v) < 0)
-        return -1;
-    if (strcmp(v, "1") != 0) {
-        db_set_err(d, "sqlite: foreign keys are not supported by this build");
-        return -1;
-    }
-    /* WAL + NORMAL: durable across application crashes, one fsync per checkpoint */
-    if (pragma(d, "PRAGMA synchronous=NORMAL", NULL, 0) < 0)
-        return -1;
-    return 0;
-}
-
-void db_sqlite_close(db *d)
-{
-    sq *q = d->impl;
+    sq *q = conn;
     for (size_t i = 0; i < q->n; i++) {
         sqlite3_finalize(q->cache[i].st);
         free(q->cache[i].sql);
@@ -132,7 +95,54 @@ void db_sqlite_close(db *d)
     if (q->h)
         sqlite3_close(q->h);
     free(q);
-    d->impl = NULL;
+}
+
+/* WAL, foreign keys on (checked: a build without them is refused), synchronous=NORMAL. */
+static int configure(db *d, sq *q, const char *path)
+{
+    char v[32];
+    if (pragma(d, q, "PRAGMA journal_mode=WAL", v, sizeof v) < 0)
+        return -1;
+    if (strcmp(v, "wal") != 0 && strcmp(path, ":memory:") != 0) {
+        db_set_err(d, "sqlite: cannot enable WAL (journal_mode=%s)", v);
+        return -1;
+    }
+    if (pragma(d, q, "PRAGMA foreign_keys=ON", NULL, 0) < 0 || pragma(d, q, "PRAGMA foreign_keys", v, sizeof v) < 0)
+        return -1;
+    if (strcmp(v, "1") != 0) {
+        db_set_err(d, "sqlite: foreign keys are not supported by this build");
+        return -1;
+    }
+    /* WAL + NORMAL: durable across application crashes, one fsync per checkpoint */
+    return pragma(d, q, "PRAGMA synchronous=NORMAL", NULL, 0);
+}
+
+static void *sq_open(db *d, const char *path)
+{
+    if (!*path) {
+        db_set_err(d, "sqlite: empty path");
+        return NULL;
+    }
+    if (check_parent_dir(d, path) < 0)
+        return NULL;
+    sq *q = calloc(1, sizeof *q);
+    if (!q) {
+        db_set_err(d, "out of memory");
+        return NULL;
+    }
+    int rc = sqlite3_open_v2(path, &q->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (rc != SQLITE_OK) {
+        db_set_err(d, "sqlite: cannot open %s: %s", path, q->h ? sqlite3_errmsg(q->h) : sqlite3_errstr(rc));
+        goto fail;
+    }
+    sqlite3_extended_result_codes(q->h, 1);
+    sqlite3_busy_timeout(q->h, SQLITE_BUSY_TIMEOUT_MS);
+    if (configure(d, q, path) < 0)
+        goto fail;
+    return q;
+fail:
+    sq_close(q);
+    return NULL;
 }
 
 static sqlite3_stmt *prepare(db *d, sq *q, const char *sql)
@@ -206,9 +216,9 @@ static int bind_all(db *d, sqlite3_stmt *st, const db_param *p, size_t n)
     return 0;
 }
 
-db_rc db_sqlite_exec(db *d, const char *sql, const db_param *p, size_t n, db_result *res)
+static db_rc sq_exec(db *d, void *conn, const char *sql, const db_param *p, size_t n, db_result *res)
 {
-    sq *q = d->impl;
+    sq *q = conn;
     sqlite3_stmt *st = prepare(d, q, sql);
     if (!st)
         return DB_ERR;
@@ -259,9 +269,9 @@ done:
     return out;
 }
 
-db_rc db_sqlite_script(db *d, const char *sql)
+static db_rc sq_script(db *d, void *conn, const char *sql)
 {
-    sq *q = d->impl;
+    sq *q = conn;
     char *msg = NULL;
     int rc = sqlite3_exec(q->h, sql, NULL, NULL, &msg);
     if (rc != SQLITE_OK) {
@@ -271,3 +281,22 @@ db_rc db_sqlite_script(db *d, const char *sql)
     }
     return DB_OK;
 }
+
+/* IMMEDIATE: the write lock is taken now, so a writer never fails to upgrade it later */
+static db_rc sq_begin(db *d, void *conn) { return sq_exec(d, conn, "BEGIN IMMEDIATE", NULL, 0, NULL); }
+
+static db_rc sq_commit(db *d, void *conn) { return sq_exec(d, conn, "COMMIT", NULL, 0, NULL); }
+
+static db_rc sq_rollback(db *d, void *conn) { return sq_exec(d, conn, "ROLLBACK", NULL, 0, NULL); }
+
+const db_backend_ops db_sqlite_ops = {
+    .kind = DB_SQLITE,
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .exec = sq_exec,
+    .script = sq_script,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+};

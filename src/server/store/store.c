@@ -1,16 +1,14 @@
-/* store — veild's persistent state (store.h), written once over the db layer
- * (db.h) for both SQLite and PostgreSQL. The SQL below is shared by both
- * dialects: $n placeholders, TRUE/FALSE literals, ON CONFLICT, RETURNING.
+/* store — the store's core (store.h): open and close, schema migrations, the
+ * caller's transactions, time and ids, and the statement and row helpers that
+ * every store_<entity>.c uses (store_int.h). The SQL in all of them is shared by
+ * both dialects: $n placeholders, TRUE/FALSE literals, ON CONFLICT, RETURNING.
  * Only the migrations (migrations/<backend>/) and the migration lock differ.
- *
- * Every operation that writes more than one statement runs in a transaction;
- * inside a caller's store_begin it runs in a savepoint instead, so a failed
- * operation never poisons the caller's transaction (PostgreSQL aborts the whole
- * transaction on any error otherwise). Nothing here logs.
+ * The store owns its db handle; nothing here logs.
  */
-#include "server/store/store.h"
+#include "server/store/store_int.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,25 +16,14 @@
 
 #include <openssl/rand.h>
 
-#include "server/store/db.h"
 #include "server/store/db_migrations.h"
 
-#define NP(a) (sizeof(a) / sizeof((a)[0]))
-#define DEFAULT_SESSION_NAME "New Chat"
 /* one 64-bit key for PostgreSQL's advisory lock: two veilds starting at once migrate in turn */
 #define PG_MIGRATION_LOCK 0x7665696c6d6967LL /* "veilmig" */
 
-struct store {
-    db *d;
-    bool user_tx;    /* store_begin is open */
-    int64_t last_us; /* the last timestamp handed out: the store's timestamps strictly increase */
-    char err[512];
-};
-
 /* ---- errors, statements, transactions ---- */
 
-static store_rc fail(store *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static store_rc fail(store *s, const char *fmt, ...)
+store_rc st_fail(store *s, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -47,23 +34,23 @@ static store_rc fail(store *s, const char *fmt, ...)
 
 /* A unique violation is a conflict; a foreign key violation means the row it
  * points to does not exist. */
-static store_rc db_fail(store *s, db_rc rc)
+store_rc st_db_fail(store *s, db_rc rc)
 {
     snprintf(s->err, sizeof s->err, "%s", db_errmsg(s->d));
     return rc == DB_UNIQUE ? STORE_CONFLICT : rc == DB_FOREIGN_KEY ? STORE_NOT_FOUND : STORE_ERR;
 }
 
-static store_rc run(store *s, const char *sql, const db_param *p, size_t n, db_result *res)
+store_rc st_run(store *s, const char *sql, const db_param *p, size_t n, db_result *res)
 {
     db_rc rc = db_exec(s->d, sql, p, n, res);
-    return rc == DB_OK ? STORE_OK : db_fail(s, rc);
+    return rc == DB_OK ? STORE_OK : st_db_fail(s, rc);
 }
 
-static store_rc tx_open(store *s)
+store_rc st_tx_open(store *s)
 {
     db_rc rc = s->user_tx ? db_exec(s->d, "SAVEPOINT veil_op", NULL, 0, NULL) : db_begin(s->d);
     if (rc != DB_OK) {
-        db_fail(s, rc);
+        st_db_fail(s, rc);
         return STORE_ERR;
     }
     return STORE_OK;
@@ -71,13 +58,13 @@ static store_rc tx_open(store *s)
 
 /* Commits (or releases the savepoint) when rc is STORE_OK, else rolls back; returns
  * rc, or STORE_ERR when the commit itself fails. s->err keeps the first error. */
-static store_rc tx_close(store *s, store_rc rc)
+store_rc st_tx_close(store *s, store_rc rc)
 {
     if (rc == STORE_OK) {
         db_rc c = s->user_tx ? db_exec(s->d, "RELEASE SAVEPOINT veil_op", NULL, 0, NULL) : db_commit(s->d);
         if (c == DB_OK)
             return STORE_OK;
-        db_fail(s, c);
+        st_db_fail(s, c);
         if (!s->user_tx)
             return STORE_ERR; /* db_commit has rolled back */
         rc = STORE_ERR;
@@ -93,32 +80,161 @@ static store_rc tx_close(store *s, store_rc rc)
 
 /* One write statement: atomic on its own, but inside a caller's transaction it
  * gets a savepoint so that its failure leaves the transaction usable. */
-static store_rc exec1(store *s, const char *sql, const db_param *p, size_t n, db_result *res)
+store_rc st_write(store *s, const char *sql, const db_param *p, size_t n, db_result *res)
 {
     if (!s->user_tx)
-        return run(s, sql, p, n, res);
-    store_rc rc = tx_open(s);
+        return st_run(s, sql, p, n, res);
+    store_rc rc = st_tx_open(s);
     if (rc != STORE_OK)
         return rc;
-    return tx_close(s, run(s, sql, p, n, res));
+    return st_tx_close(s, st_run(s, sql, p, n, res));
 }
 
 /* Runs an UPDATE/DELETE; STORE_NOT_FOUND when it touched no row. */
-static store_rc exec_one_row(store *s, const char *sql, const db_param *p, size_t n)
+store_rc st_write_row(store *s, const char *sql, const db_param *p, size_t n)
 {
     db_result r = DB_RESULT_INIT;
-    store_rc rc = exec1(s, sql, p, n, &r);
+    store_rc rc = st_write(s, sql, p, n, &r);
     if (rc == STORE_OK && r.changes == 0)
         rc = STORE_NOT_FOUND;
     db_result_free(&r);
     return rc;
 }
 
-#define NEED(x)                                                                                    \
-    do {                                                                                           \
-        if (!(x))                                                                                  \
-            return fail(s, "%s: %s is required", __func__, #x);                                    \
-    } while (0)
+/* Reads the boolean that sql selects for the row with that id; STORE_NOT_FOUND without the row. */
+store_rc st_read_flag(store *s, const char *sql, const char *id, bool *flag)
+{
+    db_param p[] = {db_text(id)};
+    db_result r = DB_RESULT_INIT;
+    store_rc rc = st_run(s, sql, p, NP(p), &r);
+    if (rc == STORE_OK && r.nrows == 0)
+        rc = STORE_NOT_FOUND;
+    if (rc == STORE_OK)
+        *flag = db_cell_bool(&r, 0, 0);
+    db_result_free(&r);
+    return rc;
+}
+
+/* ---- rows ---- */
+
+/* Appends t's column list to buf at *len; -1 when it does not fit. */
+static int cols_list(const st_cols *t, char *buf, size_t cap, size_t *len)
+{
+    if (t->base && cols_list(t->base, buf, cap, len) < 0)
+        return -1;
+    for (size_t i = 0; i < t->n; i++) {
+        int k = snprintf(buf + *len, cap - *len, "%s%s", *len ? ", " : "", t->col[i].sql);
+        if (k < 0 || (size_t)k >= cap - *len)
+            return -1;
+        *len += (size_t)k;
+    }
+    return 0;
+}
+
+/* sql = head, t's column list, sep, tail */
+static store_rc build_sql(store *s, char sql[ST_SQL_MAX], const char *head, const st_cols *t, const char *sep,
+                          const char *tail)
+{
+    char list[ST_SQL_MAX];
+    size_t len = 0;
+    list[0] = '\0';
+    int k = -1;
+    if (cols_list(t, list, sizeof list, &len) == 0)
+        k = snprintf(sql, ST_SQL_MAX, "%s%s%s%s", head, list, sep, tail);
+    if (k < 0 || k >= ST_SQL_MAX)
+        return st_fail(s, "statement longer than %d bytes", ST_SQL_MAX);
+    return STORE_OK;
+}
+
+store_rc st_sql(store *s, char sql[ST_SQL_MAX], const char *head, const st_cols *t, const char *tail)
+{
+    return build_sql(s, sql, head, t, "", tail);
+}
+
+/* Fills t's fields from result row i, starting at column *col. */
+static void fill_from(db_result *r, size_t i, const st_cols *t, char *dst, size_t *col)
+{
+    if (t->base)
+        fill_from(r, i, t->base, dst, col);
+    for (size_t k = 0; k < t->n; k++, (*col)++) {
+        void *field = dst + t->col[k].offset;
+        switch (t->col[k].kind) {
+        case ST_TEXT:
+            *(char **)field = db_take(r, i, *col);
+            break;
+        case ST_BOOL:
+            *(bool *)field = db_cell_bool(r, i, *col);
+            break;
+        case ST_LONG:
+            *(long *)field = (long)db_cell_int(r, i, *col, -1);
+            break;
+        case ST_JSON: {
+            const char *v = db_cell(r, i, *col);
+            *(json_t **)field = v ? json_loads(v, JSON_DECODE_ANY, NULL) : NULL;
+            break;
+        }
+        }
+    }
+}
+
+void st_fill(db_result *r, size_t i, const st_cols *t, void *dst)
+{
+    size_t col = 0;
+    fill_from(r, i, t, dst, &col);
+}
+
+void st_clear(const st_cols *t, void *dst)
+{
+    for (; t; t = t->base) {
+        for (size_t k = 0; k < t->n; k++) {
+            void *field = (char *)dst + t->col[k].offset;
+            if (t->col[k].kind == ST_TEXT) {
+                free(*(char **)field);
+                *(char **)field = NULL;
+            } else if (t->col[k].kind == ST_JSON) {
+                json_decref(*(json_t **)field);
+                *(json_t **)field = NULL;
+            }
+        }
+    }
+}
+
+static store_rc select_rows(store *s, const st_cols *t, const char *from, const db_param *p, size_t n, db_result *r)
+{
+    char sql[ST_SQL_MAX];
+    store_rc rc = build_sql(s, sql, "SELECT ", t, " ", from);
+    return rc == STORE_OK ? st_run(s, sql, p, n, r) : rc;
+}
+
+store_rc st_select_one(store *s, const st_cols *t, const char *from, const db_param *p, size_t n, void *dst)
+{
+    db_result r = DB_RESULT_INIT;
+    store_rc rc = select_rows(s, t, from, p, n, &r);
+    if (rc == STORE_OK && r.nrows == 0)
+        rc = STORE_NOT_FOUND;
+    if (rc == STORE_OK)
+        st_fill(&r, 0, t, dst);
+    db_result_free(&r);
+    return rc;
+}
+
+store_rc st_select_list(store *s, const st_cols *t, const char *from, const db_param *p, size_t n, size_t elem,
+                        void **rows, size_t *count)
+{
+    *rows = NULL;
+    *count = 0;
+    db_result r = DB_RESULT_INIT;
+    store_rc rc = select_rows(s, t, from, p, n, &r);
+    if (rc == STORE_OK && r.nrows && !(*rows = calloc(r.nrows, elem)))
+        rc = st_fail(s, "out of memory");
+    if (rc == STORE_OK) {
+        for (size_t i = 0; i < r.nrows; i++)
+            st_fill(&r, i, t, (char *)*rows + i * elem);
+        *count = r.nrows;
+    }
+    db_result_free(&r);
+    return rc;
+}
 
 /* ---- time and ids ---- */
 
@@ -140,9 +256,11 @@ static void format_ts(int64_t us, char out[32])
 
 void store_now(char out[32]) { format_ts(now_us(), out); }
 
+void st_ts_ago(long seconds, char out[32]) { format_ts(now_us() - (int64_t)seconds * 1000000, out); }
+
 /* A timestamp strictly after every one this store handed out before, so that
  * "newest first" is well defined and the assistant message follows the user's. */
-static void stamp(store *s, char out[32])
+void st_stamp(store *s, char out[32])
 {
     int64_t us = now_us();
     if (us <= s->last_us)
@@ -164,27 +282,27 @@ void store_uuid(char out[37])
 
 /* ---- open, migrations ---- */
 
-const char *store_backend(const store *s) { return db_backend(s->d) == DB_PG ? "postgresql" : "sqlite"; }
+const char *store_backend(const store *s) { return db_backend_name(s->d); }
 const char *store_last_error(const store *s) { return s->err; }
 
 static store_rc apply_migrations(store *s)
 {
     const char *backend = store_backend(s);
     if (db_begin(s->d) != DB_OK)
-        return db_fail(s, DB_ERR);
+        return st_db_fail(s, DB_ERR);
     store_rc rc = STORE_OK;
     db_result r = DB_RESULT_INIT;
     if (db_backend(s->d) == DB_PG) {
         db_param lock[] = {db_int(PG_MIGRATION_LOCK)};
-        if ((rc = run(s, "SELECT pg_advisory_xact_lock($1)", lock, NP(lock), NULL)) != STORE_OK)
+        if ((rc = st_run(s, "SELECT pg_advisory_xact_lock($1)", lock, NP(lock), NULL)) != STORE_OK)
             goto out;
     }
     if (db_script(s->d, "CREATE TABLE IF NOT EXISTS schema_migrations ("
                         " version INTEGER NOT NULL PRIMARY KEY, applied_at TEXT NOT NULL)") != DB_OK) {
-        rc = db_fail(s, DB_ERR);
+        rc = st_db_fail(s, DB_ERR);
         goto out;
     }
-    if ((rc = run(s, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", NULL, 0, &r)) != STORE_OK)
+    if ((rc = st_run(s, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", NULL, 0, &r)) != STORE_OK)
         goto out;
     int current = (int)db_cell_int(&r, 0, 0, 0);
     /* apply this backend's migrations above the current version, lowest first */
@@ -195,7 +313,7 @@ static store_rc apply_migrations(store *s)
             if (strcmp(m->backend, backend) != 0 || m->version <= current)
                 continue;
             if (next && m->version == next->version) {
-                rc = fail(s, "two migrations with version %d", m->version);
+                rc = st_fail(s, "two migrations with version %d", m->version);
                 goto out;
             }
             if (!next || m->version < next->version)
@@ -204,13 +322,13 @@ static store_rc apply_migrations(store *s)
         if (!next)
             break;
         if (db_script(s->d, next->sql) != DB_OK) {
-            rc = fail(s, "migration %s/%s: %s", backend, next->name, db_errmsg(s->d));
+            rc = st_fail(s, "migration %s/%s: %s", backend, next->name, db_errmsg(s->d));
             goto out;
         }
         char now[32];
-        stamp(s, now);
+        st_stamp(s, now);
         db_param p[] = {db_int(next->version), db_text(now)};
-        if ((rc = run(s, "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)", p, NP(p), NULL)) !=
+        if ((rc = st_run(s, "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)", p, NP(p), NULL)) !=
             STORE_OK)
             goto out;
         current = next->version;
@@ -219,7 +337,7 @@ out:
     db_result_free(&r);
     if (rc == STORE_OK) {
         if (db_commit(s->d) != DB_OK)
-            rc = db_fail(s, DB_ERR);
+            rc = st_db_fail(s, DB_ERR);
     } else {
         db_rollback(s->d);
     }
@@ -265,7 +383,7 @@ void store_close(store *s)
 int store_schema_version(store *s)
 {
     db_result r = DB_RESULT_INIT;
-    if (run(s, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", NULL, 0, &r) != STORE_OK)
+    if (st_run(s, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", NULL, 0, &r) != STORE_OK)
         return -1;
     int v = (int)db_cell_int(&r, 0, 0, -1);
     db_result_free(&r);
@@ -275,9 +393,9 @@ int store_schema_version(store *s)
 store_rc store_ping(store *s)
 {
     db_result r = DB_RESULT_INIT;
-    store_rc rc = run(s, "SELECT 1", NULL, 0, &r);
+    store_rc rc = st_run(s, "SELECT 1", NULL, 0, &r);
     if (rc == STORE_OK && (r.nrows != 1 || db_cell_int(&r, 0, 0, 0) != 1))
-        rc = fail(s, "SELECT 1 returned no row");
+        rc = st_fail(s, "SELECT 1 returned no row");
     db_result_free(&r);
     return rc;
 }
@@ -285,9 +403,9 @@ store_rc store_ping(store *s)
 store_rc store_begin(store *s)
 {
     if (s->user_tx)
-        return fail(s, "store_begin: a transaction is already open (nesting is not supported)");
+        return st_fail(s, "store_begin: a transaction is already open (nesting is not supported)");
     if (db_begin(s->d) != DB_OK)
-        return db_fail(s, DB_ERR);
+        return st_db_fail(s, DB_ERR);
     s->user_tx = true;
     return STORE_OK;
 }
@@ -295,1067 +413,16 @@ store_rc store_begin(store *s)
 store_rc store_commit(store *s)
 {
     if (!s->user_tx)
-        return fail(s, "store_commit: no transaction is open");
+        return st_fail(s, "store_commit: no transaction is open");
     s->user_tx = false;
     db_rc rc = db_commit(s->d);
-    return rc == DB_OK ? STORE_OK : db_fail(s, rc);
+    return rc == DB_OK ? STORE_OK : st_db_fail(s, rc);
 }
 
 store_rc store_rollback(store *s)
 {
     if (!s->user_tx)
-        return fail(s, "store_rollback: no transaction is open");
+        return st_fail(s, "store_rollback: no transaction is open");
     s->user_tx = false;
-    return db_rollback(s->d) == DB_OK ? STORE_OK : db_fail(s, DB_ERR);
-}
-
-/* ---- row helpers ---- */
-
-static char *take(db_result *r, size_t row, size_t col) { return db_take(r, row, col); }
-
-/* ptr = n zeroed rows (NULL when n == 0); rc = STORE_ERR when out of memory. */
-#define ALLOC_ROWS(s, rc, ptr, n)                                                                  \
-    do {                                                                                           \
-        (ptr) = NULL;                                                                              \
-        if ((n) && !((ptr) = calloc((n), sizeof *(ptr))))                                          \
-            (rc) = fail((s), "out of memory");                                                     \
-    } while (0)
-
-/* ---- users ---- */
-
-#define USER_COLS                                                                                  \
-    "id, public_key, encrypted_private_key, encrypted_private_key_iv, encrypted_private_key_tag, " \
-    "key_salt, recovery_encrypted_private_key, recovery_iv, recovery_tag, recovery_salt, "          \
-    "has_encryption_keys, encryption_created_at, created_at"
-
-void user_row_free(user_row *u)
-{
-    if (!u)
-        return;
-    free(u->id);
-    free(u->keys.public_key);
-    free(u->keys.encrypted_private_key);
-    free(u->keys.iv);
-    free(u->keys.tag);
-    free(u->keys.salt);
-    free(u->keys.recovery_encrypted_private_key);
-    free(u->keys.recovery_iv);
-    free(u->keys.recovery_tag);
-    free(u->keys.recovery_salt);
-    free(u->encryption_created_at);
-    free(u->created_at);
-    memset(u, 0, sizeof *u);
-}
-
-store_rc store_user_get(store *s, const char *id, user_row *out)
-{
-    memset(out, 0, sizeof *out);
-    NEED(id);
-    db_param p[] = {db_text(id)};
-    db_result r = DB_RESULT_INIT;
-    store_rc rc = run(s, "SELECT " USER_COLS " FROM users WHERE id = $1", p, NP(p), &r);
-    if (rc == STORE_OK && r.nrows == 0)
-        rc = STORE_NOT_FOUND;
-    if (rc == STORE_OK) {
-        out->id = take(&r, 0, 0);
-        out->keys.public_key = take(&r, 0, 1);
-        out->keys.encrypted_private_key = take(&r, 0, 2);
-        out->keys.iv = take(&r, 0, 3);
-        out->keys.tag = take(&r, 0, 4);
-        out->keys.salt = take(&r, 0, 5);
-        out->keys.recovery_encrypted_private_key = take(&r, 0, 6);
-        out->keys.recovery_iv = take(&r, 0, 7);
-        out->keys.recovery_tag = take(&r, 0, 8);
-        out->keys.recovery_salt = take(&r, 0, 9);
-        out->has_encryption_keys = db_cell_bool(&r, 0, 10);
-        out->encryption_created_at = take(&r, 0, 11);
-        out->created_at = take(&r, 0, 12);
-    }
-    db_result_free(&r);
-    return rc;
-}
-
-store_rc store_user_create(store *s, const char *id)
-{
-    NEED(id);
-    char now[32];
-    stamp(s, now);
-    db_param p[] = {db_text(id), db_text(now)};
-    db_result r = DB_RESULT_INIT;
-    store_rc rc = exec1(s,
-                        "INSERT INTO users (id, has_encryption_keys, created_at, updated_at) "
-                        "VALUES ($1, FALSE, $2, $2) ON CONFLICT (id) DO NOTHING",
-                        p, NP(p), &r);
-    if (rc == STORE_OK && r.changes == 0)
-        rc = STORE_CONFLICT;
-    db_result_free(&r);
-    return rc;
-}
-
-/* Reads the boolean that sql selects for the row with that id; STORE_NOT_FOUND without the row. */
-static store_rc read_flag(store *s, const char *sql, const char *id, bool *flag)
-{
-    db_param p[] = {db_text(id)};
-    db_result r = DB_RESULT_INIT;
-    store_rc rc = run(s, sql, p, NP(p), &r);
-    if (rc == STORE_OK && r.nrows == 0)
-        rc = STORE_NOT_FOUND;
-    if (rc == STORE_OK)
-        *flag = db_cell_bool(&r, 0, 0);
-    db_result_free(&r);
-    return rc;
-}
-
-store_rc store_user_set_keys(store *s, const char *id, const user_keys *k, bool overwrite)
-{
-    NEED(id);
-    NEED(k);
-    store_rc rc = tx_open(s);
-    if (rc != STORE_OK)
-        return rc;
-    bool has = false;
-    rc = read_flag(s, "SELECT has_encryption_keys FROM users WHERE id = $1", id, &has);
-    if (rc == STORE_OK && has && !overwrite) {
-        fail(s, "the user already has encryption keys");
-        rc = STORE_CONFLICT;
-    }
-    if (rc == STORE_OK) {
-        char now[32];
-        stamp(s, now);
-        /* hex columns hold lower-case hex whatever the caller passed */
-        db_param p[] = {db_text(id),
-                        db_text(k->public_key),
-                        db_text(k->encrypted_private_key),
-                        db_text(k->iv),
-                        db_text(k->tag),
-                        db_text(k->salt),
-                        db_text(k->recovery_encrypted_private_key),
-                        db_text(k->recovery_iv),
-                        db_text(k->recovery_tag),
-                        db_text(k->recovery_salt),
-                        db_text(now)};
-        rc = run(s,
-                 "UPDATE users SET public_key = lower($2), encrypted_private_key = lower($3), "
-                 "encrypted_private_key_iv = lower($4), encrypted_private_key_tag = lower($5), "
-                 "key_salt = lower($6), recovery_encrypted_private_key = lower($7), "
-                 "recovery_iv = lower($8), recovery_tag = lower($9), recovery_salt = lower($10), "
-                 "has_encryption_keys = TRUE, encryption_created_at = $11, updated_at = $11 WHERE id = $1",
-                 p, NP(p), NULL);
-    }
-    return tx_close(s, rc);
-}
-
-store_rc store_user_replace_keys(store *s, const char *id, const user_keys *k)
-{
-    NEED(id);
-    NEED(k);
-    char now[32];
-    stamp(s, now);
-    db_param p[] = {db_text(id),
-                    db_text(k->public_key),
-                    db_text(k->encrypted_private_key),
-                    db_text(k->iv),
-                    db_text(k->tag),
-                    db_text(k->salt),
-                    db_text(k->recovery_encrypted_private_key),
-                    db_text(k->recovery_iv),
-                    db_text(k->recovery_tag),
-                    db_text(k->recovery_salt),
-                    db_text(now)};
-    /* one conditional UPDATE: a concurrent delete or a new key pair between the
-     * caller's check and this write cannot be overwritten with the old pair */
-    return exec_one_row(s,
-                        "UPDATE users SET encrypted_private_key = lower($3), encrypted_private_key_iv = lower($4), "
-                        "encrypted_private_key_tag = lower($5), key_salt = lower($6), "
-                        "recovery_encrypted_private_key = lower($7), recovery_iv = lower($8), "
-                        "recovery_tag = lower($9), recovery_salt = lower($10), updated_at = $11 "
-                        "WHERE id = $1 AND has_encryption_keys = TRUE AND public_key = lower($2)",
-                        p, NP(p));
-}
-
-store_rc store_user_clear_keys(store *s, const char *id)
-{
-    NEED(id);
-    char now[32];
-    stamp(s, now);
-    db_param p[] = {db_text(id), db_text(now)};
-    return exec_one_row(s,
-                        "UPDATE users SET public_key = NULL, encrypted_private_key = NULL, "
-                        "encrypted_private_key_iv = NULL, encrypted_private_key_tag = NULL, key_salt = NULL, "
-                        "recovery_encrypted_private_key = NULL, recovery_iv = NULL, recovery_tag = NULL, "
-                        "recovery_salt = NULL, has_encryption_keys = FALSE, encryption_created_at = NULL, "
-                        "updated_at = $2 WHERE id = $1",
-                        p, NP(p));
-}
-
-store_rc store_user_delete(store *s, const char *id)
-{
-    NEED(id);
-    db_param p[] = {db_text(id)};
-    /* memberships and sessions (then messages) go by ON DELETE CASCADE; audit_logs
-     * has no foreign key, so its rows stay (defect §10.11) */
-    return exec_one_row(s, "DELETE FROM users WHERE id = $1", p, NP(p));
-}
-
-/* ---- organizations ---- */
-
-#define ORG_COLS                                                                                   \
-    "id, name, slug, has_encryption_keys, org_public_key, admin_encrypted_private_key, "            \
-    "admin_encrypted_private_key_iv, admin_encrypted_private_key_tag, admin_key_salt, "            \
-    "encryption_created_at, encryption_created_by, created_at, updated_at"
-
-void org_row_free(org_row *o)
-{
-    if (!o)
-        return;
-    free(o->id);
-    free(o->name);
-    free(o->slug);
-    free(o->org_public_key);
-    free(o->admin_encrypted_private_key);
-    free(o->admin_iv);
-    free(o->admin_tag);
-    free(o->admin_salt);
-    free(o->encryption_created_at);
-    free(o->encryption_created_by);
-    free(o->created_at);
-    free(o->updated_at);
-    memset(o, 0, sizeof *o);
-}
-
-store_rc store_org_get(store *s, const char *id, org_row *out)
-{
-    memset(out, 0, sizeof *out);
-    NEED(id);
-    db_param p[] = {db_text(id)};
-    db_result r = DB_RESULT_INIT;
-    store_rc rc = run(s, "SELECT " ORG_COLS " FROM organizations WHERE id = $1", p, NP(p), &r);
-    if (rc == STORE_OK && r.nrows == 0)
-        rc = STORE_NOT_FOUND;
-    if (rc == STORE_OK) {
-        out->id = take(&r, 0, 0);
-        out->name = take(&r, 0, 1);
-        out->slug = take(&r, 0, 2);
-        out->has_encryption_keys = db_cell_bool(&r, 0, 3);
-        out->org_public_key = take(&r, 0, 4);
-        out->admin_encrypted_private_key = take(&r, 0, 5);
-        out->admin_iv = take(&r, 0, 6);
-        out->admin_tag = take(&r, 0, 7);
-        out->admin_salt = take(&r, 0, 8);
-        out->encryption_created_at = take(&r, 0, 9);
-        out->encryption_created_by = take(&r, 0, 10);
-        out->created_at = take(&r, 0, 11);
-        out->updated_at = take(&r, 0, 12);
-    }
-    db_result_free(&r);
-    return rc;
-}
-
-store_rc store_org_upsert(store *s, const char *id, const char *name, const char *slug, bool *created)
-{
-    NEED(id);
-    NEED(name);
-    store_rc rc = tx_open(s);
-    if (rc != STORE_OK)
-        return rc;
-    char now[32];
-    stamp(s, now);
-    db_param p[] = {db_text(id), db_text(name), db_text(slug), db_text(now)};
-    db_result r = DB_RESULT_INIT;
-    rc = run(s, "SELECT 1 FROM organizations WHERE id = $1", p, 1, &r);
-    bool exists = r.nrows > 0;
-    db_result_free(&r);
-    if (rc == STORE_OK && exists)
-        rc = run(s, "UPDATE organizations SET name = $2, slug = COALESCE($3, slug), updated_at = $4 WHERE id = $1",
-                 p, NP(p), NULL);
-    else if (rc == STORE_OK)
-        rc = run(s,
-                 "INSERT INTO organizations (id, name, slug, has_encryption_keys, created_at, updated_at) "
-                 "VALUES ($1, $2, $3, FALSE, $4, $4)",
-                 p, NP(p), NULL);
-    rc = tx_close(s, rc);
-    if (rc == STORE_OK && created)
-        *created = !exists;
-    return rc;
-}
-
-store_rc store_org_create(store *s, const char *id, const char *name, const char *slug, bool *created)
-{
-    NEED(id);
-    NEED(name);
-    char now[32];
-    stamp(s, now);
-    db_param p[] = {db_text(id), db_text(name), db_text(slug), db_text(now)};
-    db_result r = DB_RESULT_INIT;
-    store_rc rc = exec1(s,
-                        "INSERT INTO organizations (id, name, slug, has_encryption_keys, created_at, updated_at) "
-                        "VALUES ($1, $2, $3, FALSE, $4, $4) ON CONFLICT (id) DO NOTHING",
-                        p, NP(p), &r);
-    if (rc == STORE_OK && created)
-        *created = r.changes > 0;
-    db_result_free(&r);
-    return rc;
-}
-
-store_rc store_org_set_keys(store *s, const char *id, const char *public_key, const char *enc_priv,
-                            const char *iv, const char *tag, const char *salt, const char *created_by)
-{
-    NEED(id);
-    store_rc rc = tx_open(s);
-    if (rc != STORE_OK)
-        return rc;
-    bool has = false;
-    rc = read_flag(s, "SELECT has_encryption_keys FROM organizations WHERE id = $1", id, &has);
-    if (rc == STORE_OK && has) {
-        fail(s, "the organization already has encryption keys");
-        rc = STORE_CONFLICT;
-    }
-    if (rc == STORE_OK) {
-        char now[32];
-        stamp(s, now);
-        db_param p[] = {db_text(id),  db_text(public_key), db_text(enc_priv),   db_text(iv),
-                        db_text(tag), db_text(salt),       db_text(created_by), db_text(now)};
-        rc = run(s,
-                 "UPDATE organizations SET org_public_key = lower($2), admin_encrypted_private_key = lower($3), "
-                 "admin_encrypted_private_key_iv = lower($4), admin_encrypted_private_key_tag = lower($5), "
-                 "admin_key_salt = lower($6), has_encryption_keys = TRUE, encryption_created_at = $8, "
-                 "encryption_created_by = $7, updated_at = $8 WHERE id = $1",
-                 p, NP(p), NULL);
-    }
-    return tx_close(s, rc);
-}
-
-store_rc store_org_delete(store *s, const char *id)
-{
-    NEED(id);
-    db_param p[] = {db_text(id)};
-    /* memberships and sessions (then messages) go by ON DELETE CASCADE; audit_logs
-     * has no foreign key, so the org's audit trail stays (defect §10.11) */
-    return exec_one_row(s, "DELETE FROM organizations WHERE id = $1", p, NP(p));
-}
-
-/* ---- memberships ---- */
-
-#define MEM_COLS                                                                                   \
-    "m.id, m.user_id, m.org_id, m.role, m.has_org_key, m.encrypted_org_key_ephemeral, "            \
-    "m.encrypted_org_key_iv, m.encrypted_org_key_ciphertext, m.encrypted_org_key_tag, "            \
-    "m.encrypted_org_key_hkdf_salt, m.key_distributed_at, m.key_distributed_by, m.joined_at, "     \
-    "m.created_at, m.updated_at"
-#define MEM_NCOLS 15
-
-static void fill_membership(db_result *r, size_t i, membership_row *m)
-{
-    memset(m, 0, sizeof *m);
-    m->id = take(r, i, 0);
-    m->user_id = take(r, i, 1);
-    m->org_id = take(r, i, 2);
-    m->role = take(r, i, 3);
-    m->has_org_key = db_cell_bool(r, i, 4);
-    m->org_key.ephemeral_public_key = take(r, i, 5);
-    m->org_key.iv = take(r, i, 6);
-    m->org_key.ciphertext = take(r, i, 7);
-    m->org_key.auth_tag = take(r, i, 8);
-    m->org_key.hkdf_salt = take(r, i, 9);
-    m->key_distributed_at = take(r, i, 10);
-    m->key_distributed_by = take(r, i, 11);
-    m->joined_at = take(r, i, 12);
-    m->created_at = take(r, i, 13);
-    m->updated_at = take(r, i, 14);
-}
-
-void membership_row_free(membership_row *m)
-{
-    if (!m)
-        return;
-    free(m->id);
-    free(m->user_id);
-    free(m->org_id);
-    free(m->role);
-    free(m->org_key.ephemeral_public_key);
-    free(m->org_key.iv);
-    free(m->org_key.ciphertext);
-    free(m->org_key.auth_tag);
-    free(m->org_key.hkdf_salt);
-    free(m->key_distributed_at);
-    free(m->key_distributed_by);
-    free(m->joined_at);
-    free(m->created_at);
-    free(m->updated_at);
-    free(m->org_name);
-    free(m->org_slug);
-    free(m->user_public_key);
-    memset(m, 0, sizeof *m);
-}
-
-void membership_list_free(membership_row *list, size_t n)
-{
-    for (size_t i = 0; list && i < n; i++)
-        membership_row_free(&list[i]);
-    free(list);
-}
-
-static store_rc membership_one(store *s, const char *sql, const db_param *p, size_t n, membership_row *out)
-{
-    db_result r = DB_RESULT_INIT;
-    store_rc rc = run(s, sql, p, n, &r);
-    if (rc == STORE_OK && r.nrows == 0)
-        rc = STORE_NOT_FOUND;
-    if (rc == STORE_OK)
-        fill_membership(&r, 0, out);
-    db_result_free(&r);
-    return rc;
-}
-
-store_rc store_membership_get(store *s, const char *user_id, const char *org_id, membership_row *out)
-{
-    memset(out, 0, sizeof *out);
-    NEED(user_id);
-    NEED(org_id);
-    db_param p[] = {db_text(user_id), db_text(org_id)};
-    return membership_one(s,
-                          "SELECT " MEM_COLS " FROM organization_memberships m "
-                          "WHERE m.user_id = $1 AND m.org_id = $2",
-                          p, NP(p), out);
-}
-
-store_rc store_membership_get_by_id(store *s, const char *id, membership_row *out)
-{
-    memset(out, 0, sizeof *out);
-    NEED(id);
-    db_param p[] = {db_text(id)};
-    return membership_one(s, "SELECT " MEM_COLS " FROM organization_memberships m WHERE m.id = $1", p, NP(p), out);
-}
-
-static bool valid_role(const char *role) { return strcmp(role, ROLE_ADMIN) == 0 || strcmp(role, ROLE_MEMBER) == 0; }
-
-store_rc store_membership_upsert(store *s, const char *id, const char *user_id, const char *org_id,
-                                 const char *role, bool *created, char **old_role)
-{
-    if (old_role)
-        *old_role = NULL;
-    NEED(id);
-    NEED(user_id);
-    NEED(org_id);
-    /* only the API values are stored, never enum names (defect §10.12) */
-    if (role && !valid_role(role))
-        return fail(s, "invalid membership role (expected %s or %s)", ROLE_ADMIN, ROLE_MEMBER);
-    store_rc rc = tx_open(s);
-    if (rc != STORE_OK)
-        return rc;
-    char now[32];
-    stamp(s, now);
-    db_param key[] = {db_text(user_id), db_text(org_id)};
-    db_result r = DB_RESULT_INIT;
-    rc = run(s, "SELECT role FROM organization_memberships WHERE user_id = $1 AND org_id = $2", key, NP(key), &r);
-    bool exists = rc == STORE_OK && r.nrows > 0;
-    char *prev = exists ? take(&r, 0, 0) : NULL;
-    db_result_free(&r);
-    if (rc == STORE_OK && exists && role) {
-        db_param p[] = {db_text(user_id), db_text(org_id), db_text(role), db_text(now)};
-        rc = run(s,
-                 "UPDATE organization_memberships SET role = $3, updated_at = $4 "
-                 "WHERE user_id = $1 AND org_id = $2",
-                 p, NP(p), NULL);
-    } else if (rc == STORE_OK && !exists) {
-        db_param p[] = {db_text(id), db_text(user_id), db_text(org_id), db_text(role ? role : ROLE_MEMBER),
-                        db_text(now)};
-        rc = run(s,
-                 "INSERT INTO organization_memberships (id, user_id, org_id, role, has_org_key, joined_at, "
-                 "created_at, updated_at) VALUES ($1, $2, $3, $4, FALSE, $5, $5, $5)",
-                 p, NP(p), NULL);
-        if (rc == STORE_NOT_FOUND)
-            snprintf(s->err, sizeof s->err, "the user or the organization does not exist");
-    }
-    rc = tx_close(s, rc);
-    if (rc == STORE_OK) {
-        if (created)
-            *created = !exists;
-        if (old_role) {
-            *old_role = prev;
-            prev = NULL;
-        }
-    }
-    free(prev);
-    return rc;
-}
-
-store_rc store_membership_set_org_key(store *s, const char *membership_id, const org_key_ep *k,
-                                      const char *distributed_by)
-{
-    NEED(membership_id);
-    NEED(k);
-    char now[32];
-    stamp(s, now);
-    db_param p[] = {db_text(membership_id), db_text(k->ephemeral_public_key), db_text(k->iv),
-                    db_text(k->ciphertext),  db_text(k->auth_tag),            db_text(k->hkdf_salt),
-                    db_text(distributed_by), db_text(now)};
-    return exec_one_row(s,
-                        "UPDATE organization_memberships SET encrypted_org_key_ephemeral = lower($2), "
-                        "encrypted_org_key_iv = lower($3), encrypted_org_key_ciphertext = lower($4), "
-                        "encrypted_org_key_tag = lower($5), encrypted_org_key_hkdf_salt = lower($6), "
-                        "has_org_key = TRUE, key_distributed_at = $8, key_distributed_by = $7, updated_at = $8 "
-                        "WHERE id = $1",
-                        p, NP(p));
-}
-
-store_rc store_membership_clear_org_key(store *s, const char *membership_id, bool *had_key)
-{
-    NEED(membership_id);
-    store_rc rc = tx_open(s);
-    if (rc != STORE_OK)
-        return rc;
-    bool had = false;
-    rc = read_flag(s, "SELECT has_org_key FROM organization_memberships WHERE id = $1", membership_id, &had);
-    if (rc == STORE_OK) {
-        char now[32];
-        stamp(s, now);
-        db_param p[] = {db_text(membership_id), db_text(now)};
-        rc = run(s,
-                 "UPDATE organization_memberships SET encrypted_org_key_ephemeral = NULL, "
-                 "encrypted_org_key_iv = NULL, encrypted_org_key_ciphertext = NULL, encrypted_org_key_tag = NULL, "
-                 "encrypted_org_key_hkdf_salt = NULL, has_org_key = FALSE, key_distributed_at = NULL, "
-                 "key_distributed_by = NULL, updated_at = $2 WHERE id = $1",
-                 p, NP(p), NULL);
-    }
-    rc = tx_close(s, rc);
-    if (rc == STORE_OK && had_key)
-        *had_key = had;
-    return rc;
-}
-
-store_rc store_membership_delete(store *s, const char *membership_id)
-{
-    NEED(membership_id);
-    db_param p[] = {db_text(membership_id)};
-    return exec_one_row(s, "DELETE FROM organization_memberships WHERE id = $1", p, NP(p));
-}
-
-/* for_user: extra columns org name, slug; else user has-keys, public key */
-static store_rc membership_list(store *s, const char *sql, const char *id, bool for_user, membership_row **out,
-                                size_t *n)
-{
-    *out = NULL;
-    *n = 0;
-    db_param p[] = {db_text(id)};
-    db_result r = DB_RESULT_INIT;
-    store_rc rc = run(s, sql, p, NP(p), &r);
-    if (rc == STORE_OK)
-        ALLOC_ROWS(s, rc, *out, r.nrows);
-    for (size_t i = 0; rc == STORE_OK && i < r.nrows; i++) {
-        membership_row *m = &(*out)[i];
-        fill_membership(&r, i, m);
-        if (for_user) {
-            m->org_name = take(&r, i, MEM_NCOLS);
-            m->org_slug = take(&r, i, MEM_NCOLS + 1);
-        } else {
-            m->user_has_keys = db_cell_bool(&r, i, MEM_NCOLS);
-            m->user_public_key = take(&r, i, MEM_NCOLS + 1);
-        }
-    }
-    if (rc == STORE_OK)
-        *n = r.nrows;
-    db_result_free(&r);
-    return rc;
-}
-
-store_rc store_memberships_for_user(store *s, const char *user_id, membership_row **out, size_t *n)
-{
-    NEED(user_id);
-    return membership_list(s,
-                           "SELECT " MEM_COLS ", o.name, o.slug FROM organization_memberships m "
-                           "JOIN organizations o ON o.id = m.org_id WHERE m.user_id = $1 "
-                           "ORDER BY m.joined_at, m.id",
-                           user_id, true, out, n);
-}
-
-store_rc store_memberships_for_org(store *s, const char *org_id, membership_row **out, size_t *n)
-{
-    NEED(org_id);
-    return membership_list(s,
-                           "SELECT " MEM_COLS ", u.has_encryption_keys, u.public_key FROM organization_memberships m "
-                           "JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 "
-                           "ORDER BY m.joined_at, m.id",
-                           org_id, false, out, n);
-}
-
-/* ---- sessions ---- */
-
-#define SESSION_COLS "id, user_id, org_id, name, created_at, updated_at"
-
-static void fill_session(db_result *r, size_t i, session_row *o)
-{
-    o->id = take(r, i, 0);
-    o->user_id = take(r, i, 1);
-    o->org_id = take(r, i, 2);
-    o->name = take(r, i, 3);
-    o->created_at = take(r, i, 4);
-    o->updated_at = take(r, i, 5);
-}
-
-void session_row_free(session_row *r)
-{
-    if (!r)
-        return;
-    free(r->id);
-    free(r->user_id);
-    free(r->org_id);
-    free(r->name);
-    free(r->created_at);
-    free(r->updated_at);
-    memset(r, 0, sizeof *r);
-}
-
-void session_list_free(session_row *list, size_t n)
-{
-    for (size_t i = 0; list && i < n; i++)
-        session_row_free(&list[i]);
-    free(list);
-}
-
-#define SQL_SESSION_INSERT                                                                         \
-    "INSERT INTO sessions (id, user_id, org_id, name, created_at, updated_at) "                    \
-    "VALUES ($1, $2, $3, $4, $5, $5) RETURNING " SESSION_COLS
-
-store_rc store_session_create(store *s, const char *id, const char *user_id, const char *org_id,
-                              const char *name, session_row *out)
-{
-    if (out)
-        memset(out, 0, sizeof *out);
-    NEED(id);
-    NEED(user_id);
-    char now[32];
-    stamp(s, now);
-    db_param p[] = {db_text(id), db_text(user_id), db_text(org_id), db_text(name ? name : DEFAULT_SESSION_NAME),
-                    db_text(now)};
-    db_result r = DB_RESULT_INIT;
-    store_rc rc = exec1(s, SQL_SESSION_INSERT, p, NP(p), &r);
-    if (rc == STORE_OK && out)
-        fill_session(&r, 0, out);
-    db_result_free(&r);
-    return rc;
-}
-
-store_rc store_session_get(store *s, const char *id, session_row *out)
-{
-    memset(out, 0, sizeof *out);
-    NEED(id);
-    db_param p[] = {db_text(id)};
-    db_result r = DB_RESULT_INIT;
-    store_rc rc = run(s, "SELECT " SESSION_COLS " FROM sessions WHERE id = $1", p, NP(p), &r);
-    if (rc == STORE_OK && r.nrows == 0)
-        rc = STORE_NOT_FOUND;
-    if (rc == STORE_OK)
-        fill_session(&r, 0, out);
-    db_result_free(&r);
-    return rc;
-}
-
-store_rc store_sessions_list(store *s, const char *user_id, const char *org_id, int limit, int offset,
-                             session_row **out, size_t *n, long *total)
-{
-    *out = NULL;
-    *n = 0;
-    if (total)
-        *total = 0;
-    NEED(user_id);
-    int64_t lim = limit < 0 ? INT64_MAX : limit, off = offset < 0 ? 0 : offset;
-    db_result c = DB_RESULT_INIT, r = DB_RESULT_INIT;
-    store_rc rc;
-    /* personal context: org_id IS NULL, never "any org" */
-    if (org_id) {
-        db_param p[] = {db_text(user_id), db_text(org_id), db_int(lim), db_int(off)};
-        rc = run(s, "SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND org_id = $2", p, 2, &c);
-        if (rc == STORE_OK)
-            rc = run(s,
-                     "SELECT " SESSION_COLS " FROM sessions WHERE user_id = $1 AND org_id = $2 "
-                     "ORDER BY updated_at DESC, id DESC LIMIT $3 OFFSET $4",
-                     p, NP(p), &r);
-    } else {
-        db_param p[] = {db_text(user_id), db_int(lim), db_int(off)};
-        rc = run(s, "SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND org_id IS NULL", p, 1, &c);
-        if (rc == STORE_OK)
-            rc = run(s,
-                     "SELECT " SESSION_COLS " FROM sessions WHERE user_id = $1 AND org_id IS NULL "
-                     "ORDER BY updated_at DESC, id DESC LIMIT $2 OFFSET $3",
-                     p, NP(p), &r);
-    }
-    if (rc == STORE_OK)
-        ALLOC_ROWS(s, rc, *out, r.nrows);
-    if (rc == STORE_OK) {
-        for (size_t i = 0; i < r.nrows; i++)
-            fill_session(&r, i, &(*out)[i]);
-        *n = r.nrows;
-        if (total)
-            *total = (long)db_cell_int(&c, 0, 0, 0);
-    }
-    db_result_free(&c);
-    db_result_free(&r);
-    return rc;
-}
-
-store_rc store_session_delete(store *s, const char *id)
-{
-    NEED(id);
-    db_param p[] = {db_text(id)};
-    return exec_one_row(s, "DELETE FROM sessions WHERE id = $1", p, NP(p)); /* messages cascade */
-}
-
-store_rc store_sessions_delete_all(store *s, const char *user_id, const char *org_id, size_t max, char ***ids,
-                                   size_t *n)
-{
-    *ids = NULL;
-    *n = 0;
-    NEED(user_id);
-    int64_t lim = max > (size_t)INT64_MAX ? INT64_MAX : (int64_t)max;
-    db_result r = DB_RESULT_INIT;
-    store_rc rc;
-    if (org_id) {
-        db_param p[] = {db_text(user_id), db_text(org_id), db_int(lim)};
-        rc = exec1(s,
-                   "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE user_id = $1 AND org_id = $2 "
-                   "ORDER BY updated_at DESC, id DESC LIMIT $3) RETURNING id",
-                   p, NP(p), &r);
-    } else {
-        db_param p[] = {db_text(user_id), db_int(lim)};
-        rc = exec1(s,
-                   "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE user_id = $1 AND org_id IS NULL "
-                   "ORDER BY updated_at DESC, id DESC LIMIT $2) RETURNING id",
-                   p, NP(p), &r);
-    }
-    if (rc == STORE_OK)
-        ALLOC_ROWS(s, rc, *ids, r.nrows);
-    if (rc == STORE_OK) {
-        for (size_t i = 0; i < r.nrows; i++)
-            (*ids)[i] = take(&r, i, 0);
-        *n = r.nrows;
-    }
-    db_result_free(&r);
-    return rc;
-}
-
-store_rc store_sessions_delete_empty(store *s, long older_than_seconds, size_t max, size_t *n)
-{
-    *n = 0;
-    char cutoff[32];
-    format_ts(now_us() - (int64_t)older_than_seconds * 1000000, cutoff);
-    int64_t lim = max > (size_t)INT64_MAX ? INT64_MAX : (int64_t)max;
-    db_param p[] = {db_text(cutoff), db_int(lim)};
-    db_result r = DB_RESULT_INIT;
-    store_rc rc = exec1(s,
-                        "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE created_at < $1 "
-                        "AND NOT EXISTS (SELECT 1 FROM messages WHERE messages.session_id = sessions.id) "
-                        "ORDER BY created_at LIMIT $2) RETURNING id",
-                        p, NP(p), &r);
-    if (rc == STORE_OK)
-        *n = r.nrows;
-    db_result_free(&r);
-    return rc;
-}
-
-/* ---- messages ---- */
-
-#define MSG_COLS                                                                                   \
-    "id, session_id, role, ephemeral_public_key, iv, ciphertext, auth_tag, hkdf_salt, model_used, "  \
-    "input_tokens, output_tokens, created_at"
-
-void message_row_free(message_row *m)
-{
-    if (!m)
-        return;
-    free(m->id);
-    free(m->session_id);
-    free(m->role);
-    free(m->ephemeral_public_key);
-    free(m->iv);
-    free(m->ciphertext);
-    free(m->auth_tag);
-    free(m->hkdf_salt);
-    free(m->model_used);
-    free(m->created_at);
-    memset(m, 0, sizeof *m);
-}
-
-void message_list_free(message_row *list, size_t n)
-{
-    for (size_t i = 0; list && i < n; i++)
-        message_row_free(&list[i]);
-    free(list);
-}
-
-store_rc store_messages_list(store *s, const char *session_id, message_row **out, size_t *n)
-{
-    *out = NULL;
-    *n = 0;
-    NEED(session_id);
-    db_param p[] = {db_text(session_id)};
-    db_result r = DB_RESULT_INIT;
-    store_rc rc = run(s, "SELECT " MSG_COLS " FROM messages WHERE session_id = $1 ORDER BY created_at, id", p,
-                      NP(p), &r);
-    if (rc == STORE_OK)
-        ALLOC_ROWS(s, rc, *out, r.nrows);
-    for (size_t i = 0; rc == STORE_OK && i < r.nrows; i++) {
-        message_row *m = &(*out)[i];
-        m->id = take(&r, i, 0);
-        m->session_id = take(&r, i, 1);
-        m->role = take(&r, i, 2);
-        m->ephemeral_public_key = take(&r, i, 3);
-        m->iv = take(&r, i, 4);
-        m->ciphertext = take(&r, i, 5);
-        m->auth_tag = take(&r, i, 6);
-        m->hkdf_salt = take(&r, i, 7);
-        m->model_used = take(&r, i, 8);
-        m->input_tokens = (long)db_cell_int(&r, i, 9, -1);
-        m->output_tokens = (long)db_cell_int(&r, i, 10, -1);
-        m->created_at = take(&r, i, 11);
-    }
-    if (rc == STORE_OK)
-        *n = r.nrows;
-    db_result_free(&r);
-    return rc;
-}
-
-static db_param tokens(long v) { return v < 0 ? db_null() : db_int(v); }
-
-static store_rc insert_message(store *s, const char *id, const char *session_id, const char *role,
-                               const message_row *m, const char *created_at)
-{
-    db_param p[] = {db_text(id),
-                    db_text(session_id),
-                    db_text(role),
-                    db_text(m->ephemeral_public_key),
-                    db_text(m->iv),
-                    db_text(m->ciphertext),
-                    db_text(m->auth_tag),
-                    db_text(m->hkdf_salt),
-                    db_text(m->model_used),
-                    tokens(m->input_tokens),
-                    tokens(m->output_tokens),
-                    db_text(created_at)};
-    return run(s,
-               "INSERT INTO messages (id, session_id, role, ephemeral_public_key, iv, ciphertext, auth_tag, "
-               "hkdf_salt, model_used, input_tokens, output_tokens, created_at) VALUES ($1, $2, $3, lower($4), "
-               "lower($5), lower($6), lower($7), lower($8), $9, $10, $11, $12)",
-               p, NP(p), NULL);
-}
-
-store_rc store_chat_commit(store *s, const session_row *new_session, const char *session_id,
-                           message_row *user_msg, message_row *assistant_msg)
-{
-    if (!session_id && new_session)
-        session_id = new_session->id;
-    NEED(session_id);
-    NEED(user_msg);
-    NEED(assistant_msg);
-    if (new_session && (!new_session->id || strcmp(new_session->id, session_id) != 0))
-        return fail(s, "store_chat_commit: new_session->id differs from session_id");
-    if (new_session && !new_session->user_id)
-        return fail(s, "store_chat_commit: new_session->user_id is required");
-
-    /* everything the caller gets back is allocated first: after the commit nothing can fail */
-    char uid[37], aid[37], t_sess[32], t_user[32], t_asst[32];
-    store_uuid(uid);
-    store_uuid(aid);
-    stamp(s, t_sess);
-    /* stamp() strictly increases: the assistant's created_at is after the user's */
-    stamp(s, t_user);
-    stamp(s, t_asst);
-    char *ret[4] = {strdup(uid), strdup(t_user), strdup(aid), strdup(t_asst)};
-    store_rc rc = ret[0] && ret[1] && ret[2] && ret[3] ? tx_open(s) : fail(s, "out of memory");
-    if (rc != STORE_OK)
-        goto done;
-    if (new_session) {
-        db_param p[] = {db_text(session_id), db_text(new_session->user_id), db_text(new_session->org_id),
-                        db_text(new_session->name ? new_session->name : DEFAULT_SESSION_NAME), db_text(t_sess)};
-        rc = run(s, SQL_SESSION_INSERT, p, NP(p), NULL);
-    }
-    if (rc == STORE_OK)
-        rc = insert_message(s, uid, session_id, "user", user_msg, t_user);
-    if (rc == STORE_OK)
-        rc = insert_message(s, aid, session_id, "assistant", assistant_msg, t_asst);
-    if (rc == STORE_OK) {
-        db_param p[] = {db_text(session_id), db_text(t_asst)};
-        db_result r = DB_RESULT_INIT;
-        rc = run(s, "UPDATE sessions SET updated_at = $2 WHERE id = $1", p, NP(p), &r);
-        if (rc == STORE_OK && r.changes == 0) {
-            fail(s, "the session does not exist");
-            rc = STORE_NOT_FOUND;
-        }
-        db_result_free(&r);
-    }
-    rc = tx_close(s, rc);
-    if (rc == STORE_OK) {
-        char **slots[4] = {&user_msg->id, &user_msg->created_at, &assistant_msg->id, &assistant_msg->created_at};
-        for (int i = 0; i < 4; i++) {
-            free(*slots[i]);
-            *slots[i] = ret[i];
-            ret[i] = NULL;
-        }
-    }
-done:
-    for (int i = 0; i < 4; i++)
-        free(ret[i]);
-    return rc;
-}
-
-/* ---- context ---- */
-
-static bool valid_owner(const char *t) { return strcmp(t, "user") == 0 || strcmp(t, "org") == 0; }
-
-store_rc store_context_get(store *s, const char *owner_type, const char *owner_id, json_t **data)
-{
-    *data = NULL;
-    NEED(owner_type);
-    NEED(owner_id);
-    db_param p[] = {db_text(owner_type), db_text(owner_id)};
-    db_result r = DB_RESULT_INIT;
-    store_rc rc = run(s, "SELECT context_data FROM context_stores WHERE owner_type = $1 AND owner_id = $2", p,
-                      NP(p), &r);
-    const char *text = db_cell(&r, 0, 0);
-    if (rc == STORE_OK && text) {
-        json_error_t je;
-        *data = json_loads(text, JSON_DECODE_ANY, &je);
-        if (!*data)
-            rc = fail(s, "context_data is not valid JSON (line %d)", je.line);
-    }
-    db_result_free(&r);
-    return rc;
-}
-
-store_rc store_context_put(store *s, const char *owner_type, const char *owner_id, const json_t *data)
-{
-    NEED(owner_type);
-    NEED(owner_id);
-    if (!valid_owner(owner_type))
-        return fail(s, "invalid owner_type (expected user or org)");
-    char *json = data ? json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-    if (data && !json)
-        return fail(s, "context_data cannot be serialized");
-    size_t idlen = strlen("ctx__") + strlen(owner_type) + strlen(owner_id) + 1;
-    char *id = malloc(idlen);
-    if (!id) {
-        free(json);
-        return fail(s, "out of memory");
-    }
-    snprintf(id, idlen, "ctx_%s_%s", owner_type, owner_id);
-    char now[32];
-    stamp(s, now);
-    db_param p[] = {db_text(id), db_text(owner_type), db_text(owner_id), db_text(json), db_text(now)};
-    store_rc rc = exec1(s,
-                        "INSERT INTO context_stores (id, owner_type, owner_id, context_data, created_at, updated_at) "
-                        "VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (owner_type, owner_id) DO UPDATE SET "
-                        "context_data = excluded.context_data, updated_at = excluded.updated_at",
-                        p, NP(p), NULL);
-    free(id);
-    free(json);
-    return rc;
-}
-
-/* ---- webhook deliveries ---- */
-
-/* The store's timestamp window_s seconds ago: text order is time order. */
-static void window_start(long window_s, char out[32]) { format_ts(now_us() - (int64_t)window_s * 1000000, out); }
-
-store_rc store_webhook_claim(store *s, const char *delivery_id, long window_s)
-{
-    NEED(delivery_id);
-    char now[32], since[32];
-    stamp(s, now);
-    window_start(window_s, since);
-    db_param p[] = {db_text(delivery_id), db_text(now), db_text(since)};
-    db_result r = DB_RESULT_INIT;
-    /* one statement, so that the unique index decides between two concurrent claims */
-    store_rc rc = exec1(s,
-                        "INSERT INTO webhook_deliveries (id, processed_at) VALUES ($1, $2) "
-                        "ON CONFLICT (id) DO UPDATE SET processed_at = excluded.processed_at "
-                        "WHERE webhook_deliveries.processed_at < $3",
-                        p, NP(p), &r);
-    if (rc == STORE_OK && r.changes == 0) {
-        fail(s, "delivery already applied");
-        rc = STORE_CONFLICT;
-    }
-    db_result_free(&r);
-    return rc;
-}
-
-store_rc store_webhook_prune(store *s, long window_s)
-{
-    char since[32];
-    window_start(window_s, since);
-    db_param p[] = {db_text(since)};
-    return exec1(s, "DELETE FROM webhook_deliveries WHERE processed_at < $1", p, NP(p), NULL);
-}
-
-/* ---- audit ---- */
-
-store_rc store_audit(store *s, const char *event_type, const char *actor, const char *target, const char *org_id,
-                     const json_t *data)
-{
-    NEED(event_type);
-    char *json = data ? json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-    if (data && !json)
-        return fail(s, "event_data cannot be serialized");
-    char id[37], now[32];
-    store_uuid(id);
-    stamp(s, now);
-    db_param p[] = {db_text(id),     db_text(event_type), db_text(actor), db_text(target),
-                    db_text(org_id), db_text(json),       db_text(now)};
-    store_rc rc = exec1(s,
-                        "INSERT INTO audit_logs (id, event_type, actor_user_id, target_user_id, org_id, event_data, "
-                        "created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                        p, NP(p), NULL);
-    free(json);
-    return rc;
-}
-
-void audit_list_free(audit_row *list, size_t n)
-{
-    for (size_t i = 0; list && i < n; i++) {
-        audit_row *a = &list[i];
-        free(a->id);
-        free(a->event_type);
-        free(a->actor_user_id);
-        free(a->target_user_id);
-        free(a->org_id);
-        free(a->created_at);
-        json_decref(a->event_data);
-    }
-    free(list);
-}
-
-store_rc store_audit_list(store *s, const char *org_id, size_t limit, audit_row **out, size_t *n)
-{
-    *out = NULL;
-    *n = 0;
-    int64_t lim = limit > (size_t)INT64_MAX ? INT64_MAX : (int64_t)limit;
-    db_result r = DB_RESULT_INIT;
-    store_rc rc;
-#define AUDIT_COLS "id, event_type, actor_user_id, target_user_id, org_id, event_data, created_at"
-    if (org_id) {
-        db_param p[] = {db_text(org_id), db_int(lim)};
-        rc = run(s,
-                 "SELECT " AUDIT_COLS " FROM audit_logs WHERE org_id = $1 "
-                 "ORDER BY created_at DESC, id DESC LIMIT $2",
-                 p, NP(p), &r);
-    } else {
-        db_param p[] = {db_int(lim)};
-        rc = run(s, "SELECT " AUDIT_COLS " FROM audit_logs ORDER BY created_at DESC, id DESC LIMIT $1", p, NP(p),
-                 &r);
-    }
-    if (rc == STORE_OK)
-        ALLOC_ROWS(s, rc, *out, r.nrows);
-    for (size_t i = 0; rc == STORE_OK && i < r.nrows; i++) {
-        audit_row *a = &(*out)[i];
-        a->id = take(&r, i, 0);
-        a->event_type = take(&r, i, 1);
-        a->actor_user_id = take(&r, i, 2);
-        a->target_user_id = take(&r, i, 3);
-        a->org_id = take(&r, i, 4);
-        const char *ev = db_cell(&r, i, 5);
-        a->event_data = ev ? json_loads(ev, JSON_DECODE_ANY, NULL) : NULL;
-        a->created_at = take(&r, i, 6);
-    }
-    if (rc == STORE_OK)
-        *n = r.nrows;
-    db_result_free(&r);
-    return rc;
+    return db_rollback(s->d) == DB_OK ? STORE_OK : st_db_fail(s, DB_ERR);
 }
