@@ -21,6 +21,8 @@
 #include "common/buf.h"
 #include "crypto/ep.h"
 #include "crypto/stream_v2.h"
+#include "crypto/stream_v3.h"
+#include "enclave/protocol.h"
 #include "crypto/keywrap.h"
 #include "crypto/primitives.h"
 
@@ -47,6 +49,9 @@ typedef struct fixture {
     x25519_key *tkey;       /* the client's transport key, held as the client holds it */
     x25519_key *ekey;       /* the latest ephemeral key */
     sv2 stream;             /* a format 2 stream, sender side */
+    sv3 stream3;            /* a format 3 stream, sender side */
+    x25519_key *enclave;    /* format 3: the attested enclave key */
+    uint8_t request_hash[SV3_HASH_LEN];
     volatile unsigned sink; /* keeps results observable */
 } fixture;
 
@@ -140,13 +145,46 @@ static int op_chunk_v2(fixture *f)
     vbuf_reset(&f->line);
     uint64_t seq = f->stream.seq;
     if (sv2_seal(&f->stream, SV2_TEXT, (const uint8_t *)DELTA, DELTA_LEN, ct, tag) < 0 ||
-        vbuf_printf(&f->line, "{\"encrypted_content_v2\":{\"seq\":%llu,\"ciphertext\":\"",
-                    (unsigned long long)seq) < 0 ||
-        vbuf_append_hex(&f->line, ct, sizeof ct) < 0 || vbuf_append_str(&f->line, "\",\"auth_tag\":\"") < 0 ||
-        vbuf_append_hex(&f->line, tag, sizeof tag) < 0 || vbuf_append_str(&f->line, "\"}}") < 0)
+        proto_write_element(&f->line, 2, false, seq, ct, sizeof ct, tag) < 0)
         return -1;
     f->sink += f->line.data[f->line.len / 2];
     return 0;
+}
+
+/* Stream format 3: the same per chunk (the element differs in its labels only). */
+static int op_chunk_v3(fixture *f)
+{
+    uint8_t ct[DELTA_LEN], tag[GCM_TAG_LEN];
+    vbuf_reset(&f->line);
+    uint64_t seq = f->stream3.seq;
+    if (sv3_seal(&f->stream3, SV3_TEXT, (const uint8_t *)DELTA, DELTA_LEN, ct, tag) < 0 ||
+        proto_write_element(&f->line, 3, false, seq, ct, sizeof ct, tag) < 0)
+        return -1;
+    f->sink += f->line.data[f->line.len / 2];
+    return 0;
+}
+
+/* Per stream: format 2 makes one agreement, format 3 two (the stream key's and the
+ * attested key's) and hashes the request. */
+static int op_setup_v2(fixture *f)
+{
+    uint8_t epk[X25519_KEY_LEN], salt[HKDF_SALT_LEN];
+    sv2 s;
+    int rc = sv2_init_sender(&s, f->pub, epk, salt);
+    f->sink += epk[0];
+    sv2_wipe(&s);
+    return rc;
+}
+
+static int op_setup_v3(fixture *f)
+{
+    uint8_t epk[X25519_KEY_LEN], salt[HKDF_SALT_LEN];
+    sv3 s;
+    sv3_ep_hash(&f->sealed, f->request_hash);
+    int rc = sv3_init_sender(&s, f->enclave, f->pub, f->request_hash, epk, salt);
+    f->sink += epk[0];
+    sv3_wipe(&s);
+    return rc;
 }
 
 static int op_open(fixture *f)
@@ -324,7 +362,9 @@ static int setup(fixture *f)
     if (ep_seal(f->pub, (const uint8_t *)DELTA, DELTA_LEN, EP_CTX_ENCLAVE_TO_CLIENT, &f->sealed) != EP_OK)
         return -1;
     uint8_t epk[X25519_KEY_LEN], salt[HKDF_SALT_LEN];
-    if (sv2_init_sender(&f->stream, f->pub, epk, salt) < 0)
+    uint8_t enclave_pub[X25519_KEY_LEN];
+    if (sv2_init_sender(&f->stream, f->pub, epk, salt) < 0 || !(f->enclave = x25519_key_generate(enclave_pub)) ||
+        sv3_init_sender(&f->stream3, f->enclave, f->pub, f->request_hash, epk, salt) < 0)
         return -1;
     vbuf j = VBUF_INIT;
     if (ep_write_json(&f->sealed, &j) < 0 || !vbuf_cstr(&j)) {
@@ -348,6 +388,8 @@ static void teardown(fixture *f)
     x25519_key_free(f->tkey);
     x25519_key_free(f->ekey);
     sv2_wipe(&f->stream);
+    sv3_wipe(&f->stream3);
+    x25519_key_free(f->enclave);
     secure_wipe(f, sizeof *f);
 }
 
@@ -410,8 +452,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_crypto: setup failed\n");
         return 1;
     }
-    enum { KEYGEN, SHARED, HKDF, GCM, SEAL, WRITE_JSON, CHUNK, CHUNK_V2, OPEN, CLIENT_CHUNK, FLOOR, MULT, IDEAL,
-           N_ROWS };
+    enum { KEYGEN, SHARED, HKDF, GCM, SEAL, WRITE_JSON, CHUNK, CHUNK_V2, CHUNK_V3, SETUP_V2, SETUP_V3, OPEN,
+           CLIENT_CHUNK, FLOOR, MULT, IDEAL, N_ROWS };
     static const char *const names[N_ROWS] = {
         [KEYGEN] = "x25519_keygen (ephemeral key pair)",
         [SHARED] = "x25519_key_shared (held key)",
@@ -421,6 +463,9 @@ int main(int argc, char **argv)
         [WRITE_JSON] = "ep_write_json (that EP)",
         [CHUNK] = "per-chunk enclave work (seal + JSON line)",
         [CHUNK_V2] = "same in stream format 2 (GCM + JSON line)",
+        [CHUNK_V3] = "same in stream format 3 (GCM + JSON line)",
+        [SETUP_V2] = "per stream, format 2 (1 agreement + HKDF)",
+        [SETUP_V3] = "per stream, format 3 (2 agreements + HKDF)",
         [OPEN] = "ep_open_key (client side, held key)",
         [CLIENT_CHUNK] = "per-chunk client work (ep_parse + ep_open_key)",
         [FLOOR] = "floor: keygen+shared+HKDF+GCM in one call",
@@ -430,6 +475,7 @@ int main(int argc, char **argv)
     static const bench_fn fns[N_ROWS] = {
         [KEYGEN] = op_keygen, [SHARED] = op_shared, [HKDF] = op_hkdf, [GCM] = op_gcm,
         [SEAL] = op_seal, [WRITE_JSON] = op_write_json, [CHUNK] = op_chunk, [CHUNK_V2] = op_chunk_v2,
+        [CHUNK_V3] = op_chunk_v3, [SETUP_V2] = op_setup_v2, [SETUP_V3] = op_setup_v3,
         [OPEN] = op_open,
         [CLIENT_CHUNK] = op_client_chunk, [FLOOR] = op_floor, [MULT] = op_mult, [IDEAL] = op_ideal_seal,
     };
@@ -475,6 +521,19 @@ int main(int argc, char **argv)
     printf("  %-44s %10.0f chunks/s per core\n", "enclave sealing bound", 1e6 / pchunk.med_us);
     printf("  (design.md puts the floor at about 81 µs: two X25519 scalar mults per seal. Keys\n"
            "   are held as x25519_key, so OpenSSL derives a public key once per key, not per use.)\n");
+    /* format 3 against format 2, op by op in turn: per chunk, and per stream of 100 chunks */
+    static const int w3[] = {CHUNK_V2, CHUNK_V3, SETUP_V2, SETUP_V3};
+    static double p3[4][RUNS];
+    if (measure_interleaved(fns, w3, 4, &f, p3) < 0)
+        rc = 1;
+    result c2 = summarise(p3[0]), c3 = summarise(p3[1]), s2 = summarise(p3[2]), s3 = summarise(p3[3]);
+    printf("\nStream format 3 against format 2 (timed op by op in turn)\n");
+    printf("  %-44s %10.3f   (%.2f µs against %.2f µs; goal: within 10%%)\n", "per chunk, format 3 / format 2",
+           median_ratio(p3[1], p3[0]), c3.med_us, c2.med_us);
+    printf("  %-44s %10.3f   (%.1f µs against %.1f µs per stream)\n", "stream setup, format 3 / format 2",
+           median_ratio(p3[3], p3[2]), s3.med_us, s2.med_us);
+    printf("  %-44s %10.3f   (setup + 100 chunks)\n", "a 100-chunk answer, format 3 / format 2",
+           (s3.med_us + 100 * c3.med_us) / (s2.med_us + 100 * c2.med_us));
 
     teardown(&f);
     if (!skip_argon2 && bench_argon2() < 0)

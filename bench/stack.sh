@@ -101,10 +101,10 @@ run "1x200" --streams 1 --total 20 --chunks 200 \
 run "50x100-max" --streams 50 --total 100 --chunks 100
 run "100x50@20ms" --streams 100 --total 200 --chunks 50 --interval-ms 20
 run "500x20@20ms" --streams 500 --total 500 --chunks 20 --interval-ms 20
-# the same loads in stream format 2 (one key agreement per stream)
-run "1x200-v2" --streams 1 --total 20 --chunks 200 --stream-format 2
-run "50x100-v2" --streams 50 --total 100 --chunks 100 --stream-format 2
-run "500x20-v2" --streams 500 --total 500 --chunks 20 --interval-ms 20 --stream-format 2
+# the same loads in stream format 3 (a bound request; one key agreement per stream)
+run "1x200-v3" --streams 1 --total 20 --chunks 200 --stream-format 3
+run "50x100-v3" --streams 50 --total 100 --chunks 100 --stream-format 3
+run "500x20-v3" --streams 500 --total 500 --chunks 20 --interval-ms 20 --stream-format 3
 
 kvget() { local v; v=$(grep -m1 "^$2=" "$TMP/$1.kv" 2>/dev/null | cut -d= -f2-); echo "${v:--}"; }
 

@@ -41,7 +41,7 @@
 #include "common/hex.h"
 #include "common/log.h"
 #include "crypto/ep.h"
-#include "crypto/stream_v2.h"
+#include "crypto/stream_v3.h"
 #include "enclave/protocol.h"
 
 #define DEFAULT_MODEL "us.meta.llama3-1-8b-instruct-v1:0"
@@ -68,7 +68,7 @@ typedef struct options {
     const char *label;
     long streams, total, chunks, chunk_size, interval_ms, baseline, time_limit_s;
     long enclave_pid, proxy_pid;
-    long stream_format; /* 1 (EncryptedPayload per chunk) or 2 (one key per stream) */
+    long stream_format; /* 1 (EncryptedPayload per chunk) or 3 (a bound request, one key per stream) */
     bool set_credentials;
 } options;
 
@@ -133,8 +133,9 @@ typedef struct stream {
     vbuf expect;  /* scratch for the expected delta */
     double t_start, t_first;
     x25519_key *client_key; /* client_priv, held: opens every chunk */
-    bool v2;
-    sv2 sv;
+    bool v3;                /* the stream_key came: elements open with sv */
+    sv3 sv;
+    uint8_t request_hash[SV3_HASH_LEN];
 } stream;
 
 static double now_ms(void)
@@ -158,8 +159,8 @@ static void usage(FILE *f)
             "  --streams N             concurrent streams (default 10)\n"
             "  --total M               streams in all (default 100; 0: none)\n"
             "  --chunks K              chunks per answer (default 20)\n"
-            "  --stream-format 1|2     1: an EncryptedPayload per chunk (default); 2: one key per\n"
-            "                          stream, every element and the end checked in order\n"
+            "  --stream-format 1|3     1: an EncryptedPayload per chunk (default); 3: a bound request,\n"
+            "                          one key per stream, every element and the end checked in order\n"
             "  --chunk-size B          pad chunks 1..K-1 to B bytes (default 0: ' chunk <i>')\n"
             "  --interval-ms I         the simulator's pause between chunks (default 0)\n"
             "  --model ID              model id (default " DEFAULT_MODEL ")\n"
@@ -234,7 +235,7 @@ static void stream_free(stream *s)
     vbuf_free_secure(&s->answer);
     vbuf_free(&s->expect);
     x25519_key_free(s->client_key);
-    sv2_wipe(&s->sv);
+    sv3_wipe(&s->sv);
     secure_wipe(s->client_priv, sizeof s->client_priv);
     secure_wipe(s->storage_priv, sizeof s->storage_priv);
     free(s);
@@ -333,8 +334,8 @@ static void check_final(stream *s, const proto_final *f)
 /* A chunk's text, opened in the stream's format: -1 when it does not open. */
 static int open_chunk(stream *s, const proto_event *ev, uint8_t **pt, size_t *len)
 {
-    if (ev->kind == PROTO_EV_CHUNK_V2)
-        return s->v2 && sv2_open_json(&s->sv, SV2_TEXT, ev->elem, pt, len) == 0 ? 0 : -1;
+    if (ev->kind == PROTO_EV_CHUNK_V3)
+        return s->v3 && sv3_open_json(&s->sv, SV3_TEXT, ev->elem, pt, len) == 0 ? 0 : -1;
     secret sp;
     ep e;
     if (ep_from_json(ev->ep, &e, NULL) != EP_OK)
@@ -351,15 +352,25 @@ static int open_chunk(stream *s, const proto_event *ev, uint8_t **pt, size_t *le
     return *pt ? 0 : -1;
 }
 
-/* Format 2: the end element must verify at index N. */
-static int check_end(stream *s, const json_t *stream_end)
+static int ep_hash_of(const json_t *epj, uint8_t out[SV3_HASH_LEN])
 {
-    json_t *elem = json_pack("{s:s, s:O}", "ciphertext", "", "auth_tag", json_object_get(stream_end, "auth_tag"));
-    uint8_t *none = NULL;
-    size_t nlen;
-    int bad = !elem || sv2_open_json(&s->sv, SV2_END, elem, &none, &nlen) < 0;
-    free(none);
-    json_decref(elem);
+    ep e;
+    if (ep_from_json(epj, &e, NULL) != EP_OK)
+        return -1;
+    sv3_ep_hash(&e, out);
+    ep_clear(&e);
+    return 0;
+}
+
+/* Format 3: the end element verifies at index N and names the stored messages. */
+static int check_end(stream *s, const json_t *stream_end, const proto_final *f)
+{
+    uint8_t *pt = NULL, want[SV3_END_LEN];
+    size_t n = 0;
+    int bad = sv3_open_json(&s->sv, SV3_END, stream_end, &pt, &n) < 0 || n != SV3_END_LEN ||
+              ep_hash_of(f->stored_user, want) < 0 || ep_hash_of(f->stored_assistant, want + SV3_HASH_LEN) < 0 ||
+              memcmp(pt, want, SV3_END_LEN) != 0;
+    free(pt);
     return bad ? -1 : 0;
 }
 
@@ -376,20 +387,21 @@ static int on_line(stream *s, const char *line, size_t n)
         stream_fail(s, &L->errors.protocol, json ? "not an event of the protocol" : "reply is not JSON",
                     json ? NULL : jerr.text);
         break;
-    case PROTO_EV_STREAM_KEY: /* format 2: the stream's key, before any chunk */
-        if (sv2_init_receiver(&s->sv, s->client_key, ev.epk, ev.salt) < 0) {
-            stream_fail(s, &L->errors.protocol, "malformed stream_key", NULL);
+    case PROTO_EV_STREAM_KEY: /* format 3: the stream's key, before any chunk */
+        if (ev.format != 3 || L->opt.stream_format != 3 ||
+            sv3_init_receiver(&s->sv, s->client_key, L->enclave_pub, ev.epk, ev.salt, s->request_hash) < 0) {
+            stream_fail(s, &L->errors.protocol, "unexpected or malformed stream_key", NULL);
             break;
         }
-        s->v2 = true;
+        s->v3 = true;
         ended = 0;
         break;
     case PROTO_EV_CHUNK:
-    case PROTO_EV_CHUNK_V2: {
+    case PROTO_EV_CHUNK_V3: {
         uint8_t *pt = NULL;
         size_t plen = 0;
         if (open_chunk(s, &ev, &pt, &plen) < 0) {
-            stream_fail(s, &L->errors.decrypt, ev.kind == PROTO_EV_CHUNK_V2 ? "format 2 chunk does not open in order"
+            stream_fail(s, &L->errors.decrypt, ev.kind == PROTO_EV_CHUNK_V3 ? "format 3 chunk does not open in order"
                                                                              : "chunk does not open", NULL);
             break;
         }
@@ -403,7 +415,11 @@ static int on_line(stream *s, const char *line, size_t n)
     }
     case PROTO_EV_THINKING:
     case PROTO_EV_THINKING_V2:
+    case PROTO_EV_THINKING_V3:
         ended = 0;
+        break;
+    case PROTO_EV_CHUNK_V2:
+        stream_fail(s, &L->errors.protocol, "a format 2 element (veil-load speaks formats 1 and 3)", NULL);
         break;
     case PROTO_EV_ERROR: {
         char d[200];
@@ -412,8 +428,8 @@ static int on_line(stream *s, const char *line, size_t n)
         break;
     }
     case PROTO_EV_FINAL:
-        if (s->v2 && check_end(s, ev.stream_end) < 0)
-            stream_fail(s, &L->errors.decrypt, "format 2 end does not verify", NULL);
+        if (L->opt.stream_format == 3 && (!s->v3 || check_end(s, ev.stream_end, &ev.final) < 0))
+            stream_fail(s, &L->errors.decrypt, "format 3 end does not verify", NULL);
         else
             check_final(s, &ev.final);
         break;
@@ -511,14 +527,34 @@ static int build_request(stream *s)
         return -1;
     hex_encode(s->client_pub, X25519_KEY_LEN, pub);
     hex_encode(s->storage_pub, X25519_KEY_LEN, spub);
-    json_t *em = seal_json(L->enclave_pub, s->prompt, EP_CTX_CLIENT_TO_ENCLAVE);
-    if (!em)
-        return -1;
-    json_t *hist = json_array();
-    json_t *req = proto_chat_stream_request(em, hist, pub, spub, L->opt.model, "00000000-0000-4000-8000-000000000000",
-                                            L->opt.stream_format);
+    static const char SESSION[] = "00000000-0000-4000-8000-000000000000";
+    json_t *hist = json_array(), *req = NULL;
+    if (L->opt.stream_format == 3) { /* the whole request, bound and sealed to the enclave key */
+        uint8_t rid[PROTO_REQUEST_ID_LEN];
+        char rid_hex[2 * PROTO_REQUEST_ID_LEN + 1];
+        ep sealed;
+        json_t *inner = NULL;
+        char *pt = NULL;
+        if (random_bytes(rid, sizeof rid) == 0) {
+            hex_encode(rid, sizeof rid, rid_hex);
+            inner = proto_bound_request_json(s->prompt, hist, pub, spub, L->opt.model, SESSION, rid_hex, time(NULL));
+            pt = inner ? json_dumps(inner, JSON_COMPACT) : NULL;
+        }
+        if (pt && ep_seal(L->enclave_pub, (const uint8_t *)pt, strlen(pt), SV3_REQUEST_CONTEXT, &sealed) == EP_OK) {
+            sv3_ep_hash(&sealed, s->request_hash);
+            json_t *sj = ep_to_json(&sealed);
+            req = sj ? proto_bound_stream_request(sj, pub, spub, L->opt.model, SESSION) : NULL;
+            json_decref(sj);
+            ep_clear(&sealed);
+        }
+        free(pt);
+        json_decref(inner);
+    } else {
+        json_t *em = seal_json(L->enclave_pub, s->prompt, EP_CTX_CLIENT_TO_ENCLAVE);
+        req = em ? proto_chat_stream_request(em, hist, pub, spub, L->opt.model, SESSION, 1) : NULL;
+        json_decref(em);
+    }
     json_decref(hist);
-    json_decref(em);
     if (!req)
         return -1;
     s->request = json_dumps(req, JSON_COMPACT);
@@ -878,7 +914,7 @@ static int parse_opts(int argc, char **argv, options *o)
         case O_TIME: target = &o->time_limit_s, lo = 1, hi = 86400; break;
         case O_EPID: target = &o->enclave_pid, lo = 1, hi = 1L << 30; break;
         case O_PPID: target = &o->proxy_pid, lo = 1, hi = 1L << 30; break;
-        case O_FORMAT: target = &o->stream_format, lo = 1, hi = 2; break;
+        case O_FORMAT: target = &o->stream_format, lo = 1, hi = 3; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return -1;
         }
@@ -886,6 +922,10 @@ static int parse_opts(int argc, char **argv, options *o)
             fprintf(stderr, "veil-load: --%s must be a number in [%ld, %ld]\n", opts[idx].name, lo, hi);
             return -1;
         }
+    }
+    if (o->stream_format == 2) {
+        fprintf(stderr, "veil-load: --stream-format must be 1 or 3\n");
+        return -1;
     }
     if (optind != argc) {
         fprintf(stderr, "veil-load: unexpected argument '%s' (try --help)\n", argv[optind]);

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 
 #include <openssl/evp.h>
@@ -82,8 +83,9 @@ typedef struct jwt_config {
 /* Checks a config once at start: issuer set, leeway in range. 0 or -1 + err. */
 int jwt_config_check(const jwt_config *cfg, char *err, size_t errlen);
 
-/* The caller's identity, from a verified token (Clerk v2 claims). Empty strings
- * when absent. v1 claims (org_id, org_role) are ignored, as the original did. */
+/* The caller's identity, from a verified token (Clerk v2 claims; the original's
+ * AuthContext). Empty strings when absent. v1 claims (org_id, org_role) are ignored,
+ * as the original did. */
 #define JWT_ID_MAX 256
 #define JWT_ROLE_MAX 128
 #define JWT_MAX_PERMISSIONS 64
@@ -98,7 +100,15 @@ typedef struct jwt_auth {
     int64_t exp;               /* seconds since the epoch */
 } jwt_auth;
 
+#define JWT_ROLE_ORG_ADMIN "org:admin"
+
+/* The token names an active organization (else: personal context). */
 static inline bool jwt_auth_is_org(const jwt_auth *a) { return a->org_id[0] != '\0'; }
+/* The token's role in its organization is admin (the JWT's word, not the database's). */
+static inline bool jwt_auth_is_org_admin(const jwt_auth *a)
+{
+    return strcmp(a->org_role, JWT_ROLE_ORG_ADMIN) == 0;
+}
 
 /* ---- base64url (RFC 4648 §5), as JWS uses it ---------------------------------- */
 

@@ -1,3 +1,7 @@
+/* eventstream — the event-stream codec (see eventstream.h). Stays whole (~620
+ * lines): the decoder's state machine and the encoder are the two halves of one wire
+ * format and share its header table, type sizes and CRC.
+ */
 #include "aws/eventstream.h"
 
 #include <stdlib.h>

@@ -6,6 +6,7 @@
  * and wipes every key, HMAC intermediate and secret copy it drops. The caller owns
  * every request it passes in; sigv4_signed owns its header values until
  * sigv4_signed_free(). A signer is not thread-safe. Nothing here ever logs.
+ * Three files: sigv4_canon.c canonicalises, sigv4.c signs, sigv4_verify.c verifies.
  */
 #ifndef VEIL_AWS_SIGV4_H
 #define VEIL_AWS_SIGV4_H

@@ -38,6 +38,7 @@ int cmd_history(int argc, char **argv);
 int cmd_sessions(int argc, char **argv);
 int cmd_models(int argc, char **argv);
 int cmd_org(int argc, char **argv);
+int cmd_attest(int argc, char **argv);
 
 /* `veil VERB: message` on stderr; returns 1 (or the given code). */
 int cli_fail(const char *verb, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

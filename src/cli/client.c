@@ -6,6 +6,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +15,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "attest/measurements.h"
 #include "common/buf.h"
 #include "common/config.h"
+#include "common/hex.h"
 
 #define MAX_BODY (64u << 20)
 
@@ -326,17 +330,106 @@ static void copy_field(const json_t *j, const char *k, char *out, size_t n)
         snprintf(out, n, "%s", v);
 }
 
-int cli_config_load(cli_config *cfg, char *err, size_t errlen)
+/* ---- the attestation policy in the config: nitro-cli's Measurements object, a PEM root ---- */
+
+#define CFG_MEASUREMENTS "measurements"
+#define CFG_ROOT "attestation_root"
+#define HASH_ALGORITHM "Sha384 { ... }" /* as nitro-cli prints it */
+
+static json_t *measurements_json(const cli_config *cfg)
+{
+    json_t *m = json_pack("{s:s}", "HashAlgorithm", HASH_ALGORITHM);
+    for (size_t i = 0; m && i < cfg->n_pcrs; i++) {
+        char k[8], h[2 * ATTEST_MAX_PCR_LEN + 1];
+        snprintf(k, sizeof k, "PCR%u", cfg->pcrs[i].index);
+        hex_encode(cfg->pcrs[i].value, cfg->pcrs[i].len, h);
+        json_object_set_new(m, k, json_string(h));
+    }
+    return m;
+}
+
+/* The stored object goes through the same strict parser as a nitro-cli file. */
+static int measurements_from_json(json_t *m, cli_config *cfg, char *err, size_t errlen)
+{
+    char why[256];
+    json_t *doc = json_pack("{s:O}", "Measurements", m);
+    char *s = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    int rc = s ? attest_measurements_parse(s, strlen(s), cfg->pcrs, &cfg->n_pcrs, why, sizeof why) : -1;
+    if (rc < 0) {
+        cfg->n_pcrs = 0;
+        snprintf(err, errlen, "the measurements stored in the config are malformed (%s): run `veil login "
+                              "--measurements FILE` again", s ? why : "out of memory");
+    }
+    free(s);
+    return rc;
+}
+
+static char *root_pem(const uint8_t *der, size_t len)
+{
+    const uint8_t *p = der;
+    X509 *x = d2i_X509(NULL, &p, (long)len);
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *out = NULL, *data;
+    if (x && bio && PEM_write_bio_X509(bio, x) == 1) {
+        long n = BIO_get_mem_data(bio, &data);
+        if (n > 0 && (out = malloc((size_t)n + 1))) {
+            memcpy(out, data, (size_t)n);
+            out[n] = '\0';
+        }
+    }
+    BIO_free(bio);
+    X509_free(x);
+    return out;
+}
+
+static int root_from_pem(const char *pem, cli_config *cfg, char *err, size_t errlen)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    X509 *x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    uint8_t *der = NULL;
+    int len = x ? i2d_X509(x, &der) : -1;
+    int rc = -1;
+    if (len > 0 && (size_t)len <= sizeof cfg->root_der) {
+        memcpy(cfg->root_der, der, (size_t)len);
+        cfg->root_der_len = (size_t)len;
+        rc = 0;
+    } else {
+        snprintf(err, errlen, "the attestation root stored in the config is not one PEM certificate: run "
+                              "`veil login --attestation-root PEM` again");
+    }
+    OPENSSL_free(der);
+    X509_free(x);
+    BIO_free(bio);
+    return rc;
+}
+
+int cli_config_load_file(cli_config *cfg, char *err, size_t errlen)
 {
     char path[600];
     memset(cfg, 0, sizeof *cfg);
     json_t *j = json_load_file(cli_config_path(path, sizeof path), 0, NULL);
-    if (j) {
-        copy_field(j, "server", cfg->server, sizeof cfg->server);
-        copy_field(j, "token", cfg->token, sizeof cfg->token);
-        copy_field(j, "ca_file", cfg->ca_file, sizeof cfg->ca_file);
-        json_decref(j);
-    }
+    if (!j)
+        return 0;
+    copy_field(j, "server", cfg->server, sizeof cfg->server);
+    copy_field(j, "token", cfg->token, sizeof cfg->token);
+    copy_field(j, "ca_file", cfg->ca_file, sizeof cfg->ca_file);
+    json_t *m = json_object_get(j, CFG_MEASUREMENTS);
+    const char *root = json_string_value(json_object_get(j, CFG_ROOT));
+    int rc = 0;
+    if (m && !json_is_null(m))
+        rc = measurements_from_json(m, cfg, err, errlen);
+    if (rc == 0 && json_object_get(j, CFG_ROOT) && !json_is_null(json_object_get(j, CFG_ROOT)))
+        rc = root ? root_from_pem(root, cfg, err, errlen) : (snprintf(err, errlen, "the attestation root "
+                                                                      "stored in the config is not a string"), -1);
+    json_decref(j);
+    return rc;
+}
+
+int cli_config_load(cli_config *cfg, char *err, size_t errlen)
+{
+    if (cli_config_load_file(cfg, err, errlen) < 0)
+        return -1;
     const char *v;
     if ((v = getenv("VEIL_SERVER")) && *v)
         snprintf(cfg->server, sizeof cfg->server, "%s", v);
@@ -404,6 +497,18 @@ int cli_config_save(const cli_config *cfg, char *err, size_t errlen)
     json_t *j = json_pack("{s:s, s:s}", "server", cfg->server, "token", cfg->token);
     if (cfg->ca_file[0])
         json_object_set_new(j, "ca_file", json_string(cfg->ca_file));
+    if (cfg->n_pcrs)
+        json_object_set_new(j, CFG_MEASUREMENTS, measurements_json(cfg));
+    if (cfg->root_der_len) {
+        char *pem = root_pem(cfg->root_der, cfg->root_der_len);
+        if (!pem) {
+            json_decref(j);
+            snprintf(err, errlen, "the attestation root is not a certificate");
+            return -1;
+        }
+        json_object_set_new(j, CFG_ROOT, json_string(pem));
+        free(pem);
+    }
     char *s = json_dumps(j, JSON_INDENT(2));
     json_decref(j);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);

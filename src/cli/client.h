@@ -1,6 +1,7 @@
 /* client — the veil CLI's connection to veild: JSON calls and the SSE chat
  * stream over HTTP or HTTPS (the project's own client, on a private event loop),
- * plus the CLI's config file (server URL and bearer token, mode 0600).
+ * plus the CLI's config file (server URL, bearer token and what chat verifies of
+ * the enclave, mode 0600).
  *
  * Never prints or logs the token. Response bodies are owned by the caller.
  */
@@ -12,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "attest/document.h"
 #include "net/https.h"
 
 typedef struct vclient {
@@ -48,15 +50,29 @@ int vclient_stream(vclient *c, const char *path, const json_t *body, vclient_sse
 
 /* ---- the CLI config: $VEIL_CONFIG or $XDG_CONFIG_HOME/veil/config.json or ~/.config/veil/config.json ---- */
 
+#define CLI_ROOT_MAX (16 * 1024) /* a stored attestation root's DER (a real one is ~600 bytes) */
+
 typedef struct cli_config {
     char server[512];
     char token[16384];
     char ca_file[512];
+    /* What chat and ask verify of the enclave (veil login --measurements and
+     * --attestation-root): the values themselves, never paths to files that could
+     * change after login. Stored as "measurements" (nitro-cli's Measurements object)
+     * and "attestation_root" (PEM). */
+    attest_pcr pcrs[ATTEST_MAX_PCRS];
+    size_t n_pcrs;             /* 0: no measurements stored */
+    uint8_t root_der[CLI_ROOT_MAX];
+    size_t root_der_len;       /* 0: the pinned AWS Nitro root G1 */
 } cli_config;
 
 const char *cli_config_path(char *out, size_t n);
-/* Fills cfg; VEIL_SERVER / VEIL_TOKEN / VEIL_CA_FILE override the file. -1 when no server is known. */
+/* Fills cfg; VEIL_SERVER / VEIL_TOKEN / VEIL_CA_FILE override the file. -1 when no
+ * server is known, or when the stored measurements or root are malformed. */
 int cli_config_load(cli_config *cfg, char *err, size_t errlen);
+/* The file alone (no environment, no server required): a missing file is an empty
+ * config (0); -1 when its measurements or root are malformed. */
+int cli_config_load_file(cli_config *cfg, char *err, size_t errlen);
 /* Writes the file with mode 0600 (parent directories 0700). */
 int cli_config_save(const cli_config *cfg, char *err, size_t errlen);
 /* A connected client from the config, or -1 with err ("run veil login first"). */

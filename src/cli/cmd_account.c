@@ -10,62 +10,133 @@
 
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "attest/measurements.h"
+#include "attest/verify.h"
 #include "cli/term.h"
+#include "cli/trust.h"
 #include "cli/userkeys.h"
 #include "common/hex.h"
 #include "crypto/keywrap.h"
 
 #define FAIL(verb, ...) cli_fail(verb, 1, __VA_ARGS__)
 
+static void help_login(void)
+{
+    printf("Usage: veil login [--server URL] [--token TOKEN|-] [--ca-file FILE]\n"
+           "                  [--measurements FILE] [--attestation-root PEM|aws]\n\n"
+           "Stores the server URL and a bearer token (a Clerk session token, or one from\n"
+           "`veil dev-token` for the local stack) in the config file, mode 0600:\n"
+           "$VEIL_CONFIG, else $XDG_CONFIG_HOME/veil/config.json, else\n"
+           "~/.config/veil/config.json. --token - reads the token from stdin (keeps it\n"
+           "out of the process list). The token is checked against the server first.\n\n"
+           "URL is https:// for any host; plain http:// only to this machine (localhost,\n"
+           "127.0.0.0/8, [::1]): the token would otherwise cross the network in clear.\n\n"
+           "What chat and ask verify of the enclave before they seal anything to its key:\n"
+           "  --measurements FILE     the JSON the operator published, as `nitro-cli\n"
+           "                          build-enclave` prints it (PCR0, PCR1, PCR2, ...);\n"
+           "                          without it chat and ask refuse (or --no-attestation)\n"
+           "  --attestation-root PEM  trust this root instead of the pinned AWS Nitro root:\n"
+           "                          ONLY for a simulated NSM (make run, tests), said on\n"
+           "                          stderr on every use; `aws` goes back to the pinned root\n"
+           "The values are stored, not the paths. Logging in again to the same server keeps\n"
+           "the token, CA file, measurements and root you do not give again; another server\n"
+           "starts afresh.\n");
+}
+
+/* The attestation options into cfg: the values, read now. 0, or the exit status. */
+static int login_attestation(cli_config *cfg, const char *measurements, const char *root)
+{
+    char why[512];
+    if (measurements && attest_measurements_load(measurements, cfg->pcrs, &cfg->n_pcrs, why, sizeof why) < 0)
+        return FAIL("login", "--measurements %s: %s", measurements, why);
+    if (root && strcmp(root, "aws") == 0) {
+        cfg->root_der_len = 0;
+    } else if (root) {
+        uint8_t *der = NULL;
+        size_t len = 0;
+        if (attest_root_load(root, &der, &len, why, sizeof why) != ATTEST_OK)
+            return FAIL("login", "--attestation-root %s: %s", root, why);
+        if (len > sizeof cfg->root_der) {
+            free(der);
+            return FAIL("login", "--attestation-root %s: the certificate is over %d bytes", root, CLI_ROOT_MAX);
+        }
+        memcpy(cfg->root_der, der, len);
+        cfg->root_der_len = len;
+        free(der);
+    }
+    return 0;
+}
+
+/* The new config: the options given, and for the same server what was stored before. */
+static int login_config(cli_config *cfg, const char *server, const char *token, const char *ca,
+                        const char *measurements, const char *root)
+{
+    char err[CLI_ERR_MAX];
+    bool same = false;
+    if (cli_config_load_file(cfg, err, sizeof err) < 0) { /* a damaged policy is not carried over */
+        cfg->n_pcrs = 0;
+        cfg->root_der_len = 0;
+    }
+    if (!server && !cfg->server[0])
+        return cli_fail("login", EXIT_USAGE, "missing --server (see veil login --help)");
+    same = !server || strcmp(server, cfg->server) == 0;
+    if (!same) {
+        char keep[sizeof cfg->server];
+        snprintf(keep, sizeof keep, "%s", server);
+        OPENSSL_cleanse(cfg, sizeof *cfg);
+        snprintf(cfg->server, sizeof cfg->server, "%s", keep);
+    }
+    if (ca)
+        snprintf(cfg->ca_file, sizeof cfg->ca_file, "%s", ca);
+    if (token && strcmp(token, "-") == 0) {
+        if (!fgets(cfg->token, sizeof cfg->token, stdin))
+            return FAIL("login", "no token on stdin");
+        cfg->token[strcspn(cfg->token, "\r\n")] = '\0';
+    } else if (token) {
+        snprintf(cfg->token, sizeof cfg->token, "%s", token);
+    }
+    if (!cfg->token[0])
+        return cli_fail("login", EXIT_USAGE, "missing --token");
+    return login_attestation(cfg, measurements, root);
+}
+
 int cmd_login(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"server", required_argument, 0, 's'}, {"token", required_argument, 0, 't'},
-        {"ca-file", required_argument, 0, 'c'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"ca-file", required_argument, 0, 'c'}, {"measurements", required_argument, 0, 'm'},
+        {"attestation-root", required_argument, 0, 'r'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
-    const char *server = NULL, *token = NULL, *ca = NULL;
+    const char *server = NULL, *token = NULL, *ca = NULL, *measurements = NULL, *root = NULL;
     int o;
     while ((o = cli_getopt("login", argc, argv, "h", opts)) != -1) {
         switch (o) {
         case 's': server = optarg; break;
         case 't': token = optarg; break;
         case 'c': ca = optarg; break;
-        case 'h':
-            printf("Usage: veil login --server URL [--token TOKEN|-] [--ca-file FILE]\n\n"
-                   "Stores the server URL and a bearer token (a Clerk session token, or one from\n"
-                   "`veil dev-token` for the local stack) in the config file, mode 0600:\n"
-                   "$VEIL_CONFIG, else $XDG_CONFIG_HOME/veil/config.json, else\n"
-                   "~/.config/veil/config.json. --token - reads the token from stdin (keeps it\n"
-                   "out of the process list). The token is checked against the server first.\n\n"
-                   "URL is https:// for any host; plain http:// only to this machine (localhost,\n"
-                   "127.0.0.0/8, [::1]): the token would otherwise cross the network in clear.\n");
-            return 0;
+        case 'm': measurements = optarg; break;
+        case 'r': root = optarg; break;
+        case 'h': help_login(); return 0;
         default: return EXIT_USAGE;
         }
     }
-    if (!server)
-        return cli_fail("login", EXIT_USAGE, "missing --server (see veil login --help)");
+    if (optind != argc)
+        return cli_fail("login", EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
     cli_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    snprintf(cfg.server, sizeof cfg.server, "%s", server);
-    if (ca)
-        snprintf(cfg.ca_file, sizeof cfg.ca_file, "%s", ca);
-    if (token && strcmp(token, "-") == 0) {
-        if (!fgets(cfg.token, sizeof cfg.token, stdin))
-            return FAIL("login", "no token on stdin");
-        cfg.token[strcspn(cfg.token, "\r\n")] = '\0';
-    } else if (token) {
-        snprintf(cfg.token, sizeof cfg.token, "%s", token);
+    int rc = login_config(&cfg, server, token, ca, measurements, root);
+    if (rc) {
+        OPENSSL_cleanse(&cfg, sizeof cfg);
+        return rc;
     }
-    if (!cfg.token[0])
-        return cli_fail("login", EXIT_USAGE, "missing --token");
     char err[CLI_ERR_MAX];
     vclient c;
-    if (vclient_init(&c, cfg.server, cfg.token, ca, err, sizeof err) < 0)
+    if (vclient_init(&c, cfg.server, cfg.token, cfg.ca_file[0] ? cfg.ca_file : NULL, err, sizeof err) < 0) {
+        OPENSSL_cleanse(&cfg, sizeof cfg);
         return FAIL("login", "%s", err);
+    }
     int status;
     json_t *r = NULL;
-    int rc = vclient_call(&c, "GET", "/protected", NULL, &status, &r, err, sizeof err);
+    rc = vclient_call(&c, "GET", "/protected", NULL, &status, &r, err, sizeof err);
     char buf[CLI_ERR_MAX];
     if (rc < 0)
         rc = FAIL("login", "%s", err);
@@ -74,14 +145,21 @@ int cmd_login(int argc, char **argv)
     else {
         /* make sure the account exists server-side, as the web client does */
         json_t *s = NULL;
-        int st2;
+        int st2 = 0;
         if (vclient_call(&c, "POST", "/api/v1/users/sync", NULL, &st2, &s, err, sizeof err) == 0 && st2 == 200) {
             rc = cli_config_save(&cfg, err, sizeof err) < 0 ? FAIL("login", "%s", err) : 0;
             if (rc == 0) {
-                char path[600];
+                char path[600], name[512];
                 const char *uid = json_string_value(json_object_get(r, "user_id"));
                 term_fprintf(stdout, "logged in to %s as %s (config %s)\n", cfg.server, uid ? uid : "?",
                              cli_config_path(path, sizeof path));
+                cli_trust_describe(stdout, &cfg);
+                if (cfg.root_der_len) {
+                    cli_trust_root_name(cfg.root_der, cfg.root_der_len, name, sizeof name);
+                    term_fprintf(stderr, "veil login: warning: chat and ask will trust %s instead of the pinned AWS "
+                                         "Nitro root: only for a simulated NSM (make run, tests), never for a real "
+                                         "enclave\n", name);
+                }
             }
         } else {
             rc = FAIL("login", "user sync failed: %s", st2 ? api_detail(s, st2, buf, sizeof buf) : err);
@@ -354,6 +432,11 @@ static int keys_status(vclient *c)
     term_fprintf(stdout, "has_encryption_keys: %s\npublic_key: %s\nunlocked here: %s\n",
                  json_is_true(json_object_get(r, "has_encryption_keys")) ? "yes" : "no", pk ? pk : "-", here);
     json_decref(r);
+    /* what chat and ask will verify of the enclave before sealing to it */
+    cli_config cfg;
+    if (cli_config_load(&cfg, err, sizeof err) == 0)
+        cli_trust_describe(stdout, &cfg);
+    OPENSSL_cleanse(&cfg, sizeof cfg);
     return 0;
 }
 
@@ -385,7 +468,8 @@ int cmd_keys(int argc, char **argv)
                    "            readable). The new code is shown before the upload; both copies are\n"
                    "            replaced at once (PUT), so a failed upload changes nothing\n"
                    "  status    show whether the account has keys and whether they are unlocked\n"
-                   "            here (the key cached by unlock)\n\n"
+                   "            here (the key cached by unlock), and what chat verifies of the\n"
+                   "            enclave (the attestation root and the stored measurements)\n\n"
                    "  --passcode-file F    read the passcode from F (else $VEIL_PASSCODE, else a prompt)\n"
                    "  --recovery-file F    read the recovery code from F (else $VEIL_RECOVERY_CODE)\n\n"
                    "A wrapped key from the server is opened only with argon2id v19, t=4,\n"

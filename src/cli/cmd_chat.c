@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "cli/client.h"
 #include "cli/term.h"
+#include "cli/trust.h"
 #include "cli/userkeys.h"
 #include "common/hex.h"
 #include "crypto/ep.h"
@@ -27,6 +28,7 @@ typedef struct turn {
 
 typedef struct convo {
     vclient *c;
+    cli_trust *trust; /* what the enclave's key must prove before anything is sealed to it */
     char model[160];
     char session_id[64];
     uint8_t enclave_pub[32];
@@ -76,23 +78,14 @@ static int convo_add(convo *cv, const char *role, const uint8_t *text, size_t le
     return vbuf_append(&t->text, text, len);
 }
 
+/* Every key the client seals to passes through here: attested unless --no-attestation
+ * (trust.h), the first one and each new one after the enclave restarted. */
 static int fetch_enclave_key(convo *cv, char *err, size_t errlen)
 {
-    int status;
-    json_t *r = NULL;
-    char buf[CLI_ERR_MAX];
-    if (vclient_call(cv->c, "GET", "/api/v1/chat/enclave/info", NULL, &status, &r, err, errlen) < 0)
+    if (cli_trust_enclave_key(cv->trust, cv->c, cv->enclave_pub, err, errlen) < 0)
         return -1;
-    const char *pk = json_string_value(json_object_get(r, "enclave_public_key"));
-    int rc = -1;
-    if (status != 200)
-        snprintf(err, errlen, "enclave key: %s", api_detail(r, status, buf, sizeof buf));
-    else if (!pk || hex_decode_exact(pk, strlen(pk), cv->enclave_pub, 32) < 0)
-        snprintf(err, errlen, "the server sent a malformed enclave key");
-    else
-        rc = 0, cv->have_key = true;
-    json_decref(r);
-    return rc;
+    cv->have_key = true;
+    return 0;
 }
 
 static json_t *seal_to_enclave(convo *cv, const uint8_t *text, size_t len)
@@ -214,6 +207,10 @@ static int on_event(void *ud, const json_t *json)
     case PROTO_SSE_EV_ERROR:
         snprintf(rp->error, sizeof rp->error, "%s", ev.message);
         return 0;
+    case PROTO_SSE_EV_CHUNK_V3:
+    case PROTO_SSE_EV_THINKING_V3:
+        snprintf(rp->error, sizeof rp->error, "the server answered in a stream format this client did not ask for");
+        return 1;
     case PROTO_SSE_EV_OTHER:
         return 0;
     }
@@ -269,7 +266,7 @@ static int convo_send(convo *cv, const char *prompt, reply *rp, char *err, size_
         if (rc < 0)
             return -1;
         if (rp->error[0] && strstr(rp->error, "enclave key may have changed") && attempt == 0 && rp->chunks == 0) {
-            cv->have_key = false; /* the enclave restarted: learn its new key and retry once */
+            cv->have_key = false; /* the enclave restarted: learn (and verify) its new key, retry once */
             continue;
         }
         if (rp->error[0]) {
@@ -338,6 +335,7 @@ out:
 typedef struct chat_opts {
     const char *model, *session, *pfile;
     bool json;
+    bool no_attestation;
 } chat_opts;
 
 static int parse_opts(const char *verb, int argc, char **argv, chat_opts *o, void (*help)(void))
@@ -345,7 +343,7 @@ static int parse_opts(const char *verb, int argc, char **argv, chat_opts *o, voi
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"session", required_argument, 0, 's'},
         {"passcode-file", required_argument, 0, 'p'}, {"json", no_argument, 0, 'j'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"no-attestation", no_argument, 0, 'A'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
     int c;
@@ -355,6 +353,7 @@ static int parse_opts(const char *verb, int argc, char **argv, chat_opts *o, voi
         case 's': o->session = optarg; break;
         case 'p': o->pfile = optarg; break;
         case 'j': o->json = true; break;
+        case 'A': o->no_attestation = true; break;
         case 'h': help(); return 1;
         default: return EXIT_USAGE;
         }
@@ -362,22 +361,31 @@ static int parse_opts(const char *verb, int argc, char **argv, chat_opts *o, voi
     return 0;
 }
 
+#define HELP_ATTESTATION                                                                                \
+    "Before the first seal, and whenever the enclave's key changes, the client asks for a\n"           \
+    "fresh attestation (a random 32-byte nonce) and verifies it down to the AWS Nitro root:\n"          \
+    "the nonce, at most 300 s old, the key it will seal to, veil's statement and the PCRs\n"            \
+    "stored by `veil login --measurements FILE` (see `veil keys status`). Nothing is sent\n"            \
+    "when a check fails. --no-attestation skips the check (warned about on every run): the\n"          \
+    "server could then substitute its own key and read the conversation.\n"
+
 static void help_ask(void)
 {
-    printf("Usage: veil ask [--model M] [--session ID] [--json] [--passcode-file F] \"PROMPT\"\n\n"
+    printf("Usage: veil ask [--model M] [--session ID] [--json] [--passcode-file F] [--no-attestation]\n"
+           "                \"PROMPT\"\n\n"
            "Sends one prompt (sealed to the enclave key) and prints the answer as it streams in,\n"
            "decrypted here. --session continues a stored conversation (its history is decrypted\n"
            "with your storage key, so it needs your passcode or `veil keys unlock`). --json prints\n"
            "{\"session_id\",\"answer\",\"model\",\"input_tokens\",\"output_tokens\"} at the end instead.\n"
-           "Default model: " DEFAULT_MODEL " (see veil models).\n");
+           "Default model: " DEFAULT_MODEL " (see veil models).\n\n" HELP_ATTESTATION);
 }
 
 static void help_chat(void)
 {
-    printf("Usage: veil chat [--model M] [--session ID] [--passcode-file F]\n\n"
+    printf("Usage: veil chat [--model M] [--session ID] [--passcode-file F] [--no-attestation]\n\n"
            "An interactive conversation: each line you type is sealed to the enclave and the\n"
            "answer prints live as the encrypted chunks arrive and are decrypted. Empty line or\n"
-           "Ctrl-D ends. --session continues a stored conversation.\n");
+           "Ctrl-D ends. --session continues a stored conversation.\n\n" HELP_ATTESTATION);
 }
 
 static void help_history(void)
@@ -387,13 +395,16 @@ static void help_history(void)
            "or the organization's key in an org context).\n");
 }
 
-static int start_convo(const char *verb, convo *cv, vclient *c, const chat_opts *o)
+static int start_convo(const char *verb, convo *cv, vclient *c, cli_trust *trust, const chat_opts *o)
 {
     char err[CLI_ERR_MAX];
     memset(cv, 0, sizeof *cv);
     cv->c = c;
+    cv->trust = trust;
     cv->out = stdout;
     snprintf(cv->model, sizeof cv->model, "%s", o->model ? o->model : DEFAULT_MODEL);
+    if (cli_trust_load(trust, verb, !o->no_attestation, err, sizeof err) < 0)
+        return FAIL(verb, "%s", err);
     if (o->session && load_session(cv, o->session, o->pfile, err, sizeof err) < 0)
         return FAIL(verb, "%s", err);
     return 0;
@@ -415,7 +426,8 @@ int cmd_ask(int argc, char **argv)
     if (vclient_from_config(&c, err, sizeof err) < 0)
         return FAIL("ask", "%s", err);
     convo cv;
-    if ((rc = start_convo("ask", &cv, &c, &o)) != 0) {
+    cli_trust trust;
+    if ((rc = start_convo("ask", &cv, &c, &trust, &o)) != 0) {
         vclient_free(&c);
         return rc;
     }
@@ -476,7 +488,8 @@ int cmd_chat(int argc, char **argv)
     if (vclient_from_config(&c, err, sizeof err) < 0)
         return FAIL("chat", "%s", err);
     convo cv;
-    if ((rc = start_convo("chat", &cv, &c, &o)) != 0) {
+    cli_trust trust;
+    if ((rc = start_convo("chat", &cv, &c, &trust, &o)) != 0) {
         vclient_free(&c);
         return rc;
     }

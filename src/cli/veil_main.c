@@ -10,7 +10,7 @@ static const cli_verb VERBS[] = {
     {"seal", cmd_seal, "encrypt stdin to a public key (EncryptedPayload JSON)"},
     {"open", cmd_open, "decrypt an EncryptedPayload JSON from stdin"},
     {"dev-token", cmd_devtoken, "mint a local RS256 test token (Clerk-shaped) for veild"},
-    {"login", cmd_login, "store the server URL and your bearer token"},
+    {"login", cmd_login, "store the server URL, your token and the enclave's measurements"},
     {"keys", cmd_keys, "create, unlock or recover your encryption keys"},
     {"chat", cmd_chat, "an interactive conversation, sealed to the enclave"},
     {"ask", cmd_ask, "one prompt, one streamed answer (--json for scripts)"},
@@ -18,6 +18,7 @@ static const cli_verb VERBS[] = {
     {"sessions", cmd_sessions, "list your conversations"},
     {"models", cmd_models, "list the models"},
     {"org", cmd_org, "organization keys: create and distribute"},
+    {"attest", cmd_attest, "verify an attestation document; the simulator's measurements"},
 };
 
 static void usage(FILE *f)

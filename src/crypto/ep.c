@@ -12,6 +12,14 @@ const char *const EP_KNOWN_CONTEXTS[] = {
     EP_CTX_TEST, NULL,
 };
 
+const ep_field EP_FIELDS[EP_N_FIELDS] = {
+    [EP_FIELD_EPK] = {EP_F_EPK, 2 * X25519_KEY_LEN, 2 * X25519_KEY_LEN},
+    [EP_FIELD_IV] = {EP_F_IV, 2 * GCM_IV_LEN, 2 * GCM_IV_LEN},
+    [EP_FIELD_CT] = {EP_F_CT, 0, 2},
+    [EP_FIELD_TAG] = {EP_F_TAG, 2 * GCM_TAG_LEN, 2 * GCM_TAG_LEN},
+    [EP_FIELD_SALT] = {EP_F_SALT, 2 * HKDF_SALT_LEN, 2 * HKDF_SALT_LEN},
+};
+
 const char *ep_strerror(ep_err e)
 {
     switch (e) {
@@ -25,10 +33,10 @@ const char *ep_strerror(ep_err e)
     case EP_ERR_MISSING: return "encrypted payload field missing";
     case EP_ERR_TYPE: return "encrypted payload field must be a string";
     case EP_ERR_HEX: return "encrypted payload field must be hex of even length";
-    case EP_ERR_EPK_LEN: return "ephemeral_public_key must be 32 bytes (64 hex)";
-    case EP_ERR_IV_LEN: return "iv must be 16 bytes (32 hex)";
-    case EP_ERR_TAG_LEN: return "auth_tag must be 16 bytes (32 hex)";
-    case EP_ERR_SALT_LEN: return "hkdf_salt must be 32 bytes (64 hex)";
+    case EP_ERR_EPK_LEN: return EP_F_EPK " must be 32 bytes (64 hex)";
+    case EP_ERR_IV_LEN: return EP_F_IV " must be 16 bytes (32 hex)";
+    case EP_ERR_TAG_LEN: return EP_F_TAG " must be 16 bytes (32 hex)";
+    case EP_ERR_SALT_LEN: return EP_F_SALT " must be 32 bytes (64 hex)";
     case EP_ERR_TOO_LARGE: return "ciphertext too large";
     }
     return "unknown error";

@@ -36,6 +36,27 @@
 #define EP_F_TAG "auth_tag"
 #define EP_F_SALT "hkdf_salt"
 
+/* The five fields as a table, in that order (EP_FIELDS[EP_FIELD_IV].name == EP_F_IV):
+ * each is lowercase hex on the wire, of exactly hex_len characters, or (hex_len 0, the
+ * ciphertext) of at least hex_min. hex_min is the API's rule, one byte of ciphertext;
+ * ep_from_json itself accepts an empty one. */
+typedef enum ep_field_id {
+    EP_FIELD_EPK,
+    EP_FIELD_IV,
+    EP_FIELD_CT,
+    EP_FIELD_TAG,
+    EP_FIELD_SALT,
+    EP_N_FIELDS
+} ep_field_id;
+
+typedef struct ep_field {
+    const char *name;
+    size_t hex_len; /* exact length in hex characters; 0: variable */
+    size_t hex_min; /* shortest accepted, in hex characters */
+} ep_field;
+
+extern const ep_field EP_FIELDS[EP_N_FIELDS];
+
 typedef struct ep {
     uint8_t epk[X25519_KEY_LEN];
     uint8_t iv[GCM_IV_LEN];

@@ -18,8 +18,10 @@
 #include "common/log.h"
 #include "crypto/ep.h"
 #include "crypto/stream_v2.h"
+#include "crypto/stream_v3.h"
 #include "enclave/history.h"
 #include "enclave/protocol.h"
+#include "enclave/replay.h"
 #include "enclave/selftest.h"
 
 #define DEFAULT_MAX_STREAMS 1024u
@@ -44,6 +46,8 @@ struct enclave_core {
     unsigned stream_timeout_ms;
     size_t max_request;
     nsm *nsm; /* borrowed: attests pub */
+    bool refuse_legacy;
+    replay_cache *replay; /* format 3's request ids */
     LIST_HEAD(, enclave_req) reqs; /* running CHAT / CHAT_STREAM requests */
 };
 
@@ -60,6 +64,9 @@ struct enclave_req {
     uint8_t storage_pub[32]; /* stream only */
     bool v2;                 /* stream format 2: one key per stream (stream_v2.h) */
     sv2 sv;
+    bool v3;                 /* stream format 3: a bound request, an authenticated answer */
+    sv3 s3;
+    uint8_t request_hash[SV3_HASH_LEN];
     char model[160];
     vbuf user_text;          /* plaintext, wiped */
     vbuf answer;             /* plaintext, wiped */
@@ -150,6 +157,11 @@ enclave_core *enclave_core_new(struct event_base *base, const enclave_config *cf
     c->started = time(NULL);
     c->max_request = cfg->max_request;
     c->nsm = cfg->nsm;
+    c->refuse_legacy = cfg->refuse_legacy;
+    if (!(c->replay = replay_new(cfg->replay_max ? cfg->replay_max : 65536, PROTO_ISSUED_WINDOW_S))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     /* generated at start, held in memory only, never logged or persisted */
     if (!(c->key = x25519_key_generate(c->pub))) {
         snprintf(err, errlen, "key generation failed");
@@ -201,6 +213,7 @@ void enclave_core_free(enclave_core *c)
     bedrock_client_free(c->bedrock);
     https_ctx_free(c->https);
     x25519_key_free(c->key);
+    replay_free(c->replay);
     free(c);
 }
 
@@ -336,6 +349,7 @@ static void req_free(enclave_req *r)
     vbuf_free_secure(&r->user_text);
     vbuf_free_secure(&r->answer);
     sv2_wipe(&r->sv);
+    sv3_wipe(&r->s3);
     if (c->active)
         c->active--;
     free(r);
@@ -444,11 +458,17 @@ static int emit_sealed(enclave_req *r, bool thinking, const char *text, size_t l
 {
     vbuf line = VBUF_INIT;
     int rc = -1;
-    if (r->v2) {
+    if (r->v3) {
+        uint64_t seq = r->s3.seq;
+        uint8_t tag[GCM_TAG_LEN], *ct = malloc(len ? len : 1);
+        if (ct && sv3_seal(&r->s3, thinking ? SV3_THINKING : SV3_TEXT, (const uint8_t *)text, len, ct, tag) == 0)
+            rc = proto_write_element(&line, 3, thinking, seq, ct, len, tag);
+        free(ct);
+    } else if (r->v2) {
         uint64_t seq = r->sv.seq;
         uint8_t tag[GCM_TAG_LEN], *ct = malloc(len ? len : 1);
         if (ct && sv2_seal(&r->sv, thinking ? SV2_THINKING : SV2_TEXT, (const uint8_t *)text, len, ct, tag) == 0)
-            rc = proto_write_chunk_v2(&line, thinking, seq, ct, len, tag);
+            rc = proto_write_element(&line, 2, thinking, seq, ct, len, tag);
         free(ct);
     } else {
         ep e;
@@ -463,14 +483,15 @@ static int emit_sealed(enclave_req *r, bool thinking, const char *text, size_t l
     return rc;
 }
 
-/* Format 2's first event: the stream's ephemeral public key and salt. */
+/* Formats 2 and 3: the first event, the stream key's public half and salt. In
+ * format 3 the key also mixes the attested key's agreement and the request. */
 static int announce_stream_key(enclave_req *r)
 {
     uint8_t epk[X25519_KEY_LEN], salt[HKDF_SALT_LEN];
     vbuf line = VBUF_INIT;
-    int rc = sv2_init_sender(&r->sv, r->reply_pub, epk, salt) < 0 || proto_write_stream_key(&line, 2, epk, salt) < 0
-                 ? -1
-                 : 0;
+    int init = r->v3 ? sv3_init_sender(&r->s3, r->core->key, r->reply_pub, r->request_hash, epk, salt)
+                     : sv2_init_sender(&r->sv, r->reply_pub, epk, salt);
+    int rc = init < 0 || proto_write_stream_key(&line, r->v3 ? 3 : 2, epk, salt) < 0 ? -1 : 0;
     if (rc == 0 && !sink_emit(r, (const char *)line.data, line.len))
         rc = -2;
     vbuf_free(&line);
@@ -558,11 +579,15 @@ static enclave_err map_bedrock_error(const bedrock_error *e, const char **msg)
     return ENCLAVE_ERR_INTERNAL;
 }
 
-static json_t *seal_json(const uint8_t pub[32], const vbuf *pt, const char *ctx)
+/* A stored message, sealed to the storage key; its raw fields' hash into hash (for
+ * format 3's end element) when hash is not NULL. */
+static json_t *seal_json(const uint8_t pub[32], const vbuf *pt, const char *ctx, uint8_t *hash)
 {
     ep e;
     if (ep_seal(pub, pt->data, pt->len, ctx, &e) != EP_OK)
         return NULL;
+    if (hash)
+        sv3_ep_hash(&e, hash);
     json_t *j = ep_to_json(&e);
     ep_clear(&e);
     return j;
@@ -571,9 +596,10 @@ static json_t *seal_json(const uint8_t pub[32], const vbuf *pt, const char *ctx)
 static void finish_ok(enclave_req *r)
 {
     const uint8_t *skey = r->stream ? r->storage_pub : r->reply_pub;
+    uint8_t hashes[SV3_END_LEN];
     proto_final f = {
-        .stored_user = seal_json(skey, &r->user_text, EP_CTX_USER_STORAGE),
-        .stored_assistant = seal_json(skey, &r->answer, EP_CTX_ASSISTANT_STORAGE),
+        .stored_user = seal_json(skey, &r->user_text, EP_CTX_USER_STORAGE, r->v3 ? hashes : NULL),
+        .stored_assistant = seal_json(skey, &r->answer, EP_CTX_ASSISTANT_STORAGE, r->v3 ? hashes + SV3_HASH_LEN : NULL),
         .model_used = r->model, .input_tokens = r->in_tokens, .output_tokens = r->out_tokens,
         .stop_reason = r->stop_reason[0] ? r->stop_reason : NULL,
     };
@@ -582,6 +608,12 @@ static void finish_ok(enclave_req *r)
         f.has_end = true;
         f.end_seq = r->sv.seq;
         ok = sv2_seal(&r->sv, SV2_END, NULL, 0, f.end_tag, f.end_tag) == 0;
+    }
+    if (ok && r->v3) { /* and in format 3 that the stored messages are exactly these */
+        f.has_end = true;
+        f.end_seq = r->s3.seq;
+        f.end_ct_len = SV3_END_LEN;
+        ok = sv3_seal(&r->s3, SV3_END, hashes, SV3_END_LEN, f.end_ct, f.end_tag) == 0;
     }
     json_t *o = !ok ? NULL : r->stream ? proto_final_event(&f) : proto_chat_reply(&f);
     json_decref((json_t *)f.stored_user);
@@ -661,8 +693,32 @@ static enclave_err open_transport(enclave_core *c, const json_t *v, const char *
     return err->code;
 }
 
-/* The conversation as Bedrock takes it: the history turns (decrypted for a
- * stream, plaintext for CHAT), then the new user message (into r->user_text). */
+static enclave_err oom(proto_error *err)
+{
+    snprintf(err->message, sizeof err->message, "Out of memory");
+    return err->code = ENCLAVE_ERR_INTERNAL;
+}
+
+/* The new user message closes the conversation (it is in r->user_text). */
+static enclave_err close_history(enclave_req *r, history *h, proto_error *err)
+{
+    err->code = ENCLAVE_ERR_BAD_REQUEST;
+    if (r->user_text.len == 0) {
+        snprintf(err->message, sizeof err->message, "The message is empty");
+        return err->code;
+    }
+    if (history_add(h, ROLE_USER, (const char *)r->user_text.data, r->user_text.len) < 0)
+        return oom(err);
+    const char *herr = history_check(h);
+    if (herr) {
+        snprintf(err->message, sizeof err->message, "Invalid history: %s", herr);
+        return err->code;
+    }
+    return err->code = ENCLAVE_OK;
+}
+
+/* Formats 1 and 2, and CHAT: the history turns (sealed one by one for a stream,
+ * plaintext for CHAT), then the sealed message. */
 static enclave_err build_history(enclave_req *r, const proto_chat_request *pr, history *h, proto_error *err)
 {
     for (size_t i = 0; i < pr->n_history; i++) {
@@ -675,34 +731,78 @@ static enclave_err build_history(enclave_req *r, const proto_chat_request *pr, h
         if (pr->stream)
             e = open_transport(r->core, t->ep, what, &text, err);
         else if (vbuf_append_secure(&text, t->text, t->text_len) < 0)
-            e = ENCLAVE_ERR_INTERNAL;
+            e = oom(err);
         if (e == ENCLAVE_OK && history_add(h, role, (const char *)text.data, text.len) < 0)
-            e = ENCLAVE_ERR_INTERNAL;
+            e = oom(err);
         vbuf_free_secure(&text);
-        if (e != ENCLAVE_OK) {
-            if (e == ENCLAVE_ERR_INTERNAL)
-                snprintf(err->message, sizeof err->message, "Out of memory");
+        if (e != ENCLAVE_OK)
             return err->code = e;
-        }
     }
     enclave_err e = open_transport(r->core, pr->message, "message", &r->user_text, err);
-    if (e != ENCLAVE_OK)
-        return e;
+    return e != ENCLAVE_OK ? e : close_history(r, h, err);
+}
+
+/* The checks of a bound request after it is open, in the order the wire fixes:
+ * its shape, the binding of the outer fields, issued_at, then request_id, which
+ * is recorded only once the others passed (a broken copy cannot burn an honest
+ * request's id). */
+static enclave_err check_bound(enclave_req *r, const proto_chat_request *pr, const json_t *inner, proto_bound *b,
+                               proto_error *err)
+{
+    if (proto_parse_bound_request(inner, b, err) < 0 || proto_check_binding(pr, b, err) < 0)
+        return err->code;
+    time_t now = time(NULL);
+    if (b->issued_at < (long long)now - PROTO_ISSUED_WINDOW_S || b->issued_at > (long long)now + PROTO_ISSUED_WINDOW_S) {
+        snprintf(err->message, sizeof err->message, "The request was issued %lld s from the enclave's clock",
+                 b->issued_at - (long long)now);
+        return err->code = ENCLAVE_ERR_STALE_REQUEST;
+    }
+    switch (replay_check_and_record(r->core->replay, b->request_id, b->issued_at, now)) {
+    case REPLAY_NEW: return err->code = ENCLAVE_OK;
+    case REPLAY_SEEN:
+        snprintf(err->message, sizeof err->message, "The request id was used before");
+        return err->code = ENCLAVE_ERR_REPLAYED_REQUEST;
+    case REPLAY_FULL: break;
+    }
+    snprintf(err->message, sizeof err->message, "Enclave busy, please retry");
+    return err->code = ENCLAVE_ERR_BUSY;
+}
+
+/* Format 3: the whole request is one envelope to the attested key under its own
+ * context; inside, the message and the history as plain turns. */
+static enclave_err open_bound(enclave_req *r, const proto_chat_request *pr, history *h, proto_error *err)
+{
+    ep e;
+    ep_err er = ep_from_json(pr->request, &e, NULL);
     err->code = ENCLAVE_ERR_BAD_REQUEST;
-    if (r->user_text.len == 0) {
-        snprintf(err->message, sizeof err->message, "The message is empty");
+    if (er != EP_OK) {
+        snprintf(err->message, sizeof err->message, "Invalid encrypted_request: %s", ep_strerror(er));
         return err->code;
     }
-    if (history_add(h, ROLE_USER, (const char *)r->user_text.data, r->user_text.len) < 0) {
-        snprintf(err->message, sizeof err->message, "Out of memory");
-        return err->code = ENCLAVE_ERR_INTERNAL;
+    secret pt;
+    er = ep_open_key(r->core->key, &e, SV3_REQUEST_CONTEXT, &pt);
+    sv3_ep_hash(&e, r->request_hash);
+    ep_clear(&e);
+    if (er != EP_OK) {
+        snprintf(err->message, sizeof err->message, "Could not decrypt the request");
+        return err->code = ENCLAVE_ERR_DECRYPT_FAILED;
     }
-    const char *herr = history_check(h);
-    if (herr) {
-        snprintf(err->message, sizeof err->message, "Invalid history: %s", herr);
-        return err->code;
-    }
-    return err->code = ENCLAVE_OK;
+    json_error_t jerr;
+    json_t *inner = json_loadb((const char *)pt.data, pt.len, 0, &jerr);
+    secret_free(&pt);
+    proto_bound b;
+    memset(&b, 0, sizeof b);
+    enclave_err rc = inner ? check_bound(r, pr, inner, &b, err) : ENCLAVE_ERR_BAD_REQUEST;
+    if (!inner)
+        snprintf(err->message, sizeof err->message, "The sealed request is not JSON");
+    for (size_t i = 0; rc == ENCLAVE_OK && i < b.n_history; i++)
+        if (history_add(h, (turn_role)b.history[i].role, b.history[i].text, b.history[i].text_len) < 0)
+            rc = oom(err);
+    if (rc == ENCLAVE_OK && vbuf_append_secure(&r->user_text, b.message, b.message_len) < 0)
+        rc = oom(err);
+    proto_bound_free(&b);
+    json_decref(inner); /* the wiping JSON allocator clears the plaintext */
+    return rc != ENCLAVE_OK ? (err->code = rc) : close_history(r, h, err);
 }
 
 /* Whether the enclave can take a chat now; else the one error, and false. */
@@ -785,10 +885,18 @@ static enclave_req *start_chat(enclave_core *c, const json_t *req, bool stream, 
     memcpy(r->reply_pub, pr.reply_pub, sizeof r->reply_pub);
     memcpy(r->storage_pub, pr.storage_pub, sizeof r->storage_pub);
     r->v2 = pr.format == 2;
-    size_t turns = pr.n_history;
-    enclave_err e = build_history(r, &pr, &h, &err);
-    /* format 2 announces its key before anything else, and before Bedrock is asked */
-    int ar = e == ENCLAVE_OK && r->v2 ? announce_stream_key(r) : 0;
+    r->v3 = pr.format == 3;
+    enclave_err e = ENCLAVE_OK;
+    if (!r->v3 && c->refuse_legacy) { /* an unbound request: the operator allows none */
+        e = err.code = ENCLAVE_ERR_LEGACY_REFUSED;
+        snprintf(err.message, sizeof err.message, "Only bound requests (stream format 3) are accepted");
+    }
+    if (e == ENCLAVE_OK)
+        e = r->v3 ? open_bound(r, &pr, &h, &err) : build_history(r, &pr, &h, &err);
+    size_t turns = h.n ? h.n - 1 : 0;
+    /* formats 2 and 3 announce their key before anything else, and before Bedrock
+     * is asked; a refused request gets its one error and nothing before it */
+    int ar = e == ENCLAVE_OK && (r->v2 || r->v3) ? announce_stream_key(r) : 0;
     if (ar == -1) {
         e = err.code = ENCLAVE_ERR_INTERNAL;
         snprintf(err.message, sizeof err.message, "Internal error");

@@ -35,6 +35,8 @@ typedef struct enclave_config {
     unsigned idle_timeout_ms;    /* no byte from Bedrock for this long; 0 = 60 s */
     size_t max_request;          /* the server's request limit, reported by HEALTH (0: none known) */
     struct nsm *nsm;             /* attests the transport key (borrowed; NULL: none) */
+    bool refuse_legacy;          /* only bound requests (format 3); CHAT and formats 1, 2 refused */
+    size_t replay_max;           /* format-3 request ids remembered at once; 0 = 65536 */
 } enclave_config;
 
 typedef struct enclave_core enclave_core;

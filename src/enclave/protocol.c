@@ -56,6 +56,10 @@ static const struct {
     [ENCLAVE_ERR_UPSTREAM_PROTOCOL] = {"upstream_protocol", "The model service failed, please retry"},
     [ENCLAVE_ERR_UPSTREAM_UNREACHABLE] = {"upstream_unreachable", "Cannot reach the model service"},
     [ENCLAVE_ERR_NO_ATTESTATION] = {"attestation_unavailable", "The enclave cannot attest its key"},
+    [ENCLAVE_ERR_BINDING_MISMATCH] = {"binding_mismatch", "The request was altered in transit: refused"},
+    [ENCLAVE_ERR_STALE_REQUEST] = {"stale_request", "The request is too old (or the clock is off): refused"},
+    [ENCLAVE_ERR_REPLAYED_REQUEST] = {"replayed_request", "The request was already used: refused"},
+    [ENCLAVE_ERR_LEGACY_REFUSED] = {"legacy_refused", "This service accepts only bound requests (stream format 3)"},
     [ENCLAVE_ERR_UNAVAILABLE] = {"enclave_unavailable", "Service temporarily unavailable"},
     [ENCLAVE_ERR_PROTOCOL] = {"enclave_protocol", "Internal error"},
     [ENCLAVE_ERR_UNKNOWN] = {"unknown", "Internal error"},
@@ -224,9 +228,116 @@ int proto_stream_format(const json_t *v)
 {
     if (!v || json_is_null(v))
         return 1;
-    if (!json_is_integer(v) || (json_integer_value(v) != 1 && json_integer_value(v) != 2))
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 3)
         return -1;
     return (int)json_integer_value(v);
+}
+
+/* ---- format 3: the bound request ---- */
+
+static int hex_key(const json_t *o, const char *k, uint8_t out[X25519_KEY_LEN], proto_error *err)
+{
+    const json_t *v = json_object_get(o, k);
+    if (!json_is_string(v) || hex_decode_exact(json_string_value(v), json_string_length(v), out, X25519_KEY_LEN) < 0 ||
+        !x25519_public_key_ok(out)) {
+        err->code = ENCLAVE_ERR_BAD_REQUEST;
+        snprintf(err->message, sizeof err->message, "Invalid sealed field: '%s'", k);
+        return -1;
+    }
+    return 0;
+}
+
+int proto_parse_bound_request(const json_t *inner, proto_bound *out, proto_error *err)
+{
+    memset(out, 0, sizeof *out);
+    err->code = ENCLAVE_ERR_BAD_REQUEST;
+    const json_t *msg = json_object_get(inner, PF_MESSAGE), *model = json_object_get(inner, PF_MODEL_ID),
+                 *sid = json_object_get(inner, PF_SESSION_ID), *rid = json_object_get(inner, PF_REQUEST_ID),
+                 *at = json_object_get(inner, PF_ISSUED_AT), *hist = json_object_get(inner, PF_HISTORY);
+    const char *bad = !json_is_object(inner) ? "the sealed request is not a JSON object"
+                      : !json_is_string(msg) ? "Invalid sealed field: 'message'"
+                      : !json_is_string(model) || json_string_length(model) == 0 ||
+                              json_string_length(model) > PROTO_MODEL_MAX ? "Invalid sealed field: 'model_id'"
+                      : !json_is_string(sid) || json_string_length(sid) == 0 ? "Invalid sealed field: 'session_id'"
+                      : !json_is_string(rid) || json_string_length(rid) != 2 * PROTO_REQUEST_ID_LEN ||
+                              hex_decode_exact(json_string_value(rid), json_string_length(rid), out->request_id,
+                                               PROTO_REQUEST_ID_LEN) < 0 ? "Invalid sealed field: 'request_id'"
+                      : !json_is_integer(at) ? "Invalid sealed field: 'issued_at'"
+                      : !json_is_array(hist) || json_array_size(hist) > PROTO_MAX_HISTORY
+                          ? "Invalid sealed field: 'history'"
+                          : NULL;
+    if (bad) {
+        snprintf(err->message, sizeof err->message, "%s", bad);
+        return -1;
+    }
+    if (hex_key(inner, PF_CLIENT_PUBLIC_KEY, out->client_pub, err) < 0 ||
+        hex_key(inner, PF_STORAGE_PUBLIC_KEY, out->storage_pub, err) < 0)
+        return -1;
+    out->message = json_string_value(msg);
+    out->message_len = json_string_length(msg);
+    snprintf(out->model, sizeof out->model, "%s", json_string_value(model));
+    out->session_id = json_string_value(sid);
+    out->issued_at = (long long)json_integer_value(at);
+    size_t n = json_array_size(hist);
+    out->history = n ? calloc(n, sizeof *out->history) : NULL;
+    if (n && !out->history) {
+        set_err(err, ENCLAVE_ERR_INTERNAL, "Out of memory", NULL);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const json_t *t = json_array_get(hist, i), *c = json_object_get(t, PF_CONTENT);
+        proto_turn *turn = &out->history[i];
+        if (parse_role(t, i, &turn->role, err) < 0 || turn->role < 0 || !json_is_string(c)) {
+            err->code = ENCLAVE_ERR_BAD_REQUEST;
+            snprintf(err->message, sizeof err->message, "Invalid sealed history turn %zu", i);
+            proto_bound_free(out);
+            return -1;
+        }
+        turn->text = json_string_value(c);
+        turn->text_len = json_string_length(c);
+        out->n_history = i + 1;
+    }
+    err->code = ENCLAVE_OK;
+    return 0;
+}
+
+void proto_bound_free(proto_bound *b)
+{
+    free(b->history);
+    b->history = NULL;
+    b->n_history = 0;
+}
+
+int proto_check_binding(const proto_chat_request *outer, const proto_bound *inner, proto_error *err)
+{
+    const char *field = memcmp(outer->reply_pub, inner->client_pub, X25519_KEY_LEN) != 0 ? PF_CLIENT_PUBLIC_KEY
+                        : memcmp(outer->storage_pub, inner->storage_pub, X25519_KEY_LEN) != 0 ? PF_STORAGE_PUBLIC_KEY
+                        : strcmp(outer->model, inner->model) != 0                         ? PF_MODEL_ID
+                        : !outer->session_id || strcmp(outer->session_id, inner->session_id) != 0 ? PF_SESSION_ID
+                                                                                                 : NULL;
+    if (!field)
+        return 0;
+    err->code = ENCLAVE_ERR_BINDING_MISMATCH;
+    snprintf(err->message, sizeof err->message, "The request's '%s' differs from the sealed one", field);
+    return -1;
+}
+
+json_t *proto_bound_request_json(const char *message, const json_t *history, const char *client_pub_hex,
+                                 const char *storage_pub_hex, const char *model, const char *session_id,
+                                 const char *request_id_hex, long long issued_at)
+{
+    return json_pack("{s:s, s:O, s:s, s:s, s:s, s:s, s:s, s:I}", PF_MESSAGE, message, PF_HISTORY, history,
+                     PF_CLIENT_PUBLIC_KEY, client_pub_hex, PF_STORAGE_PUBLIC_KEY, storage_pub_hex, PF_MODEL_ID,
+                     model, PF_SESSION_ID, session_id, PF_REQUEST_ID, request_id_hex, PF_ISSUED_AT,
+                     (json_int_t)issued_at);
+}
+
+json_t *proto_bound_stream_request(const json_t *sealed, const char *client_pub_hex, const char *storage_pub_hex,
+                                   const char *model, const char *session_id)
+{
+    return json_pack("{s:s, s:i, s:O, s:s, s:s, s:s, s:s}", PF_COMMAND, proto_cmd_name(PROTO_CMD_CHAT_STREAM),
+                     PF_STREAM_FORMAT, 3, PF_ENCRYPTED_REQUEST, sealed, PF_CLIENT_PUBLIC_KEY, client_pub_hex,
+                     PF_STORAGE_PUBLIC_KEY, storage_pub_hex, PF_MODEL_ID, model, PF_SESSION_ID, session_id);
 }
 
 int proto_parse_chat_request(const json_t *req, bool stream, proto_chat_request *out, proto_error *err)
@@ -234,26 +345,37 @@ int proto_parse_chat_request(const json_t *req, bool stream, proto_chat_request 
     memset(out, 0, sizeof *out);
     memset(err, 0, sizeof *err);
     out->stream = stream;
-    out->format = 1;
-    const json_t *em = need(req, PF_ENCRYPTED_MESSAGE, err);
-    const json_t *model = em ? need(req, PF_MODEL_ID, err) : NULL;
-    if (!em || !model)
+    out->format = stream ? proto_stream_format(json_object_get(req, PF_STREAM_FORMAT)) : 1;
+    if (out->format < 0) {
+        set_err(err, ENCLAVE_ERR_BAD_REQUEST, "Unsupported stream_format (" PROTO_STREAM_FORMATS ")", NULL);
+        return -1;
+    }
+    /* format 3 seals the whole request; the others seal the message alone */
+    const json_t *sealed = need(req, out->format == 3 ? PF_ENCRYPTED_REQUEST : PF_ENCRYPTED_MESSAGE, err);
+    const json_t *model = sealed ? need(req, PF_MODEL_ID, err) : NULL;
+    if (!sealed || !model)
         return -1;
     if (!json_is_string(model) || json_string_length(model) == 0 || json_string_length(model) > PROTO_MODEL_MAX) {
         set_err(err, ENCLAVE_ERR_BAD_REQUEST, stream ? "Invalid field: 'model_id'" : "model_id is required", NULL);
         return -1;
     }
     snprintf(out->model, sizeof out->model, "%s", json_string_value(model));
-    out->message = em;
+    if (out->format == 3)
+        out->request = sealed;
+    else
+        out->message = sealed;
     if (stream) {
         if (key_field(req, PF_CLIENT_PUBLIC_KEY, out->reply_pub, err) < 0 ||
             key_field(req, PF_STORAGE_PUBLIC_KEY, out->storage_pub, err) < 0)
             return -1;
-        if ((out->format = proto_stream_format(json_object_get(req, PF_STREAM_FORMAT))) < 0) {
-            set_err(err, ENCLAVE_ERR_BAD_REQUEST, "Unsupported stream_format (" PROTO_STREAM_FORMATS ")", NULL);
-            return -1;
-        }
         out->session_id = json_string_value(json_object_get(req, PF_SESSION_ID));
+        if (out->format == 3) {
+            if (!out->session_id) {
+                set_err(err, ENCLAVE_ERR_BAD_REQUEST, "Missing field: '", PF_SESSION_ID);
+                return -1;
+            }
+            return 0; /* its history is inside the sealed request */
+        }
     } else {
         if (key_field(req, PF_USER_PUBLIC_KEY, out->reply_pub, err) < 0)
             return -1;
@@ -330,6 +452,7 @@ json_t *proto_unknown_command_reply(const char *upper_name)
 #define EV_CONTENT PF_ENCRYPTED_CONTENT
 #define EV_THINKING "encrypted_thinking"
 #define EV_V2_SUFFIX "_v2"
+#define EV_V3_SUFFIX "_v3"
 #define EV_STREAM_KEY "stream_key"
 #define EV_EPK "ephemeral_public_key"
 #define EV_SALT "hkdf_salt"
@@ -353,11 +476,11 @@ int proto_write_chunk_v1(vbuf *out, bool thinking, const struct ep *e)
                : 0;
 }
 
-int proto_write_chunk_v2(vbuf *out, bool thinking, uint64_t seq, const uint8_t *ct, size_t len,
-                         const uint8_t tag[GCM_TAG_LEN])
+int proto_write_element(vbuf *out, int format, bool thinking, uint64_t seq, const uint8_t *ct, size_t len,
+                        const uint8_t tag[GCM_TAG_LEN])
 {
-    return vbuf_printf(out, "{\"%s" EV_V2_SUFFIX "\":{\"" EV_SEQ "\":%llu,\"" EV_CIPHERTEXT "\":\"",
-                       thinking ? EV_THINKING : EV_CONTENT, (unsigned long long)seq) < 0 ||
+    return vbuf_printf(out, "{\"%s_v%d\":{\"" EV_SEQ "\":%llu,\"" EV_CIPHERTEXT "\":\"",
+                       thinking ? EV_THINKING : EV_CONTENT, format, (unsigned long long)seq) < 0 ||
                    vbuf_append_hex(out, ct, len) < 0 || vbuf_append_str(out, "\",\"" EV_AUTH_TAG "\":\"") < 0 ||
                    vbuf_append_hex(out, tag, GCM_TAG_LEN) < 0 || vbuf_append_str(out, "\"}}") < 0
                ? -1
@@ -377,9 +500,14 @@ int proto_write_stream_key(vbuf *out, int format, const uint8_t epk[X25519_KEY_L
 
 static json_t *stream_end_json(const proto_final *f)
 {
-    char tag[2 * GCM_TAG_LEN + 1];
+    char tag[2 * GCM_TAG_LEN + 1], ct[2 * sizeof f->end_ct + 1];
     hex_encode(f->end_tag, GCM_TAG_LEN, tag);
-    return json_pack("{s:I, s:s}", EV_SEQ, (json_int_t)f->end_seq, EV_AUTH_TAG, tag);
+    json_t *o = json_pack("{s:I, s:s}", EV_SEQ, (json_int_t)f->end_seq, EV_AUTH_TAG, tag);
+    if (o && f->end_ct_len) { /* format 3: the stored messages' hashes */
+        hex_encode(f->end_ct, f->end_ct_len, ct);
+        json_object_set_new(o, EV_CIPHERTEXT, json_string(ct));
+    }
+    return o;
 }
 
 json_t *proto_final_event(const proto_final *f)
@@ -462,6 +590,11 @@ proto_event_kind proto_parse_event(const json_t *ev, proto_event *out)
         bool text = v == json_object_get(ev, EV_CONTENT EV_V2_SUFFIX);
         return out->kind = json_is_object(v) ? (text ? PROTO_EV_CHUNK_V2 : PROTO_EV_THINKING_V2) : PROTO_EV_INVALID;
     }
+    if ((v = json_object_get(ev, EV_CONTENT EV_V3_SUFFIX)) || (v = json_object_get(ev, EV_THINKING EV_V3_SUFFIX))) {
+        out->elem = v;
+        bool text = v == json_object_get(ev, EV_CONTENT EV_V3_SUFFIX);
+        return out->kind = json_is_object(v) ? (text ? PROTO_EV_CHUNK_V3 : PROTO_EV_THINKING_V3) : PROTO_EV_INVALID;
+    }
     if ((v = json_object_get(ev, EV_CONTENT)) || (v = json_object_get(ev, EV_THINKING))) {
         out->ep = v;
         bool text = v == json_object_get(ev, EV_CONTENT);
@@ -491,12 +624,18 @@ json_t *proto_sse_relay(const proto_event *ev)
                       EV_CONTENT, ev->ep);
         break;
     case PROTO_EV_CHUNK_V2:
-    case PROTO_EV_THINKING_V2: /* the element's fields go out flat, beside its type */
+    case PROTO_EV_THINKING_V2:
+    case PROTO_EV_CHUNK_V3:
+    case PROTO_EV_THINKING_V3: { /* the element's fields go out flat, beside its type */
+        static const char *const TYPES[] = {
+            [PROTO_EV_CHUNK_V2] = PROTO_SSE_CHUNK_V2, [PROTO_EV_THINKING_V2] = PROTO_SSE_THINKING_V2,
+            [PROTO_EV_CHUNK_V3] = PROTO_SSE_CHUNK_V3, [PROTO_EV_THINKING_V3] = PROTO_SSE_THINKING_V3,
+        };
         o = json_deep_copy(ev->elem);
         if (json_is_object(o))
-            json_object_set_new(o, SSE_TYPE,
-                                json_string(ev->kind == PROTO_EV_CHUNK_V2 ? PROTO_SSE_CHUNK_V2 : PROTO_SSE_THINKING_V2));
+            json_object_set_new(o, SSE_TYPE, json_string(TYPES[ev->kind]));
         break;
+    }
     default:
         break;
     }
@@ -508,12 +647,17 @@ json_t *proto_sse_session(const char *session_id)
     return json_pack("{s:s, s:s}", SSE_TYPE, PROTO_SSE_SESSION, PF_SESSION_ID, session_id);
 }
 
-json_t *proto_sse_stored(const char *model_used, long input_tokens, long output_tokens, const json_t *stream_end)
+json_t *proto_sse_stored(const char *model_used, long input_tokens, long output_tokens, const json_t *stream_end,
+                         const char *user_message_id, const char *assistant_message_id)
 {
     json_t *o = json_pack("{s:s, s:s, s:I, s:I}", SSE_TYPE, PROTO_SSE_STORED, EV_MODEL_USED, model_used,
                           EV_INPUT_TOKENS, (json_int_t)input_tokens, EV_OUTPUT_TOKENS, (json_int_t)output_tokens);
-    if (o && json_is_object(stream_end)) /* format 2: the proof the client saw every chunk */
+    if (o && json_is_object(stream_end)) /* formats 2, 3: the proof the client saw every chunk */
         json_object_set_new(o, EV_STREAM_END, json_deep_copy(stream_end));
+    if (o && user_message_id && assistant_message_id) {
+        json_object_set_new(o, PF_USER_MESSAGE_ID, json_string(user_message_id));
+        json_object_set_new(o, PF_ASSISTANT_MESSAGE_ID, json_string(assistant_message_id));
+    }
     return o;
 }
 
@@ -552,11 +696,17 @@ proto_sse_kind proto_parse_sse(const json_t *ev, proto_sse_event *out)
         out->elem = ev;
         return out->kind = strcmp(type, PROTO_SSE_CHUNK_V2) == 0 ? PROTO_SSE_EV_CHUNK_V2 : PROTO_SSE_EV_THINKING_V2;
     }
+    if (strcmp(type, PROTO_SSE_CHUNK_V3) == 0 || strcmp(type, PROTO_SSE_THINKING_V3) == 0) {
+        out->elem = ev;
+        return out->kind = strcmp(type, PROTO_SSE_CHUNK_V3) == 0 ? PROTO_SSE_EV_CHUNK_V3 : PROTO_SSE_EV_THINKING_V3;
+    }
     if (strcmp(type, PROTO_SSE_STORED) == 0) {
         out->model_used = json_string_value(json_object_get(ev, EV_MODEL_USED));
         out->input_tokens = int_of(ev, EV_INPUT_TOKENS);
         out->output_tokens = int_of(ev, EV_OUTPUT_TOKENS);
         out->stream_end = json_object_get(ev, EV_STREAM_END);
+        out->user_message_id = json_string_value(json_object_get(ev, PF_USER_MESSAGE_ID));
+        out->assistant_message_id = json_string_value(json_object_get(ev, PF_ASSISTANT_MESSAGE_ID));
         return out->kind = PROTO_SSE_EV_STORED;
     }
     if (strcmp(type, PROTO_SSE_DONE) == 0)

@@ -77,6 +77,13 @@ proto_cmd proto_cmd_parse(const char *s);
 #define PF_MODEL_ID "model_id"
 #define PF_SESSION_ID "session_id"
 #define PF_STREAM_FORMAT "stream_format"
+#define PF_ENCRYPTED_REQUEST "encrypted_request" /* format 3: the whole request, sealed */
+#define PF_MESSAGE "message"                     /* format 3's sealed request: its fields */
+#define PF_REQUEST_ID "request_id"
+#define PF_ISSUED_AT "issued_at"
+#define PF_USER_MESSAGE_ID "user_message_id"           /* veil's: in "stored", for the history tag */
+#define PF_ASSISTANT_MESSAGE_ID "assistant_message_id"
+#define PF_HISTORY_TAG "history_tag"                   /* veil's: a stored pair's tag (the client's) */
 #define PF_MODEL_USED "model_used"
 /* an EncryptedPayload in a chunk event, an SSE chunk and a stored message alike */
 #define PF_ENCRYPTED_CONTENT "encrypted_content"
@@ -104,6 +111,10 @@ typedef enum enclave_err {
     ENCLAVE_ERR_UPSTREAM_PROTOCOL,
     ENCLAVE_ERR_UPSTREAM_UNREACHABLE,
     ENCLAVE_ERR_NO_ATTESTATION,      /* the enclave runs without an NSM (--nsm none) */
+    ENCLAVE_ERR_BINDING_MISMATCH,    /* format 3: an outer field differs from the sealed one */
+    ENCLAVE_ERR_STALE_REQUEST,       /* format 3: issued_at outside the window */
+    ENCLAVE_ERR_REPLAYED_REQUEST,    /* format 3: a request_id seen before */
+    ENCLAVE_ERR_LEGACY_REFUSED,      /* an unbound request where the policy refuses them */
     /* the parent's own, never sent by an enclave */
     ENCLAVE_ERR_UNAVAILABLE,         /* cannot reach the enclave, or it went away */
     ENCLAVE_ERR_PROTOCOL,            /* the enclave sent something that is not the protocol */
@@ -149,9 +160,10 @@ typedef struct proto_turn {
 
 typedef struct proto_chat_request {
     bool stream;                  /* CHAT_STREAM, else CHAT */
-    int format;                   /* stream format: 1 (default) or 2 */
+    int format;                   /* stream format: 1 (default), 2, or 3 (a bound request) */
     char model[PROTO_MODEL_MAX + 1];
-    const json_t *message;        /* the sealed user message (borrowed) */
+    const json_t *message;        /* formats 1, 2: the sealed user message (borrowed) */
+    const json_t *request;        /* format 3: the sealed request (borrowed) */
     uint8_t reply_pub[X25519_KEY_LEN];   /* client_public_key (stream) or user_public_key (CHAT) */
     uint8_t storage_pub[X25519_KEY_LEN]; /* stream only */
     const char *session_id;       /* only logged; may be NULL */
@@ -160,10 +172,41 @@ typedef struct proto_chat_request {
     size_t n_history;
 } proto_chat_request;
 
-/* The stream format a request asks for: 1 when absent or null, 1 or 2 when given,
- * -1 for anything else (veild's 422 and the enclave's bad_request both use it). */
+/* The stream format a request asks for: 1 when absent or null, 1, 2 or 3 when
+ * given, -1 for anything else (veild's 422 and the enclave's bad_request both use it). */
 int proto_stream_format(const json_t *v);
-#define PROTO_STREAM_FORMATS "1 or 2"
+#define PROTO_STREAM_FORMATS "1, 2 or 3"
+
+/* Format 3's sealed request, opened (the JSON object inside encrypted_request). */
+#define PROTO_REQUEST_ID_LEN 16
+#define PROTO_ISSUED_WINDOW_S 300 /* issued_at within this of the enclave's clock */
+typedef struct proto_bound {
+    const char *message;          /* borrowed from the inner JSON */
+    size_t message_len;
+    proto_turn *history;          /* plain turns: role 0/1 and text (owned) */
+    size_t n_history;
+    uint8_t client_pub[X25519_KEY_LEN], storage_pub[X25519_KEY_LEN];
+    char model[PROTO_MODEL_MAX + 1];
+    const char *session_id;       /* borrowed */
+    uint8_t request_id[PROTO_REQUEST_ID_LEN];
+    long long issued_at;          /* Unix seconds */
+} proto_bound;
+
+/* The shape of the opened request (every field present and well formed). 0, or -1
+ * with err (BAD_REQUEST). */
+int proto_parse_bound_request(const json_t *inner, proto_bound *out, proto_error *err);
+void proto_bound_free(proto_bound *b);
+/* The outer request's keys, model and session equal the sealed ones. 0, or -1 with
+ * err (BINDING_MISMATCH naming the field). */
+int proto_check_binding(const proto_chat_request *outer, const proto_bound *inner, proto_error *err);
+/* The sealed request's plaintext a format-3 client makes (history: an array of
+ * {"role","content"}, borrowed; keys as 64 hex; request_id as 32 hex). */
+json_t *proto_bound_request_json(const char *message, const json_t *history, const char *client_pub_hex,
+                                 const char *storage_pub_hex, const char *model, const char *session_id,
+                                 const char *request_id_hex, long long issued_at);
+/* The outer CHAT_STREAM of format 3 (the sealed request borrowed). */
+json_t *proto_bound_stream_request(const json_t *sealed, const char *client_pub_hex, const char *storage_pub_hex,
+                                   const char *model, const char *session_id);
 
 /* Parses the request's shape (keys are hex of 32 bytes and not low-order points;
  * history entries have a valid role). Decryption is the enclave's business. 0, or
@@ -194,10 +237,10 @@ json_t *proto_unknown_command_reply(const char *upper_name);
 
 /* Format 1: {"encrypted_content": EP} or {"encrypted_thinking": EP}. */
 int proto_write_chunk_v1(vbuf *out, bool thinking, const struct ep *e);
-/* Format 2: {"encrypted_content_v2":{"seq":n,"ciphertext":hex,"auth_tag":hex}} (or
- * encrypted_thinking_v2). */
-int proto_write_chunk_v2(vbuf *out, bool thinking, uint64_t seq, const uint8_t *ct, size_t len,
-                         const uint8_t tag[GCM_TAG_LEN]);
+/* Formats 2 and 3: {"encrypted_content_vN":{"seq":n,"ciphertext":hex,"auth_tag":hex}}
+ * (or encrypted_thinking_vN). */
+int proto_write_element(vbuf *out, int format, bool thinking, uint64_t seq, const uint8_t *ct, size_t len,
+                        const uint8_t tag[GCM_TAG_LEN]);
 /* Format 2's first event: {"stream_format":2,"stream_key":{"ephemeral_public_key","hkdf_salt"}}. */
 int proto_write_stream_key(vbuf *out, int format, const uint8_t epk[X25519_KEY_LEN],
                            const uint8_t salt[HKDF_SALT_LEN]);
@@ -208,9 +251,11 @@ typedef struct proto_final {
     const char *model_used;
     long input_tokens, output_tokens;
     const char *stop_reason;        /* may be NULL */
-    bool has_end;                   /* format 2's end element */
+    bool has_end;                   /* formats 2 and 3: the end element */
     uint64_t end_seq;
     uint8_t end_tag[GCM_TAG_LEN];
+    uint8_t end_ct[64];             /* format 3: the stored messages' hashes, sealed */
+    size_t end_ct_len;              /* 0 in format 2 */
 } proto_final;
 
 /* CHAT_STREAM's final event (is_final, the stored messages, usage, stream_end). */
@@ -227,6 +272,8 @@ typedef enum proto_event_kind {
     PROTO_EV_THINKING,     /* format 1: ep */
     PROTO_EV_CHUNK_V2,     /* format 2: elem {seq, ciphertext, auth_tag} */
     PROTO_EV_THINKING_V2,
+    PROTO_EV_CHUNK_V3,     /* format 3: elem {seq, ciphertext, auth_tag} */
+    PROTO_EV_THINKING_V3,
     PROTO_EV_FINAL,        /* final (the stored messages...) */
     PROTO_EV_ERROR,        /* err, err_msg */
 } proto_event_kind;
@@ -256,6 +303,8 @@ proto_event_kind proto_parse_event(const json_t *ev, proto_event *out);
 #define PROTO_SSE_THINKING "thinking"
 #define PROTO_SSE_CHUNK_V2 "encrypted_chunk_v2"
 #define PROTO_SSE_THINKING_V2 "thinking_v2"
+#define PROTO_SSE_CHUNK_V3 "encrypted_chunk_v3"
+#define PROTO_SSE_THINKING_V3 "thinking_v3"
 #define PROTO_SSE_STORED "stored"
 #define PROTO_SSE_DONE "done"
 #define PROTO_SSE_ERROR "error"
@@ -264,8 +313,10 @@ proto_event_kind proto_parse_event(const json_t *ev, proto_event *out);
  * THINKING, *_V2), or NULL for other kinds. */
 json_t *proto_sse_relay(const proto_event *ev);
 json_t *proto_sse_session(const char *session_id);
-/* "stored" (with the format-2 stream_end when present), "done", "error". */
-json_t *proto_sse_stored(const char *model_used, long input_tokens, long output_tokens, const json_t *stream_end);
+/* "stored" (with the stream_end of formats 2 and 3, and veil's added ids of the two
+ * stored messages, for the client's history tag), "done", "error". */
+json_t *proto_sse_stored(const char *model_used, long input_tokens, long output_tokens, const json_t *stream_end,
+                         const char *user_message_id, const char *assistant_message_id);
 json_t *proto_sse_done(void);
 json_t *proto_sse_error(const char *message);
 
@@ -279,6 +330,8 @@ typedef enum proto_sse_kind {
     PROTO_SSE_EV_THINKING,   /* ep */
     PROTO_SSE_EV_CHUNK_V2,   /* elem (the event itself: seq, ciphertext, auth_tag) */
     PROTO_SSE_EV_THINKING_V2,
+    PROTO_SSE_EV_CHUNK_V3,   /* elem (the event itself) */
+    PROTO_SSE_EV_THINKING_V3,
     PROTO_SSE_EV_STORED,     /* model_used, tokens, stream_end */
     PROTO_SSE_EV_DONE,
     PROTO_SSE_EV_ERROR,      /* message */
@@ -295,6 +348,7 @@ typedef struct proto_sse_event {
     const char *model_used;
     long input_tokens, output_tokens;
     const json_t *stream_end;
+    const char *user_message_id, *assistant_message_id; /* STORED, when veild sends them */
     const char *message;
 } proto_sse_event;
 

@@ -42,6 +42,9 @@ static void usage(FILE *f)
             "                         SIMULATED NSM for tests and `make run` (its root in DIR/root.pem);\n"
             "                         none: no attestation (GET_ATTESTATION answers an error).\n"
             "                         Without a reachable NSM the enclave refuses to start.\n"
+            "  --legacy-requests allow|refuse  unbound requests (CHAT, CHAT_STREAM formats 1 and\n"
+            "                         2: the original's clients) are served (allow, the default) or\n"
+            "                         refused with legacy_refused (env ENCLAVE_LEGACY_REQUESTS)\n"
             "  --help                 this text\n\n"
             "Addresses: vsock:CID:PORT, unix:PATH, tcp:HOST:PORT. Logs go to stderr\n"
             "(VEIL_LOG_LEVEL); no log line ever holds plaintext or keys.\n");
@@ -118,6 +121,7 @@ int main(int argc, char **argv)
     const char *ca_file = config_str("VEIL_CA_FILE", NULL);
     const char *endpoint = config_str("BEDROCK_ENDPOINT", NULL);
     const char *nsm_spec = config_str("ENCLAVE_NSM", "dev");
+    const char *legacy = config_str("ENCLAVE_LEGACY_REQUESTS", "allow");
     long max_streams = 1024, max_request = 8 << 20, stream_timeout = 300, drain = 30;
 
     static const struct option opts[] = {
@@ -126,6 +130,7 @@ int main(int argc, char **argv)
         {"bedrock-endpoint", required_argument, 0, 'e'}, {"max-streams", required_argument, 0, 'm'},
         {"max-request", required_argument, 0, 'q'}, {"stream-timeout", required_argument, 0, 't'},
         {"drain-seconds", required_argument, 0, 'd'}, {"nsm", required_argument, 0, 'n'},
+        {"legacy-requests", required_argument, 0, 'L'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     int o;
@@ -142,6 +147,7 @@ int main(int argc, char **argv)
         case 't': target = &stream_timeout, hi = 86400; break;
         case 'd': target = &drain, lo = 0, hi = 3600; break;
         case 'n': nsm_spec = optarg; break;
+        case 'L': legacy = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -153,6 +159,10 @@ int main(int argc, char **argv)
     }
     if (optind != argc) {
         fprintf(stderr, "veil-enclave: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (strcmp(legacy, "allow") != 0 && strcmp(legacy, "refuse") != 0) {
+        fprintf(stderr, "veil-enclave: --legacy-requests must be allow or refuse\n");
         return 2;
     }
     veil_addr laddr, paddr;
@@ -195,7 +205,7 @@ int main(int argc, char **argv)
         return 1;
     }
     enclave_config cfg = {
-        .nsm = G.nsm, .region = region, .proxy = direct ? NULL : &paddr, .bedrock_host = bhost[0] ? bhost : NULL,
+        .nsm = G.nsm, .refuse_legacy = strcmp(legacy, "refuse") == 0, .region = region, .proxy = direct ? NULL : &paddr, .bedrock_host = bhost[0] ? bhost : NULL,
         .bedrock_port = bport, .ca_file = ca_file, .max_streams = (unsigned)max_streams,
         .stream_timeout_ms = (unsigned)stream_timeout * 1000u, .max_request = (size_t)max_request,
     };
@@ -223,9 +233,9 @@ int main(int argc, char **argv)
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
     char abuf[160], pbuf[160];
-    log_info(NULL, "event=listening addr=%s proxy=%s region=%s bedrock=%s max_streams=%ld",
+    log_info(NULL, "event=listening addr=%s proxy=%s region=%s bedrock=%s max_streams=%ld legacy_requests=%s",
              addr_format(&laddr, abuf, sizeof abuf), direct ? "none" : addr_format(&paddr, pbuf, sizeof pbuf),
-             region, endpoint ? endpoint : "default", max_streams);
+             region, endpoint ? endpoint : "default", max_streams, legacy);
     G.drain_seconds = drain;
     event_base_dispatch(G.base);
     log_info(NULL, "event=stopped");

@@ -4,6 +4,8 @@
  * Every pointer a parser writes into its output struct points into the caller's
  * input buffer, so the output is valid only while that buffer is alive and unchanged.
  * The chunked decoder keeps no input: data is handed to the caller's callback as it arrives.
+ * Three files: http1.c (response and request heads), http1_connect.c (CONNECT heads),
+ * http1_chunked.c (the chunked decoder).
  */
 #ifndef VEIL_HTTP1_H
 #define VEIL_HTTP1_H

@@ -1,3 +1,8 @@
+/* https — the outbound HTTP/1.1 client over TLS and CONNECT (see https.h).
+ * Stays whole (~770 lines): one connection state machine, CONNECTING -> CONNECT_SENT
+ * -> TLS_HANDSHAKE -> REQUEST_SENT -> BODY -> DONE; every callback drives the same
+ * states, and split across files its transitions could no longer be read in order.
+ */
 #include "net/https.h"
 
 #include <arpa/inet.h>

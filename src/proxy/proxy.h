@@ -8,6 +8,8 @@
  * half-close and an idle timeout. DNS goes through evdns: nothing blocks the loop.
  * The proxy only ever sees ciphertext and never logs payload bytes.
  * The caller owns the config and the allowlist, which must outlive proxy_run().
+ * Three files: proxy.c (listener, stop, setup), proxy_conn.c (a client connection),
+ * proxy_upstream.c (the CONNECT decision, DNS, connect, the tunnel).
  */
 #ifndef VEIL_PROXY_PROXY_H
 #define VEIL_PROXY_PROXY_H

@@ -87,13 +87,7 @@ static void deliver(auth_cb cb, void *ud, jwt_err e, const jwt_auth *ja)
         cb(ud, jwt_http_status(e), jwt_detail(e), NULL);
         return;
     }
-    auth_ctx ctx;
-    memset(&ctx, 0, sizeof ctx);
-    snprintf(ctx.user_id, sizeof ctx.user_id, "%s", ja->user_id);
-    snprintf(ctx.org_id, sizeof ctx.org_id, "%s", ja->org_id);
-    snprintf(ctx.org_role, sizeof ctx.org_role, "%s", ja->org_role);
-    snprintf(ctx.org_slug, sizeof ctx.org_slug, "%s", ja->org_slug);
-    cb(ud, 0, NULL, &ctx);
+    cb(ud, 0, NULL, ja);
 }
 
 static void on_verified(void *ud, jwt_err e, const jwt_auth *ja)

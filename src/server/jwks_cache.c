@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,9 +22,12 @@
 
 /* ---- the cache --------------------------------------------------------------------- */
 
+TAILQ_HEAD(jwks_wait_list, jwks_wait);
+
 struct jwks_wait {
     jwks_cache *c;
-    jwks_wait *next, **pprev;
+    struct jwks_wait_list *list; /* the cache's waiters or resolving; NULL once unlinked */
+    TAILQ_ENTRY(jwks_wait) link;
     char kid[JWKS_KID_MAX + 1];
     jwks_key_cb cb;
     void *ud;
@@ -56,8 +60,8 @@ struct jwks_cache {
     vbuf body;
     bool body_too_large;
 
-    jwks_wait *waiters;       /* waiting for the fetch in flight */
-    jwks_wait *resolving;     /* detached while their callbacks run */
+    struct jwks_wait_list waiters;   /* waiting for the fetch in flight */
+    struct jwks_wait_list resolving; /* moved off waiters while their callbacks run */
     unsigned long fetches, failures, n_waiting;
 };
 
@@ -170,6 +174,8 @@ jwks_cache *jwks_cache_new(struct event_base *base, const jwks_cache_config *cfg
         return NULL;
     }
     c->base = base;
+    TAILQ_INIT(&c->waiters);
+    TAILQ_INIT(&c->resolving);
     c->ttl_ms = cfg->ttl_ms ? cfg->ttl_ms : JWKS_DEFAULT_TTL_MS;
     c->unknown_kid_min_ms = cfg->unknown_kid_min_ms ? cfg->unknown_kid_min_ms
                                                     : JWKS_DEFAULT_UNKNOWN_KID_MIN_MS;
@@ -195,13 +201,13 @@ fail:
     return NULL;
 }
 
-static void free_wait_list(jwks_wait *w)
+static void free_wait_list(struct jwks_wait_list *l)
 {
-    while (w) {
-        jwks_wait *n = w->next;
+    jwks_wait *w;
+    while ((w = TAILQ_FIRST(l))) {
+        TAILQ_REMOVE(l, w, link);
         jwt_token_free(w->tok);
         free(w);
-        w = n;
     }
 }
 
@@ -211,8 +217,8 @@ void jwks_cache_free(jwks_cache *c)
         return;
     if (c->conn)
         https_cancel(c->conn);
-    free_wait_list(c->waiters);
-    free_wait_list(c->resolving);
+    free_wait_list(&c->waiters);
+    free_wait_list(&c->resolving);
     jwks_set_free(c->keys);
     vbuf_free(&c->body);
     https_ctx_free(c->https);
@@ -426,12 +432,9 @@ void jwks_cache_stats(jwks_cache *c, jwks_stats *st)
 
 static void unlink_wait(jwks_wait *w)
 {
-    if (w->pprev) {
-        *w->pprev = w->next;
-        if (w->next)
-            w->next->pprev = w->pprev;
-        w->pprev = NULL;
-        w->next = NULL;
+    if (w->list) {
+        TAILQ_REMOVE(w->list, w, link);
+        w->list = NULL;
         w->c->n_waiting--;
     }
 }
@@ -485,13 +488,13 @@ static void answer(jwks_wait *w, jwks_status st, EVP_PKEY *key)
 
 static void resolve_waiters(jwks_cache *c)
 {
-    /* detach first: callbacks may queue new waits (on c->waiters) or cancel others */
-    c->resolving = c->waiters;
-    if (c->resolving)
-        c->resolving->pprev = &c->resolving;
-    c->waiters = NULL;
-    while (c->resolving) {
-        jwks_wait *w = c->resolving;
+    /* move the batch off waiters first: callbacks may queue new waits (on c->waiters,
+     * for the next fetch) or cancel others of this batch (unlinked from resolving) */
+    jwks_wait *w;
+    TAILQ_FOREACH(w, &c->waiters, link)
+        w->list = &c->resolving;
+    TAILQ_CONCAT(&c->resolving, &c->waiters, link);
+    while ((w = TAILQ_FIRST(&c->resolving))) {
         unlink_wait(w);
         EVP_PKEY *key;
         jwks_status st = classify(c, w->kid, &key);
@@ -530,11 +533,8 @@ static jwks_wait *dispatch(jwks_cache *c, jwks_wait *w)
         return NULL;
     }
     w->c = c;
-    w->next = c->waiters;
-    if (c->waiters)
-        c->waiters->pprev = &w->next;
-    c->waiters = w;
-    w->pprev = &c->waiters;
+    w->list = &c->waiters;
+    TAILQ_INSERT_HEAD(&c->waiters, w, link);
     c->n_waiting++;
     return w;
 }

@@ -7,6 +7,7 @@
 #include "server/auth.h"
 #include "server/enclave_client.h"
 #include "server/refresher.h"
+#include "server/server.h"
 #include "server/store/store.h"
 #include "server/http/user_limits.h"
 
@@ -41,6 +42,9 @@ extern const route ROUTES_WEBHOOKS[];
 extern const size_t N_ROUTES_WEBHOOKS;
 extern const route ROUTES_DEBUG[];
 extern const size_t N_ROUTES_DEBUG;
+
+/* The HTTP engine's handler (http.c): routes one request; arg is the server. */
+void api_dispatch(httpd_req *hr, void *arg);
 
 /* store failure in a route: logs the store's reason, answers 500 */
 void api_store_error(api_req *r, const char *what);

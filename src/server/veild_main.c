@@ -1,19 +1,17 @@
 /* veild — the API server between clients and the enclave. It stores and relays
- * ciphertext only. */
-#include <errno.h>
+ * ciphertext only. This file is the process: options and environment, the event
+ * base, signals, the drain and the timers; server.h builds and frees the server. */
 #include <event2/event.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 
 #include "common/config.h"
 #include "common/log.h"
 #include "enclave/enclave.h"
-#include "server/server_int.h"
+#include "server/server.h"
 
 #define HEALTH_PROBE_S 10 /* nitro: notice an enclave restart within this long (VEIL_ENCLAVE_PROBE_SECONDS) */
 #define DRAIN_TICK_MS 100
@@ -89,23 +87,12 @@ static struct {
     bool stopping;
 } G;
 
-static void on_probe_result(void *ud, const ec_health_result *h)
-{
-    (void)ud;
-    /* a key change was noticed inside the client (restart callback); an enclave
-     * that lost its credentials gets them again now */
-    if (h->ok && !h->has_credentials)
-        refresher_kick(G.srv->rf);
-}
-
 static void on_probe(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     (void)arg;
-    if (!ec_public_key(G.srv->ec))
-        ec_refresh_key(G.srv->ec);
-    ec_health(G.srv->ec, on_probe_result, NULL);
+    server_probe_enclave(G.srv);
 }
 
 /* Sessions that a failed or cancelled first message left empty (the row exists
@@ -115,11 +102,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     (void)arg;
-    size_t n = 0;
-    if (store_sessions_delete_empty(G.srv->db, G.srv->cfg.empty_session_ttl, 1000, &n) != STORE_OK)
-        log_warn(NULL, "event=store_error op=sessions_delete_empty detail=\"%s\"", store_last_error(G.srv->db));
-    else if (n)
-        log_info(NULL, "event=empty_sessions_deleted count=%zu", n);
+    server_sweep_empty_sessions(G.srv);
 }
 
 static void on_drain(evutil_socket_t fd, short what, void *arg)
@@ -127,9 +110,10 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     (void)arg;
-    if (G.srv->held == 0 || time(NULL) >= G.drain_deadline) {
-        if (G.srv->held)
-            log_warn(NULL, "event=drain_deadline open_requests=%u", G.srv->held);
+    unsigned held = server_held(G.srv);
+    if (held == 0 || time(NULL) >= G.drain_deadline) {
+        if (held)
+            log_warn(NULL, "event=drain_deadline open_requests=%u", held);
         event_base_loopexit(G.base, NULL);
     }
 }
@@ -143,7 +127,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         return;
     }
     G.stopping = true;
-    log_info(NULL, "event=shutdown signal=%d open_requests=%u", (int)sig, G.srv->held);
+    log_info(NULL, "event=shutdown signal=%d open_requests=%u", (int)sig, server_held(G.srv));
     server_stop_accepting(G.srv);
     if (G.probe)
         event_del(G.probe);
@@ -161,45 +145,6 @@ static void raise_nofile(void)
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
-}
-
-static int mkdir_p(const char *dir)
-{
-    char tmp[512];
-    snprintf(tmp, sizeof tmp, "%s", dir);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    return mkdir(tmp, 0700) < 0 && errno != EEXIST ? -1 : 0;
-}
-
-static route *all_routes(bool debug, size_t *n)
-{
-    const struct {
-        const route *r;
-        size_t n;
-    } T[] = {
-        {ROUTES_APP, N_ROUTES_APP}, {ROUTES_CHAT, N_ROUTES_CHAT}, {ROUTES_USERS, N_ROUTES_USERS},
-        {ROUTES_ORGS, N_ROUTES_ORGS}, {ROUTES_CONTEXT, N_ROUTES_CONTEXT},
-        {ROUTES_WEBHOOKS, N_ROUTES_WEBHOOKS}, {ROUTES_DEBUG, N_ROUTES_DEBUG},
-    };
-    size_t total = 0, k = 0;
-    for (size_t i = 0; i < sizeof T / sizeof T[0]; i++)
-        total += T[i].n;
-    route *all = calloc(total, sizeof *all);
-    for (size_t i = 0; all && i < sizeof T / sizeof T[0]; i++) {
-        if (T[i].r == ROUTES_DEBUG && !debug)
-            continue; /* off by default (defect §10.18) */
-        memcpy(all + k, T[i].r, T[i].n * sizeof *all);
-        k += T[i].n;
-    }
-    *n = k;
-    return all;
 }
 
 int main(int argc, char **argv)
@@ -231,42 +176,23 @@ int main(int argc, char **argv)
     raise_nofile();
     if (cfg.mode == ENCLAVE_MOCK)
         enclave_secure_json(); /* the in-process enclave handles plaintext */
-    if (strncmp(cfg.database_url, "sqlite:", 7) == 0 && mkdir_p(cfg.data_dir) < 0) {
-        fprintf(stderr, "veild: cannot create %s: %s\n", cfg.data_dir, strerror(errno));
+    if (!(G.base = event_base_new())) {
+        fprintf(stderr, "veild: cannot create the event loop\n");
         return 1;
     }
-    G.base = event_base_new();
-    G.srv = server_new(G.base, &cfg, err, sizeof err);
-    if (!G.base || !G.srv) {
+    if (!(G.srv = server_new(G.base, &cfg, err, sizeof err))) {
         fprintf(stderr, "veild: %s\n", err);
+        event_base_free(G.base);
         return 1;
     }
-    server *s = G.srv;
-    if (!(s->db = store_open(cfg.database_url, err, sizeof err))) {
-        fprintf(stderr, "veild: database: %s\n", err);
-        return 1;
-    }
-    if (!(s->auth = auth_new(G.base, &cfg, err, sizeof err))) {
-        fprintf(stderr, "veild: auth: %s\n", err);
-        return 1;
-    }
-    if (!(s->ec = ec_new(G.base, &cfg, err, sizeof err))) {
-        fprintf(stderr, "veild: enclave: %s\n", err);
-        return 1;
-    }
-    if (!(s->rf = refresher_new(G.base, &cfg, s->ec, err, sizeof err))) {
-        fprintf(stderr, "veild: credentials: %s\n", err);
-        return 1;
-    }
-    s->routes = all_routes(cfg.debug_routes, &s->n_routes);
     char bound[320];
-    if (server_listen(s, bound, sizeof bound, err, sizeof err) < 0) {
+    if (server_listen(G.srv, bound, sizeof bound, err, sizeof err) < 0) {
         fprintf(stderr, "veild: listen: %s\n", err);
+        server_free(G.srv);
+        event_base_free(G.base);
         return 1;
     }
-    /* the enclave may be down: health says so and the client keeps retrying (§10.14) */
-    ec_refresh_key(s->ec);
-    refresher_start(s->rf);
+    server_start(G.srv);
     if (cfg.mode == ENCLAVE_NITRO) {
         G.probe = event_new(G.base, -1, EV_PERSIST, on_probe, NULL);
         struct timeval tv = {G.probe_seconds, 0};
@@ -281,24 +207,16 @@ int main(int argc, char **argv)
     struct event *sigint = evsignal_new(G.base, SIGINT, on_signal, NULL);
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
-    log_info(NULL, "event=listening addr=%s mode=%s enclave=%s db=%s auth=%s max_connections=%u", bound,
-             ec_mode_name(s->ec), ec_addr(s->ec), store_backend(s->db),
-             cfg.clerk_jwks_file[0] ? "jwks-file" : "jwks-url", httpd_max_connections(s->http));
+    server_log_listening(G.srv, bound);
     event_base_dispatch(G.base);
     log_info(NULL, "event=stopped");
-    /* requests first: their close handlers cancel enclave operations */
-    server_close_held(s);
-    refresher_free(s->rf);
-    ec_free(s->ec);
-    auth_free(s->auth);
-    store_close(s->db);
+    server_free(G.srv);
     if (G.probe)
         event_free(G.probe);
     event_free(G.drain);
     event_free(G.sweep);
     event_free(sigterm);
     event_free(sigint);
-    server_free(s);
     event_base_free(G.base);
     return 0;
 }

@@ -5,6 +5,9 @@
  *   multi N KID       -> N lookups at once, N answer lines
  *   cancel KID        -> a lookup cancelled at once if it had to wait: "cancelled" or
  *                        its synchronous answer
+ *   pair KID          -> two lookups that must wait; the first answered prints "pair KID
+ *                        STATUS async", cancels its sibling ("pair sibling cancelled")
+ *                        and looks KID up again from inside its callback (one "lookup" line)
  *   verify TOKEN      -> "verify ok sub=.. org=.. role=.. slug=.. perms=N sync|async" or
  *                        "verify err status=S code=C detail=TEXT sync|async"
  *   stats             -> "stats keys=N usable=B fresh=B fetching=B fetches=N failures=N waiting=N"
@@ -65,6 +68,39 @@ static void on_verify(void *ud, jwt_err e, const jwt_auth *a)
     fflush(stdout);
 }
 
+/* "pair": the two waits of one batch; the first callback cancels the other */
+static struct {
+    char kid[JWKS_KID_MAX + 1];
+    jwks_wait *w[2];
+} pair_st;
+
+static void lookup(const char *kid, bool cancel);
+
+static void on_pair(void *ud, jwks_status st, EVP_PKEY *key)
+{
+    (void)key;
+    int i = ud == &pair_st.w[1];
+    pair_st.w[i] = NULL;
+    printf("pair %s %s %s\n", pair_st.kid, status_name(st), in_call ? "sync" : "async");
+    jwks_wait *sibling = pair_st.w[!i];
+    if (sibling) {
+        pair_st.w[!i] = NULL;
+        jwks_wait_cancel(sibling);
+        printf("pair sibling cancelled\n");
+    }
+    fflush(stdout);
+    lookup(pair_st.kid, false);
+}
+
+static void pair(const char *kid)
+{
+    snprintf(pair_st.kid, sizeof pair_st.kid, "%s", kid);
+    in_call = true;
+    pair_st.w[0] = jwks_lookup(cache, kid, on_pair, &pair_st.w[0]);
+    pair_st.w[1] = jwks_lookup(cache, kid, on_pair, &pair_st.w[1]);
+    in_call = false;
+}
+
 static void lookup(const char *kid, bool cancel)
 {
     req *r = calloc(1, sizeof *r);
@@ -92,6 +128,8 @@ static void command(char *line)
         lookup(arg, false);
     } else if (strcmp(line, "cancel") == 0 && arg) {
         lookup(arg, true);
+    } else if (strcmp(line, "pair") == 0 && arg) {
+        pair(arg);
     } else if (strcmp(line, "multi") == 0 && arg) {
         char *kid = strchr(arg, ' ');
         long n;

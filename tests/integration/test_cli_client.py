@@ -7,11 +7,15 @@ org's history with the org key, while the admin can read it too.
 Also what a newcomer walking the README meets, with the exact texts: a server
 that is down, chat before keys, a bad option on every verb, the complete model
 list in the --model error, `keys status` saying whether the key is unlocked
-here, and the aligned `veil --help`.
+here and what the client verifies of the enclave, and the aligned `veil --help`.
+Every client is logged in with the simulated NSM's root and measurements, so each
+chat here verifies a real (simulated) attestation first; test_cli_attest has the attacks.
 """
+import hashlib
 import json
 import os
 import re
+import ssl
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -30,15 +34,41 @@ def out(r):
     return r.stdout.decode()
 
 
+def sim_trust(tmp):
+    """The simulated NSM's measurements for this veil-enclave, and the two lines `keys
+    status` shows for them and the simulator's root (computed here, not by the client)."""
+    meas = os.path.join(tmp, "measurements.json")
+    r = veil(os.path.join(tmp, "none.json"), ["attest", "sim-measurements", os.path.join(BIN, "veil-enclave")])
+    C.eq(r.returncode, 0, f"sim-measurements ({r.stderr.decode()})")
+    with open(meas, "wb") as f:
+        f.write(r.stdout)
+    pcrs = json.loads(r.stdout)["Measurements"]
+    der = ssl.PEM_cert_to_DER_cert(open(os.path.join(tmp, "nsm", "root.pem")).read())
+    root = (f"a custom root (CN=veil simulated NSM root,O=veil SIMULATED NSM (not AWS), SHA-256 "
+            f"{hashlib.sha256(der).hexdigest()})")
+    lines = (f"attestation root: {root}, for a simulated NSM only\n"
+             f"measurements: PCR0 {pcrs['PCR0']}, PCR1 {pcrs['PCR1']}, PCR2 {pcrs['PCR2']}\n")
+    return lines, root
+
+
+def note(verb, root):
+    """What chat and ask say on stderr when they verify against a custom root."""
+    return (f"veil {verb}: note: verifying the enclave against {root} from `veil login --attestation-root`, not the "
+            "pinned AWS Nitro root: a simulated NSM, not a Nitro Enclave\n")
+
+
 def login(stack, tmp, name, token):
     cfg = os.path.join(tmp, name, "config.json")  # one directory each: the key cache sits next to the config
-    r = veil(cfg, ["login", "--server", stack.url, "--token", "-"], stdin=token.encode())
+    r = veil(cfg, ["login", "--server", stack.url, "--token", "-",
+                   "--measurements", os.path.join(tmp, "measurements.json"),
+                   "--attestation-root", os.path.join(tmp, "nsm", "root.pem")], stdin=token.encode())
     C.eq(r.returncode, 0, f"{name}: login ({r.stderr.decode()})")
     C.eq(os.stat(cfg).st_mode & 0o777, 0o600, f"{name}: config file mode 0600")
     return cfg
 
 
-VERBS = ["keygen", "seal", "open", "dev-token", "login", "keys", "chat", "ask", "history", "sessions", "models", "org"]
+VERBS = ["keygen", "seal", "open", "dev-token", "login", "keys", "chat", "ask", "history", "sessions", "models", "org",
+         "attest"]
 
 
 def check_usage(tmp):
@@ -80,7 +110,8 @@ def main():
         stack = Stack(tmp)
         try:
             stack.start_enclave()
-            stack.start_veild("nitro")
+            stack.start_veild("nitro", extra={"VEIL_ATTEST_USER_RATE": "1000"})  # many chats in a row
+            trust, root = sim_trust(tmp)
             alice = login(stack, tmp, "alice", dev_token(tmp, "user_alice"))
             pc = {"VEIL_PASSCODE": "alice-passcode"}
 
@@ -97,13 +128,14 @@ def main():
             code = re.search(r"(\d{4}-\d{4}-\d{4}-\d{4}-\d{4})", out(r))
             pub = call(stack.url, "GET", "/api/v1/users/me/encryption-status", dev_token(tmp, "user_alice"))[1]["public_key"]
             r = veil(alice, ["keys", "status"])
-            C.eq((r.returncode, out(r)), (0, f"has_encryption_keys: yes\npublic_key: {pub}\nunlocked here: no\n"),
-                 "keys status: not unlocked here")
+            C.eq((r.returncode, out(r)), (0, f"has_encryption_keys: yes\npublic_key: {pub}\nunlocked here: no\n" + trust),
+                 "keys status: not unlocked here; the root and PCRs chat verifies")
             # the --model error names every model, none cut off
             ids = [m["id"] for m in call(stack.url, "GET", "/api/v1/chat/models", dev_token(tmp, "user_alice"))[1]]
             r = veil(alice, ["ask", "--model", "gpt-nope", "hi"], pc)
             C.eq((r.returncode, r.stderr.decode()),
-                 (1, "veil ask: Invalid model. Available models: [" + ", ".join(f"'{i}'" for i in ids) + "] (HTTP 400)\n"),
+                 (1, note("ask", root) + "veil ask: Invalid model. Available models: [" + ", ".join(f"'{i}'" for i in ids)
+                  + "] (HTTP 400)\n"),
                  "ask --model: the complete list")
             C.eq(len(ids), 11, "the eleven models")
             C.ok(code is not None, "keys init prints the recovery code")
@@ -134,12 +166,13 @@ def main():
             key_file = os.path.join(tmp, "alice", "private_key")
             C.ok(r.returncode == 0 and os.stat(key_file).st_mode & 0o777 == 0o600, "unlock caches the key 0600")
             r = veil(alice, ["keys", "status"])
-            C.eq(out(r), f"has_encryption_keys: yes\npublic_key: {pub}\nunlocked here: yes\n", "keys status: unlocked here")
+            C.eq(out(r), f"has_encryption_keys: yes\npublic_key: {pub}\nunlocked here: yes\n" + trust,
+                 "keys status: unlocked here")
             r = veil(alice, ["history", sid])  # no passcode needed now
             C.ok(r.returncode == 0 and "second turn" in out(r), "history with the cached key")
             veil(alice, ["keys", "lock"])
             C.ok(not os.path.exists(key_file), "lock removes the cached key")
-            C.ok(out(veil(alice, ["keys", "status"])).endswith("unlocked here: no\n"), "keys status after lock")
+            C.ok(out(veil(alice, ["keys", "status"])).endswith("unlocked here: no\n" + trust), "keys status after lock")
             r = veil(alice, ["history", sid], {"VEIL_PASSCODE": "not-it"})
             C.ok(r.returncode == 1 and "wrong passcode" in r.stderr.decode(), "a wrong passcode is refused")
 

@@ -8,7 +8,10 @@ one thing each check makes hostile:
 - Argon2 parameters in the wrapped-key blob that would make the client allocate
   4 GiB (refused before any key derivation);
 - plain http:// to another machine (refused: the bearer token would travel in clear);
-- symlinks and loose modes planted at the config's temp file and the key cache.
+- symlinks and loose modes planted at the config's temp file and the key cache;
+- an enclave key without an attestation document (the original's /enclave/info): refused
+  before anything is sealed. The other checks here are about the terminal, so their asks
+  opt out of attestation (--no-attestation; test_cli_attest has the attestation attacks).
 Prints `N passed, M failed`.
 """
 import json
@@ -46,7 +49,8 @@ class Fake:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(n)) if n else None
                 fake.seen.append((self.command, self.path))
-                fn = fake.routes.get((self.command, self.path))
+                fn = (fake.routes.get((self.command, self.path)) or  # a route with its query, else without
+                      fake.routes.get((self.command, self.path.split("?")[0])))
                 status, payload, ctype = fn(self, body) if fn else (404, {"detail": "Not Found"}, None)
                 raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
@@ -131,13 +135,26 @@ def check_terminal_output(tmp, fake):
         return 200, "".join(f"data: {json.dumps(e)}\n\n" for e in evs).encode(), "text/event-stream"
     fake.routes[("POST", P + "/chat/encrypted/stream")] = stream
 
+    # the attack: an unattested key (the original's shape), with measurements stored
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    cfg["measurements"] = {"HashAlgorithm": "Sha384 { ... }", "PCR0": "00" * 48, "PCR1": "11" * 48, "PCR2": "22" * 48}
+    json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+    fake.seen.clear()
     r = veil(d, ["ask", "hi"])
+    C.eq((r.returncode, r.stderr.decode()),
+         (1, "veil ask: attestation: missing: the server sent the enclave key without an attestation document (an "
+             "enclave without an NSM?)\n"), "ask: an unattested enclave key is refused")
+    C.ok(("POST", P + "/chat/encrypted/stream") not in fake.seen,
+         f"ask: nothing sent to the unattested key {fake.seen}")
+    C.ok(any(p.startswith(P + "/chat/enclave/info?nonce=") for _, p in fake.seen), "ask: it asked with a nonce")
+
+    r = veil(d, ["ask", "--no-attestation", "hi"])
     C.eq(r.returncode, 0, f"ask against the fake server: {r.stderr!r}")
     no_controls("ask: the streamed answer", r.stdout)
     # an escape sequence split across two chunks is removed whole, and UTF-8 survives
     C.eq(r.stdout.decode(), "Hello world end\u00e9\n[model · 1 in · 2 out · session s-1]\n",
          "ask: the answer, the model name and the session id, filtered")
-    r = veil(d, ["ask", "--json", "hi"])
+    r = veil(d, ["ask", "--no-attestation", "--json", "hi"])
     j = json.loads(r.stdout)
     C.eq(j["answer"], "Hello " + BAD + "world\x1b]52;c;ZXZpbA==\x07 end\u00e9", "ask --json: the exact text, escaped")
     C.ok(all(b < 0x7F for b in r.stdout), f"ask --json: ASCII-only JSON: {r.stdout!r}")
@@ -343,7 +360,7 @@ def check_file_safety(tmp, fake):
          (1, f"veil history: the key cached in {cache} is not this account's: run `veil keys lock`, then "
              "`veil keys unlock`\n"), "history: another account's cached key")
     r = veil(d, ["keys", "status"])
-    C.eq(r.stdout.decode().splitlines()[-1],
+    C.eq(r.stdout.decode().splitlines()[2],  # then the attestation lines
          "unlocked here: no (the cached key is not this account's: run `veil keys lock`)", "keys status: another account's key")
     os.unlink(cache)
     os.mkfifo(cache, 0o600)

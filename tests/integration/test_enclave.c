@@ -4,7 +4,8 @@
  * its reply, as the original did), split and oversized requests, streaming
  * with decryption and reassembly, the stored messages, every failure mode, 200
  * concurrent streams with HEALTH answering meanwhile, a parent disconnect, and a
- * SIGTERM drain. */
+ * SIGTERM drain.
+ * Stays whole: one suite per program under test, sharing its processes and fixtures. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -808,12 +809,12 @@ static void test_stream_format_2(void **state)
     req = stream_request(&k, "x", NULL, 0, NULL);
     rq = json_loads(req, 0, NULL);
     free(req);
-    json_object_set_new(rq, "stream_format", json_integer(3));
+    json_object_set_new(rq, "stream_format", json_integer(4));
     s = json_dumps(rq, JSON_COMPACT);
     json_decref(rq);
     json_t *r = request(s);
     free(s);
-    assert_string_equal(jstr(r, "error"), "Unsupported stream_format (1 or 2)");
+    assert_string_equal(jstr(r, "error"), "Unsupported stream_format (1, 2 or 3)");
     json_decref(r);
 }
 

@@ -11,7 +11,7 @@ waits for the fetch, later ones are answered at once; an unknown kid refetches (
 fetch for many waiters, rate-limited), so a rotated-in key is found and a rotated-out
 key is refused; when the server is down, cached keys stay usable only within the stale
 window and then lookups answer 503; non-200 and oversized bodies are failures; a
-cancelled wait gets no callback.
+cancelled wait gets no callback, also when a callback of the same batch cancels it.
 """
 import base64
 import hashlib
@@ -356,6 +356,15 @@ def test_url_cache(tmp):
     C.ok(pr.stats()["waiting"] == 0, "nothing waiting after cancel")
     time.sleep(0.6)  # the fetch completes; the cancelled wait must stay silent
     C.ok(pr.cmd("stats").startswith("stats "), "no stray callback line after cancel")
+
+    # a callback that cancels another wait of its batch and looks up again: the sibling
+    # stays silent and the new lookup gets exactly one answer (use after free under ASan
+    # if a cancelled wait stayed on the list being resolved)
+    time.sleep(0.9)
+    out = pr.cmd("pair kid-d", n=3)
+    C.ok(out == ["pair kid-d unknown async", "pair sibling cancelled",
+                  "lookup kid-d unknown sync"], f"pair: {out}")
+    C.ok(pr.stats()["waiting"] == 0, "nothing waiting after the pair")
     st.delay = 0
 
     C.ok(pr.close() == 0, "probe exits cleanly")

@@ -3,7 +3,8 @@
  * pipelined bytes, half-close, every error status, limits, timeouts, the YAML
  * allowlist, 200 concurrent tunnels, backpressure with a large transfer, SIGTERM.
  * Every proxy is stopped with SIGTERM and must exit 0 (under ASan that also means
- * no leak report). Every wait is bounded. */
+ * no leak report). Every wait is bounded.
+ * Stays whole: one suite per program under test, sharing its processes and fixtures. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -10,6 +10,7 @@ script starts itself (initdb as `nobody` when run as root) and always stops.
 Effects that have no API (audit rows) are read from the database directly.
 Every veild is stopped with SIGTERM and its log checked for sanitizer reports.
 Prints `N passed, M failed`; exits non-zero on any failure.
+Stays whole: one suite run once per backend, sharing its veilds, tokens and database.
 """
 import base64
 import hashlib
@@ -655,6 +656,54 @@ def test_org_distribution(c):
            "User user_db is not an admin of org org_d1")
 
 
+def test_encrypted_payload_422_is_the_same_at_every_depth(c):
+    """One set of EncryptedPayload rules (validate.c over crypto/ep.h's field table):
+    a bad payload at body.encrypted_org_key and at body.distributions[0].encrypted_org_key
+    gets the same 422 (type, message, input), only the location differs; nothing is written."""
+    ta = setup_org(c, "org_ev", "user_ev", members=["user_ew"])
+    one = P + "/organizations/org_ev/distribute-key"
+    bulk = P + "/organizations/org_ev/distribute-keys-bulk"
+    mid = "mem_user_ew_org_ev"
+    cases = [
+        (lambda e: {k: v for k, v in e.items() if k != "hkdf_salt"}, ["hkdf_salt"], "missing", "Field required"),
+        (lambda e: {**e, "iv": 16}, ["iv"], "string_type", "Input should be a valid string"),
+        (lambda e: {**e, "ephemeral_public_key": "ab" * 31}, ["ephemeral_public_key"], "string_too_short",
+         "String should have at least 64 characters"),
+        (lambda e: {**e, "auth_tag": "ab" * 17}, ["auth_tag"], "string_too_long",
+         "String should have at most 32 characters"),
+        (lambda e: {**e, "ciphertext": "a"}, ["ciphertext"], "string_too_short",
+         "String should have at least 2 characters"),
+        (lambda e: {**e, "ciphertext": "zz"}, ["ciphertext"], "value_error", "Value error, Invalid hex string"),
+        (lambda e: [e], [], "model_attributes_type",
+         "Input should be a valid dictionary or object to extract fields from"),
+    ]
+    for make, sub, typ, msg in cases:
+        bad = make(ep("e"))
+        r1 = c.req("POST", one, ta, {"membership_id": mid, "encrypted_org_key": bad})
+        r2 = c.req("POST", bulk, ta, {"distributions": [{"membership_id": mid, "encrypted_org_key": bad}]})
+        for r, loc in ((r1, ["body", "encrypted_org_key"] + sub),
+                       (r2, ["body", "distributions", 0, "encrypted_org_key"] + sub)):
+            assert r.status == 422, (typ, r)
+            d = r.json["detail"][0]
+            assert (d["type"], d["msg"], d["loc"]) == (typ, msg, loc), (typ, r)
+        assert {k: v for k, v in r1.json["detail"][0].items() if k != "loc"} == \
+            {k: v for k, v in r2.json["detail"][0].items() if k != "loc"}, (typ, r1, r2)
+    # missing altogether, and an empty membership id, at both depths
+    r1 = c.req("POST", one, ta, {"membership_id": mid})
+    r2 = c.req("POST", bulk, ta, {"distributions": [{"membership_id": mid}]})
+    assert r1.json["detail"][0]["loc"] == ["body", "encrypted_org_key"] and \
+        r2.json["detail"][0]["loc"] == ["body", "distributions", 0, "encrypted_org_key"], (r1, r2)
+    assert r1.json["detail"][0]["type"] == r2.json["detail"][0]["type"] == "missing", (r1, r2)
+    r1 = c.req("POST", one, ta, {"membership_id": "", "encrypted_org_key": ep()})
+    r2 = c.req("POST", bulk, ta, {"distributions": [{"membership_id": "", "encrypted_org_key": ep()}]})
+    for r in (r1, r2):
+        d = r.json["detail"][0]
+        assert r.status == 422 and (d["type"], d["msg"]) == \
+            ("string_too_short", "String should have at least 1 character"), r
+    mb = c.req("GET", P + "/organizations/org_ev/membership", c.tok("user_ew", "org_ev", "member")).json
+    assert mb["has_org_key"] is False, mb
+
+
 def test_org_admin_routes_follow_a_jwt_demotion(c):
     """Attack: an admin demoted in Clerk keeps using the admin routes until the
     membership webhook lands (or forever, if it failed). A token in that org's
@@ -867,6 +916,36 @@ def test_webhook_dedup_window_is_bounded(c):
                                cwd=d)
         C.ok(r.returncode == 2 and \
           "CLERK_WEBHOOK_DEDUP_SECONDS must be an integer in [600, 2592000]" in r.stderr, (bad, r))
+
+
+def test_startup_failure_names_the_subsystem(c):
+    """server_new builds the store, auth, the enclave client and the credential
+    refresher in order: the one that cannot start is named, veild exits 1, and what
+    was built before it is freed (no leak report under ASan)."""
+    env0 = {k: v for k, v in os.environ.items() if not k.startswith(("CLERK_", "DATABASE_", "VEIL_", "ENCLAVE_",
+                                                                         "AWS_", "BEDROCK_", "PROXY_"))}
+    env0.update({"CLERK_ISSUER": ISSUER, "CLERK_JWKS_FILE": c.tok.jwks, "VEIL_LISTEN": "tcp:127.0.0.1:0"})
+    with tempfile.TemporaryDirectory() as d:
+        blocker = os.path.join(d, "file")
+        open(blocker, "w").close()
+        cases = [
+            ({"VEIL_DATA_DIR": os.path.join(blocker, "data")},
+             f"veild: cannot create {os.path.join(blocker, 'data')}: Not a directory"),
+            ({"DATABASE_URL": "sqlite:" + os.path.join(d, "missing", "veil.db")}, "veild: database: "),
+            ({"CLERK_JWKS_FILE": "", "CLERK_JWKS_URL": "ftp://keys.example/jwks.json"},
+             "veild: auth: JWKS URL must start with https:// or http://"),
+            ({"BEDROCK_ENDPOINT": "no-port"}, "veild: enclave: BEDROCK_ENDPOINT must be HOST:PORT"),
+            ({"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
+              "AWS_CREDENTIAL_EXPIRATION": "tomorrow"},
+             "veild: credentials: AWS_CREDENTIAL_EXPIRATION is not an ISO 8601 UTC time"),
+        ]
+        for extra, want in cases:
+            env = {**env0, "VEIL_DATA_DIR": os.path.join(d, "data"), **extra}
+            r = subprocess.run([os.path.join(BIN, "veild")], env=env, capture_output=True, text=True, timeout=60,
+                               cwd=d)
+            assert r.returncode == 1 and want in r.stderr, (extra, r.returncode, r.stderr[-2000:])
+            assert "event=listening" not in r.stderr, (extra, r.stderr[-2000:])
+            assert not any(m in r.stderr for m in ("Sanitizer", "runtime error:")), (extra, r.stderr[-2000:])
 
 
 class FailingWrites:

@@ -1,6 +1,7 @@
 """`make run` (scripts/run-local) on a real terminal: the whole stack comes up and says
-so in one "veil stack ready" line; a Ctrl-C at that terminal (SIGINT to the whole
-foreground process group, as a user's) stops it cleanly: exit 0, a "stopped" line, no
+so in one "veil stack ready" line, and its logged-in client chats after verifying the
+simulated NSM's attestation (its root, this veil-enclave's PCRs); a Ctrl-C at that
+terminal (SIGINT to the whole foreground process group, as a user's) stops it cleanly: exit 0, a "stopped" line, no
 "a component exited", the components stopped in the reverse order of their start (so
 veild never warns credentials_push_failed because the IMDS simulator went first), all
 of them gone, no sanitizer report. Then the same with SIGTERM to the script alone.
@@ -8,16 +9,18 @@ The script runs on a pseudo-terminal with its state in a temp dir; every wait is
 bounded, and whatever it started is killed at the end.
 """
 import http.client
+import json
 import os
 import pty
 import re
 import select
 import signal
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from veiltest import BIN, SANITIZER_MARKS, SRC, Checks, TempDir, free_port  # noqa: E402
+from veiltest import BIN, SANITIZER_MARKS, SRC, Checks, TempDir, expected_answer, free_port  # noqa: E402
 
 START_S = 300  # first start: a test CA and Argon2id keys, maybe under ASan on a busy machine
 STOP_S = 120
@@ -123,6 +126,23 @@ def stop_ts(path, needle):
     return m.group(1) if m else None
 
 
+def check_client(C, run_dir, how):
+    """The ready client chats, verifying the simulated NSM's attestation first: its root
+    and the PCRs of this veil-enclave, as run-local stored them."""
+    env = dict(os.environ, VEIL_CONFIG=os.path.join(run_dir, "cli", "config.json"))
+    veil = os.path.join(os.path.abspath(BIN), "veil")
+    r = subprocess.run([veil, "ask", "[[sim: chunks=2]] local"], env=env, capture_output=True, timeout=300)
+    C.ok(r.returncode == 0 and r.stdout.decode().startswith(expected_answer("local", 2)),
+         f"{how}: the ready client chats: {r.stdout!r} {r.stderr!r}")
+    C.ok(b"note: verifying the enclave against a custom root (CN=veil simulated NSM root" in r.stderr,
+         f"{how}: after verifying against the simulated NSM's root: {r.stderr!r}")
+    with open(os.path.join(run_dir, "measurements.json")) as f:
+        pcrs = json.load(f)["Measurements"]
+    r = subprocess.run([veil, "keys", "status"], env=env, capture_output=True, timeout=120)
+    C.ok(f"measurements: PCR0 {pcrs['PCR0']}, PCR1 {pcrs['PCR1']}, PCR2 {pcrs['PCR2']}\n" in r.stdout.decode(),
+         f"{how}: with the simulator's measurements of this veil-enclave: {r.stdout!r}")
+
+
 def one_run(C, run_dir, how):
     port = free_port()
     rl = RunLocal(run_dir, port)
@@ -136,6 +156,7 @@ def one_run(C, run_dir, how):
         conn.request("GET", "/health")
         C.eq(conn.getresponse().status, 200, f"{how}: veild answers /health")
         conn.close()
+        check_client(C, run_dir, how)
 
         if how == "ctrl-c":
             os.write(rl.fd, b"\x03")  # the terminal sends SIGINT to its foreground group

@@ -7,6 +7,7 @@ the prelude and the message), a raw HTTP/1.1 client over TLS (ssl, SNI "localhos
 verified against a throwaway CA from scripts/make-test-ca). The sims are started on
 127.0.0.1 port 0, their port read from the `event=listening` line, and always stopped;
 after SIGTERM each log is checked for sanitizer reports.
+Stays whole: one suite for the two sims, sharing the independent checkers above.
 """
 import asyncio
 import binascii

@@ -300,6 +300,52 @@ def sv2_open(key, seq, kind, ct_hex, tag_hex):
     return dec.update(bytes.fromhex(ct_hex)) + dec.finalize()
 
 
+# ---- stream format 3, written from its wire description (shared/reference/stream-format-3.md) ----
+
+SV3_LABEL = b"veil-stream-v3"
+SV3_REQUEST_CONTEXT = "client-to-enclave-request-v3"
+
+
+def ep_raw(ep):
+    """An EncryptedPayload's raw fields in the order the format hashes them."""
+    return b"".join(bytes.fromhex(ep[k]) for k in ("ephemeral_public_key", "hkdf_salt", "iv", "ciphertext",
+                                                     "auth_tag"))
+
+
+def ep_hash(ep):
+    h = hashes.Hash(hashes.SHA256())
+    h.update(ep_raw(ep))
+    return h.finalize()
+
+
+def sv3_request(enclave_pub_hex, message, history, client_pub_hex, storage_pub_hex, model, session_id,
+                request_id=None, issued_at=None):
+    """The sealed request of format 3 and its request_hash; history: [(role, text)]."""
+    inner = {"message": message, "history": [{"role": r, "content": t} for r, t in history],
+             "client_public_key": client_pub_hex, "storage_public_key": storage_pub_hex, "model_id": model,
+             "session_id": session_id, "request_id": request_id or os.urandom(16).hex(),
+             "issued_at": int(time.time()) if issued_at is None else issued_at}
+    ep = seal(enclave_pub_hex, json.dumps(inner), SV3_REQUEST_CONTEXT)
+    return ep, ep_hash(ep)
+
+
+def sv3_key(client_priv, enclave_pub_hex, stream_key, request_hash):
+    """K = HKDF-SHA512(X25519(c, E) || X25519(c, S), salt, "veil-stream-v3" || request_hash)."""
+    e = X25519PublicKey.from_public_bytes(bytes.fromhex(stream_key["ephemeral_public_key"]))
+    s = X25519PublicKey.from_public_bytes(bytes.fromhex(enclave_pub_hex))
+    ikm = client_priv.exchange(e) + client_priv.exchange(s)
+    return HKDF(algorithm=hashes.SHA512(), length=32, salt=bytes.fromhex(stream_key["hkdf_salt"]),
+                info=SV3_LABEL + request_hash).derive(ikm)
+
+
+def sv3_open(key, seq, kind, ct_hex, tag_hex):
+    """Element seq of kind (0 text, 1 end, 2 thinking); raises InvalidTag if it is not exactly that."""
+    n = seq.to_bytes(8, "big")
+    dec = Cipher(algorithms.AES(key), modes.GCM(b"\0" * 8 + n, bytes.fromhex(tag_hex))).decryptor()
+    dec.authenticate_additional_data(SV3_LABEL + n + bytes([kind]))
+    return dec.update(bytes.fromhex(ct_hex)) + dec.finalize()
+
+
 def open_ep(priv, ep, ctx):
     key = _key(priv, X25519PublicKey.from_public_bytes(bytes.fromhex(ep["ephemeral_public_key"])),
                bytes.fromhex(ep["hkdf_salt"]), ctx)

@@ -1,5 +1,5 @@
-/* api — veild's HTTP layer: the server object, one request's context, routing,
- * and the reply helpers every route uses.
+/* api — veild's HTTP layer: one request's context, routing, and the reply helpers
+ * every route uses (the server object that holds them is server.h).
  *
  * Replies follow the original's conventions (spec §4.0): errors are
  * {"detail": "..."}; body validation failures are 422 with a list of
@@ -20,6 +20,7 @@
 #include <sys/queue.h>
 #include <time.h>
 
+#include "auth/jwt.h"
 #include "common/buf.h"
 #include "common/log.h"
 #include "server/http/httpd.h"
@@ -28,17 +29,6 @@
 struct event_base;
 typedef struct server server;
 typedef struct api_req api_req;
-
-/* who is calling: from the verified Clerk token */
-typedef struct auth_ctx {
-    char user_id[256];
-    char org_id[256];   /* "" in personal context */
-    char org_role[128]; /* "org:admin" | "org:member" | "" */
-    char org_slug[256];
-} auth_ctx;
-
-static inline bool auth_is_org(const auth_ctx *a) { return a->org_id[0] != '\0'; }
-static inline bool auth_is_org_admin(const auth_ctx *a) { return strcmp(a->org_role, "org:admin") == 0; }
 
 typedef void (*route_fn)(api_req *r);
 
@@ -62,7 +52,7 @@ struct api_req {
     struct evkeyvalq query;
     char params[4][256]; /* the {} segments, URL-decoded */
     int n_params;
-    auth_ctx auth;
+    jwt_auth auth; /* who is calling: from the verified Clerk token (ROUTE_AUTH) */
     char rid[LOG_RID_LEN + 1];
     struct timespec t0;
     const route *rt;
@@ -113,19 +103,5 @@ void api_sse_end(api_req *r);
  * that stays congested too long is closed (on_close runs). */
 bool api_sse_congested(const api_req *r);
 void api_sse_on_drain(api_req *r, void (*on_drain)(api_req *r));
-
-/* ---- the server ---- */
-
-server *server_new(struct event_base *base, const server_config *cfg, char *err, size_t errlen);
-void server_free(server *s);
-struct event_base *server_base(server *s);
-const server_config *server_cfg(server *s);
-/* Shutdown: ends every held request (their on_close runs; an SSE reply is ended,
- * others get 503) so that freeing the HTTP server finds none in flight. */
-void server_close_held(server *s);
-/* Shutdown: no new connections; open ones finish what they hold. */
-void server_stop_accepting(server *s);
-/* Binds the listen address; fills the bound address text (with the real port). */
-int server_listen(server *s, char *bound, size_t n, char *err, size_t errlen);
 
 #endif

@@ -9,7 +9,6 @@
 #include <strings.h>
 #include <sys/queue.h>
 
-#include "common/addr.h"
 #include "server/server_int.h"
 
 #define ECHO_MAX 512       /* bytes of an invalid value a 422 echoes back */
@@ -374,7 +373,7 @@ static bool within_rate(api_req *r)
     return false;
 }
 
-static void on_auth(void *ud, int status, const char *detail, const auth_ctx *ctx)
+static void on_auth(void *ud, int status, const char *detail, const jwt_auth *who)
 {
     api_req *r = ud;
     bool was_held = r->held;
@@ -384,7 +383,7 @@ static void on_auth(void *ud, int status, const char *detail, const auth_ctx *ct
             req_free(r);
         return;
     }
-    r->auth = *ctx;
+    r->auth = *who;
     if (was_held) {
         /* we held the request only for the key fetch: the route starts fresh */
         hold_del(r);
@@ -432,7 +431,7 @@ static void no_route(api_req *r, const char *q)
     api_reply_detail(r, 404, "Not Found");
 }
 
-static void dispatch(httpd_req *hr, void *arg)
+void api_dispatch(httpd_req *hr, void *arg)
 {
     server *s = arg;
     api_req *r = calloc(1, sizeof *r);
@@ -493,61 +492,7 @@ static void dispatch(httpd_req *hr, void *arg)
         api_req_hold(r, on_auth_close, w);
 }
 
-/* ---- server ---- */
-
-server *server_new(struct event_base *base, const server_config *cfg, char *err, size_t errlen)
-{
-    server *s = calloc(1, sizeof *s);
-    if (!s) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    s->base = base;
-    s->cfg = *cfg;
-    LIST_INIT(&s->held_list);
-    httpd_limits lim = {
-        .max_head = (size_t)cfg->max_head, .max_body = (size_t)cfg->max_body,
-        .idle_ms = (unsigned)cfg->idle_seconds * 1000u, .head_ms = (unsigned)cfg->head_seconds * 1000u,
-        .body_ms = (unsigned)cfg->body_seconds * 1000u, .max_conns = (unsigned)cfg->max_connections,
-        .max_output = (size_t)cfg->sse_max_buffer, .stall_ms = (unsigned)cfg->sse_stall_seconds * 1000u,
-    };
-    user_limits_config ulc = {
-        .max_streams = (unsigned)cfg->user_max_streams, .rate = (double)cfg->user_rate,
-        .burst = (double)cfg->user_burst, .max_users = (size_t)cfg->user_table_max,
-    };
-    /* a fresh attestation is an NSM signature: bounded per user and in total */
-    user_limits_config auc = {.max_streams = 1, .rate = (double)cfg->attest_user_rate, .burst = 5,
-                              .max_users = (size_t)cfg->user_table_max};
-    user_limits_config aac = {.max_streams = 1, .rate = (double)cfg->attest_rate,
-                              .burst = 2.0 * (double)cfg->attest_rate, .max_users = 1};
-    s->http = httpd_new(base, &lim, dispatch, s);
-    s->limits = ul_new(&ulc);
-    s->attest_user = ul_new(&auc);
-    s->attest_all = ul_new(&aac);
-    if (!s->http || !s->limits || !s->attest_user || !s->attest_all) {
-        snprintf(err, errlen, "cannot create the HTTP server");
-        server_free(s);
-        return NULL;
-    }
-    return s;
-}
-
-void server_free(server *s)
-{
-    if (!s)
-        return;
-    httpd_free(s->http);
-    ul_free(s->limits);
-    ul_free(s->attest_user);
-    ul_free(s->attest_all);
-    free((void *)s->routes);
-    free(s);
-}
-
-void server_stop_accepting(server *s)
-{
-    httpd_stop_accepting(s->http);
-}
+/* ---- shutdown (server.h) ---- */
 
 void server_close_held(server *s)
 {
@@ -570,23 +515,4 @@ void server_close_held(server *s)
         access_log(r);
         req_free(r);
     }
-}
-
-struct event_base *server_base(server *s) { return s->base; }
-const server_config *server_cfg(server *s) { return &s->cfg; }
-
-int server_listen(server *s, char *bound, size_t n, char *err, size_t errlen)
-{
-    veil_addr a;
-    if (addr_parse(s->cfg.listen, &a, err, errlen) < 0)
-        return -1;
-    int fd = addr_listen(&a, 512, err, errlen);
-    if (fd < 0)
-        return -1;
-    if (a.kind == ADDR_TCP && a.port == 0)
-        a.port = (uint16_t)addr_local_port(fd);
-    if (httpd_accept_on(s->http, fd, err, errlen) < 0)
-        return -1;
-    addr_format(&a, bound, n);
-    return 0;
 }

@@ -1,6 +1,8 @@
 /* httpd — veild's HTTP/1.1 server engine (see httpd.h). A connection walks
  * IDLE -> HEAD -> BODY -> HANDLING -> IDLE (keep-alive) or CLOSING, with one timer
- * for the deadline of the phase it is in and one for congested output. */
+ * for the deadline of the phase it is in and one for congested output.
+ * Stays whole (~800 lines): reading, writing, the timers and accepting all drive that
+ * one state machine; split, its transitions could no longer be read in order. */
 #include "server/http/httpd.h"
 
 #include <errno.h>

@@ -33,16 +33,21 @@ static json_t *session_json(const session_row *s)
 
 static json_t *message_json(const message_row *m)
 {
-    return json_pack("{s:s, s:s, s:s, s:o, s:s, s:{s:s, s:s, s:s, s:s, s:s}}", "id", m->id, "session_id",
+    json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:s, s:{s:s, s:s, s:s, s:s, s:s}}", "id", m->id, "session_id",
                      m->session_id, "role", m->role, PF_MODEL_USED, jstr_or_null(m->model_used),
                      "created_at", m->created_at ? m->created_at : "", PF_ENCRYPTED_CONTENT,
                      "ephemeral_public_key", m->ephemeral_public_key, "iv", m->iv, "ciphertext",
                      m->ciphertext, "auth_tag", m->auth_tag, "hkdf_salt", m->hkdf_salt);
+    /* veil's: the client's tag over the exchange, on its assistant message (original
+     * clients ignore the field) */
+    if (o && m->history_tag)
+        json_object_set_new(o, PF_HISTORY_TAG, json_string(m->history_tag));
+    return o;
 }
 
 static const char *ctx_org(const api_req *r)
 {
-    return auth_is_org(&r->auth) ? r->auth.org_id : NULL;
+    return jwt_auth_is_org(&r->auth) ? r->auth.org_id : NULL;
 }
 
 /* The session, if it belongs to the caller and to the caller's current context. */
@@ -86,12 +91,12 @@ static const char *can_send(api_req *r, char storage_key[65], store_rc *err)
         return NULL;
     }
     bool has_keys = u.has_encryption_keys && u.keys.public_key;
-    if (has_keys && !auth_is_org(&r->auth))
+    if (has_keys && !jwt_auth_is_org(&r->auth))
         snprintf(storage_key, 65, "%s", u.keys.public_key);
     user_row_free(&u);
     if (!has_keys)
         return "User has not set up encryption keys";
-    if (!auth_is_org(&r->auth))
+    if (!jwt_auth_is_org(&r->auth))
         return NULL;
     org_row o;
     rc = store_org_get(db, r->auth.org_id, &o);
@@ -257,7 +262,7 @@ static void get_encryption_status(api_req *r)
     }
     api_reply_json(r, 200, json_pack("{s:b, s:o, s:s, s:o}", "can_send_encrypted", why == NULL, "error",
                                      jstr_or_null(why), "context",
-                                     auth_is_org(&r->auth) ? "organization" : "personal", "org_id",
+                                     jwt_auth_is_org(&r->auth) ? "organization" : "personal", "org_id",
                                      jstr_or_null(ctx_org(r))));
 }
 
@@ -381,6 +386,32 @@ static void get_messages(api_req *r)
     message_list_free(rows, n);
     api_reply_json(r, 200, json_pack("{s:s, s:o}", "session_id", s.id, "messages", a));
     session_row_free(&s);
+}
+
+/* PUT .../sessions/{id}/messages/{message_id}/history-tag {"history_tag": 64 hex}:
+ * a format-3 client's tag over a stored exchange (set once; veild only keeps it). */
+static void put_history_tag(api_req *r)
+{
+    json_t *body = api_body_json(r);
+    if (!body)
+        return;
+    session_row s;
+    if (!v_object(r, body) || !v_hex(r, body, NULL, NULL, PF_HISTORY_TAG, 64, 0) ||
+        !session_or_reply(r, r->params[0], &s))
+        goto out;
+    store_rc rc = store_message_set_tag(r->srv->db, s.id, r->params[1],
+                                        json_string_value(json_object_get(body, PF_HISTORY_TAG)));
+    session_row_free(&s);
+    if (rc == STORE_NOT_FOUND)
+        api_reply_detail(r, 404, "Message not found in this session");
+    else if (rc == STORE_CONFLICT)
+        api_reply_detail(r, 409, "The message has its history tag already");
+    else if (rc != STORE_OK)
+        api_store_error(r, "message_set_tag");
+    else
+        api_reply_json(r, 200, json_pack("{s:s}", "status", "tagged"));
+out:
+    json_decref(body);
 }
 
 static void delete_session(api_req *r)
@@ -541,7 +572,12 @@ static void on_final(stream_st *st, const proto_event *ev)
     am.output_tokens = f->output_tokens;
     /* both messages in one transaction, only now that the enclave finished */
     store_rc rc = store_chat_commit(r->srv->db, NULL, st->session_id, &um, &am);
-    /* the commit filled ids/timestamps it allocated; the EP strings are borrowed */
+    /* the commit filled ids/timestamps it allocated (freed below); the EPs are borrowed */
+    if (rc == STORE_OK) {
+        log_info(r->rid, "event=stream_stored chunks=%u in_tokens=%ld out_tokens=%ld", st->chunks,
+                 f->input_tokens, f->output_tokens);
+        sse_json(r, proto_sse_stored(am.model_used, f->input_tokens, f->output_tokens, ev->stream_end, um.id, am.id));
+    }
     free(um.id);
     free(um.created_at);
     free(um.session_id);
@@ -553,9 +589,6 @@ static void on_final(stream_st *st, const proto_event *ev)
         stream_fail(st, "Failed to store the messages");
         return;
     }
-    log_info(r->rid, "event=stream_stored chunks=%u in_tokens=%ld out_tokens=%ld", st->chunks, f->input_tokens,
-             f->output_tokens);
-    sse_json(r, proto_sse_stored(am.model_used, f->input_tokens, f->output_tokens, ev->stream_end));
     sse_json(r, proto_sse_done());
     stream_end(st);
 }
@@ -602,11 +635,45 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
     api_sse_comment(st->r, "keep-alive");
 }
 
+/* Format 3 (a bound request): the whole request is one envelope, and it names the
+ * session, which must exist already (create it with POST /sessions): no per-turn
+ * envelopes beside it. */
+static bool check_bound_body(api_req *r, json_t *body)
+{
+    if (!v_ep(r, body, NULL, PF_ENCRYPTED_REQUEST))
+        return false;
+    const json_t *sid = json_object_get(body, "session_id");
+    if (!json_is_string(sid) || json_string_length(sid) == 0) {
+        const char *loc[] = {"body", "session_id"};
+        api_reply_422(r, "missing", loc, 2, "Field required: stream format 3 names an existing session", sid);
+        return false;
+    }
+    static const char *const UNBOUND[] = {"encrypted_message", PF_ENCRYPTED_HISTORY};
+    for (size_t i = 0; i < 2; i++) {
+        const json_t *v = json_object_get(body, UNBOUND[i]);
+        if (v && !json_is_null(v)) {
+            const char *loc[] = {"body", UNBOUND[i]};
+            api_reply_422(r, "extra_forbidden", loc, 2, "Stream format 3 seals everything in encrypted_request", NULL);
+            return false;
+        }
+    }
+    return true;
+}
+
 static bool check_stream_body(api_req *r, json_t *body)
 {
     if (!v_object(r, body) || !v_string(r, body, NULL, "model", 256) ||
-        !v_ep(r, body, NULL, "encrypted_message") ||
         !v_x25519_key(r, body, NULL, "client_transport_public_key"))
+        return false;
+    const json_t *fmt = json_object_get(body, PF_STREAM_FORMAT);
+    if (proto_stream_format(fmt) < 0) {
+        const char *loc[] = {"body", PF_STREAM_FORMAT};
+        api_reply_422(r, "literal_error", loc, 2, "Input should be " PROTO_STREAM_FORMATS, fmt);
+        return false;
+    }
+    if (proto_stream_format(fmt) == 3)
+        return check_bound_body(r, body);
+    if (!v_ep(r, body, NULL, "encrypted_message"))
         return false;
     json_t *h = json_object_get(body, PF_ENCRYPTED_HISTORY);
     if (h && !json_is_null(h)) {
@@ -631,12 +698,6 @@ static bool check_stream_body(api_req *r, json_t *body)
                 return false;
             }
         }
-    }
-    const json_t *fmt = json_object_get(body, PF_STREAM_FORMAT);
-    if (proto_stream_format(fmt) < 0) {
-        const char *loc[] = {"body", PF_STREAM_FORMAT};
-        api_reply_422(r, "literal_error", loc, 2, "Input should be " PROTO_STREAM_FORMATS, fmt);
-        return false;
     }
     const json_t *sid = json_object_get(body, "session_id");
     const json_t *facts = json_object_get(body, "facts_context");
@@ -684,12 +745,18 @@ static json_t *enclave_request(api_req *r, json_t *body, const char *model, cons
                                const char *session_id)
 {
     json_t *hist = json_object_get(body, PF_ENCRYPTED_HISTORY);
-    json_t *empty = json_array();
-    json_t *req = proto_chat_stream_request(json_object_get(body, "encrypted_message"),
-                                            json_is_array(hist) ? hist : empty, json_string_value(json_object_get(
-                                            body, "client_transport_public_key")), storage_key, model, session_id,
-                                            proto_stream_format(json_object_get(body, PF_STREAM_FORMAT)));
-    json_decref(empty);
+    const char *client_key = json_string_value(json_object_get(body, "client_transport_public_key"));
+    int format = proto_stream_format(json_object_get(body, PF_STREAM_FORMAT));
+    json_t *req;
+    if (format == 3) { /* the enclave checks these against the sealed ones */
+        req = proto_bound_stream_request(json_object_get(body, PF_ENCRYPTED_REQUEST), client_key, storage_key, model,
+                                         session_id);
+    } else {
+        json_t *empty = json_array();
+        req = proto_chat_stream_request(json_object_get(body, "encrypted_message"), json_is_array(hist) ? hist : empty,
+                                        client_key, storage_key, model, session_id, format);
+        json_decref(empty);
+    }
     char *line = req ? json_dumps(req, JSON_COMPACT) : NULL;
     size_t len = line ? strlen(line) + 1 : 0, max = ec_max_request(r->srv->ec);
     free(line);
@@ -803,6 +870,7 @@ const route ROUTES_CHAT[] = {
     {EVHTTP_REQ_GET, P "/sessions", list_sessions, ROUTE_AUTH},
     {EVHTTP_REQ_DELETE, P "/sessions", delete_all_sessions, ROUTE_AUTH},
     {EVHTTP_REQ_GET, P "/sessions/{}/messages", get_messages, ROUTE_AUTH},
+    {EVHTTP_REQ_PUT, P "/sessions/{}/messages/{}/history-tag", put_history_tag, ROUTE_AUTH},
     {EVHTTP_REQ_DELETE, P "/sessions/{}", delete_session, ROUTE_AUTH},
     {EVHTTP_REQ_POST, P "/encrypted/stream", post_stream, ROUTE_AUTH},
 };

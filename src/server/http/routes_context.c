@@ -5,9 +5,9 @@
 
 #define P "/api/v1/context"
 
-static void owner_of(const auth_ctx *a, const char **type, const char **id)
+static void owner_of(const jwt_auth *a, const char **type, const char **id)
 {
-    bool org = auth_is_org(a);
+    bool org = jwt_auth_is_org(a);
     *type = org ? "org" : "user";
     *id = org ? a->org_id : a->user_id;
 }
@@ -23,7 +23,7 @@ static void put_context(api_req *r)
 {
     const char *type, *id;
     owner_of(&r->auth, &type, &id);
-    if (auth_is_org(&r->auth) && !auth_is_org_admin(&r->auth)) {
+    if (jwt_auth_is_org(&r->auth) && !jwt_auth_is_org_admin(&r->auth)) {
         api_reply_detail(r, 403, "Only organization admins can update org context");
         return;
     }

@@ -97,7 +97,7 @@ static store_rc samples_section(api_req *r, json_t *out)
     session_row *sessions = NULL;
     size_t ns = 0;
     long total = 0;
-    const char *org = auth_is_org(&r->auth) ? r->auth.org_id : NULL;
+    const char *org = jwt_auth_is_org(&r->auth) ? r->auth.org_id : NULL;
     store_rc rc = store_sessions_list(r->srv->db, r->auth.user_id, org, SAMPLE_SESSIONS, 0, &sessions, &ns, &total);
     for (size_t i = 0; rc == STORE_OK && i < ns; i++) {
         message_row *msgs = NULL;

@@ -7,6 +7,8 @@
  * JWT. Key writes are audited.
  * The server only stores wrapped keys and EncryptedPayloads, never opens them.
  */
+#include <stdint.h>
+
 #include "server/http/routes_util.h"
 #include "server/http/validate.h"
 
@@ -65,7 +67,7 @@ static bool own_membership(api_req *r, const char *org_id, int status, membershi
  * Defect §10.12: the original answered 500 for a role it did not know (a custom
  * Clerk role such as "org:billing"); such a role grants nothing beyond
  * membership here, so it is stored as org:member. */
-static const char *jwt_member_role(const auth_ctx *a)
+static const char *jwt_member_role(const jwt_auth *a)
 {
     if (!a->org_role[0])
         return NULL;
@@ -81,7 +83,7 @@ static void post_sync(api_req *r)
         !v_string(r, body, NULL, "name", 1024) || !ru_opt_str(r, body, "slug"))
         goto out;
     const char *org_id = str_of(body, "org_id"), *name = str_of(body, "name"), *slug = str_of(body, "slug");
-    const auth_ctx *a = &r->auth;
+    const jwt_auth *a = &r->auth;
     store *db = r->srv->db;
     membership_row m = {0};
     store_rc mrc = store_membership_get(db, a->user_id, org_id, &m);
@@ -92,11 +94,11 @@ static void post_sync(api_req *r)
     bool db_admin = mrc == STORE_OK && strcmp(m.role, ROLE_ADMIN) == 0;
     if (mrc == STORE_OK)
         membership_row_free(&m);
-    if (auth_is_org(a) && strcmp(a->org_id, org_id) != 0) {
+    if (jwt_auth_is_org(a) && strcmp(a->org_id, org_id) != 0) {
         api_reply_detail(r, 403, "Cannot sync org you're not a member of");
         goto out;
     }
-    if (!auth_is_org(a) && mrc == STORE_NOT_FOUND) {
+    if (!jwt_auth_is_org(a) && mrc == STORE_NOT_FOUND) {
         api_reply_detail(r, 403, "Not a member of this organization");
         goto out;
     }
@@ -104,7 +106,7 @@ static void post_sync(api_req *r)
     /* The web client syncs for every member: anyone may create the missing row,
      * only an admin (by the token in this org's context, else the stored role)
      * may rename or re-slug it. */
-    bool admin = auth_is_org(a) ? auth_is_org_admin(a) : db_admin;
+    bool admin = jwt_auth_is_org(a) ? jwt_auth_is_org_admin(a) : db_admin;
     if (!ru_begin(r))
         goto out;
     bool created = false, mem_created = false;
@@ -142,8 +144,8 @@ out:
 
 static void get_current(api_req *r)
 {
-    const auth_ctx *a = &r->auth;
-    if (!auth_is_org(a)) {
+    const jwt_auth *a = &r->auth;
+    if (!jwt_auth_is_org(a)) {
         ru_reply(r, 200, json_pack("{s:n, s:n, s:n, s:n, s:b, s:b}", "org_id", "org_name", "org_slug", "org_role",
                                    "is_personal_context", 1, "is_org_admin", 0));
         return;
@@ -157,7 +159,7 @@ static void get_current(api_req *r)
     ru_reply(r, 200, json_pack("{s:s, s:s?, s:s?, s:s?, s:b, s:b}", "org_id", a->org_id, "org_name", o.name,
                                "org_slug", a->org_slug[0] ? a->org_slug : NULL, "org_role",
                                a->org_role[0] ? a->org_role : NULL, "is_personal_context", 0, "is_org_admin",
-                               auth_is_org_admin(a)));
+                               jwt_auth_is_org_admin(a)));
     if (rc == STORE_OK)
         org_row_free(&o);
 }
@@ -179,7 +181,7 @@ static void get_list(api_req *r)
 
 static void get_context(api_req *r)
 {
-    if (!auth_is_org(&r->auth)) {
+    if (!jwt_auth_is_org(&r->auth)) {
         api_reply_detail(r, 403, "This action requires an active organization context");
         return;
     }
@@ -188,7 +190,7 @@ static void get_context(api_req *r)
 
 static void put_context(api_req *r)
 {
-    if (!auth_is_org(&r->auth) || !auth_is_org_admin(&r->auth)) {
+    if (!jwt_auth_is_org(&r->auth) || !jwt_auth_is_org_admin(&r->auth)) {
         api_reply_detail(r, 403, "This action requires organization admin privileges");
         return;
     }
@@ -200,9 +202,9 @@ static void put_context(api_req *r)
 /* A token in org_id's own context that does not say admin: Clerk has demoted the
  * caller (or never promoted them), whatever the stored role still says. Tokens in
  * personal or another org's context say nothing about this org. */
-static bool jwt_not_admin_here(const auth_ctx *a, const char *org_id)
+static bool jwt_not_admin_here(const jwt_auth *a, const char *org_id)
 {
-    return auth_is_org(a) && strcmp(a->org_id, org_id) == 0 && !auth_is_org_admin(a);
+    return jwt_auth_is_org(a) && strcmp(a->org_id, org_id) == 0 && !jwt_auth_is_org_admin(a);
 }
 
 /* ru_require_db_admin, then the JWT's word for its own org: 403 with the same text. */
@@ -275,11 +277,7 @@ static void post_keys(api_req *r)
         ru_fail(r, "membership_set_org_key");
         goto out;
     }
-    if (store_audit(r->srv->db, "org_keys_created", uid, NULL, org_id, NULL) != STORE_OK) {
-        ru_fail(r, "audit");
-        goto out;
-    }
-    if (ru_commit(r))
+    if (ru_audit_commit(r, "org_keys_created", uid, NULL, org_id, NULL))
         ru_reply(r, 201, json_pack("{s:s, s:s}", "status", "created", "org_public_key",
                                    str_of(body, "org_public_key")));
 out:
@@ -437,10 +435,10 @@ static bool valid_bulk(api_req *r, json_t *body)
                           "Input should be a valid dictionary or object to extract fields from", item);
             return false;
         }
-        ru_loc mid = {{"distributions", idx, "membership_id"}, 3};
-        ru_loc eloc = {{"distributions", idx, "encrypted_org_key"}, 3};
-        if (!ru_str_at(r, json_object_get(item, "membership_id"), mid) ||
-            !ru_ep_at(r, json_object_get(item, "encrypted_org_key"), eloc))
+        v_loc mid = {{"distributions", idx, "membership_id"}, 3};
+        v_loc eloc = {{"distributions", idx, "encrypted_org_key"}, 3};
+        if (!v_str_at(r, json_object_get(item, "membership_id"), mid, SIZE_MAX) ||
+            !v_ep_at(r, json_object_get(item, "encrypted_org_key"), eloc))
             return false;
     }
     return true;
@@ -528,11 +526,7 @@ static void post_revoke(api_req *r)
         goto out;
     }
     /* no key, nothing revoked: a no-op without an audit row */
-    if (had && store_audit(r->srv->db, "org_key_revoked", r->auth.user_id, member, org_id, data) != STORE_OK) {
-        ru_fail(r, "audit");
-        goto out;
-    }
-    if (ru_commit(r))
+    if (had ? ru_audit_commit(r, "org_key_revoked", r->auth.user_id, member, org_id, data) : ru_commit(r))
         api_reply_empty(r, 204);
 out:
     json_decref(data);

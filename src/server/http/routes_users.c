@@ -81,17 +81,26 @@ static user_keys keys_of(const json_t *body)
     };
 }
 
-static void post_keys(api_req *r)
+/* POST and PUT /users/me/keys: the body, validated, its fields in *k (borrowed from
+ * it) and a transaction begun; NULL after a reply. */
+static json_t *begin_keys_request(api_req *r, user_keys *k)
 {
     json_t *body = api_body_json(r);
+    if (body && valid_keys_request(r, body) && ru_begin(r)) {
+        *k = keys_of(body);
+        return body;
+    }
+    json_decref(body);
+    return NULL;
+}
+
+static void post_keys(api_req *r)
+{
+    user_keys k;
+    json_t *body = begin_keys_request(r, &k);
     if (!body)
         return;
-    if (!valid_keys_request(r, body))
-        goto out;
-    user_keys k = keys_of(body);
     const char *uid = r->auth.user_id;
-    if (!ru_begin(r))
-        goto out;
     /* keys are created once; a passcode change or a recovery replaces them with PUT */
     store_rc rc = store_user_set_keys(r->srv->db, uid, &k, false);
     if (rc == STORE_NOT_FOUND) {
@@ -106,11 +115,7 @@ static void post_keys(api_req *r)
         ru_fail(r, "user_set_keys");
         goto out;
     }
-    if (store_audit(r->srv->db, "user_keys_created", uid, uid, NULL, NULL) != STORE_OK) {
-        ru_fail(r, "audit");
-        goto out;
-    }
-    if (ru_commit(r))
+    if (ru_audit_commit(r, "user_keys_created", uid, uid, NULL, NULL))
         ru_reply(r, 201, json_pack("{s:s, s:s}", "status", "created", "public_key", k.public_key));
 out:
     json_decref(body);
@@ -141,15 +146,11 @@ static void replace_refused(api_req *r, const char *public_key)
  * lost the key pair (and every conversation) when the POST failed. */
 static void put_keys(api_req *r)
 {
-    json_t *body = api_body_json(r);
+    user_keys k;
+    json_t *body = begin_keys_request(r, &k);
     if (!body)
         return;
-    if (!valid_keys_request(r, body))
-        goto out;
-    user_keys k = keys_of(body);
     const char *uid = r->auth.user_id;
-    if (!ru_begin(r))
-        goto out;
     store_rc rc = store_user_replace_keys(r->srv->db, uid, &k);
     if (rc == STORE_NOT_FOUND) {
         if (store_rollback(r->srv->db) != STORE_OK) {
@@ -163,11 +164,7 @@ static void put_keys(api_req *r)
         ru_fail(r, "user_replace_keys");
         goto out;
     }
-    if (store_audit(r->srv->db, "user_keys_recovered", uid, uid, NULL, NULL) != STORE_OK) {
-        ru_fail(r, "audit");
-        goto out;
-    }
-    if (ru_commit(r))
+    if (ru_audit_commit(r, "user_keys_recovered", uid, uid, NULL, NULL))
         ru_reply(r, 200, json_pack("{s:s, s:s}", "status", "replaced", "public_key", k.public_key));
 out:
     json_decref(body);
@@ -251,11 +248,7 @@ static void delete_keys(api_req *r)
         ru_fail(r, "user_clear_keys");
         return;
     }
-    if (store_audit(r->srv->db, "user_keys_deleted", uid, uid, NULL, NULL) != STORE_OK) {
-        ru_fail(r, "audit");
-        return;
-    }
-    if (ru_commit(r))
+    if (ru_audit_commit(r, "user_keys_deleted", uid, uid, NULL, NULL))
         api_reply_empty(r, 204);
 }
 

@@ -1,9 +1,10 @@
 #include "server/http/routes_util.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 
-#include "common/hex.h"
+#include "crypto/ep.h"
 #include "server/http/validate.h"
 
 /* ---- replies ---- */
@@ -46,18 +47,29 @@ json_t *ru_ep_json(const org_key_ep *k)
 {
     if (!k->ciphertext)
         return json_null();
-    return json_pack("{s:s?, s:s?, s:s, s:s?, s:s?}", "ephemeral_public_key", k->ephemeral_public_key, "iv",
-                     k->iv, "ciphertext", k->ciphertext, "auth_tag", k->auth_tag, "hkdf_salt", k->hkdf_salt);
+    const char *col[EP_N_FIELDS] = {
+        [EP_FIELD_EPK] = k->ephemeral_public_key, [EP_FIELD_IV] = k->iv, [EP_FIELD_CT] = k->ciphertext,
+        [EP_FIELD_TAG] = k->auth_tag,             [EP_FIELD_SALT] = k->hkdf_salt,
+    };
+    json_t *j = json_object();
+    for (size_t i = 0; j && i < EP_N_FIELDS; i++)
+        if (json_object_set_new(j, EP_FIELDS[i].name, ru_str(col[i])) < 0) {
+            json_decref(j);
+            j = NULL;
+        }
+    return j;
 }
 
-void ru_ep_borrow(const json_t *ep, org_key_ep *out)
+void ru_ep_borrow(const json_t *payload, org_key_ep *out)
 {
-    /* the casts only drop const: the strings stay owned by ep */
-    out->ephemeral_public_key = (char *)json_string_value(json_object_get(ep, "ephemeral_public_key"));
-    out->iv = (char *)json_string_value(json_object_get(ep, "iv"));
-    out->ciphertext = (char *)json_string_value(json_object_get(ep, "ciphertext"));
-    out->auth_tag = (char *)json_string_value(json_object_get(ep, "auth_tag"));
-    out->hkdf_salt = (char *)json_string_value(json_object_get(ep, "hkdf_salt"));
+    char **col[EP_N_FIELDS] = {
+        [EP_FIELD_EPK] = &out->ephemeral_public_key, [EP_FIELD_IV] = &out->iv,
+        [EP_FIELD_CT] = &out->ciphertext,           [EP_FIELD_TAG] = &out->auth_tag,
+        [EP_FIELD_SALT] = &out->hkdf_salt,
+    };
+    /* the casts only drop const: the strings stay owned by payload */
+    for (size_t i = 0; i < EP_N_FIELDS; i++)
+        *col[i] = (char *)json_string_value(json_object_get(payload, EP_FIELDS[i].name));
 }
 
 json_t *ru_membership_json(const membership_row *m)
@@ -153,6 +165,16 @@ bool ru_commit(api_req *r)
     return false;
 }
 
+bool ru_audit_commit(api_req *r, const char *event_type, const char *actor, const char *target,
+                     const char *org_id, const json_t *data)
+{
+    if (store_audit(r->srv->db, event_type, actor, target, org_id, data) != STORE_OK) {
+        ru_fail(r, "audit");
+        return false;
+    }
+    return ru_commit(r);
+}
+
 /* ---- validation ---- */
 
 bool ru_hex_fields(api_req *r, json_t *body, const ru_hex_field *f, size_t n)
@@ -163,96 +185,13 @@ bool ru_hex_fields(api_req *r, json_t *body, const ru_hex_field *f, size_t n)
     return true;
 }
 
-static void reply_at(api_req *r, const char *type, ru_loc loc, const char *msg, const json_t *input)
-{
-    const char *l[RU_LOC_MAX + 1];
-    l[0] = "body";
-    for (size_t i = 0; i < loc.n; i++)
-        l[i + 1] = loc.p[i];
-    api_reply_422(r, type, l, loc.n + 1, msg, input);
-}
-
-static ru_loc loc_push(ru_loc loc, const char *name)
-{
-    if (loc.n < RU_LOC_MAX)
-        loc.p[loc.n++] = name;
-    return loc;
-}
-
-static bool string_at(api_req *r, const json_t *v, ru_loc loc)
-{
-    if (!v) {
-        reply_at(r, "missing", loc, "Field required", NULL);
-        return false;
-    }
-    if (!json_is_string(v)) {
-        reply_at(r, "string_type", loc, "Input should be a valid string", v);
-        return false;
-    }
-    return true;
-}
-
-bool ru_str_at(api_req *r, const json_t *v, ru_loc loc)
-{
-    if (!string_at(r, v, loc))
-        return false;
-    if (json_string_length(v) == 0) {
-        reply_at(r, "string_too_short", loc, "String should have at least 1 character", v);
-        return false;
-    }
-    return true;
-}
-
-/* the rules of validate.h's hex fields, at a deeper location */
-static bool hex_at(api_req *r, json_t *v, ru_loc loc, size_t exact, size_t min)
-{
-    if (!string_at(r, v, loc))
-        return false;
-    size_t n = json_string_length(v), lo = exact ? exact : min;
-    char msg[96];
-    if (n < lo || (exact && n > exact)) {
-        bool shorter = n < lo;
-        snprintf(msg, sizeof msg, "String should have at %s %zu character%s", shorter ? "least" : "most",
-                 shorter ? lo : exact, (shorter ? lo : exact) == 1 ? "" : "s");
-        reply_at(r, shorter ? "string_too_short" : "string_too_long", loc, msg, v);
-        return false;
-    }
-    if (!hex_is_valid(json_string_value(v), n)) {
-        reply_at(r, "value_error", loc, "Value error, Invalid hex string", v);
-        return false;
-    }
-    v_lower(v);
-    return true;
-}
-
-bool ru_ep_at(api_req *r, json_t *ep, ru_loc loc)
-{
-    static const ru_hex_field F[] = {
-        {"ephemeral_public_key", 64, 0}, {"iv", 32, 0}, {"ciphertext", 0, 2},
-        {"auth_tag", 32, 0},             {"hkdf_salt", 64, 0},
-    };
-    if (!ep) {
-        reply_at(r, "missing", loc, "Field required", NULL);
-        return false;
-    }
-    if (!json_is_object(ep)) {
-        reply_at(r, "model_attributes_type", loc,
-                 "Input should be a valid dictionary or object to extract fields from", ep);
-        return false;
-    }
-    for (size_t i = 0; i < sizeof F / sizeof F[0]; i++)
-        if (!hex_at(r, json_object_get(ep, F[i].name), loc_push(loc, F[i].name), F[i].exact, F[i].min))
-            return false;
-    return true;
-}
-
 bool ru_opt_str(api_req *r, const json_t *body, const char *name)
 {
     const json_t *v = json_object_get(body, name);
     if (!v || json_is_null(v) || json_is_string(v))
         return true;
-    ru_loc loc = {{name}, 1};
-    return string_at(r, v, loc);
+    v_loc loc = {{name}, 1};
+    return v_str_at(r, v, loc, SIZE_MAX); /* not a string: 422 string_type */
 }
 
 static bool context_body(api_req *r, json_t *body, json_t **data)
@@ -260,13 +199,13 @@ static bool context_body(api_req *r, json_t *body, json_t **data)
     if (!v_object(r, body))
         return false;
     json_t *d = json_object_get(body, "context_data");
-    ru_loc loc = {{"context_data"}, 1};
+    v_loc loc = {{"context_data"}, 1};
     if (!d) {
-        reply_at(r, "missing", loc, "Field required", NULL);
+        v_reply_at(r, "missing", loc, "Field required", NULL);
         return false;
     }
     if (!json_is_object(d)) {
-        reply_at(r, "dict_type", loc, "Input should be a valid dictionary", d);
+        v_reply_at(r, "dict_type", loc, "Input should be a valid dictionary", d);
         return false;
     }
     *data = d;

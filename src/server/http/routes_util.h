@@ -1,7 +1,7 @@
 /* routes_util — the small pieces the non-chat route files share: JSON views of
  * store rows (memberships, EncryptedPayloads, user keys), the DB-admin check of
- * the organization routes, transactions that answer 500 on failure, and 422
- * checks at nested body locations that validate.h cannot name.
+ * the organization routes, transactions that answer 500 on failure, and the 422
+ * checks of hex-field tables and optional strings (the rules are validate.h's).
  * JSON returned here is a new reference owned by the caller; store rows stay the
  * caller's. Nothing here logs a key, a token or a body.
  */
@@ -29,7 +29,7 @@ json_t *ru_str(const char *s);
 /* The member's org-key EncryptedPayload, or JSON null without a key. */
 json_t *ru_ep_json(const org_key_ep *k);
 /* Borrows the five EP strings of a validated EncryptedPayload object. */
-void ru_ep_borrow(const json_t *ep, org_key_ep *out);
+void ru_ep_borrow(const json_t *payload, org_key_ep *out);
 /* {"id","org_id","org_name","role","has_org_key","key_distributed_at","joined_at"} */
 json_t *ru_membership_json(const membership_row *m);
 /* UserKeysResponse: the five primary fields, the four recovery_* fields null. */
@@ -54,6 +54,9 @@ bool ru_require_db_admin(api_req *r, const char *org_id, membership_row *out);
 
 bool ru_begin(api_req *r);
 bool ru_commit(api_req *r);
+/* The write's audit row (store_audit's arguments; data is borrowed), then the commit. */
+bool ru_audit_commit(api_req *r, const char *event_type, const char *actor, const char *target,
+                     const char *org_id, const json_t *data);
 /* A store failure inside a transaction: answers 500 and rolls back. */
 void ru_fail(api_req *r, const char *op);
 /* A refusal inside a transaction (4xx with a detail): rolls back, then replies. */
@@ -71,18 +74,6 @@ typedef struct ru_hex_field {
 /* validate.h's v_hex over a table of top-level body fields. */
 bool ru_hex_fields(api_req *r, json_t *body, const ru_hex_field *f, size_t n);
 
-/* A 422 location path below "body" (validate.h names at most three levels). */
-#define RU_LOC_MAX 6
-typedef struct ru_loc {
-    const char *p[RU_LOC_MAX];
-    size_t n;
-} ru_loc;
-
-/* An EncryptedPayload object at loc (e.g. body.distributions[0].encrypted_org_key),
- * with validate.h's rules; lower-cases the hex in place. */
-bool ru_ep_at(api_req *r, json_t *ep, ru_loc loc);
-/* A required non-empty string at loc. */
-bool ru_str_at(api_req *r, const json_t *v, ru_loc loc);
 /* An optional string-or-null field of body (e.g. "slug"). */
 bool ru_opt_str(api_req *r, const json_t *body, const char *name);
 /* ---- context documents (spec §4.5 /context, §4.6) ---- */

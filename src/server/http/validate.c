@@ -5,29 +5,42 @@
 #include <string.h>
 
 #include "common/hex.h"
+#include "crypto/ep.h"
 #include "crypto/primitives.h"
 
-static void reply(api_req *r, const char *type, const char *loc0, const char *loc1, const char *loc2,
-                  const char *msg, const json_t *input)
+void v_reply_at(api_req *r, const char *type, v_loc loc, const char *msg, const json_t *input)
 {
-    const char *loc[4];
-    size_t n = 0;
-    loc[n++] = "body";
-    if (loc0)
-        loc[n++] = loc0;
-    if (loc1)
-        loc[n++] = loc1;
-    if (loc2)
-        loc[n++] = loc2;
-    api_reply_422(r, type, loc, n, msg, input);
+    const char *l[V_LOC_MAX + 1];
+    l[0] = "body";
+    for (size_t i = 0; i < loc.n; i++)
+        l[i + 1] = loc.p[i];
+    api_reply_422(r, type, l, loc.n + 1, msg, input);
+}
+
+/* The path of the non-NULL names among a, b, c, in order. */
+static v_loc loc_of(const char *a, const char *b, const char *c)
+{
+    v_loc loc = {{NULL}, 0};
+    const char *parts[] = {a, b, c};
+    for (size_t i = 0; i < 3; i++)
+        if (parts[i])
+            loc.p[loc.n++] = parts[i];
+    return loc;
+}
+
+static v_loc loc_push(v_loc loc, const char *name)
+{
+    if (loc.n < V_LOC_MAX)
+        loc.p[loc.n++] = name;
+    return loc;
 }
 
 bool v_object(api_req *r, const json_t *body)
 {
     if (json_is_object(body))
         return true;
-    reply(r, "model_attributes_type", NULL, NULL, NULL,
-          "Input should be a valid dictionary or object to extract fields from", body);
+    v_reply_at(r, "model_attributes_type", loc_of(NULL, NULL, NULL),
+               "Input should be a valid dictionary or object to extract fields from", body);
     return false;
 }
 
@@ -51,32 +64,39 @@ void v_lower(json_t *str)
     json_string_set(str, buf);
 }
 
-static bool check_hex(api_req *r, json_t *v, const char *loc0, const char *loc1, const char *loc2,
-                      size_t exact, size_t min)
+/* present and a string, else missing / string_type */
+static bool string_at(api_req *r, const json_t *v, v_loc loc)
 {
     if (!v) {
-        reply(r, "missing", loc0, loc1, loc2, "Field required", NULL);
+        v_reply_at(r, "missing", loc, "Field required", NULL);
         return false;
     }
     if (!json_is_string(v)) {
-        reply(r, "string_type", loc0, loc1, loc2, "Input should be a valid string", v);
+        v_reply_at(r, "string_type", loc, "Input should be a valid string", v);
         return false;
     }
+    return true;
+}
+
+bool v_hex_at(api_req *r, json_t *v, v_loc loc, size_t exact, size_t min)
+{
+    if (!string_at(r, v, loc))
+        return false;
     size_t n = json_string_length(v);
     char msg[96];
     size_t lo = exact ? exact : min;
     if (n < lo) {
         snprintf(msg, sizeof msg, "String should have at least %zu character%s", lo, lo == 1 ? "" : "s");
-        reply(r, "string_too_short", loc0, loc1, loc2, msg, v);
+        v_reply_at(r, "string_too_short", loc, msg, v);
         return false;
     }
     if (exact && n > exact) {
         snprintf(msg, sizeof msg, "String should have at most %zu characters", exact);
-        reply(r, "string_too_long", loc0, loc1, loc2, msg, v);
+        v_reply_at(r, "string_too_long", loc, msg, v);
         return false;
     }
     if (!hex_is_valid(json_string_value(v), n)) {
-        reply(r, "value_error", loc0, loc1, loc2, "Value error, Invalid hex string", v);
+        v_reply_at(r, "value_error", loc, "Value error, Invalid hex string", v);
         return false;
     }
     v_lower(v);
@@ -86,12 +106,7 @@ static bool check_hex(api_req *r, json_t *v, const char *loc0, const char *loc1,
 bool v_hex(api_req *r, json_t *obj, const char *loc0, const char *loc1, const char *name, size_t exact,
            size_t min)
 {
-    const char *l0 = loc0, *l1 = loc1, *l2 = name;
-    if (!l0)
-        l0 = name, l1 = NULL, l2 = NULL;
-    else if (!l1)
-        l1 = name, l2 = NULL;
-    return check_hex(r, json_object_get(obj, name), l0, l1, l2, exact, min);
+    return v_hex_at(r, json_object_get(obj, name), loc_of(loc0, loc0 ? loc1 : NULL, name), exact, min);
 }
 
 bool v_x25519_key(api_req *r, json_t *obj, const char *loc0, const char *name)
@@ -102,74 +117,62 @@ bool v_x25519_key(api_req *r, json_t *obj, const char *loc0, const char *name)
     uint8_t key[32];
     if (hex_decode_exact(json_string_value(v), 64, key, sizeof key) == 0 && x25519_public_key_ok(key))
         return true;
-    reply(r, "value_error", loc0 ? loc0 : name, loc0 ? name : NULL, NULL,
-          "Value error, not a valid X25519 public key (a low-order point)", v);
+    v_reply_at(r, "value_error", loc_of(loc0, name, NULL),
+               "Value error, not a valid X25519 public key (a low-order point)", v);
     return false;
 }
 
-bool v_string(api_req *r, const json_t *obj, const char *loc0, const char *name, size_t max)
+bool v_str_at(api_req *r, const json_t *v, v_loc loc, size_t max)
 {
-    const json_t *v = json_object_get(obj, name);
-    const char *l0 = loc0 ? loc0 : name, *l1 = loc0 ? name : NULL;
-    if (!v) {
-        reply(r, "missing", l0, l1, NULL, "Field required", NULL);
+    if (!string_at(r, v, loc))
+        return false;
+    size_t n = json_string_length(v);
+    if (n == 0) {
+        v_reply_at(r, "string_too_short", loc, "String should have at least 1 character", v);
         return false;
     }
-    if (!json_is_string(v)) {
-        reply(r, "string_type", l0, l1, NULL, "Input should be a valid string", v);
-        return false;
-    }
-    if (json_string_length(v) == 0 || json_string_length(v) > max) {
+    if (n > max) {
         char msg[96];
-        snprintf(msg, sizeof msg, json_string_length(v) == 0 ? "String should have at least 1 character"
-                                                             : "String should have at most %zu characters",
-                 max);
-        reply(r, json_string_length(v) == 0 ? "string_too_short" : "string_too_long", l0, l1, NULL, msg, v);
+        snprintf(msg, sizeof msg, "String should have at most %zu characters", max);
+        v_reply_at(r, "string_too_long", loc, msg, v);
         return false;
     }
     return true;
 }
 
-static bool ep_fields(api_req *r, json_t *ep, const char *l0, const char *l1)
+bool v_string(api_req *r, const json_t *obj, const char *loc0, const char *name, size_t max)
 {
-    static const struct {
-        const char *name;
-        size_t exact, min;
-    } F[] = {
-        {"ephemeral_public_key", 64, 0}, {"iv", 32, 0}, {"ciphertext", 0, 2},
-        {"auth_tag", 32, 0}, {"hkdf_salt", 64, 0},
-    };
-    for (size_t i = 0; i < sizeof F / sizeof F[0]; i++)
-        if (!check_hex(r, json_object_get(ep, F[i].name), l0, l1, F[i].name, F[i].exact, F[i].min))
+    return v_str_at(r, json_object_get(obj, name), loc_of(loc0, name, NULL), max);
+}
+
+bool v_ep_at(api_req *r, json_t *payload, v_loc loc)
+{
+    if (!payload) {
+        v_reply_at(r, "missing", loc, "Field required", NULL);
+        return false;
+    }
+    if (!json_is_object(payload)) {
+        v_reply_at(r, "model_attributes_type", loc,
+                   "Input should be a valid dictionary or object to extract fields from", payload);
+        return false;
+    }
+    for (size_t i = 0; i < EP_N_FIELDS; i++) {
+        const ep_field *f = &EP_FIELDS[i];
+        if (!v_hex_at(r, json_object_get(payload, f->name), loc_push(loc, f->name), f->hex_len, f->hex_min))
             return false;
+    }
     return true;
 }
 
 bool v_ep(api_req *r, json_t *obj, const char *loc0, const char *name)
 {
-    json_t *ep = json_object_get(obj, name);
-    const char *l0 = loc0 ? loc0 : name, *l1 = loc0 ? name : NULL;
-    if (!ep) {
-        reply(r, "missing", l0, l1, NULL, "Field required", NULL);
-        return false;
-    }
-    if (!json_is_object(ep)) {
-        reply(r, "model_attributes_type", l0, l1, NULL,
-              "Input should be a valid dictionary or object to extract fields from", ep);
-        return false;
-    }
-    return ep_fields(r, ep, l0, l1);
+    return v_ep_at(r, json_object_get(obj, name), loc_of(loc0, name, NULL));
 }
 
-bool v_ep_item(api_req *r, json_t *ep, const char *loc0, const char *name, int index)
+bool v_ep_item(api_req *r, json_t *payload, const char *loc0, const char *name, int index)
 {
     (void)loc0;
     char idx[16];
     snprintf(idx, sizeof idx, "%d", index);
-    if (!json_is_object(ep)) {
-        reply(r, "model_attributes_type", name, idx, NULL,
-              "Input should be a valid dictionary or object to extract fields from", ep);
-        return false;
-    }
-    return ep_fields(r, ep, name, idx);
+    return v_ep_at(r, payload, loc_of(name, idx, NULL));
 }

@@ -8,8 +8,25 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "server/http/api.h"
+
+/* A 422 location: the path below "body", e.g. {"distributions", "0", "membership_id"}. */
+#define V_LOC_MAX 6
+typedef struct v_loc {
+    const char *p[V_LOC_MAX];
+    size_t n;
+} v_loc;
+
+/* 422 with one pydantic-style error at body.<loc>. */
+void v_reply_at(api_req *r, const char *type, v_loc loc, const char *msg, const json_t *input);
+
+/* The checks below at any location (the named-field forms further down are these
+ * at body.name or body.loc0.name); v may be NULL (missing). */
+bool v_str_at(api_req *r, const json_t *v, v_loc loc, size_t max);
+bool v_hex_at(api_req *r, json_t *v, v_loc loc, size_t exact, size_t min);
+bool v_ep_at(api_req *r, json_t *payload, v_loc loc);
 
 /* The body must be a JSON object (else 422 model_attributes_type). */
 bool v_object(api_req *r, const json_t *body);
@@ -29,7 +46,7 @@ bool v_string(api_req *r, const json_t *obj, const char *loc0, const char *name,
  * at least 2 hex chars). loc0 may be NULL. */
 bool v_ep(api_req *r, json_t *obj, const char *loc0, const char *name);
 /* An EncryptedPayload object itself (e.g. an array item); loc: body,name,index. */
-bool v_ep_item(api_req *r, json_t *ep, const char *loc0, const char *name, int index);
+bool v_ep_item(api_req *r, json_t *payload, const char *loc0, const char *name, int index);
 
 /* Lower-cases a JSON string value in place (hex normalisation). */
 void v_lower(json_t *str);

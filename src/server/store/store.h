@@ -189,10 +189,15 @@ typedef struct message_row {
     long input_tokens;      /* -1 = NULL */
     long output_tokens;     /* -1 = NULL */
     char *created_at;
+    char *history_tag;      /* may be NULL: the client's tag over the exchange (assistant rows) */
 } message_row;
 
 void message_row_free(message_row *m);
 void message_list_free(message_row *list, size_t n);
+
+/* Sets the history tag of an assistant message of the session, once:
+ * STORE_NOT_FOUND without such a message, STORE_CONFLICT when it has one. */
+store_rc store_message_set_tag(store *s, const char *session_id, const char *message_id, const char *tag);
 
 /* Oldest first. */
 store_rc store_messages_list(store *s, const char *session_id, message_row **out, size_t *n);

@@ -188,6 +188,7 @@ static const st_col message_col[] = {
     ST_LONG_COL(message_row, input_tokens, "input_tokens"),
     ST_LONG_COL(message_row, output_tokens, "output_tokens"),
     ST_TEXT_COL(message_row, created_at, "created_at"),
+    ST_TEXT_COL(message_row, history_tag, "history_tag"),
 };
 static const st_cols message_cols = ST_COLS(NULL, message_col);
 
@@ -216,6 +217,32 @@ store_rc store_messages_list(store *s, const char *session_id, message_row **out
     store_rc rc = st_select_list(s, &message_cols, "FROM messages WHERE session_id = $1 ORDER BY created_at, id", p,
                                  NP(p), sizeof **out, &rows, n);
     *out = rows;
+    return rc;
+}
+
+store_rc store_message_set_tag(store *s, const char *session_id, const char *message_id, const char *tag)
+{
+    NEED(session_id);
+    NEED(message_id);
+    NEED(tag);
+    db_param p[] = {db_text(session_id), db_text(message_id), db_text(tag)};
+    db_result r = DB_RESULT_INIT;
+    store_rc rc = st_write(s,
+                           "UPDATE messages SET history_tag = lower($3) WHERE session_id = $1 AND id = $2 "
+                           "AND role = 'assistant' AND history_tag IS NULL RETURNING id",
+                           p, NP(p), &r);
+    bool set = rc == STORE_OK && r.nrows == 1;
+    db_result_free(&r);
+    if (rc != STORE_OK || set)
+        return rc;
+    /* nothing changed: no such message, or it has its tag already */
+    db_param q[] = {db_text(session_id), db_text(message_id)};
+    db_result e = DB_RESULT_INIT;
+    rc = st_run(s, "SELECT history_tag FROM messages WHERE session_id = $1 AND id = $2 AND role = 'assistant'", q,
+                NP(q), &e);
+    if (rc == STORE_OK)
+        rc = e.nrows ? STORE_CONFLICT : STORE_NOT_FOUND;
+    db_result_free(&e);
     return rc;
 }
 

@@ -141,6 +141,7 @@ static void test_valid_org_context(void **state)
     assert_string_equal(a.permissions[1], "org:keys:manage");
     assert_int_equal(a.exp, (int64_t)NOW + 60);
     assert_true(jwt_auth_is_org(&a));
+    assert_true(jwt_auth_is_org_admin(&a));
     free(t);
 }
 
@@ -157,12 +158,20 @@ static void test_valid_personal_context(void **state)
     assert_string_equal(a.org_role, "");
     assert_int_equal(a.n_permissions, 0);
     assert_false(jwt_auth_is_org(&a));
+    assert_false(jwt_auth_is_org_admin(&a)); /* the v1 org_role claim grants nothing */
     free(t);
     /* member role, no slug */
     t = tok("\"o\":{\"id\":\"org_1\",\"rol\":\"member\"}");
     assert_int_equal(check_cfg(t, &cfg, &a), JWT_OK);
     assert_string_equal(a.org_role, "org:member");
     assert_string_equal(a.org_slug, "");
+    assert_true(jwt_auth_is_org(&a));
+    assert_false(jwt_auth_is_org_admin(&a));
+    free(t);
+    /* a role that only starts like admin is not admin */
+    t = tok("\"o\":{\"id\":\"org_1\",\"rol\":\"admins\"}");
+    assert_int_equal(check_cfg(t, &cfg, &a), JWT_OK);
+    assert_false(jwt_auth_is_org_admin(&a));
     free(t);
 }
 

@@ -1,5 +1,6 @@
 /* Unit tests for the event-stream codec: published aws-c-event-stream vectors,
- * round trips of every header type, every split point, every corruption. */
+ * round trips of every header type, every split point, every corruption.
+ * Stays whole: tests mirror the tree, one file per module under test. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,6 +1,7 @@
 /* SigV4: the published AWS vectors (data-driven, tests/fixtures/sigv4), the Bedrock
  * "%3A" -> "%253A" canonical path, signing-key caching, refusal to re-sign, and
- * sign -> verify round trips with every verification failure mode. */
+ * sign -> verify round trips with every verification failure mode.
+ * Stays whole: tests mirror the tree, one file per module under test. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -270,6 +270,65 @@ static void test_json_output_shape(void **state)
     vbuf_free(&j);
 }
 
+/* EP_FIELDS, the table the API's validators walk, is the envelope itself: the wire
+ * order of ep_write_json and the lengths ep_from_json enforces. */
+static void test_field_table(void **state)
+{
+    (void)state;
+    ep e = {0};
+    uint8_t ct[1] = {0x5A};
+    e.ct = ct;
+    e.ct_len = 1;
+    vbuf j = VBUF_INIT;
+    assert_int_equal(ep_write_json(&e, &j), 0);
+    json_t *o = json_loadb((const char *)j.data, j.len, 0, NULL);
+    assert_non_null(o);
+    assert_int_equal(json_object_size(o), EP_N_FIELDS);
+    const char *key;
+    json_t *v;
+    size_t i = 0, pos = 0;
+    json_object_foreach(o, key, v) {
+        assert_string_equal(key, EP_FIELDS[i].name);
+        /* in order in the text too (jansson keeps insertion order) */
+        char quoted[64];
+        snprintf(quoted, sizeof quoted, "\"%s\":", key);
+        const char *at = strstr(vbuf_cstr(&j), quoted);
+        assert_non_null(at);
+        assert_true((size_t)(at - vbuf_cstr(&j)) >= pos);
+        pos = (size_t)(at - vbuf_cstr(&j));
+        size_t n = json_string_length(v);
+        if (EP_FIELDS[i].hex_len)
+            assert_int_equal(n, EP_FIELDS[i].hex_len);
+        assert_true(n >= EP_FIELDS[i].hex_min); /* one byte of ciphertext is the API minimum */
+        i++;
+    }
+    assert_int_equal(i, EP_N_FIELDS);
+    assert_string_equal(EP_FIELDS[EP_FIELD_EPK].name, EP_F_EPK);
+    assert_string_equal(EP_FIELDS[EP_FIELD_IV].name, EP_F_IV);
+    assert_string_equal(EP_FIELDS[EP_FIELD_CT].name, EP_F_CT);
+    assert_string_equal(EP_FIELDS[EP_FIELD_TAG].name, EP_F_TAG);
+    assert_string_equal(EP_FIELDS[EP_FIELD_SALT].name, EP_F_SALT);
+    assert_int_equal(EP_FIELDS[EP_FIELD_CT].hex_len, 0);
+    assert_int_equal(EP_FIELDS[EP_FIELD_CT].hex_min, 2);
+    /* a fixed field one byte short is refused by the envelope too */
+    for (i = 0; i < EP_N_FIELDS; i++) {
+        if (!EP_FIELDS[i].hex_len)
+            continue;
+        json_t *c = json_deep_copy(o);
+        char *shorter = strndup(json_string_value(json_object_get(c, EP_FIELDS[i].name)),
+                                EP_FIELDS[i].hex_len - 2);
+        json_object_set_new(c, EP_FIELDS[i].name, json_string(shorter));
+        ep d;
+        const char *bad;
+        assert_int_not_equal(ep_from_json(c, &d, &bad), EP_OK);
+        assert_string_equal(bad, EP_FIELDS[i].name);
+        free(shorter);
+        json_decref(c);
+    }
+    json_decref(o);
+    vbuf_free(&j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -283,6 +342,7 @@ int main(void)
         cmocka_unit_test(test_bad_context),
         cmocka_unit_test(test_json_strictness),
         cmocka_unit_test(test_json_output_shape),
+        cmocka_unit_test(test_field_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

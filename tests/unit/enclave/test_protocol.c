@@ -152,8 +152,8 @@ static void test_chat_request_refusals(void **state)
          "Invalid field: 'client_public_key' is not a valid X25519 public key (low order)"},
         {PF_STORAGE_PUBLIC_KEY, "\"0100000000000000000000000000000000000000000000000000000000000000\"",
          "Invalid field: 'storage_public_key' is not a valid X25519 public key (low order)"},
-        {PF_STREAM_FORMAT, "3", "Unsupported stream_format (1 or 2)"},
-        {PF_STREAM_FORMAT, "\"2\"", "Unsupported stream_format (1 or 2)"},
+        {PF_STREAM_FORMAT, "4", "Unsupported stream_format (1, 2 or 3)"},
+        {PF_STREAM_FORMAT, "\"2\"", "Unsupported stream_format (1, 2 or 3)"},
         {PF_ENCRYPTED_HISTORY, "{}", "Invalid field: 'encrypted_history'"},
         {PF_ENCRYPTED_HISTORY, "[{\"role\": \"system\"}]", "Invalid role in history entry 0"},
     };
@@ -274,7 +274,7 @@ static void test_events_roundtrip(void **state)
     json_decref(j);
     for (int thinking = 0; thinking < 2; thinking++) {
         vbuf_reset(&b);
-        assert_int_equal(proto_write_chunk_v2(&b, thinking, 7, ct, sizeof ct, tag), 0);
+        assert_int_equal(proto_write_element(&b, 2, thinking, 7, ct, sizeof ct, tag), 0);
         j = parse_line(&b);
         assert_int_equal(proto_parse_event(j, &ev), thinking ? PROTO_EV_THINKING_V2 : PROTO_EV_CHUNK_V2);
         assert_int_equal(json_integer_value(json_object_get(ev.elem, "seq")), 7);
@@ -306,7 +306,7 @@ static void test_final_and_errors(void **state)
      * be relayed as a chunk and the stream hung) */
     json_object_set(j, PF_ENCRYPTED_CONTENT, EP_JSON);
     assert_int_equal(proto_parse_event(j, &ev), PROTO_EV_FINAL);
-    json_t *stored = proto_sse_stored("m", 3, 4, ev.stream_end);
+    json_t *stored = proto_sse_stored("m", 3, 4, ev.stream_end, "u1", "a1");
     proto_sse_event se;
     assert_int_equal(proto_parse_sse(stored, &se), PROTO_SSE_EV_STORED);
     assert_int_equal(se.output_tokens, 4);

@@ -1,4 +1,5 @@
-/* net/http1: response/request/CONNECT heads and the chunked decoder. */
+/* Unit tests for net/http1: response/request/CONNECT heads and the chunked decoder.
+ * Stays whole: tests mirror the tree, one file per module under test. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

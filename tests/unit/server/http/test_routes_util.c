@@ -1,7 +1,7 @@
 /* server/http/routes_util: what the non-chat routes share. The JSON views of store
  * rows (every field, nulls where the row has none), the DB-role admin check with
- * its 404/403 texts, transactions that answer 500 and roll back, 422s at nested
- * locations, and the context documents.
+ * its 404/403 texts, transactions that answer 500 and roll back, the table-driven
+ * and optional field checks, and the context documents.
  *
  * The store is a fake: this program is linked with --wrap for each store function
  * routes_util calls (tests/tests.cmake), so a test chooses what the store answers,
@@ -413,101 +413,10 @@ static void test_hex_fields(void **state)
     cap_done(r);
 }
 
-#define EP_FIELDS                                                                                 \
-    "\"ephemeral_public_key\":\"" HEX64 "\",\"iv\":\"" HEX32 "\",\"ciphertext\":\"ABCD\","      \
-    "\"auth_tag\":\"" HEX32 "\",\"hkdf_salt\":\"" HEX64 "\""
-
-static void test_ep_at(void **state)
+static void test_opt_str(void **state)
 {
     (void)state;
-    ru_loc loc = {{"distributions", "0", "encrypted_org_key"}, 3};
-    json_t *ep = J("{" EP_FIELDS "}");
-    api_req *r = cap_req();
-    assert_true(ru_ep_at(r, ep, loc));
-    assert_int_equal(cap.n, 0);
-    assert_string_equal(json_string_value(json_object_get(ep, "ciphertext")), "abcd");
-    json_decref(ep);
-    cap_done(r);
-
-    r = cap_req();
-    assert_false(ru_ep_at(r, NULL, loc));
-    assert_422("missing", "[\"body\",\"distributions\",0,\"encrypted_org_key\"]", "Field required", "null");
-    cap_done(r);
-
-    ep = J("[1]");
-    r = cap_req();
-    assert_false(ru_ep_at(r, ep, loc));
-    assert_422("model_attributes_type", "[\"body\",\"distributions\",0,\"encrypted_org_key\"]",
-               "Input should be a valid dictionary or object to extract fields from", "[1]");
-    json_decref(ep);
-    cap_done(r);
-
-    static const struct {
-        const char *doc, *field, *type, *msg, *input;
-    } BAD[] = {
-        {"{\"iv\":\"" HEX32 "\"}", "ephemeral_public_key", "missing", "Field required", "null"},
-        {"{\"ephemeral_public_key\":7}", "ephemeral_public_key", "string_type",
-         "Input should be a valid string", "7"},
-        {"{\"ephemeral_public_key\":\"" HEX64 "\",\"iv\":\"" HEX64 "\"}", "iv", "string_too_long",
-         "String should have at most 32 characters", "\"" HEX64 "\""},
-        {"{\"ephemeral_public_key\":\"" HEX64 "\",\"iv\":\"" HEX32 "\",\"ciphertext\":\"a\"}", "ciphertext",
-         "string_too_short", "String should have at least 2 characters", "\"a\""},
-        {"{\"ephemeral_public_key\":\"" HEX64 "\",\"iv\":\"" HEX32 "\",\"ciphertext\":\"ab\",\"auth_tag\":\"" HEX32
-         "\",\"hkdf_salt\":\"" HEX32 " 0112233445566778899aabbccddeeff\"}",
-         "hkdf_salt", "value_error", "Value error, Invalid hex string",
-         "\"" HEX32 " 0112233445566778899aabbccddeeff\""},
-    };
-    for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
-        char want_loc[200];
-        snprintf(want_loc, sizeof want_loc, "[\"body\",\"distributions\",0,\"encrypted_org_key\",\"%s\"]",
-                 BAD[i].field);
-        ep = J(BAD[i].doc);
-        r = cap_req();
-        assert_false(ru_ep_at(r, ep, loc));
-        assert_422(BAD[i].type, want_loc, BAD[i].msg, BAD[i].input);
-        json_decref(ep);
-        cap_done(r);
-    }
-
-    /* a location already RU_LOC_MAX deep is never written past its end */
-    ru_loc deep = {{"a", "b", "c", "d", "e", "f"}, RU_LOC_MAX};
-    ep = J("{}");
-    r = cap_req();
-    assert_false(ru_ep_at(r, ep, deep));
-    assert_422("missing", "[\"body\",\"a\",\"b\",\"c\",\"d\",\"e\",\"f\"]", "Field required", "null");
-    json_decref(ep);
-    cap_done(r);
-}
-
-static void test_str_at_and_opt_str(void **state)
-{
-    (void)state;
-    ru_loc loc = {{"members", "2", "user_id"}, 3};
-    json_t *v = json_string("user_2");
-    api_req *r = cap_req();
-    assert_true(ru_str_at(r, v, loc));
-    assert_int_equal(cap.n, 0);
-    json_decref(v);
-    cap_done(r);
-
-    r = cap_req();
-    assert_false(ru_str_at(r, NULL, loc));
-    assert_422("missing", "[\"body\",\"members\",2,\"user_id\"]", "Field required", "null");
-    cap_done(r);
-    v = json_integer(5);
-    r = cap_req();
-    assert_false(ru_str_at(r, v, loc));
-    assert_422("string_type", "[\"body\",\"members\",2,\"user_id\"]", "Input should be a valid string", "5");
-    json_decref(v);
-    cap_done(r);
-    v = json_string("");
-    r = cap_req();
-    assert_false(ru_str_at(r, v, loc));
-    assert_422("string_too_short", "[\"body\",\"members\",2,\"user_id\"]",
-               "String should have at least 1 character", "\"\"");
-    json_decref(v);
-    cap_done(r);
-
+    api_req *r;
     static const char *const ok[] = {"{}", "{\"slug\":null}", "{\"slug\":\"acme\"}", "{\"slug\":\"\"}"};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         json_t *b = J(ok[i]);
@@ -524,6 +433,7 @@ static void test_str_at_and_opt_str(void **state)
     json_decref(b);
     cap_done(r);
 }
+
 
 /* ---- context documents ---- */
 
@@ -612,8 +522,7 @@ int main(void)
         cmocka_unit_test_setup(test_require_db_admin, setup),
         cmocka_unit_test_setup(test_transactions, setup),
         cmocka_unit_test_setup(test_hex_fields, setup),
-        cmocka_unit_test_setup(test_ep_at, setup),
-        cmocka_unit_test_setup(test_str_at_and_opt_str, setup),
+        cmocka_unit_test_setup(test_opt_str, setup),
         cmocka_unit_test_setup(test_context_get, setup),
         cmocka_unit_test_setup(test_context_put, setup),
     };

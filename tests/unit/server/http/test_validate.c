@@ -1,7 +1,7 @@
-/* server/http/validate: the request-body checks and the exact 422 each failure
- * answers (the original's pydantic shapes: type, loc, msg, input), hex that is
- * strict (no whitespace, defect §10.25) and lower-cased in place, and X25519 keys
- * that nobody can seal to refused up front (F0). */
+/* server/http/validate: the request-body checks, at any body location, and the exact
+ * 422 each failure answers (the original's pydantic shapes: type, loc, msg, input);
+ * hex that is strict (no whitespace, defect §10.25) and lower-cased in place, and
+ * X25519 keys that nobody can seal to refused up front (F0). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -331,6 +331,110 @@ static void test_ep_item(void **state)
     cap_done(r);
 }
 
+#define EP_AT_FIELDS                                                                                 \
+    "\"ephemeral_public_key\":\"" HEX64 "\",\"iv\":\"" HEX32 "\",\"ciphertext\":\"ABCD\","      \
+    "\"auth_tag\":\"" HEX32 "\",\"hkdf_salt\":\"" HEX64 "\""
+
+/* an EncryptedPayload at any depth: each rule named at its own location */
+static void test_ep_at(void **state)
+{
+    (void)state;
+    v_loc loc = {{"distributions", "0", "encrypted_org_key"}, 3};
+    json_t *ep = J("{" EP_AT_FIELDS "}");
+    api_req *r = cap_req();
+    assert_true(v_ep_at(r, ep, loc));
+    assert_int_equal(cap.n, 0);
+    assert_string_equal(json_string_value(json_object_get(ep, "ciphertext")), "abcd");
+    json_decref(ep);
+    cap_done(r);
+
+    r = cap_req();
+    assert_false(v_ep_at(r, NULL, loc));
+    assert_422("missing", "[\"body\",\"distributions\",0,\"encrypted_org_key\"]", "Field required", "null");
+    cap_done(r);
+
+    ep = J("[1]");
+    r = cap_req();
+    assert_false(v_ep_at(r, ep, loc));
+    assert_422("model_attributes_type", "[\"body\",\"distributions\",0,\"encrypted_org_key\"]",
+               "Input should be a valid dictionary or object to extract fields from", "[1]");
+    json_decref(ep);
+    cap_done(r);
+
+    static const struct {
+        const char *doc, *field, *type, *msg, *input;
+    } BAD[] = {
+        {"{\"iv\":\"" HEX32 "\"}", "ephemeral_public_key", "missing", "Field required", "null"},
+        {"{\"ephemeral_public_key\":7}", "ephemeral_public_key", "string_type",
+         "Input should be a valid string", "7"},
+        {"{\"ephemeral_public_key\":\"" HEX64 "\",\"iv\":\"" HEX64 "\"}", "iv", "string_too_long",
+         "String should have at most 32 characters", "\"" HEX64 "\""},
+        {"{\"ephemeral_public_key\":\"" HEX64 "\",\"iv\":\"" HEX32 "\",\"ciphertext\":\"a\"}", "ciphertext",
+         "string_too_short", "String should have at least 2 characters", "\"a\""},
+        {"{\"ephemeral_public_key\":\"" HEX64 "\",\"iv\":\"" HEX32 "\",\"ciphertext\":\"ab\",\"auth_tag\":\"" HEX32
+         "\",\"hkdf_salt\":\"" HEX32 " 0112233445566778899aabbccddeeff\"}",
+         "hkdf_salt", "value_error", "Value error, Invalid hex string",
+         "\"" HEX32 " 0112233445566778899aabbccddeeff\""},
+    };
+    for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
+        char want_loc[200];
+        snprintf(want_loc, sizeof want_loc, "[\"body\",\"distributions\",0,\"encrypted_org_key\",\"%s\"]",
+                 BAD[i].field);
+        ep = J(BAD[i].doc);
+        r = cap_req();
+        assert_false(v_ep_at(r, ep, loc));
+        assert_422(BAD[i].type, want_loc, BAD[i].msg, BAD[i].input);
+        json_decref(ep);
+        cap_done(r);
+    }
+
+    /* a location already V_LOC_MAX deep is never written past its end */
+    v_loc deep = {{"a", "b", "c", "d", "e", "f"}, V_LOC_MAX};
+    ep = J("{}");
+    r = cap_req();
+    assert_false(v_ep_at(r, ep, deep));
+    assert_422("missing", "[\"body\",\"a\",\"b\",\"c\",\"d\",\"e\",\"f\"]", "Field required", "null");
+    json_decref(ep);
+    cap_done(r);
+}
+
+static void test_str_at(void **state)
+{
+    (void)state;
+    v_loc loc = {{"members", "2", "user_id"}, 3};
+    json_t *v = json_string("user_2");
+    api_req *r = cap_req();
+    assert_true(v_str_at(r, v, loc, 32));
+    assert_int_equal(cap.n, 0);
+    json_decref(v);
+    cap_done(r);
+
+    r = cap_req();
+    assert_false(v_str_at(r, NULL, loc, 32));
+    assert_422("missing", "[\"body\",\"members\",2,\"user_id\"]", "Field required", "null");
+    cap_done(r);
+    v = json_integer(5);
+    r = cap_req();
+    assert_false(v_str_at(r, v, loc, 32));
+    assert_422("string_type", "[\"body\",\"members\",2,\"user_id\"]", "Input should be a valid string", "5");
+    json_decref(v);
+    cap_done(r);
+    v = json_string("");
+    r = cap_req();
+    assert_false(v_str_at(r, v, loc, 32));
+    assert_422("string_too_short", "[\"body\",\"members\",2,\"user_id\"]",
+               "String should have at least 1 character", "\"\"");
+    json_decref(v);
+    cap_done(r);
+    v = json_string("user_123456789012345678901234567890");
+    r = cap_req();
+    assert_false(v_str_at(r, v, loc, 32));
+    assert_422("string_too_long", "[\"body\",\"members\",2,\"user_id\"]",
+               "String should have at most 32 characters", "\"user_123456789012345678901234567890\"");
+    json_decref(v);
+    cap_done(r);
+}
+
 static void test_lower(void **state)
 {
     (void)state;
@@ -351,6 +455,8 @@ int main(void)
         cmocka_unit_test(test_string),
         cmocka_unit_test(test_ep),
         cmocka_unit_test(test_ep_item),
+        cmocka_unit_test(test_ep_at),
+        cmocka_unit_test(test_str_at),
         cmocka_unit_test(test_lower),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

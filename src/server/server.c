@@ -1,0 +1,220 @@
+/* server — veild's server object: its subsystems in order, and back. See server.h. */
+#include "server/server.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/addr.h"
+#include "common/log.h"
+#include "server/server_int.h"
+
+#define LISTEN_BACKLOG 512
+
+static int mkdir_p(const char *dir)
+{
+    char tmp[512];
+    snprintf(tmp, sizeof tmp, "%s", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    return mkdir(tmp, 0700) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* Every route file's table in one array; the debug routes only when asked for. */
+static route *all_routes(bool debug, size_t *n)
+{
+    const struct {
+        const route *r;
+        size_t n;
+    } T[] = {
+        {ROUTES_APP, N_ROUTES_APP}, {ROUTES_CHAT, N_ROUTES_CHAT}, {ROUTES_USERS, N_ROUTES_USERS},
+        {ROUTES_ORGS, N_ROUTES_ORGS}, {ROUTES_CONTEXT, N_ROUTES_CONTEXT},
+        {ROUTES_WEBHOOKS, N_ROUTES_WEBHOOKS}, {ROUTES_DEBUG, N_ROUTES_DEBUG},
+    };
+    size_t total = 0, k = 0;
+    for (size_t i = 0; i < sizeof T / sizeof T[0]; i++)
+        total += T[i].n;
+    route *all = calloc(total, sizeof *all);
+    for (size_t i = 0; all && i < sizeof T / sizeof T[0]; i++) {
+        if (T[i].r == ROUTES_DEBUG && !debug)
+            continue; /* off by default (defect §10.18) */
+        memcpy(all + k, T[i].r, T[i].n * sizeof *all);
+        k += T[i].n;
+    }
+    *n = k;
+    return all;
+}
+
+/* The store; a sqlite database gets its data directory first. */
+static int open_store(server *s, char *err, size_t errlen)
+{
+    const server_config *cfg = &s->cfg;
+    if (strncmp(cfg->database_url, "sqlite:", 7) == 0 && mkdir_p(cfg->data_dir) < 0) {
+        snprintf(err, errlen, "cannot create %s: %s", cfg->data_dir, strerror(errno));
+        return -1;
+    }
+    char why[512];
+    if (!(s->db = store_open(cfg->database_url, why, sizeof why))) {
+        snprintf(err, errlen, "database: %s", why);
+        return -1;
+    }
+    return 0;
+}
+
+/* The HTTP engine and the limits its requests are held to: per user, and for fresh
+ * attestations per user and in total. */
+static int open_http(server *s, char *err, size_t errlen)
+{
+    const server_config *cfg = &s->cfg;
+    httpd_limits lim = {
+        .max_head = (size_t)cfg->max_head, .max_body = (size_t)cfg->max_body,
+        .idle_ms = (unsigned)cfg->idle_seconds * 1000u, .head_ms = (unsigned)cfg->head_seconds * 1000u,
+        .body_ms = (unsigned)cfg->body_seconds * 1000u, .max_conns = (unsigned)cfg->max_connections,
+        .max_output = (size_t)cfg->sse_max_buffer, .stall_ms = (unsigned)cfg->sse_stall_seconds * 1000u,
+    };
+    user_limits_config ulc = {
+        .max_streams = (unsigned)cfg->user_max_streams, .rate = (double)cfg->user_rate,
+        .burst = (double)cfg->user_burst, .max_users = (size_t)cfg->user_table_max,
+    };
+    /* a fresh attestation is an NSM signature: bounded per user and in total */
+    user_limits_config auc = {.max_streams = 1, .rate = (double)cfg->attest_user_rate, .burst = 5,
+                              .max_users = (size_t)cfg->user_table_max};
+    user_limits_config aac = {.max_streams = 1, .rate = (double)cfg->attest_rate,
+                              .burst = 2.0 * (double)cfg->attest_rate, .max_users = 1};
+    s->http = httpd_new(s->base, &lim, api_dispatch, s);
+    s->limits = ul_new(&ulc);
+    s->attest_user = ul_new(&auc);
+    s->attest_all = ul_new(&aac);
+    if (!s->http || !s->limits || !s->attest_user || !s->attest_all) {
+        snprintf(err, errlen, "cannot create the HTTP server");
+        return -1;
+    }
+    return 0;
+}
+
+server *server_new(struct event_base *base, const server_config *cfg, char *err, size_t errlen)
+{
+    char why[512];
+    server *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->base = base;
+    s->cfg = *cfg;
+    LIST_INIT(&s->held_list);
+    if (open_store(s, err, errlen) < 0)
+        goto fail;
+    if (!(s->auth = auth_new(base, &s->cfg, why, sizeof why))) {
+        snprintf(err, errlen, "auth: %s", why);
+        goto fail;
+    }
+    if (!(s->ec = ec_new(base, &s->cfg, why, sizeof why))) {
+        snprintf(err, errlen, "enclave: %s", why);
+        goto fail;
+    }
+    if (!(s->rf = refresher_new(base, &s->cfg, s->ec, why, sizeof why))) {
+        snprintf(err, errlen, "credentials: %s", why);
+        goto fail;
+    }
+    if (!(s->routes = all_routes(s->cfg.debug_routes, &s->n_routes))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (open_http(s, err, errlen) < 0)
+        goto fail;
+    return s;
+fail:
+    server_free(s);
+    return NULL;
+}
+
+void server_free(server *s)
+{
+    if (!s)
+        return;
+    /* requests first: their close handlers cancel enclave operations */
+    server_close_held(s);
+    ul_free(s->attest_all);
+    ul_free(s->attest_user);
+    ul_free(s->limits);
+    httpd_free(s->http);
+    free((void *)s->routes);
+    refresher_free(s->rf);
+    ec_free(s->ec);
+    auth_free(s->auth);
+    store_close(s->db);
+    free(s);
+}
+
+int server_listen(server *s, char *bound, size_t n, char *err, size_t errlen)
+{
+    veil_addr a;
+    if (addr_parse(s->cfg.listen, &a, err, errlen) < 0)
+        return -1;
+    int fd = addr_listen(&a, LISTEN_BACKLOG, err, errlen);
+    if (fd < 0)
+        return -1;
+    if (a.kind == ADDR_TCP && a.port == 0)
+        a.port = (uint16_t)addr_local_port(fd);
+    if (httpd_accept_on(s->http, fd, err, errlen) < 0)
+        return -1;
+    addr_format(&a, bound, n);
+    return 0;
+}
+
+void server_start(server *s)
+{
+    ec_refresh_key(s->ec);
+    refresher_start(s->rf);
+}
+
+void server_log_listening(server *s, const char *bound)
+{
+    log_info(NULL, "event=listening addr=%s mode=%s enclave=%s db=%s auth=%s max_connections=%u", bound,
+             ec_mode_name(s->ec), ec_addr(s->ec), store_backend(s->db),
+             s->cfg.clerk_jwks_file[0] ? "jwks-file" : "jwks-url", httpd_max_connections(s->http));
+}
+
+void server_stop_accepting(server *s)
+{
+    httpd_stop_accepting(s->http);
+}
+
+unsigned server_held(const server *s)
+{
+    return s->held;
+}
+
+static void on_probe_result(void *ud, const ec_health_result *h)
+{
+    server *s = ud;
+    /* a key change was noticed inside the client (restart callback); an enclave
+     * that lost its credentials gets them again now */
+    if (h->ok && !h->has_credentials)
+        refresher_kick(s->rf);
+}
+
+void server_probe_enclave(server *s)
+{
+    if (!ec_public_key(s->ec))
+        ec_refresh_key(s->ec);
+    ec_health(s->ec, on_probe_result, s);
+}
+
+void server_sweep_empty_sessions(server *s)
+{
+    size_t n = 0;
+    if (store_sessions_delete_empty(s->db, s->cfg.empty_session_ttl, 1000, &n) != STORE_OK)
+        log_warn(NULL, "event=store_error op=sessions_delete_empty detail=\"%s\"", store_last_error(s->db));
+    else if (n)
+        log_info(NULL, "event=empty_sessions_deleted count=%zu", n);
+}
