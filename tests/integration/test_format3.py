@@ -182,6 +182,7 @@ def against_enclave(stack):
     except Exception as e:
         C.ok(False, f"refuse: a bound request: {e!r}")
     stack.start_enclave()
+    enclave_key(stack.enclave_addr)  # veild has learned the new key and pushed its credentials
 
 
 def setup_user(url, token):
