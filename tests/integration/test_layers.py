@@ -6,6 +6,7 @@ Reads every #include "..." under src/ and checks:
     (common <- crypto <- net, auth, aws, attest <- enclave, proxy <- server, cli), so the
     folder graph has no cycle and no arrow up;
   - inside veild, the store and the HTTP engine include nothing else of the server;
+  - the CLI includes the enclave protocol and nothing else of the enclave;
   - the enclave protocol's command names, event keys and SSE event names are spelled in
     src/enclave/protocol.[ch] only;
   - a file over 600 lines says in its header comment why it stays whole ("Stays whole
@@ -115,6 +116,16 @@ def check_server_leaves(C, files):
                 C.ok(False, f"{path} is below the rest of veild but includes {inc}")
 
 
+def check_cli_protocol_only(C, files):
+    """the CLI links the protocol library, not the enclave core"""
+    for path, text in files:
+        if folder(path) != "cli":
+            continue
+        for inc in INCLUDE.findall(text):
+            if inc.startswith("enclave/"):
+                C.eq(inc, "enclave/protocol.h", f"{path}: the CLI includes only the enclave protocol")
+
+
 def check_protocol_strings(C, files):
     pat = re.compile(r'"(' + "|".join(PROTOCOL_STRINGS) + r')"')
     found = []
@@ -146,6 +157,7 @@ def main():
     C.ok(("server", "enclave") in arrows and ("crypto", "common") in arrows,
          "the include graph has the arrows the layers are made of")
     check_server_leaves(C, files)
+    check_cli_protocol_only(C, files)
     check_protocol_strings(C, files)
     check_sizes(C, files)
     return C.finish()
