@@ -32,6 +32,8 @@ extern const route ROUTES_APP[];
 extern const size_t N_ROUTES_APP;
 extern const route ROUTES_CHAT[];
 extern const size_t N_ROUTES_CHAT;
+extern const route ROUTES_STREAM[];
+extern const size_t N_ROUTES_STREAM;
 extern const route ROUTES_USERS[];
 extern const size_t N_ROUTES_USERS;
 extern const route ROUTES_ORGS[];

@@ -355,6 +355,17 @@ def open_ep(priv, ep, ctx):
 
 # ---- HTTP -------------------------------------------------------------------------
 
+def wait_for(fn, timeout=20):
+    """fn's first true value within timeout seconds (polled), else its last value."""
+    end = time.time() + timeout
+    while time.time() < end:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.1)
+    return fn()
+
+
 def call(url, method, path, token=None, body=None, headers=None, timeout=30):
     host = url.split("//", 1)[1]
     c = http.client.HTTPConnection(host, timeout=timeout)
