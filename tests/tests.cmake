@@ -14,10 +14,10 @@ set(unit_link_options_test_wipe -Wl,--wrap=free -Wl,--wrap=realloc)
 set(unit_link_options_common_test_secret -Wl,--wrap=free)
 # user_limits reads the monotonic clock: its test sets that clock by hand.
 set(unit_link_options_server_http_test_user_limits -Wl,--wrap=clock_gettime)
-# the refresher's clock, timer, IMDS and enclave client (tests/unit/server/test_refresher.c)
+# the refresher's clock, timer, IMDS and enclave client (tests/unit/server/link/test_refresher.c)
 foreach(f time event_add event_del imds_fetch_credentials imds_cancel ec_set_credentials ec_op_cancel
           ec_on_restart)
-  list(APPEND unit_link_options_server_test_refresher -Wl,--wrap=${f})
+  list(APPEND unit_link_options_server_link_test_refresher -Wl,--wrap=${f})
 endforeach()
 # the API layer's replies without a connection (tests/unit/server/http/api_capture.h)
 set(api_capture -Wl,--wrap=httpd_respond -Wl,--wrap=httpd_header -Wl,--wrap=httpd_body)

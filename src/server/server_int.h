@@ -5,8 +5,8 @@
 
 #include "server/http/api.h"
 #include "server/auth.h"
-#include "server/enclave_client.h"
-#include "server/refresher.h"
+#include "server/link/enclave_client.h"
+#include "server/link/refresher.h"
 #include "server/server.h"
 #include "server/store/store.h"
 #include "server/http/user_limits.h"

@@ -25,7 +25,7 @@
 
 #include "common/addr.h"
 #include "enclave/server.h"
-#include "server/enclave_client.h"
+#include "server/link/enclave_client.h"
 
 #define K1 "1111111111111111111111111111111111111111111111111111111111111111"
 #define K2 "2222222222222222222222222222222222222222222222222222222222222222"

@@ -1,4 +1,4 @@
-#include "server/refresher.h"
+#include "server/link/refresher.h"
 
 #include <event2/event.h>
 #include <openssl/crypto.h>

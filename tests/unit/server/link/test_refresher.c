@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "common/isotime.h"
-#include "server/refresher.h"
+#include "server/link/refresher.h"
 
 #define T0 ((time_t)1800000000) /* 2027-01-15T08:00:00Z */
 
