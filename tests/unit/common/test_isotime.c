@@ -19,6 +19,8 @@ static void test_accepted_forms(void **state)
     assert_int_equal(time_parse_iso8601("2026-02-01T08:00:00.123456789Z"), 1769932800);
     assert_int_equal(time_parse_iso8601("2026-02-01T08:00:00+00:00"), 1769932800);
     assert_int_equal(time_parse_iso8601("2024-02-29T23:59:59Z"), 1709251199); /* leap day */
+    assert_int_equal(time_parse_iso8601("2000-02-29T00:00:00Z"), 951782400);  /* 400-year leap day */
+    assert_int_equal(time_parse_iso8601("2026-12-31T23:59:59Z"), 1798761599);
     assert_int_equal(time_parse_iso8601("2038-01-19T03:14:08Z"), (time_t)2147483648LL);
 }
 
@@ -46,6 +48,14 @@ static void test_refused_forms(void **state)
         "2026-00-01T08:00:00Z",
         "2026-02-00T08:00:00Z",
         "2026-02-32T08:00:00Z",
+        "2026-02-29T08:00:00Z",      /* days that month has not (no rolling into March) */
+        "2026-02-31T08:00:00Z",
+        "2026-04-31T08:00:00Z",
+        "1900-02-29T08:00:00Z",      /* not a leap year: divisible by 100 */
+        "+026-02-01T08:00:00Z",      /* a sign or a space inside a field */
+        "2026-+2-01T08:00:00Z",
+        "2026-02- 1T08:00:00Z",
+        "2026-02-01T08:00:00",
         "2026-02-01T24:00:00Z",
         "2026-02-01T08:60:00Z",
         "2026-02-01T08:00:61Z",
