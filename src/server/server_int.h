@@ -5,17 +5,22 @@
 
 #include "server/http/api.h"
 #include "server/auth.h"
+#include "server/db_pool.h"
 #include "server/link/enclave_client.h"
 #include "server/link/refresher.h"
 #include "server/server.h"
 #include "server/store/store.h"
 #include "server/http/user_limits.h"
 
+struct health_wait;
+
 struct server {
     struct event_base *base;
     httpd *http;
     server_config cfg;
-    store *db;
+    db_pool *pool;          /* the store, on DB workers: the loop never opens a statement */
+    const char *db_backend; /* "sqlite" | "postgresql" */
+    bool closing;           /* server_free has begun: jobs that end now start nothing new */
     enclave_client *ec;
     refresher *rf;
     auth_state *auth;
@@ -23,8 +28,11 @@ struct server {
     size_t n_routes;
     user_limits *limits; /* per-user streams and request rate */
     user_limits *attest_user, *attest_all; /* fresh attestations: per user, and "*" for all */
-    unsigned held;       /* requests waiting on the loop (streams, auth fetches) */
+    unsigned held;       /* requests waiting on the loop (streams, auth fetches, DB jobs) */
     LIST_HEAD(, api_req) held_list;
+    /* GET /health (routes_app.c): one database ping at a time, and who waits for it */
+    bool ping_in_flight;
+    LIST_HEAD(, health_wait) health_waiters;
 };
 
 /* route tables, one per file */

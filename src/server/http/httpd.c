@@ -189,6 +189,25 @@ const uint8_t *httpd_body(const httpd_req *rq, size_t *len)
     return rq->body.len ? rq->body.data : (const uint8_t *)"";
 }
 
+bool httpd_header_at(const httpd_req *rq, size_t i, const char **name, size_t *name_len, const char **value,
+                     size_t *value_len)
+{
+    if (i >= rq->p.headers.n)
+        return false;
+    const http1_header *h = &rq->p.headers.h[i];
+    *name = h->name;
+    *name_len = h->name_len;
+    *value = h->value;
+    *value_len = h->value_len;
+    return true;
+}
+
+void httpd_take_body(httpd_req *rq, vbuf *out)
+{
+    *out = rq->body;
+    rq->body = (vbuf)VBUF_INIT;
+}
+
 size_t httpd_pending(const httpd_req *rq) { return rq->c ? pending(rq->c) : 0; }
 bool httpd_congested(const httpd_req *rq) { return rq->c && rq->c->congested; }
 
