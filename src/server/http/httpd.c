@@ -821,6 +821,18 @@ void httpd_free(httpd *h)
     if (!h)
         return;
     httpd_stop_accepting(h);
+    /* the answers given at shutdown (503s, the end of a stream) are written once, as
+     * far as each socket takes them without waiting: the loop no longer runs */
+    hconn *c;
+    LIST_FOREACH(c, &h->conns, link) {
+        struct evbuffer *out = bufferevent_get_output(c->bev);
+        size_t n = evbuffer_get_length(out);
+        unsigned char *p = n ? evbuffer_pullup(out, (ssize_t)n) : NULL;
+        if (p) {
+            ssize_t w = send(bufferevent_getfd(c->bev), p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+            (void)w;
+        }
+    }
     while (!LIST_EMPTY(&h->conns))
         conn_free(LIST_FIRST(&h->conns));
     event_free(h->accept_retry);

@@ -53,7 +53,8 @@ httpd *httpd_new(struct event_base *base, const httpd_limits *lim, httpd_handler
 int httpd_accept_on(httpd *h, int fd, char *err, size_t errlen);
 /* Closes the listener; open connections go on. */
 void httpd_stop_accepting(httpd *h);
-/* Closes every connection: requests still in progress get their close callback. */
+/* Closes every connection: requests still in progress get their close callback;
+ * output already queued is written first, as far as each socket takes it at once. */
 void httpd_free(httpd *h);
 unsigned httpd_connections(const httpd *h);
 /* The connection cap actually in force (the configured one, or the descriptor

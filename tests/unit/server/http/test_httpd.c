@@ -761,6 +761,26 @@ static void test_close_while_handling(void **state)
     assert_int_equal(httpd_connections(srv), 0);
 }
 
+/* An answer given just before the server is freed (veild's shutdown answers its
+ * held requests after the loop stopped) still reaches the client. */
+static void test_answer_at_free(void **state)
+{
+    (void)state;
+    start(&LIM);
+    H.mode = ANSWER_HOLD;
+    client *c = cl_open();
+    cl_send(c, "GET /held HTTP/1.1\r\nHost: h\r\n\r\n");
+    wait_count(&H.n, 1);
+    assert_non_null(H.held);
+    httpd_respond(H.held, 503, NULL, "restarting", 10);
+    httpd_free(srv); /* no loop turn in between */
+    srv = NULL;
+    cl_wait_eof(c);
+    assert_non_null(strstr(cl_text(c), "HTTP/1.1 503 Service Unavailable\r\n"));
+    assert_non_null(strstr(cl_text(c), "\r\n\r\nrestarting"));
+    cl_close(c);
+}
+
 static bool no_connections(const void *arg)
 {
     (void)arg;
@@ -812,6 +832,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_408_deadlines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_405_400_505, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_while_handling, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_answer_at_free, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_cap, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
