@@ -490,6 +490,107 @@ class Postgres:
                 for line in out.splitlines() if line]
 
 
+# ---- a TCP relay the test controls (a frozen or slow database) ------------------------
+
+class TcpProxy:
+    """Relays TCP connections from 127.0.0.1:<port> to 127.0.0.1:<target>, one thread
+    per direction. freeze() stops forwarding both ways (the bytes wait, connections
+    stay open, new ones are accepted and wait too); thaw() lets everything through.
+    delay_ms holds every piece that arrives for that long before forwarding it (order
+    kept, pieces in flight together: a link's latency, not a queue). Always stopped
+    by its user."""
+
+    def __init__(self, target_port, delay_ms=0):
+        import threading
+        self.target = target_port
+        self.delay = delay_ms / 1000.0
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.lock = threading.Lock()
+        self.stopping = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def freeze(self):
+        self.flowing.clear()
+
+    def thaw(self):
+        self.flowing.set()
+
+    def _accept(self):
+        import threading
+        while not self.stopping:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                self.conns += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src, dst):
+        import queue
+        import threading
+        q = queue.Queue()
+
+        def writer():
+            while True:
+                item = q.get()
+                if item is None:
+                    break
+                at, data = item
+                self.flowing.wait()
+                left = at - time.monotonic()
+                if left > 0:
+                    time.sleep(left)
+                self.flowing.wait()
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    break
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+        w = threading.Thread(target=writer, daemon=True)
+        w.start()
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            q.put((time.monotonic() + self.delay, data))
+        q.put(None)
+
+    def stop(self):
+        self.stopping = True
+        self.flowing.set()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.close()
+                except OSError:
+                    pass
+
+
 # ---- a scripted enclave (a hostile or broken one, for veild's nitro mode) -------------
 
 class FakeEnclave:

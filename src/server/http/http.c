@@ -487,8 +487,10 @@ void api_db_job(api_req *r, void (*work)(api_req *r), void (*then)(api_req *r), 
     if (rc == DBP_OK) {
         r->in_job = true; /* before the worker can see the request */
         rc = dbp_submit(r->srv->pool, job_run, job_done, r, !(flags & API_DB_ADMIT));
-        if (rc == DBP_OK)
+        if (rc == DBP_OK) {
+            log_debug(r->rid, "event=db_job_queued path=%s", r->path);
             return;
+        }
         r->in_job = false;
     }
     if (!r->sse_started) {
