@@ -19,18 +19,14 @@ controls (veiltest.TcpProxy), which can freeze the database's traffic both ways.
 Waits are on events (log lines, answers) with generous bounds; nothing is timed.
 Prints `N passed, M failed`; exits non-zero on any failure.
 """
-import http.client
-import json
 import os
 import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from veiltest import (BIN, Checks, Postgres, Proc, Stack, TcpProxy, TempDir, call, dev_token,  # noqa: E402
-                      expected_answer, keypair, open_ep, seal, wait_for)
+from veiltest import (BIN, Checks, Postgres, Proc, SseStream, Stack, TcpProxy, TempDir, call,  # noqa: E402
+                      dev_token, expected_answer, keypair, open_ep, wait_for)
 
-MODEL = "us.meta.llama3-1-8b-instruct-v1:0"
-STREAM = "/api/v1/chat/encrypted/stream"
 SESSIONS = "/api/v1/chat/sessions"
 QUEUE_FULL = "Too many requests are waiting for the database, please retry"
 TIMED_OUT = "The database did not answer in time, please retry"
@@ -45,38 +41,6 @@ def setup_user(url, token):
             "recovery_tag": "55" * 16, "recovery_salt": "66" * 32}
     st, r, _ = call(url, "POST", "/api/v1/users/me/keys", token, body)
     C.eq(st, 201, f"key upload {r}")
-
-
-class Events:
-    """A chat stream read one SSE event at a time (keep-alive comments skipped)."""
-
-    def __init__(self, url, token, prompt):
-        st, info, _ = call(url, "GET", "/api/v1/chat/enclave/info", token)
-        key = info["enclave_public_key"]
-        self.tpriv, tpub = keypair()
-        body = {"model": MODEL, "client_transport_public_key": tpub,
-                "encrypted_message": seal(key, prompt, "client-to-enclave-transport"), "encrypted_history": []}
-        self.c = http.client.HTTPConnection(url.split("//", 1)[1], timeout=60)
-        self.c.request("POST", STREAM, body=json.dumps(body),
-                       headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        self.r = self.c.getresponse()
-        self.status = self.r.status
-        self.buf = b""
-
-    def next(self):
-        while True:
-            while b"\n\n" not in self.buf:
-                chunk = self.r.read1(65536)
-                if not chunk:
-                    return None
-                self.buf += chunk
-            ev, self.buf = self.buf.split(b"\n\n", 1)
-            for line in ev.split(b"\n"):
-                if line.startswith(b"data: "):
-                    return json.loads(line[6:])
-
-    def close(self):
-        self.c.close()
 
 
 class Background:
@@ -121,7 +85,7 @@ def frozen_database(stack, proxy, url_db):
     veild, url = start(stack, url_db, {"VEIL_DB_STATEMENT_TIMEOUT_MS": "120000"})
     token = dev_token(stack.tmp, "user_frozen")
     setup_user(url, token)
-    s = Events(url, token, "[[sim: chunks=20 interval-ms=100]] hello")
+    s = SseStream(url, token, "[[sim: chunks=20 interval-ms=100]] hello")
     C.eq(s.status, 200, "the stream starts")
     first = s.next()
     C.eq(first and first.get("type"), "session", "the session event comes first")

@@ -413,6 +413,40 @@ def sse(url, path, token, body, timeout=30):
     return 200, events
 
 
+class SseStream:
+    """A chat stream (format 1) read one SSE event at a time, keep-alive comments
+    skipped: for tests that act between two events. tpriv opens the chunks."""
+
+    def __init__(self, url, token, prompt, model="us.meta.llama3-1-8b-instruct-v1:0", timeout=60):
+        st, info, _ = call(url, "GET", "/api/v1/chat/enclave/info", token)
+        key = info["enclave_public_key"]
+        self.tpriv, tpub = keypair()
+        body = {"model": model, "client_transport_public_key": tpub,
+                "encrypted_message": seal(key, prompt, "client-to-enclave-transport"), "encrypted_history": []}
+        self.c = http.client.HTTPConnection(url.split("//", 1)[1], timeout=timeout)
+        self.c.request("POST", "/api/v1/chat/encrypted/stream", body=json.dumps(body),
+                       headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        self.r = self.c.getresponse()
+        self.status = self.r.status
+        self.buf = b""
+
+    def next(self):
+        """The next event, or None at the end of the stream."""
+        while True:
+            while b"\n\n" not in self.buf:
+                chunk = self.r.read1(65536)
+                if not chunk:
+                    return None
+                self.buf += chunk
+            ev, self.buf = self.buf.split(b"\n\n", 1)
+            for line in ev.split(b"\n"):
+                if line.startswith(b"data: "):
+                    return json.loads(line[6:])
+
+    def close(self):
+        self.c.close()
+
+
 def expected_answer(echo, n, chunk_size=0):
     s = "Echo: " + echo
     for i in range(1, n):
