@@ -388,8 +388,20 @@ function tokenFromFragment() {
   return decodeURIComponent(m[1]);
 }
 
+// A new link opened in this tab (only the fragment changes, so the page stays): sign
+// in with its token.
+function onHashChange() {
+  const token = tokenFromFragment();
+  if (!token || state.controller) return;
+  client.signOut();
+  newChat();
+  show('loading');
+  busy('Signing in…', () => afterSignIn(token).then(() => true)).then((ok) => { if (!ok) show('signin'); });
+}
+
 async function start() {
   wire();
+  window.addEventListener('hashchange', onHashChange);
   const fragment = tokenFromFragment();
   try {
     await client.loadConfig();
