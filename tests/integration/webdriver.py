@@ -52,7 +52,7 @@ class Browser:
         else:
             self.stop()
             raise WebDriverError("chromedriver did not start")
-        args = ["--headless=new", "--disable-gpu", "--disable-quic", "--no-first-run",
+        args = ["--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-default-apps", "--disable-extensions", "--no-default-browser-check",
                 f"--user-data-dir={os.path.join(tmp, 'chromium-profile')}", f"--window-size={width},{height}"]
