@@ -450,8 +450,12 @@ def flows(b, stack, tmp, url):
                                                           expected_answer("two\nlines", 2)], "both answers")
     C.eq(marks(b), ["verified", "verified"], "every exchange's tag verified")
     shot(b, "05-history")
+    model = b.js("const s = document.querySelector('[data-test=model-select]'); s.selectedIndex = s.options.length - 1;"
+                 "s.dispatchEvent(new Event('change')); return s.value;")
     state, text, _ = chat(b, "[[sim: chunks=2]] third")
     C.eq((state, text), ("done", expected_answer("third", 2)), "a past session goes on, its history sent along")
+    st, msgs, _ = call(url, "GET", f"/api/v1/chat/sessions/{sid}/messages", tok)
+    C.eq(msgs["messages"][-1]["model_used"], model, "the model picked in the page answers")
 
     # lock; a wrong passcode; recover with the code
     b.click("[data-test=lock]")
