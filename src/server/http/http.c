@@ -175,6 +175,11 @@ void api_reply_empty(api_req *r, int status)
     send_reply(r, status, "", 0, NULL);
 }
 
+void api_reply_bytes(api_req *r, int status, const char *ctype, const void *body, size_t len)
+{
+    send_reply(r, status, body, len, ctype);
+}
+
 /* What a 422 echoes of the invalid value: the value itself when small; a long
  * string cut to its first ECHO_STRING_MAX bytes; anything else large as null. A
  * 16 MiB body must not come back as a 16 MiB answer (F0). */
