@@ -172,8 +172,11 @@ int answer_finish(answer *a)
 int answer_check_stored(answer *a, const ep *user_msg, const ep *assistant_msg)
 {
     uint8_t h[SV3_END_LEN];
-    if (a->state != ANSWER_DONE)
+    if (a->state != ANSWER_DONE) {
+        if (a->state != ANSWER_FAILED)
+            refuse(a, "the answer is not complete");
         return -1;
+    }
     sv3_ep_hash(user_msg, h);
     sv3_ep_hash(assistant_msg, h + SV3_HASH_LEN);
     if (CRYPTO_memcmp(h, a->end, SV3_END_LEN) != 0) {
