@@ -80,10 +80,14 @@ static int load(rec *recs, size_t *n, char *err, size_t errlen)
     char *text = NULL;
     if (fstat(fd, &st) < 0)
         snprintf(err, errlen, "cannot read the history record %s: %s", path, strerror(errno));
-    else if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077))
-        snprintf(err, errlen, "refusing the history record %s: %s (" REMEDY ")", path,
-                 !S_ISREG(st.st_mode) ? "not a regular file" : st.st_uid != geteuid() ? "not yours"
-                                                                                      : "others may write it");
+    else if (!S_ISREG(st.st_mode))
+        snprintf(err, errlen, "refusing the history record %s: not a regular file (" REMEDY ")", path);
+    else if (st.st_uid != geteuid())
+        snprintf(err, errlen, "refusing the history record %s: owned by uid %u, not by you (" REMEDY ")", path,
+                 (unsigned)st.st_uid);
+    else if (st.st_mode & 077) /* whoever else may change it could hide a removed exchange */
+        snprintf(err, errlen, "refusing the history record %s: mode %04o; it must be 0600 (" REMEDY ")", path,
+                 (unsigned)(st.st_mode & 07777));
     else if ((size_t)st.st_size > FILE_MAX)
         snprintf(err, errlen, "the history record %s is larger than %zu bytes (" REMEDY ")", path, FILE_MAX);
     else if (!(text = malloc((size_t)st.st_size + 1)))

@@ -23,6 +23,8 @@ and no refused answer gets a history tag:
   (forged), an exchange removed (the chain breaks), the LAST exchange removed (only the
   record tells), two exchanges swapped (out of order): `veil history` reports each and
   exits 1, and `chat --session` / `ask --session` refuse to continue on such a history;
+- links planted at the record and its temp file, a record others may write: refused,
+  never followed;
 - in an organization, the server substitutes the org's public key (the storage key it
   sends beside the sealed one): the enclave refuses the request, nothing is stored.
 Prints `N passed, M failed`.
@@ -494,6 +496,48 @@ def check_org(stack, tmp, meas):
     C.eq(len(stored), 2, "nothing was stored under the substituted key")
 
 
+def check_record_safety(cfg, tmp):
+    """The attack: another local user plants a link where the client keeps its record of
+    last tags (to make it write elsewhere, or read a record that hides a removed
+    exchange), or the record is left writable by others."""
+    d = os.path.dirname(cfg)
+    rec = os.path.join(d, "history_tags")
+    sid = new_session(cfg, 1)
+    remedy = "(move it away to start a new record)"
+    saved = rec + ".saved"
+    os.rename(rec, saved)
+    target = os.path.join(tmp, "elsewhere")
+    open(target, "w").write("original\n")
+    os.symlink(target, rec)
+    r = veil(cfg, ["history", sid])
+    C.eq((r.returncode, err(r)), (1, f"veil history: refusing the history record {rec}: it is a symbolic link {remedy}\n"),
+         "a link at the record: history refuses")
+    r = veil(cfg, ["ask", "--session", sid, "[[sim: chunks=2]] through a link"])
+    C.eq((r.returncode, last_line(r)), (1, f"veil ask: refusing the history record {rec}: it is a symbolic link {remedy}"),
+         "a link at the record: ask --session refuses")
+    r = veil(cfg, ["ask", "[[sim: chunks=2]] new chat"])
+    C.eq((r.returncode, last_line(r)), (0, f"veil ask: warning: the history tag was not recorded here (refusing the "
+                                           f"history record {rec}: it is a symbolic link {remedy})"),
+         "a link at the record: a verified answer, the record not written through the link")
+    C.eq(open(target).read(), "original\n", "the link's target is untouched")
+    os.unlink(rec)
+    os.symlink(target, rec + ".tmp")
+    r = veil(cfg, ["ask", "[[sim: chunks=2]] new chat"])
+    C.eq((r.returncode, last_line(r)), (0, f"veil ask: warning: the history tag was not recorded here (refusing to "
+                                           f"write {rec}.tmp: it is a symbolic link; remove it)"),
+         "a link at the record's temp file: not followed")
+    C.eq(open(target).read(), "original\n", "the temp link's target is untouched")
+    os.unlink(rec + ".tmp")
+    os.rename(saved, rec)
+    os.chmod(rec, 0o620)
+    r = veil(cfg, ["history", sid])
+    C.eq((r.returncode, err(r)), (1, f"veil history: refusing the history record {rec}: mode 0620; it must be 0600 "
+                                     f"{remedy}\n"), "a record others may change is refused")
+    os.chmod(rec, 0o600)
+    r = veil(cfg, ["history", sid])
+    C.eq(r.returncode, 0, f"the record back in place: {err(r)}")
+
+
 STORAGE_PUB = [None]
 
 
@@ -522,6 +566,7 @@ def main():
                              ("legacy", lambda: check_legacy_exchange(stack, cfg, token, STORAGE_PUB[0])),
                              ("answer", lambda: check_answer_attacks(proxy, cfg)),
                              ("history", lambda: check_history_attacks(proxy, cfg, stack, token)),
+                             ("record", lambda: check_record_safety(cfg, tmp)),
                              ("org", lambda: check_org(stack, tmp, meas))]:
                 try:
                     fn()
