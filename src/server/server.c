@@ -35,7 +35,8 @@ static route *all_routes(bool debug, size_t *n)
         const route *r;
         size_t n;
     } T[] = {
-        {ROUTES_APP, N_ROUTES_APP}, {ROUTES_CHAT, N_ROUTES_CHAT}, {ROUTES_USERS, N_ROUTES_USERS},
+        {ROUTES_APP, N_ROUTES_APP}, {ROUTES_CHAT, N_ROUTES_CHAT}, {ROUTES_STREAM, N_ROUTES_STREAM},
+        {ROUTES_USERS, N_ROUTES_USERS},
         {ROUTES_ORGS, N_ROUTES_ORGS}, {ROUTES_CONTEXT, N_ROUTES_CONTEXT},
         {ROUTES_WEBHOOKS, N_ROUTES_WEBHOOKS}, {ROUTES_DEBUG, N_ROUTES_DEBUG},
     };

@@ -5,8 +5,8 @@
 
 #include "server/http/api.h"
 #include "server/auth.h"
-#include "server/enclave_client.h"
-#include "server/refresher.h"
+#include "server/link/enclave_client.h"
+#include "server/link/refresher.h"
 #include "server/server.h"
 #include "server/store/store.h"
 #include "server/http/user_limits.h"
@@ -32,6 +32,8 @@ extern const route ROUTES_APP[];
 extern const size_t N_ROUTES_APP;
 extern const route ROUTES_CHAT[];
 extern const size_t N_ROUTES_CHAT;
+extern const route ROUTES_STREAM[];
+extern const size_t N_ROUTES_STREAM;
 extern const route ROUTES_USERS[];
 extern const size_t N_ROUTES_USERS;
 extern const route ROUTES_ORGS[];

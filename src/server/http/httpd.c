@@ -425,7 +425,12 @@ static bool read_head(hconn *c, struct evbuffer *in)
     c->rq = rq;
     int rc = http1_parse_request(rq->head.data, head_len, &rq->p);
     if (rc < 0) {
-        if (is_connect(rq->head.data, head_len))
+        bool connect = is_connect(rq->head.data, head_len);
+        /* unparsed, its version is unknown: the refusal is HTTP/1.1 (not the 1.0 of a
+         * zeroed request) */
+        c->rq = NULL;
+        req_free(rq);
+        if (connect)
             refuse(c, 405, "Method Not Allowed");
         else if (rc == HTTP1_ERR_TOO_MANY_HEADERS || rc == HTTP1_ERR_HEAD_TOO_LARGE)
             refuse(c, 431, "Too many request header fields");

@@ -246,3 +246,85 @@ void ru_context_put(api_req *r, const char *owner_type, const char *owner_id, bo
     }
     json_decref(body);
 }
+
+/* ---- sessions and the right to send ---- */
+
+const char *ru_ctx_org(const api_req *r)
+{
+    return jwt_auth_is_org(&r->auth) ? r->auth.org_id : NULL;
+}
+
+/* The session, if it belongs to the caller and to the caller's current context. */
+store_rc ru_own_session(api_req *r, const char *id, session_row *out)
+{
+    store_rc rc = store_session_get(r->srv->db, id, out);
+    if (rc != STORE_OK)
+        return rc;
+    const char *org = ru_ctx_org(r);
+    bool same_ctx = org ? (out->org_id && strcmp(out->org_id, org) == 0) : out->org_id == NULL;
+    if (strcmp(out->user_id, r->auth.user_id) != 0 || !same_ctx) {
+        session_row_free(out);
+        return STORE_NOT_FOUND;
+    }
+    return STORE_OK;
+}
+
+/* own_session, answering 404 or 500 itself when there is no such session. */
+bool ru_session_or_reply(api_req *r, const char *id, session_row *out)
+{
+    store_rc rc = ru_own_session(r, id, out);
+    if (rc == STORE_NOT_FOUND)
+        api_reply_detail(r, 404, RU_NOT_FOUND_SESSION);
+    else if (rc != STORE_OK)
+        api_store_error(r, "session_get");
+    return rc == STORE_OK;
+}
+
+/* verify_can_send_encrypted (spec §6.2): NULL when allowed, else the 400 text.
+ * storage_key receives the key messages are stored under (user's or org's). */
+const char *ru_can_send(api_req *r, char storage_key[65], store_rc *err)
+{
+    store *db = r->srv->db;
+    user_row u;
+    *err = STORE_OK;
+    store_rc rc = store_user_get(db, r->auth.user_id, &u);
+    if (rc == STORE_NOT_FOUND)
+        return "User not found";
+    if (rc != STORE_OK) {
+        *err = rc;
+        return NULL;
+    }
+    bool has_keys = u.has_encryption_keys && u.keys.public_key;
+    if (has_keys && !jwt_auth_is_org(&r->auth))
+        snprintf(storage_key, 65, "%s", u.keys.public_key);
+    user_row_free(&u);
+    if (!has_keys)
+        return "User has not set up encryption keys";
+    if (!jwt_auth_is_org(&r->auth))
+        return NULL;
+    org_row o;
+    rc = store_org_get(db, r->auth.org_id, &o);
+    if (rc == STORE_NOT_FOUND)
+        return "Organization not found";
+    if (rc != STORE_OK) {
+        *err = rc;
+        return NULL;
+    }
+    bool org_keys = o.has_encryption_keys && o.org_public_key;
+    if (org_keys)
+        snprintf(storage_key, 65, "%s", o.org_public_key);
+    org_row_free(&o);
+    if (!org_keys)
+        return "Organization encryption not set up";
+    membership_row m;
+    rc = store_membership_get(db, r->auth.user_id, r->auth.org_id, &m);
+    if (rc == STORE_NOT_FOUND)
+        return "User is not a member of this organization";
+    if (rc != STORE_OK) {
+        *err = rc;
+        return NULL;
+    }
+    bool has_org_key = m.has_org_key;
+    membership_row_free(&m);
+    return has_org_key ? NULL : "User does not have the organization key distributed";
+}

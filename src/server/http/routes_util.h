@@ -1,4 +1,4 @@
-/* routes_util — the small pieces the non-chat route files share: JSON views of
+/* routes_util — the small pieces the route files share: JSON views of
  * store rows (memberships, EncryptedPayloads, user keys), the DB-admin check of
  * the organization routes, transactions that answer 500 on failure, and the 422
  * checks of hex-field tables and optional strings (the rules are validate.h's).
@@ -61,6 +61,22 @@ bool ru_audit_commit(api_req *r, const char *event_type, const char *actor, cons
 void ru_fail(api_req *r, const char *op);
 /* A refusal inside a transaction (4xx with a detail): rolls back, then replies. */
 void ru_abort(api_req *r, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- sessions and the right to send (spec §4.3, §6.2) ---- */
+
+#define RU_NOT_FOUND_SESSION "Session not found or access denied"
+
+/* The caller's organization when the JWT is an org context, else NULL. */
+const char *ru_ctx_org(const api_req *r);
+/* The session, if it belongs to the caller and to the caller's current context
+ * (another user's, or another context's, is STORE_NOT_FOUND); *out is the caller's. */
+store_rc ru_own_session(api_req *r, const char *id, session_row *out);
+/* ru_own_session, answering 404 or 500 itself when there is no such session. */
+bool ru_session_or_reply(api_req *r, const char *id, session_row *out);
+/* verify_can_send_encrypted (spec §6.2): NULL when allowed, else the 400 text; NULL
+ * with *err set on a store failure. storage_key receives the key the messages are
+ * stored under (the user's, or the org's in an org context). */
+const char *ru_can_send(api_req *r, char storage_key[65], store_rc *err);
 
 /* ---- validation ---- */
 
