@@ -136,7 +136,7 @@ void convo_describe_breaks(const chain_report *r, char *out, size_t n)
              r->record_missing ? ", the last exchange missing" : "");
 }
 
-/* --session: the stored convo_history joins the conversation, only if its chain holds. */
+/* --session: the stored history joins the conversation, only if its chain holds. */
 int convo_load_session(convo *cv, const char *session, char *err, size_t errlen)
 {
     convo_history h;
@@ -180,7 +180,7 @@ static json_t *seal_request(convo *cv, const char *prompt, const char *tpub_hex,
         json_t *o = json_pack("{s:s, s:s%}", PF_ROLE, t->role, PF_CONTENT, t->text.data ? (const char *)t->text.data : "",
                               t->text.len);
         if (!o || json_array_append_new(hist, o) < 0) {
-            snprintf(err, errlen, "convo_turn %zu of the conversation is not UTF-8 text", i + 1);
+            snprintf(err, errlen, "turn %zu of the conversation is not UTF-8 text", i + 1);
             goto out;
         }
     }
@@ -338,7 +338,7 @@ static int send_once(convo *cv, const char *prompt, convo_reply *rp, bool create
     return out;
 }
 
-/* Sends one prompt; on success the convo_turn pair joins the conversation. */
+/* Sends one prompt; on success the turn pair joins the conversation. */
 int convo_send(convo *cv, const char *prompt, convo_reply *rp, char *err, size_t errlen)
 {
     bool created = false;
