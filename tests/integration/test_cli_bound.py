@@ -14,6 +14,8 @@ unverified and the chain goes on past it.
 
 Each attack names what it stops and the exact refusal; nothing forged reaches stdout
 and no refused answer gets a history tag:
+- the proxy puts its own transport key (or another model) beside the sealed request, or
+  replays an earlier sealed request: the enclave refuses (binding, replay);
 - the proxy alters an element's ciphertext; inserts a format-1 chunk sealed to the
   client's transport key; replaces the stream key with its own (and reseals);
 - truncation: the last chunk, the stored event or the done event dropped;
@@ -64,13 +66,14 @@ def events_of(raw):
 
 
 class Proxy:
-    """Between the CLI and veild. stream: None (relay) or fn(events, body) -> events,
+    """Between the CLI and veild. request: None or fn(body) -> the body veild gets for
+    the stream route; stream: None (relay) or fn(events, body) -> events,
     applied to veild's whole answer; own: fn(body) -> events, answered without veild.
     messages: None or fn(json) -> json for GET .../messages. seen: (method, path, body)."""
 
     def __init__(self, port):
         self.port = port
-        self.stream = self.own = self.messages = None
+        self.stream = self.own = self.messages = self.request = None
         self.seen = []
         px = self
 
@@ -86,6 +89,8 @@ class Proxy:
                 body = json.loads(raw) if raw else None
                 px.seen.append((self.command, self.path, body))
                 is_stream = self.command == "POST" and self.path == STREAM
+                if is_stream and px.request:
+                    raw = json.dumps(px.request(body)).encode()
                 if is_stream and px.own:
                     return self.answer(200, "".join(f"data: {json.dumps(e)}\n\n" for e in px.own(body)).encode(),
                                        "text/event-stream")
@@ -118,7 +123,7 @@ class Proxy:
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()
 
     def reset(self):
-        self.stream = self.own = self.messages = None
+        self.stream = self.own = self.messages = self.request = None
         self.seen = []
 
     def bodies(self, method, suffix):
@@ -284,6 +289,30 @@ def check_answer_attacks(proxy, cfg):
         if what == "an altered element":
             r = veil(cfg, ["chat"], stdin=b"[[sim: chunks=4]] attack\n\n")
             C.ok(r.returncode == 1 and f"veil chat: {line}\n" in err(r), f"chat: {what}: {err(r)!r}")
+    proxy.reset()
+
+
+def check_request_attacks(proxy, cfg):
+    """The server redirects the answer (its own transport key beside the sealed one),
+    changes the model, or replays an earlier sealed request: the enclave refuses each."""
+    proxy.reset()
+    r = veil(cfg, ["ask", "[[sim: chunks=2]] recorded"])
+    C.eq(r.returncode, 0, f"a request to replay later: {err(r)}")
+    recorded = proxy.bodies("POST", STREAM)[0]
+    _, own_pub = keypair()
+    for what, fn, line in (
+            ("its own transport key", lambda b: dict(b, client_transport_public_key=own_pub),
+             "The request was altered in transit: refused"),
+            ("another model", lambda b: dict(b, model=MODEL),
+             "The request was altered in transit: refused"),
+            ("an earlier request replayed", lambda b: recorded, "The request was already used: refused")):
+        proxy.reset()
+        proxy.request = fn
+        # in the recorded request's session, so the replay is the enclave's to refuse
+        r = veil(cfg, ["ask", "--session", recorded["session_id"], "[[sim: chunks=2]] redirect me"])
+        C.eq((r.returncode, last_line(r), r.stdout), (1, "veil ask: " + line, b""),
+             f"the server sends {what}: the enclave refuses it")
+        C.eq(proxy.tags_put(), [], f"{what}: no history tag")
     proxy.reset()
 
 
@@ -565,6 +594,7 @@ def main():
             for name, fn in [("shape", lambda: check_request_shape(proxy, cfg, stack, token, priv_hex)),
                              ("legacy", lambda: check_legacy_exchange(stack, cfg, token, STORAGE_PUB[0])),
                              ("answer", lambda: check_answer_attacks(proxy, cfg)),
+                             ("request", lambda: check_request_attacks(proxy, cfg)),
                              ("history", lambda: check_history_attacks(proxy, cfg, stack, token)),
                              ("record", lambda: check_record_safety(cfg, tmp)),
                              ("org", lambda: check_org(stack, tmp, meas))]:
