@@ -346,6 +346,30 @@ def sv3_open(key, seq, kind, ct_hex, tag_hex):
     return dec.update(bytes.fromhex(ct_hex)) + dec.finalize()
 
 
+def sv3_sender(enclave_priv, client_pub_hex, request_hash):
+    """The enclave's side of format 3 (for a test that plays the enclave, or a forger):
+    a fresh stream key e and salt; returns (K, the stream_key event's fields). A forger
+    without the enclave's private key passes a key of its own as enclave_priv."""
+    e = X25519PrivateKey.generate()
+    salt = os.urandom(32)
+    c = X25519PublicKey.from_public_bytes(bytes.fromhex(client_pub_hex))
+    k = HKDF(algorithm=hashes.SHA512(), length=32, salt=salt,
+             info=SV3_LABEL + request_hash).derive(e.exchange(c) + enclave_priv.exchange(c))
+    return k, {"ephemeral_public_key": e.public_key().public_bytes(RAW, serialization.PublicFormat.Raw).hex(),
+               "hkdf_salt": salt.hex()}
+
+
+def sv3_seal(key, seq, kind, pt):
+    """Element seq of kind as {"seq", "ciphertext", "auth_tag"}."""
+    if isinstance(pt, str):
+        pt = pt.encode()
+    n = seq.to_bytes(8, "big")
+    enc = Cipher(algorithms.AES(key), modes.GCM(b"\0" * 8 + n)).encryptor()
+    enc.authenticate_additional_data(SV3_LABEL + n + bytes([kind]))
+    ct = enc.update(pt) + enc.finalize()
+    return {"seq": seq, "ciphertext": ct.hex(), "auth_tag": enc.tag.hex()}
+
+
 def open_ep(priv, ep, ctx):
     key = _key(priv, X25519PublicKey.from_public_bytes(bytes.fromhex(ep["ephemeral_public_key"])),
                bytes.fromhex(ep["hkdf_salt"]), ctx)
