@@ -11,6 +11,7 @@
 #include "server/server.h"
 #include "server/store/store.h"
 #include "server/http/user_limits.h"
+#include "server/http/web_assets.h"
 
 struct health_wait;
 
@@ -28,6 +29,7 @@ struct server {
     size_t n_routes;
     user_limits *limits; /* per-user streams and request rate */
     user_limits *attest_user, *attest_all; /* fresh attestations: per user, and "*" for all */
+    web_assets *web;     /* the web page's files and config.json (routes_static) */
     unsigned held;       /* requests waiting on the loop (streams, auth fetches, DB jobs) */
     LIST_HEAD(, api_req) held_list;
     /* GET /health (routes_app.c): one database ping at a time, and who waits for it */
@@ -52,6 +54,8 @@ extern const route ROUTES_WEBHOOKS[];
 extern const size_t N_ROUTES_WEBHOOKS;
 extern const route ROUTES_DEBUG[];
 extern const size_t N_ROUTES_DEBUG;
+extern const route ROUTES_STATIC[];
+extern const size_t N_ROUTES_STATIC;
 
 /* The HTTP engine's handler (http.c): routes one request; arg is the server. */
 void api_dispatch(httpd_req *hr, void *arg);

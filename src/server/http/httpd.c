@@ -319,13 +319,19 @@ static void finish(httpd_req *rq, bool close)
     event_active(c->resume, EV_TIMEOUT, 0);
 }
 
+/* A HEAD request is answered as its GET would be, without the body (RFC 9110 §9.3.2). */
+static bool is_head(const httpd_req *rq)
+{
+    return strcmp(rq->p.method, "HEAD") == 0;
+}
+
 void httpd_respond(httpd_req *rq, int status, const char *extra_headers, const void *body, size_t len)
 {
     hconn *c = rq->c;
     bool no_body = status == 204 || status == 304 || (status >= 100 && status < 200);
     write_head(c, rq->p.minor_version, status, extra_headers, no_body ? -1 : (long long)len, false,
                !c->keep_alive);
-    if (!no_body && len)
+    if (!no_body && len && !is_head(rq))
         evbuffer_add(bufferevent_get_output(c->bev), body, len);
     note_output(c);
     finish(rq, false);
@@ -344,7 +350,7 @@ void httpd_stream_start(httpd_req *rq, int status, const char *extra_headers)
 
 void httpd_stream_write(httpd_req *rq, const void *data, size_t len)
 {
-    if (!rq->started || len == 0)
+    if (!rq->started || len == 0 || is_head(rq))
         return;
     struct evbuffer *out = bufferevent_get_output(rq->c->bev);
     if (rq->chunked_out)
@@ -357,7 +363,7 @@ void httpd_stream_write(httpd_req *rq, const void *data, size_t len)
 
 void httpd_stream_end(httpd_req *rq)
 {
-    if (rq->chunked_out)
+    if (rq->chunked_out && !is_head(rq))
         evbuffer_add(bufferevent_get_output(rq->c->bev), "0\r\n\r\n", 5);
     finish(rq, false);
 }

@@ -486,6 +486,32 @@ static void test_stream_close_delimited_on_1_0(void **state)
     cl_close(c);
 }
 
+/* HEAD: the head its GET would have (Content-Length included), no body bytes, and
+ * the connection stays framed for the request after it (a body sent anyway would be
+ * read as the next response). */
+static void test_head_has_no_body(void **state)
+{
+    (void)state;
+    start(&LIM);
+    client *c = cl_open();
+    cl_send(c, "HEAD /h HTTP/1.1\r\nHost: h\r\n\r\nGET /g HTTP/1.1\r\nHost: h\r\n\r\n");
+    cl_wait_text(c, "GET /g 0:");
+    assert_string_equal(cl_text(c), "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\n"
+                                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\n"
+                                    "GET /g 0:");
+    /* a streamed answer to HEAD: its head only, and the connection goes on */
+    H.mode = ANSWER_STREAM;
+    cl_send(c, "HEAD /s HTTP/1.1\r\nHost: h\r\n\r\n");
+    run_ready();
+    H.mode = ANSWER_ECHO;
+    cl_send(c, "GET /after HTTP/1.1\r\nHost: h\r\n\r\n");
+    cl_wait_text(c, "GET /after 0:");
+    assert_non_null(strstr(cl_text(c), "GET /g 0:HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                                       "Transfer-Encoding: chunked\r\n\r\nHTTP/1.1 200 OK\r\n"));
+    assert_false(c->eof);
+    cl_close(c);
+}
+
 static void test_no_body_statuses(void **state)
 {
     (void)state;
@@ -824,6 +850,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pipelining_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_chunked_on_1_1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_close_delimited_on_1_0, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_head_has_no_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_body_statuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keep_alive_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expect_100_continue, setup, teardown),
