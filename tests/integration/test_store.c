@@ -198,10 +198,13 @@ static void test_transactions(void **state)
     const char *a = new_id("user"), *b = new_id("user"), *c = new_id("user");
     user_row u;
 
+    assert_false(store_in_transaction(s));
     assert_int_equal(store_begin(s), STORE_OK);
+    assert_true(store_in_transaction(s));
     assert_int_equal(store_begin(s), STORE_ERR); /* no nesting */
     mk_user(s, a);
     assert_int_equal(store_rollback(s), STORE_OK);
+    assert_false(store_in_transaction(s));
     assert_int_equal(store_user_get(s, a, &u), STORE_NOT_FOUND);
 
     assert_int_equal(store_begin(s), STORE_OK);

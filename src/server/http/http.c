@@ -469,6 +469,10 @@ static void job_run(void *conn, void *arg)
     r->db = conn;
     log_debug(r->rid, "event=db_job_start path=%s", r->path);
     r->job_work(r);
+    if (store_in_transaction(r->db)) { /* the worker's next job must not run inside it */
+        log_error(r->rid, "event=route_bug path=%s detail=\"a transaction left open\"", r->path);
+        store_rollback(r->db);
+    }
     r->db = NULL;
 }
 

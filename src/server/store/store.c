@@ -440,6 +440,8 @@ store_rc store_commit(store *s)
     return rc == DB_OK ? STORE_OK : st_db_fail(s, rc);
 }
 
+bool store_in_transaction(const store *s) { return s->user_tx; }
+
 store_rc store_rollback(store *s)
 {
     if (!s->user_tx)

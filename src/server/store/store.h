@@ -55,6 +55,8 @@ store_rc store_ping(store *s); /* SELECT 1 */
 store_rc store_begin(store *s);
 store_rc store_commit(store *s);
 store_rc store_rollback(store *s);
+/* store_begin is open (a caller that ends its work with one open has a bug). */
+bool store_in_transaction(const store *s);
 
 /* The current time in the store's timestamp format (27 chars + NUL). */
 void store_now(char out[32]);
