@@ -300,13 +300,19 @@ static void finish(httpd_req *rq, bool close)
     event_active(c->resume, EV_TIMEOUT, 0);
 }
 
+/* A HEAD request is answered as its GET would be, without the body (RFC 9110 §9.3.2). */
+static bool is_head(const httpd_req *rq)
+{
+    return strcmp(rq->p.method, "HEAD") == 0;
+}
+
 void httpd_respond(httpd_req *rq, int status, const char *extra_headers, const void *body, size_t len)
 {
     hconn *c = rq->c;
     bool no_body = status == 204 || status == 304 || (status >= 100 && status < 200);
     write_head(c, rq->p.minor_version, status, extra_headers, no_body ? -1 : (long long)len, false,
                !c->keep_alive);
-    if (!no_body && len)
+    if (!no_body && len && !is_head(rq))
         evbuffer_add(bufferevent_get_output(c->bev), body, len);
     note_output(c);
     finish(rq, false);
@@ -325,7 +331,7 @@ void httpd_stream_start(httpd_req *rq, int status, const char *extra_headers)
 
 void httpd_stream_write(httpd_req *rq, const void *data, size_t len)
 {
-    if (!rq->started || len == 0)
+    if (!rq->started || len == 0 || is_head(rq))
         return;
     struct evbuffer *out = bufferevent_get_output(rq->c->bev);
     if (rq->chunked_out)
@@ -338,7 +344,7 @@ void httpd_stream_write(httpd_req *rq, const void *data, size_t len)
 
 void httpd_stream_end(httpd_req *rq)
 {
-    if (rq->chunked_out)
+    if (rq->chunked_out && !is_head(rq))
         evbuffer_add(bufferevent_get_output(rq->c->bev), "0\r\n\r\n", 5);
     finish(rq, false);
 }
@@ -425,7 +431,12 @@ static bool read_head(hconn *c, struct evbuffer *in)
     c->rq = rq;
     int rc = http1_parse_request(rq->head.data, head_len, &rq->p);
     if (rc < 0) {
-        if (is_connect(rq->head.data, head_len))
+        bool connect = is_connect(rq->head.data, head_len);
+        /* unparsed, its version is unknown: the refusal is HTTP/1.1 (not the 1.0 of a
+         * zeroed request) */
+        c->rq = NULL;
+        req_free(rq);
+        if (connect)
             refuse(c, 405, "Method Not Allowed");
         else if (rc == HTTP1_ERR_TOO_MANY_HEADERS || rc == HTTP1_ERR_HEAD_TOO_LARGE)
             refuse(c, 431, "Too many request header fields");
