@@ -1,5 +1,5 @@
 /* https — the outbound HTTP/1.1 client over TLS and CONNECT (see https.h).
- * Stays whole (~880 lines): one connection state machine, CONNECTING -> CONNECT_SENT
+ * Stays whole (~940 lines): one connection state machine, CONNECTING -> CONNECT_SENT
  * -> TLS_HANDSHAKE -> REQUEST_SENT -> BODY -> DONE; every callback drives the same
  * states, and split across files its transitions could no longer be read in order.
  * Keeping idle connections is https_pool.c's; deciding that a response leaves its

@@ -722,6 +722,7 @@ static void test_no_retry_after_timeout(void **state)
     https_request rq = {.host = "127.0.0.1", .port = S.port, .method = "GET", .target = "/hang",
                         .idle_timeout_ms = 100, .pool = C.pool};
     char err[160];
+    vbuf_free(&r.body);
     memset(&r, 0, sizeof r);
     r.conn = https_start(C.ctx, &rq, &CB, &r, err, sizeof err);
     assert_non_null(r.conn);
