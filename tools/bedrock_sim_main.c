@@ -8,7 +8,7 @@
  * one HTTP chunk per event-stream message, with faults injected per request on demand.
  * One libevent loop, non-blocking; HTTP/1.1 keep-alive (--keep-alive-ms) as Bedrock has
  * it. Never logs a body, a prompt, a header value or a credential.
- * Stays whole (~730 lines): a test tool, one program read top to bottom; its shared
+ * Stays whole (~750 lines): a test tool, one program read top to bottom; its shared
  * pieces are already apart (sim_http.c, sim_creds.h, bedrock_sim.h).
  */
 #include <event2/buffer.h>

@@ -1,3 +1,7 @@
+/* sim_http — the simulators' connection layer (see sim_http.h).
+ * Stays whole (~660 lines): one connection's life, accept -> head -> body -> handler ->
+ * the next request or the close, read top to bottom in one file.
+ */
 #include "sim_http.h"
 
 #include <errno.h>
