@@ -70,6 +70,7 @@ typedef struct options {
     long enclave_pid, proxy_pid;
     long stream_format; /* 1 (EncryptedPayload per chunk) or 3 (a bound request, one key per stream) */
     bool set_credentials;
+    bool direct_keep_alive; /* the direct calls reuse their connection, as the enclave's pool does */
 } options;
 
 /* ---- stats ---- */
@@ -97,6 +98,7 @@ typedef struct load {
     veil_addr enclave_addr;
     uint8_t enclave_pub[X25519_KEY_LEN];
     https_ctx *https;
+    https_pool *pool; /* --direct-keep-alive */
     bedrock_client *bedrock;
     sigv4_credentials creds;
     bsim_options sim_opts; /* what the directive asks the simulator for */
@@ -175,7 +177,9 @@ static void usage(FILE *f)
             "  --access-key-id ID      credentials the simulator accepts (env AWS_ACCESS_KEY_ID,\n"
             "  --secret-access-key S    AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)\n"
             "  --session-token T\n"
-            "  --baseline N            pairs of (enclave, direct) streams, in turn (default %d)\n\n"
+            "  --baseline N            pairs of (enclave, direct) streams, in turn (default %d)\n"
+            "  --direct-keep-alive     the direct calls keep their connection alive between calls\n"
+            "                          (compare with an enclave whose upstream pool is on)\n\n"
             "Output:\n"
             "  --label TEXT            a name for this run in the report\n"
             "  --kv FILE               also write every figure as key=value lines to FILE\n"
@@ -873,7 +877,8 @@ static void reset_stats(load *L)
 static int parse_opts(int argc, char **argv, options *o)
 {
     enum { O_ENCLAVE = 256, O_SIM, O_CA, O_AKID, O_SECRET, O_TOKEN, O_MODEL, O_KV, O_LABEL, O_STREAMS, O_TOTAL,
-           O_CHUNKS, O_CHUNK_SIZE, O_INTERVAL, O_BASELINE, O_TIME, O_EPID, O_PPID, O_SETCREDS, O_FORMAT };
+           O_CHUNKS, O_CHUNK_SIZE, O_INTERVAL, O_BASELINE, O_TIME, O_EPID, O_PPID, O_SETCREDS, O_FORMAT,
+           O_KEEPALIVE };
     static const struct option opts[] = {
         {"enclave", required_argument, 0, O_ENCLAVE}, {"sim", required_argument, 0, O_SIM},
         {"ca-file", required_argument, 0, O_CA}, {"access-key-id", required_argument, 0, O_AKID},
@@ -885,6 +890,7 @@ static int parse_opts(int argc, char **argv, options *o)
         {"baseline", required_argument, 0, O_BASELINE}, {"time-limit", required_argument, 0, O_TIME},
         {"enclave-pid", required_argument, 0, O_EPID}, {"proxy-pid", required_argument, 0, O_PPID},
         {"set-credentials", no_argument, 0, O_SETCREDS}, {"stream-format", required_argument, 0, O_FORMAT},
+        {"direct-keep-alive", no_argument, 0, O_KEEPALIVE},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     *o = (options){.model = DEFAULT_MODEL, .streams = 10, .total = 100, .chunks = 20, .baseline = -1,
@@ -905,6 +911,7 @@ static int parse_opts(int argc, char **argv, options *o)
         case O_KV: o->kv_file = optarg; break;
         case O_LABEL: o->label = optarg; break;
         case O_SETCREDS: o->set_credentials = true; break;
+        case O_KEEPALIVE: o->direct_keep_alive = true; break;
         case O_STREAMS: target = &o->streams, lo = 1, hi = MAX_STREAMS; break;
         case O_TOTAL: target = &o->total, hi = MAX_TOTAL; break;
         case O_CHUNKS: target = &o->chunks, lo = 1, hi = 100000; break;
@@ -961,8 +968,13 @@ static int setup_direct(load *L)
         fprintf(stderr, "veil-load: %s\n", err);
         return -1;
     }
+    https_pool_config pc = https_pool_config_default();
+    if (L->opt.direct_keep_alive && !(L->pool = https_pool_new(L->https, &pc, err, sizeof err))) {
+        fprintf(stderr, "veil-load: %s\n", err);
+        return -1;
+    }
     bedrock_config bc = {.region = "us-east-1", .host = sa.host, .port = sa.port, .proxy = NULL,
-                         .connect_timeout_ms = 10000};
+                         .connect_timeout_ms = 10000, .pool = L->pool};
     if (!(L->bedrock = bedrock_client_new(L->https, &bc))) {
         fprintf(stderr, "veil-load: cannot create the Bedrock client\n");
         return -1;
@@ -1128,6 +1140,7 @@ int main(int argc, char **argv)
 
     reset_stats(&L);
     bedrock_client_free(L.bedrock);
+    https_pool_free(L.pool);
     https_ctx_free(L.https);
     event_free(L.deadline);
     event_base_free(L.base);
