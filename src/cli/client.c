@@ -323,6 +323,17 @@ const char *cli_config_path(char *out, size_t n)
     return out;
 }
 
+const char *cli_config_sibling(const char *name, char *out, size_t n)
+{
+    char cfg[600];
+    cli_config_path(cfg, sizeof cfg);
+    char *slash = strrchr(cfg, '/');
+    if (slash)
+        *slash = '\0';
+    snprintf(out, n, "%s/%s", slash ? cfg : ".", name);
+    return out;
+}
+
 static void copy_field(const json_t *j, const char *k, char *out, size_t n)
 {
     const char *v = json_string_value(json_object_get(j, k));

@@ -67,6 +67,8 @@ typedef struct cli_config {
 } cli_config;
 
 const char *cli_config_path(char *out, size_t n);
+/* A file named name in the config file's folder (the key cache, the history tags). */
+const char *cli_config_sibling(const char *name, char *out, size_t n);
 /* Fills cfg; VEIL_SERVER / VEIL_TOKEN / VEIL_CA_FILE override the file. -1 when no
  * server is known, or when the stored measurements or root are malformed. */
 int cli_config_load(cli_config *cfg, char *err, size_t errlen);

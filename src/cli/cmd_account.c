@@ -308,11 +308,9 @@ static int recover_private(vclient *c, const char *rfile, uint8_t priv[32], char
     char code[128], digits[KW_RECOVERY_DIGITS + 1], buf[CLI_ERR_MAX];
     json_t *keys = NULL;
     kw_blob blob;
-    uint8_t pub[32], want[32];
     int status, rc = -1;
     if (vclient_call(c, "GET", "/api/v1/users/me/keys/recovery", NULL, &status, &keys, err, errlen) < 0)
         return -1;
-    const char *pk = json_string_value(json_object_get(keys, "public_key"));
     if (status != 200) {
         snprintf(err, errlen, "%s", api_detail(keys, status, buf, sizeof buf));
         goto out;
@@ -325,18 +323,7 @@ static int recover_private(vclient *c, const char *rfile, uint8_t priv[32], char
         snprintf(err, errlen, "a recovery code is 20 digits (dashes and spaces are ignored)");
         goto out;
     }
-    kw_err ke = kw_unwrap(&blob, digits, priv);
-    if (ke != KW_OK) {
-        snprintf(err, errlen, "%s", kw_strerror(ke));
-        goto out;
-    }
-    if (!pk || hex_decode_exact(pk, strlen(pk), want, 32) < 0 || x25519_public(priv, pub) < 0 ||
-        memcmp(pub, want, 32) != 0) {
-        snprintf(err, errlen, "the unwrapped key does not match the account's public key");
-        OPENSSL_cleanse(priv, 32);
-        goto out;
-    }
-    rc = 0;
+    rc = userkeys_unwrap_blob(keys, digits, priv, err, errlen);
 out:
     OPENSSL_cleanse(code, sizeof code);
     OPENSSL_cleanse(digits, sizeof digits);

@@ -26,13 +26,7 @@ typedef struct rec {
 
 const char *tagrec_path(char *out, size_t n)
 {
-    char cfg[600];
-    cli_config_path(cfg, sizeof cfg);
-    char *slash = strrchr(cfg, '/');
-    if (slash)
-        *slash = '\0';
-    snprintf(out, n, "%s/history_tags", slash ? cfg : ".");
-    return out;
+    return cli_config_sibling("history_tags", out, n);
 }
 
 /* Parses the file's lines into recs (room for TAGREC_MAX_SESSIONS). */

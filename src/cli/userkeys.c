@@ -166,13 +166,7 @@ int cli_read_secret(const char *prompt, const char *env, const char *file, char 
 
 const char *userkeys_cache_path(char *out, size_t n)
 {
-    char cfg[600];
-    cli_config_path(cfg, sizeof cfg);
-    char *slash = strrchr(cfg, '/');
-    if (slash)
-        *slash = '\0';
-    snprintf(out, n, "%s/private_key", slash ? cfg : ".");
-    return out;
+    return cli_config_sibling("private_key", out, n);
 }
 
 #define CACHE_REMEDY "remove it with `veil keys lock`, then `veil keys unlock` again"
@@ -310,22 +304,15 @@ int userkeys_private(vclient *c, const char *passcode_file, uint8_t priv[32], ch
     return rc <= 0 ? rc : userkeys_unwrap(c, passcode_file, priv, err, errlen);
 }
 
-int userkeys_unwrap(vclient *c, const char *passcode_file, uint8_t priv[32], char *err, size_t errlen)
+int userkeys_unwrap_blob(const json_t *keys, const char *passphrase, uint8_t priv[32], char *err, size_t errlen)
 {
-    json_t *keys = NULL;
-    if (get_keys(c, "/api/v1/users/me/keys", &keys, err, errlen) < 0)
-        return -1;
     kw_blob blob;
-    char passcode[1024];
-    int rc = -1;
     if (userkeys_blob_from_json(keys, &blob, err, errlen) < 0)
-        goto out;
-    if (cli_read_secret("Passcode", "VEIL_PASSCODE", passcode_file, passcode, sizeof passcode, err, errlen) < 0)
-        goto out;
-    kw_err ke = kw_unwrap(&blob, passcode, priv);
+        return -1;
+    kw_err ke = kw_unwrap(&blob, passphrase, priv);
     if (ke != KW_OK) {
         snprintf(err, errlen, "%s", kw_strerror(ke));
-        goto out;
+        return -1;
     }
     uint8_t pub[32], want[32];
     const char *pk = json_string_value(json_object_get(keys, "public_key"));
@@ -333,10 +320,23 @@ int userkeys_unwrap(vclient *c, const char *passcode_file, uint8_t priv[32], cha
         memcmp(pub, want, 32) != 0) {
         snprintf(err, errlen, "the unwrapped key does not match the account's public key");
         OPENSSL_cleanse(priv, 32);
-        goto out;
+        return -1;
     }
-    rc = 0;
-out:
+    return 0;
+}
+
+int userkeys_unwrap(vclient *c, const char *passcode_file, uint8_t priv[32], char *err, size_t errlen)
+{
+    json_t *keys = NULL;
+    if (get_keys(c, "/api/v1/users/me/keys", &keys, err, errlen) < 0)
+        return -1;
+    char passcode[1024];
+    int rc = -1;
+    kw_blob check;
+    /* the blob's shape before the prompt: a broken account asks for no passcode */
+    if (userkeys_blob_from_json(keys, &check, err, errlen) == 0 &&
+        cli_read_secret("Passcode", "VEIL_PASSCODE", passcode_file, passcode, sizeof passcode, err, errlen) == 0)
+        rc = userkeys_unwrap_blob(keys, passcode, priv, err, errlen);
     OPENSSL_cleanse(passcode, sizeof passcode);
     json_decref(keys);
     return rc;

@@ -42,6 +42,11 @@ int userkeys_private(vclient *c, const char *passcode_file, uint8_t priv[32], ch
 /* GET /users/me/keys + unwrap with the passcode; the public key derived from it
  * must match the server's. */
 int userkeys_unwrap(vclient *c, const char *passcode_file, uint8_t priv[32], char *err, size_t errlen);
+/* The private key from a keys response's primary fields (keys: the GET reply of
+ * /users/me/keys, or of .../recovery, which returns the recovery copy there)
+ * unwrapped with passphrase (a passcode, or a recovery code's digits), and checked
+ * against the response's public key. 0, or -1 with err (priv wiped). */
+int userkeys_unwrap_blob(const json_t *keys, const char *passphrase, uint8_t priv[32], char *err, size_t errlen);
 
 /* The key stored messages are sealed to: the user's own in personal context, or
  * the org's private key (opened from the caller's membership) in org context.
