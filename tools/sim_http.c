@@ -10,6 +10,8 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/listener.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -532,6 +534,10 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         close(fd);
         return;
     }
+    /* each TLS record goes out as written: on a kept-alive connection, where the
+     * peer's ACKs are delayed, Nagle would hold the records after the first (40 ms) */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->srv = s;
     c->seq = 1;
     log_new_rid(c->rid);
