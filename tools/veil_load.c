@@ -44,101 +44,16 @@
 #include "crypto/stream_v3.h"
 #include "enclave/protocol.h"
 
-#define DEFAULT_MODEL "us.meta.llama3-1-8b-instruct-v1:0"
+#include "veil_load.h"
+
 #define MAX_STREAMS 20000
 #define MAX_TOTAL 10000000L
-#define CONNECT_RETRY_MS 2    /* the listen backlog is full (EAGAIN): try again shortly */
-#define MAX_LINE (1u << 20)   /* a reply line longer than this is a protocol error */
 #define BASELINE_DEFAULT 20
 #define FAST_MODEL_CHUNKS_PER_S 50.0 /* a reference pace for "streams per core" */
-#define N_ERROR_SAMPLES 5
 
-typedef enum { KIND_ENCLAVE = 0, KIND_DIRECT = 1, N_KINDS } stream_kind;
-static const char *const KIND_NAME[N_KINDS] = {"enclave path", "direct to sim"};
+const char *const KIND_NAME[N_KINDS] = {"enclave path", "direct to sim"};
 
-/* ---- options ---- */
-
-typedef struct options {
-    const char *enclave;      /* unix:PATH | tcp:HOST:PORT | vsock:CID:PORT */
-    const char *sim;          /* tcp:HOST:PORT of veil-bedrock-sim, for the direct baseline */
-    const char *ca_file;
-    const char *akid, *secret_key, *token;
-    const char *model;
-    const char *kv_file;
-    const char *label;
-    long streams, total, chunks, chunk_size, interval_ms, baseline, time_limit_s;
-    long enclave_pid, proxy_pid;
-    long stream_format; /* 1 (EncryptedPayload per chunk) or 3 (a bound request, one key per stream) */
-    bool set_credentials;
-} options;
-
-/* ---- stats ---- */
-
-typedef struct kind_stats {
-    double *ttfc_ms; /* one per stream that produced a first chunk */
-    size_t n_ttfc, cap_ttfc;
-    long started, ok, failed, chunks;
-    double stream_ms_sum; /* for the mean concurrency */
-} kind_stats;
-
-typedef struct error_tally {
-    long connect, eof, protocol, decrypt, mismatch, error_event, timeout, other;
-    char samples[N_ERROR_SAMPLES][200];
-    int n_samples;
-} error_tally;
-
-/* ---- one run ---- */
-
-struct stream;
-
-typedef struct load {
-    options opt;
-    struct event_base *base;
-    veil_addr enclave_addr;
-    uint8_t enclave_pub[X25519_KEY_LEN];
-    https_ctx *https;
-    bedrock_client *bedrock;
-    sigv4_credentials creds;
-    bsim_options sim_opts; /* what the directive asks the simulator for */
-    /* the current phase */
-    long to_start, started, running;
-    long concurrency;
-    bool alternate;        /* baseline: enclave and direct streams in turn */
-    stream_kind only_kind; /* load phase */
-    bool counting;         /* false during the warm-up */
-    bool stopping;
-    bool launching; /* launch_more is on the stack: a nested call only returns */
-    struct event *deadline;
-    kind_stats stats[N_KINDS];
-    error_tally errors;
-    LIST_HEAD(, stream) live; /* running streams, for the deadline */
-} load;
-
-typedef struct stream {
-    load *L;
-    LIST_ENTRY(stream) link;
-    stream_kind kind;
-    long index;
-    struct bufferevent *bev;
-    bedrock_call *call;
-    struct event *retry;
-    uint8_t client_priv[X25519_KEY_LEN], client_pub[X25519_KEY_LEN];
-    uint8_t storage_priv[X25519_KEY_LEN], storage_pub[X25519_KEY_LEN];
-    char prompt[160]; /* with the directive */
-    char echo[64];    /* what the simulator echoes: the prompt without the directive */
-    char *request;    /* the CHAT_STREAM line (enclave streams) */
-    size_t request_len;
-    long chunks;
-    vbuf answer;  /* the concatenated deltas, checked against the stored message */
-    vbuf expect;  /* scratch for the expected delta */
-    double t_start, t_first;
-    x25519_key *client_key; /* client_priv, held: opens every chunk */
-    bool v3;                /* the stream_key came: elements open with sv */
-    sv3 sv;
-    uint8_t request_hash[SV3_HASH_LEN];
-} stream;
-
-static double now_ms(void)
+double vl_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -186,8 +101,7 @@ static void usage(FILE *f)
 
 /* ---- errors ---- */
 
-static void note_error(load *L, long *counter, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void note_error(load *L, long *counter, const char *fmt, ...)
+void vl_note_error(load *L, long *counter, const char *fmt, ...)
 {
     (*counter)++;
     if (L->errors.n_samples < N_ERROR_SAMPLES) {
@@ -242,12 +156,12 @@ static void stream_free(stream *s)
 }
 
 /* Ends a stream: ok or not, its figures go to the stats; then the next starts. */
-static void stream_end(stream *s, bool ok)
+void vl_stream_end(stream *s, bool ok)
 {
     load *L = s->L;
     if (L->counting) {
         kind_stats *st = &L->stats[s->kind];
-        st->stream_ms_sum += now_ms() - s->t_start;
+        st->stream_ms_sum += vl_now_ms() - s->t_start;
         if (ok)
             st->ok++;
         else
@@ -258,19 +172,19 @@ static void stream_end(stream *s, bool ok)
     launch_more(L);
 }
 
-static void stream_fail(stream *s, long *counter, const char *what, const char *detail)
+void vl_stream_fail(stream *s, long *counter, const char *what, const char *detail)
 {
-    note_error(s->L, counter, "%s stream %ld: %s%s%s", KIND_NAME[s->kind], s->index, what,
+    vl_note_error(s->L, counter, "%s stream %ld: %s%s%s", KIND_NAME[s->kind], s->index, what,
                detail ? ": " : "", detail ? detail : "");
-    stream_end(s, false);
+    vl_stream_end(s, false);
 }
 
 /* A chunk arrived: time the first, count, compare with delta i of the answer rule. */
-static int check_chunk(stream *s, const char *text, size_t len)
+int vl_check_chunk(stream *s, const char *text, size_t len)
 {
     load *L = s->L;
     if (s->chunks == 0) {
-        s->t_first = now_ms();
+        s->t_first = vl_now_ms();
         if (L->counting && push_ttfc(&L->stats[s->kind], s->t_first - s->t_start) < 0)
             return -1;
     }
@@ -278,7 +192,7 @@ static int check_chunk(stream *s, const char *text, size_t len)
     vbuf_reset(&s->expect);
     if (s->chunks >= L->sim_opts.chunks || bsim_delta_text(&rq, &L->sim_opts, s->chunks, &s->expect) < 0 ||
         s->expect.len != len || memcmp(s->expect.data, text, len) != 0) {
-        note_error(L, &L->errors.mismatch, "%s stream %ld: chunk %ld is not the simulator's delta",
+        vl_note_error(L, &L->errors.mismatch, "%s stream %ld: chunk %ld is not the simulator's delta",
                    KIND_NAME[s->kind], s->index, s->chunks);
         return -1;
     }
@@ -290,333 +204,13 @@ static int check_chunk(stream *s, const char *text, size_t len)
     return 0;
 }
 
-/* ---- enclave streams ---- */
-
-static int open_into(const json_t *epj, const uint8_t priv[X25519_KEY_LEN], const char *ctx, secret *pt)
-{
-    ep e;
-    if (ep_from_json(epj, &e, NULL) != EP_OK)
-        return -1;
-    ep_err r = ep_open(priv, &e, ctx, pt);
-    ep_clear(&e);
-    return r == EP_OK ? 0 : -1;
-}
-
-/* The final event: the stored messages open with the storage key and hold the
- * prompt and the whole answer. */
-static void check_final(stream *s, const proto_final *f)
-{
-    load *L = s->L;
-    secret u = {0}, a = {0};
-    if (s->chunks != L->sim_opts.chunks) {
-        char d[64];
-        snprintf(d, sizeof d, "%ld of %ld chunks", s->chunks, L->sim_opts.chunks);
-        stream_fail(s, &L->errors.mismatch, "final event early", d);
-        return;
-    }
-    if (open_into(f->stored_user, s->storage_priv, EP_CTX_USER_STORAGE, &u) < 0 ||
-        open_into(f->stored_assistant, s->storage_priv, EP_CTX_ASSISTANT_STORAGE, &a) < 0) {
-        secret_free(&u);
-        stream_fail(s, &L->errors.decrypt, "stored message does not open", NULL);
-        return;
-    }
-    bool same = u.len == strlen(s->prompt) && memcmp(u.data, s->prompt, u.len) == 0 && a.len == s->answer.len &&
-                memcmp(a.data, s->answer.data, a.len) == 0;
-    secret_free(&u);
-    secret_free(&a);
-    if (!same) {
-        stream_fail(s, &L->errors.mismatch, "stored messages differ from the prompt and the answer", NULL);
-        return;
-    }
-    stream_end(s, true);
-}
-
-/* A chunk's text, opened in the stream's format: -1 when it does not open. */
-static int open_chunk(stream *s, const proto_event *ev, uint8_t **pt, size_t *len)
-{
-    if (ev->kind == PROTO_EV_CHUNK_V3)
-        return s->v3 && sv3_open_json(&s->sv, SV3_TEXT, ev->elem, pt, len) == 0 ? 0 : -1;
-    secret sp;
-    ep e;
-    if (ep_from_json(ev->ep, &e, NULL) != EP_OK)
-        return -1;
-    ep_err r = ep_open_key(s->client_key, &e, EP_CTX_ENCLAVE_TO_CLIENT, &sp);
-    ep_clear(&e);
-    if (r != EP_OK)
-        return -1;
-    *pt = malloc(sp.len ? sp.len : 1);
-    if (*pt)
-        memcpy(*pt, sp.data, sp.len);
-    *len = sp.len;
-    secret_free(&sp);
-    return *pt ? 0 : -1;
-}
-
-static int ep_hash_of(const json_t *epj, uint8_t out[SV3_HASH_LEN])
-{
-    ep e;
-    if (ep_from_json(epj, &e, NULL) != EP_OK)
-        return -1;
-    sv3_ep_hash(&e, out);
-    ep_clear(&e);
-    return 0;
-}
-
-/* Format 3: the end element verifies at index N and names the stored messages. */
-static int check_end(stream *s, const json_t *stream_end, const proto_final *f)
-{
-    uint8_t *pt = NULL, want[SV3_END_LEN];
-    size_t n = 0;
-    int bad = sv3_open_json(&s->sv, SV3_END, stream_end, &pt, &n) < 0 || n != SV3_END_LEN ||
-              ep_hash_of(f->stored_user, want) < 0 || ep_hash_of(f->stored_assistant, want + SV3_HASH_LEN) < 0 ||
-              memcmp(pt, want, SV3_END_LEN) != 0;
-    free(pt);
-    return bad ? -1 : 0;
-}
-
-/* One reply line. Returns 1 when the stream ended (s is freed). */
-static int on_line(stream *s, const char *line, size_t n)
-{
-    load *L = s->L;
-    json_error_t jerr;
-    json_t *json = json_loadb(line, n, 0, &jerr);
-    proto_event ev;
-    int ended = 1;
-    switch (proto_parse_event(json, &ev)) {
-    case PROTO_EV_INVALID:
-        stream_fail(s, &L->errors.protocol, json ? "not an event of the protocol" : "reply is not JSON",
-                    json ? NULL : jerr.text);
-        break;
-    case PROTO_EV_STREAM_KEY: /* format 3: the stream's key, before any chunk */
-        if (ev.format != 3 || L->opt.stream_format != 3 ||
-            sv3_init_receiver(&s->sv, s->client_key, L->enclave_pub, ev.epk, ev.salt, s->request_hash) < 0) {
-            stream_fail(s, &L->errors.protocol, "unexpected or malformed stream_key", NULL);
-            break;
-        }
-        s->v3 = true;
-        ended = 0;
-        break;
-    case PROTO_EV_CHUNK:
-    case PROTO_EV_CHUNK_V3: {
-        uint8_t *pt = NULL;
-        size_t plen = 0;
-        if (open_chunk(s, &ev, &pt, &plen) < 0) {
-            stream_fail(s, &L->errors.decrypt, ev.kind == PROTO_EV_CHUNK_V3 ? "format 3 chunk does not open in order"
-                                                                             : "chunk does not open", NULL);
-            break;
-        }
-        int rc = check_chunk(s, (const char *)pt, plen);
-        free(pt);
-        if (rc < 0)
-            stream_end(s, false);
-        else
-            ended = 0;
-        break;
-    }
-    case PROTO_EV_THINKING:
-    case PROTO_EV_THINKING_V2:
-    case PROTO_EV_THINKING_V3:
-        ended = 0;
-        break;
-    case PROTO_EV_CHUNK_V2:
-        stream_fail(s, &L->errors.protocol, "a format 2 element (veil-load speaks formats 1 and 3)", NULL);
-        break;
-    case PROTO_EV_ERROR: {
-        char d[200];
-        snprintf(d, sizeof d, "%s (%s)", ev.err_msg, enclave_err_name(ev.err));
-        stream_fail(s, &L->errors.error_event, "error event", d);
-        break;
-    }
-    case PROTO_EV_FINAL:
-        if (L->opt.stream_format == 3 && (!s->v3 || check_end(s, ev.stream_end, &ev.final) < 0))
-            stream_fail(s, &L->errors.decrypt, "format 3 end does not verify", NULL);
-        else
-            check_final(s, &ev.final);
-        break;
-    }
-    json_decref(json);
-    return ended;
-}
-
-static void on_read(struct bufferevent *bev, void *arg)
-{
-    stream *s = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
-    for (;;) {
-        size_t n;
-        char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF);
-        if (!line) {
-            if (evbuffer_get_length(in) > MAX_LINE)
-                stream_fail(s, &s->L->errors.protocol, "reply line too long", NULL);
-            return;
-        }
-        int ended = on_line(s, line, n);
-        free(line);
-        if (ended)
-            return;
-    }
-}
-
-static void on_event(struct bufferevent *bev, short what, void *arg)
-{
-    (void)bev;
-    stream *s = arg;
-    if (what & BEV_EVENT_CONNECTED)
-        return;
-    if (what & BEV_EVENT_EOF)
-        stream_fail(s, &s->L->errors.eof, "connection closed before the final event", NULL);
-    else if (what & BEV_EVENT_ERROR)
-        stream_fail(s, s->chunks ? &s->L->errors.eof : &s->L->errors.connect, "socket error",
-                    strerror(EVUTIL_SOCKET_ERROR()));
-}
-
-static void connect_enclave(evutil_socket_t fd_unused, short what, void *arg)
-{
-    (void)fd_unused;
-    (void)what;
-    stream *s = arg;
-    load *L = s->L;
-    char err[256];
-    errno = 0;
-    int fd = addr_connect(&L->enclave_addr, true, err, sizeof err);
-    if (fd < 0) {
-        if (errno == EAGAIN) { /* a unix listener's backlog is full: not an error yet */
-            if (!s->retry && !(s->retry = evtimer_new(L->base, connect_enclave, s))) {
-                stream_fail(s, &L->errors.other, "out of memory", NULL);
-                return;
-            }
-            struct timeval tv = {0, CONNECT_RETRY_MS * 1000};
-            evtimer_add(s->retry, &tv);
-            return;
-        }
-        stream_fail(s, &L->errors.connect, "connect", err);
-        return;
-    }
-    s->bev = bufferevent_socket_new(L->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (!s->bev) {
-        close(fd);
-        stream_fail(s, &L->errors.other, "out of memory", NULL);
-        return;
-    }
-    bufferevent_setcb(s->bev, on_read, NULL, on_event, s);
-    /* the fd may still be connecting (tcp): let the bufferevent wait for it */
-    if (bufferevent_socket_connect(s->bev, NULL, 0) < 0 || bufferevent_write(s->bev, s->request, s->request_len) < 0 ||
-        bufferevent_write(s->bev, "\n", 1) < 0 || bufferevent_enable(s->bev, EV_READ | EV_WRITE) < 0) {
-        stream_fail(s, &L->errors.connect, "cannot start the request", NULL);
-        return;
-    }
-}
-
-static json_t *seal_json(const uint8_t pub[X25519_KEY_LEN], const char *text, const char *ctx)
-{
-    ep e;
-    if (ep_seal(pub, (const uint8_t *)text, strlen(text), ctx, &e) != EP_OK)
-        return NULL;
-    json_t *j = ep_to_json(&e);
-    ep_clear(&e);
-    return j;
-}
-
-/* The CHAT_STREAM request, exactly as veild builds it. */
-static int build_request(stream *s)
-{
-    load *L = s->L;
-    char pub[2 * X25519_KEY_LEN + 1], spub[2 * X25519_KEY_LEN + 1];
-    if (x25519_keygen(s->client_priv, s->client_pub) < 0 || x25519_keygen(s->storage_priv, s->storage_pub) < 0 ||
-        !(s->client_key = x25519_key_new(s->client_priv)))
-        return -1;
-    hex_encode(s->client_pub, X25519_KEY_LEN, pub);
-    hex_encode(s->storage_pub, X25519_KEY_LEN, spub);
-    static const char SESSION[] = "00000000-0000-4000-8000-000000000000";
-    json_t *hist = json_array(), *req = NULL;
-    if (L->opt.stream_format == 3) { /* the whole request, bound and sealed to the enclave key */
-        uint8_t rid[PROTO_REQUEST_ID_LEN];
-        char rid_hex[2 * PROTO_REQUEST_ID_LEN + 1];
-        ep sealed;
-        json_t *inner = NULL;
-        char *pt = NULL;
-        if (random_bytes(rid, sizeof rid) == 0) {
-            hex_encode(rid, sizeof rid, rid_hex);
-            inner = proto_bound_request_json(s->prompt, hist, pub, spub, L->opt.model, SESSION, rid_hex, time(NULL));
-            pt = inner ? json_dumps(inner, JSON_COMPACT) : NULL;
-        }
-        if (pt && ep_seal(L->enclave_pub, (const uint8_t *)pt, strlen(pt), SV3_REQUEST_CONTEXT, &sealed) == EP_OK) {
-            sv3_ep_hash(&sealed, s->request_hash);
-            json_t *sj = ep_to_json(&sealed);
-            req = sj ? proto_bound_stream_request(sj, pub, spub, L->opt.model, SESSION) : NULL;
-            json_decref(sj);
-            ep_clear(&sealed);
-        }
-        free(pt);
-        json_decref(inner);
-    } else {
-        json_t *em = seal_json(L->enclave_pub, s->prompt, EP_CTX_CLIENT_TO_ENCLAVE);
-        req = em ? proto_chat_stream_request(em, hist, pub, spub, L->opt.model, SESSION, 1) : NULL;
-        json_decref(em);
-    }
-    json_decref(hist);
-    if (!req)
-        return -1;
-    s->request = json_dumps(req, JSON_COMPACT);
-    json_decref(req);
-    if (!s->request)
-        return -1;
-    s->request_len = strlen(s->request);
-    return 0;
-}
-
-/* ---- direct streams (the Bedrock client straight to the simulator) ---- */
-
-/* Returning non-zero makes the client cancel the call, with no on_done: the
- * stream ends here, and must not cancel the call a second time. */
-static int d_on_text(void *ud, const char *text, size_t len)
-{
-    stream *s = ud;
-    if (check_chunk(s, text, len) == 0)
-        return 0;
-    s->call = NULL;
-    stream_end(s, false);
-    return 1;
-}
-
-static void d_on_done(void *ud, const bedrock_error *e)
-{
-    stream *s = ud;
-    s->call = NULL; /* freed by the client after this returns */
-    if (e) {
-        stream_fail(s, e->code == BEDROCK_ERR_TRANSPORT ? &s->L->errors.connect : &s->L->errors.error_event,
-                    bedrock_strerror(e->code), e->message);
-        return;
-    }
-    if (s->chunks != s->L->sim_opts.chunks) {
-        stream_fail(s, &s->L->errors.mismatch, "stream ended early", NULL);
-        return;
-    }
-    stream_end(s, true);
-}
-
-static const bedrock_callbacks DIRECT_CB = {d_on_text, NULL, NULL, NULL, d_on_done};
-
-static void start_direct(stream *s)
-{
-    load *L = s->L;
-    bedrock_message msgs[] = {{"user", s->prompt, strlen(s->prompt)}};
-    bedrock_request req = {.model_id = L->opt.model, .messages = msgs, .n_messages = 1,
-                           .system = "You are a helpful AI assistant.", .temperature = 0.7,
-                           .creds = &L->creds};
-    bedrock_error err;
-    s->call = bedrock_converse_stream(L->bedrock, &req, &DIRECT_CB, s, &err);
-    if (!s->call)
-        stream_fail(s, &L->errors.other, "bedrock request", err.message);
-}
-
 /* ---- launching ---- */
 
 static void start_one(load *L)
 {
     stream *s = calloc(1, sizeof *s);
     if (!s) {
-        note_error(L, &L->errors.other, "out of memory");
+        vl_note_error(L, &L->errors.other, "out of memory");
         L->to_start = 0;
         return;
     }
@@ -631,17 +225,10 @@ static void start_one(load *L)
     L->running++;
     if (L->counting)
         L->stats[s->kind].started++;
-    if (s->kind == KIND_ENCLAVE) {
-        if (build_request(s) < 0) { /* sealing is client work: not timed */
-            stream_fail(s, &L->errors.other, "cannot build the request", NULL);
-            return;
-        }
-        s->t_start = now_ms();
-        connect_enclave(-1, 0, s);
-    } else {
-        s->t_start = now_ms();
-        start_direct(s);
-    }
+    if (s->kind == KIND_ENCLAVE)
+        load_enclave_start(s);
+    else
+        load_direct_start(s);
 }
 
 /* loopbreak, not loopexit: a loopexit issued while no loop runs would end the
@@ -666,7 +253,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     load *L = arg;
     L->stopping = true;
     while (!LIST_EMPTY(&L->live))
-        stream_fail(LIST_FIRST(&L->live), &L->errors.timeout, "still running at --time-limit", NULL);
+        vl_stream_fail(LIST_FIRST(&L->live), &L->errors.timeout, "still running at --time-limit", NULL);
     event_base_loopbreak(L->base);
 }
 
@@ -683,99 +270,12 @@ static double run_phase(load *L, long total, long concurrency, bool alternate, s
     L->stopping = false;
     struct timeval tl = {L->opt.time_limit_s, 0};
     evtimer_add(L->deadline, &tl);
-    double t0 = now_ms();
+    double t0 = vl_now_ms();
     launch_more(L);
     if (L->running > 0 || L->to_start > 0)
         event_base_dispatch(L->base);
     evtimer_del(L->deadline);
-    return now_ms() - t0;
-}
-
-/* ---- blocking requests (GET_PUBLIC_KEY, SET_CREDENTIALS) ---- */
-
-static json_t *simple_request(load *L, const char *req, char *err, size_t errlen)
-{
-    int fd = addr_connect(&L->enclave_addr, false, err, errlen);
-    if (fd < 0)
-        return NULL;
-    struct timeval tv = {10, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    vbuf b = VBUF_INIT;
-    json_t *j = NULL;
-    /* the newline in the same write: the enclave closes after a request that
-     * it finds bare when it replies */
-    if (vbuf_append_str(&b, req) < 0 || vbuf_append(&b, "\n", 1) < 0 ||
-        write(fd, b.data, b.len) != (ssize_t)b.len) {
-        snprintf(err, errlen, "write: %s", strerror(errno));
-        goto out;
-    }
-    vbuf_reset(&b);
-    for (;;) {
-        char chunk[4096];
-        ssize_t r = read(fd, chunk, sizeof chunk);
-        if (r <= 0) {
-            snprintf(err, errlen, "no reply from the enclave");
-            goto out;
-        }
-        if (vbuf_append(&b, chunk, (size_t)r) < 0)
-            goto out;
-        uint8_t *nl = memchr(b.data, '\n', b.len);
-        if (nl) {
-            j = json_loadb((const char *)b.data, (size_t)(nl - b.data), 0, NULL);
-            if (!j)
-                snprintf(err, errlen, "the reply is not JSON");
-            goto out;
-        }
-    }
-out:
-    vbuf_free_secure(&b);
-    close(fd);
-    return j;
-}
-
-static int fetch_public_key(load *L)
-{
-    char err[256];
-    char cmd[64];
-    snprintf(cmd, sizeof cmd, "{\"" PF_COMMAND "\":\"%s\"}", proto_cmd_name(PROTO_CMD_GET_PUBLIC_KEY));
-    json_t *r = simple_request(L, cmd, err, sizeof err);
-    if (!r) {
-        fprintf(stderr, "veil-load: GET_PUBLIC_KEY: %s\n", err);
-        return -1;
-    }
-    const json_t *pk = json_object_get(r, PF_PUBLIC_KEY);
-    int rc = json_is_string(pk) && hex_decode_exact(json_string_value(pk), json_string_length(pk), L->enclave_pub,
-                                                    X25519_KEY_LEN) == 0 ? 0 : -1;
-    if (rc < 0)
-        fprintf(stderr, "veil-load: GET_PUBLIC_KEY: no public key in the reply\n");
-    json_decref(r);
-    return rc;
-}
-
-static int set_credentials(load *L)
-{
-    char err[256];
-    vbuf line = VBUF_INIT;
-    if (proto_write_set_credentials(&line, L->creds.access_key_id, L->creds.secret_access_key,
-                                    L->creds.session_token, NULL) < 0 || !vbuf_cstr(&line)) {
-        vbuf_free_secure(&line);
-        return -1;
-    }
-    line.data[--line.len] = '\0'; /* simple_request adds its own newline */
-    json_t *r = simple_request(L, (const char *)line.data, err, sizeof err);
-    vbuf_free_secure(&line);
-    if (!r) {
-        fprintf(stderr, "veil-load: SET_CREDENTIALS: %s\n", err);
-        return -1;
-    }
-    const json_t *st = json_object_get(r, PF_STATUS);
-    int rc = json_is_string(st) && strcmp(json_string_value(st), "success") == 0 ? 0 : -1;
-    if (rc < 0) {
-        const json_t *e = json_object_get(r, PF_ERROR);
-        fprintf(stderr, "veil-load: SET_CREDENTIALS refused: %s\n", json_is_string(e) ? json_string_value(e) : "?");
-    }
-    json_decref(r);
-    return rc;
+    return vl_now_ms() - t0;
 }
 
 /* ---- CPU time of another process ---- */
@@ -949,27 +449,6 @@ static int parse_opts(int argc, char **argv, options *o)
     return 0;
 }
 
-static int setup_direct(load *L)
-{
-    veil_addr sa;
-    char err[256];
-    if (addr_parse(L->opt.sim, &sa, err, sizeof err) < 0 || sa.kind != ADDR_TCP) {
-        fprintf(stderr, "veil-load: --sim must be tcp:HOST:PORT%s%s\n", err[0] ? ": " : "", err);
-        return -1;
-    }
-    if (!(L->https = https_ctx_new(L->base, L->opt.ca_file, err, sizeof err))) {
-        fprintf(stderr, "veil-load: %s\n", err);
-        return -1;
-    }
-    bedrock_config bc = {.region = "us-east-1", .host = sa.host, .port = sa.port, .proxy = NULL,
-                         .connect_timeout_ms = 10000};
-    if (!(L->bedrock = bedrock_client_new(L->https, &bc))) {
-        fprintf(stderr, "veil-load: cannot create the Bedrock client\n");
-        return -1;
-    }
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     static load L;
@@ -998,13 +477,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "veil-load: cannot create the event loop\n");
         return 1;
     }
-    if (L.opt.sim && setup_direct(&L) < 0)
+    if (L.opt.sim && load_direct_setup(&L) < 0)
         return 1;
     if (L.opt.enclave) {
-        if (fetch_public_key(&L) < 0)
+        if (load_enclave_key(&L) < 0)
             return 1;
         if (L.opt.set_credentials) {
-            if (set_credentials(&L) < 0)
+            if (load_enclave_set_credentials(&L) < 0)
                 return 1;
             printf("veil-load: credentials set on %s\n", L.opt.enclave);
         }
