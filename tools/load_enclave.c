@@ -62,7 +62,7 @@ static void check_final(stream *s, const proto_final *f)
         vl_stream_fail(s, &L->errors.mismatch, "stored messages differ from the prompt and the answer", NULL);
         return;
     }
-    vl_stream_end(s, true);
+    vl_stream_end(s, END_OK);
 }
 
 /* A chunk's text, opened in the stream's format: -1 when it does not open. */
@@ -142,7 +142,7 @@ static int on_line(stream *s, const char *line, size_t n)
         int rc = vl_check_chunk(s, (const char *)pt, plen);
         free(pt);
         if (rc < 0)
-            vl_stream_end(s, false);
+            vl_stream_end(s, END_FAILED);
         else
             ended = 0;
         break;
@@ -319,7 +319,7 @@ static int d_on_text(void *ud, const char *text, size_t len)
     if (vl_check_chunk(s, text, len) == 0)
         return 0;
     s->call = NULL;
-    vl_stream_end(s, false);
+    vl_stream_end(s, END_FAILED);
     return 1;
 }
 
@@ -336,7 +336,7 @@ static void d_on_done(void *ud, const bedrock_error *e)
         vl_stream_fail(s, &s->L->errors.mismatch, "stream ended early", NULL);
         return;
     }
-    vl_stream_end(s, true);
+    vl_stream_end(s, END_OK);
 }
 
 static const bedrock_callbacks DIRECT_CB = {d_on_text, NULL, NULL, NULL, d_on_done};

@@ -1,0 +1,886 @@
+/* load_through — veil-load's streams through veild, as a real client makes them:
+ * a dev token per user (signed by src/auth's jwt_sign_rs256 with the key `veil
+ * dev-token` made, the JWKS of which veild reads), each user's /users/sync, an X25519
+ * key pair on /users/me/keys and a session, the enclave key from /enclave/info; then
+ * POST /chat/encrypted/stream on keep-alive HTTP/1.1 connections, and every SSE event
+ * checked: the session, format 3's stream key, each chunk opened in order and compared
+ * with the simulator's answer, the end element, stored, done.
+ *
+ * A user's streams run at most --streams-per-user at once (veild's
+ * VEIL_USER_MAX_STREAMS): each user has that many slots in one ring, a stream takes
+ * the oldest free one. Injected faults (--faults) are counted apart: a stream ends
+ * "as injected" only with exactly the end its fault must have.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#include "auth/jwks.h"
+#include "auth/jwt.h"
+#include "common/config.h"
+#include "common/hex.h"
+#include "common/secret.h"
+#include "crypto/ep.h"
+#include "enclave/protocol.h"
+#include "load_http.h"
+#include "veil_load.h"
+
+#define API "/api/v1"
+#define STREAM_PATH API "/chat/encrypted/stream"
+#define MAX_EVENT (1u << 20)     /* SSE bytes without an event's end: a protocol error */
+#define MAX_ERROR_BODY 512       /* of a non-200 answer, kept for the error sample */
+#define SETUP_AT_ONCE 32         /* users being set up at once */
+#define TOKEN_TTL_MIN_S 3600
+#define MALFORMED_SHAPES 3
+
+/* ---- faults ---- */
+
+static const struct {
+    const char *name;
+    const char *sim;   /* the simulator's fault directive, or NULL */
+    enclave_err err;   /* the enclave's error, whose fixed text veild relays */
+} FAULTS[N_FAULTS] = {
+    [FAULT_NONE] = {"none", NULL, ENCLAVE_OK},
+    [FAULT_DROP] = {"drop", "drop", ENCLAVE_ERR_UPSTREAM_TRUNCATED},
+    [FAULT_BAD_CRC] = {"bad-crc", "bad-crc", ENCLAVE_ERR_UPSTREAM_CORRUPT},
+    [FAULT_THROTTLE] = {"throttle", "throttle", ENCLAVE_ERR_UPSTREAM_THROTTLED},
+    [FAULT_MODEL_ERROR] = {"model-error", "model-error", ENCLAVE_ERR_UPSTREAM_EXCEPTION},
+    [FAULT_HTTP_500] = {"http-500", "http-500", ENCLAVE_ERR_UPSTREAM_UNAVAILABLE},
+    [FAULT_HTTP_429] = {"http-429", "http-429", ENCLAVE_ERR_UPSTREAM_THROTTLED},
+    [FAULT_EMPTY] = {"empty", "empty", ENCLAVE_ERR_EMPTY_ANSWER},
+    [FAULT_DISCONNECT] = {"disconnect", NULL, ENCLAVE_OK},
+    [FAULT_MALFORMED] = {"malformed", NULL, ENCLAVE_OK},
+};
+
+const char *load_fault_name(fault_kind f) { return (unsigned)f < N_FAULTS ? FAULTS[f].name : "?"; }
+
+int load_faults_parse(const char *spec, long pct[N_FAULTS], char *err, size_t errlen)
+{
+    char buf[512];
+    if (snprintf(buf, sizeof buf, "%s", spec) >= (int)sizeof buf) {
+        snprintf(err, errlen, "too long");
+        return -1;
+    }
+    long sum = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char *colon = strchr(t, ':');
+        long v;
+        if (!colon || parse_long(colon + 1, 0, 100, &v) < 0) {
+            snprintf(err, errlen, "'%s' is not KIND:PERCENT", t);
+            return -1;
+        }
+        *colon = '\0';
+        int k = -1;
+        for (int i = 1; i < N_FAULTS; i++)
+            if (strcmp(t, FAULTS[i].name) == 0)
+                k = i;
+        if (k < 0) {
+            snprintf(err, errlen, "unknown fault '%s'", t);
+            return -1;
+        }
+        pct[k] = v;
+    }
+    for (int i = 1; i < N_FAULTS; i++)
+        sum += pct[i];
+    if (sum > 100) {
+        snprintf(err, errlen, "the percentages add up to %ld (at most 100)", sum);
+        return -1;
+    }
+    return 0;
+}
+
+/* Stream i's fault: the percentages over i*37 mod 100 (37 is prime to 100: every
+ * hundred consecutive streams get exactly their share, spread out). */
+static fault_kind fault_of(const load *L, long i)
+{
+    long b = (i * 37) % 100, acc = 0;
+    for (int k = 1; k < N_FAULTS; k++) {
+        acc += L->opt.fault_pct[k];
+        if (b < acc)
+            return (fault_kind)k;
+    }
+    return FAULT_NONE;
+}
+
+/* ---- users ---- */
+
+typedef struct tuser {
+    long index;
+    char *token;
+    char session[64];
+    uint8_t pub[X25519_KEY_LEN]; /* the user's key pair's public half: veild's storage key */
+    char pub_hex[2 * X25519_KEY_LEN + 1];
+    struct lh_conn **idle; /* keep-alive connections, at most per_user */
+    int n_idle;
+    /* setup */
+    int step;
+    vbuf body;
+    int status;
+} tuser;
+
+typedef struct through {
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    char host[300];          /* the Host header */
+    EVP_PKEY *key;
+    char kid[JWKS_THUMBPRINT_LEN + 1];
+    char run[17];            /* user ids are veil-load-<run>-<i>: a fresh set each run */
+    tuser *users;
+    long n_users;
+    long *ring;              /* free stream slots, as user indices: a FIFO */
+    long ring_cap, ring_head, ring_len;
+    long setup_next, setup_running, setup_done;
+    bool setup_failed;
+    bool have_key;
+} through;
+
+static int parse_url(through *T, const char *url, char *err, size_t errlen)
+{
+    static const char HTTP[] = "http://";
+    if (strncmp(url, HTTP, sizeof HTTP - 1) != 0) {
+        snprintf(err, errlen, "--through must be http://HOST:PORT (veild on this machine)");
+        return -1;
+    }
+    const char *hp = url + sizeof HTTP - 1;
+    size_t n = strcspn(hp, "/");
+    if (n == 0 || n >= sizeof T->host || (hp[n] && strcmp(hp + n, "/") != 0)) {
+        snprintf(err, errlen, "--through must be http://HOST:PORT with no path");
+        return -1;
+    }
+    memcpy(T->host, hp, n);
+    T->host[n] = '\0';
+    char host[300], *port = strrchr(T->host, ':');
+    if (!port || port == T->host) {
+        snprintf(err, errlen, "--through needs a port");
+        return -1;
+    }
+    snprintf(host, sizeof host, "%.*s", (int)(port - T->host), T->host);
+    if (host[0] == '[') { /* [IPv6] */
+        memmove(host, host + 1, strlen(host));
+        host[strcspn(host, "]")] = '\0';
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    int rc = getaddrinfo(host, port + 1, &hints, &ai);
+    if (rc != 0 || !ai) {
+        snprintf(err, errlen, "%.200s: %s", T->host, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(&T->sa, ai->ai_addr, ai->ai_addrlen);
+    T->salen = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    return 0;
+}
+
+static EVP_PKEY *read_dev_key(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    fclose(f);
+    ERR_clear_error();
+    if (!k || !EVP_PKEY_is_a(k, "RSA")) {
+        snprintf(err, errlen, "%s is not the RSA key `veil dev-token --key` makes", path);
+        EVP_PKEY_free(k);
+        return NULL;
+    }
+    return k;
+}
+
+/* A token shaped as `veil dev-token --sub SUB` mints it, signed by the same code. */
+static char *mint_token(through *T, const char *issuer, const char *sub, long ttl)
+{
+    long long now = (long long)time(NULL);
+    json_t *c = json_pack("{s:s, s:s, s:I, s:I, s:I, s:i}", "sub", sub, "iss", issuer, "iat", (json_int_t)now,
+                          "nbf", (json_int_t)now, "exp", (json_int_t)(now + ttl), "v", 2);
+    char *claims = c ? json_dumps(c, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(c);
+    char header[128], *token = NULL;
+    snprintf(header, sizeof header, "{\"alg\":\"RS256\",\"kid\":\"%s\",\"typ\":\"JWT\"}", T->kid);
+    if (claims && jwt_sign_rs256(T->key, header, claims, &token) != JWT_OK)
+        token = NULL;
+    free(claims);
+    return token;
+}
+
+/* ---- setup: sync, keys, a session per user; the enclave key ---- */
+
+enum { STEP_SYNC, STEP_KEYS, STEP_SESSION, STEP_INFO, STEP_DONE };
+static const char *const STEP_NAME[] = {"POST /users/sync", "POST /users/me/keys", "POST /chat/sessions",
+                                        "GET /chat/enclave/info"};
+
+static void setup_next(load *L);
+static void setup_send(load *L, tuser *u);
+
+static struct lh_conn *user_conn(load *L, tuser *u, bool *reused, char *err, size_t errlen)
+{
+    through *T = L->T;
+    *reused = false;
+    while (u->n_idle > 0) {
+        struct lh_conn *c = u->idle[--u->n_idle];
+        if (lh_reusable(c)) {
+            *reused = true;
+            return c;
+        }
+        lh_conn_free(c);
+    }
+    return lh_conn_new(L->base, (struct sockaddr *)&T->sa, T->salen, err, errlen);
+}
+
+static void user_keep(load *L, tuser *u, struct lh_conn *c)
+{
+    if (lh_reusable(c) && u->n_idle < L->opt.per_user)
+        u->idle[u->n_idle++] = c;
+    else
+        lh_conn_free(c);
+}
+
+typedef struct setup_req {
+    load *L;
+    tuser *u;
+    struct lh_conn *c;
+} setup_req;
+
+static int setup_on_head(void *ud, int status)
+{
+    ((setup_req *)ud)->u->status = status;
+    return 0;
+}
+
+static int setup_on_body(void *ud, const uint8_t *p, size_t n)
+{
+    setup_req *q = ud;
+    return q->u->body.len + n > 65536 || vbuf_append(&q->u->body, p, n) < 0;
+}
+
+/* One step's answer: its figures, then the next step. */
+static int setup_result(load *L, tuser *u)
+{
+    json_t *j = json_loadb((const char *)u->body.data, u->body.len, 0, NULL);
+    int rc = -1;
+    if (u->status < 200 || u->status > 299)
+        goto out;
+    if (u->step == STEP_SESSION) {
+        const char *id = json_string_value(json_object_get(j, "id"));
+        if (!id || strlen(id) >= sizeof u->session)
+            goto out;
+        snprintf(u->session, sizeof u->session, "%s", id);
+    } else if (u->step == STEP_INFO) {
+        const char *k = json_string_value(json_object_get(j, "enclave_public_key"));
+        uint8_t pub[X25519_KEY_LEN];
+        if (!k || hex_decode_exact(k, strlen(k), pub, sizeof pub) < 0)
+            goto out;
+        if (L->opt.enclave && memcmp(pub, L->enclave_pub, sizeof pub) != 0) {
+            fprintf(stderr, "veil-load: veild serves another enclave key than --enclave's\n");
+            goto out;
+        }
+        memcpy(L->enclave_pub, pub, sizeof pub);
+        L->T->have_key = true;
+    }
+    rc = 0;
+out:
+    if (rc < 0)
+        fprintf(stderr, "veil-load: user %ld: %s answered %d: %.*s\n", u->index, STEP_NAME[u->step], u->status,
+                (int)(u->body.len > 300 ? 300 : u->body.len), (const char *)u->body.data);
+    json_decref(j);
+    return rc;
+}
+
+static void setup_on_end(void *ud, lh_err err, const char *detail)
+{
+    setup_req *q = ud;
+    load *L = q->L;
+    tuser *u = q->u;
+    struct lh_conn *c = q->c;
+    free(q);
+    if (err != LH_OK) {
+        fprintf(stderr, "veil-load: user %ld: %s: %s%s%s\n", u->index, STEP_NAME[u->step], lh_strerror(err),
+                detail ? ": " : "", detail ? detail : "");
+        lh_conn_free(c);
+        L->T->setup_failed = true;
+    } else {
+        user_keep(L, u, c);
+        if (setup_result(L, u) < 0)
+            L->T->setup_failed = true;
+    }
+    vbuf_free(&u->body);
+    if (!L->T->setup_failed) {
+        u->step = (u->step == STEP_SESSION && u->index != 0) ? STEP_DONE : u->step + 1;
+        if (u->step != STEP_DONE) {
+            setup_send(L, u);
+            return;
+        }
+        L->T->setup_done++;
+    }
+    L->T->setup_running--;
+    setup_next(L);
+}
+
+static const lh_handler SETUP_H = {setup_on_head, setup_on_body, setup_on_end};
+
+static void setup_send(load *L, tuser *u)
+{
+    static const char KEYS[] = "{\"public_key\":\"%s\",\"encrypted_private_key\":\"%s\",\"iv\":\"%s\","
+                               "\"tag\":\"%s\",\"salt\":\"%s\",\"recovery_encrypted_private_key\":\"%s\","
+                               "\"recovery_iv\":\"%s\",\"recovery_tag\":\"%s\",\"recovery_salt\":\"%s\"}";
+    char body[1024] = "";
+    const char *method = "POST", *path = NULL;
+    switch (u->step) {
+    case STEP_SYNC: path = API "/users/sync"; break;
+    case STEP_KEYS: { /* the wrapped private key is opaque to veild: random bytes of the web client's sizes */
+        uint8_t r[32 + 16 + 16 + 32];
+        char h[4][65];
+        random_bytes(r, sizeof r);
+        hex_encode(r, 32, h[0]);
+        hex_encode(r + 32, 16, h[1]);
+        hex_encode(r + 48, 16, h[2]);
+        hex_encode(r + 64, 32, h[3]);
+        snprintf(body, sizeof body, KEYS, u->pub_hex, h[0], h[1], h[2], h[3], h[0], h[1], h[2], h[3]);
+        path = API "/users/me/keys";
+        break;
+    }
+    case STEP_SESSION:
+        snprintf(body, sizeof body, "{\"name\":\"veil-load %ld\"}", u->index);
+        path = API "/chat/sessions";
+        break;
+    default:
+        method = "GET";
+        path = API "/chat/enclave/info";
+        break;
+    }
+    setup_req *q = calloc(1, sizeof *q);
+    bool reused;
+    char err[128] = "out of memory";
+    if (q)
+        q->c = user_conn(L, u, &reused, err, sizeof err);
+    if (!q || !q->c || lh_request(q->c, method, path, L->T->host, u->token, body[0] ? body : NULL, strlen(body),
+                                  &SETUP_H, q) < 0) {
+        fprintf(stderr, "veil-load: user %ld: cannot send %s: %s\n", u->index, STEP_NAME[u->step], err);
+        if (q)
+            lh_conn_free(q->c);
+        free(q);
+        L->T->setup_failed = true;
+        L->T->setup_running--;
+        setup_next(L);
+        return;
+    }
+    q->L = L;
+    q->u = u;
+}
+
+static void setup_next(load *L)
+{
+    through *T = L->T;
+    while (!T->setup_failed && T->setup_running < SETUP_AT_ONCE && T->setup_next < T->n_users) {
+        T->setup_running++;
+        setup_send(L, &T->users[T->setup_next++]);
+    }
+    if (T->setup_running == 0)
+        event_base_loopbreak(L->base);
+}
+
+int load_through_setup(load *L, long n_users)
+{
+    char err[256];
+    through *T = calloc(1, sizeof *T);
+    if (!T)
+        return -1;
+    L->T = T;
+    err[0] = '\0';
+    if (parse_url(T, L->opt.through, err, sizeof err) < 0 || !(T->key = read_dev_key(L->opt.dev_key, err, sizeof err)) ||
+        jwks_rsa_thumbprint(T->key, T->kid) < 0) {
+        fprintf(stderr, "veil-load: %s\n", T->key ? "cannot compute the dev key's id" : err);
+        return -1;
+    }
+    uint8_t run[8];
+    random_bytes(run, sizeof run);
+    hex_encode(run, sizeof run, T->run);
+    T->n_users = n_users;
+    T->ring_cap = n_users * L->opt.per_user;
+    if (!(T->users = calloc((size_t)n_users, sizeof *T->users)) ||
+        !(T->ring = calloc((size_t)T->ring_cap, sizeof *T->ring)))
+        return -1;
+    long ttl = L->opt.time_limit_s * 4 + L->opt.duration_s + L->opt.hold_s + 600;
+    if (ttl < TOKEN_TTL_MIN_S)
+        ttl = TOKEN_TTL_MIN_S;
+    double t0 = vl_now_ms();
+    for (long i = 0; i < n_users; i++) {
+        tuser *u = &T->users[i];
+        char sub[64];
+        uint8_t priv[X25519_KEY_LEN];
+        snprintf(sub, sizeof sub, "veil-load-%s-%ld", T->run, i);
+        u->index = i;
+        u->token = mint_token(T, L->opt.issuer, sub, ttl);
+        u->idle = calloc((size_t)L->opt.per_user, sizeof *u->idle);
+        if (!u->token || !u->idle || x25519_keygen(priv, u->pub) < 0) {
+            fprintf(stderr, "veil-load: cannot make user %ld's token or keys\n", i);
+            return -1;
+        }
+        secure_wipe(priv, sizeof priv); /* veild stores and relays; nothing here opens the stored copies */
+        hex_encode(u->pub, sizeof u->pub, u->pub_hex);
+    }
+    /* slot k of the ring is user k % n: a user's slots are spread, so the first
+     * streams of a run already use every user */
+    for (long k = 0; k < T->ring_cap; k++)
+        T->ring[k] = k % n_users;
+    T->ring_len = T->ring_cap;
+    double t1 = vl_now_ms();
+    setup_next(L);
+    event_base_dispatch(L->base);
+    if (T->setup_failed || T->setup_done != n_users || !T->have_key) {
+        fprintf(stderr, "veil-load: setting up the users through %s failed\n", L->opt.through);
+        return -1;
+    }
+    printf("veil-load: %ld users through %s (tokens %.0f ms, sync + keys + session %.0f ms)\n", n_users,
+           L->opt.through, t1 - t0, vl_now_ms() - t1);
+    return 0;
+}
+
+void load_through_free(load *L)
+{
+    through *T = L->T;
+    if (!T)
+        return;
+    for (long i = 0; i < T->n_users; i++) {
+        tuser *u = &T->users[i];
+        while (u->n_idle > 0)
+            lh_conn_free(u->idle[--u->n_idle]);
+        free(u->idle);
+        if (u->token)
+            secure_wipe(u->token, strlen(u->token));
+        free(u->token);
+        vbuf_free(&u->body);
+    }
+    free(T->users);
+    free(T->ring);
+    EVP_PKEY_free(T->key);
+    free(T);
+    L->T = NULL;
+}
+
+/* ---- a stream ---- */
+
+void load_through_release(stream *s)
+{
+    load *L = s->L;
+    through *T = L->T;
+    if (!s->head_seen && s->conn)
+        L->connecting--;
+    if (s->held)
+        L->held--;
+    if (s->conn) { /* kept only when it is idle: a stream cut mid-response closes it */
+        if (s->user)
+            user_keep(L, s->user, s->conn);
+        else
+            lh_conn_free(s->conn);
+        s->conn = NULL;
+    }
+    if (s->user) { /* the slot goes back to the end of the ring */
+        T->ring[(T->ring_head + T->ring_len) % T->ring_cap] = s->user->index;
+        T->ring_len++;
+        s->user = NULL;
+    }
+    vbuf_free(&s->sse);
+    free(s->error_msg);
+    s->error_msg = NULL;
+}
+
+static json_t *seal_to(const uint8_t pub[X25519_KEY_LEN], const char *text, const char *ctx, uint8_t *hash)
+{
+    ep e;
+    if (ep_seal(pub, (const uint8_t *)text, strlen(text), ctx, &e) != EP_OK)
+        return NULL;
+    if (hash)
+        sv3_ep_hash(&e, hash);
+    json_t *j = ep_to_json(&e);
+    ep_clear(&e);
+    return j;
+}
+
+/* The stream route's body, as veil's clients send it (format 1: the web client's;
+ * format 3: the bound request). */
+static int build_body(stream *s)
+{
+    load *L = s->L;
+    tuser *u = s->user;
+    char tpub[2 * X25519_KEY_LEN + 1];
+    if (x25519_keygen(s->client_priv, s->client_pub) < 0 || !(s->client_key = x25519_key_new(s->client_priv)))
+        return -1;
+    hex_encode(s->client_pub, X25519_KEY_LEN, tpub);
+    json_t *body = json_pack("{s:s, s:s, s:s}", "model", L->opt.model, "client_transport_public_key", tpub,
+                             PF_SESSION_ID, u->session);
+    if (!body)
+        return -1;
+    int bad = 0;
+    if (L->opt.stream_format == 3) {
+        uint8_t rid[PROTO_REQUEST_ID_LEN];
+        char rid_hex[2 * PROTO_REQUEST_ID_LEN + 1];
+        json_t *hist = json_array();
+        random_bytes(rid, sizeof rid);
+        hex_encode(rid, sizeof rid, rid_hex);
+        json_t *inner = proto_bound_request_json(s->prompt, hist, tpub, u->pub_hex, L->opt.model, u->session,
+                                                 rid_hex, time(NULL));
+        char *pt = inner ? json_dumps(inner, JSON_COMPACT) : NULL;
+        json_t *sealed = pt ? seal_to(L->enclave_pub, pt, SV3_REQUEST_CONTEXT, s->request_hash) : NULL;
+        bad |= !sealed || json_object_set_new(body, PF_ENCRYPTED_REQUEST, sealed) < 0;
+        bad |= json_object_set_new(body, PF_STREAM_FORMAT, json_integer(3)) < 0;
+        free(pt);
+        json_decref(inner);
+        json_decref(hist);
+    } else {
+        json_t *m = seal_to(L->enclave_pub, s->prompt, EP_CTX_CLIENT_TO_ENCLAVE, NULL);
+        bad |= !m || json_object_set_new(body, PF_ENCRYPTED_MESSAGE, m) < 0;
+        bad |= json_object_set_new(body, PF_ENCRYPTED_HISTORY, json_array()) < 0;
+    }
+    if (s->fault == FAULT_MALFORMED) { /* three shapes veild must answer 422 */
+        switch (s->index % MALFORMED_SHAPES) {
+        case 0: json_object_del(body, "model"); break;
+        case 1: bad |= json_object_set_new(body, "client_transport_public_key", json_string("zz")) < 0; break;
+        default: break; /* cut short below: not JSON */
+        }
+    }
+    s->request = bad ? NULL : json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (!s->request)
+        return -1;
+    s->request_len = strlen(s->request);
+    if (s->fault == FAULT_MALFORMED && s->index % MALFORMED_SHAPES == 2)
+        s->request_len /= 2;
+    return 0;
+}
+
+/* A chunk (or thinking) event: opened in the stream's format and checked. 0, or -1
+ * when the stream has ended. */
+static int on_chunk(stream *s, const proto_sse_event *ev)
+{
+    load *L = s->L;
+    uint8_t *pt = NULL;
+    size_t len = 0;
+    bool v3 = L->opt.stream_format == 3;
+    if (ev->kind == PROTO_SSE_EV_THINKING)
+        return 0;
+    if (ev->kind == PROTO_SSE_EV_CHUNK) {
+        if (v3) { /* a downgrade: the server answered a bound request in format 1 */
+            vl_stream_fail(s, &L->errors.protocol, "a format 1 chunk in a format 3 stream", NULL);
+            return -1;
+        }
+        ep e;
+        secret sp = {0};
+        int rc = ep_from_json(ev->ep, &e, NULL) == EP_OK ? 0 : -1;
+        if (rc == 0) {
+            rc = ep_open_key(s->client_key, &e, EP_CTX_ENCLAVE_TO_CLIENT, &sp) == EP_OK ? 0 : -1;
+            ep_clear(&e);
+        }
+        if (rc == 0 && (pt = malloc(sp.len ? sp.len : 1)) != NULL) {
+            memcpy(pt, sp.data, sp.len);
+            len = sp.len;
+        }
+        secret_free(&sp);
+        if (!pt) {
+            vl_stream_fail(s, &L->errors.decrypt, "a chunk does not open", NULL);
+            return -1;
+        }
+    } else { /* v3: the element the count expects, or the stream is not what the enclave sent */
+        sv3_kind kind = ev->kind == PROTO_SSE_EV_THINKING_V3 ? SV3_THINKING : SV3_TEXT;
+        if (!v3 || !s->v3 || sv3_open_json(&s->sv, kind, ev->elem, &pt, &len) < 0) {
+            vl_stream_fail(s, &L->errors.decrypt, "a format 3 element does not open in order", NULL);
+            return -1;
+        }
+        if (kind == SV3_THINKING) {
+            secure_wipe(pt, len);
+            free(pt);
+            return 0;
+        }
+    }
+    int rc = vl_check_chunk(s, (const char *)pt, len);
+    secure_wipe(pt, len);
+    free(pt);
+    if (rc < 0) {
+        vl_stream_end(s, END_FAILED);
+        return -1;
+    }
+    if (s->fault == FAULT_DISCONNECT && s->chunks >= (L->sim_opts.chunks + 1) / 2) {
+        vl_stream_end(s, END_INJECTED); /* closes the connection mid-stream */
+        return -1;
+    }
+    return 0;
+}
+
+/* stored: every chunk came, and in format 3 the end element opens at its index. */
+static int on_stored(stream *s, const proto_sse_event *ev)
+{
+    load *L = s->L;
+    if (s->fault != FAULT_NONE) {
+        vl_stream_fail(s, &L->errors.mismatch, "an injected fault, but the answer was stored",
+                       load_fault_name(s->fault));
+        return -1;
+    }
+    if (s->chunks != L->sim_opts.chunks) {
+        char d[64];
+        snprintf(d, sizeof d, "%ld of %ld chunks", s->chunks, L->sim_opts.chunks);
+        vl_stream_fail(s, &L->errors.mismatch, "stored before the whole answer", d);
+        return -1;
+    }
+    if (L->opt.stream_format == 3) {
+        uint8_t *pt = NULL;
+        size_t n = 0;
+        int bad = !s->v3 || !ev->stream_end || sv3_open_json(&s->sv, SV3_END, ev->stream_end, &pt, &n) < 0 ||
+                  n != SV3_END_LEN;
+        free(pt);
+        if (bad) {
+            vl_stream_fail(s, &L->errors.decrypt, "the format 3 end element does not open at its index", NULL);
+            return -1;
+        }
+    }
+    s->got_stored = true;
+    return 0;
+}
+
+/* One SSE event's JSON. 0, or -1 when the stream has ended (s is freed). */
+static int on_event(stream *s, const char *data, size_t n)
+{
+    load *L = s->L;
+    json_error_t jerr;
+    json_t *j = json_loadb(data, n, 0, &jerr);
+    proto_sse_event ev;
+    int rc = 0;
+    proto_sse_kind k = proto_parse_sse(j, &ev);
+    if (k == PROTO_SSE_INVALID) {
+        vl_stream_fail(s, &L->errors.protocol, j ? "an SSE event the protocol does not know" : "an SSE event is not JSON",
+                       j ? NULL : jerr.text);
+        rc = -1;
+    } else if (!s->got_session && k != PROTO_SSE_EV_SESSION) {
+        vl_stream_fail(s, &L->errors.protocol, "the first event is not session", NULL);
+        rc = -1;
+    } else if (s->got_done || (s->got_stored && k != PROTO_SSE_EV_DONE && k != PROTO_SSE_EV_OTHER)) {
+        vl_stream_fail(s, &L->errors.protocol, "an event after stored", NULL);
+        rc = -1;
+    } else if (s->error_msg) {
+        vl_stream_fail(s, &L->errors.protocol, "an event after error", NULL);
+        rc = -1;
+    } else {
+        switch (k) {
+        case PROTO_SSE_EV_SESSION:
+            if (s->got_session || strcmp(ev.session_id, s->user->session) != 0) {
+                vl_stream_fail(s, &L->errors.mismatch, "the session event names another session", NULL);
+                rc = -1;
+                break;
+            }
+            s->got_session = true;
+            if (L->holding && !s->held) { /* veild holds the stream: what --hold counts */
+                s->held = true;
+                L->held++;
+                vl_launch_more(L);
+            }
+            break;
+        case PROTO_SSE_EV_STREAM_KEY:
+            if (L->opt.stream_format != 3 || ev.format != 3 || s->v3 ||
+                sv3_init_receiver(&s->sv, s->client_key, L->enclave_pub, ev.epk, ev.salt, s->request_hash) < 0) {
+                vl_stream_fail(s, &L->errors.protocol, "an unexpected or malformed stream_key", NULL);
+                rc = -1;
+                break;
+            }
+            s->v3 = true;
+            break;
+        case PROTO_SSE_EV_CHUNK:
+        case PROTO_SSE_EV_THINKING:
+        case PROTO_SSE_EV_CHUNK_V3:
+        case PROTO_SSE_EV_THINKING_V3: rc = on_chunk(s, &ev); break;
+        case PROTO_SSE_EV_CHUNK_V2:
+        case PROTO_SSE_EV_THINKING_V2:
+            vl_stream_fail(s, &L->errors.protocol, "a format 2 element (veil-load asks for 1 or 3)", NULL);
+            rc = -1;
+            break;
+        case PROTO_SSE_EV_STORED: rc = on_stored(s, &ev); break;
+        case PROTO_SSE_EV_DONE:
+            if (!s->got_stored) {
+                vl_stream_fail(s, &L->errors.protocol, "done before stored", NULL);
+                rc = -1;
+                break;
+            }
+            s->got_done = true;
+            break;
+        case PROTO_SSE_EV_ERROR: s->error_msg = strdup(ev.message); break; /* judged at the response's end */
+        default: break;
+        }
+    }
+    json_decref(j);
+    return rc;
+}
+
+/* SSE bytes: whole events (a blank line ends one) go to on_event; `data:` lines
+ * carry the JSON, comments (veild's keep-alives) are skipped. */
+static int on_sse(stream *s)
+{
+    for (;;) {
+        const uint8_t *p = s->sse.data;
+        const uint8_t *end = s->sse.len >= 2 ? memmem(p, s->sse.len, "\n\n", 2) : NULL;
+        if (!end) {
+            if (s->sse.len > MAX_EVENT) {
+                vl_stream_fail(s, &s->L->errors.protocol, "an SSE event too long", NULL);
+                return -1;
+            }
+            return 0;
+        }
+        size_t ev_len = (size_t)(end - p) + 2;
+        const uint8_t *line = p;
+        while (line < end) {
+            const uint8_t *nl = memchr(line, '\n', (size_t)(end + 1 - line));
+            static const char DATA[] = "data:";
+            size_t ll = (size_t)(nl - line);
+            if (ll >= sizeof DATA - 1 && memcmp(line, DATA, sizeof DATA - 1) == 0) {
+                const uint8_t *d = line + sizeof DATA - 1;
+                if (d < nl && *d == ' ')
+                    d++;
+                if (on_event(s, (const char *)d, (size_t)(nl - d)) < 0)
+                    return -1;
+            }
+            line = nl + 1;
+        }
+        vbuf_consume(&s->sse, ev_len);
+    }
+}
+
+static int st_on_head(void *ud, int status)
+{
+    stream *s = ud;
+    s->http_status = status;
+    s->head_seen = true;
+    s->L->connecting--;
+    vl_launch_more(s->L);
+    return 0;
+}
+
+static int st_on_body(void *ud, const uint8_t *p, size_t n)
+{
+    stream *s = ud;
+    if (s->http_status != 200) { /* kept for the error sample, as far as it goes */
+        size_t room = s->sse.len < MAX_ERROR_BODY ? MAX_ERROR_BODY - s->sse.len : 0;
+        (void)vbuf_append(&s->sse, p, n < room ? n : room);
+        return 0;
+    }
+    if (vbuf_append(&s->sse, p, n) < 0) {
+        vl_stream_fail(s, &s->L->errors.other, "out of memory", NULL);
+        return 1; /* the connection was freed with the stream: nothing follows */
+    }
+    return on_sse(s) < 0;
+}
+
+static void send_request(stream *s);
+
+/* The response ended: judge the stream by what came. */
+static void st_on_end(void *ud, lh_err err, const char *detail)
+{
+    if (err == LH_STOPPED)
+        return; /* never for a live stream: a stream that stops its response has ended (ud is gone) */
+    stream *s = ud;
+    load *L = s->L;
+    if (err != LH_OK) {
+        /* a reused connection the server had closed: try once on a new one */
+        if (s->reused && !s->retried && !lh_got_bytes(s->conn) && (err == LH_CONNECT || err == LH_CLOSED)) {
+            s->retried = true;
+            lh_conn_free(s->conn);
+            s->conn = NULL;
+            L->connecting--;
+            send_request(s);
+            return;
+        }
+        vl_stream_fail(s, err == LH_CONNECT ? &L->errors.connect : err == LH_CLOSED ? &L->errors.eof
+                                                                                    : &L->errors.protocol,
+                       lh_strerror(err), detail);
+        return;
+    }
+    if (s->http_status != 200) {
+        if (s->fault == FAULT_MALFORMED && s->http_status == 422) {
+            vl_stream_end(s, END_INJECTED);
+            return;
+        }
+        char d[MAX_ERROR_BODY + 16];
+        snprintf(d, sizeof d, "%d %.*s", s->http_status, (int)s->sse.len, (const char *)s->sse.data);
+        long *c = &L->errors.http;
+        if (s->http_status == 429)
+            L->errors.http_429++;
+        else if (s->http_status == 503)
+            L->errors.http_503++;
+        vl_stream_fail(s, c, "HTTP status", d);
+        return;
+    }
+    if (s->error_msg) {
+        const char *want = FAULTS[s->fault].err != ENCLAVE_OK ? enclave_err_client_message(FAULTS[s->fault].err, NULL)
+                                                             : NULL;
+        if (want && strcmp(want, s->error_msg) == 0) {
+            vl_stream_end(s, END_INJECTED);
+            return;
+        }
+        char d[300];
+        snprintf(d, sizeof d, "%s%s%s", s->error_msg, s->fault ? " (injected " : "",
+                 s->fault ? load_fault_name(s->fault) : "");
+        if (s->fault)
+            strncat(d, ")", sizeof d - strlen(d) - 1);
+        vl_stream_fail(s, &L->errors.error_event, "error event", d);
+        return;
+    }
+    if (s->fault == FAULT_MALFORMED) {
+        vl_stream_fail(s, &L->errors.mismatch, "a malformed body was accepted", NULL);
+        return;
+    }
+    if (!s->got_done) { /* a cut after a whole event: SSE alone cannot tell, the missing done does */
+        vl_stream_fail(s, &L->errors.eof, "the response ended before done", NULL);
+        return;
+    }
+    vl_stream_end(s, END_OK);
+}
+
+static const lh_handler STREAM_H = {st_on_head, st_on_body, st_on_end};
+
+static void send_request(stream *s)
+{
+    load *L = s->L;
+    char err[128] = "";
+    if (!s->conn)
+        s->conn = user_conn(L, s->user, &s->reused, err, sizeof err);
+    if (!s->conn) {
+        vl_stream_fail(s, &L->errors.connect, "cannot open a connection", err);
+        return;
+    }
+    L->connecting++;
+    s->t_start = vl_now_ms();
+    if (lh_request(s->conn, "POST", STREAM_PATH, L->T->host, s->user->token, s->request, s->request_len, &STREAM_H,
+                   s) < 0)
+        vl_stream_fail(s, &L->errors.other, "cannot send the request", NULL);
+}
+
+void load_through_start(stream *s)
+{
+    load *L = s->L;
+    through *T = L->T;
+    if (T->ring_len == 0) { /* cannot happen while streams <= users x per-user */
+        vl_stream_fail(s, &L->errors.other, "no user has a free stream slot", NULL);
+        return;
+    }
+    s->user = &T->users[T->ring[T->ring_head]];
+    T->ring_head = (T->ring_head + 1) % T->ring_cap;
+    T->ring_len--;
+    s->fault = L->injecting ? fault_of(L, s->index) : FAULT_NONE;
+    if (L->counting && s->fault)
+        L->injected[s->fault]++;
+    const char *sim_fault = L->holding ? "hang" : FAULTS[s->fault].sim ? FAULTS[s->fault].sim : "none";
+    snprintf(s->prompt, sizeof s->prompt, "[[sim: chunks=%ld chunk-size=%ld interval-ms=%ld fault=%s]] %s",
+             L->sim_opts.chunks, L->sim_opts.chunk_size, L->sim_opts.interval_ms, sim_fault, s->echo);
+    if (build_body(s) < 0) { /* sealing is client work: not timed */
+        vl_stream_fail(s, &L->errors.other, "cannot build the request", NULL);
+        return;
+    }
+    send_request(s);
+}
