@@ -193,7 +193,7 @@ void load_enclave_start(stream *s);
 int load_direct_setup(load *L);
 void load_direct_start(stream *s);
 
-/* ---- load_through.c: veild over HTTP/1.1 and SSE ---- */
+/* ---- load_through.c and load_users.c: veild over HTTP/1.1 and SSE ---- */
 
 /* Parses a --faults list ("drop:2,disconnect:3"); 0 or -1 with err. */
 int load_faults_parse(const char *spec, long pct[N_FAULTS], char *err, size_t errlen);
