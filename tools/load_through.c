@@ -101,11 +101,24 @@ static fault_kind fault_of(const load *L, long i)
 
 /* ---- a stream ---- */
 
+/* The stream is under way: veild answered (format 1), or the enclave sent the
+ * stream key (format 3: it has accepted and opened the request). Until then it
+ * counts against --max-connecting, which paces a burst to what the chain takes. */
+static void started(stream *s)
+{
+    if (!s->pending)
+        return;
+    s->pending = false;
+    s->L->connecting--;
+    vl_launch_more(s->L);
+}
+
 void load_through_release(stream *s)
 {
     load *L = s->L;
-    if (!s->head_seen && s->conn)
+    if (s->pending) /* the stream's end starts the next: no launch from here */
         L->connecting--;
+    s->pending = false;
     if (s->held)
         L->held--;
     if (s->conn) { /* kept only when it is idle: a stream cut mid-response closes it */
@@ -275,6 +288,17 @@ static int on_stored(stream *s, const proto_sse_event *ev)
     return 0;
 }
 
+/* --hold counts a stream once veild holds it (its session event) and, in format 3,
+ * the enclave too (the stream key). */
+static void hold_now(stream *s)
+{
+    if (s->L->holding && !s->held) {
+        s->held = true;
+        s->L->held++;
+        vl_launch_more(s->L);
+    }
+}
+
 /* One SSE event's JSON. 0, or -1 when the stream has ended (s is freed). */
 static int on_event(stream *s, const char *data, size_t n)
 {
@@ -306,11 +330,8 @@ static int on_event(stream *s, const char *data, size_t n)
                 break;
             }
             s->got_session = true;
-            if (L->holding && !s->held) { /* veild holds the stream: what --hold counts */
-                s->held = true;
-                L->held++;
-                vl_launch_more(L);
-            }
+            if (L->opt.stream_format != 3)
+                hold_now(s);
             break;
         case PROTO_SSE_EV_STREAM_KEY:
             if (L->opt.stream_format != 3 || ev.format != 3 || s->v3 ||
@@ -320,6 +341,8 @@ static int on_event(stream *s, const char *data, size_t n)
                 break;
             }
             s->v3 = true;
+            hold_now(s);
+            started(s);
             break;
         case PROTO_SSE_EV_CHUNK:
         case PROTO_SSE_EV_THINKING:
@@ -385,8 +408,8 @@ static int st_on_head(void *ud, int status)
     stream *s = ud;
     s->http_status = status;
     s->head_seen = true;
-    s->L->connecting--;
-    vl_launch_more(s->L);
+    if (s->L->opt.stream_format != 3 || status != 200)
+        started(s);
     return 0;
 }
 
@@ -420,7 +443,7 @@ static void st_on_end(void *ud, lh_err err, const char *detail)
             s->retried = true;
             lh_conn_free(s->conn);
             s->conn = NULL;
-            L->connecting--;
+            started(s);
             send_request(s);
             return;
         }
@@ -483,6 +506,7 @@ static void send_request(stream *s)
         return;
     }
     L->connecting++;
+    s->pending = true;
     s->t_start = vl_now_ms();
     if (lh_request(s->conn, "POST", STREAM_PATH, lu_host(L), s->user->token, s->request, s->request_len, &STREAM_H,
                    s) < 0)

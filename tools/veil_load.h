@@ -67,7 +67,7 @@ typedef struct options {
     long duration_s;        /* the load phase starts streams for this long (0: --total) */
     long hold, hold_s;      /* --hold N: N idle streams for hold_s seconds */
     long veild_pid;
-    long max_connecting;    /* through streams without a response head, at most */
+    long max_connecting;    /* through streams not yet under way, at most */
     long fault_pct[N_FAULTS];
 } options;
 
@@ -106,7 +106,7 @@ typedef struct load {
     stream_kind alt[2];
     stream_kind only_kind; /* load phase */
     double launch_until;   /* --duration: no stream starts after this (vl_now_ms); 0: none */
-    long connecting;       /* through streams waiting for their response head */
+    long connecting;       /* through streams not yet under way (load_through.c) */
     bool holding;          /* --hold: a stream is done once veild holds it */
     bool injecting;        /* the load phase: --faults apply */
     long held;
@@ -150,7 +150,7 @@ typedef struct stream {
     vbuf sse;            /* body bytes not yet a whole event (or an error answer's body) */
     int http_status;
     char *error_msg;     /* the SSE error event's text */
-    bool head_seen, got_session, got_stored, got_done, held, reused, retried;
+    bool head_seen, pending, got_session, got_stored, got_done, held, reused, retried;
 } stream;
 
 /* ---- veil_load.c: the scheduler and the figures ---- */
