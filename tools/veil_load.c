@@ -253,7 +253,8 @@ static void start_one(load *L)
              L->sim_opts.chunks, L->sim_opts.chunk_size, L->sim_opts.interval_ms, s->echo);
     LIST_INSERT_HEAD(&L->live, s, link);
     L->to_start--;
-    L->running++;
+    if (++L->running > L->peak_running)
+        L->peak_running = L->running;
     if (L->counting)
         L->stats[s->kind].started++;
     if (s->kind == KIND_ENCLAVE)
@@ -320,6 +321,7 @@ static double run_phase(load *L, long total, long concurrency, bool alternate, s
     L->to_start = total;
     L->started = 0;
     L->running = 0;
+    L->peak_running = 0;
     L->concurrency = concurrency;
     L->alternate = alternate;
     L->only_kind = kind;
@@ -601,7 +603,7 @@ static int load_phase(load *L, stream_kind main_kind)
     printf("  %-30s %10.1f streams/s\n", "completed", (double)s->ok / wall_s);
     printf("  %-30s %10.0f chunks/s   (%ld chunks, every one %s)\n", "chunk rate", (double)s->chunks / wall_s,
            s->chunks, main_kind == KIND_DIRECT ? "checked" : "decrypted and checked");
-    printf("  %-30s %10.1f\n", "mean concurrent streams", mean_conc);
+    printf("  %-30s %10.1f   (at most %ld)\n", "mean concurrent streams", mean_conc, L->peak_running);
     vl_print_ttfc("time to first chunk", s, "load");
     vl_kv("streams", "%ld", s->started);
     vl_kv("concurrency", "%ld", o->streams);
@@ -613,6 +615,7 @@ static int load_phase(load *L, stream_kind main_kind)
     vl_kv("streams_per_s", "%.2f", (double)s->ok / wall_s);
     vl_kv("chunks_per_s", "%.1f", (double)s->chunks / wall_s);
     vl_kv("mean_concurrency", "%.2f", mean_conc);
+    vl_kv("peak_concurrency", "%ld", L->peak_running);
     if (o->enclave_pid && main_kind != KIND_DIRECT) {
         print_cpu("enclave CPU time", "enclave", cpu_e0, cpu_e1, s, wall_s);
         if (cpu_e0 >= 0 && cpu_e1 > cpu_e0 && s->chunks > 0) {
@@ -629,6 +632,7 @@ static int load_phase(load *L, stream_kind main_kind)
         print_cpu("proxy CPU time", "proxy", cpu_p0, cpu_p1, s, wall_s);
     if (o->veild_pid)
         print_cpu("veild CPU time (relaying)", "veild", cpu_v0, cpu_v1, s, wall_s);
+    vl_kv("veil_load_cpu_s", "%.3f", cpu_self);
     printf("  %-30s %10.3f s    (this process: %s)\n", "veil-load CPU time", cpu_self,
            main_kind == KIND_DIRECT ? "TLS, SigV4, decoding" : "sealing requests, opening every chunk");
     return s->failed || never ? 1 : 0;

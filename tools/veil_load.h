@@ -101,6 +101,7 @@ typedef struct load {
     bsim_options sim_opts; /* what the directive asks the simulator for */
     /* the current phase */
     long to_start, started, running;
+    long peak_running; /* the most streams at once in this phase */
     long concurrency;
     bool alternate;        /* baseline: alt[0] and alt[1] streams in turn */
     stream_kind alt[2];
