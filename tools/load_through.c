@@ -28,6 +28,7 @@
 #define MAX_EVENT (1u << 20)     /* SSE bytes without an event's end: a protocol error */
 #define MAX_ERROR_BODY 512       /* of a non-200 answer, kept for the error sample */
 #define MALFORMED_SHAPES 3
+#define DISCONNECT_GRACE_MS 2000 /* before a user who left mid-stream starts another */
 
 /* ---- faults ---- */
 
@@ -128,8 +129,11 @@ void load_through_release(stream *s)
             lh_conn_free(s->conn);
         s->conn = NULL;
     }
-    if (s->user) {
-        lu_give_slot(L, s->user);
+    if (s->user) { /* a client that left comes back a moment later, as a person would */
+        if (s->fault == FAULT_DISCONNECT)
+            lu_give_slot_later(L, s->user, DISCONNECT_GRACE_MS);
+        else
+            lu_give_slot(L, s->user);
         s->user = NULL;
     }
     vbuf_free(&s->sse);

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <netdb.h>
+#include <sys/queue.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,14 @@
 #define SETUP_AT_ONCE 32 /* users being set up at once */
 #define TOKEN_TTL_MIN_S 3600
 
+/* A slot that goes back to the ring later (a client that left mid-stream). */
+typedef struct late_slot {
+    TAILQ_ENTRY(late_slot) link;
+    load *L;
+    tuser *u;
+    struct event *ev;
+} late_slot;
+
 typedef struct through {
     struct sockaddr_storage sa;
     socklen_t salen;
@@ -36,6 +45,7 @@ typedef struct through {
     long setup_next, setup_running, setup_done;
     bool setup_failed;
     bool have_key;
+    TAILQ_HEAD(, late_slot) late; /* oldest first */
 } through;
 
 static int parse_url(through *T, const char *url, char *err, size_t errlen)
@@ -292,6 +302,7 @@ int load_through_setup(load *L, long n_users)
     if (!T)
         return -1;
     L->T = T;
+    TAILQ_INIT(&T->late);
     err[0] = '\0';
     if (parse_url(T, L->opt.through, err, sizeof err) < 0 || !(T->key = read_dev_key(L->opt.dev_key, err, sizeof err)) ||
         jwks_rsa_thumbprint(T->key, T->kid) < 0) {
@@ -357,11 +368,51 @@ void load_through_free(load *L)
         free(u->token);
         vbuf_free(&u->body);
     }
+    while (!TAILQ_EMPTY(&T->late)) {
+        late_slot *ls = TAILQ_FIRST(&T->late);
+        TAILQ_REMOVE(&T->late, ls, link);
+        event_free(ls->ev);
+        free(ls);
+    }
     free(T->users);
     free(T->ring);
     EVP_PKEY_free(T->key);
     free(T);
     L->T = NULL;
+}
+
+static void late_return(late_slot *ls)
+{
+    through *T = ls->L->T;
+    TAILQ_REMOVE(&T->late, ls, link);
+    event_free(ls->ev);
+    lu_give_slot(ls->L, ls->u);
+    free(ls);
+}
+
+static void on_late(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    late_slot *ls = arg;
+    load *L = ls->L;
+    late_return(ls);
+    vl_launch_more(L);
+}
+
+void lu_give_slot_later(load *L, tuser *u, long ms)
+{
+    late_slot *ls = calloc(1, sizeof *ls);
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    if (!ls || !(ls->ev = evtimer_new(L->base, on_late, ls))) {
+        free(ls);
+        lu_give_slot(L, u);
+        return;
+    }
+    ls->L = L;
+    ls->u = u;
+    TAILQ_INSERT_TAIL(&L->T->late, ls, link);
+    evtimer_add(ls->ev, &tv);
 }
 
 tuser *lu_take_slot(load *L)
@@ -383,3 +434,5 @@ void lu_give_slot(load *L, tuser *u)
 }
 
 const char *lu_host(const load *L) { return L->T->host; }
+
+long load_through_free_slots(const load *L) { return L->T ? L->T->ring_len : 0; }

@@ -35,6 +35,9 @@ void lu_keep(load *L, tuser *u, struct lh_conn *c);
 /* The user of the oldest free slot, or NULL; the slot goes back with lu_give_slot. */
 tuser *lu_take_slot(load *L);
 void lu_give_slot(load *L, tuser *u);
+/* The same after ms: veild counts a stream whose client left until it has seen the
+ * close, so a client that starts its next chat at that instant gets 429. */
+void lu_give_slot_later(load *L, tuser *u, long ms);
 /* The Host header of the requests. */
 const char *lu_host(const load *L);
 

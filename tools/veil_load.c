@@ -273,6 +273,14 @@ static bool phase_over(const load *L)
     return L->running == 0 && (L->to_start == 0 || L->stopping);
 }
 
+/* The next stream can start: a through stream needs a free slot of some user (a
+ * slot comes back late after a client left mid-stream). */
+static bool can_start(const load *L)
+{
+    stream_kind k = L->alternate ? L->alt[L->started % 2] : L->only_kind;
+    return k != KIND_THROUGH || load_through_free_slots(L) > 0;
+}
+
 /* loopbreak, not loopexit: a loopexit issued while no loop runs would end the
  * next phase's loop at once. */
 void vl_launch_more(load *L)
@@ -284,7 +292,7 @@ void vl_launch_more(load *L)
     if (L->launch_until > 0 && vl_now_ms() >= L->launch_until)
         L->to_start = 0;
     while (!L->stopping && L->to_start > 0 && L->running < L->concurrency &&
-           L->connecting < L->opt.max_connecting)
+           L->connecting < L->opt.max_connecting && can_start(L))
         start_one(L);
     L->launching = false;
     if (phase_over(L))

@@ -203,6 +203,8 @@ const char *load_fault_name(fault_kind f);
  * key from /enclave/info. users: how many. 0 or -1 (said on stderr). */
 int load_through_setup(load *L, long users);
 void load_through_start(stream *s);
+/* Stream slots free now (a through stream starts only on one). */
+long load_through_free_slots(const load *L);
 /* Frees what a through stream holds; its connection goes back to its user when it
  * may carry another request (the response ended), its slot to the ring. */
 void load_through_release(stream *s);
