@@ -1,13 +1,32 @@
 # Unit tests mirror the sources: tests/unit/<module>/test_<file>.c tests
 # src/<module>/<file>.c. Each is one cmocka program linked with all modules, run as
 # the test unit/<module>/test_<file>, built as build/unit/<module>/test_<file>.
+# One test is no file's: tests/unit/test_wipe.c checks a property of every module
+# that holds a secret (no copy left in freed memory), across them all.
 set(VEIL_FIXTURES ${CMAKE_SOURCE_DIR}/tests/fixtures)
 
-# Link options of the few unit tests that wrap functions at link time, keyed by the
-# test's path under tests/unit (without .c).
+# Link options of the few unit tests that wrap functions at link time (their
+# seams), keyed by the test's path under tests/unit without .c, "/" as "_".
 # test_wipe searches every block veil's code frees for a secret: free and realloc
 # are wrapped at link time for that program only.
 set(unit_link_options_test_wipe -Wl,--wrap=free -Wl,--wrap=realloc)
+# the secret type's own test sees each free of the blocks it watches
+set(unit_link_options_common_test_secret -Wl,--wrap=free)
+# user_limits reads the monotonic clock: its test sets that clock by hand.
+set(unit_link_options_server_http_test_user_limits -Wl,--wrap=clock_gettime)
+# the refresher's clock, timer, IMDS and enclave client (tests/unit/server/link/test_refresher.c)
+foreach(f time event_add event_del imds_fetch_credentials imds_cancel ec_set_credentials ec_op_cancel
+          ec_on_restart)
+  list(APPEND unit_link_options_server_link_test_refresher -Wl,--wrap=${f})
+endforeach()
+# the API layer's replies without a connection (tests/unit/server/http/api_capture.h)
+set(api_capture -Wl,--wrap=httpd_respond -Wl,--wrap=httpd_header -Wl,--wrap=httpd_body)
+set(unit_link_options_server_http_test_validate ${api_capture})
+set(unit_link_options_server_http_test_routes_util ${api_capture})
+foreach(f store_last_error store_membership_get store_memberships_for_user store_memberships_for_org
+          store_begin store_commit store_rollback store_context_get store_context_put)
+  list(APPEND unit_link_options_server_http_test_routes_util -Wl,--wrap=${f})
+endforeach()
 
 file(GLOB_RECURSE unit_tests CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/unit/test_*.c)
 foreach(src ${unit_tests})
@@ -50,6 +69,10 @@ foreach(src ${integ_scripts})
   set_tests_properties(integration/${name} PROPERTIES LABELS integration TIMEOUT 600
                        ENVIRONMENT "${VEIL_TEST_ENV}")
 endforeach()
+# the browser test exits 77 (skipped) only when chromium or chromedriver is not installed
+if(TEST integration/test_web)
+  set_tests_properties(integration/test_web PROPERTIES SKIP_RETURN_CODE 77)
+endif()
 file(GLOB integ_c CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/integration/test_*.c)
 foreach(src ${integ_c})
   get_filename_component(name ${src} NAME_WE)

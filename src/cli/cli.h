@@ -8,6 +8,7 @@
 #ifndef VEIL_CLI_H
 #define VEIL_CLI_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,6 +51,12 @@ int cli_getopt(const char *verb, int argc, char **argv, const char *shortopts, c
 
 /* Reads all of stdin (at most max bytes) into out; -1 when over the limit or on error. */
 int cli_read_stdin(vbuf *out, size_t max);
+
+/* A session or message id fit for a URL path and the CLI's own files: 1 to
+ * CLI_ID_MAX - 1 characters of [A-Za-z0-9_-] (veild's are UUIDs). The server's ids
+ * pass here before the CLI puts them anywhere. */
+#define CLI_ID_MAX 64
+bool cli_id_ok(const char *id);
 
 /* Reads a 32-byte key given as 64 hex chars, or from a file holding them. */
 int cli_key_arg(const char *verb, const char *what, const char *hex, const char *file,

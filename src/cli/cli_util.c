@@ -31,6 +31,12 @@ int cli_fail(const char *verb, int code, const char *fmt, ...)
     return code;
 }
 
+bool cli_id_ok(const char *id)
+{
+    size_t n = id ? strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") : 0;
+    return n > 0 && n < CLI_ID_MAX && id[n] == '\0';
+}
+
 /* The long option named by arg ("--name" or "--name=value"), or NULL. */
 static const struct option *long_named(const struct option *longopts, const char *arg)
 {

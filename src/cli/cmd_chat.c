@@ -1,5 +1,7 @@
-/* veil chat | ask | history | sessions | models: talking to the model with every
- * message sealed to the enclave, and answers decrypted here as they stream in. */
+/* veil chat | ask | history | sessions | models: the verbs of talking to the model
+ * (the conversation itself, in stream format 3, is convo.h's) and of reading a stored
+ * conversation back with its history chain's verdict marked (chain.h). Nothing that
+ * failed a check is shown as genuine. Plaintext and keys are wiped after use. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,329 +10,19 @@
 
 #include <openssl/crypto.h>
 
+#include "cli/chain.h"
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "cli/convo.h"
 #include "cli/term.h"
 #include "cli/trust.h"
 #include "cli/userkeys.h"
-#include "common/hex.h"
-#include "crypto/ep.h"
-#include "crypto/stream_v2.h"
-#include "enclave/protocol.h"
 
 #define DEFAULT_MODEL "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 #define FAIL(verb, ...) cli_fail(verb, 1, __VA_ARGS__)
+#define UNVERIFIED "the answer could not be verified: "
 
-typedef struct turn {
-    char role[16];
-    vbuf text; /* plaintext, wiped */
-} turn;
-
-typedef struct convo {
-    vclient *c;
-    cli_trust *trust; /* what the enclave's key must prove before anything is sealed to it */
-    char model[160];
-    char session_id[64];
-    uint8_t enclave_pub[32];
-    bool have_key;
-    turn *turns;
-    size_t n, cap;
-    bool live;   /* print chunks as they arrive */
-    FILE *out;
-} convo;
-
-typedef struct reply {
-    vbuf answer;
-    char model[160];
-    long in_tokens, out_tokens;
-    char error[512];
-    bool stored, done;
-    unsigned chunks;
-    x25519_key *transport; /* this request's key: opens every chunk of the answer */
-    bool v2;               /* the enclave answered in stream format 2 */
-    sv2 sv;
-    term_filter tf; /* the live answer, made safe for the terminal */
-    convo *cv;
-} reply;
-
-static void convo_free(convo *cv)
-{
-    for (size_t i = 0; i < cv->n; i++)
-        vbuf_free_secure(&cv->turns[i].text);
-    free(cv->turns);
-    cv->turns = NULL;
-    cv->n = cv->cap = 0;
-}
-
-static int convo_add(convo *cv, const char *role, const uint8_t *text, size_t len)
-{
-    if (cv->n == cv->cap) {
-        size_t cap = cv->cap ? cv->cap * 2 : 16;
-        turn *t = realloc(cv->turns, cap * sizeof *t);
-        if (!t)
-            return -1;
-        cv->turns = t;
-        cv->cap = cap;
-    }
-    turn *t = &cv->turns[cv->n++];
-    memset(t, 0, sizeof *t);
-    snprintf(t->role, sizeof t->role, "%s", role);
-    return vbuf_append(&t->text, text, len);
-}
-
-/* Every key the client seals to passes through here: attested unless --no-attestation
- * (trust.h), the first one and each new one after the enclave restarted. */
-static int fetch_enclave_key(convo *cv, char *err, size_t errlen)
-{
-    if (cli_trust_enclave_key(cv->trust, cv->c, cv->enclave_pub, err, errlen) < 0)
-        return -1;
-    cv->have_key = true;
-    return 0;
-}
-
-static json_t *seal_to_enclave(convo *cv, const uint8_t *text, size_t len)
-{
-    ep e;
-    if (ep_seal(cv->enclave_pub, text, len, EP_CTX_CLIENT_TO_ENCLAVE, &e) != EP_OK)
-        return NULL;
-    json_t *j = ep_to_json(&e);
-    ep_clear(&e);
-    return j;
-}
-
-static void show(reply *rp, const uint8_t *text, size_t len)
-{
-    vbuf_append(&rp->answer, text, len);
-    rp->chunks++;
-    if (rp->cv->live) { /* the model's text may carry escape sequences */
-        term_fwrite(rp->cv->out, &rp->tf, text, len);
-        fflush(rp->cv->out);
-    }
-}
-
-/* A format 2 element: opened with the stream key, in order (stream_v2.h). */
-static int open_v2(reply *rp, const json_t *ev, sv2_kind kind, uint8_t **pt, size_t *len)
-{
-    if (rp->v2 && sv2_open_json(&rp->sv, kind, ev, pt, len) == 0)
-        return 0;
-    snprintf(rp->error, sizeof rp->error, "a stream element failed to verify (dropped, reordered or "
-                                           "altered in transit)");
-    return -1;
-}
-
-/* Format 1: one EncryptedPayload per chunk, only the enclave can seal to our key. */
-static int open_v1(reply *rp, const json_t *epj, secret *pt)
-{
-    ep e;
-    if (ep_from_json(epj, &e, NULL) != EP_OK) {
-        snprintf(rp->error, sizeof rp->error, "malformed chunk from the server");
-        return -1;
-    }
-    ep_err er = ep_open_key(rp->transport, &e, EP_CTX_ENCLAVE_TO_CLIENT, pt);
-    ep_clear(&e);
-    if (er != EP_OK) {
-        snprintf(rp->error, sizeof rp->error, "a chunk failed to decrypt: %s", ep_strerror(er));
-        return -1;
-    }
-    return 0;
-}
-
-/* Format 2: the end element proves nothing was cut off. */
-static int check_end(reply *rp, const json_t *stream_end)
-{
-    uint8_t *pt;
-    size_t n;
-    json_t *probe = json_pack("{s:s, s:O}", "ciphertext", "", "auth_tag",
-                              json_object_get(stream_end, "auth_tag") ? json_object_get(stream_end, "auth_tag")
-                                                                     : json_null());
-    int bad = !stream_end || open_v2(rp, probe, SV2_END, &pt, &n) < 0;
-    json_decref(probe);
-    if (bad) {
-        snprintf(rp->error, sizeof rp->error, "the answer's end could not be verified: it may be cut off");
-        return -1;
-    }
-    free(pt);
-    return 0;
-}
-
-static int on_event(void *ud, const json_t *json)
-{
-    reply *rp = ud;
-    proto_sse_event ev;
-    uint8_t *pt;
-    size_t n;
-    secret sp;
-    switch (proto_parse_sse(json, &ev)) {
-    case PROTO_SSE_INVALID:
-        snprintf(rp->error, sizeof rp->error, "malformed event from the server");
-        return 1;
-    case PROTO_SSE_EV_SESSION:
-        snprintf(rp->cv->session_id, sizeof rp->cv->session_id, "%s", ev.session_id);
-        return 0;
-    case PROTO_SSE_EV_STREAM_KEY:
-        if (sv2_init_receiver(&rp->sv, rp->transport, ev.epk, ev.salt) < 0) {
-            snprintf(rp->error, sizeof rp->error, "malformed stream key from the server");
-            return 1;
-        }
-        rp->v2 = true;
-        return 0;
-    case PROTO_SSE_EV_CHUNK_V2:
-    case PROTO_SSE_EV_THINKING_V2: {
-        bool text = ev.kind == PROTO_SSE_EV_CHUNK_V2;
-        if (open_v2(rp, ev.elem, text ? SV2_TEXT : SV2_THINKING, &pt, &n) < 0)
-            return 1;
-        if (text)
-            show(rp, pt, n);
-        OPENSSL_cleanse(pt, n);
-        free(pt);
-        return 0;
-    }
-    case PROTO_SSE_EV_CHUNK:
-    case PROTO_SSE_EV_THINKING:
-        if (open_v1(rp, ev.ep, &sp) < 0)
-            return 1;
-        if (ev.kind == PROTO_SSE_EV_CHUNK)
-            show(rp, sp.data, sp.len);
-        secret_free(&sp);
-        return 0;
-    case PROTO_SSE_EV_STORED:
-        if (rp->v2 && check_end(rp, ev.stream_end) < 0)
-            return 1;
-        rp->stored = true;
-        snprintf(rp->model, sizeof rp->model, "%s", ev.model_used ? ev.model_used : "");
-        rp->in_tokens = ev.input_tokens;
-        rp->out_tokens = ev.output_tokens;
-        return 0;
-    case PROTO_SSE_EV_DONE:
-        rp->done = true;
-        return 0;
-    case PROTO_SSE_EV_ERROR:
-        snprintf(rp->error, sizeof rp->error, "%s", ev.message);
-        return 0;
-    case PROTO_SSE_EV_CHUNK_V3:
-    case PROTO_SSE_EV_THINKING_V3:
-        snprintf(rp->error, sizeof rp->error, "the server answered in a stream format this client did not ask for");
-        return 1;
-    case PROTO_SSE_EV_OTHER:
-        return 0;
-    }
-    return 0;
-}
-
-/* Sends one prompt; on success the turn pair joins the conversation. */
-static int convo_send(convo *cv, const char *prompt, reply *rp, char *err, size_t errlen)
-{
-    for (int attempt = 0; attempt < 2; attempt++) {
-        memset(rp, 0, sizeof *rp);
-        rp->cv = cv;
-        if (!cv->have_key && fetch_enclave_key(cv, err, errlen) < 0)
-            return -1;
-        uint8_t tpub[32];
-        char tpub_hex[65];
-        if (!(rp->transport = x25519_key_generate(tpub))) {
-            snprintf(err, errlen, "key generation failed");
-            return -1;
-        }
-        hex_encode(tpub, 32, tpub_hex);
-        json_t *hist = json_array();
-        for (size_t i = 0; i < cv->n; i++) {
-            json_t *e = seal_to_enclave(cv, cv->turns[i].text.data, cv->turns[i].text.len);
-            json_object_set_new(e, "role", json_string(cv->turns[i].role));
-            json_array_append_new(hist, e);
-        }
-        json_t *body = json_pack("{s:s, s:o, s:o, s:s}", "model", cv->model, "encrypted_message",
-                                 seal_to_enclave(cv, (const uint8_t *)prompt, strlen(prompt)),
-                                 PF_ENCRYPTED_HISTORY, hist, "client_transport_public_key", tpub_hex);
-        json_object_set_new(body, "session_id", cv->session_id[0] ? json_string(cv->session_id) : json_null());
-        /* ask for format 2; a server or enclave that does not know it answers in format 1 */
-        json_object_set_new(body, PF_STREAM_FORMAT, json_integer(2));
-        int status;
-        json_t *r = NULL;
-        int rc = vclient_stream(cv->c, "/api/v1/chat/encrypted/stream", body, on_event, rp, &status, &r,
-                                err, errlen);
-        json_decref(body);
-        if (cv->live)
-            term_fwrite_end(cv->out, &rp->tf);
-        char buf[CLI_ERR_MAX];
-        if (rc == 0 && status != 200) {
-            const char *d = json_string_value(json_object_get(r, "detail"));
-            bool no_keys = d && strcmp(d, "User has not set up encryption keys") == 0;
-            snprintf(err, errlen, "%s%s", api_detail(r, status, buf, sizeof buf),
-                     no_keys ? ": run `veil keys init` first" : "");
-            rc = -1;
-        }
-        json_decref(r);
-        x25519_key_free(rp->transport);
-        rp->transport = NULL;
-        sv2_wipe(&rp->sv);
-        if (rc < 0)
-            return -1;
-        if (rp->error[0] && strstr(rp->error, "enclave key may have changed") && attempt == 0 && rp->chunks == 0) {
-            cv->have_key = false; /* the enclave restarted: learn (and verify) its new key, retry once */
-            continue;
-        }
-        if (rp->error[0]) {
-            snprintf(err, errlen, "%s", rp->error);
-            return -1;
-        }
-        if (!rp->done || !rp->stored) {
-            snprintf(err, errlen, "the stream ended before the answer was stored");
-            return -1;
-        }
-        convo_add(cv, "user", (const uint8_t *)prompt, strlen(prompt));
-        convo_add(cv, "assistant", rp->answer.data, rp->answer.len);
-        return 0;
-    }
-    snprintf(err, errlen, "the enclave key keeps changing");
-    return -1;
-}
-
-/* Loads a session's stored messages, decrypted with the storage key. */
-static int load_session(convo *cv, const char *session, const char *pfile, char *err, size_t errlen)
-{
-    uint8_t upriv[32], skey[32];
-    char org[256], path[512], buf[CLI_ERR_MAX];
-    if (userkeys_private(cv->c, pfile, upriv, err, errlen) < 0)
-        return -1;
-    int rc = -1;
-    json_t *r = NULL;
-    int status;
-    if (userkeys_current_org(cv->c, org, sizeof org, err, errlen) < 0 ||
-        userkeys_storage(cv->c, org, upriv, skey, err, errlen) < 0)
-        goto out;
-    snprintf(path, sizeof path, "/api/v1/chat/sessions/%s/messages", session);
-    if (vclient_call(cv->c, "GET", path, NULL, &status, &r, err, errlen) < 0)
-        goto out;
-    if (status != 200) {
-        snprintf(err, errlen, "%s", api_detail(r, status, buf, sizeof buf));
-        goto out;
-    }
-    size_t i;
-    const json_t *m;
-    json_array_foreach(json_object_get(r, "messages"), i, m) {
-        const char *role = json_string_value(json_object_get(m, "role"));
-        const char *ctx = role && strcmp(role, "assistant") == 0 ? EP_CTX_ASSISTANT_STORAGE : EP_CTX_USER_STORAGE;
-        ep e;
-        secret pt;
-        ep_err er = ep_from_json(json_object_get(m, PF_ENCRYPTED_CONTENT), &e, NULL);
-        if (er == EP_OK)
-            er = ep_open(skey, &e, ctx, &pt);
-        ep_clear(&e);
-        if (er != EP_OK) {
-            snprintf(err, errlen, "message %zu does not decrypt with your storage key: %s", i, ep_strerror(er));
-            goto out;
-        }
-        convo_add(cv, role ? role : "user", pt.data, pt.len);
-        secret_free(&pt);
-    }
-    snprintf(cv->session_id, sizeof cv->session_id, "%s", session);
-    rc = 0;
-out:
-    json_decref(r);
-    OPENSSL_cleanse(upriv, 32);
-    OPENSSL_cleanse(skey, 32);
-    return rc;
-}
+/* ---- the verbs ---- */
 
 typedef struct chat_opts {
     const char *model, *session, *pfile;
@@ -358,6 +50,8 @@ static int parse_opts(const char *verb, int argc, char **argv, chat_opts *o, voi
         default: return EXIT_USAGE;
         }
     }
+    if (o->session && !cli_id_ok(o->session))
+        return cli_fail(verb, EXIT_USAGE, "'%.80s' is not a session id (see veil sessions)", o->session);
     return 0;
 }
 
@@ -367,7 +61,16 @@ static int parse_opts(const char *verb, int argc, char **argv, chat_opts *o, voi
     "the nonce, at most 300 s old, the key it will seal to, veil's statement and the PCRs\n"            \
     "stored by `veil login --measurements FILE` (see `veil keys status`). Nothing is sent\n"            \
     "when a check fails. --no-attestation skips the check (warned about on every run): the\n"          \
-    "server could then substitute its own key and read the conversation.\n"
+    "server could then substitute its own key and read the conversation.\n\n"                          \
+    "Each request is bound (stream format 3): the message, the history, this request's\n"              \
+    "key, your storage key (derived here from your private key, or the org key you opened),\n"         \
+    "the model, the session, a fresh request id and the time travel as one envelope sealed\n"           \
+    "to the attested key. The answer must come in format 3 and every element must verify\n"           \
+    "against that key and this request, then the end element against the stored messages;\n"          \
+    "anything else is refused (`the answer could not be verified: ...`), never shown as\n"            \
+    "genuine. Each verified exchange gets a history tag (see veil history). This needs\n"             \
+    "your private key: the passcode ($VEIL_PASSCODE, --passcode-file, a prompt) or\n"                 \
+    "`veil keys unlock`.\n"
 
 static void help_ask(void)
 {
@@ -375,7 +78,7 @@ static void help_ask(void)
            "                \"PROMPT\"\n\n"
            "Sends one prompt (sealed to the enclave key) and prints the answer as it streams in,\n"
            "decrypted here. --session continues a stored conversation (its history is decrypted\n"
-           "with your storage key, so it needs your passcode or `veil keys unlock`). --json prints\n"
+           "with your storage key and its chain checked first). --json prints\n"
            "{\"session_id\",\"answer\",\"model\",\"input_tokens\",\"output_tokens\"} at the end instead.\n"
            "Default model: " DEFAULT_MODEL " (see veil models).\n\n" HELP_ATTESTATION);
 }
@@ -392,22 +95,58 @@ static void help_history(void)
 {
     printf("Usage: veil history [--json] [--passcode-file F] SESSION_ID\n\n"
            "Prints a stored conversation, decrypted here with your storage key (your own key,\n"
-           "or the organization's key in an org context).\n");
+           "or the organization's key in an org context), and checks its history chain: each\n"
+           "exchange veil's client stored carries a tag only your storage key can make, chained\n"
+           "to the one before. An exchange that does not match its tag (altered, or one before\n"
+           "it removed) is marked NOT AUTHENTIC, one out of place OUT OF ORDER, and a missing\n"
+           "last exchange (the last tag this machine recorded, in history_tags beside the\n"
+           "config) MISSING: then the exit status is 1. Exchanges without a tag (the original's\n"
+           "clients, older ones) are marked unverified. --json adds \"exchange\" and \"status\"\n"
+           "(verified, untagged, unpaired, forged, reordered) to each message.\n"
+           "At most $VEIL_HISTORY_MAX_MESSAGES messages (default %d) are checked.\n",
+           CHAIN_DEFAULT_MAX_MESSAGES);
 }
 
+/* Before the banner (chat): the server answers, the token is good and the account
+ * has keys, so chat never fails only at the first message. */
+static int check_keys(convo *cv, char *err, size_t errlen)
+{
+    int status;
+    json_t *r = NULL;
+    char buf[CLI_ERR_MAX];
+    if (vclient_call(cv->c, "GET", "/api/v1/users/me/encryption-status", NULL, &status, &r, err, errlen) < 0)
+        return -1;
+    int rc = -1;
+    if (status != 200)
+        snprintf(err, errlen, "%s", api_detail(r, status, buf, sizeof buf));
+    else if (!json_is_true(json_object_get(r, "has_encryption_keys")))
+        snprintf(err, errlen, "no encryption keys yet: run `veil keys init` first");
+    else
+        rc = 0;
+    json_decref(r);
+    return rc;
+}
+
+/* The policy, (chat: the keys,) the attested enclave key, the storage key, the session:
+ * attestation first, so a refused enclave never costs a passcode. */
 static int start_convo(const char *verb, convo *cv, vclient *c, cli_trust *trust, const chat_opts *o)
 {
     char err[CLI_ERR_MAX];
-    memset(cv, 0, sizeof *cv);
-    cv->c = c;
-    cv->trust = trust;
-    cv->out = stdout;
-    snprintf(cv->model, sizeof cv->model, "%s", o->model ? o->model : DEFAULT_MODEL);
-    if (cli_trust_load(trust, verb, !o->no_attestation, err, sizeof err) < 0)
+    convo_init(cv, c, trust, o->model ? o->model : DEFAULT_MODEL);
+    if (cli_trust_load(trust, verb, !o->no_attestation, err, sizeof err) < 0 ||
+        (strcmp(verb, "chat") == 0 && check_keys(cv, err, sizeof err) < 0) ||
+        convo_attest(cv, err, sizeof err) < 0 || convo_open_storage(cv, o->pfile, err, sizeof err) < 0 ||
+        (o->session && convo_load_session(cv, o->session, err, sizeof err) < 0)) {
+        convo_free(cv);
         return FAIL(verb, "%s", err);
-    if (o->session && load_session(cv, o->session, o->pfile, err, sizeof err) < 0)
-        return FAIL(verb, "%s", err);
+    }
     return 0;
+}
+
+static void print_warning(const char *verb, const convo_reply *rp)
+{
+    if (rp->warning[0])
+        term_fprintf(stderr, "veil %s: warning: %s\n", verb, rp->warning);
 }
 
 int cmd_ask(int argc, char **argv)
@@ -432,48 +171,31 @@ int cmd_ask(int argc, char **argv)
         return rc;
     }
     cv.live = !o.json;
-    reply rp;
+    convo_reply rp = {0};
     if (convo_send(&cv, prompt, &rp, err, sizeof err) < 0) {
-        if (cv.live && rp.chunks)
+        if (rp.shown)
             printf("\n");
+        fflush(stdout);
         rc = FAIL("ask", "%s", err);
     } else if (o.json) {
         json_t *j = json_pack("{s:s, s:s%, s:s, s:I, s:I}", "session_id", cv.session_id, "answer",
                               (const char *)rp.answer.data ? (const char *)rp.answer.data : "",
-                              rp.answer.len, "model", rp.model, "input_tokens", (json_int_t)rp.in_tokens,
-                              "output_tokens", (json_int_t)rp.out_tokens);
+                              rp.answer.len, "model", rp.ans.model, "input_tokens", (json_int_t)rp.ans.in_tokens,
+                              "output_tokens", (json_int_t)rp.ans.out_tokens);
         /* ASCII-only JSON: control characters arrive escaped, never raw */
         char *s = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
         printf("%s\n", s ? s : "{}");
         free(s);
         json_decref(j);
+        print_warning("ask", &rp);
     } else {
-        term_fprintf(stdout, "\n[%s · %ld in · %ld out · session %s]\n", rp.model, rp.in_tokens, rp.out_tokens,
-                     cv.session_id);
+        term_fprintf(stdout, "\n[%s · %ld in · %ld out · session %s]\n", rp.ans.model, rp.ans.in_tokens,
+                     rp.ans.out_tokens, cv.session_id);
+        print_warning("ask", &rp);
     }
     vbuf_free_secure(&rp.answer);
     convo_free(&cv);
     vclient_free(&c);
-    return rc;
-}
-
-/* Before the banner: the server answers, the token is good, the account has keys
- * and the enclave's key is known, so chat never fails only at the first message. */
-static int check_ready(convo *cv, char *err, size_t errlen)
-{
-    int status;
-    json_t *r = NULL;
-    char buf[CLI_ERR_MAX];
-    if (vclient_call(cv->c, "GET", "/api/v1/users/me/encryption-status", NULL, &status, &r, err, errlen) < 0)
-        return -1;
-    int rc = -1;
-    if (status != 200)
-        snprintf(err, errlen, "%s", api_detail(r, status, buf, sizeof buf));
-    else if (!json_is_true(json_object_get(r, "has_encryption_keys")))
-        snprintf(err, errlen, "no encryption keys yet: run `veil keys init` first");
-    else
-        rc = cv->have_key ? 0 : fetch_enclave_key(cv, err, errlen);
-    json_decref(r);
     return rc;
 }
 
@@ -493,11 +215,6 @@ int cmd_chat(int argc, char **argv)
         vclient_free(&c);
         return rc;
     }
-    if (check_ready(&cv, err, sizeof err) < 0) {
-        convo_free(&cv);
-        vclient_free(&c);
-        return FAIL("chat", "%s", err);
-    }
     cv.live = true;
     bool tty = isatty(STDIN_FILENO);
     term_fprintf(stderr, "veil chat · %s%s%s · sealed to the enclave · empty line to quit\n", cv.model,
@@ -514,15 +231,17 @@ int cmd_chat(int argc, char **argv)
             line[--n] = '\0';
         if (n == 0)
             break;
-        reply rp;
+        convo_reply rp = {0};
         if (convo_send(&cv, line, &rp, err, sizeof err) < 0) {
-            if (rp.chunks)
+            if (rp.shown)
                 printf("\n");
+            fflush(stdout);
             rc = FAIL("chat", "%s", err);
         } else {
             printf("\n");
             fflush(stdout);
-            term_fprintf(stderr, "[%s · %ld in · %ld out]\n", rp.model, rp.in_tokens, rp.out_tokens);
+            term_fprintf(stderr, "[%s · %ld in · %ld out]\n", rp.ans.model, rp.ans.in_tokens, rp.ans.out_tokens);
+            print_warning("chat", &rp);
             rc = 0;
         }
         vbuf_free_secure(&rp.answer);
@@ -536,6 +255,80 @@ int cmd_chat(int argc, char **argv)
     return rc;
 }
 
+/* The mark before an exchange that is not verified, or NULL. */
+static const char *mark_of(const chain_entry *e, char *buf, size_t n)
+{
+    switch (e->status) {
+    case CHAIN_VERIFIED:
+        return NULL;
+    case CHAIN_UNTAGGED:
+        snprintf(buf, n, "[exchange %zu: unverified: no history tag (an older or another client's exchange)]",
+                 e->exchange);
+        break;
+    case CHAIN_UNPAIRED:
+        snprintf(buf, n, "[message %zu: unverified: not part of a complete exchange]", e->first + 1);
+        break;
+    case CHAIN_FORGED:
+        if (e->n_msgs == 1)
+            snprintf(buf, n, "[message %zu: NOT AUTHENTIC: a tagged answer without its question (a message was "
+                     "removed)]", e->first + 1);
+        else
+            snprintf(buf, n, "[exchange %zu: NOT AUTHENTIC: it does not match its history tag (it was altered, or "
+                     "an exchange before it was removed)]", e->exchange);
+        break;
+    case CHAIN_REORDERED:
+        if (e->after)
+            snprintf(buf, n, "[exchange %zu: OUT OF ORDER: its history tag places it right after exchange %zu]",
+                     e->exchange, e->after);
+        else
+            snprintf(buf, n, "[exchange %zu: OUT OF ORDER: its history tag places it first]", e->exchange);
+        break;
+    }
+    return buf;
+}
+
+#define MISSING_MARK "[MISSING: the last exchange this machine tagged in this session is not on the server: it " \
+                     "was removed]"
+
+static void print_text(const convo_history *h)
+{
+    char mark[256];
+    for (size_t k = 0; k < h->rep.n; k++) {
+        const chain_entry *e = &h->rep.entries[k];
+        if (mark_of(e, mark, sizeof mark))
+            printf("%s\n", mark);
+        for (size_t i = e->first; i < e->first + e->n_msgs; i++) {
+            term_filter tf;
+            term_filter_init(&tf);
+            term_fprintf(stdout, "%s", h->s.roles[i]); /* alone: a cut sequence cannot eat the ':' */
+            fputs(": ", stdout);
+            term_fwrite(stdout, &tf, h->texts[i].data, h->texts[i].len);
+            term_fwrite_end(stdout, &tf);
+            printf("\n\n");
+        }
+    }
+    if (h->rep.record_missing)
+        printf("%s\n", MISSING_MARK);
+}
+
+static void print_json(const convo_history *h)
+{
+    json_t *a = json_array();
+    for (size_t k = 0; k < h->rep.n; k++) {
+        const chain_entry *e = &h->rep.entries[k];
+        for (size_t i = e->first; i < e->first + e->n_msgs; i++)
+            json_array_append_new(a, json_pack("{s:s, s:s%, s:o, s:s}", "role", h->s.roles[i], "text",
+                                               h->texts[i].data ? (const char *)h->texts[i].data : "",
+                                               h->texts[i].len, "exchange",
+                                               e->exchange ? json_integer((json_int_t)e->exchange) : json_null(),
+                                               "status", chain_status_name(e->status)));
+    }
+    char *s = json_dumps(a, JSON_COMPACT | JSON_ENSURE_ASCII);
+    printf("%s\n", s ? s : "[]");
+    free(s);
+    json_decref(a);
+}
+
 int cmd_history(int argc, char **argv)
 {
     chat_opts o;
@@ -544,36 +337,34 @@ int cmd_history(int argc, char **argv)
         return rc == 1 ? 0 : rc;
     if (optind != argc - 1)
         return cli_fail("history", EXIT_USAGE, "give one session id (see veil sessions)");
+    const char *session = argv[optind];
+    if (!cli_id_ok(session))
+        return cli_fail("history", EXIT_USAGE, "'%.80s' is not a session id (see veil sessions)", session);
     vclient c;
-    char err[CLI_ERR_MAX];
+    char err[CLI_ERR_MAX], what[160];
     if (vclient_from_config(&c, err, sizeof err) < 0)
         return FAIL("history", "%s", err);
     convo cv;
-    memset(&cv, 0, sizeof cv);
-    cv.c = &c;
-    if (load_session(&cv, argv[optind], o.pfile, err, sizeof err) < 0) {
+    convo_history h;
+    convo_init(&cv, &c, NULL, DEFAULT_MODEL);
+    if (convo_open_storage(&cv, o.pfile, err, sizeof err) < 0 || convo_history_load(&cv, session, &h, err, sizeof err) < 0) {
         rc = FAIL("history", "%s", err);
-    } else if (o.json) {
-        json_t *a = json_array();
-        for (size_t i = 0; i < cv.n; i++)
-            json_array_append_new(a, json_pack("{s:s, s:s%}", "role", cv.turns[i].role, "text",
-                                               (const char *)cv.turns[i].text.data ? (const char *)cv.turns[i].text.data : "",
-                                               cv.turns[i].text.len));
-        char *s = json_dumps(a, JSON_COMPACT | JSON_ENSURE_ASCII);
-        printf("%s\n", s ? s : "[]");
-        free(s);
-        json_decref(a);
-    } else {
-        for (size_t i = 0; i < cv.n; i++) {
-            term_filter tf;
-            term_filter_init(&tf);
-            term_fprintf(stdout, "%s", cv.turns[i].role); /* alone: a cut sequence cannot eat the ':' */
-            fputs(": ", stdout);
-            term_fwrite(stdout, &tf, cv.turns[i].text.data, cv.turns[i].text.len);
-            term_fwrite_end(stdout, &tf);
-            printf("\n\n");
-        }
+        goto out;
     }
+    if (o.json)
+        print_json(&h);
+    else
+        print_text(&h);
+    fflush(stdout);
+    if (chain_broken(&h.rep)) {
+        convo_describe_breaks(&h.rep, what, sizeof what);
+        rc = FAIL("history", "the stored history does not verify: %s (marked in the output)", what);
+    } else if (h.rep.untagged || h.rep.unpaired) {
+        fprintf(stderr, "veil history: note: %zu exchange(s) and %zu message(s) without a history tag are not "
+                        "verified\n", h.rep.untagged, h.rep.unpaired);
+    }
+    convo_history_free(&h);
+out:
     convo_free(&cv);
     vclient_free(&c);
     return rc;

@@ -1,9 +1,13 @@
 /* veil — the command-line client: the chat client and the envelope verbs. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "cli/cli.h"
 #include "common/log.h"
+#include "common/secret.h"
 
 static const cli_verb VERBS[] = {
     {"keygen", cmd_keygen, "generate an X25519 key pair"},
@@ -38,6 +42,9 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     log_init("veil");
+    /* JSON here holds prompts, answers and history in clear: every block jansson
+     * frees is wiped first */
+    json_set_alloc_funcs(malloc, secret_free_block);
     if (argc < 2) {
         usage(stderr);
         return EXIT_USAGE;

@@ -1,4 +1,6 @@
-/* protocol — the enclave protocol and the SSE chat events (see protocol.h). */
+/* protocol — the enclave protocol and the SSE chat events (see protocol.h).
+ * Stays whole (~700 lines): it is the one place the contract is spelled, its names,
+ * parsers and encoders side by side so that each field's reader and writer agree. */
 #include "enclave/protocol.h"
 
 #include <stdio.h>

@@ -39,6 +39,7 @@ static route *all_routes(bool debug, size_t *n)
         {ROUTES_USERS, N_ROUTES_USERS},
         {ROUTES_ORGS, N_ROUTES_ORGS}, {ROUTES_CONTEXT, N_ROUTES_CONTEXT},
         {ROUTES_WEBHOOKS, N_ROUTES_WEBHOOKS}, {ROUTES_DEBUG, N_ROUTES_DEBUG},
+        {ROUTES_STATIC, N_ROUTES_STATIC},
     };
     size_t total = 0, k = 0;
     for (size_t i = 0; i < sizeof T / sizeof T[0]; i++)
@@ -126,6 +127,10 @@ server *server_new(struct event_base *base, const server_config *cfg, char *err,
         snprintf(err, errlen, "credentials: %s", why);
         goto fail;
     }
+    if (!(s->web = web_assets_load(&s->cfg, why, sizeof why))) {
+        snprintf(err, errlen, "%s", why);
+        goto fail;
+    }
     if (!(s->routes = all_routes(s->cfg.debug_routes, &s->n_routes))) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -149,6 +154,7 @@ void server_free(server *s)
     ul_free(s->limits);
     httpd_free(s->http);
     free((void *)s->routes);
+    web_assets_free(s->web);
     refresher_free(s->rf);
     ec_free(s->ec);
     auth_free(s->auth);
@@ -183,6 +189,14 @@ void server_log_listening(server *s, const char *bound)
     log_info(NULL, "event=listening addr=%s mode=%s enclave=%s db=%s auth=%s max_connections=%u", bound,
              ec_mode_name(s->ec), ec_addr(s->ec), store_backend(s->db),
              s->cfg.clerk_jwks_file[0] ? "jwks-file" : "jwks-url", httpd_max_connections(s->http));
+    if (web_assets_count(s->web))
+        log_info(NULL, "event=web_page dir=%s files=%zu measurements=%s root=%s", web_assets_dir(s->web),
+                 web_assets_count(s->web), s->cfg.web_measurements[0] ? "configured" : "none",
+                 s->cfg.web_root[0] ? "custom" : "aws");
+    else
+        log_warn(NULL, "event=web_page_off detail=\"%s\"",
+                 strcmp(s->cfg.web_dir, "none") == 0 ? "VEIL_WEB_DIR=none"
+                                                     : "no web/ directory next to veild: set VEIL_WEB_DIR");
 }
 
 void server_stop_accepting(server *s)

@@ -5,11 +5,12 @@
 
 #include "server/http/api.h"
 #include "server/auth.h"
-#include "server/enclave_client.h"
-#include "server/refresher.h"
+#include "server/link/enclave_client.h"
+#include "server/link/refresher.h"
 #include "server/server.h"
 #include "server/store/store.h"
 #include "server/http/user_limits.h"
+#include "server/http/web_assets.h"
 
 struct server {
     struct event_base *base;
@@ -23,6 +24,7 @@ struct server {
     size_t n_routes;
     user_limits *limits; /* per-user streams and request rate */
     user_limits *attest_user, *attest_all; /* fresh attestations: per user, and "*" for all */
+    web_assets *web;     /* the web page's files and config.json (routes_static) */
     unsigned held;       /* requests waiting on the loop (streams, auth fetches) */
     LIST_HEAD(, api_req) held_list;
 };
@@ -44,6 +46,8 @@ extern const route ROUTES_WEBHOOKS[];
 extern const size_t N_ROUTES_WEBHOOKS;
 extern const route ROUTES_DEBUG[];
 extern const size_t N_ROUTES_DEBUG;
+extern const route ROUTES_STATIC[];
+extern const size_t N_ROUTES_STATIC;
 
 /* The HTTP engine's handler (http.c): routes one request; arg is the server. */
 void api_dispatch(httpd_req *hr, void *arg);

@@ -49,6 +49,9 @@ int settings_load(server_config *cfg, char *err, size_t errlen)
     COPY(cors_origins, "CORS_ORIGINS", "http://localhost:3000");
     COPY(enclave_addr, "ENCLAVE_ADDR", "");
     COPY(enclave_nsm, "ENCLAVE_NSM", "none");
+    COPY(web_dir, "VEIL_WEB_DIR", "");
+    COPY(web_measurements, "VEIL_WEB_MEASUREMENTS", "");
+    COPY(web_root, "VEIL_WEB_ATTESTATION_ROOT", "");
     if (config_long("CLERK_JWT_LEEWAY_SECONDS", 30, 0, 300, &cfg->jwt_leeway, err, errlen) < 0 ||
         /* at least twice Svix's ±5 minutes: one signed delivery can be replayed that long */
         config_long("CLERK_WEBHOOK_DEDUP_SECONDS", 86400, 600, 30L * 86400, &cfg->webhook_dedup_seconds, err,

@@ -58,6 +58,10 @@ typedef struct server_config {
     char enclave_nsm[600];      /* ENCLAVE_NSM, mock mode: the in-process core's NSM (default none) */
     long attest_rate;           /* VEIL_ATTEST_RATE: fresh (nonce) attestations per second, all users */
     long attest_user_rate;      /* VEIL_ATTEST_USER_RATE: per user per second (bursts of 5) */
+    /* the web page */
+    char web_dir[512];          /* VEIL_WEB_DIR: "" = the repository's web/ next to the binary, "none" = off */
+    char web_measurements[512]; /* VEIL_WEB_MEASUREMENTS: nitro-cli's JSON the page verifies PCRs against */
+    char web_root[512];         /* VEIL_WEB_ATTESTATION_ROOT: a PEM root instead of the AWS Nitro root G1 */
 } server_config;
 
 /* Fills cfg from the environment. Returns -1 with a clear message on a bad or

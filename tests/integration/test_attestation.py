@@ -155,12 +155,7 @@ def main():
             stack.start_veild("nitro", extra={"VEIL_ATTEST_USER_RATE": "1", "VEIL_ATTEST_RATE": "2"})
             for name, fn in [("nitro", lambda: nitro_routes(stack, token, other, third)),
                              ("mock", lambda: mock_routes(stack, token))]:
-                try:
-                    fn()
-                except Exception as e:
-                    import traceback
-                    traceback.print_exc()
-                    C.ok(False, f"{name}: {e!r}")
+                C.run(name, fn)
         finally:
             codes = stack.stop()
             logs = stack.all_logs()

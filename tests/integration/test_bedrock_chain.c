@@ -18,7 +18,6 @@
 
 #include "aws/bedrock.h"
 #include "aws/imds.h"
-#include "common/isotime.h"
 #include "common/buf.h"
 #include "harness.h"
 
@@ -516,19 +515,6 @@ static void test_imds(void **state)
     assert_true(strlen(o.err) > 0);
 }
 
-static void test_time_parse(void **state)
-{
-    (void)state;
-    assert_int_equal(time_parse_iso8601("1970-01-01T00:00:10Z"), 10);
-    assert_int_equal(time_parse_iso8601("2026-02-01T08:00:00Z"), 1769932800);
-    assert_int_equal(time_parse_iso8601("2026-02-01T08:00:00.123Z"), 1769932800);
-    assert_int_equal(time_parse_iso8601("2026-02-01T08:00:00+00:00"), 1769932800);
-    assert_int_equal(time_parse_iso8601("2026-02-01 08:00:00Z"), -1);
-    assert_int_equal(time_parse_iso8601("2026-02-01T08:00:00+02:00"), -1);
-    assert_int_equal(time_parse_iso8601("2026-13-01T08:00:00Z"), -1);
-    assert_int_equal(time_parse_iso8601(""), -1);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -542,7 +528,6 @@ int main(void)
         cmocka_unit_test(test_many_concurrent_streams),
         cmocka_unit_test(test_cancel_mid_stream),
         cmocka_unit_test(test_imds),
-        cmocka_unit_test(test_time_parse),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -334,6 +334,8 @@ def check_stack(tmp, meas, pcrs):
         C.ok(stored["attestation_root"].startswith("-----BEGIN CERTIFICATE-----") and
              stored["measurements"]["PCR0"] == pcrs["PCR0"], "the config holds the values, not paths")
         C.eq(veil(cfg, ["keys", "init"], pc).returncode, 0, "keys init")
+        # a chat needs the storage key (for the bound request and the history tag): kept unlocked here
+        C.eq(veil(cfg, ["keys", "unlock"], pc).returncode, 0, "keys unlock")
         r = veil(cfg, ["keys", "status"])
         C.ok(r.stdout.decode().endswith(f"measurements: PCR0 {pcrs['PCR0']}, PCR1 {pcrs['PCR1']}, "
                                         f"PCR2 {pcrs['PCR2']}\n"), f"keys status shows the PCRs: {r.stdout!r}")
@@ -474,7 +476,7 @@ def check_stack(tmp, meas, pcrs):
         warn = ("veil ask: warning: --no-attestation: the enclave's key is not verified, so the server could hand "
                 "you a key of its own and read this conversation\n")
         for i in range(2):
-            r = veil(bare, ["ask", "--no-attestation", "[[sim: chunks=2]] unverified"])
+            r = veil(bare, ["ask", "--no-attestation", "[[sim: chunks=2]] unverified"], pc)
             C.ok(r.returncode == 0 and r.stdout.decode().startswith(expected_answer("unverified", 2)),
                  f"--no-attestation chats: {r.stdout!r}")
             C.eq(err(r), warn, f"--no-attestation warns (run {i + 1})")

@@ -157,6 +157,7 @@ def main():
             r = veil(alice, ["history", "--json", sid], pc)
             turns = json.loads(out(r))
             C.eq([t["role"] for t in turns], ["user", "assistant"] * 2, "history roles")
+            C.eq({t["status"] for t in turns}, {"verified"}, "history: both exchanges verified")
             C.eq(turns[3]["text"], expected_answer("second turn", 2), "history decrypts the answer")
             r = veil(alice, ["sessions"])
             C.ok(sid in out(r), "sessions lists the conversation")
@@ -195,7 +196,9 @@ def main():
             C.eq(veil(admin, ["keys", "init"], apc).returncode, 0, "admin keys")
             C.eq(veil(bob, ["keys", "init"], bpc).returncode, 0, "member keys")
             r = veil(bob, ["ask", "too early"], bpc)
-            C.ok(r.returncode == 1 and "Organization encryption not set up" in r.stderr.decode(),
+            # the storage key is the org's, opened by the member: none yet, nothing sent
+            C.eq((r.returncode, r.stderr.decode().splitlines()[-1]),
+                 (1, "veil ask: the organization key has not been distributed to you yet"),
                  f"member before the org key: {r.stderr}")
             r = veil(admin, ["org", "keys-init"], dict(apc, VEIL_ORG_PASSCODE="org-passcode"))
             C.eq(r.returncode, 0, f"org keys-init ({r.stderr.decode()})")
@@ -205,7 +208,8 @@ def main():
             C.eq(r.returncode, 0, f"member asks in the org ({r.stderr.decode()})")
             osid = json.loads(out(r))["session_id"]
             r = veil(bob, ["history", osid], bpc)
-            C.ok(r.returncode == 0 and "org secret" in out(r), "the member reads the org history")
+            C.ok(r.returncode == 0 and "org secret" in out(r) and "[exchange" not in out(r),
+                 f"the member reads the org history, its chain verified with the org key: {r.stderr!r}")
             # stored under the org key: the member's personal key alone cannot open it
             st, msgs, _ = call(stack.url, "GET", f"/api/v1/chat/sessions/{osid}/messages", member_tok)
             C.eq(len(msgs["messages"]), 2, "two stored messages in the org session")

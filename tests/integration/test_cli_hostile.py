@@ -24,7 +24,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from veiltest import BIN, Checks, TempDir, keypair, seal  # noqa: E402
+from veiltest import BIN, Checks, TempDir, ep_hash, keypair, seal, sv3_seal, sv3_sender  # noqa: E402
 
 C = Checks()
 P = "/api/v1"
@@ -122,18 +122,27 @@ def check_terminal_output(tmp, fake):
     fake.on("GET", P + "/users/me/encryption-status", 200,
             {"has_encryption_keys": True, "public_key": user_pub, "encryption_created_at": None})
 
+    fake.on("GET", P + "/organizations/current", 200, {"org_id": None})
+    fake.on("POST", P + "/chat/sessions", 200, {"id": "s-1", "name": "New Chat"})
+
     def stream(h, body):
-        tp = body["client_transport_public_key"]
-        evs = [{"type": "session", "session_id": "s-1" + BAD},
-               {"type": "encrypted_chunk", "encrypted_content": seal(tp, "Hello " + BAD + "world",
-                                                                      "enclave-to-client-transport")},
-               {"type": "encrypted_chunk", "encrypted_content": seal(tp, "\x1b", "enclave-to-client-transport")},
-               {"type": "encrypted_chunk", "encrypted_content": seal(tp, "]52;c;ZXZpbA==\x07 end\u00e9",
-                                                                      "enclave-to-client-transport")},
-               {"type": "stored", "model_used": "model" + BAD, "input_tokens": 1, "output_tokens": 2},
-               {"type": "done"}]
+        """The enclave's part too (this fake holds the enclave key): a genuine format 3
+        answer whose text and model name carry escape sequences."""
+        tp, rh = body["client_transport_public_key"], ep_hash(body["encrypted_request"])
+        k, sk = sv3_sender(enc_priv, tp, rh)
+        su = seal(user_pub, "hi", "user-message-storage")
+        sa = seal(user_pub, "Hello world", "assistant-message-storage")
+        fake.on("GET", P + "/chat/sessions/s-1/messages", 200, {"messages": [
+            dict(id="m-u", role="user", encrypted_content=su), dict(id="m-a", role="assistant", encrypted_content=sa)]})
+        texts = ["Hello " + BAD + "world", "\x1b", "]52;c;ZXZpbA==\x07 end\u00e9"]
+        evs = [{"type": "session", "session_id": "s-1"}, dict(type="stream_key", stream_format=3, **sk)]
+        evs += [dict(type="encrypted_chunk_v3", **sv3_seal(k, i, 0, t)) for i, t in enumerate(texts)]
+        evs += [{"type": "stored", "model_used": "model" + BAD, "input_tokens": 1, "output_tokens": 2,
+                 "stream_end": sv3_seal(k, 3, 1, ep_hash(su) + ep_hash(sa)), "user_message_id": "m-u",
+                 "assistant_message_id": "m-a"}, {"type": "done"}]
         return 200, "".join(f"data: {json.dumps(e)}\n\n" for e in evs).encode(), "text/event-stream"
     fake.routes[("POST", P + "/chat/encrypted/stream")] = stream
+    fake.on("PUT", P + "/chat/sessions/s-1/messages/m-a/history-tag", 200, {"status": "tagged"})
 
     # the attack: an unattested key (the original's shape), with measurements stored
     cfg = json.load(open(os.path.join(d, "config.json")))
@@ -144,7 +153,7 @@ def check_terminal_output(tmp, fake):
     C.eq((r.returncode, r.stderr.decode()),
          (1, "veil ask: attestation: missing: the server sent the enclave key without an attestation document (an "
              "enclave without an NSM?)\n"), "ask: an unattested enclave key is refused")
-    C.ok(("POST", P + "/chat/encrypted/stream") not in fake.seen,
+    C.ok(("POST", P + "/chat/encrypted/stream") not in fake.seen and ("POST", P + "/chat/sessions") not in fake.seen,
          f"ask: nothing sent to the unattested key {fake.seen}")
     C.ok(any(p.startswith(P + "/chat/enclave/info?nonce=") for _, p in fake.seen), "ask: it asked with a nonce")
 
@@ -165,14 +174,24 @@ def check_terminal_output(tmp, fake):
     no_controls("sessions: the session names", r.stdout)
     C.eq(r.stdout.decode(), "s-1  2026-01-01T00:00:00  name\n", "sessions: the names, filtered")
 
-    fake.on("GET", P + "/organizations/current", 200, {"org_id": None})
-    fake.on("GET", P + "/chat/sessions/s-1/messages", 200, {"messages": [
+    fake.on("GET", P + "/chat/sessions/s-2/messages", 200, {"messages": [
         {"role": "user", "encrypted_content": seal(user_pub, "q" + BAD, "user-message-storage")},
         {"role": "assistant", "encrypted_content": seal(user_pub, "a" + BAD, "assistant-message-storage")},
         {"role": "user" + BAD, "encrypted_content": seal(user_pub, "b", "user-message-storage")}]})
-    r = veil(d, ["history", "s-1"])
+    r = veil(d, ["history", "s-2"])
     no_controls("history: stored messages and roles", r.stdout)
-    C.eq(r.stdout.decode(), "user: q\n\nassistant: a\n\nuser: b\n\n", "history: filtered")
+    C.eq(r.stdout.decode(), "[exchange 1: unverified: no history tag (an older or another client's exchange)]\n"
+                            "user: q\n\nassistant: a\n\n"
+                            "[message 3: unverified: not part of a complete exchange]\nuser: b\n\n",
+         "history: filtered, the untagged messages marked")
+
+    # the server names a session with escape sequences (or a path) for the new chat: refused
+    for bad_id in ("s-1" + BAD, "../users/me"):
+        fake.on("POST", P + "/chat/sessions", 200, {"id": bad_id, "name": "New Chat"})
+        r = veil(d, ["ask", "--no-attestation", "hi"])
+        C.eq((r.returncode, r.stderr.decode().splitlines()[-1]),
+             (1, "veil ask: the server returned a malformed session id"), f"a session id {bad_id!r} is refused")
+        no_controls("the refused session id", r.stderr)
 
     fake.on("GET", P + "/chat/models", 400, {"detail": "no models" + BAD + "\nveil: fake prompt"})
     r = veil(d, ["models"])

@@ -265,19 +265,8 @@ def main():
             token = dev_token(tmp, "user_f3")
             stack.start_enclave()
             stack.start_veild("nitro")  # it pushes the enclave's credentials, again after a restart
-            for name, fn in [("enclave", lambda: against_enclave(stack))]:
-                try:
-                    fn()
-                except Exception as e:
-                    import traceback
-                    traceback.print_exc()
-                    C.ok(False, f"{name}: {e!r}")
-            try:
-                through_veild(stack, token)
-            except Exception as e:
-                import traceback
-                traceback.print_exc()
-                C.ok(False, f"veild: {e!r}")
+            C.run("enclave", against_enclave, stack)
+            C.run("veild", through_veild, stack, token)
         finally:
             codes = stack.stop()
             logs = stack.all_logs()

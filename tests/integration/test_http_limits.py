@@ -361,12 +361,7 @@ def main():
                          ("connection cap", lambda: connection_cap(tmp)),
                          ("descriptor exhaustion", lambda: descriptor_exhaustion(tmp)),
                          ("user rate", lambda: user_rate(tmp, token, other))]:
-            try:
-                fn()
-            except Exception as e:  # a crash in one part is a failure, and the rest still runs
-                import traceback
-                traceback.print_exc()
-                C.ok(False, f"{name}: {e!r}")
+            C.run(name, fn)  # a crash in one part is a failure, and the rest still runs
     return C.finish()
 
 

@@ -15,10 +15,15 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from veiltest import Checks  # noqa: E402
+
 VEIL = os.path.join(os.environ["VEIL_BIN"], "veil")
 CONTEXTS = ["client-to-enclave-transport", "enclave-to-client-transport",
             "user-message-storage", "assistant-message-storage", "org-key-distribution"]
 RAW = serialization.Encoding.Raw
+
+C = Checks()
 
 
 def derive(priv, pub, salt, ctx):
@@ -50,7 +55,6 @@ def run(args, data):
 
 
 def main():
-    passed = failed = 0
     # a Python-made key pair, opened by veil
     py_priv = X25519PrivateKey.generate()
     py_priv_hex = py_priv.private_bytes(RAW, serialization.PrivateFormat.Raw,
@@ -59,26 +63,16 @@ def main():
     # a veil-made key pair, opened by Python
     kp = json.loads(run(["keygen"], b""))
     v_priv = X25519PrivateKey.from_private_bytes(bytes.fromhex(kp["private_key"]))
-    if v_priv.public_key().public_bytes(RAW, serialization.PublicFormat.Raw).hex() != kp["public_key"]:
-        print("FAIL: veil keygen public key does not match its private key")
-        failed += 1
+    C.ok(v_priv.public_key().public_bytes(RAW, serialization.PublicFormat.Raw).hex() == kp["public_key"],
+         "veil keygen public key does not match its private key")
     for ctx in CONTEXTS:
         for msg in [b"hello from python", "\u00e9t\u00e9 \u2713".encode(), os.urandom(3000)]:
             ep = py_seal(py_pub_hex, msg, ctx)
             out = run(["open", "--key", py_priv_hex, "--context", ctx], json.dumps(ep).encode())
-            if out == msg:
-                passed += 1
-            else:
-                print(f"FAIL: python->veil {ctx}")
-                failed += 1
+            C.ok(out == msg, f"python->veil {ctx}")
             ep2 = json.loads(run(["seal", "--to", kp["public_key"], "--context", ctx], msg))
-            if py_open(v_priv, ep2, ctx) == msg:
-                passed += 1
-            else:
-                print(f"FAIL: veil->python {ctx}")
-                failed += 1
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+            C.ok(py_open(v_priv, ep2, ctx) == msg, f"veil->python {ctx}")
+    return C.finish()
 
 
 if __name__ == "__main__":

@@ -18,33 +18,25 @@ import hashlib
 import http.server
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from veiltest import Checks, TempDir  # noqa: E402
 
 BIN = os.environ["VEIL_BIN"]
 VEIL = os.path.join(BIN, "veil")
 PROBE = os.path.join(BIN, "jwks_probe")
 STALE_MS = 4000
 
-passed = 0
-failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL: {what}", flush=True)
+C = Checks()
 
 
 def b64u_dec(s):
@@ -75,7 +67,7 @@ def py_verify(token, jwk):
     try:
         pub.verify(b64u_dec(s), f"{h}.{p}".encode(), padding.PKCS1v15(), hashes.SHA256())
         return True
-    except Exception:
+    except InvalidSignature:
         return False
 
 
@@ -182,72 +174,72 @@ def test_devtoken(tmp):
     r = devtoken(["--sub", "user_2abc", "--org", "org_9", "--role", "admin", "--slug", "acme",
                   "--azp", "http://localhost:3000", "--key", key, "--jwks-out", jwks_path])
     token = r.stdout.strip()
-    check(r.stdout.count("\n") == 1 and token.count(".") == 2, "dev-token prints one token line")
+    C.ok(r.stdout.count("\n") == 1 and token.count(".") == 2, "dev-token prints one token line")
     st = os.stat(key)
-    check(stat.S_IMODE(st.st_mode) == 0o600, f"key mode is 0600 (got {oct(st.st_mode)})")
-    check(stat.S_IMODE(os.stat(os.path.dirname(key)).st_mode) == 0o700, "key dir created 0700")
+    C.ok(stat.S_IMODE(st.st_mode) == 0o600, f"key mode is 0600 (got {oct(st.st_mode)})")
+    C.ok(stat.S_IMODE(os.stat(os.path.dirname(key)).st_mode) == 0o700, "key dir created 0700")
     with open(key) as f:
-        check(f.read().startswith("-----BEGIN PRIVATE KEY-----"), "key is a PEM private key")
+        C.ok(f.read().startswith("-----BEGIN PRIVATE KEY-----"), "key is a PEM private key")
     with open(jwks_path) as f:
         jwks = json.load(f)
-    check(len(jwks["keys"]) == 1, "JWKS has one key")
+    C.ok(len(jwks["keys"]) == 1, "JWKS has one key")
     jwk = jwks["keys"][0]
-    check(jwk["kty"] == "RSA" and jwk["use"] == "sig" and jwk["alg"] == "RS256", "JWK members")
-    check(b64u_int(jwk["n"]).bit_length() == 2048, "2048-bit modulus")
-    check(jwk["kid"] == thumbprint(jwk), "kid is the RFC 7638 thumbprint")
+    C.ok(jwk["kty"] == "RSA" and jwk["use"] == "sig" and jwk["alg"] == "RS256", "JWK members")
+    C.ok(b64u_int(jwk["n"]).bit_length() == 2048, "2048-bit modulus")
+    C.ok(jwk["kid"] == thumbprint(jwk), "kid is the RFC 7638 thumbprint")
     h, p, _ = token.split(".")
     header, claims = json.loads(b64u_dec(h)), json.loads(b64u_dec(p))
-    check(header == {"alg": "RS256", "kid": jwk["kid"], "typ": "JWT"}, f"header {header}")
-    check(py_verify(token, jwk), "token verifies with pyca/cryptography")
-    check(claims["sub"] == "user_2abc" and claims["iss"] == "https://veil.dev.local",
+    C.ok(header == {"alg": "RS256", "kid": jwk["kid"], "typ": "JWT"}, f"header {header}")
+    C.ok(py_verify(token, jwk), "token verifies with pyca/cryptography")
+    C.ok(claims["sub"] == "user_2abc" and claims["iss"] == "https://veil.dev.local",
           f"sub/iss {claims}")
-    check(claims["exp"] - claims["iat"] == 3600 and claims["nbf"] == claims["iat"], "times")
-    check(abs(claims["iat"] - time.time()) < 60, "iat is now")
-    check(claims["azp"] == "http://localhost:3000", "azp")
-    check(claims["o"] == {"id": "org_9", "rol": "admin", "slg": "acme"}, f"o claim {claims['o']}")
+    C.ok(claims["exp"] - claims["iat"] == 3600 and claims["nbf"] == claims["iat"], "times")
+    C.ok(abs(claims["iat"] - time.time()) < 60, "iat is now")
+    C.ok(claims["azp"] == "http://localhost:3000", "azp")
+    C.ok(claims["o"] == {"id": "org_9", "rol": "admin", "slg": "acme"}, f"o claim {claims['o']}")
 
     # the same key on the next run; a personal token has no o claim
     r2 = devtoken(["--sub", "user_2abc", "--key", key, "--ttl", "60"])
     t2 = r2.stdout.strip()
     h2, p2, _ = t2.split(".")
     c2 = json.loads(b64u_dec(p2))
-    check(json.loads(b64u_dec(h2))["kid"] == jwk["kid"], "existing key reused")
-    check("o" not in c2 and "azp" not in c2 and c2["exp"] - c2["iat"] == 60, "personal claims")
-    check(py_verify(t2, jwk), "second token verifies")
+    C.ok(json.loads(b64u_dec(h2))["kid"] == jwk["kid"], "existing key reused")
+    C.ok("o" not in c2 and "azp" not in c2 and c2["exp"] - c2["iat"] == 60, "personal claims")
+    C.ok(py_verify(t2, jwk), "second token verifies")
 
     # veil's own verifier, through the file-backed cache
     pr = Probe(["--file", jwks_path, "--azp", "http://localhost:3000"])
     out = pr.cmd("verify " + token)
-    check(out == "verify ok sub=user_2abc org=org_9 role=org:admin slug=acme perms=0 sync",
+    C.ok(out == "verify ok sub=user_2abc org=org_9 role=org:admin slug=acme perms=0 sync",
           f"probe verify: {out}")
     out = pr.cmd("verify " + t2)  # no azp while a list is configured
-    check(out.startswith("verify err status=401") and "Invalid claims" in out, f"azp: {out}")
+    C.ok(out.startswith("verify err status=401") and "Invalid claims" in out, f"azp: {out}")
     expired = devtoken(["--sub", "u", "--key", key, "--ttl", "60",
                         "--now", str(int(time.time()) - 600)]).stdout.strip()
     out = pr.cmd("verify " + expired)
-    check("detail=Token expired" in out, f"expired: {out}")
+    C.ok("detail=Token expired" in out, f"expired: {out}")
     other = devtoken(["--sub", "u", "--key", key, "--issuer", "https://evil.example",
                       "--azp", "http://localhost:3000"]).stdout.strip()
     out = pr.cmd("verify " + other)
-    check("detail=Invalid claims" in out, f"issuer: {out}")
+    C.ok("detail=Invalid claims" in out, f"issuer: {out}")
     out = pr.cmd("verify " + token[:-3] + ("AAA" if token[-3:] != "AAA" else "BBB"))
-    check("status=401" in out and "Could not validate credentials" in out, f"bad sig: {out}")
-    check(pr.close() == 0, "probe exits cleanly")
+    C.ok("status=401" in out and "Could not validate credentials" in out, f"bad sig: {out}")
+    C.ok(pr.close() == 0, "probe exits cleanly")
 
     # errors: usage (2) and failures (1), one line each
     r = devtoken(["--org", "o"], check_rc=False)
-    check(r.returncode == 2 and r.stderr.count("\n") == 1 and "--sub" in r.stderr, "missing --sub")
+    C.ok(r.returncode == 2 and r.stderr.count("\n") == 1 and "--sub" in r.stderr, "missing --sub")
     r = devtoken(["--sub", "u", "--org", "o", "--role", "owner", "--key", key], check_rc=False)
-    check(r.returncode == 2, "bad role")
+    C.ok(r.returncode == 2, "bad role")
     r = devtoken(["--sub", "u", "--ttl", "0", "--key", key], check_rc=False)
-    check(r.returncode == 2, "bad ttl")
+    C.ok(r.returncode == 2, "bad ttl")
     bad = os.path.join(tmp, "garbage.key")
     with open(bad, "w") as f:
         f.write("not a key\n")
     r = devtoken(["--sub", "u", "--key", bad], check_rc=False)
-    check(r.returncode == 1 and r.stderr.startswith("veil dev-token: "), f"bad key: {r.stderr}")
+    C.ok(r.returncode == 1 and r.stderr.startswith("veil dev-token: "), f"bad key: {r.stderr}")
     r = devtoken(["--help"], check_rc=False)
-    check(r.returncode == 0 and "--jwks-out" in r.stdout, "--help")
+    C.ok(r.returncode == 0 and "--jwks-out" in r.stdout, "--help")
 
 
 # ---- the URL cache --------------------------------------------------------------------------
@@ -282,17 +274,17 @@ def test_url_cache(tmp):
                 "--stale-ms", str(STALE_MS), "--timeout-ms", "2000"])
 
     # first lookup waits for the fetch; the next is answered from the cache
-    check(pr.cmd(f"lookup {kid_a}") == f"lookup {kid_a} found async", "first lookup fetches")
-    check(pr.cmd(f"lookup {kid_a}") == f"lookup {kid_a} found sync", "cached lookup is sync")
+    C.ok(pr.cmd(f"lookup {kid_a}") == f"lookup {kid_a} found async", "first lookup fetches")
+    C.ok(pr.cmd(f"lookup {kid_a}") == f"lookup {kid_a} found sync", "cached lookup is sync")
     out = pr.cmd("verify " + keys["a"][1])
-    check(out == "verify ok sub=user_a org= role= slug= perms=0 sync", f"verify a: {out}")
-    check(st.requests == 1, f"one fetch so far ({st.requests})")
+    C.ok(out == "verify ok sub=user_a org= role= slug= perms=0 sync", f"verify a: {out}")
+    C.ok(st.requests == 1, f"one fetch so far ({st.requests})")
 
     # unknown kid right after a fetch: no refetch (rate limit), answered at once
-    check(pr.cmd(f"lookup {kid_b}") == f"lookup {kid_b} unknown sync", "unknown kid, rate-limited")
-    check(st.requests == 1, "no fetch for a rate-limited unknown kid")
+    C.ok(pr.cmd(f"lookup {kid_b}") == f"lookup {kid_b} unknown sync", "unknown kid, rate-limited")
+    C.ok(st.requests == 1, "no fetch for a rate-limited unknown kid")
     out = pr.cmd("verify " + keys["b"][1])
-    check("status=401" in out and "detail=Invalid token headers" in out, f"unknown kid: {out}")
+    C.ok("status=401" in out and "detail=Invalid token headers" in out, f"unknown kid: {out}")
 
     # rotation in: after the refetch gap, an unknown kid refetches and finds the new key;
     # many lookups meanwhile share one fetch and each get one answer
@@ -301,97 +293,92 @@ def test_url_cache(tmp):
     time.sleep(0.9)
     before = st.requests
     answers = pr.cmd(f"multi 5 {kid_b}", n=5)
-    check(answers == [f"lookup {kid_b} found async"] * 5, f"five waiters answered: {answers}")
-    check(st.requests == before + 1, f"one fetch for five waiters ({st.requests - before})")
+    C.ok(answers == [f"lookup {kid_b} found async"] * 5, f"five waiters answered: {answers}")
+    C.ok(st.requests == before + 1, f"one fetch for five waiters ({st.requests - before})")
     st.delay = 0
     out = pr.cmd("verify " + keys["b"][1])
-    check(out == "verify ok sub=user_b org= role= slug= perms=0 sync", f"verify b: {out}")
+    C.ok(out == "verify ok sub=user_b org= role= slug= perms=0 sync", f"verify b: {out}")
 
     # rotation out: a has been removed; an unknown kid (after the gap) refetches
     st.body = jwks_doc(keys["b"][0])
     time.sleep(0.9)
-    check(pr.cmd("lookup kid-nobody-has") == "lookup kid-nobody-has unknown async",
+    C.ok(pr.cmd("lookup kid-nobody-has") == "lookup kid-nobody-has unknown async",
           "unknown kid refetches")
-    check(pr.cmd(f"lookup {kid_a}") == f"lookup {kid_a} unknown sync", "rotated-out key refused")
+    C.ok(pr.cmd(f"lookup {kid_a}") == f"lookup {kid_a} unknown sync", "rotated-out key refused")
     t_good = time.time()  # the last good fetch
 
     # the server goes away: cached keys stay usable within the stale window only
     srv.stop()
     time.sleep(1.7)  # past the 1.5 s ttl: the lookup is served and a refresh starts
-    check(pr.cmd(f"lookup {kid_b}") == f"lookup {kid_b} found sync", "stale key served")
-    check(wait_until(lambda: pr.stats()["fetching"] == 0), "background refresh finished")
+    C.ok(pr.cmd(f"lookup {kid_b}") == f"lookup {kid_b} found sync", "stale key served")
+    C.ok(wait_until(lambda: pr.stats()["fetching"] == 0), "background refresh finished")
     s = pr.stats()
-    check(s["failures"] >= 1 and s["usable"] == 1 and s["fresh"] == 0, f"refresh failed: {s}")
+    C.ok(s["failures"] >= 1 and s["usable"] == 1 and s["fresh"] == 0, f"refresh failed: {s}")
     # unknown kids while stale and down: a refetch is tried and fails -> unknown (keys usable)
     time.sleep(0.9)
     out = pr.cmd("lookup kid-x")
-    check(out in ("lookup kid-x unknown async", "lookup kid-x unknown sync"), f"down: {out}")
+    C.ok(out in ("lookup kid-x unknown async", "lookup kid-x unknown sync"), f"down: {out}")
     rest = STALE_MS / 1000 - (time.time() - t_good)
     time.sleep(max(rest, 0) + 0.3)
-    check(pr.cmd(f"lookup {kid_b}") in (f"lookup {kid_b} unavailable async",
+    C.ok(pr.cmd(f"lookup {kid_b}") in (f"lookup {kid_b} unavailable async",
                                         f"lookup {kid_b} unavailable sync"),
           "past the stale window: unavailable")
     time.sleep(0.25)
     out = pr.cmd("verify " + keys["b"][1])
-    check("status=503" in out and "detail=Authentication service unavailable" in out,
+    C.ok("status=503" in out and "detail=Authentication service unavailable" in out,
           f"verify 503: {out}")
-    check(pr.stats()["usable"] == 0, "not usable")
+    C.ok(pr.stats()["usable"] == 0, "not usable")
 
     # back up (same port): the next lookup after the retry gap fetches and recovers
     srv = Server(st, srv.port)
     time.sleep(0.25)
-    check(pr.cmd(f"lookup {kid_b}") == f"lookup {kid_b} found async", "recovered")
-    check(pr.stats()["usable"] == 1, "usable again")
+    C.ok(pr.cmd(f"lookup {kid_b}") == f"lookup {kid_b} found async", "recovered")
+    C.ok(pr.stats()["usable"] == 1, "usable again")
 
     # a non-200 answer and an oversized body are failed fetches; keys are kept
     st.status = 500
     time.sleep(0.9)
     pr.cmd("lookup kid-y")
-    check(wait_until(lambda: pr.stats()["fetching"] == 0), "500 fetch done")
+    C.ok(wait_until(lambda: pr.stats()["fetching"] == 0), "500 fetch done")
     st.status = 200
     st.body = b'{"keys": [' + b" " * (1024 * 1024) + b"]}"
     time.sleep(0.9)
     f0 = pr.stats()["failures"]
     pr.cmd("lookup kid-z")
-    check(pr.stats()["failures"] == f0 + 1, "oversized body is a failure")
-    check(pr.cmd(f"lookup {kid_b}") == f"lookup {kid_b} found sync", "keys kept after failures")
+    C.ok(pr.stats()["failures"] == f0 + 1, "oversized body is a failure")
+    C.ok(pr.cmd(f"lookup {kid_b}") == f"lookup {kid_b} found sync", "keys kept after failures")
 
     # a cancelled wait gets no callback
     st.body = jwks_doc(keys["b"][0])
     st.delay = 0.4
     time.sleep(0.9)
-    check(pr.cmd("cancel kid-c") == "cancelled", "cancel while waiting")
-    check(pr.stats()["waiting"] == 0, "nothing waiting after cancel")
+    C.ok(pr.cmd("cancel kid-c") == "cancelled", "cancel while waiting")
+    C.ok(pr.stats()["waiting"] == 0, "nothing waiting after cancel")
     time.sleep(0.6)  # the fetch completes; the cancelled wait must stay silent
-    check(pr.cmd("stats").startswith("stats "), "no stray callback line after cancel")
+    C.ok(pr.cmd("stats").startswith("stats "), "no stray callback line after cancel")
 
     # a callback that cancels another wait of its batch and looks up again: the sibling
     # stays silent and the new lookup gets exactly one answer (use after free under ASan
     # if a cancelled wait stayed on the list being resolved)
     time.sleep(0.9)
     out = pr.cmd("pair kid-d", n=3)
-    check(out == ["pair kid-d unknown async", "pair sibling cancelled",
+    C.ok(out == ["pair kid-d unknown async", "pair sibling cancelled",
                   "lookup kid-d unknown sync"], f"pair: {out}")
-    check(pr.stats()["waiting"] == 0, "nothing waiting after the pair")
+    C.ok(pr.stats()["waiting"] == 0, "nothing waiting after the pair")
     st.delay = 0
 
-    check(pr.close() == 0, "probe exits cleanly")
+    C.ok(pr.close() == 0, "probe exits cleanly")
     srv.stop()
 
 
 def main():
     for exe in (VEIL, PROBE):
-        if not os.access(exe, os.X_OK):
-            print(f"missing {exe}")
-            return 1
-    tmp = tempfile.mkdtemp(prefix="veil-jwks-")
-    try:
-        test_devtoken(tmp)
-        test_url_cache(tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+        if not C.ok(os.access(exe, os.X_OK), f"missing {exe}"):
+            return C.finish()
+    with TempDir() as tmp:
+        C.run("veil dev-token", test_devtoken, tmp)
+        C.run("the JWKS URL cache", test_url_cache, tmp)
+    return C.finish()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Reads every #include "..." under src/ and checks:
   - each folder includes only itself and the folders below it
     (common <- crypto <- net, auth, aws, attest <- enclave, proxy <- server, cli), so the
     folder graph has no cycle and no arrow up;
-  - inside veild, the store and the HTTP engine include nothing else of the server;
+  - inside veild, the store and the HTTP engine include nothing else of the server, and
+    the enclave link only veild's settings;
   - the CLI includes the enclave protocol and nothing else of the enclave;
   - the enclave protocol's command names, event keys and SSE event names are spelled in
     src/enclave/protocol.[ch] only;
@@ -30,6 +31,8 @@ SAME = {("aws", "net")}
 
 # inside src/server: these include nothing of server/ outside themselves
 SERVER_LEAVES = ("server/store/", "server/http/httpd.", "server/http/user_limits.")
+# the enclave link sees only itself and veild's settings
+SERVER_LINK = "server/link/"
 
 PROTOCOL_STRINGS = ("GET_PUBLIC_KEY", "SET_CREDENTIALS", "HEALTH", "CHAT", "CHAT_STREAM",
                     "RUN_TESTS", "GET_ATTESTATION", "stream_key", "encrypted_chunk",
@@ -116,6 +119,16 @@ def check_server_leaves(C, files):
                 C.ok(False, f"{path} is below the rest of veild but includes {inc}")
 
 
+def check_server_link(C, files):
+    for path, text in files:
+        if not path.startswith("src/" + SERVER_LINK):
+            continue
+        for inc in INCLUDE.findall(text):
+            t = target(path, inc)
+            if t.startswith("server/") and not t.startswith(SERVER_LINK):
+                C.eq(t, "server/settings.h", f"{path}: the enclave link includes only itself and the settings")
+
+
 def check_cli_protocol_only(C, files):
     """the CLI links the protocol library, not the enclave core"""
     for path, text in files:
@@ -157,6 +170,7 @@ def main():
     C.ok(("server", "enclave") in arrows and ("crypto", "common") in arrows,
          "the include graph has the arrows the layers are made of")
     check_server_leaves(C, files)
+    check_server_link(C, files)
     check_cli_protocol_only(C, files)
     check_protocol_strings(C, files)
     check_sizes(C, files)

@@ -20,7 +20,6 @@ import json
 import os
 import pwd
 import re
-import shutil
 import signal
 import socket
 import sqlite3
@@ -28,10 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from veiltest import Postgres, Proc, free_port  # noqa: E402
+from veiltest import Checks, Postgres, Proc, TempDir, free_port  # noqa: E402
 
 BIN = os.environ["VEIL_BIN"]
 SRC = os.environ.get("VEIL_SRC", "")
@@ -39,6 +37,8 @@ ISSUER = "https://veil.dev.local"
 H64 = "0123456789abcdef" * 4
 H32 = "fedcba9876543210" * 2
 P = "/api/v1"
+
+C = Checks()
 
 
 # --------------------------------------------------------------------------- processes
@@ -209,9 +209,9 @@ class Ctx:
 
 
 def expect(resp, status, detail=None, what=""):
-    assert resp.status == status, f"{what}: expected {status}, got {resp!r}"
+    C.eq(resp.status, status, f"{what}: expected {status}, got {resp!r}")
     if detail is not None:
-        assert resp.json == {"detail": detail}, f"{what}: expected detail {detail!r}, got {resp!r}"
+        C.eq(resp.json, {"detail": detail}, f"{what}: expected detail {detail!r}, got {resp!r}")
     return resp.json
 
 
@@ -257,16 +257,16 @@ def setup_org(c, org, admin, members=(), keyless=(), with_keys=True):
 # --------------------------------------------------------------------------- §4.1 app routes
 
 def test_app_routes(c):
-    assert c.req("GET", "/").json == {"message": "Welcome to Isol8 Chat API"}
+    C.eq(c.req("GET", "/").json, {"message": "Welcome to Isol8 Chat API"})
     expect(c.req("GET", "/health"), 200)
-    assert c.req("GET", "/health").json == {"status": "healthy", "database": "connected"}
+    C.eq(c.req("GET", "/health").json, {"status": "healthy", "database": "connected"})
     expect(c.req("GET", "/protected"), 403, "Not authenticated")
     expect(c.req("GET", "/protected", headers={"Authorization": "Basic dXNlcjpwdw=="}), 403,
            "Invalid authentication credentials")
     r = c.req("GET", "/protected", "not.a.token")
-    assert r.status == 401, r
+    C.eq(r.status, 401, r)
     r = c.req("GET", "/protected", c.tok("user_app"))
-    assert r.status == 200 and r.json == {"message": "You are authenticated", "user_id": "user_app"}, r
+    C.ok(r.status == 200 and r.json == {"message": "You are authenticated", "user_id": "user_app"}, r)
 
 
 def test_every_auth_route_needs_a_token(c):
@@ -291,12 +291,12 @@ def test_every_auth_route_needs_a_token(c):
 
 def test_user_sync_and_status(c):
     t = c.tok("user_s1")
-    assert c.req("GET", P + "/users/me/encryption-status", t).json == \
-        {"has_encryption_keys": False, "public_key": None, "encryption_created_at": None}
-    assert c.req("POST", P + "/users/sync", t).json == {"status": "created", "user_id": "user_s1"}
-    assert c.req("POST", P + "/users/sync", t).json == {"status": "exists", "user_id": "user_s1"}
+    C.eq(c.req("GET", P + "/users/me/encryption-status", t).json,
+         {"has_encryption_keys": False, "public_key": None, "encryption_created_at": None})
+    C.eq(c.req("POST", P + "/users/sync", t).json, {"status": "created", "user_id": "user_s1"})
+    C.eq(c.req("POST", P + "/users/sync", t).json, {"status": "exists", "user_id": "user_s1"})
     st = c.req("GET", P + "/users/me/encryption-status", t).json
-    assert st == {"has_encryption_keys": False, "public_key": None, "encryption_created_at": None}, st
+    C.eq(st, {"has_encryption_keys": False, "public_key": None, "encryption_created_at": None}, st)
 
 
 def test_user_keys_lifecycle(c):
@@ -309,35 +309,35 @@ def test_user_keys_lifecycle(c):
     expect(c.req("GET", P + "/users/me/keys", t), 404, "User has no encryption keys")
     expect(c.req("DELETE", P + "/users/me/keys", t), 204)  # no keys: a no-op
     r = c.req("POST", P + "/users/me/keys", t, user_keys(upper=True))
-    assert r.status == 201 and r.json == {"status": "created", "public_key": H64}, r
+    C.ok(r.status == 201 and r.json == {"status": "created", "public_key": H64}, r)
     expect(c.req("POST", P + "/users/me/keys", t, user_keys()), 409, "User already has encryption keys")
     st = c.req("GET", P + "/users/me/encryption-status", t).json
-    assert st["has_encryption_keys"] is True and st["public_key"] == H64, st
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}", st["encryption_created_at"]), st
+    C.ok(st["has_encryption_keys"] is True and st["public_key"] == H64, st)
+    C.ok(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}", st["encryption_created_at"]), st)
     k = user_keys()
     got = c.req("GET", P + "/users/me/keys", t).json
-    assert got == {"public_key": H64, "encrypted_private_key": k["encrypted_private_key"], "iv": k["iv"],
-                   "tag": k["tag"], "salt": k["salt"], "recovery_encrypted_private_key": None, "recovery_iv": None,
-                   "recovery_tag": None, "recovery_salt": None}, got
+    C.eq(got, {"public_key": H64, "encrypted_private_key": k["encrypted_private_key"], "iv": k["iv"],
+               "tag": k["tag"], "salt": k["salt"], "recovery_encrypted_private_key": None, "recovery_iv": None,
+               "recovery_tag": None, "recovery_salt": None}, got)
     rec = c.req("GET", P + "/users/me/keys/recovery", t).json
-    assert rec == {"public_key": H64, "encrypted_private_key": k["recovery_encrypted_private_key"],
-                   "iv": k["recovery_iv"], "tag": k["recovery_tag"], "salt": k["recovery_salt"],
-                   "recovery_encrypted_private_key": None, "recovery_iv": None, "recovery_tag": None,
-                   "recovery_salt": None}, rec
+    C.eq(rec, {"public_key": H64, "encrypted_private_key": k["recovery_encrypted_private_key"],
+               "iv": k["recovery_iv"], "tag": k["recovery_tag"], "salt": k["recovery_salt"],
+               "recovery_encrypted_private_key": None, "recovery_iv": None, "recovery_tag": None,
+               "recovery_salt": None}, rec)
     # another user reads the public key
     other = setup_user(c, "user_k2", keys=False)
-    assert c.req("GET", P + "/users/user_k1/public-key", other).json == {"user_id": "user_k1", "public_key": H64}
+    C.eq(c.req("GET", P + "/users/user_k1/public-key", other).json, {"user_id": "user_k1", "public_key": H64})
     expect(c.req("GET", P + "/users/user_k2/public-key", t), 404, "User has no public key")
     expect(c.req("GET", P + "/users/nobody_here/public-key", t), 404, "User has no public key")
     # delete, then create again (a passcode change)
     expect(c.req("DELETE", P + "/users/me/keys", t), 204)
     expect(c.req("GET", P + "/users/me/keys", t), 404, "User has no encryption keys")
     expect(c.req("GET", P + "/users/user_k1/public-key", other), 404, "User has no public key")
-    assert c.req("GET", P + "/users/me/encryption-status", t).json["has_encryption_keys"] is False
+    C.ok(c.req("GET", P + "/users/me/encryption-status", t).json["has_encryption_keys"] is False)
     expect(c.req("POST", P + "/users/me/keys", t, user_keys()), 201)
-    assert len(c.db.audit("user_keys_created", actor_user_id="user_k1")) == 2
-    assert len(c.db.audit("recovery_keys_fetched", actor_user_id="user_k1")) == 1
-    assert len(c.db.audit("user_keys_deleted", actor_user_id="user_k1")) == 1
+    C.eq(len(c.db.audit("user_keys_created", actor_user_id="user_k1")), 2)
+    C.eq(len(c.db.audit("recovery_keys_fetched", actor_user_id="user_k1")), 1)
+    C.eq(len(c.db.audit("user_keys_deleted", actor_user_id="user_k1")), 1)
 
 
 def test_user_keys_validation(c):
@@ -345,9 +345,9 @@ def test_user_keys_validation(c):
 
     def bad(body, typ, loc):
         r = c.req("POST", P + "/users/me/keys", t, body)
-        assert r.status == 422, r
+        C.eq(r.status, 422, r)
         e = r.json["detail"][0]
-        assert e["type"] == typ and e["loc"] == loc, (typ, loc, r)
+        C.ok(e["type"] == typ and e["loc"] == loc, (typ, loc, r))
 
     k = user_keys()
     bad({n: v for n, v in k.items() if n != "iv"}, "missing", ["body", "iv"])
@@ -363,8 +363,8 @@ def test_user_keys_validation(c):
     for low in ("00" * 32, "01" + "00" * 31, "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"):
         bad({**k, "public_key": low}, "value_error", ["body", "public_key"])
     r = c.req("POST", P + "/users/me/keys", t, raw=b"{not json")
-    assert r.status == 422 and r.json["detail"][0]["type"] == "json_invalid", r
-    assert c.req("GET", P + "/users/me/encryption-status", t).json["has_encryption_keys"] is False
+    C.ok(r.status == 422 and r.json["detail"][0]["type"] == "json_invalid", r)
+    C.ok(c.req("GET", P + "/users/me/encryption-status", t).json["has_encryption_keys"] is False)
 
 
 def test_user_keys_replace(c):
@@ -374,7 +374,7 @@ def test_user_keys_replace(c):
     expect(c.req("PUT", P + "/users/me/keys", t, user_keys()), 400, "User user_r1 not found")
     setup_user(c, "user_r1", keys=False)
     expect(c.req("PUT", P + "/users/me/keys", t, user_keys()), 404, "User has no encryption keys")
-    assert c.req("GET", P + "/users/me/encryption-status", t).json["has_encryption_keys"] is False
+    C.ok(c.req("GET", P + "/users/me/encryption-status", t).json["has_encryption_keys"] is False)
     expect(c.req("POST", P + "/users/me/keys", t, user_keys()), 201)
     created_at = c.req("GET", P + "/users/me/encryption-status", t).json["encryption_created_at"]
     new = {**user_keys(), "encrypted_private_key": "1234" * 30, "iv": "2" * 32, "tag": "3" * 32, "salt": "4" * 64,
@@ -383,45 +383,45 @@ def test_user_keys_replace(c):
     # the attack: a different key pair would make every stored conversation unreadable
     other = {**new, "public_key": "9" * 64}
     expect(c.req("PUT", P + "/users/me/keys", t, other), 409, "Public key does not match the stored key")
-    assert c.req("GET", P + "/users/me/keys", t).json["encrypted_private_key"] == user_keys()["encrypted_private_key"]
+    C.eq(c.req("GET", P + "/users/me/keys", t).json["encrypted_private_key"], user_keys()["encrypted_private_key"])
     # validation is POST's: a malformed body changes nothing
     r = c.req("PUT", P + "/users/me/keys", t, {n: v for n, v in new.items() if n != "recovery_salt"})
-    assert r.status == 422 and r.json["detail"][0]["loc"] == ["body", "recovery_salt"], r
+    C.ok(r.status == 422 and r.json["detail"][0]["loc"] == ["body", "recovery_salt"], r)
     r = c.req("PUT", P + "/users/me/keys", t, {**new, "iv": "zz" * 16})
-    assert r.status == 422 and r.json["detail"][0]["type"] == "value_error", r
-    assert c.req("GET", P + "/users/me/keys", t).json["iv"] == H32
+    C.ok(r.status == 422 and r.json["detail"][0]["type"] == "value_error", r)
+    C.eq(c.req("GET", P + "/users/me/keys", t).json["iv"], H32)
     # the replace: upper-case hex is stored lower-case, the creation time stays
     r = c.req("PUT", P + "/users/me/keys", t, {n: v.upper() for n, v in new.items()})
-    assert r.status == 200 and r.json == {"status": "replaced", "public_key": H64}, r
+    C.ok(r.status == 200 and r.json == {"status": "replaced", "public_key": H64}, r)
     got = c.req("GET", P + "/users/me/keys", t).json
-    assert got == {"public_key": H64, "encrypted_private_key": new["encrypted_private_key"], "iv": new["iv"],
-                   "tag": new["tag"], "salt": new["salt"], "recovery_encrypted_private_key": None,
-                   "recovery_iv": None, "recovery_tag": None, "recovery_salt": None}, got
+    C.eq(got, {"public_key": H64, "encrypted_private_key": new["encrypted_private_key"], "iv": new["iv"],
+               "tag": new["tag"], "salt": new["salt"], "recovery_encrypted_private_key": None,
+               "recovery_iv": None, "recovery_tag": None, "recovery_salt": None}, got)
     rec = c.req("GET", P + "/users/me/keys/recovery", t).json
-    assert (rec["encrypted_private_key"], rec["iv"], rec["tag"], rec["salt"]) == \
-        (new["recovery_encrypted_private_key"], new["recovery_iv"], new["recovery_tag"], new["recovery_salt"]), rec
+    C.eq((rec["encrypted_private_key"], rec["iv"], rec["tag"], rec["salt"]),
+         (new["recovery_encrypted_private_key"], new["recovery_iv"], new["recovery_tag"], new["recovery_salt"]), rec)
     st = c.req("GET", P + "/users/me/encryption-status", t).json
-    assert st["has_encryption_keys"] is True and st["encryption_created_at"] == created_at, st
-    assert c.db.audit("user_keys_recovered", actor_user_id="user_r1") == [("user_r1", "user_r1", None, None)]
-    assert c.db.audit("user_keys_deleted", actor_user_id="user_r1") == []
+    C.ok(st["has_encryption_keys"] is True and st["encryption_created_at"] == created_at, st)
+    C.eq(c.db.audit("user_keys_recovered", actor_user_id="user_r1"), [("user_r1", "user_r1", None, None)])
+    C.eq(c.db.audit("user_keys_deleted", actor_user_id="user_r1"), [])
     # after a DELETE there is nothing to replace
     expect(c.req("DELETE", P + "/users/me/keys", t), 204)
     expect(c.req("PUT", P + "/users/me/keys", t, new), 404, "User has no encryption keys")
-    assert len(c.db.audit("user_keys_recovered", actor_user_id="user_r1")) == 1
+    C.eq(len(c.db.audit("user_keys_recovered", actor_user_id="user_r1")), 1)
 
 
 def test_user_memberships(c):
     setup_org(c, "org_m1", "user_m_admin", members=["user_m_member"])
     t = c.tok("user_m_member")
     ms = c.req("GET", P + "/users/me/memberships", t).json["memberships"]
-    assert len(ms) == 1, ms
+    C.eq(len(ms), 1, ms)
     m = ms[0]
-    assert set(m) == {"id", "org_id", "org_name", "role", "has_org_key", "key_distributed_at", "joined_at"}, m
-    assert m["id"] == "mem_user_m_member_org_m1" and m["org_id"] == "org_m1" and m["org_name"] == "Org org_m1"
-    assert m["role"] == "org:member" and m["has_org_key"] is False and m["key_distributed_at"] is None
+    C.eq(set(m), {"id", "org_id", "org_name", "role", "has_org_key", "key_distributed_at", "joined_at"}, m)
+    C.ok(m["id"] == "mem_user_m_member_org_m1" and m["org_id"] == "org_m1" and m["org_name"] == "Org org_m1")
+    C.ok(m["role"] == "org:member" and m["has_org_key"] is False and m["key_distributed_at"] is None)
     ma = c.req("GET", P + "/users/me/memberships", c.tok("user_m_admin")).json["memberships"]
-    assert ma[0]["role"] == "org:admin" and ma[0]["has_org_key"] is True and ma[0]["key_distributed_at"], ma
-    assert c.req("GET", P + "/users/me/memberships", c.tok("user_m_nobody")).json == {"memberships": []}
+    C.ok(ma[0]["role"] == "org:admin" and ma[0]["has_org_key"] is True and ma[0]["key_distributed_at"], ma)
+    C.eq(c.req("GET", P + "/users/me/memberships", c.tok("user_m_nobody")).json, {"memberships": []})
 
 
 # --------------------------------------------------------------------------- §4.5 organizations
@@ -430,38 +430,38 @@ def test_org_sync(c):
     setup_user(c, "user_o1", keys=False)
     ta = c.tok("user_o1", "org_o1", "admin", slug="slug-o1")
     body = {"org_id": "org_o1", "name": "First", "slug": "slug-o1"}
-    assert c.req("POST", P + "/organizations/sync", ta, body).json == {"status": "created", "org_id": "org_o1"}
-    assert c.req("POST", P + "/organizations/sync", ta, {**body, "name": "Renamed"}).json == \
-        {"status": "updated", "org_id": "org_o1"}
+    C.eq(c.req("POST", P + "/organizations/sync", ta, body).json, {"status": "created", "org_id": "org_o1"})
+    C.eq(c.req("POST", P + "/organizations/sync", ta, {**body, "name": "Renamed"}).json,
+         {"status": "updated", "org_id": "org_o1"})
     expect(c.req("POST", P + "/organizations/sync", ta, {**body, "org_id": "org_other"}), 403,
            "Cannot sync org you're not a member of")
     # personal context: only with a stored membership
     tp = c.tok("user_o1")
-    assert c.req("POST", P + "/organizations/sync", tp, body).json["status"] == "updated"
+    C.eq(c.req("POST", P + "/organizations/sync", tp, body).json["status"], "updated")
     expect(c.req("POST", P + "/organizations/sync", c.tok("user_o2"), body), 403, "Not a member of this organization")
     # the role stays as stored when the token carries none
-    assert c.req("GET", f"{P}/organizations/org_o1/membership", tp).json["role"] == "org:admin"
+    C.eq(c.req("GET", f"{P}/organizations/org_o1/membership", tp).json["role"], "org:admin")
     # the JWT role is applied when present
     c.req("POST", P + "/users/sync", c.tok("user_o3"))
     tm = c.tok("user_o3", "org_o1", "member")
-    assert c.req("POST", P + "/organizations/sync", tm, body).status == 200
-    assert c.req("GET", f"{P}/organizations/org_o1/membership", tm).json["role"] == "org:member"
+    C.eq(c.req("POST", P + "/organizations/sync", tm, body).status, 200)
+    C.eq(c.req("GET", f"{P}/organizations/org_o1/membership", tm).json["role"], "org:member")
     # defect §10.12: a custom Clerk role is a member, not a 500
     tc = c.tok.with_org_role("user_o4", "org_o1", "billing_manager")
     r = c.req("POST", P + "/organizations/sync", tc, body)
-    assert r.status == 200 and r.json == {"status": "updated", "org_id": "org_o1"}, r
-    assert c.req("GET", f"{P}/organizations/org_o1/membership", tc).json["role"] == "org:member"
+    C.ok(r.status == 200 and r.json == {"status": "updated", "org_id": "org_o1"}, r)
+    C.eq(c.req("GET", f"{P}/organizations/org_o1/membership", tc).json["role"], "org:member")
     # validation
     r = c.req("POST", P + "/organizations/sync", ta, {"org_id": "org_o1"})
-    assert r.status == 422 and r.json["detail"][0]["loc"] == ["body", "name"], r
+    C.ok(r.status == 422 and r.json["detail"][0]["loc"] == ["body", "name"], r)
     r = c.req("POST", P + "/organizations/sync", ta, {**body, "slug": 5})
-    assert r.status == 422 and r.json["detail"][0]["loc"] == ["body", "slug"], r
-    assert c.req("POST", P + "/organizations/sync", ta, {**body, "slug": None}).status == 200
+    C.ok(r.status == 422 and r.json["detail"][0]["loc"] == ["body", "slug"], r)
+    C.eq(c.req("POST", P + "/organizations/sync", ta, {**body, "slug": None}).status, 200)
     # listing (the slug survived a null slug)
     orgs = c.req("GET", P + "/organizations/", ta).json["organizations"]
-    assert orgs == [{"id": "org_o1", "name": "First", "slug": "slug-o1", "role": "org:admin"}], orgs
+    C.eq(orgs, [{"id": "org_o1", "name": "First", "slug": "slug-o1", "role": "org:admin"}], orgs)
     r = c.req("GET", P + "/organizations", ta)
-    assert r.status == 307 and r.headers["location"] == P + "/organizations/", r
+    C.ok(r.status == 307 and r.headers["location"] == P + "/organizations/", r)
 
 
 def test_org_sync_by_a_member_does_not_rename(c):
@@ -473,33 +473,33 @@ def test_org_sync_by_a_member_does_not_rename(c):
     name = lambda: c.db.rows("SELECT name, slug FROM organizations WHERE id = ?", "org_s5")
     sync = lambda t, body: c.req("POST", P + "/organizations/sync", t, {"org_id": "org_s5", **body})
     tm = c.tok("user_sb", "org_s5", "member")
-    assert sync(tm, {"name": "Made by a member", "slug": "s5"}).json == {"status": "created", "org_id": "org_s5"}
-    assert name() == [("Made by a member", "s5")]
+    C.eq(sync(tm, {"name": "Made by a member", "slug": "s5"}).json, {"status": "created", "org_id": "org_s5"})
+    C.eq(name(), [("Made by a member", "s5")])
     ta = c.tok("user_sa", "org_s5", "admin")
-    assert sync(ta, {"name": "Five", "slug": "five"}).json == {"status": "updated", "org_id": "org_s5"}
-    assert name() == [("Five", "five")]
+    C.eq(sync(ta, {"name": "Five", "slug": "five"}).json, {"status": "updated", "org_id": "org_s5"})
+    C.eq(name(), [("Five", "five")])
     for t in (tm, c.tok("user_sb")):  # in the org's context, and personal (stored role member)
         r = sync(t, {"name": "Pwned", "slug": "pwned"})
-        assert r.status == 200 and r.json == {"status": "updated", "org_id": "org_s5"}, r
-        assert name() == [("Five", "five")]
+        C.ok(r.status == 200 and r.json == {"status": "updated", "org_id": "org_s5"}, r)
+        C.eq(name(), [("Five", "five")])
     # personal context: the stored admin role renames
-    assert sync(c.tok("user_sa"), {"name": "Five Inc"}).status == 200
-    assert name() == [("Five Inc", "five")]
+    C.eq(sync(c.tok("user_sa"), {"name": "Five Inc"}).status, 200)
+    C.eq(name(), [("Five Inc", "five")])
     # a demoted admin's token (member in this org's context) does not, whatever the DB said
-    assert sync(c.tok("user_sa", "org_s5", "member"), {"name": "Old admin"}).status == 200
-    assert name() == [("Five Inc", "five")]
+    C.eq(sync(c.tok("user_sa", "org_s5", "member"), {"name": "Old admin"}).status, 200)
+    C.eq(name(), [("Five Inc", "five")])
 
 
 def test_org_current(c):
     setup_org(c, "org_c1", "user_c1", with_keys=False)
-    assert c.req("GET", P + "/organizations/current", c.tok("user_c1")).json == {
-        "org_id": None, "org_name": None, "org_slug": None, "org_role": None, "is_personal_context": True,
-        "is_org_admin": False}
-    assert c.req("GET", P + "/organizations/current", c.tok("user_c1", "org_c1", "admin", "c-one")).json == {
-        "org_id": "org_c1", "org_name": "Org org_c1", "org_slug": "c-one", "org_role": "org:admin",
-        "is_personal_context": False, "is_org_admin": True}
+    C.eq(c.req("GET", P + "/organizations/current", c.tok("user_c1")).json, {
+    "org_id": None, "org_name": None, "org_slug": None, "org_role": None, "is_personal_context": True,
+    "is_org_admin": False})
+    C.eq(c.req("GET", P + "/organizations/current", c.tok("user_c1", "org_c1", "admin", "c-one")).json, {
+    "org_id": "org_c1", "org_name": "Org org_c1", "org_slug": "c-one", "org_role": "org:admin",
+    "is_personal_context": False, "is_org_admin": True})
     cur = c.req("GET", P + "/organizations/current", c.tok("user_c2", "org_unknown", "member")).json
-    assert cur["org_name"] is None and cur["org_role"] == "org:member" and cur["is_org_admin"] is False, cur
+    C.ok(cur["org_name"] is None and cur["org_role"] == "org:member" and cur["is_org_admin"] is False, cur)
 
 
 def test_org_context(c):
@@ -507,18 +507,18 @@ def test_org_context(c):
     ta, tm = c.tok("user_x_admin", "org_x1", "admin"), c.tok("user_x_member", "org_x1", "member")
     expect(c.req("GET", P + "/organizations/context", c.tok("user_x_admin")), 403,
            "This action requires an active organization context")
-    assert c.req("GET", P + "/organizations/context", tm).json == {"context_data": None}
+    C.eq(c.req("GET", P + "/organizations/context", tm).json, {"context_data": None})
     expect(c.req("PUT", P + "/organizations/context", tm, {"context_data": {"a": 1}}), 403,
            "This action requires organization admin privileges")
     expect(c.req("PUT", P + "/organizations/context", c.tok("user_x_admin"), {"context_data": {"a": 1}}), 403,
            "This action requires organization admin privileges")
     doc = {"tone": "formal", "n": [1, 2, {"x": None}]}
-    assert c.req("PUT", P + "/organizations/context", ta, {"context_data": doc}).json == {"context_data": doc}
-    assert c.req("GET", P + "/organizations/context", tm).json == {"context_data": doc}
+    C.eq(c.req("PUT", P + "/organizations/context", ta, {"context_data": doc}).json, {"context_data": doc})
+    C.eq(c.req("GET", P + "/organizations/context", tm).json, {"context_data": doc})
     r = c.req("PUT", P + "/organizations/context", ta, {"context_data": [1]})
-    assert r.status == 422 and r.json["detail"][0]["type"] == "dict_type", r
+    C.ok(r.status == 422 and r.json["detail"][0]["type"] == "dict_type", r)
     rows = c.db.rows("SELECT id FROM context_stores WHERE owner_type = ? AND owner_id = ?", "org", "org_x1")
-    assert rows == [("ctx_org_org_x1",)], rows
+    C.eq(rows, [("ctx_org_org_x1",)], rows)
 
 
 def test_org_keys(c):
@@ -527,9 +527,9 @@ def test_org_keys(c):
     # the org's key state is for its members only; unknown orgs look the same (no existence oracle)
     for org, t in (("org_k1", c.tok("user_kz")), ("org_k1", c.tok("user_kz", "org_k1", "admin")), ("org_nope", ta)):
         expect(c.req("GET", f"{P}/organizations/{org}/encryption-status", t), 403, "Not a member of this organization")
-    assert c.req("GET", P + "/organizations/org_k1/encryption-status", tb).json == {
-        "has_encryption_keys": False, "org_public_key": None, "encryption_created_at": None,
-        "encryption_created_by": None}
+    C.eq(c.req("GET", P + "/organizations/org_k1/encryption-status", tb).json, {
+    "has_encryption_keys": False, "org_public_key": None, "encryption_created_at": None,
+    "encryption_created_by": None})
     expect(c.req("POST", P + "/organizations/org_k1/keys", tb, org_keys()), 403,
            "User user_kb is not an admin of org org_k1")
     expect(c.req("POST", P + "/organizations/org_k1/keys", c.tok("user_kz"), org_keys()), 404,
@@ -537,38 +537,38 @@ def test_org_keys(c):
     bad = org_keys()
     bad["admin_member_encrypted_key"] = {**ep(), "iv": "00"}
     r = c.req("POST", P + "/organizations/org_k1/keys", ta, bad)
-    assert r.status == 422 and r.json["detail"][0]["loc"] == ["body", "admin_member_encrypted_key", "iv"], r
+    C.ok(r.status == 422 and r.json["detail"][0]["loc"] == ["body", "admin_member_encrypted_key", "iv"], r)
     r = c.req("POST", P + "/organizations/org_k1/keys", ta, {**org_keys(), "admin_salt": "5" * 63})
-    assert r.status == 422 and r.json["detail"][0]["loc"] == ["body", "admin_salt"], r
+    C.ok(r.status == 422 and r.json["detail"][0]["loc"] == ["body", "admin_salt"], r)
     # F0: a low-order org key would make every org chat end in "Internal error"
     for low in ("00" * 32, "01" + "00" * 31):
         r = c.req("POST", P + "/organizations/org_k1/keys", ta, {**org_keys(), "org_public_key": low})
-        assert r.status == 422 and r.json["detail"][0]["type"] == "value_error" and \
-            r.json["detail"][0]["loc"] == ["body", "org_public_key"], r
+        C.ok(r.status == 422 and r.json["detail"][0]["type"] == "value_error" and \
+          r.json["detail"][0]["loc"] == ["body", "org_public_key"], r)
     up = org_keys()
     up["org_public_key"] = "A" * 64
     r = c.req("POST", P + "/organizations/org_k1/keys", ta, up)
-    assert r.status == 201 and r.json == {"status": "created", "org_public_key": "a" * 64}, r
+    C.ok(r.status == 201 and r.json == {"status": "created", "org_public_key": "a" * 64}, r)
     expect(c.req("POST", P + "/organizations/org_k1/keys", ta, org_keys()), 409,
            "Organization org_k1 already has encryption keys")
     st = c.req("GET", P + "/organizations/org_k1/encryption-status", tb).json
-    assert st["has_encryption_keys"] and st["org_public_key"] == "a" * 64 and st["encryption_created_by"] == "user_ka"
+    C.ok(st["has_encryption_keys"] and st["org_public_key"] == "a" * 64 and st["encryption_created_by"] == "user_ka")
     # the admin's own copy was stored with the keys
     m = c.req("GET", P + "/organizations/org_k1/membership", ta).json
-    assert set(m) == {"id", "org_id", "org_name", "role", "has_org_key", "key_distributed_at", "joined_at",
-                      "created_at", "encrypted_org_key"}, m
-    assert m["has_org_key"] and m["encrypted_org_key"] == ep("d") and m["org_name"] is None, m
+    C.eq(set(m), {"id", "org_id", "org_name", "role", "has_org_key", "key_distributed_at", "joined_at",
+                  "created_at", "encrypted_org_key"}, m)
+    C.ok(m["has_org_key"] and m["encrypted_org_key"] == ep("d") and m["org_name"] is None, m)
     mb = c.req("GET", P + "/organizations/org_k1/membership", tb).json
-    assert mb["has_org_key"] is False and mb["encrypted_org_key"] is None, mb
+    C.ok(mb["has_org_key"] is False and mb["encrypted_org_key"] is None, mb)
     expect(c.req("GET", P + "/organizations/org_k1/membership", c.tok("user_kz")), 404,
            "Not a member of this organization")
     # admin recovery key
-    assert c.req("GET", P + "/organizations/org_k1/admin-recovery-key", ta).json == {
-        "org_public_key": "a" * 64, "admin_encrypted_private_key": "8" * 80, "iv": "7" * 32, "tag": "6" * 32,
-        "salt": "5" * 64}
+    C.eq(c.req("GET", P + "/organizations/org_k1/admin-recovery-key", ta).json, {
+    "org_public_key": "a" * 64, "admin_encrypted_private_key": "8" * 80, "iv": "7" * 32, "tag": "6" * 32,
+    "salt": "5" * 64})
     expect(c.req("GET", P + "/organizations/org_k1/admin-recovery-key", tb), 403,
            "User user_kb is not an admin of org org_k1")
-    assert len(c.db.audit("org_keys_created", org_id="org_k1", actor_user_id="user_ka")) == 1
+    C.eq(len(c.db.audit("org_keys_created", org_id="org_k1", actor_user_id="user_ka")), 1)
 
 
 def test_org_keys_missing(c):
@@ -589,12 +589,12 @@ def test_org_distribution(c):
     ta, tb = c.tok("user_da", "org_d1", "admin"), c.tok("user_db", "org_d1", "member")
     pend = c.req("GET", P + "/organizations/org_d1/pending-distributions", ta).json
     ready = sorted(pend["ready_for_distribution"], key=lambda x: x["user_id"])
-    assert [x["user_id"] for x in ready] == ["user_db", "user_dc"], pend
-    assert set(ready[0]) == {"membership_id", "user_id", "user_public_key", "role", "joined_at"}, ready[0]
-    assert ready[0]["user_public_key"] == H64 and ready[0]["membership_id"] == "mem_user_db_org_d1"
-    assert [x["user_id"] for x in pend["needs_personal_setup"]] == ["user_dd"], pend
-    assert set(pend["needs_personal_setup"][0]) == {"membership_id", "user_id", "role", "joined_at"}
-    assert pend["org_id"] == "org_d1" and pend["ready_count"] == 2 and pend["needs_setup_count"] == 1, pend
+    C.eq([x["user_id"] for x in ready], ["user_db", "user_dc"], pend)
+    C.eq(set(ready[0]), {"membership_id", "user_id", "user_public_key", "role", "joined_at"}, ready[0])
+    C.ok(ready[0]["user_public_key"] == H64 and ready[0]["membership_id"] == "mem_user_db_org_d1")
+    C.eq([x["user_id"] for x in pend["needs_personal_setup"]], ["user_dd"], pend)
+    C.eq(set(pend["needs_personal_setup"][0]), {"membership_id", "user_id", "role", "joined_at"})
+    C.ok(pend["org_id"] == "org_d1" and pend["ready_count"] == 2 and pend["needs_setup_count"] == 1, pend)
     expect(c.req("GET", P + "/organizations/org_d1/pending-distributions", tb), 403,
            "User user_db is not an admin of org org_d1")
     # single distribution
@@ -603,47 +603,47 @@ def test_org_distribution(c):
     expect(dist("mem_user_dd_org_d1"), 400, "Member has not set up personal encryption keys")
     expect(dist("mem_nope"), 404, "Membership not found")
     expect(dist("mem_user_dy_org_d2"), 400, "Membership does not belong to this organization")
-    assert dist("mem_user_db_org_d1").json == {"status": "distributed", "membership_id": "mem_user_db_org_d1"}
+    C.eq(dist("mem_user_db_org_d1").json, {"status": "distributed", "membership_id": "mem_user_db_org_d1"})
     expect(dist("mem_user_db_org_d1"), 400, "Member already has org key")
     expect(c.req("POST", url, tb, {"membership_id": "mem_user_dc_org_d1", "encrypted_org_key": ep()}), 403,
            "User user_db is not an admin of org org_d1")
     r = c.req("POST", url, ta, {"membership_id": "mem_user_dc_org_d1", "encrypted_org_key": {**ep(), "ciphertext": "a"}})
-    assert r.status == 422 and r.json["detail"][0]["loc"] == ["body", "encrypted_org_key", "ciphertext"], r
+    C.ok(r.status == 422 and r.json["detail"][0]["loc"] == ["body", "encrypted_org_key", "ciphertext"], r)
     mb = c.req("GET", P + "/organizations/org_d1/membership", tb).json
-    assert mb["has_org_key"] and mb["encrypted_org_key"] == ep("e") and mb["key_distributed_at"], mb
-    assert len(c.db.audit("org_key_distributed", org_id="org_d1", target_user_id="user_db")) == 1
+    C.ok(mb["has_org_key"] and mb["encrypted_org_key"] == ep("e") and mb["key_distributed_at"], mb)
+    C.eq(len(c.db.audit("org_key_distributed", org_id="org_d1", target_user_id="user_db")), 1)
     # bulk: per-item results, one commit
     bulk = P + "/organizations/org_d1/distribute-keys-bulk"
     r = c.req("POST", bulk, ta, {"distributions": []})
-    assert r.status == 422 and r.json["detail"][0]["type"] == "too_short", r
+    C.ok(r.status == 422 and r.json["detail"][0]["type"] == "too_short", r)
     r = c.req("POST", bulk, ta, {"distributions": [{"membership_id": "x", "encrypted_org_key": {**ep(), "iv": "zz"}}]})
-    assert r.status == 422 and r.json["detail"][0]["loc"] == \
-        ["body", "distributions", 0, "encrypted_org_key", "iv"], r
+    C.ok(r.status == 422 and r.json["detail"][0]["loc"] == \
+      ["body", "distributions", 0, "encrypted_org_key", "iv"], r)
     r = c.req("POST", bulk, ta, {"distributions": [{"encrypted_org_key": ep()}]})
-    assert r.status == 422 and r.json["detail"][0]["loc"] == ["body", "distributions", 0, "membership_id"], r
+    C.ok(r.status == 422 and r.json["detail"][0]["loc"] == ["body", "distributions", 0, "membership_id"], r)
     items = [{"membership_id": m, "encrypted_org_key": ep("f")} for m in
              ("mem_user_dc_org_d1", "mem_user_db_org_d1", "mem_user_dd_org_d1", "mem_none", "mem_user_dy_org_d2")]
     res = c.req("POST", bulk, ta, {"distributions": items}).json
-    assert res["org_id"] == "org_d1" and res["success_count"] == 1 and res["failure_count"] == 4, res
-    assert res["results"] == [
-        {"membership_id": "mem_user_dc_org_d1", "user_id": "user_dc", "success": True, "error": None},
-        {"membership_id": "mem_user_db_org_d1", "user_id": "user_db", "success": False,
-         "error": "Member already has org key"},
-        {"membership_id": "mem_user_dd_org_d1", "user_id": "user_dd", "success": False,
-         "error": "Member has not set up personal encryption keys"},
-        {"membership_id": "mem_none", "user_id": None, "success": False, "error": "Membership not found"},
-        {"membership_id": "mem_user_dy_org_d2", "user_id": None, "success": False,
-         "error": "Membership does not belong to this organization"}], res
+    C.ok(res["org_id"] == "org_d1" and res["success_count"] == 1 and res["failure_count"] == 4, res)
+    C.eq(res["results"], [
+    {"membership_id": "mem_user_dc_org_d1", "user_id": "user_dc", "success": True, "error": None},
+    {"membership_id": "mem_user_db_org_d1", "user_id": "user_db", "success": False,
+     "error": "Member already has org key"},
+    {"membership_id": "mem_user_dd_org_d1", "user_id": "user_dd", "success": False,
+     "error": "Member has not set up personal encryption keys"},
+    {"membership_id": "mem_none", "user_id": None, "success": False, "error": "Membership not found"},
+    {"membership_id": "mem_user_dy_org_d2", "user_id": None, "success": False,
+     "error": "Membership does not belong to this organization"}], res)
     mc = c.req("GET", P + "/organizations/org_d1/membership", c.tok("user_dc", "org_d1", "member")).json
-    assert mc["has_org_key"] and mc["encrypted_org_key"] == ep("f"), mc
+    C.ok(mc["has_org_key"] and mc["encrypted_org_key"] == ep("f"), mc)
     # members list
     mem = c.req("GET", P + "/organizations/org_d1/members", ta).json
-    assert mem["org_id"] == "org_d1" and mem["total_count"] == 4, mem
+    C.ok(mem["org_id"] == "org_d1" and mem["total_count"] == 4, mem)
     by = {m["user_id"]: m for m in mem["members"]}
-    assert set(by["user_dd"]) == {"membership_id", "user_id", "role", "has_personal_keys", "has_org_key",
-                                  "key_distributed_at", "joined_at"}
-    assert by["user_dd"]["has_personal_keys"] is False and by["user_dc"]["has_org_key"] is True
-    assert by["user_da"]["role"] == "org:admin" and by["user_db"]["role"] == "org:member"
+    C.eq(set(by["user_dd"]), {"membership_id", "user_id", "role", "has_personal_keys", "has_org_key",
+                              "key_distributed_at", "joined_at"})
+    C.ok(by["user_dd"]["has_personal_keys"] is False and by["user_dc"]["has_org_key"] is True)
+    C.ok(by["user_da"]["role"] == "org:admin" and by["user_db"]["role"] == "org:member")
     expect(c.req("GET", P + "/organizations/org_d1/members", tb), 403, "Admin access required")
     expect(c.req("GET", P + "/organizations/org_d1/members", c.tok("user_dx")), 404, "Not a member of this organization")
     # another org's admin has no power here
@@ -710,7 +710,7 @@ def test_org_admin_routes_follow_a_jwt_demotion(c):
     context whose role is member is refused although the DB still says admin."""
     ta = setup_org(c, "org_j1", "user_ja", members=["user_jb"])
     demoted = c.tok("user_ja", "org_j1", "member")
-    assert c.req("GET", P + "/organizations/org_j1/membership", demoted).json["role"] == "org:admin"
+    C.eq(c.req("GET", P + "/organizations/org_j1/membership", demoted).json["role"], "org:admin")
     give = {"membership_id": "mem_user_jb_org_j1", "encrypted_org_key": ep()}
     o = P + "/organizations/org_j1/"
     for method, path, body in [("POST", "keys", org_keys()), ("GET", "pending-distributions", None),
@@ -722,13 +722,13 @@ def test_org_admin_routes_follow_a_jwt_demotion(c):
     expect(c.req("GET", o + "members", demoted), 403, "Admin access required")
     expect(c.req("PUT", P + "/organizations/context", demoted, {"context_data": {"a": 1}}), 403,
            "This action requires organization admin privileges")
-    assert c.req("GET", o + "membership", c.tok("user_jb", "org_j1", "member")).json["has_org_key"] is False
-    assert c.req("GET", o + "membership", demoted).json["has_org_key"] is True
+    C.ok(c.req("GET", o + "membership", c.tok("user_jb", "org_j1", "member")).json["has_org_key"] is False)
+    C.ok(c.req("GET", o + "membership", demoted).json["has_org_key"] is True)
     # personal context, or another org's context: the DB role decides, as before
     for t in (c.tok("user_ja"), c.tok("user_ja", "org_j_other", "member"), ta):
-        assert c.req("GET", o + "admin-recovery-key", t).status == 200
-        assert c.req("GET", o + "members", t).json["total_count"] == 2
-    assert c.req("POST", o + "distribute-key", c.tok("user_ja"), give).status == 200
+        C.eq(c.req("GET", o + "admin-recovery-key", t).status, 200)
+        C.eq(c.req("GET", o + "members", t).json["total_count"], 2)
+    C.eq(c.req("POST", o + "distribute-key", c.tok("user_ja"), give).status, 200)
 
 
 def test_org_revoke(c):
@@ -743,14 +743,14 @@ def test_org_revoke(c):
            "User user_nobody is not a member of org org_r1")
     expect(c.req("POST", P + "/organizations/org_r1/revoke-key/user_rb?reason=left%20team", ta), 204)
     m = c.req("GET", P + "/organizations/org_r1/membership", tb).json
-    assert m["has_org_key"] is False and m["encrypted_org_key"] is None and m["key_distributed_at"] is None, m
+    C.ok(m["has_org_key"] is False and m["encrypted_org_key"] is None and m["key_distributed_at"] is None, m)
     expect(c.req("POST", P + "/organizations/org_r1/revoke-key/user_rb", ta), 204)  # no key: no-op
     expect(c.req("POST", P + "/organizations/org_r1/revoke-key/user_rc", ta), 204)  # never had one
     rows = c.db.audit("org_key_revoked", org_id="org_r1")
-    assert rows == [("user_ra", "user_rb", "org_r1", {"reason": "left team"})], rows
+    C.eq(rows, [("user_ra", "user_rb", "org_r1", {"reason": "left team"})], rows)
     # redistribution after revocation works
-    assert c.req("POST", P + "/organizations/org_r1/distribute-key", ta,
-                 {"membership_id": "mem_user_rb_org_r1", "encrypted_org_key": ep()}).status == 200
+    C.eq(c.req("POST", P + "/organizations/org_r1/distribute-key", ta,
+               {"membership_id": "mem_user_rb_org_r1", "encrypted_org_key": ep()}).status, 200)
 
 
 # --------------------------------------------------------------------------- §4.6 context
@@ -758,26 +758,26 @@ def test_org_revoke(c):
 def test_context_router(c):
     setup_org(c, "org_y1", "user_ya", members=["user_yb"], with_keys=False)
     tp = c.tok("user_yb")
-    assert c.req("GET", P + "/context/", tp).json == {"owner_type": "user", "context_data": None}
+    C.eq(c.req("GET", P + "/context/", tp).json, {"owner_type": "user", "context_data": None})
     doc = {"name": "Bee", "prefs": {"lang": "fr"}}
-    assert c.req("PUT", P + "/context/", tp, {"context_data": doc}).json == {"owner_type": "user", "context_data": doc}
-    assert c.req("PUT", P + "/context/", tp, {"context_data": {"only": 1}}).json["context_data"] == {"only": 1}
-    assert c.req("GET", P + "/context/", tp).json == {"owner_type": "user", "context_data": {"only": 1}}
+    C.eq(c.req("PUT", P + "/context/", tp, {"context_data": doc}).json, {"owner_type": "user", "context_data": doc})
+    C.eq(c.req("PUT", P + "/context/", tp, {"context_data": {"only": 1}}).json["context_data"], {"only": 1})
+    C.eq(c.req("GET", P + "/context/", tp).json, {"owner_type": "user", "context_data": {"only": 1}})
     tm, ta = c.tok("user_yb", "org_y1", "member"), c.tok("user_ya", "org_y1", "admin")
-    assert c.req("GET", P + "/context/", tm).json == {"owner_type": "org", "context_data": None}
+    C.eq(c.req("GET", P + "/context/", tm).json, {"owner_type": "org", "context_data": None})
     expect(c.req("PUT", P + "/context/", tm, {"context_data": {"x": 1}}), 403,
            "Only organization admins can update org context")
-    assert c.req("PUT", P + "/context/", ta, {"context_data": {"x": 1}}).json == \
-        {"owner_type": "org", "context_data": {"x": 1}}
-    assert c.req("GET", P + "/context/", tm).json == {"owner_type": "org", "context_data": {"x": 1}}
+    C.eq(c.req("PUT", P + "/context/", ta, {"context_data": {"x": 1}}).json,
+         {"owner_type": "org", "context_data": {"x": 1}})
+    C.eq(c.req("GET", P + "/context/", tm).json, {"owner_type": "org", "context_data": {"x": 1}})
     r = c.req("PUT", P + "/context/", tp, {"context_data": "str"})
-    assert r.status == 422 and r.json["detail"][0]["loc"] == ["body", "context_data"], r
+    C.ok(r.status == 422 and r.json["detail"][0]["loc"] == ["body", "context_data"], r)
     r = c.req("PUT", P + "/context/", tp, {})
-    assert r.status == 422 and r.json["detail"][0]["type"] == "missing", r
+    C.ok(r.status == 422 and r.json["detail"][0]["type"] == "missing", r)
     r = c.req("GET", P + "/context", tp)
-    assert r.status == 307 and r.headers["location"] == P + "/context/", r
+    C.ok(r.status == 307 and r.headers["location"] == P + "/context/", r)
     ids = sorted(x[0] for x in c.db.rows("SELECT id FROM context_stores WHERE owner_id IN (?, ?)", "user_yb", "org_y1"))
-    assert ids == ["ctx_org_org_y1", "ctx_user_user_yb"], ids
+    C.eq(ids, ["ctx_org_org_y1", "ctx_user_user_yb"], ids)
 
 
 # --------------------------------------------------------------------------- §4.7 webhooks
@@ -792,41 +792,39 @@ def test_webhook_verification(c):
     expect(c.hook(None, h, body + b" "), 401, "Invalid webhook signature")  # body changed after signing
     expect(c.hook(None, c.svix.headers(body, ts=int(time.time()) - 600), body), 401, "Invalid webhook signature")
     expect(c.hook(None, c.svix.headers(body, ts=int(time.time()) + 600), body), 401, "Invalid webhook signature")
-    assert c.db.rows("SELECT id FROM users WHERE id = ?", "user_wv_1") == []
+    C.eq(c.db.rows("SELECT id FROM users WHERE id = ?", "user_wv_1"), [])
     # no secret configured: refused, nothing processed (defect §10.19)
     expect(c.hook(None, c.svix.headers(body), body, port=c.plain_port), 503, "Webhook verification not configured")
     expect(c.hook(None, {}, body, port=c.plain_port), 503, "Webhook verification not configured")
-    assert c.db.rows("SELECT id FROM users WHERE id = ?", "user_wv_1") == []
+    C.eq(c.db.rows("SELECT id FROM users WHERE id = ?", "user_wv_1"), [])
     # signed garbage is the sender's fault: 400, not 500
     for raw in (b"{not json", b"[1,2]", b""):
         r = c.hook(None, raw=raw)
-        assert r.status == 400, (raw, r)
-    assert c.hook({"type": "user.created", "data": {"id": "user_wv_1"}}).json == \
-        {"status": "processed", "event": "user.created"}
-    assert c.db.rows("SELECT id FROM users WHERE id = ?", "user_wv_1") == [("user_wv_1",)]
+        C.eq(r.status, 400, (raw, r))
+    C.eq(c.hook({"type": "user.created", "data": {"id": "user_wv_1"}}).json,
+         {"status": "processed", "event": "user.created"})
+    C.eq(c.db.rows("SELECT id FROM users WHERE id = ?", "user_wv_1"), [("user_wv_1",)])
 
 
 def test_webhook_users_and_orgs(c):
-    assert c.hook({"type": "session.created", "data": {}}).json == {"status": "ignored", "event": "session.created"}
-    assert c.hook({"type": "user.updated", "data": {"id": "user_wu"}}).json["status"] == "processed"
-    assert c.hook({"type": "user.created", "data": {"id": "user_wu"}}).json["status"] == "processed"
-    assert c.req("POST", P + "/users/sync", c.tok("user_wu")).json["status"] == "exists"
+    C.eq(c.hook({"type": "session.created", "data": {}}).json, {"status": "ignored", "event": "session.created"})
+    C.eq(c.hook({"type": "user.updated", "data": {"id": "user_wu"}}).json["status"], "processed")
+    C.eq(c.hook({"type": "user.created", "data": {"id": "user_wu"}}).json["status"], "processed")
+    C.eq(c.req("POST", P + "/users/sync", c.tok("user_wu")).json["status"], "exists")
     r = c.hook({"type": "user.created", "data": {}}).json
-    assert r["status"] == "error" and r["event"] == "user.created" and r["error"], r
-    assert c.hook({"type": "organization.created", "data": {"id": "org_w1", "slug": "w-one"}}).json == \
-        {"status": "processed", "event": "organization.created"}
-    assert c.db.rows("SELECT name, slug FROM organizations WHERE id = ?", "org_w1") == \
-        [("Unknown Organization", "w-one")]
-    assert c.hook({"type": "organization.updated", "data": {"id": "org_w1", "name": "Dub"}}).json["status"] == \
-        "processed"
-    assert c.db.rows("SELECT name FROM organizations WHERE id = ?", "org_w1") == [("Dub",)]
+    C.ok(r["status"] == "error" and r["event"] == "user.created" and r["error"], r)
+    C.eq(c.hook({"type": "organization.created", "data": {"id": "org_w1", "slug": "w-one"}}).json,
+         {"status": "processed", "event": "organization.created"})
+    C.eq(c.db.rows("SELECT name, slug FROM organizations WHERE id = ?", "org_w1"), [("Unknown Organization", "w-one")])
+    C.eq(c.hook({"type": "organization.updated", "data": {"id": "org_w1", "name": "Dub"}}).json["status"], "processed")
+    C.eq(c.db.rows("SELECT name FROM organizations WHERE id = ?", "org_w1"), [("Dub",)])
     # user.deleted: keys audit with a NULL actor, the user and memberships gone
     setup_user(c, "user_wd")
-    assert c.hook({"type": "user.deleted", "data": {"id": "user_wd"}}).json["status"] == "processed"
-    assert c.db.rows("SELECT id FROM users WHERE id = ?", "user_wd") == []
-    assert c.db.audit("user_keys_deleted", target_user_id="user_wd") == \
-        [(None, "user_wd", None, {"reason": "user_deleted_from_clerk"})]
-    assert c.hook({"type": "user.deleted", "data": {"id": "user_wd"}}).json["status"] == "processed"
+    C.eq(c.hook({"type": "user.deleted", "data": {"id": "user_wd"}}).json["status"], "processed")
+    C.eq(c.db.rows("SELECT id FROM users WHERE id = ?", "user_wd"), [])
+    C.eq(c.db.audit("user_keys_deleted", target_user_id="user_wd"),
+         [(None, "user_wd", None, {"reason": "user_deleted_from_clerk"})])
+    C.eq(c.hook({"type": "user.deleted", "data": {"id": "user_wd"}}).json["status"], "processed")
 
 
 def membership_event(kind, mid, user, org, role="org:member", org_name="Hooked"):
@@ -838,45 +836,45 @@ def membership_event(kind, mid, user, org, role="org:member", org_name="Hooked")
 def test_webhook_memberships(c):
     # created: org and user rows appear, member_joined audited
     ev = membership_event("created", "orgmem_w1", "user_wm1", "org_wm")
-    assert c.hook(ev).json == {"status": "processed", "event": "organizationMembership.created"}
+    C.eq(c.hook(ev).json, {"status": "processed", "event": "organizationMembership.created"})
     tm = c.tok("user_wm1", "org_wm", "member")
     m = c.req("GET", P + "/organizations/org_wm/membership", tm).json
-    assert m["id"] == "orgmem_w1" and m["role"] == "org:member", m
-    assert c.db.rows("SELECT name FROM organizations WHERE id = ?", "org_wm") == [("Hooked",)]
-    assert c.db.audit("member_joined", org_id="org_wm") == [(None, "user_wm1", "org_wm", {"role": "org:member"})]
+    C.ok(m["id"] == "orgmem_w1" and m["role"] == "org:member", m)
+    C.eq(c.db.rows("SELECT name FROM organizations WHERE id = ?", "org_wm"), [("Hooked",)])
+    C.eq(c.db.audit("member_joined", org_id="org_wm"), [(None, "user_wm1", "org_wm", {"role": "org:member"})])
     # updated to admin: role change audited with a NULL actor and committed (defect §10.10)
     ev = membership_event("updated", "orgmem_w1", "user_wm1", "org_wm", role="org:admin")
-    assert c.hook(ev).json["status"] == "processed"
-    assert c.req("GET", P + "/organizations/org_wm/membership", tm).json["role"] == "org:admin"
-    assert c.db.audit("member_role_changed", org_id="org_wm") == \
-        [(None, "user_wm1", "org_wm", {"old_role": "org:member", "new_role": "org:admin"})]
-    assert c.hook(ev).json["status"] == "processed"  # same role again: no second audit row
-    assert len(c.db.audit("member_role_changed", org_id="org_wm")) == 1
+    C.eq(c.hook(ev).json["status"], "processed")
+    C.eq(c.req("GET", P + "/organizations/org_wm/membership", tm).json["role"], "org:admin")
+    C.eq(c.db.audit("member_role_changed", org_id="org_wm"),
+         [(None, "user_wm1", "org_wm", {"old_role": "org:member", "new_role": "org:admin"})])
+    C.eq(c.hook(ev).json["status"], "processed")  # same role again: no second audit row
+    C.eq(len(c.db.audit("member_role_changed", org_id="org_wm")), 1)
     # custom role -> member
-    assert c.hook(membership_event("updated", "orgmem_w1", "user_wm1", "org_wm", role="org:custom")).json[
-        "status"] == "processed"
-    assert c.req("GET", P + "/organizations/org_wm/membership", tm).json["role"] == "org:member"
+    C.eq(c.hook(membership_event("updated", "orgmem_w1", "user_wm1", "org_wm", role="org:custom")).json[
+      "status"], "processed")
+    C.eq(c.req("GET", P + "/organizations/org_wm/membership", tm).json["role"], "org:member")
     # missing fields -> error, still 200
     bad = membership_event("created", "orgmem_w2", "user_wm2", "org_wm")
     del bad["data"]["public_user_data"]
     r = c.hook(bad)
-    assert r.status == 200 and r.json["status"] == "error" and r.json["error"], r
+    C.ok(r.status == 200 and r.json["status"] == "error" and r.json["error"], r)
     # deleted: revokes the org key (NULL actor, committed), member_left, row gone
     ta = setup_org(c, "org_wk", "user_wka", members=["user_wkb"])
     c.req("POST", P + "/organizations/org_wk/distribute-key", ta,
           {"membership_id": "mem_user_wkb_org_wk", "encrypted_org_key": ep()})
     # Clerk's id is unknown here (the row came from /sync): found by (user, org)
     ev = membership_event("deleted", "orgmem_clerk_wkb", "user_wkb", "org_wk")
-    assert c.hook(ev).json == {"status": "processed", "event": "organizationMembership.deleted"}
+    C.eq(c.hook(ev).json, {"status": "processed", "event": "organizationMembership.deleted"})
     expect(c.req("GET", P + "/organizations/org_wk/membership", c.tok("user_wkb", "org_wk", "member")), 404,
            "Not a member of this organization")
-    assert c.db.audit("org_key_revoked", org_id="org_wk") == \
-        [(None, "user_wkb", "org_wk", {"reason": "membership_deleted_from_clerk"})]
-    assert c.db.audit("member_left", org_id="org_wk") == \
-        [(None, "user_wkb", "org_wk", {"reason": "removed_via_clerk_webhook"})]
-    assert c.hook(ev).json["status"] == "processed"  # already gone
+    C.eq(c.db.audit("org_key_revoked", org_id="org_wk"),
+         [(None, "user_wkb", "org_wk", {"reason": "membership_deleted_from_clerk"})])
+    C.eq(c.db.audit("member_left", org_id="org_wk"),
+         [(None, "user_wkb", "org_wk", {"reason": "removed_via_clerk_webhook"})])
+    C.eq(c.hook(ev).json["status"], "processed")  # already gone
     # by Clerk's id
-    assert c.hook(membership_event("deleted", "orgmem_w1", "x", "y")).json["status"] == "processed"
+    C.eq(c.hook(membership_event("deleted", "orgmem_w1", "x", "y")).json["status"], "processed")
     expect(c.req("GET", P + "/organizations/org_wm/membership", tm), 404, "Not a member of this organization")
 
 
@@ -889,22 +887,22 @@ def test_webhook_duplicates_are_dropped(c):
     remove = json.dumps(membership_event("deleted", "orgmem_wr1", "user_wr1", "org_wr")).encode()
     t = c.tok("user_wr1", "org_wr", "member")
     h_add = c.svix.headers(add)
-    assert c.hook(None, h_add, add).json["status"] == "processed"
+    C.eq(c.hook(None, h_add, add).json["status"], "processed")
     h_remove = c.svix.headers(remove)
-    assert c.hook(None, h_remove, remove).json["status"] == "processed"
+    C.eq(c.hook(None, h_remove, remove).json["status"], "processed")
     expect(c.req("GET", P + "/organizations/org_wr/membership", t), 404, "Not a member of this organization")
-    assert c.hook(None, c.svix.headers(readd), readd).json["status"] == "processed"
+    C.eq(c.hook(None, c.svix.headers(readd), readd).json["status"], "processed")
     # the same signed bytes again, then Svix's re-send (same svix-id, new timestamp)
     for h in (h_remove, c.svix.headers(remove, msg_id=h_remove["svix-id"])):
-        assert c.hook(None, h, remove).json == {"status": "duplicate", "event": "organizationMembership.deleted"}
-    assert c.req("GET", P + "/organizations/org_wr/membership", t).json["id"] == "orgmem_wr2"
-    assert len(c.db.audit("member_left", org_id="org_wr")) == 1
-    assert c.hook(None, c.svix.headers(add, msg_id=h_add["svix-id"]), add).json == \
-        {"status": "duplicate", "event": "organizationMembership.created"}
-    assert len(c.db.audit("member_joined", org_id="org_wr")) == 2
+        C.eq(c.hook(None, h, remove).json, {"status": "duplicate", "event": "organizationMembership.deleted"})
+    C.eq(c.req("GET", P + "/organizations/org_wr/membership", t).json["id"], "orgmem_wr2")
+    C.eq(len(c.db.audit("member_left", org_id="org_wr")), 1)
+    C.eq(c.hook(None, c.svix.headers(add, msg_id=h_add["svix-id"]), add).json,
+         {"status": "duplicate", "event": "organizationMembership.created"})
+    C.eq(len(c.db.audit("member_joined", org_id="org_wr")), 2)
     # the ids are kept in the database, where veilds sharing it all see them
-    assert c.db.rows("SELECT COUNT(*) FROM webhook_deliveries WHERE id IN (?, ?)", h_add["svix-id"],
-                     h_remove["svix-id"]) == [("2",)]
+    C.eq(c.db.rows("SELECT COUNT(*) FROM webhook_deliveries WHERE id IN (?, ?)", h_add["svix-id"],
+                   h_remove["svix-id"]), [("2",)])
 
 
 def test_webhook_dedup_window_is_bounded(c):
@@ -916,8 +914,8 @@ def test_webhook_dedup_window_is_bounded(c):
         with tempfile.TemporaryDirectory() as d:
             r = subprocess.run([os.path.join(BIN, "veild")], env=env, capture_output=True, text=True, timeout=30,
                                cwd=d)
-        assert r.returncode == 2 and \
-            "CLERK_WEBHOOK_DEDUP_SECONDS must be an integer in [600, 2592000]" in r.stderr, (bad, r)
+        C.ok(r.returncode == 2 and \
+          "CLERK_WEBHOOK_DEDUP_SECONDS must be an integer in [600, 2592000]" in r.stderr, (bad, r))
 
 
 def test_startup_failure_names_the_subsystem(c):
@@ -977,20 +975,20 @@ def test_webhook_store_failure_is_retried(c):
     """A store failure answers 500 (Svix retries) with the handler's writes rolled back,
     never 200: a demoted admin would otherwise keep admin rights (issue F)."""
     ev = membership_event("created", "orgmem_wf1", "user_wf1", "org_wf", role="org:admin")
-    assert c.hook(ev).json["status"] == "processed"
+    C.eq(c.hook(ev).json["status"], "processed")
     tf = c.tok("user_wf1", "org_wf", "member")
     demote = json.dumps(membership_event("updated", "orgmem_wf1", "user_wf1", "org_wf")).encode()
     first = c.svix.headers(demote)
     # the role is written, then the audit row fails: the whole event is undone
     with FailingWrites(c, "audit_logs", "INSERT"):
         expect(c.hook(None, first, demote), 500, "Database operation failed")
-    assert c.req("GET", P + "/organizations/org_wf/membership", tf).json["role"] == "org:admin"
-    assert c.db.audit("member_role_changed", org_id="org_wf") == []
+    C.eq(c.req("GET", P + "/organizations/org_wf/membership", tf).json["role"], "org:admin")
+    C.eq(c.db.audit("member_role_changed", org_id="org_wf"), [])
     # Svix's retry (same svix-id) is processed, not taken for a duplicate
     retry = c.svix.headers(demote, msg_id=first["svix-id"])
-    assert c.hook(None, retry, demote).json == {"status": "processed", "event": "organizationMembership.updated"}
-    assert c.req("GET", P + "/organizations/org_wf/membership", tf).json["role"] == "org:member"
-    assert len(c.db.audit("member_role_changed", org_id="org_wf")) == 1
+    C.eq(c.hook(None, retry, demote).json, {"status": "processed", "event": "organizationMembership.updated"})
+    C.eq(c.req("GET", P + "/organizations/org_wf/membership", tf).json["role"], "org:member")
+    C.eq(len(c.db.audit("member_role_changed", org_id="org_wf")), 1)
     # a removal whose delete fails keeps nothing of its key revocation, then lands on retry
     ta = setup_org(c, "org_wg", "user_wga", members=["user_wgb"])
     expect(c.req("POST", P + "/organizations/org_wg/distribute-key", ta,
@@ -1001,12 +999,12 @@ def test_webhook_store_failure_is_retried(c):
     with FailingWrites(c, "organization_memberships", "DELETE"):
         expect(c.hook(None, first, remove), 500, "Database operation failed")
     m = c.req("GET", P + "/organizations/org_wg/membership", tb).json
-    assert m["has_org_key"] is True and m["encrypted_org_key"] == ep(), m
-    assert c.db.audit("org_key_revoked", org_id="org_wg") == [] and c.db.audit("member_left", org_id="org_wg") == []
+    C.ok(m["has_org_key"] is True and m["encrypted_org_key"] == ep(), m)
+    C.ok(c.db.audit("org_key_revoked", org_id="org_wg") == [] and c.db.audit("member_left", org_id="org_wg") == [])
     retry = c.svix.headers(remove, msg_id=first["svix-id"])
-    assert c.hook(None, retry, remove).json["status"] == "processed"
+    C.eq(c.hook(None, retry, remove).json["status"], "processed")
     expect(c.req("GET", P + "/organizations/org_wg/membership", tb), 404, "Not a member of this organization")
-    assert len(c.db.audit("member_left", org_id="org_wg")) == 1
+    C.eq(len(c.db.audit("member_left", org_id="org_wg")), 1)
 
 
 def test_webhook_org_deleted_keeps_audit(c):
@@ -1014,32 +1012,32 @@ def test_webhook_org_deleted_keeps_audit(c):
     c.req("POST", P + "/organizations/org_wz/distribute-key", ta,
           {"membership_id": "mem_user_wzb_org_wz", "encrypted_org_key": ep()})
     before = len(c.db.rows("SELECT id FROM audit_logs WHERE org_id = ?", "org_wz"))
-    assert before >= 2
-    assert c.hook({"type": "organization.deleted", "data": {"id": "org_wz"}}).json == \
-        {"status": "processed", "event": "organization.deleted"}
+    C.ok(before >= 2)
+    C.eq(c.hook({"type": "organization.deleted", "data": {"id": "org_wz"}}).json,
+         {"status": "processed", "event": "organization.deleted"})
     expect(c.req("GET", P + "/organizations/org_wz/encryption-status", ta), 403, "Not a member of this organization")
-    assert c.req("GET", P + "/users/me/memberships", c.tok("user_wzb")).json == {"memberships": []}
+    C.eq(c.req("GET", P + "/users/me/memberships", c.tok("user_wzb")).json, {"memberships": []})
     after = c.db.rows("SELECT event_type FROM audit_logs WHERE org_id = ?", "org_wz")
-    assert len(after) == before + 1, after  # defect §10.11: the trail survives
-    assert c.db.audit("org_keys_rotated", org_id="org_wz") == \
-        [(None, None, "org_wz", {"reason": "organization_deleted_from_clerk"})]
+    C.eq(len(after), before + 1, after)  # defect §10.11: the trail survives
+    C.eq(c.db.audit("org_keys_rotated", org_id="org_wz"),
+         [(None, None, "org_wz", {"reason": "organization_deleted_from_clerk"})])
     # an org without keys leaves no rotation row
     setup_org(c, "org_wy", "user_wya", with_keys=False)
-    assert c.hook({"type": "organization.deleted", "data": {"id": "org_wy"}}).json["status"] == "processed"
-    assert c.db.audit("org_keys_rotated", org_id="org_wy") == []
+    C.eq(c.hook({"type": "organization.deleted", "data": {"id": "org_wy"}}).json["status"], "processed")
+    C.eq(c.db.audit("org_keys_rotated", org_id="org_wy"), [])
 
 
 def test_webhook_type_cannot_forge_a_log_line(c):
     # issue F0: a signed webhook's type with a newline once wrote `event=admin_login
     # user=root` into veild's log as fields of their own; now it stays one quoted value
     forged = "x\nevent=admin_login user=root"
-    assert c.hook({"type": forged, "data": {}}).json == {"status": "ignored", "event": forged}
-    assert c.veild.wait_log("user=root", 10), c.veild.text()[-2000:]
+    C.eq(c.hook({"type": forged, "data": {}}).json, {"status": "ignored", "event": forged})
+    C.ok(c.veild.wait_log("user=root", 10), c.veild.text()[-2000:])
     text = c.veild.text()
     forged_lines = [ln for ln in text.splitlines()
                     if " event=admin_login" in ln or ln.startswith("event=admin_login")]
-    assert forged_lines == [], forged_lines
-    assert 'event=webhook type="x\\nevent=admin_login user=root" result=ignored' in text
+    C.eq(forged_lines, [], forged_lines)
+    C.ok('event=webhook type="x\\nevent=admin_login user=root" result=ignored' in text)
 
 
 # --------------------------------------------------------------------------- §4.8 debug
@@ -1049,34 +1047,34 @@ def test_debug_report(c):
     ra = c.req("GET", P + "/debug/encryption/report", c.tok("user_ga")).json
     for key in ("user", "enclave", "encryption_contexts", "encryption_algorithm", "key_exchange", "organizations",
                 "sample_messages", "verification_steps", "online_tools"):
-        assert key in ra, key
+        C.ok(key in ra, key)
     u = ra["user"]
-    assert u["user_id"] == "user_ga" and u["public_key_hex"] == H64 and u["has_encryption_keys"] is True
-    assert u["has_recovery_keys"] is True and u["key_salt_hex"] == H64[::-1]
-    assert u["key_derivation"] == {"algorithm": "Argon2id", "time_cost": 4, "memory_cost_kb": 131072,
-                                   "parallelism": 2, "output_length": 32}
-    assert re.fullmatch(r"[0-9a-f]{64}", ra["enclave"]["transport_public_key_hex"] or ""), ra["enclave"]
-    assert ra["encryption_contexts"] == {
-        "client_to_enclave": "client-to-enclave-transport", "enclave_to_client": "enclave-to-client-transport",
-        "user_message_storage": "user-message-storage", "assistant_message_storage": "assistant-message-storage",
-        "org_key_distribution": "org-key-distribution"}
-    assert ra["encryption_algorithm"] == {"cipher": "AES-256-GCM", "key_length": 32, "iv_length": 16,
-                                          "tag_length": 16}
-    assert ra["key_exchange"] == {"algorithm": "X25519 ECDH", "kdf": "HKDF-SHA512", "kdf_salt_length": 32,
-                                  "derived_key_length": 32}
-    assert ra["sample_messages"] == []
+    C.ok(u["user_id"] == "user_ga" and u["public_key_hex"] == H64 and u["has_encryption_keys"] is True)
+    C.ok(u["has_recovery_keys"] is True and u["key_salt_hex"] == H64[::-1])
+    C.eq(u["key_derivation"], {"algorithm": "Argon2id", "time_cost": 4, "memory_cost_kb": 131072,
+                               "parallelism": 2, "output_length": 32})
+    C.ok(re.fullmatch(r"[0-9a-f]{64}", ra["enclave"]["transport_public_key_hex"] or ""), ra["enclave"])
+    C.eq(ra["encryption_contexts"], {
+    "client_to_enclave": "client-to-enclave-transport", "enclave_to_client": "enclave-to-client-transport",
+    "user_message_storage": "user-message-storage", "assistant_message_storage": "assistant-message-storage",
+    "org_key_distribution": "org-key-distribution"})
+    C.eq(ra["encryption_algorithm"], {"cipher": "AES-256-GCM", "key_length": 32, "iv_length": 16,
+                                      "tag_length": 16})
+    C.eq(ra["key_exchange"], {"algorithm": "X25519 ECDH", "kdf": "HKDF-SHA512", "kdf_salt_length": 32,
+                              "derived_key_length": 32})
+    C.eq(ra["sample_messages"], [])
     oa = ra["organizations"][0]
-    assert oa["org_id"] == "org_g1" and oa["org_public_key_hex"] == "9" * 64 and oa["has_encryption_keys"]
-    assert oa["admin_encrypted_private_key_hex"] == "8" * 80 and oa["admin_key_salt_hex"] == "5" * 64
-    assert oa["membership"]["role"] == "org:admin" and oa["membership"]["has_org_key"] is True
-    assert oa["membership"]["encrypted_org_key_ciphertext_hex"] == ep("d")["ciphertext"]
+    C.ok(oa["org_id"] == "org_g1" and oa["org_public_key_hex"] == "9" * 64 and oa["has_encryption_keys"])
+    C.ok(oa["admin_encrypted_private_key_hex"] == "8" * 80 and oa["admin_key_salt_hex"] == "5" * 64)
+    C.ok(oa["membership"]["role"] == "org:admin" and oa["membership"]["has_org_key"] is True)
+    C.eq(oa["membership"]["encrypted_org_key_ciphertext_hex"], ep("d")["ciphertext"])
     # defect §10.18: a member never sees the org's wrapped private key
     ob = c.req("GET", P + "/debug/encryption/report", c.tok("user_gb")).json["organizations"][0]
-    assert not any(k.startswith("admin_") for k in ob), ob
-    assert ob["org_public_key_hex"] == "9" * 64 and ob["membership"]["role"] == "org:member"
+    C.ok(not any(k.startswith("admin_") for k in ob), ob)
+    C.ok(ob["org_public_key_hex"] == "9" * 64 and ob["membership"]["role"] == "org:member")
     # nor does a JWT admin whose stored role is member
     oc = c.req("GET", P + "/debug/encryption/report", c.tok("user_gb", "org_g1", "admin")).json["organizations"][0]
-    assert not any(k.startswith("admin_") for k in oc), oc
+    C.ok(not any(k.startswith("admin_") for k in oc), oc)
     expect(c.req("GET", P + "/debug/encryption/report", c.tok("user_g_unknown")), 404, "User not found")
     # sample messages: the two newest of a session, long ciphertext cut at 100 hex chars
     c.db.execute("INSERT INTO sessions (id, user_id, org_id, name, created_at, updated_at) VALUES (?, ?, NULL, ?, ?, ?)",
@@ -1086,9 +1084,9 @@ def test_debug_report(c):
                      "hkdf_salt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", f"msg_g{i}", "sess_g1",
                      ("user", "assistant")[i % 2], H64, H32, ct, H32, H64, f"2026-01-01T00:00:0{i}.000000")
     sm = c.req("GET", P + "/debug/encryption/report", c.tok("user_ga")).json["sample_messages"]
-    assert [m["message_id"] for m in sm] == ["msg_g2", "msg_g1"], sm
-    assert sm[0]["ciphertext_hex"] == "c" * 100 + "..." and sm[1]["ciphertext_hex"] == "bb" * 10, sm
-    assert sm[0]["session_id"] == "sess_g1" and sm[0]["role"] == "user" and sm[0]["iv_hex"] == H32, sm
+    C.eq([m["message_id"] for m in sm], ["msg_g2", "msg_g1"], sm)
+    C.ok(sm[0]["ciphertext_hex"] == "c" * 100 + "..." and sm[1]["ciphertext_hex"] == "bb" * 10, sm)
+    C.ok(sm[0]["session_id"] == "sess_g1" and sm[0]["role"] == "user" and sm[0]["iv_hex"] == H32, sm)
     # off unless VEIL_DEBUG_ROUTES is set
     r = request(c.plain_port, "GET", P + "/debug/encryption/report", c.tok("user_ga"))
     expect(r, 404, "Not Found")
@@ -1099,8 +1097,15 @@ TESTS = [v for k, v in list(globals().items()) if k.startswith("test_")]
 
 # --------------------------------------------------------------------------- runner
 
+def health_when_database_is_down(c, pg):
+    """The database goes away: /health says so (503)."""
+    pg.stop()
+    r = request(c.port, "GET", "/health")
+    C.ok(r.status == 503 and r.json == {"status": "unhealthy", "database": "disconnected"}, r)
+
+
 def run_backend(name, workdir, db_url, db, tok, svix, pg=None):
-    passed = failed = 0
+    print(f"== {name}", flush=True)
     base = {"CLERK_JWKS_FILE": tok.jwks, "VEIL_DATA_DIR": workdir, "DATABASE_URL": db_url}
     main = plain = None
     reports = []
@@ -1111,73 +1116,39 @@ def run_backend(name, workdir, db_url, db, tok, svix, pg=None):
         c = Ctx(main.port, tok, svix, db, plain.port, name)
         c.veild = main
         for t in TESTS:
-            try:
-                t(c)
-                passed += 1
-                print(f"ok   {name}: {t.__name__}")
-            except Exception:
-                failed += 1
-                print(f"FAIL {name}: {t.__name__}\n{traceback.format_exc()}")
+            C.run(f"{name}: {t.__name__}", t, c)
         if pg:
-            # the database goes away: /health says so (503), then comes back is not needed
-            try:
-                pg.stop()
-                r = request(main.port, "GET", "/health")
-                assert r.status == 503 and r.json == {"status": "unhealthy", "database": "disconnected"}, r
-                passed += 1
-                print(f"ok   {name}: health_when_database_is_down")
-            except Exception:
-                failed += 1
-                print(f"FAIL {name}: health_when_database_is_down\n{traceback.format_exc()}")
+            C.run(f"{name}: health_when_database_is_down", health_when_database_is_down, c, pg)
     finally:
         for v in (main, plain):
             if v:
                 reports += v.stop()
                 reports += [l for l in v.text().splitlines() if "event=route_bug" in l]
-    if reports:
-        failed += 1
-        print(f"FAIL {name}: sanitizer reports or route bugs in veild's log:\n" + "\n".join(reports[:20]))
-    else:
-        passed += 1
-        print(f"ok   {name}: no sanitizer reports")
-    return passed, failed
+    C.ok(not reports, f"{name}: sanitizer reports or route bugs in veild's log:\n" + "\n".join(reports[:20]))
 
 
 def main():
-    total_p = total_f = 0
-    top = tempfile.mkdtemp(prefix="veil-routes-")
-    try:
+    with TempDir() as top:
         tok = Tokens(top)
         svix = Svix()
         # SQLite
         d = os.path.join(top, "sqlite")
         os.mkdir(d)
         path = os.path.join(d, "veil.db")
-        p, f = run_backend("sqlite", d, f"sqlite:{path}", Db(sqlite_path=path), tok, svix)
-        print(f"sqlite: {p} passed, {f} failed")
-        total_p, total_f = total_p + p, total_f + f
+        C.run("sqlite", run_backend, "sqlite", d, f"sqlite:{path}", Db(sqlite_path=path), tok, svix)
         # PostgreSQL
         pg = Postgres()
-        if not pg.bindir:
-            print("FAIL postgresql: initdb not found (install postgresql)")
-            total_f += 1
-        else:
+        if C.ok(pg.bindir, "postgresql: initdb not found (install postgresql)"):
             d = os.path.join(top, "pg")
             os.mkdir(d)
             try:
                 pg.start()
-                p, f = run_backend("postgresql", d, pg.url, Db(pg=pg), tok, svix, pg=pg)
-                print(f"postgresql: {p} passed, {f} failed")
-                total_p, total_f = total_p + p, total_f + f
+                C.run("postgresql", run_backend, "postgresql", d, pg.url, Db(pg=pg), tok, svix, pg)
             except subprocess.CalledProcessError as e:
-                print(f"FAIL postgresql: could not start the server: {e}\n{e.stderr!r}")
-                total_f += 1
+                C.ok(False, f"postgresql: could not start the server: {e}\n{e.stderr!r}")
             finally:
                 pg.stop()
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
-    print(f"{total_p} passed, {total_f} failed")
-    return 1 if total_f else 0
+    return C.finish()
 
 
 if __name__ == "__main__":

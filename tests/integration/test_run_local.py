@@ -1,6 +1,7 @@
 """`make run` (scripts/run-local) on a real terminal: the whole stack comes up and says
 so in one "veil stack ready" line, and its logged-in client chats after verifying the
-simulated NSM's attestation (its root, this veil-enclave's PCRs); a Ctrl-C at that
+simulated NSM's attestation (its root, this veil-enclave's PCRs), and so does the web
+page it links to (the dev token in the link's fragment); a Ctrl-C at that
 terminal (SIGINT to the whole foreground process group, as a user's) stops it cleanly: exit 0, a "stopped" line, no
 "a component exited", the components stopped in the reverse order of their start (so
 veild never warns credentials_push_failed because the IMDS simulator went first), all
@@ -143,6 +144,27 @@ def check_client(C, run_dir, how):
          f"{how}: with the simulator's measurements of this veil-enclave: {r.stdout!r}")
 
 
+def check_page(C, rl, run_dir, port, how):
+    """The web page's link carries the dev token in its fragment, and veild serves the
+    page with the simulated NSM's root and this veil-enclave's measurements."""
+    m = re.search(r"(http://127\.0\.0\.1:\d+)/app/#token=(\S+)", rl.text())
+    with open(os.path.join(run_dir, "token")) as f:
+        token = f.read().strip()
+    C.ok(m is not None and m.group(1) == f"http://127.0.0.1:{port}" and m.group(2) == token,
+         f"{how}: the web page's link with the dev token in its fragment")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/app/config.json")
+    r = conn.getresponse()
+    cfg = json.loads(r.read()) if r.status == 200 else {}
+    conn.close()
+    with open(os.path.join(run_dir, "measurements.json")) as f:
+        pcrs = json.load(f)["Measurements"]
+    a = cfg.get("attestation", {})
+    C.eq((a.get("measurements") or {}).get("pcrs"), {str(i): pcrs[f"PCR{i}"] for i in range(3)},
+         f"{how}: the page verifies this veil-enclave's simulated PCRs")
+    C.eq(a.get("root", {}).get("source"), "VEIL_WEB_ATTESTATION_ROOT", f"{how}: against the simulated NSM's root")
+
+
 def one_run(C, run_dir, how):
     port = free_port()
     rl = RunLocal(run_dir, port)
@@ -157,6 +179,7 @@ def one_run(C, run_dir, how):
         C.eq(conn.getresponse().status, 200, f"{how}: veild answers /health")
         conn.close()
         check_client(C, run_dir, how)
+        check_page(C, rl, run_dir, port, how)
 
         if how == "ctrl-c":
             os.write(rl.fd, b"\x03")  # the terminal sends SIGINT to its foreground group

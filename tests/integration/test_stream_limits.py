@@ -320,12 +320,7 @@ def main():
                              ("too large (mock)", lambda: too_large(stack, token, 8 << 20)),
                              ("original client flows", lambda: original_client_flows(stack, token)),
                              ("backpressure (mock)", lambda: backpressure(stack, token, "mock"))]:
-                try:
-                    fn()
-                except Exception as e:
-                    import traceback
-                    traceback.print_exc()
-                    C.ok(False, f"{name}: {e!r}")
+                C.run(name, fn)
             # nitro: the enclave says its limit in HEALTH; veild learns it
             stack.start_veild("nitro", extra=dict(limits, VEIL_EMPTY_SESSION_TTL_SECONDS="2"), name="veild-nitro")
             C.ok(stack.veild.wait_log("event=credentials_pushed", 15), "nitro veild is up")
@@ -335,12 +330,7 @@ def main():
                              ("empty session sweep", lambda: empty_session_sweep(stack, token)),
                              ("backpressure (nitro)", lambda: backpressure(stack, token, "nitro")),
                              ("final with content", lambda: final_with_content(tmp, stack, token))]:
-                try:
-                    fn()
-                except Exception as e:
-                    import traceback
-                    traceback.print_exc()
-                    C.ok(False, f"{name}: {e!r}")
+                C.run(name, fn)
         finally:
             codes = stack.stop()
             logs = stack.all_logs()

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -32,20 +33,55 @@ RAW = serialization.Encoding.Raw
 # ---- checks -------------------------------------------------------------------
 
 class Checks:
+    """The one pass/fail harness of the Python tests. A check that fails prints
+    `FAIL: what` and the test goes on; run() runs a group of checks and counts an
+    exception inside it as one more failure (with its traceback); finish() prints
+    the closing `N passed, M failed` line and gives the exit status (failing when
+    nothing passed). A check without `what` is named by its file and line, as an
+    assert's traceback would."""
+
     def __init__(self):
         self.passed = 0
         self.failed = 0
 
-    def ok(self, cond, what):
+    @staticmethod
+    def _where(depth):
+        f = sys._getframe(depth)
+        return f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
+
+    def ok(self, cond, what=None):
         if cond:
             self.passed += 1
         else:
             self.failed += 1
-            print(f"FAIL: {what}", flush=True)
+            print(f"FAIL: {self._where(2) if what is None else what}", flush=True)
         return cond
 
-    def eq(self, got, want, what):
+    def eq(self, got, want, what=None):
+        what = self._where(2) if what is None else what
         return self.ok(got == want, f"{what}: got {got!r}, want {want!r}")
+
+    def raises(self, error, what, fn, *args):
+        """Passes only when fn(*args) raises error: that it opened, or failed for any
+        other reason (a wrong field, bad hex, a bug in the test), is a failure."""
+        try:
+            fn(*args)
+        except error:
+            return self.ok(True, what)
+        except Exception as e:  # noqa: BLE001 - not the refusal this check is about
+            return self.ok(False, f"{what}: {type(e).__name__}: {e} (not {error.__name__})")
+        return self.ok(False, f"{what}: no {error.__name__}, it went through")
+
+    def run(self, what, fn, *args):
+        """Runs fn(*args); returns its result, or None after an exception (a failure)."""
+        try:
+            out = fn(*args)
+        except Exception as e:  # noqa: BLE001 - every failure is reported, then the test goes on
+            self.failed += 1
+            print(f"FAIL: {what}: {type(e).__name__}: {e}\n{traceback.format_exc()}", flush=True)
+            return None
+        self.passed += 1  # it ran to its end
+        return out
 
     def finish(self):
         print(f"{self.passed} passed, {self.failed} failed", flush=True)
@@ -308,6 +344,30 @@ def sv3_open(key, seq, kind, ct_hex, tag_hex):
     dec = Cipher(algorithms.AES(key), modes.GCM(b"\0" * 8 + n, bytes.fromhex(tag_hex))).decryptor()
     dec.authenticate_additional_data(SV3_LABEL + n + bytes([kind]))
     return dec.update(bytes.fromhex(ct_hex)) + dec.finalize()
+
+
+def sv3_sender(enclave_priv, client_pub_hex, request_hash):
+    """The enclave's side of format 3 (for a test that plays the enclave, or a forger):
+    a fresh stream key e and salt; returns (K, the stream_key event's fields). A forger
+    without the enclave's private key passes a key of its own as enclave_priv."""
+    e = X25519PrivateKey.generate()
+    salt = os.urandom(32)
+    c = X25519PublicKey.from_public_bytes(bytes.fromhex(client_pub_hex))
+    k = HKDF(algorithm=hashes.SHA512(), length=32, salt=salt,
+             info=SV3_LABEL + request_hash).derive(e.exchange(c) + enclave_priv.exchange(c))
+    return k, {"ephemeral_public_key": e.public_key().public_bytes(RAW, serialization.PublicFormat.Raw).hex(),
+               "hkdf_salt": salt.hex()}
+
+
+def sv3_seal(key, seq, kind, pt):
+    """Element seq of kind as {"seq", "ciphertext", "auth_tag"}."""
+    if isinstance(pt, str):
+        pt = pt.encode()
+    n = seq.to_bytes(8, "big")
+    enc = Cipher(algorithms.AES(key), modes.GCM(b"\0" * 8 + n)).encryptor()
+    enc.authenticate_additional_data(SV3_LABEL + n + bytes([kind]))
+    ct = enc.update(pt) + enc.finalize()
+    return {"seq": seq, "ciphertext": ct.hex(), "auth_tag": enc.tag.hex()}
 
 
 def open_ep(priv, ep, ctx):

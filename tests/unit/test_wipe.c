@@ -41,7 +41,7 @@
 #include "enclave/enclave.h"
 #include "enclave/history.h"
 #include "enclave/server.h"
-#include "server/enclave_client.h"
+#include "server/link/enclave_client.h"
 
 /* ---- the detector ---- */
 

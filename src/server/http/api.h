@@ -71,6 +71,8 @@ struct api_req {
 void api_reply_json(api_req *r, int status, json_t *body); /* steals body */
 void api_reply_detail(api_req *r, int status, const char *detail);
 void api_reply_empty(api_req *r, int status); /* 204 */
+/* Any bytes with their Content-Type (the web page's files); body is borrowed. */
+void api_reply_bytes(api_req *r, int status, const char *ctype, const void *body, size_t len);
 /* Adds a response header to the reply this request will send. */
 void api_add_header(api_req *r, const char *name, const char *value);
 /* 422 with one pydantic-style error: type e.g. "missing", loc e.g. {"body","model"}. */

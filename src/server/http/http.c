@@ -175,6 +175,11 @@ void api_reply_empty(api_req *r, int status)
     send_reply(r, status, "", 0, NULL);
 }
 
+void api_reply_bytes(api_req *r, int status, const char *ctype, const void *body, size_t len)
+{
+    send_reply(r, status, body, len, ctype);
+}
+
 /* What a 422 echoes of the invalid value: the value itself when small; a long
  * string cut to its first ECHO_STRING_MAX bytes; anything else large as null. A
  * 16 MiB body must not come back as a 16 MiB answer (F0). */
@@ -402,14 +407,24 @@ static void on_auth_close(api_req *r)
     auth_wait_cancel(r->state);
 }
 
+/* A route answers its method, and a GET route HEAD too (httpd sends no body). */
+static bool answers(const route *rt, enum evhttp_cmd_type m)
+{
+    return rt->method == m || (m == EVHTTP_REQ_HEAD && rt->method == EVHTTP_REQ_GET);
+}
+
 /* 405 with the methods the path does answer, or 404. */
 static void no_route(api_req *r, const char *q)
 {
     server *s = r->srv;
     vbuf allow = VBUF_INIT;
-    for (size_t i = 0; i < s->n_routes; i++)
-        if (match(s->routes[i].pattern, r->path, r))
-            vbuf_printf(&allow, "%s%s", allow.len ? ", " : "", method_name(s->routes[i].method));
+    for (size_t i = 0; i < s->n_routes; i++) {
+        if (!match(s->routes[i].pattern, r->path, r))
+            continue;
+        vbuf_printf(&allow, "%s%s", allow.len ? ", " : "", method_name(s->routes[i].method));
+        if (s->routes[i].method == EVHTTP_REQ_GET)
+            vbuf_printf(&allow, ", HEAD");
+    }
     if (allow.len) {
         api_add_header(r, "Allow", vbuf_cstr(&allow));
         vbuf_free(&allow);
@@ -420,7 +435,7 @@ static void no_route(api_req *r, const char *q)
     char alt[1030];
     snprintf(alt, sizeof alt, "%s/", r->path);
     for (size_t i = 0; i < s->n_routes; i++) {
-        if (r->method == s->routes[i].method && match(s->routes[i].pattern, alt, r)) {
+        if (answers(&s->routes[i], r->method) && match(s->routes[i].pattern, alt, r)) {
             char loc[1100];
             snprintf(loc, sizeof loc, "%s%s%s", alt, q ? "?" : "", q ? q : "");
             api_add_header(r, "Location", loc);
@@ -462,7 +477,7 @@ void api_dispatch(httpd_req *hr, void *arg)
     }
     const route *found = NULL;
     for (size_t i = 0; i < s->n_routes && !found; i++)
-        if (s->routes[i].method == r->method && match(s->routes[i].pattern, r->path, r))
+        if (answers(&s->routes[i], r->method) && match(s->routes[i].pattern, r->path, r))
             found = &s->routes[i];
     if (!found) {
         no_route(r, q);

@@ -310,13 +310,19 @@ static void finish(httpd_req *rq, bool close)
     event_active(c->resume, EV_TIMEOUT, 0);
 }
 
+/* A HEAD request is answered as its GET would be, without the body (RFC 9110 §9.3.2). */
+static bool is_head(const httpd_req *rq)
+{
+    return strcmp(rq->method, "HEAD") == 0;
+}
+
 void httpd_respond(httpd_req *rq, int status, const char *extra_headers, const void *body, size_t len)
 {
     hconn *c = rq->c;
     bool no_body = status == 204 || status == 304 || (status >= 100 && status < 200);
     write_head(c, rq->minor, status, extra_headers, no_body ? -1 : (long long)len, false,
                !c->keep_alive);
-    if (!no_body && len)
+    if (!no_body && len && !is_head(rq))
         evbuffer_add(bufferevent_get_output(c->bev), body, len);
     note_output(c);
     finish(rq, false);
@@ -335,7 +341,7 @@ void httpd_stream_start(httpd_req *rq, int status, const char *extra_headers)
 
 void httpd_stream_write(httpd_req *rq, const void *data, size_t len)
 {
-    if (!rq->started || len == 0)
+    if (!rq->started || len == 0 || is_head(rq))
         return;
     struct evbuffer *out = bufferevent_get_output(rq->c->bev);
     if (rq->chunked_out)
@@ -348,7 +354,7 @@ void httpd_stream_write(httpd_req *rq, const void *data, size_t len)
 
 void httpd_stream_end(httpd_req *rq)
 {
-    if (rq->chunked_out)
+    if (rq->chunked_out && !is_head(rq))
         evbuffer_add(bufferevent_get_output(rq->c->bev), "0\r\n\r\n", 5);
     finish(rq, false);
 }
@@ -432,20 +438,12 @@ static bool read_head(hconn *c, struct evbuffer *in)
     head[head_len] = '\0';
     evbuffer_drain(in, head_len);
     http1_request pr; /* the parser's full form lives only here */
-    memset(&pr, 0, sizeof pr);
     int rc = http1_parse_request(head, head_len, &pr);
-    httpd_req *rq = calloc(1, sizeof *rq + (rc < 0 ? 0 : pr.headers.n) * sizeof rq->headers[0]);
-    if (!rq) {
-        free(head);
-        refuse(c, 503, "Service busy, please retry");
-        return true;
-    }
-    rq->c = c;
-    rq->head = head;
-    rq->minor = pr.minor_version; /* a refusal answers in the version the parser saw */
-    c->rq = rq;
     if (rc < 0) {
-        if (is_connect((const uint8_t *)head, head_len))
+        bool connect = is_connect((const uint8_t *)head, head_len);
+        /* unparsed, its version is unknown: the refusal is HTTP/1.1 (c->rq stays NULL) */
+        free(head);
+        if (connect)
             refuse(c, 405, "Method Not Allowed");
         else if (rc == HTTP1_ERR_TOO_MANY_HEADERS || rc == HTTP1_ERR_HEAD_TOO_LARGE)
             refuse(c, 431, "Too many request header fields");
@@ -455,6 +453,16 @@ static bool read_head(hconn *c, struct evbuffer *in)
             refuse(c, 400, "Malformed request");
         return true;
     }
+    httpd_req *rq = calloc(1, sizeof *rq + pr.headers.n * sizeof rq->headers[0]);
+    if (!rq) {
+        free(head);
+        refuse(c, 503, "Service busy, please retry");
+        return true;
+    }
+    rq->c = c;
+    rq->head = head;
+    rq->minor = pr.minor_version;
+    c->rq = rq;
     terminate_strings(&pr);
     rq->method = pr.method;
     rq->path = pr.path;

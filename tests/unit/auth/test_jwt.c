@@ -1,8 +1,6 @@
-/* jwt + jwks: RS256 verification with the algorithm pinned (none / HS256 key
+/* auth/jwt: RS256 verification with the algorithm pinned (none / HS256 key
  * confusion / RS512 refused), header and claim rules with their 401 texts, Clerk v2
- * org claims, strict base64url, JWKS parsing (RFC 7638 thumbprint vector) and the
- * file-backed key cache. Keys are generated here with OpenSSL.
- * Stays whole: tests mirror the tree, one file per module under test. */
+ * org claims and strict base64url. Keys are generated here with OpenSSL. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,16 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include <event2/event.h>
 #include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 
-#include "server/jwks_cache.h"
 #include "auth/jwt.h"
 
 #define NOW ((time_t)1700000000)
@@ -677,300 +672,6 @@ static void test_texts_and_config(void **state)
     assert_int_equal(jwt_config_check(&cfg, err, sizeof err), -1);
 }
 
-/* ---- JWKS parsing ---------------------------------------------------------------------- */
-
-static char *jwk_json(EVP_PKEY *k, const char *kid)
-{
-    char *set = jwks_rsa_public_json(k, kid);
-    assert_non_null(set);
-    return set;
-}
-
-static void test_jwks_roundtrip_and_verify(void **state)
-{
-    (void)state;
-    char *json = jwk_json(key1, "k1");
-    jwks_set *s = NULL;
-    char err[200];
-    assert_int_equal(jwks_parse(json, strlen(json), &s, err, sizeof err), JWKS_OK);
-    assert_int_equal(jwks_set_count(s), 1);
-    assert_string_equal(jwks_set_kid(s, 0), "k1");
-    EVP_PKEY *pub = jwks_set_find(s, "k1");
-    assert_non_null(pub);
-    assert_null(jwks_set_find(s, "k2"));
-    assert_int_equal(EVP_PKEY_eq(pub, key1), 1);
-    char *t = tok("");
-    jwt_token *pt = NULL;
-    assert_int_equal(jwt_parse(t, strlen(t), &pt), JWT_OK);
-    jwt_config cfg = base_cfg();
-    jwt_auth a;
-    assert_int_equal(jwt_verify_parsed(pt, pub, &cfg, NOW, &a), JWT_OK);
-    jwt_token_free(pt);
-    free(t);
-    jwks_set_free(s);
-    free(json);
-}
-
-/* A JWKS with the given keys array members (JSON text). */
-static jwks_err parse_keys(const char *members, jwks_set **s, char *err, size_t errlen)
-{
-    char doc[8192];
-    snprintf(doc, sizeof doc, "{\"keys\":[%s]}", members);
-    return jwks_parse(doc, strlen(doc), s, err, errlen);
-}
-
-/* The "n" and "e" of a key, from its exported JWKS. */
-static void get_ne(EVP_PKEY *k, char *n, size_t ncap, char *e, size_t ecap)
-{
-    char *json = jwk_json(k, "x");
-    const char *pn = strstr(json, "\"n\": \"") + 6, *pe = strstr(json, "\"e\": \"") + 6;
-    snprintf(n, ncap, "%.*s", (int)(strchr(pn, '"') - pn), pn);
-    snprintf(e, ecap, "%.*s", (int)(strchr(pe, '"') - pe), pe);
-    free(json);
-}
-
-static void test_jwks_key_rules(void **state)
-{
-    (void)state;
-    char n[1024], e[16], ns[512], es[16];
-    get_ne(key1, n, sizeof n, e, sizeof e);
-    get_ne(key_short, ns, sizeof ns, es, sizeof es);
-    char kid[JWKS_KID_MAX + 1];
-    EVP_PKEY *k = NULL;
-    char buf[2048];
-#define ONE(fmt, ...)                                                                              \
-    (snprintf(buf, sizeof buf, fmt, __VA_ARGS__), jwks_parse_key(buf, strlen(buf), kid, &k))
-
-    assert_int_equal(ONE("{\"kty\":\"RSA\",\"kid\":\"a\",\"n\":\"%s\",\"e\":\"%s\"}", n, e),
-                     JWKS_OK);
-    assert_string_equal(kid, "a");
-    EVP_PKEY_free(k);
-    assert_int_equal(ONE("{\"kty\":\"EC\",\"kid\":\"a\",\"crv\":\"P-256\",\"x\":\"%s\",\"y\":\"%s\"}",
-                         e, e),
-                     JWKS_ERR_KEY_TYPE);
-    assert_int_equal(ONE("{\"kty\":\"RSA\",\"kid\":\"a\",\"use\":\"enc\",\"n\":\"%s\",\"e\":\"%s\"}",
-                         n, e),
-                     JWKS_ERR_KEY_USE);
-    assert_int_equal(
-        ONE("{\"kty\":\"RSA\",\"kid\":\"a\",\"alg\":\"RS512\",\"n\":\"%s\",\"e\":\"%s\"}", n, e),
-        JWKS_ERR_KEY_USE);
-    assert_int_equal(ONE("{\"kty\":\"RSA\",\"n\":\"%s\",\"e\":\"%s\"}", n, e), JWKS_ERR_KEY_FIELD);
-    assert_int_equal(ONE("{\"kty\":\"RSA\",\"kid\":\"a\",\"n\":\"%s\"}", n), JWKS_ERR_KEY_FIELD);
-    assert_int_equal(ONE("{\"kty\":\"RSA\",\"kid\":\"a\",\"n\":\"%s=\",\"e\":\"%s\"}", n, e),
-                     JWKS_ERR_KEY_FIELD);
-    assert_int_equal(ONE("{\"kty\":\"RSA\",\"kid\":\"a\",\"n\":\"%s\",\"e\":\"AQ+B\"}", n),
-                     JWKS_ERR_KEY_FIELD);
-    /* 1024-bit modulus, e = 1, an even modulus */
-    assert_int_equal(ONE("{\"kty\":\"RSA\",\"kid\":\"a\",\"n\":\"%s\",\"e\":\"%s\"}", ns, es),
-                     JWKS_ERR_KEY_SIZE);
-    assert_int_equal(ONE("{\"kty\":\"RSA\",\"kid\":\"a\",\"n\":\"%s\",\"e\":\"AQ\"}", n),
-                     JWKS_ERR_KEY_SIZE);
-    char neven[1024];
-    snprintf(neven, sizeof neven, "%s", n);
-    neven[strlen(neven) - 1] = 'A'; /* last 6 bits 0: the modulus becomes even */
-    assert_int_equal(ONE("{\"kty\":\"RSA\",\"kid\":\"a\",\"n\":\"%s\",\"e\":\"%s\"}", neven, e),
-                     JWKS_ERR_KEY_SIZE);
-#undef ONE
-
-    /* sets: other key types skipped silently, bad RSA keys skipped and counted */
-    jwks_set *s = NULL;
-    char err[200], members[6000];
-    snprintf(members, sizeof members,
-             "{\"kty\":\"EC\",\"kid\":\"ec\"},{\"kty\":\"RSA\",\"kid\":\"short\",\"n\":\"%s\","
-             "\"e\":\"%s\"},{\"kty\":\"RSA\",\"kid\":\"good\",\"use\":\"sig\",\"alg\":\"RS256\","
-             "\"n\":\"%s\",\"e\":\"%s\"},{\"kty\":\"RSA\",\"kid\":\"good\",\"n\":\"%s\",\"e\":\"%s\"}",
-             ns, es, n, e, ns, es);
-    assert_int_equal(parse_keys(members, &s, err, sizeof err), JWKS_OK);
-    assert_int_equal(jwks_set_count(s), 1);
-    assert_int_equal(jwks_set_skipped(s), 2);
-    assert_non_null(strstr(err, "2048"));
-    assert_non_null(jwks_set_find(s, "good"));
-    assert_null(jwks_set_find(s, "short"));
-    jwks_set_free(s);
-
-    snprintf(members, sizeof members, "{\"kty\":\"RSA\",\"kid\":\"short\",\"n\":\"%s\",\"e\":\"%s\"}",
-             ns, es);
-    assert_int_equal(parse_keys(members, &s, err, sizeof err), JWKS_ERR_NO_KEYS);
-    assert_null(s);
-    assert_int_equal(parse_keys("", &s, err, sizeof err), JWKS_ERR_NO_KEYS);
-    const char *docs[] = {"", "[]", "{}", "{\"keys\":{}}", "{\"keys\":[]", "null"};
-    for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++)
-        assert_int_equal(jwks_parse(docs[i], strlen(docs[i]), &s, err, sizeof err), JWKS_ERR_JSON);
-}
-
-/* RFC 7638 §3.1: the example key and its thumbprint. */
-static void test_jwks_thumbprint_rfc7638(void **state)
-{
-    (void)state;
-    const char *jwk =
-        "{\"kty\":\"RSA\",\"kid\":\"2011-04-29\",\"e\":\"AQAB\",\"n\":\"0vx7agoebGcQSuuPiLJXZptN9nndrQmbX"
-        "Eps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-"
-        "5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZ"
-        "Hzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0"
-        "Ls1jF44-csFCur-kEgU8awapJzKnqDKgw\"}";
-    char kid[JWKS_KID_MAX + 1];
-    EVP_PKEY *k = NULL;
-    assert_int_equal(jwks_parse_key(jwk, strlen(jwk), kid, &k), JWKS_OK);
-    char tp[JWKS_THUMBPRINT_LEN + 1];
-    assert_int_equal(jwks_rsa_thumbprint(k, tp), 0);
-    assert_string_equal(tp, "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
-    EVP_PKEY_free(k);
-}
-
-/* ---- the cache, file source (synchronous) -------------------------------------------------- */
-
-typedef struct lk {
-    int calls;
-    jwks_status st;
-    EVP_PKEY *key;
-} lk;
-
-static void on_key(void *ud, jwks_status st, EVP_PKEY *key)
-{
-    lk *l = ud;
-    l->calls++;
-    l->st = st;
-    l->key = key;
-}
-
-typedef struct vr {
-    int calls;
-    jwt_err e;
-    char user[JWT_ID_MAX];
-} vr;
-
-static void on_verify(void *ud, jwt_err e, const jwt_auth *a)
-{
-    vr *v = ud;
-    v->calls++;
-    v->e = e;
-    snprintf(v->user, sizeof v->user, "%s", a->user_id);
-}
-
-static void write_text(const char *path, const char *text)
-{
-    char tmp[300];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    assert_int_equal(rename(tmp, path), 0);
-}
-
-static void test_cache_file_source(void **state)
-{
-    (void)state;
-    char dir[] = "/tmp/veil-jwks-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char path[200];
-    snprintf(path, sizeof path, "%s/jwks.json", dir);
-    char *j1 = jwk_json(key1, "k1");
-    write_text(path, j1);
-
-    char err[200];
-    jwks_cache_config cfg = {.file = path};
-    jwks_cache *c = jwks_cache_new(NULL, &cfg, err, sizeof err);
-    assert_non_null(c);
-    lk l = {0};
-    assert_null(jwks_lookup(c, "k1", on_key, &l)); /* answered synchronously */
-    assert_int_equal(l.calls, 1);
-    assert_int_equal(l.st, JWKS_FOUND);
-    assert_int_equal(EVP_PKEY_eq(l.key, key1), 1);
-    memset(&l, 0, sizeof l);
-    assert_null(jwks_lookup(c, "k2", on_key, &l));
-    assert_int_equal(l.calls, 1);
-    assert_int_equal(l.st, JWKS_UNKNOWN_KID);
-
-    /* verify through the cache */
-    jwt_config jc = {.issuer = ISS, .leeway_s = 30};
-    char cl[256];
-    snprintf(cl, sizeof cl, "{\"sub\":\"user_f\",\"iss\":\"" ISS "\",\"exp\":%lld}",
-             (long long)time(NULL) + 600);
-    char *t = tok_raw(cl);
-    vr v = {0};
-    assert_null(jwks_verify(c, t, strlen(t), &jc, on_verify, &v));
-    assert_int_equal(v.calls, 1);
-    assert_int_equal(v.e, JWT_OK);
-    assert_string_equal(v.user, "user_f");
-    memset(&v, 0, sizeof v);
-    assert_null(jwks_verify(c, "garbage", 7, &jc, on_verify, &v));
-    assert_int_equal(v.calls, 1);
-    assert_int_equal(v.e, JWT_ERR_MALFORMED);
-
-    /* rotation: the file now holds k2 only; k1 tokens stop working */
-    char *j2 = jwk_json(key2, "k2");
-    write_text(path, j2);
-    memset(&v, 0, sizeof v);
-    assert_null(jwks_verify(c, t, strlen(t), &jc, on_verify, &v));
-    assert_int_equal(v.e, JWT_ERR_UNKNOWN_KID);
-    memset(&l, 0, sizeof l);
-    jwks_lookup(c, "k2", on_key, &l);
-    assert_int_equal(l.st, JWKS_FOUND);
-    assert_int_equal(EVP_PKEY_eq(l.key, key2), 1);
-
-    /* a broken file fails closed (503), and recovers once fixed */
-    write_text(path, "{\"keys\": [");
-    memset(&v, 0, sizeof v);
-    jwks_verify(c, t, strlen(t), &jc, on_verify, &v);
-    assert_int_equal(v.e, JWT_ERR_UNAVAILABLE);
-    assert_int_equal(jwt_http_status(v.e), 503);
-    write_text(path, j1);
-    memset(&v, 0, sizeof v);
-    jwks_verify(c, t, strlen(t), &jc, on_verify, &v);
-    assert_int_equal(v.e, JWT_OK);
-    jwks_stats st;
-    jwks_cache_stats(c, &st);
-    assert_int_equal(st.n_keys, 1);
-    assert_true(st.usable);
-    unlink(path);
-    memset(&l, 0, sizeof l);
-    jwks_lookup(c, "k1", on_key, &l);
-    assert_int_equal(l.st, JWKS_UNAVAILABLE);
-
-    jwks_cache_free(c);
-    free(t);
-    free(j1);
-    free(j2);
-    rmdir(dir);
-}
-
-static void test_cache_config(void **state)
-{
-    (void)state;
-    char err[200], url[128];
-    jwks_cache_config cfg = {0};
-    assert_null(jwks_cache_new(NULL, &cfg, err, sizeof err));
-    cfg.url = "https://clerk.example.com/.well-known/jwks.json";
-    assert_null(jwks_cache_new(NULL, &cfg, err, sizeof err)); /* a URL needs a loop */
-    assert_int_equal(jwks_default_url("https://clerk.example.com/", url, sizeof url), 0);
-    assert_string_equal(url, "https://clerk.example.com/.well-known/jwks.json");
-    assert_int_equal(jwks_default_url("https://veil.dev.local", url, sizeof url), 0);
-    assert_string_equal(url, "https://veil.dev.local/.well-known/jwks.json");
-    assert_int_equal(jwks_default_url("", url, sizeof url), -1);
-
-    struct event_base *base = event_base_new();
-    assert_non_null(base);
-    const char *good[] = {"https://clerk.example.com/.well-known/jwks.json", "http://127.0.0.1:8080",
-                          "HTTPS://[::1]:8443/jwks?x=1", "http://localhost/jwks"};
-    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
-        cfg.url = good[i];
-        jwks_cache *c = jwks_cache_new(base, &cfg, err, sizeof err);
-        assert_non_null(c);
-        jwks_cache_free(c);
-    }
-    const char *bad[] = {"ftp://x/jwks", "clerk.example.com/jwks", "https://", "https:///jwks",
-                         "https://user@h/jwks", "https://h:0/", "https://h:65536/", "https://h:/x",
-                         "https://h:80x/", "https://h/jwks#frag", "https://h/a b", "https://[::1/x",
-                         "https://[::1]x/"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        cfg.url = bad[i];
-        assert_null(jwks_cache_new(base, &cfg, err, sizeof err));
-        assert_true(strlen(err) > 0);
-    }
-    event_base_free(base);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -995,11 +696,6 @@ int main(void)
         cmocka_unit_test(test_b64url),
         cmocka_unit_test(test_bearer),
         cmocka_unit_test(test_texts_and_config),
-        cmocka_unit_test(test_jwks_roundtrip_and_verify),
-        cmocka_unit_test(test_jwks_key_rules),
-        cmocka_unit_test(test_jwks_thumbprint_rfc7638),
-        cmocka_unit_test(test_cache_file_source),
-        cmocka_unit_test(test_cache_config),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

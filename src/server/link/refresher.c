@@ -1,4 +1,4 @@
-#include "server/refresher.h"
+#include "server/link/refresher.h"
 
 #include <event2/event.h>
 #include <openssl/crypto.h>
@@ -28,6 +28,7 @@ struct refresher {
     long interval_s;
     rf_state st;
     bool again;            /* a kick arrived while busy */
+    bool repush;           /* the enclave restarted while a push was on the wire */
     imds_credentials creds;
     time_t lifetime;       /* expiry minus fetch time, for the current credentials */
     bool pushed;
@@ -80,11 +81,15 @@ static void on_pushed(void *ud, bool ok, const char *err)
     refresher *rf = ud;
     rf->push = NULL;
     if (!ok) {
+        rf->pushed = false; /* the enclave does not hold them: the same ones go again */
+        rf->repush = false;
         failed(rf, err ? err : "enclave refused");
         return;
     }
     rf->st = RF_IDLE;
-    rf->pushed = true;
+    /* a yes from the enclave that restarted meanwhile does not count for the new one */
+    rf->pushed = !rf->repush;
+    rf->repush = false;
     rf->pushes++;
     rf->last_push = time(NULL);
     rf->backoff_ms = BACKOFF_MIN_MS;
@@ -158,6 +163,8 @@ static void on_restart(void *ud)
     refresher *rf = ud;
     log_info(NULL, "event=enclave_restart_detected action=push_credentials");
     rf->pushed = false;
+    if (rf->st == RF_PUSHING)
+        rf->repush = true;
     attempt(rf);
 }
 

@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <time.h>
 
-#include "server/enclave_client.h"
+#include "server/link/enclave_client.h"
 #include "server/settings.h"
 
 typedef struct refresher refresher;
