@@ -32,10 +32,10 @@ static void check_request(const json_t *j, bool stream)
     }
     CHECK(r.stream == stream);
     CHECK(r.model[0] && strlen(r.model) <= PROTO_MODEL_MAX);
-    CHECK(r.format == 1 || r.format == 2);
+    CHECK(r.format == 1 || r.format == 3);
+    CHECK(r.format == 3 ? r.request != NULL : r.message != NULL);
     CHECK(x25519_public_key_ok(r.reply_pub));
     CHECK(!stream || x25519_public_key_ok(r.storage_pub));
-    CHECK(r.message != NULL);
     CHECK(r.n_history <= PROTO_MAX_HISTORY);
     for (size_t i = 0; i < r.n_history; i++) {
         CHECK(r.history[i].role >= -1 && r.history[i].role <= 1);
@@ -58,8 +58,8 @@ static void check_event(const json_t *j)
     proto_sse_kind sk = proto_parse_sse(sse, &se);
     static const proto_sse_kind SAME[] = {
         [PROTO_EV_STREAM_KEY] = PROTO_SSE_EV_STREAM_KEY, [PROTO_EV_CHUNK] = PROTO_SSE_EV_CHUNK,
-        [PROTO_EV_THINKING] = PROTO_SSE_EV_THINKING,     [PROTO_EV_CHUNK_V2] = PROTO_SSE_EV_CHUNK_V2,
-        [PROTO_EV_THINKING_V2] = PROTO_SSE_EV_THINKING_V2,
+        [PROTO_EV_THINKING] = PROTO_SSE_EV_THINKING,     [PROTO_EV_CHUNK_V3] = PROTO_SSE_EV_CHUNK_V3,
+        [PROTO_EV_THINKING_V3] = PROTO_SSE_EV_THINKING_V3,
     };
     CHECK((size_t)k < sizeof SAME / sizeof SAME[0] && sk == SAME[k]);
     json_decref(sse);

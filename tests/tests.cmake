@@ -85,7 +85,7 @@ foreach(src ${integ_c})
 endforeach()
 # the enclave core's failure paths: seals fail on demand (the linker wraps them)
 target_link_options(test_enclave_faults PRIVATE
-                    -Wl,--wrap=ep_seal -Wl,--wrap=sv2_seal -Wl,--wrap=sv2_init_sender)
+                    -Wl,--wrap=ep_seal -Wl,--wrap=sv3_seal -Wl,--wrap=sv3_init_sender)
 
 # Test-only driver for tests/integration/test_jwks.py: the JWKS cache on a real loop.
 if(TARGET veil_server)

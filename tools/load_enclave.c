@@ -148,12 +148,8 @@ static int on_line(stream *s, const char *line, size_t n)
         break;
     }
     case PROTO_EV_THINKING:
-    case PROTO_EV_THINKING_V2:
     case PROTO_EV_THINKING_V3:
         ended = 0;
-        break;
-    case PROTO_EV_CHUNK_V2:
-        vl_stream_fail(s, &L->errors.protocol, "a format 2 element (veil-load speaks formats 1 and 3)", NULL);
         break;
     case PROTO_EV_ERROR: {
         char d[200];
@@ -285,7 +281,7 @@ static int build_request(stream *s)
         json_decref(inner);
     } else {
         json_t *em = seal_json(L->enclave_pub, s->prompt, EP_CTX_CLIENT_TO_ENCLAVE);
-        req = em ? proto_chat_stream_request(em, hist, pub, spub, L->opt.model, SESSION, 1) : NULL;
+        req = em ? proto_chat_stream_request(em, hist, pub, spub, L->opt.model, SESSION) : NULL;
         json_decref(em);
     }
     json_decref(hist);

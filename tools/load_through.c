@@ -352,11 +352,6 @@ static int on_event(stream *s, const char *data, size_t n)
         case PROTO_SSE_EV_THINKING:
         case PROTO_SSE_EV_CHUNK_V3:
         case PROTO_SSE_EV_THINKING_V3: rc = on_chunk(s, &ev); break;
-        case PROTO_SSE_EV_CHUNK_V2:
-        case PROTO_SSE_EV_THINKING_V2:
-            vl_stream_fail(s, &L->errors.protocol, "a format 2 element (veil-load asks for 1 or 3)", NULL);
-            rc = -1;
-            break;
         case PROTO_SSE_EV_STORED: rc = on_stored(s, &ev); break;
         case PROTO_SSE_EV_DONE:
             if (!s->got_stored) {

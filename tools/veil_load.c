@@ -428,7 +428,7 @@ static int parse_opts(int argc, char **argv, options *o)
         case O_EPID: target = &o->enclave_pid, lo = 1, hi = 1L << 30; break;
         case O_PPID: target = &o->proxy_pid, lo = 1, hi = 1L << 30; break;
         case O_VPID: target = &o->veild_pid, lo = 1, hi = 1L << 30; break;
-        case O_FORMAT: target = &o->stream_format, lo = 1, hi = 3; break;
+        case O_FORMAT: target = &o->stream_format, lo = 1, hi = 3; break; /* 2: refused below */
         case O_USERS: target = &o->users, lo = 1, hi = MAX_STREAMS; break;
         case O_PER_USER: target = &o->per_user, lo = 1, hi = MAX_STREAMS; break;
         case O_DURATION: target = &o->duration_s, lo = 1, hi = 86400; break;

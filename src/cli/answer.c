@@ -126,9 +126,6 @@ int answer_feed(answer *a, const json_t *event, answer_text_fn on_text, void *ud
     case PROTO_SSE_EV_CHUNK:
     case PROTO_SSE_EV_THINKING:
         return refuse(a, "the server sent a stream format 1 chunk, not the format 3 this client asked for");
-    case PROTO_SSE_EV_CHUNK_V2:
-    case PROTO_SSE_EV_THINKING_V2:
-        return refuse(a, "the server sent a stream format 2 element, not the format 3 this client asked for");
     case PROTO_SSE_EV_STORED:
         return on_stored(a, &ev);
     case PROTO_SSE_EV_DONE:

@@ -3,8 +3,9 @@
  * request, checked in order against the attested enclave key and the request's hash.
  *
  * It owns the stream's state (the key K, the next index) and the verdict. It never
- * accepts another format: format-1 chunks, format-2 elements, an element before the
- * stream key, a second key, an element that does not open at its index, a missing
+ * accepts another format: format-1 chunks, another format's stream key (event types
+ * it does not know are ignored, and cannot stand in for an element), an element
+ * before the stream key, a second key, an element that does not open at its index, a missing
  * or bad end, all fail the answer with a reason. Text reaches the caller only once
  * its element has opened. Pure: no I/O; K is wiped by answer_wipe.
  */

@@ -17,7 +17,6 @@
 #include "common/hex.h"
 #include "common/log.h"
 #include "crypto/ep.h"
-#include "crypto/stream_v2.h"
 #include "crypto/stream_v3.h"
 #include "enclave/history.h"
 #include "enclave/protocol.h"
@@ -62,8 +61,6 @@ struct enclave_req {
     struct event *deadline;
     uint8_t reply_pub[32];   /* client_public_key (stream) or user_public_key (CHAT) */
     uint8_t storage_pub[32]; /* stream only */
-    bool v2;                 /* stream format 2: one key per stream (stream_v2.h) */
-    sv2 sv;
     bool v3;                 /* stream format 3: a bound request, an authenticated answer */
     sv3 s3;
     uint8_t request_hash[SV3_HASH_LEN];
@@ -348,7 +345,6 @@ static void req_free(enclave_req *r)
         event_free(r->deadline);
     vbuf_free_secure(&r->user_text);
     vbuf_free_secure(&r->answer);
-    sv2_wipe(&r->sv);
     sv3_wipe(&r->s3);
     if (c->active)
         c->active--;
@@ -452,7 +448,7 @@ static void fail_early(const enclave_sink *sink, void *ud, bool stream, enclave_
 }
 
 /* One sealed event to the client: format 1 seals an EncryptedPayload to the client
- * key per chunk, format 2 seals the next element with the stream key. 0, -1 when
+ * key per chunk, format 3 seals the next element with the stream key. 0, -1 when
  * the seal failed (the caller fails the request), -2 when the sink cancelled it. */
 static int emit_sealed(enclave_req *r, bool thinking, const char *text, size_t len)
 {
@@ -462,13 +458,7 @@ static int emit_sealed(enclave_req *r, bool thinking, const char *text, size_t l
         uint64_t seq = r->s3.seq;
         uint8_t tag[GCM_TAG_LEN], *ct = malloc(len ? len : 1);
         if (ct && sv3_seal(&r->s3, thinking ? SV3_THINKING : SV3_TEXT, (const uint8_t *)text, len, ct, tag) == 0)
-            rc = proto_write_element(&line, 3, thinking, seq, ct, len, tag);
-        free(ct);
-    } else if (r->v2) {
-        uint64_t seq = r->sv.seq;
-        uint8_t tag[GCM_TAG_LEN], *ct = malloc(len ? len : 1);
-        if (ct && sv2_seal(&r->sv, thinking ? SV2_THINKING : SV2_TEXT, (const uint8_t *)text, len, ct, tag) == 0)
-            rc = proto_write_element(&line, 2, thinking, seq, ct, len, tag);
+            rc = proto_write_element(&line, thinking, seq, ct, len, tag);
         free(ct);
     } else {
         ep e;
@@ -483,15 +473,14 @@ static int emit_sealed(enclave_req *r, bool thinking, const char *text, size_t l
     return rc;
 }
 
-/* Formats 2 and 3: the first event, the stream key's public half and salt. In
- * format 3 the key also mixes the attested key's agreement and the request. */
+/* Format 3: the first event, the stream key's public half and salt (the key mixes
+ * the stream's and the attested key's agreements and the request's hash). */
 static int announce_stream_key(enclave_req *r)
 {
     uint8_t epk[X25519_KEY_LEN], salt[HKDF_SALT_LEN];
     vbuf line = VBUF_INIT;
-    int init = r->v3 ? sv3_init_sender(&r->s3, r->core->key, r->reply_pub, r->request_hash, epk, salt)
-                     : sv2_init_sender(&r->sv, r->reply_pub, epk, salt);
-    int rc = init < 0 || proto_write_stream_key(&line, r->v3 ? 3 : 2, epk, salt) < 0 ? -1 : 0;
+    int init = sv3_init_sender(&r->s3, r->core->key, r->reply_pub, r->request_hash, epk, salt);
+    int rc = init < 0 || proto_write_stream_key(&line, epk, salt) < 0 ? -1 : 0;
     if (rc == 0 && !sink_emit(r, (const char *)line.data, line.len))
         rc = -2;
     vbuf_free(&line);
@@ -604,12 +593,7 @@ static void finish_ok(enclave_req *r)
         .stop_reason = r->stop_reason[0] ? r->stop_reason : NULL,
     };
     bool ok = f.stored_user && f.stored_assistant;
-    if (ok && r->v2) { /* the end element proves the client got every chunk */
-        f.has_end = true;
-        f.end_seq = r->sv.seq;
-        ok = sv2_seal(&r->sv, SV2_END, NULL, 0, f.end_tag, f.end_tag) == 0;
-    }
-    if (ok && r->v3) { /* and in format 3 that the stored messages are exactly these */
+    if (ok && r->v3) { /* the end element: every chunk came, and the stored messages are these */
         f.has_end = true;
         f.end_seq = r->s3.seq;
         f.end_ct_len = SV3_END_LEN;
@@ -884,7 +868,6 @@ static enclave_req *start_chat(enclave_core *c, const json_t *req, bool stream, 
     snprintf(r->model, sizeof r->model, "%s", pr.model);
     memcpy(r->reply_pub, pr.reply_pub, sizeof r->reply_pub);
     memcpy(r->storage_pub, pr.storage_pub, sizeof r->storage_pub);
-    r->v2 = pr.format == 2;
     r->v3 = pr.format == 3;
     enclave_err e = ENCLAVE_OK;
     if (!r->v3 && c->refuse_legacy) { /* an unbound request: the operator allows none */
@@ -894,9 +877,9 @@ static enclave_req *start_chat(enclave_core *c, const json_t *req, bool stream, 
     if (e == ENCLAVE_OK)
         e = r->v3 ? open_bound(r, &pr, &h, &err) : build_history(r, &pr, &h, &err);
     size_t turns = h.n ? h.n - 1 : 0;
-    /* formats 2 and 3 announce their key before anything else, and before Bedrock
-     * is asked; a refused request gets its one error and nothing before it */
-    int ar = e == ENCLAVE_OK && (r->v2 || r->v3) ? announce_stream_key(r) : 0;
+    /* format 3 announces its key before anything else, and before Bedrock is
+     * asked; a refused request gets its one error and nothing before it */
+    int ar = e == ENCLAVE_OK && r->v3 ? announce_stream_key(r) : 0;
     if (ar == -1) {
         e = err.code = ENCLAVE_ERR_INTERNAL;
         snprintf(err.message, sizeof err.message, "Internal error");

@@ -230,7 +230,8 @@ int proto_stream_format(const json_t *v)
 {
     if (!v || json_is_null(v))
         return 1;
-    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 3)
+    /* format 2 (one key per stream, unbound) was replaced by format 3 */
+    if (!json_is_integer(v) || (json_integer_value(v) != 1 && json_integer_value(v) != 3))
         return -1;
     return (int)json_integer_value(v);
 }
@@ -398,15 +399,12 @@ void proto_chat_request_free(proto_chat_request *r)
 }
 
 json_t *proto_chat_stream_request(const json_t *message, const json_t *history, const char *client_pub_hex,
-                                  const char *storage_pub_hex, const char *model, const char *session_id,
-                                  int format)
+                                  const char *storage_pub_hex, const char *model, const char *session_id)
 {
     json_t *req = json_pack("{s:s, s:O, s:O, s:s, s:s, s:s, s:s}", PF_COMMAND, proto_cmd_name(PROTO_CMD_CHAT_STREAM),
                             PF_ENCRYPTED_MESSAGE, message, PF_ENCRYPTED_HISTORY, history, PF_STORAGE_PUBLIC_KEY,
                             storage_pub_hex, PF_CLIENT_PUBLIC_KEY, client_pub_hex, PF_MODEL_ID, model, PF_SESSION_ID,
                             session_id);
-    if (req && format != 1)
-        json_object_set_new(req, PF_STREAM_FORMAT, json_integer(format));
     return req;
 }
 
@@ -453,7 +451,6 @@ json_t *proto_unknown_command_reply(const char *upper_name)
 
 #define EV_CONTENT PF_ENCRYPTED_CONTENT
 #define EV_THINKING "encrypted_thinking"
-#define EV_V2_SUFFIX "_v2"
 #define EV_V3_SUFFIX "_v3"
 #define EV_STREAM_KEY "stream_key"
 #define EV_EPK "ephemeral_public_key"
@@ -478,21 +475,20 @@ int proto_write_chunk_v1(vbuf *out, bool thinking, const struct ep *e)
                : 0;
 }
 
-int proto_write_element(vbuf *out, int format, bool thinking, uint64_t seq, const uint8_t *ct, size_t len,
+int proto_write_element(vbuf *out, bool thinking, uint64_t seq, const uint8_t *ct, size_t len,
                         const uint8_t tag[GCM_TAG_LEN])
 {
-    return vbuf_printf(out, "{\"%s_v%d\":{\"" EV_SEQ "\":%llu,\"" EV_CIPHERTEXT "\":\"",
-                       thinking ? EV_THINKING : EV_CONTENT, format, (unsigned long long)seq) < 0 ||
+    return vbuf_printf(out, "{\"%s" EV_V3_SUFFIX "\":{\"" EV_SEQ "\":%llu,\"" EV_CIPHERTEXT "\":\"",
+                       thinking ? EV_THINKING : EV_CONTENT, (unsigned long long)seq) < 0 ||
                    vbuf_append_hex(out, ct, len) < 0 || vbuf_append_str(out, "\",\"" EV_AUTH_TAG "\":\"") < 0 ||
                    vbuf_append_hex(out, tag, GCM_TAG_LEN) < 0 || vbuf_append_str(out, "\"}}") < 0
                ? -1
                : 0;
 }
 
-int proto_write_stream_key(vbuf *out, int format, const uint8_t epk[X25519_KEY_LEN],
-                           const uint8_t salt[HKDF_SALT_LEN])
+int proto_write_stream_key(vbuf *out, const uint8_t epk[X25519_KEY_LEN], const uint8_t salt[HKDF_SALT_LEN])
 {
-    return vbuf_printf(out, "{\"" PF_STREAM_FORMAT "\":%d,\"" EV_STREAM_KEY "\":{\"" EV_EPK "\":\"", format) < 0 ||
+    return vbuf_append_str(out, "{\"" PF_STREAM_FORMAT "\":3,\"" EV_STREAM_KEY "\":{\"" EV_EPK "\":\"") < 0 ||
                    vbuf_append_hex(out, epk, X25519_KEY_LEN) < 0 ||
                    vbuf_append_str(out, "\",\"" EV_SALT "\":\"") < 0 ||
                    vbuf_append_hex(out, salt, HKDF_SALT_LEN) < 0 || vbuf_append_str(out, "\"}}") < 0
@@ -584,13 +580,10 @@ proto_event_kind proto_parse_event(const json_t *ev, proto_event *out)
     const json_t *v;
     if ((v = json_object_get(ev, EV_STREAM_KEY))) {
         const json_t *fmt = json_object_get(ev, PF_STREAM_FORMAT);
-        out->format = json_is_integer(fmt) ? (int)json_integer_value(fmt) : 2;
+        out->format = json_is_integer(fmt) ? (int)json_integer_value(fmt) : 0;
+        if (out->format != 3) /* the only format with a stream key */
+            return out->kind = PROTO_EV_INVALID;
         return out->kind = parse_stream_key(v, out->epk, out->salt) ? PROTO_EV_STREAM_KEY : PROTO_EV_INVALID;
-    }
-    if ((v = json_object_get(ev, EV_CONTENT EV_V2_SUFFIX)) || (v = json_object_get(ev, EV_THINKING EV_V2_SUFFIX))) {
-        out->elem = v;
-        bool text = v == json_object_get(ev, EV_CONTENT EV_V2_SUFFIX);
-        return out->kind = json_is_object(v) ? (text ? PROTO_EV_CHUNK_V2 : PROTO_EV_THINKING_V2) : PROTO_EV_INVALID;
     }
     if ((v = json_object_get(ev, EV_CONTENT EV_V3_SUFFIX)) || (v = json_object_get(ev, EV_THINKING EV_V3_SUFFIX))) {
         out->elem = v;
@@ -625,19 +618,13 @@ json_t *proto_sse_relay(const proto_event *ev)
         o = json_pack("{s:s, s:O}", SSE_TYPE, ev->kind == PROTO_EV_CHUNK ? PROTO_SSE_CHUNK : PROTO_SSE_THINKING,
                       EV_CONTENT, ev->ep);
         break;
-    case PROTO_EV_CHUNK_V2:
-    case PROTO_EV_THINKING_V2:
     case PROTO_EV_CHUNK_V3:
-    case PROTO_EV_THINKING_V3: { /* the element's fields go out flat, beside its type */
-        static const char *const TYPES[] = {
-            [PROTO_EV_CHUNK_V2] = PROTO_SSE_CHUNK_V2, [PROTO_EV_THINKING_V2] = PROTO_SSE_THINKING_V2,
-            [PROTO_EV_CHUNK_V3] = PROTO_SSE_CHUNK_V3, [PROTO_EV_THINKING_V3] = PROTO_SSE_THINKING_V3,
-        };
+    case PROTO_EV_THINKING_V3: /* the element's fields go out flat, beside its type */
         o = json_deep_copy(ev->elem);
         if (json_is_object(o))
-            json_object_set_new(o, SSE_TYPE, json_string(TYPES[ev->kind]));
+            json_object_set_new(o, SSE_TYPE,
+                                json_string(ev->kind == PROTO_EV_CHUNK_V3 ? PROTO_SSE_CHUNK_V3 : PROTO_SSE_THINKING_V3));
         break;
-    }
     default:
         break;
     }
@@ -654,7 +641,7 @@ json_t *proto_sse_stored(const char *model_used, long input_tokens, long output_
 {
     json_t *o = json_pack("{s:s, s:s, s:I, s:I}", SSE_TYPE, PROTO_SSE_STORED, EV_MODEL_USED, model_used,
                           EV_INPUT_TOKENS, (json_int_t)input_tokens, EV_OUTPUT_TOKENS, (json_int_t)output_tokens);
-    if (o && json_is_object(stream_end)) /* formats 2, 3: the proof the client saw every chunk */
+    if (o && json_is_object(stream_end)) /* format 3: the proof the client saw every chunk */
         json_object_set_new(o, EV_STREAM_END, json_deep_copy(stream_end));
     if (o && user_message_id && assistant_message_id) {
         json_object_set_new(o, PF_USER_MESSAGE_ID, json_string(user_message_id));
@@ -693,10 +680,6 @@ proto_sse_kind proto_parse_sse(const json_t *ev, proto_sse_event *out)
         if (!json_is_object(out->ep))
             return out->kind = PROTO_SSE_INVALID;
         return out->kind = strcmp(type, PROTO_SSE_CHUNK) == 0 ? PROTO_SSE_EV_CHUNK : PROTO_SSE_EV_THINKING;
-    }
-    if (strcmp(type, PROTO_SSE_CHUNK_V2) == 0 || strcmp(type, PROTO_SSE_THINKING_V2) == 0) {
-        out->elem = ev;
-        return out->kind = strcmp(type, PROTO_SSE_CHUNK_V2) == 0 ? PROTO_SSE_EV_CHUNK_V2 : PROTO_SSE_EV_THINKING_V2;
     }
     if (strcmp(type, PROTO_SSE_CHUNK_V3) == 0 || strcmp(type, PROTO_SSE_THINKING_V3) == 0) {
         out->elem = ev;

@@ -160,9 +160,9 @@ typedef struct proto_turn {
 
 typedef struct proto_chat_request {
     bool stream;                  /* CHAT_STREAM, else CHAT */
-    int format;                   /* stream format: 1 (default), 2, or 3 (a bound request) */
+    int format;                   /* stream format: 1 (default) or 3 (a bound request) */
     char model[PROTO_MODEL_MAX + 1];
-    const json_t *message;        /* formats 1, 2: the sealed user message (borrowed) */
+    const json_t *message;        /* format 1: the sealed user message (borrowed) */
     const json_t *request;        /* format 3: the sealed request (borrowed) */
     uint8_t reply_pub[X25519_KEY_LEN];   /* client_public_key (stream) or user_public_key (CHAT) */
     uint8_t storage_pub[X25519_KEY_LEN]; /* stream only */
@@ -172,10 +172,11 @@ typedef struct proto_chat_request {
     size_t n_history;
 } proto_chat_request;
 
-/* The stream format a request asks for: 1 when absent or null, 1, 2 or 3 when
- * given, -1 for anything else (veild's 422 and the enclave's bad_request both use it). */
+/* The stream format a request asks for: 1 when absent or null, 1 or 3 when given,
+ * -1 for anything else, format 2 included: format 3 replaced it (veild's 422 and the
+ * enclave's bad_request both use this). */
 int proto_stream_format(const json_t *v);
-#define PROTO_STREAM_FORMATS "1, 2 or 3"
+#define PROTO_STREAM_FORMATS "1 or 3"
 
 /* Format 3's sealed request, opened (the JSON object inside encrypted_request). */
 #define PROTO_REQUEST_ID_LEN 16
@@ -214,11 +215,10 @@ json_t *proto_bound_stream_request(const json_t *sealed, const char *client_pub_
 int proto_parse_chat_request(const json_t *req, bool stream, proto_chat_request *out, proto_error *err);
 void proto_chat_request_free(proto_chat_request *r);
 
-/* The CHAT_STREAM request a parent sends (the keys as 64 hex chars; history is a
- * JSON array of sealed turns, borrowed; format 1 is sent without the field). */
+/* The format-1 CHAT_STREAM request a parent sends (the keys as 64 hex chars;
+ * history is a JSON array of sealed turns, borrowed; sent without stream_format). */
 json_t *proto_chat_stream_request(const json_t *message, const json_t *history, const char *client_pub_hex,
-                                  const char *storage_pub_hex, const char *model, const char *session_id,
-                                  int format);
+                                  const char *storage_pub_hex, const char *model, const char *session_id);
 
 /* SET_CREDENTIALS, written into out (grown securely, wiped by the caller):
  * {"command":"SET_CREDENTIALS","credentials":{...}} plus a newline. expiration may
@@ -237,13 +237,12 @@ json_t *proto_unknown_command_reply(const char *upper_name);
 
 /* Format 1: {"encrypted_content": EP} or {"encrypted_thinking": EP}. */
 int proto_write_chunk_v1(vbuf *out, bool thinking, const struct ep *e);
-/* Formats 2 and 3: {"encrypted_content_vN":{"seq":n,"ciphertext":hex,"auth_tag":hex}}
- * (or encrypted_thinking_vN). */
-int proto_write_element(vbuf *out, int format, bool thinking, uint64_t seq, const uint8_t *ct, size_t len,
+/* Format 3: {"encrypted_content_v3":{"seq":n,"ciphertext":hex,"auth_tag":hex}}
+ * (or encrypted_thinking_v3). */
+int proto_write_element(vbuf *out, bool thinking, uint64_t seq, const uint8_t *ct, size_t len,
                         const uint8_t tag[GCM_TAG_LEN]);
-/* Format 2's first event: {"stream_format":2,"stream_key":{"ephemeral_public_key","hkdf_salt"}}. */
-int proto_write_stream_key(vbuf *out, int format, const uint8_t epk[X25519_KEY_LEN],
-                           const uint8_t salt[HKDF_SALT_LEN]);
+/* Format 3's first event: {"stream_format":3,"stream_key":{"ephemeral_public_key","hkdf_salt"}}. */
+int proto_write_stream_key(vbuf *out, const uint8_t epk[X25519_KEY_LEN], const uint8_t salt[HKDF_SALT_LEN]);
 
 typedef struct proto_final {
     const json_t *stored_user;      /* EP */
@@ -251,11 +250,11 @@ typedef struct proto_final {
     const char *model_used;
     long input_tokens, output_tokens;
     const char *stop_reason;        /* may be NULL */
-    bool has_end;                   /* formats 2 and 3: the end element */
+    bool has_end;                   /* format 3: the end element */
     uint64_t end_seq;
     uint8_t end_tag[GCM_TAG_LEN];
-    uint8_t end_ct[64];             /* format 3: the stored messages' hashes, sealed */
-    size_t end_ct_len;              /* 0 in format 2 */
+    uint8_t end_ct[64];             /* the stored messages' hashes, sealed */
+    size_t end_ct_len;
 } proto_final;
 
 /* CHAT_STREAM's final event (is_final, the stored messages, usage, stream_end). */
@@ -267,11 +266,9 @@ json_t *proto_chat_reply(const proto_final *f);
 
 typedef enum proto_event_kind {
     PROTO_EV_INVALID = 0,  /* not an event of this protocol */
-    PROTO_EV_STREAM_KEY,   /* format 2's key: epk, salt */
+    PROTO_EV_STREAM_KEY,   /* format 3's key: epk, salt (another format's: INVALID) */
     PROTO_EV_CHUNK,        /* format 1: ep */
     PROTO_EV_THINKING,     /* format 1: ep */
-    PROTO_EV_CHUNK_V2,     /* format 2: elem {seq, ciphertext, auth_tag} */
-    PROTO_EV_THINKING_V2,
     PROTO_EV_CHUNK_V3,     /* format 3: elem {seq, ciphertext, auth_tag} */
     PROTO_EV_THINKING_V3,
     PROTO_EV_FINAL,        /* final (the stored messages...) */
@@ -281,11 +278,11 @@ typedef enum proto_event_kind {
 typedef struct proto_event {
     proto_event_kind kind;
     const json_t *ep;        /* CHUNK, THINKING (borrowed) */
-    const json_t *elem;      /* CHUNK_V2, THINKING_V2 (borrowed) */
+    const json_t *elem;      /* CHUNK_V3, THINKING_V3 (borrowed) */
     int format;              /* STREAM_KEY */
     uint8_t epk[X25519_KEY_LEN], salt[HKDF_SALT_LEN];
     proto_final final;       /* FINAL */
-    const json_t *stream_end; /* FINAL, format 2 (borrowed) */
+    const json_t *stream_end; /* FINAL, format 3 (borrowed) */
     enclave_err err;         /* ERROR */
     const char *err_msg;     /* ERROR (borrowed, may be "") */
 } proto_event;
@@ -301,8 +298,6 @@ proto_event_kind proto_parse_event(const json_t *ev, proto_event *out);
 #define PROTO_SSE_STREAM_KEY "stream_key"
 #define PROTO_SSE_CHUNK "encrypted_chunk"
 #define PROTO_SSE_THINKING "thinking"
-#define PROTO_SSE_CHUNK_V2 "encrypted_chunk_v2"
-#define PROTO_SSE_THINKING_V2 "thinking_v2"
 #define PROTO_SSE_CHUNK_V3 "encrypted_chunk_v3"
 #define PROTO_SSE_THINKING_V3 "thinking_v3"
 #define PROTO_SSE_STORED "stored"
@@ -310,10 +305,10 @@ proto_event_kind proto_parse_event(const json_t *ev, proto_event *out);
 #define PROTO_SSE_ERROR "error"
 
 /* The SSE event veild relays for a non-final enclave event (STREAM_KEY, CHUNK,
- * THINKING, *_V2), or NULL for other kinds. */
+ * THINKING, *_V3), or NULL for other kinds. */
 json_t *proto_sse_relay(const proto_event *ev);
 json_t *proto_sse_session(const char *session_id);
-/* "stored" (with the stream_end of formats 2 and 3, and veil's added ids of the two
+/* "stored" (with format 3's stream_end, and veil's added ids of the two
  * stored messages, for the client's history tag), "done", "error". */
 json_t *proto_sse_stored(const char *model_used, long input_tokens, long output_tokens, const json_t *stream_end,
                          const char *user_message_id, const char *assistant_message_id);
@@ -328,8 +323,6 @@ typedef enum proto_sse_kind {
     PROTO_SSE_EV_STREAM_KEY, /* format, epk, salt */
     PROTO_SSE_EV_CHUNK,      /* ep */
     PROTO_SSE_EV_THINKING,   /* ep */
-    PROTO_SSE_EV_CHUNK_V2,   /* elem (the event itself: seq, ciphertext, auth_tag) */
-    PROTO_SSE_EV_THINKING_V2,
     PROTO_SSE_EV_CHUNK_V3,   /* elem (the event itself) */
     PROTO_SSE_EV_THINKING_V3,
     PROTO_SSE_EV_STORED,     /* model_used, tokens, stream_end */

@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidTag
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from veiltest import (Checks, Postgres, Stack, TempDir, call, dev_token, expected_answer, keypair,  # noqa: E402
-                      open_ep, seal, sse, sv2_key, sv2_open)
+                      ep_hash, open_ep, seal, sse, sv3_key, sv3_open, sv3_request)
 
 MODEL = "us.meta.llama3-1-8b-instruct-v1:0"
 STREAM = "/api/v1/chat/encrypted/stream"
@@ -107,21 +107,35 @@ def stream_suite(stack, token, upriv, mode):
     st, msgs, _ = call(url, "GET", f"/api/v1/chat/sessions/{sid}/messages", token)
     C.eq(len(msgs["messages"]), 4, f"{mode}: four messages after two turns")
 
-    # stream format 2: one key per stream; every chunk opens in order, the end is proven
-    st, ev, tpriv = chat(url, token, "[[sim: chunks=9]] format two " + mode, fmt=2)
-    types = [e["type"] for e in ev]
-    C.ok(types[:2] == ["session", "stream_key"] and types.count("encrypted_chunk_v2") == 9 and
-         types[-2:] == ["stored", "done"], f"{mode}: format 2 events {types}")
-    k = sv2_key(tpriv, ev[1])
-    chunks = [e for e in ev if e["type"] == "encrypted_chunk_v2"]
-    text = "".join(sv2_open(k, i, 0, c["ciphertext"], c["auth_tag"]).decode() for i, c in enumerate(chunks))
-    C.eq(text, expected_answer("format two " + mode, 9), f"{mode}: format 2 answer")
-    end = ev[-2]["stream_end"]
-    C.eq(end["seq"], 9, f"{mode}: format 2 end index")
-    C.eq(sv2_open(k, 9, 1, "", end["auth_tag"]), b"", f"{mode}: format 2 end verifies")
-    # a reordered stream does not open: GCM refuses the tag
-    C.raises(InvalidTag, f"{mode}: format 2 reorder detected",
-             sv2_open, k, 0, 0, chunks[1]["ciphertext"], chunks[1]["auth_tag"])
+    # stream format 3 in this mode: the bound request; every element opens in order, and
+    # the end element names the stored messages (test_format3 and test_cli_bound attack it)
+    key = enclave_key(url, token)
+    st, sess, _ = call(url, "POST", "/api/v1/chat/sessions", token, {"name": "bound"})
+    tpriv, tpub = keypair()
+    upub = tpub_of(upriv)
+    ep, rh = sv3_request(key, "[[sim: chunks=9]] format three " + mode, [], tpub, upub, MODEL, sess["id"])
+    st, ev = sse(url, STREAM, token, {"stream_format": 3, "encrypted_request": ep, "model": MODEL,
+                                       "client_transport_public_key": tpub, "session_id": sess["id"]})
+    types = [e["type"] for e in ev] if st == 200 else [st]
+    C.eq(types, ["session", "stream_key"] + ["encrypted_chunk_v3"] * 9 + ["stored", "done"],
+         f"{mode}: format 3 events")
+    if len(ev) == 13:
+        k = sv3_key(tpriv, key, ev[1], rh)
+        chunks = ev[2:11]
+        text = "".join(sv3_open(k, i, 0, c["ciphertext"], c["auth_tag"]).decode() for i, c in enumerate(chunks))
+        C.eq(text, expected_answer("format three " + mode, 9), f"{mode}: format 3 answer")
+        end = ev[11]["stream_end"]
+        msgs = call(url, "GET", f"/api/v1/chat/sessions/{sess['id']}/messages", token)[1]["messages"]
+        C.eq(sv3_open(k, 9, 1, end["ciphertext"], end["auth_tag"]),
+             ep_hash(msgs[0]["encrypted_content"]) + ep_hash(msgs[1]["encrypted_content"]),
+             f"{mode}: format 3 end names the stored messages")
+        # a reordered stream does not open: GCM refuses the tag
+        C.raises(InvalidTag, f"{mode}: format 3 reorder detected",
+                 sv3_open, k, 0, 0, chunks[1]["ciphertext"], chunks[1]["auth_tag"])
+    # format 2 was replaced by format 3: refused, as any unknown format
+    st, r, _ = chat(url, token, "[[sim: chunks=2]] format two", fmt=2)
+    C.eq((st, [(d["loc"], d["msg"]) for d in r["detail"]] if st == 422 else r),
+         (422, [(["body", "stream_format"], "Input should be 1 or 3")]), f"{mode}: stream_format 2 is a 422")
     st, r, _ = call(url, "POST", STREAM, token, {"model": MODEL, "stream_format": 3,
                                                  "encrypted_message": seal(tpub_of(tpriv), "x", "t"),
                                                  "client_transport_public_key": tpub_of(tpriv)})

@@ -27,7 +27,6 @@
 #include "common/base64.h"
 #include "common/hex.h"
 #include "crypto/ep.h"
-#include "crypto/stream_v2.h"
 #include "harness.h"
 
 #define HOST "bedrock-runtime.us-east-1.amazonaws.com"
@@ -738,86 +737,28 @@ static void test_bare_request_closes(void **state)
     lc_close(&c);
 }
 
-/* Stream format 2: one key per stream, every element checked in order, the end proven. */
-static void test_stream_format_2(void **state)
+/* Stream formats other than 1 and 3 are refused with one clear error, format 2
+ * included: format 3 replaced it (test_format3.py drives format 3 itself). */
+static void test_stream_format_refused(void **state)
 {
     (void)state;
-    keys k;
-    make_keys(&k);
-    char *req = stream_request(&k, "[[sim: chunks=30]] format two", NULL, 0, NULL);
-    json_t *rq = json_loads(req, 0, NULL);
-    free(req);
-    json_object_set_new(rq, "stream_format", json_integer(2));
-    char *s = json_dumps(rq, JSON_COMPACT);
-    json_decref(rq);
-    lconn c;
-    lc_request(&c, s);
-    free(s);
-    json_t *hdr = lc_next(&c, 10000);
-    assert_non_null(hdr);
-    assert_int_equal(json_integer_value(json_object_get(hdr, "stream_format")), 2);
-    const json_t *sk = json_object_get(hdr, "stream_key");
-    uint8_t epk[32], salt[32];
-    assert_int_equal(hex_decode_exact(jstr(sk, "ephemeral_public_key"), 64, epk, 32), 0);
-    assert_int_equal(hex_decode_exact(jstr(sk, "hkdf_salt"), 64, salt, 32), 0);
-    json_decref(hdr);
-    x25519_key *ck = x25519_key_new(k.client_priv);
-    sv2 rx;
-    assert_int_equal(sv2_init_receiver(&rx, ck, epk, salt), 0);
-    vbuf answer = VBUF_INIT;
-    json_t *ev;
-    int chunks = 0;
-    while ((ev = lc_next(&c, 10000)) && json_object_get(ev, "encrypted_content_v2")) {
-        const json_t *e2 = json_object_get(ev, "encrypted_content_v2");
-        assert_int_equal(json_integer_value(json_object_get(e2, "seq")), chunks);
-        const char *cth = jstr(e2, "ciphertext");
-        uint8_t ct[256], tag[16], pt[256];
-        long n = hex_decode(cth, strlen(cth), ct, sizeof ct);
-        assert_true(n > 0);
-        assert_int_equal(hex_decode_exact(jstr(e2, "auth_tag"), 32, tag, 16), 0);
-        assert_int_equal(sv2_open(&rx, SV2_TEXT, ct, (size_t)n, tag, pt), 0);
-        vbuf_append(&answer, pt, (size_t)n);
-        chunks++;
-        json_decref(ev);
+    static const int formats[] = {2, 4, 0};
+    for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++) {
+        keys k;
+        make_keys(&k);
+        char *req = stream_request(&k, "x", NULL, 0, NULL);
+        json_t *rq = json_loads(req, 0, NULL);
+        free(req);
+        json_object_set_new(rq, "stream_format", json_integer(formats[i]));
+        char *s = json_dumps(rq, JSON_COMPACT);
+        json_decref(rq);
+        json_t *r = request(s);
+        free(s);
+        assert_string_equal(jstr(r, "error"), "Unsupported stream_format (1 or 3)");
+        assert_string_equal(jstr(r, "error_code"), "bad_request");
+        json_decref(r);
     }
-    assert_non_null(ev);
-    assert_true(json_is_true(json_object_get(ev, "is_final")));
-    assert_int_equal(chunks, 30);
-    vbuf want = VBUF_INIT;
-    expected(&want, "format two", 30);
-    assert_int_equal(answer.len, want.len);
-    assert_memory_equal(answer.data, want.data, want.len);
-    /* the end element: at index 30, empty, kind END */
-    const json_t *end = json_object_get(ev, "stream_end");
-    assert_int_equal(json_integer_value(json_object_get(end, "seq")), 30);
-    uint8_t tag[16], none[1];
-    assert_int_equal(hex_decode_exact(jstr(end, "auth_tag"), 32, tag, 16), 0);
-    assert_int_equal(sv2_open(&rx, SV2_END, none, 0, tag, none), 0);
-    /* the stored copies are format-independent EncryptedPayloads */
-    char *a = open_ep(json_object_get(ev, "stored_assistant_message"), k.storage_priv, EP_CTX_ASSISTANT_STORAGE);
-    assert_string_equal(a, vbuf_cstr(&want));
-    free(a);
-    json_decref(ev);
-    vbuf_free(&want);
-    vbuf_free(&answer);
-    sv2_wipe(&rx);
-    x25519_key_free(ck);
-    lc_close(&c);
-
-    /* an unknown format is refused clearly */
-    make_keys(&k);
-    req = stream_request(&k, "x", NULL, 0, NULL);
-    rq = json_loads(req, 0, NULL);
-    free(req);
-    json_object_set_new(rq, "stream_format", json_integer(4));
-    s = json_dumps(rq, JSON_COMPACT);
-    json_decref(rq);
-    json_t *r = request(s);
-    free(s);
-    assert_string_equal(jstr(r, "error"), "Unsupported stream_format (1, 2 or 3)");
-    json_decref(r);
 }
-
 static int health_active_streams(void)
 {
     json_t *r = request("{\"command\":\"HEALTH\"}");
@@ -1027,7 +968,7 @@ int main(void)
         cmocka_unit_test(test_request_failures),
         cmocka_unit_test(test_framing),
         cmocka_unit_test(test_bare_request_closes),
-        cmocka_unit_test(test_stream_format_2),
+        cmocka_unit_test(test_stream_format_refused),
         cmocka_unit_test(test_concurrent_streams),
         cmocka_unit_test(test_parent_disconnect),
         cmocka_unit_test(test_sigterm_drain),

@@ -1,6 +1,6 @@
 /* The enclave core's failure paths after Bedrock was asked (issue F0): the core runs
  * in-process on this test's loop against veil-proxy + veil-bedrock-sim, and seals are
- * made to fail on purpose (the linker wraps ep_seal, sv2_seal and sv2_init_sender for
+ * made to fail on purpose (the linker wraps ep_seal, sv3_seal and sv3_init_sender for
  * this program only). Each failure must end the request with exactly one error event
  * and one done, store nothing, cancel the upstream call (the simulator sees the client
  * go away before its answer is complete), and never touch freed memory: this file runs
@@ -24,7 +24,8 @@
 #include "common/addr.h"
 #include "common/hex.h"
 #include "crypto/ep.h"
-#include "crypto/stream_v2.h"
+#include "crypto/stream_v3.h"
+#include "enclave/protocol.h"
 #include "enclave/enclave.h"
 #include "harness.h"
 
@@ -37,14 +38,15 @@
 /* ---- seal fault injection (-Wl,--wrap=...) ---- */
 
 ep_err __real_ep_seal(const uint8_t pub[X25519_KEY_LEN], const uint8_t *pt, size_t len, const char *ctx, ep *out);
-int __real_sv2_seal(sv2 *s, sv2_kind kind, const uint8_t *pt, size_t len, uint8_t *ct, uint8_t tag[GCM_TAG_LEN]);
-int __real_sv2_init_sender(sv2 *s, const uint8_t client_pub[X25519_KEY_LEN], uint8_t epk[X25519_KEY_LEN],
+int __real_sv3_seal(sv3 *s, sv3_kind kind, const uint8_t *pt, size_t len, uint8_t *ct, uint8_t tag[GCM_TAG_LEN]);
+int __real_sv3_init_sender(sv3 *s, const x25519_key *enclave, const uint8_t client_pub[X25519_KEY_LEN],
+                           const uint8_t request_hash[SV3_HASH_LEN], uint8_t epk[X25519_KEY_LEN],
                            uint8_t salt[HKDF_SALT_LEN]);
 
 /* fail the Nth call from now (1-based); 0 = never */
 static struct {
-    int ep_seal_fail_at, sv2_seal_fail_at, sv2_init_fail_at;
-    int ep_seal_calls, sv2_seal_calls, sv2_init_calls;
+    int ep_seal_fail_at, sv3_seal_fail_at, sv3_init_fail_at;
+    int ep_seal_calls, sv3_seal_calls, sv3_init_calls;
 } F;
 
 static bool trip(int *calls, int at)
@@ -59,19 +61,20 @@ ep_err __wrap_ep_seal(const uint8_t pub[X25519_KEY_LEN], const uint8_t *pt, size
     return __real_ep_seal(pub, pt, len, ctx, out);
 }
 
-int __wrap_sv2_seal(sv2 *s, sv2_kind kind, const uint8_t *pt, size_t len, uint8_t *ct, uint8_t tag[GCM_TAG_LEN])
+int __wrap_sv3_seal(sv3 *s, sv3_kind kind, const uint8_t *pt, size_t len, uint8_t *ct, uint8_t tag[GCM_TAG_LEN])
 {
-    if (trip(&F.sv2_seal_calls, F.sv2_seal_fail_at))
+    if (trip(&F.sv3_seal_calls, F.sv3_seal_fail_at))
         return -1;
-    return __real_sv2_seal(s, kind, pt, len, ct, tag);
+    return __real_sv3_seal(s, kind, pt, len, ct, tag);
 }
 
-int __wrap_sv2_init_sender(sv2 *s, const uint8_t client_pub[X25519_KEY_LEN], uint8_t epk[X25519_KEY_LEN],
+int __wrap_sv3_init_sender(sv3 *s, const x25519_key *enclave, const uint8_t client_pub[X25519_KEY_LEN],
+                           const uint8_t request_hash[SV3_HASH_LEN], uint8_t epk[X25519_KEY_LEN],
                            uint8_t salt[HKDF_SALT_LEN])
 {
-    if (trip(&F.sv2_init_calls, F.sv2_init_fail_at))
+    if (trip(&F.sv3_init_calls, F.sv3_init_fail_at))
         return -1;
-    return __real_sv2_init_sender(s, client_pub, epk, salt);
+    return __real_sv3_init_sender(s, enclave, client_pub, request_hash, epk, salt);
 }
 
 /* ---- the stack: simulator and proxy as processes, the core on our loop ---- */
@@ -247,21 +250,41 @@ static json_t *seal_to(const uint8_t pub[32], const char *text, const char *ctx)
     return j;
 }
 
+/* A CHAT_STREAM for prompt: format 1 (the message sealed alone) or format 3 (the
+ * whole request bound and sealed, with a fresh request_id). */
+static json_t *stream_request(int format, const char *prompt)
+{
+    uint8_t cpriv[32], cpub[32], spriv[32], spub[32], rid[16];
+    char chex[65], shex[65], rhex[33];
+    assert_int_equal(x25519_keygen(cpriv, cpub), 0);
+    assert_int_equal(x25519_keygen(spriv, spub), 0);
+    assert_int_equal(random_bytes(rid, sizeof rid), 0);
+    hex_encode(cpub, 32, chex);
+    hex_encode(spub, 32, shex);
+    hex_encode(rid, sizeof rid, rhex);
+    if (format == 3) {
+        json_t *hist = json_array();
+        json_t *inner = proto_bound_request_json(prompt, hist, chex, shex, MODEL, "s-1", rhex, (long long)time(NULL));
+        char *pt = json_dumps(inner, JSON_COMPACT);
+        json_t *sealed = seal_to(enclave_public_key(G.core), pt, SV3_REQUEST_CONTEXT);
+        json_t *req = proto_bound_stream_request(sealed, chex, shex, MODEL, "s-1");
+        free(pt);
+        json_decref(sealed);
+        json_decref(inner);
+        json_decref(hist);
+        return req;
+    }
+    return json_pack("{s:s, s:o, s:[], s:s, s:s, s:s, s:s}", "command", "CHAT_STREAM", "encrypted_message",
+                     seal_to(enclave_public_key(G.core), prompt, EP_CTX_CLIENT_TO_ENCLAVE), "encrypted_history",
+                     "storage_public_key", shex, "client_public_key", chex, "model_id", MODEL, "session_id", "s-1");
+}
+
 /* Starts a CHAT_STREAM whose answer has `chunks` deltas, one every 20 ms. */
 static void start_stream(rec *r, int format, int chunks)
 {
-    uint8_t cpriv[32], cpub[32], spriv[32], spub[32];
-    char chex[65], shex[65], prompt[128];
-    assert_int_equal(x25519_keygen(cpriv, cpub), 0);
-    assert_int_equal(x25519_keygen(spriv, spub), 0);
-    hex_encode(cpub, 32, chex);
-    hex_encode(spub, 32, shex);
+    char prompt[128];
     snprintf(prompt, sizeof prompt, "fault test [[sim: chunks=%d interval-ms=20]]", chunks);
-    json_t *req = json_pack("{s:s, s:o, s:[], s:s, s:s, s:s, s:s, s:i}", "command", "CHAT_STREAM",
-                            "encrypted_message",
-                            seal_to(enclave_public_key(G.core), prompt, EP_CTX_CLIENT_TO_ENCLAVE),
-                            "encrypted_history", "storage_public_key", shex, "client_public_key", chex,
-                            "model_id", MODEL, "session_id", "s-1", "stream_format", format);
+    json_t *req = stream_request(format, prompt);
     r->events = json_array();
     g_sim_before = count_sim_requests();
     memset(&F, 0, sizeof F);
@@ -314,24 +337,16 @@ static void sim_outcome_not_complete(void)
     assert_null(strstr(last, "outcome=complete"));
 }
 
-/* F0: the reported crash. A format-2 stream whose key announcement fails: before,
- * fail_req freed the request while the Bedrock call kept running into it. */
-static void test_v2_announce_fails(void **state)
+/* F0: the reported crash (then in format 2, whose key announcement format 3 keeps). A
+ * format-3 stream whose key announcement fails: before, fail_req freed the request
+ * while the Bedrock call kept running into it. */
+static void test_v3_announce_fails(void **state)
 {
     (void)state;
     rec r = {.events = json_array()};
-    uint8_t cpriv[32], cpub[32];
-    char chex[65];
-    assert_int_equal(x25519_keygen(cpriv, cpub), 0);
-    hex_encode(cpub, 32, chex);
-    json_t *req = json_pack("{s:s, s:o, s:[], s:s, s:s, s:s, s:s, s:i}", "command", "CHAT_STREAM",
-                            "encrypted_message",
-                            seal_to(enclave_public_key(G.core), "x [[sim: chunks=40 interval-ms=20]]",
-                                    EP_CTX_CLIENT_TO_ENCLAVE),
-                            "encrypted_history", "storage_public_key", chex, "client_public_key", chex,
-                            "model_id", MODEL, "session_id", "s-1", "stream_format", 2);
+    json_t *req = stream_request(3, "x [[sim: chunks=40 interval-ms=20]]");
     memset(&F, 0, sizeof F);
-    F.sv2_init_fail_at = 1;
+    F.sv3_init_fail_at = 1;
     g_sim_before = count_sim_requests();
     assert_null(enclave_handle(G.core, req, &SINK, &r, "fault"));
     json_decref(req);
@@ -371,14 +386,14 @@ static void test_v1_first_chunk_seal_fails(void **state)
     json_decref(r.events);
 }
 
-static void test_v2_chunk_seal_fails(void **state)
+static void test_v3_chunk_seal_fails(void **state)
 {
     (void)state;
     rec r = {0};
-    start_stream(&r, 2, 40);
-    F.sv2_seal_fail_at = 4;
+    start_stream(&r, 3, 40);
+    F.sv3_seal_fail_at = 4;
     assert_failed_once(&r, "internal");
-    assert_int_equal(count_key(&r, "encrypted_content_v2"), 3);
+    assert_int_equal(count_key(&r, "encrypted_content_v3"), 3);
     sim_outcome_not_complete();
     json_decref(r.events);
 }
@@ -483,14 +498,13 @@ static void test_low_order_keys_refused(void **state)
     g_sim_before = count_sim_requests();
     for (size_t b = 0; b < 2; b++) {
         for (size_t f = 0; f < 3; f++) {
-            for (int fmt = 1; fmt <= 2; fmt++) {
+            for (int fmt = 1; fmt <= 3; fmt += 2) { /* the outer fields of formats 1 and 3 */
+                if (fmt == 3 && strcmp(FIELDS[f].command, "CHAT") == 0)
+                    continue; /* CHAT has no format 3 */
                 rec r = {.events = json_array()};
-                json_t *req = json_pack("{s:s, s:o, s:s, s:s, s:s, s:s, s:s, s:i}", "command",
-                                        FIELDS[f].command, "encrypted_message",
-                                        seal_to(enclave_public_key(G.core), "hi", EP_CTX_CLIENT_TO_ENCLAVE),
-                                        "client_public_key", good, "storage_public_key", good,
-                                        "user_public_key", good, "model_id", MODEL, "session_id", "s",
-                                        "stream_format", fmt);
+                json_t *req = stream_request(fmt, "hi");
+                json_object_set_new(req, "command", json_string(FIELDS[f].command));
+                json_object_set_new(req, "user_public_key", json_string(good));
                 json_object_set_new(req, FIELDS[f].field, json_string(BAD[b]));
                 memset(&F, 0, sizeof F);
                 assert_null(enclave_handle(G.core, req, &SINK, &r, "lowkey"));
@@ -518,10 +532,10 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_low_order_keys_refused),
-        cmocka_unit_test(test_v2_announce_fails),
+        cmocka_unit_test(test_v3_announce_fails),
         cmocka_unit_test(test_v1_chunk_seal_fails),
         cmocka_unit_test(test_v1_first_chunk_seal_fails),
-        cmocka_unit_test(test_v2_chunk_seal_fails),
+        cmocka_unit_test(test_v3_chunk_seal_fails),
         cmocka_unit_test(test_storage_seal_fails),
         cmocka_unit_test(test_sink_stops_by_return),
         cmocka_unit_test(test_sink_cancels_inside_call),

@@ -285,21 +285,6 @@ def seal(pub_hex, pt, ctx):
             "iv": iv.hex(), "ciphertext": ct.hex(), "auth_tag": enc.tag.hex(), "hkdf_salt": salt.hex()}
 
 
-def sv2_key(priv, stream_key):
-    """Stream format 2: the per-stream key from the enclave's stream_key event."""
-    ss = priv.exchange(X25519PublicKey.from_public_bytes(bytes.fromhex(stream_key["ephemeral_public_key"])))
-    return HKDF(algorithm=hashes.SHA512(), length=32, salt=bytes.fromhex(stream_key["hkdf_salt"]),
-                info=b"enclave-to-client-stream-v2").derive(ss)
-
-
-def sv2_open(key, seq, kind, ct_hex, tag_hex):
-    """Element seq of kind (0 text, 1 end, 2 thinking); raises if it is not exactly that."""
-    n = seq.to_bytes(8, "big")
-    dec = Cipher(algorithms.AES(key), modes.GCM(b"\0" * 8 + n, bytes.fromhex(tag_hex))).decryptor()
-    dec.authenticate_additional_data(b"veil-stream-v2" + n + bytes([kind]))
-    return dec.update(bytes.fromhex(ct_hex)) + dec.finalize()
-
-
 # ---- stream format 3, written from its wire description (shared/reference/stream-format-3.md) ----
 
 SV3_LABEL = b"veil-stream-v3"

@@ -155,7 +155,7 @@ static void on_stream_event(void *ud, const proto_event *ev)
         on_final(st, ev);
         return;
     }
-    if (ev->kind == PROTO_EV_CHUNK || ev->kind == PROTO_EV_CHUNK_V2)
+    if (ev->kind == PROTO_EV_CHUNK || ev->kind == PROTO_EV_CHUNK_V3)
         st->chunks++;
     json_t *o = proto_sse_relay(ev); /* forwarded as it arrives: nothing waits for the whole answer */
     if (o)
@@ -308,7 +308,7 @@ static json_t *enclave_request(api_req *r, json_t *body, const char *model, cons
     } else {
         json_t *empty = json_array();
         req = proto_chat_stream_request(json_object_get(body, "encrypted_message"), json_is_array(hist) ? hist : empty,
-                                        client_key, storage_key, model, session_id, format);
+                                        client_key, storage_key, model, session_id);
         json_decref(empty);
     }
     char *line = req ? json_dumps(req, JSON_COMPACT) : NULL;

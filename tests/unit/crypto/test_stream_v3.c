@@ -89,6 +89,22 @@ static void test_outsiders_cannot_open(void **state)
     assert_int_equal(sv3_init_receiver(&eve, p.client, p.enclave_pub, p.epk, p.salt, other), 0);
     assert_int_equal(sv3_open(&eve, SV3_TEXT, ct, 13, tag, pt), -1);
     sv3_wipe(&eve);
+    /* the real client with another stream's public values (its epk, or its salt) */
+    uint8_t epk2[32], salt2[32];
+    sv3 other_stream;
+    assert_int_equal(sv3_init_sender(&other_stream, p.enclave, p.client_pub, p.hash, epk2, salt2), 0);
+    assert_int_equal(sv3_init_receiver(&eve, p.client, p.enclave_pub, epk2, p.salt, p.hash), 0);
+    assert_int_equal(sv3_open(&eve, SV3_TEXT, ct, 13, tag, pt), -1);
+    sv3_wipe(&eve);
+    assert_int_equal(sv3_init_receiver(&eve, p.client, p.enclave_pub, p.epk, salt2, p.hash), 0);
+    assert_int_equal(sv3_open(&eve, SV3_TEXT, ct, 13, tag, pt), -1);
+    sv3_wipe(&eve);
+    sv3_wipe(&other_stream);
+    /* and with the real values, the real client opens it (the refusals above are not
+     * the fixture's fault) */
+    assert_int_equal(sv3_init_receiver(&eve, p.client, p.enclave_pub, p.epk, p.salt, p.hash), 0);
+    assert_int_equal(sv3_open(&eve, SV3_TEXT, ct, 13, tag, pt), 0);
+    sv3_wipe(&eve);
     /* a forger without the enclave's key: its own "enclave" key makes a stream the
      * real client (who expects the attested key) cannot open */
     uint8_t fake_pub[32], fepk[32], fsalt[32], fct[16], ftag[16];

@@ -94,7 +94,7 @@ static json_t *stream_req(void)
 {
     json_t *h = json_pack("[o, o]", json_deep_copy(EP_JSON), json_deep_copy(EP_JSON));
     json_object_set_new(json_array_get(h, 1), PF_ROLE, json_string("assistant"));
-    json_t *r = proto_chat_stream_request(EP_JSON, h, KEY_HEX, KEY2_HEX, "model-x", "sess-1", 2);
+    json_t *r = proto_chat_stream_request(EP_JSON, h, KEY_HEX, KEY2_HEX, "model-x", "sess-1");
     json_decref(h);
     return r;
 }
@@ -108,7 +108,8 @@ static void test_chat_stream_request_roundtrip(void **state)
     proto_error err;
     assert_int_equal(proto_parse_chat_request(req, true, &r, &err), 0);
     assert_true(r.stream);
-    assert_int_equal(r.format, 2);
+    assert_int_equal(r.format, 1);
+    assert_null(json_object_get(req, PF_STREAM_FORMAT)); /* format 1 is the default and is not sent */
     assert_string_equal(r.model, "model-x");
     assert_string_equal(r.session_id, "sess-1");
     char hex[65];
@@ -121,15 +122,11 @@ static void test_chat_stream_request_roundtrip(void **state)
     assert_int_equal(r.history[1].role, 1);
     assert_ptr_equal(r.message, json_object_get(req, PF_ENCRYPTED_MESSAGE));
     proto_chat_request_free(&r);
-    /* format 1 is the default and is not sent */
-    json_t *h = json_array();
-    json_t *r1 = proto_chat_stream_request(EP_JSON, h, KEY_HEX, KEY2_HEX, "m", "s", 1);
-    assert_null(json_object_get(r1, PF_STREAM_FORMAT));
-    assert_int_equal(proto_parse_chat_request(r1, true, &r, &err), 0);
+    /* format 1 asked for by name: the same */
+    json_object_set_new(req, PF_STREAM_FORMAT, json_integer(1));
+    assert_int_equal(proto_parse_chat_request(req, true, &r, &err), 0);
     assert_int_equal(r.format, 1);
     proto_chat_request_free(&r);
-    json_decref(r1);
-    json_decref(h);
     json_decref(req);
 }
 
@@ -152,8 +149,9 @@ static void test_chat_request_refusals(void **state)
          "Invalid field: 'client_public_key' is not a valid X25519 public key (low order)"},
         {PF_STORAGE_PUBLIC_KEY, "\"0100000000000000000000000000000000000000000000000000000000000000\"",
          "Invalid field: 'storage_public_key' is not a valid X25519 public key (low order)"},
-        {PF_STREAM_FORMAT, "4", "Unsupported stream_format (1, 2 or 3)"},
-        {PF_STREAM_FORMAT, "\"2\"", "Unsupported stream_format (1, 2 or 3)"},
+        {PF_STREAM_FORMAT, "4", "Unsupported stream_format (1 or 3)"},
+        {PF_STREAM_FORMAT, "2", "Unsupported stream_format (1 or 3)"}, /* format 3 replaced it */
+        {PF_STREAM_FORMAT, "\"3\"", "Unsupported stream_format (1 or 3)"},
         {PF_ENCRYPTED_HISTORY, "{}", "Invalid field: 'encrypted_history'"},
         {PF_ENCRYPTED_HISTORY, "[{\"role\": \"system\"}]", "Invalid role in history entry 0"},
     };
@@ -215,7 +213,9 @@ static void test_stream_format_rule(void **state)
     assert_int_equal(proto_stream_format(NULL), 1);
     assert_int_equal(proto_stream_format(v = json_null()), 1);
     json_decref(v);
-    assert_int_equal(proto_stream_format(v = json_integer(2)), 2);
+    assert_int_equal(proto_stream_format(v = json_integer(3)), 3);
+    json_decref(v);
+    assert_int_equal(proto_stream_format(v = json_integer(2)), -1); /* removed: format 3 replaced it */
     json_decref(v);
     assert_int_equal(proto_stream_format(v = json_integer(0)), -1);
     json_decref(v);
@@ -252,35 +252,38 @@ static void test_events_roundtrip(void **state)
         vbuf_free(&b);
     }
     ep_clear(&e);
-    /* format 2: key, chunk, thinking */
+    /* format 3: key, chunk, thinking */
     uint8_t epk[32], salt[32], ct[5] = {1, 2, 3, 4, 5}, tag[16];
     memset(epk, 0xab, sizeof epk);
     memset(salt, 0xcd, sizeof salt);
     memset(tag, 0xef, sizeof tag);
     vbuf b = VBUF_INIT;
-    assert_int_equal(proto_write_stream_key(&b, 2, epk, salt), 0);
+    assert_int_equal(proto_write_stream_key(&b, epk, salt), 0);
     json_t *j = parse_line(&b);
     assert_int_equal(proto_parse_event(j, &ev), PROTO_EV_STREAM_KEY);
-    assert_int_equal(ev.format, 2);
+    assert_int_equal(ev.format, 3);
     assert_memory_equal(ev.epk, epk, 32);
     assert_memory_equal(ev.salt, salt, 32);
     json_t *sse = proto_sse_relay(&ev);
     proto_sse_event se;
     assert_int_equal(proto_parse_sse(sse, &se), PROTO_SSE_EV_STREAM_KEY);
-    assert_int_equal(se.format, 2);
+    assert_int_equal(se.format, 3);
     assert_memory_equal(se.epk, epk, 32);
     assert_memory_equal(se.salt, salt, 32);
     json_decref(sse);
+    /* another format's key (format 2 was removed) is no event of this protocol */
+    json_object_set_new(j, PF_STREAM_FORMAT, json_integer(2));
+    assert_int_equal(proto_parse_event(j, &ev), PROTO_EV_INVALID);
     json_decref(j);
     for (int thinking = 0; thinking < 2; thinking++) {
         vbuf_reset(&b);
-        assert_int_equal(proto_write_element(&b, 2, thinking, 7, ct, sizeof ct, tag), 0);
+        assert_int_equal(proto_write_element(&b, thinking, 7, ct, sizeof ct, tag), 0);
         j = parse_line(&b);
-        assert_int_equal(proto_parse_event(j, &ev), thinking ? PROTO_EV_THINKING_V2 : PROTO_EV_CHUNK_V2);
+        assert_int_equal(proto_parse_event(j, &ev), thinking ? PROTO_EV_THINKING_V3 : PROTO_EV_CHUNK_V3);
         assert_int_equal(json_integer_value(json_object_get(ev.elem, "seq")), 7);
         assert_string_equal(json_string_value(json_object_get(ev.elem, "ciphertext")), "0102030405");
         sse = proto_sse_relay(&ev);
-        assert_int_equal(proto_parse_sse(sse, &se), thinking ? PROTO_SSE_EV_THINKING_V2 : PROTO_SSE_EV_CHUNK_V2);
+        assert_int_equal(proto_parse_sse(sse, &se), thinking ? PROTO_SSE_EV_THINKING_V3 : PROTO_SSE_EV_CHUNK_V3);
         assert_int_equal(json_integer_value(json_object_get(se.elem, "seq")), 7);
         json_decref(sse);
         json_decref(j);
