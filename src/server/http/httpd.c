@@ -12,6 +12,7 @@
 #include <event2/listener.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,7 @@ typedef struct hconn hconn;
 struct httpd_req {
     hconn *c;
     char *head;       /* the head bytes; strings are NUL-terminated in place */
+    size_t head_len;  /* wiped on free: the head carries the bearer token */
     const char *method, *path, *query; /* into head */
     int minor;        /* HTTP/1.minor */
     http1_body body_kind;
@@ -174,9 +176,17 @@ static size_t pending(const hconn *c)
 
 /* ---- the request ---- */
 
+/* A head's bytes are wiped before they go back: it carries the Authorization token. */
+static void head_free(char *head, size_t len)
+{
+    if (head)
+        OPENSSL_cleanse(head, len);
+    free(head);
+}
+
 static void req_free(httpd_req *rq)
 {
-    free(rq->head);
+    head_free(rq->head, rq->head_len);
     vbuf_free_secure(&rq->body); /* bodies carry ciphertext and tokens */
     free(rq);
 }
@@ -442,7 +452,7 @@ static bool read_head(hconn *c, struct evbuffer *in)
     if (rc < 0) {
         bool connect = is_connect((const uint8_t *)head, head_len);
         /* unparsed, its version is unknown: the refusal is HTTP/1.1 (c->rq stays NULL) */
-        free(head);
+        head_free(head, head_len);
         if (connect)
             refuse(c, 405, "Method Not Allowed");
         else if (rc == HTTP1_ERR_TOO_MANY_HEADERS || rc == HTTP1_ERR_HEAD_TOO_LARGE)
@@ -455,12 +465,13 @@ static bool read_head(hconn *c, struct evbuffer *in)
     }
     httpd_req *rq = calloc(1, sizeof *rq + pr.headers.n * sizeof rq->headers[0]);
     if (!rq) {
-        free(head);
+        head_free(head, head_len);
         refuse(c, 503, "Service busy, please retry");
         return true;
     }
     rq->c = c;
     rq->head = head;
+    rq->head_len = head_len;
     rq->minor = pr.minor_version;
     c->rq = rq;
     terminate_strings(&pr);
