@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "enclave/enclave.h"
 #include "enclave/server.h"
+#include "net/evwipe.h"
 
 #define DEFAULT_LISTEN "vsock:ANY:5000"
 #define DEFAULT_PROXY "vsock:3:8443" /* the parent is always CID 3 */
@@ -119,6 +120,7 @@ static int parse_endpoint(const char *s, char *host, size_t hlen, uint16_t *port
 
 int main(int argc, char **argv)
 {
+    evwipe_install(); /* before any libevent object: what peers send is wiped when freed */
     char err[256];
     log_init("veil-enclave");
     if (config_load_dotenv(".env", err, sizeof err) < 0) {
