@@ -9,7 +9,7 @@ CMAKE_GEN   = -G Ninja
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build build-asan test test-plain test-asan run bench fuzz clean
+.PHONY: all deps build build-asan test test-plain test-asan run bench soak fuzz clean
 
 all: build
 
@@ -44,6 +44,11 @@ run: build
 
 bench: build
 	@for b in $(BUILD)/bench_*; do [ -x "$$b" ] && "$$b"; done; true
+
+# the whole stack under load with injected faults (SOAK_SECONDS, SOAK_CONCURRENCY, ...);
+# fails on an unexpected error or a dead process
+soak: build
+	@scripts/soak $(BUILD)
 
 # each libFuzzer target for FUZZ_SECONDS, corpora in fuzz/corpus-<name>/
 fuzz: deps

@@ -10,6 +10,8 @@ set(VEIL_FIXTURES ${CMAKE_SOURCE_DIR}/tests/fixtures)
 # test_wipe searches every block veil's code frees for a secret: free and realloc
 # are wrapped at link time for that program only.
 set(unit_link_options_test_wipe -Wl,--wrap=free -Wl,--wrap=realloc)
+# libevent's blocks wiped before they are freed: evwipe's test sees every free
+set(unit_link_options_net_test_evwipe -Wl,--wrap=free)
 # the secret type's own test sees each free of the blocks it watches
 set(unit_link_options_common_test_secret -Wl,--wrap=free)
 # user_limits reads the monotonic clock: its test sets that clock by hand.

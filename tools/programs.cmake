@@ -13,6 +13,9 @@ target_link_libraries(veil-bedrock-sim PRIVATE veil_sim ${VEIL_LIBS} PkgConfig::
 add_executable(veil-imds-sim ${CMAKE_SOURCE_DIR}/tools/imds_sim_main.c)
 target_link_libraries(veil-imds-sim PRIVATE veil_sim ${VEIL_LIBS} PkgConfig::EVENT)
 
-add_executable(veil-load ${CMAKE_SOURCE_DIR}/tools/veil_load.c ${CMAKE_SOURCE_DIR}/tools/bedrock_sim.c)
-target_link_libraries(veil-load PRIVATE veil_protocol veil_aws veil_crypto veil_common PkgConfig::EVENT
-                      PkgConfig::JANSSON m)
+add_executable(veil-load ${CMAKE_SOURCE_DIR}/tools/veil_load.c ${CMAKE_SOURCE_DIR}/tools/load_enclave.c
+                         ${CMAKE_SOURCE_DIR}/tools/load_through.c ${CMAKE_SOURCE_DIR}/tools/load_users.c
+                         ${CMAKE_SOURCE_DIR}/tools/load_http.c
+                         ${CMAKE_SOURCE_DIR}/tools/load_report.c ${CMAKE_SOURCE_DIR}/tools/bedrock_sim.c)
+target_link_libraries(veil-load PRIVATE veil_protocol veil_aws veil_auth veil_net veil_crypto veil_common
+                      PkgConfig::EVENT PkgConfig::JANSSON OpenSSL::Crypto m)

@@ -418,19 +418,38 @@ static jwt_err split_permissions(const json_t *per, jwt_auth *a)
     if (!json_is_string(per))
         return JWT_ERR_CLAIMS;
     const char *s = json_string_value(per), *end = s + json_string_length(per);
+    size_t used = 0;
     while (s < end) {
         const char *c = memchr(s, ',', (size_t)(end - s));
         size_t n = c ? (size_t)(c - s) : (size_t)(end - s);
         if (n > 0) {
-            if (a->n_permissions == JWT_MAX_PERMISSIONS || n >= JWT_PERMISSION_MAX)
+            size_t sep = used ? 1 : 0;
+            if (a->n_permissions == JWT_MAX_PERMISSIONS || used + sep + n >= JWT_PERMISSIONS_MAX ||
+                memchr(s, '\0', n))
                 return JWT_ERR_TOO_LARGE;
-            memcpy(a->permissions[a->n_permissions], s, n);
-            a->permissions[a->n_permissions][n] = '\0';
+            if (sep)
+                a->permissions[used++] = ',';
+            memcpy(a->permissions + used, s, n);
+            used += n;
+            a->permissions[used] = '\0';
             a->n_permissions++;
         }
         s += n + 1;
     }
     return JWT_OK;
+}
+
+bool jwt_auth_has_permission(const jwt_auth *a, const char *p)
+{
+    size_t n = strlen(p);
+    for (const char *s = a->permissions; n && *s;) {
+        const char *c = strchr(s, ',');
+        size_t len = c ? (size_t)(c - s) : strlen(s);
+        if (len == n && memcmp(s, p, n) == 0)
+            return true;
+        s += len + (c ? 1 : 0);
+    }
+    return false;
 }
 
 /* Clerk v2 compact organisation claim: o = {id, rol, slg, per, ...} */

@@ -89,14 +89,14 @@ int jwt_config_check(const jwt_config *cfg, char *err, size_t errlen);
 #define JWT_ID_MAX 256
 #define JWT_ROLE_MAX 128
 #define JWT_MAX_PERMISSIONS 64
-#define JWT_PERMISSION_MAX 128
+#define JWT_PERMISSIONS_MAX 1024 /* o.per's items, joined: one block (a held SSE stream keeps it) */
 typedef struct jwt_auth {
     char user_id[JWT_ID_MAX];  /* sub */
     char org_id[JWT_ID_MAX];   /* o.id; "" in personal context */
     char org_role[JWT_ROLE_MAX]; /* "org:" + o.rol, or "" */
     char org_slug[JWT_ID_MAX]; /* o.slg */
-    size_t n_permissions;      /* o.per split on ',' (empty items dropped) */
-    char permissions[JWT_MAX_PERMISSIONS][JWT_PERMISSION_MAX];
+    size_t n_permissions;      /* o.per's items (empty ones dropped) */
+    char permissions[JWT_PERMISSIONS_MAX]; /* those items joined by ',' */
     int64_t exp;               /* seconds since the epoch */
 } jwt_auth;
 
@@ -104,6 +104,8 @@ typedef struct jwt_auth {
 
 /* The token names an active organization (else: personal context). */
 static inline bool jwt_auth_is_org(const jwt_auth *a) { return a->org_id[0] != '\0'; }
+/* The token's o.per holds exactly the permission p. */
+bool jwt_auth_has_permission(const jwt_auth *a, const char *p);
 /* The token's role in its organization is admin (the JWT's word, not the database's). */
 static inline bool jwt_auth_is_org_admin(const jwt_auth *a)
 {

@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/secret.h"
 #include "enclave/framing.h"
+#include "net/evwipe.h"
 
 #define DEFAULT_IDLE_MS 600000u
 #define DEFAULT_MAX_OUTPUT (64u << 20)
@@ -53,26 +54,6 @@ struct conn {
     unsigned requests;
 };
 
-/* Drains n bytes after wiping them where libevent holds them: a plain drain
- * frees its chains unwiped, with the credentials or ciphertext in them. */
-static void drain_wiped(struct evbuffer *in, size_t n)
-{
-    while (n > 0) {
-        struct evbuffer_iovec v[16];
-        int k = evbuffer_peek(in, (ev_ssize_t)n, NULL, v, 16);
-        size_t done = 0;
-        for (int i = 0; i < k && i < 16 && done < n; i++) {
-            size_t len = v[i].iov_len < n - done ? v[i].iov_len : n - done;
-            secure_wipe(v[i].iov_base, len);
-            done += len;
-        }
-        if (done == 0)
-            return;
-        evbuffer_drain(in, done);
-        n -= done;
-    }
-}
-
 static void conn_free(conn *c)
 {
     enclave_server *s = c->srv;
@@ -89,7 +70,7 @@ static void conn_free(conn *c)
         event_free(c->hup_poll);
     if (c->bev) {
         struct evbuffer *in = bufferevent_get_input(c->bev);
-        drain_wiped(in, evbuffer_get_length(in));
+        evbuffer_drain_wiped(in, evbuffer_get_length(in));
         bufferevent_free(c->bev);
     }
     vbuf_free_secure(&c->acc);
@@ -308,7 +289,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         return;
     }
     evbuffer_copyout(in, c->acc.data + c->acc.len, n);
-    drain_wiped(in, n);
+    evbuffer_drain_wiped(in, n);
     c->acc.len += n;
     if (c->busy) {
         /* a request is running: hold the next one, but do not read without bound */

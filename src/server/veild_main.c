@@ -11,6 +11,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "enclave/enclave.h"
+#include "net/evwipe.h"
 #include "server/server.h"
 
 #define HEALTH_PROBE_S 10 /* nitro: notice an enclave restart within this long (VEIL_ENCLAVE_PROBE_SECONDS) */
@@ -163,6 +164,7 @@ static void raise_nofile(void)
 
 int main(int argc, char **argv)
 {
+    evwipe_install(); /* before any libevent object: what peers send is wiped when freed */
     char err[512];
     static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int o;

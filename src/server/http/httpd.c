@@ -12,6 +12,7 @@
 #include <event2/listener.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,10 +38,17 @@ static const char *const STATE_NAMES[] = {"idle", "head", "body", "handling", "c
 
 typedef struct hconn hconn;
 
+/* A request held for a whole stream keeps only what it uses: its head in a block of
+ * the head's size, the headers it has (not the parser's 100 slots), and a body block
+ * of the announced length, so an idle SSE stream costs little more than its bytes. */
 struct httpd_req {
     hconn *c;
-    vbuf head;        /* the head bytes; strings are NUL-terminated in place */
-    http1_request p;  /* points into head */
+    char *head;       /* the head bytes; strings are NUL-terminated in place */
+    size_t head_len;  /* wiped on free: the head carries the bearer token */
+    const char *method, *path, *query; /* into head */
+    int minor;        /* HTTP/1.minor */
+    http1_body body_kind;
+    uint64_t content_length;
     vbuf body;
     http1_chunked chunked;
     uint64_t body_left;
@@ -50,6 +58,8 @@ struct httpd_req {
     void *close_ud;
     void (*drain_cb)(httpd_req *, void *);
     void *drain_ud;
+    size_t n_headers;
+    http1_header headers[]; /* into head */
 };
 
 struct hconn {
@@ -166,21 +176,32 @@ static size_t pending(const hconn *c)
 
 /* ---- the request ---- */
 
+/* A head's bytes are wiped before they go back: it carries the Authorization token. */
+static void head_free(char *head, size_t len)
+{
+    if (head)
+        OPENSSL_cleanse(head, len);
+    free(head);
+}
+
 static void req_free(httpd_req *rq)
 {
-    vbuf_free(&rq->head);
+    head_free(rq->head, rq->head_len);
     vbuf_free_secure(&rq->body); /* bodies carry ciphertext and tokens */
     free(rq);
 }
 
-const char *httpd_method(const httpd_req *rq) { return rq->p.method; }
-const char *httpd_path(const httpd_req *rq) { return rq->p.path; }
-const char *httpd_query(const httpd_req *rq) { return rq->p.query; }
-int httpd_minor_version(const httpd_req *rq) { return rq->p.minor_version; }
+const char *httpd_method(const httpd_req *rq) { return rq->method; }
+const char *httpd_path(const httpd_req *rq) { return rq->path; }
+const char *httpd_query(const httpd_req *rq) { return rq->query; }
+int httpd_minor_version(const httpd_req *rq) { return rq->minor; }
 
 const char *httpd_header(const httpd_req *rq, const char *name)
 {
-    return http1_header_get(&rq->p.headers, name, NULL);
+    for (size_t i = 0; i < rq->n_headers; i++) /* names are NUL-terminated in place */
+        if (strcasecmp(rq->headers[i].name, name) == 0)
+            return rq->headers[i].value;
+    return NULL;
 }
 
 const uint8_t *httpd_body(const httpd_req *rq, size_t *len)
@@ -225,15 +246,14 @@ void httpd_on_drain(httpd_req *rq, void (*cb)(httpd_req *, void *), void *ud)
 
 /* The parser's spans become C strings: each is followed by a byte of the head that
  * is no longer needed (' ', '?', ':', '\r'), which becomes the terminator. */
-static void terminate_strings(httpd_req *rq)
+static void terminate_strings(const http1_request *p)
 {
-    http1_request *p = &rq->p;
     ((char *)p->method)[p->method_len] = '\0';
     ((char *)p->path)[p->path_len] = '\0';
     if (p->query)
         ((char *)p->query)[p->query_len] = '\0';
     for (size_t i = 0; i < p->headers.n; i++) {
-        http1_header *h = &p->headers.h[i];
+        const http1_header *h = &p->headers.h[i];
         ((char *)h->name)[h->name_len] = '\0';
         ((char *)h->value)[h->value_len] = '\0';
     }
@@ -322,14 +342,14 @@ static void finish(httpd_req *rq, bool close)
 /* A HEAD request is answered as its GET would be, without the body (RFC 9110 §9.3.2). */
 static bool is_head(const httpd_req *rq)
 {
-    return strcmp(rq->p.method, "HEAD") == 0;
+    return strcmp(rq->method, "HEAD") == 0;
 }
 
 void httpd_respond(httpd_req *rq, int status, const char *extra_headers, const void *body, size_t len)
 {
     hconn *c = rq->c;
     bool no_body = status == 204 || status == 304 || (status >= 100 && status < 200);
-    write_head(c, rq->p.minor_version, status, extra_headers, no_body ? -1 : (long long)len, false,
+    write_head(c, rq->minor, status, extra_headers, no_body ? -1 : (long long)len, false,
                !c->keep_alive);
     if (!no_body && len && !is_head(rq))
         evbuffer_add(bufferevent_get_output(c->bev), body, len);
@@ -340,11 +360,11 @@ void httpd_respond(httpd_req *rq, int status, const char *extra_headers, const v
 void httpd_stream_start(httpd_req *rq, int status, const char *extra_headers)
 {
     hconn *c = rq->c;
-    rq->chunked_out = rq->p.minor_version >= 1;
+    rq->chunked_out = rq->minor >= 1;
     if (!rq->chunked_out)
         c->keep_alive = false; /* HTTP/1.0: the end of the body is the close */
     rq->started = true;
-    write_head(c, rq->p.minor_version, status, extra_headers, -1, rq->chunked_out, !c->keep_alive);
+    write_head(c, rq->minor, status, extra_headers, -1, rq->chunked_out, !c->keep_alive);
     note_output(c);
 }
 
@@ -378,7 +398,7 @@ static void refuse(hconn *c, int status, const char *detail)
     if (status == 405)
         snprintf(extra, sizeof extra, "Content-Type: application/json\r\nAllow: GET, POST, PUT, DELETE, OPTIONS\r\n");
     log_info(c->rid, "event=http_refused status=%d state=%s", status, STATE_NAMES[c->st]);
-    int minor = c->rq ? c->rq->p.minor_version : 1;
+    int minor = c->rq ? c->rq->minor : 1;
     write_head(c, minor, status, extra, n, false, true);
     evbuffer_add(bufferevent_get_output(c->bev), body, (size_t)n);
     if (c->rq) {
@@ -438,23 +458,20 @@ static bool read_head(hconn *c, struct evbuffer *in)
         return false;
     }
     size_t head_len = (size_t)(end - p) + 4;
-    httpd_req *rq = calloc(1, sizeof *rq);
-    if (!rq || vbuf_append(&rq->head, p, head_len) < 0 || vbuf_append(&rq->head, "", 1) < 0) {
-        if (rq)
-            req_free(rq);
+    char *head = malloc(head_len + 1);
+    if (!head) {
         refuse(c, 503, "Service busy, please retry");
         return true;
     }
+    memcpy(head, p, head_len);
+    head[head_len] = '\0';
     evbuffer_drain(in, head_len);
-    rq->c = c;
-    c->rq = rq;
-    int rc = http1_parse_request(rq->head.data, head_len, &rq->p);
+    http1_request pr; /* the parser's full form lives only here */
+    int rc = http1_parse_request(head, head_len, &pr);
     if (rc < 0) {
-        bool connect = is_connect(rq->head.data, head_len);
-        /* unparsed, its version is unknown: the refusal is HTTP/1.1 (not the 1.0 of a
-         * zeroed request) */
-        c->rq = NULL;
-        req_free(rq);
+        bool connect = is_connect((const uint8_t *)head, head_len);
+        /* unparsed, its version is unknown: the refusal is HTTP/1.1 (c->rq stays NULL) */
+        head_free(head, head_len);
         if (connect)
             refuse(c, 405, "Method Not Allowed");
         else if (rc == HTTP1_ERR_TOO_MANY_HEADERS || rc == HTTP1_ERR_HEAD_TOO_LARGE)
@@ -465,28 +482,56 @@ static bool read_head(hconn *c, struct evbuffer *in)
             refuse(c, 400, "Malformed request");
         return true;
     }
-    terminate_strings(rq);
-    c->keep_alive = rq->p.minor_version >= 1 ? !header_has_token(rq, "Connection", "close")
-                                             : header_has_token(rq, "Connection", "keep-alive");
-    if (rq->p.body == HTTP1_BODY_NONE ||
-        (rq->p.body == HTTP1_BODY_CONTENT_LENGTH && rq->p.content_length == 0)) {
+    httpd_req *rq = calloc(1, sizeof *rq + pr.headers.n * sizeof rq->headers[0]);
+    if (!rq) {
+        head_free(head, head_len);
+        refuse(c, 503, "Service busy, please retry");
+        return true;
+    }
+    rq->c = c;
+    rq->head = head;
+    rq->head_len = head_len;
+    rq->minor = pr.minor_version;
+    c->rq = rq;
+    terminate_strings(&pr);
+    rq->method = pr.method;
+    rq->path = pr.path;
+    rq->query = pr.query;
+    rq->body_kind = pr.body;
+    rq->content_length = pr.content_length;
+    rq->n_headers = pr.headers.n;
+    memcpy(rq->headers, pr.headers.h, pr.headers.n * sizeof rq->headers[0]);
+    c->keep_alive = rq->minor >= 1 ? !header_has_token(rq, "Connection", "close")
+                                   : header_has_token(rq, "Connection", "keep-alive");
+    if (rq->body_kind == HTTP1_BODY_NONE ||
+        (rq->body_kind == HTTP1_BODY_CONTENT_LENGTH && rq->content_length == 0)) {
         dispatch(c);
         return true;
     }
-    if (rq->p.body == HTTP1_BODY_CONTENT_LENGTH && rq->p.content_length > lim->max_body) {
+    if (rq->body_kind == HTTP1_BODY_CONTENT_LENGTH && rq->content_length > lim->max_body) {
         char d[96];
         snprintf(d, sizeof d, "Request body too large (limit %zu bytes)", lim->max_body);
         refuse(c, 413, d);
         return true;
     }
-    rq->body_left = rq->p.content_length;
-    if (rq->p.body == HTTP1_BODY_CHUNKED)
+    rq->body_left = rq->content_length;
+    if (rq->body_kind == HTTP1_BODY_CHUNKED)
         http1_chunked_init(&rq->chunked);
-    if (rq->p.minor_version >= 1 && header_has_token(rq, "Expect", "100-continue"))
+    if (rq->minor >= 1 && header_has_token(rq, "Expect", "100-continue"))
         evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
     set_state(c, CS_BODY);
     arm(c->phase, lim->body_ms);
     return true;
+}
+
+/* The whole announced body in one block of its size (vbuf growth would double past
+ * it, and the block stays for as long as a stream does). */
+static int body_block(vbuf *b, size_t n)
+{
+    if (!(b->data = malloc(n ? n : 1)))
+        return -1;
+    b->cap = n ? n : 1;
+    return 0;
 }
 
 /* Reads body bytes. Returns true when the state moved on. */
@@ -497,9 +542,9 @@ static bool read_body(hconn *c, struct evbuffer *in)
     size_t len = evbuffer_get_length(in);
     if (len == 0)
         return false;
-    if (rq->p.body == HTTP1_BODY_CONTENT_LENGTH) {
+    if (rq->body_kind == HTTP1_BODY_CONTENT_LENGTH) {
         size_t take = len < rq->body_left ? len : (size_t)rq->body_left;
-        if (vbuf_reserve(&rq->body, take) < 0) {
+        if (!rq->body.data && body_block(&rq->body, (size_t)rq->content_length) < 0) {
             refuse(c, 503, "Service busy, please retry");
             return true;
         }

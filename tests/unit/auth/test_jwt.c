@@ -137,8 +137,12 @@ static void test_valid_org_context(void **state)
     assert_string_equal(a.org_role, "org:admin");
     assert_string_equal(a.org_slug, "acme");
     assert_int_equal(a.n_permissions, 2);
-    assert_string_equal(a.permissions[0], "org:sys_memberships:read");
-    assert_string_equal(a.permissions[1], "org:keys:manage");
+    assert_string_equal(a.permissions, "org:sys_memberships:read,org:keys:manage");
+    assert_true(jwt_auth_has_permission(&a, "org:sys_memberships:read"));
+    assert_true(jwt_auth_has_permission(&a, "org:keys:manage"));
+    assert_false(jwt_auth_has_permission(&a, "org:keys")); /* whole items only */
+    assert_false(jwt_auth_has_permission(&a, "manage"));
+    assert_false(jwt_auth_has_permission(&a, ""));
     assert_int_equal(a.exp, (int64_t)NOW + 60);
     assert_true(jwt_auth_is_org(&a));
     assert_true(jwt_auth_is_org_admin(&a));
@@ -539,6 +543,24 @@ static void test_org_claim_shapes(void **state)
     snprintf(extra, sizeof extra, "\"o\":{\"id\":\"org_1\",\"per\":\"%s\"}", per);
     char *t = tok(extra);
     assert_int_equal(check(t), JWT_ERR_TOO_LARGE);
+    free(t);
+    /* few permissions, but more bytes than the joined block holds */
+    char longp[1200];
+    memset(longp, 'p', 600);
+    memcpy(longp + 600, ",", 1);
+    memset(longp + 601, 'q', 500);
+    longp[1101] = '\0';
+    snprintf(extra, sizeof extra, "\"o\":{\"id\":\"org_1\",\"per\":\"%s\"}", longp);
+    t = tok(extra);
+    assert_int_equal(check(t), JWT_ERR_TOO_LARGE);
+    free(t);
+    /* exactly the most it holds is accepted */
+    per[0] = '\0';
+    for (int i = 0; i < JWT_MAX_PERMISSIONS; i++)
+        snprintf(per + strlen(per), sizeof per - strlen(per), "%sorg:p%d", i ? "," : "", i);
+    snprintf(extra, sizeof extra, "\"o\":{\"id\":\"org_1\",\"per\":\"%s\"}", per);
+    t = tok(extra);
+    assert_int_equal(check(t), JWT_OK);
     free(t);
 }
 

@@ -3,7 +3,10 @@
  * and bodies split anywhere, pipelined requests answered in order, chunked bodies
  * in and out, the refusals that close (431, 413, 408, 405, 400), Expect:
  * 100-continue, HTTP/1.0 and HTTP/1.1 keep-alive, the connection cap. Deadlines
- * are set short and waited for with generous bounds; nothing is timed. */
+ * are set short and waited for with generous bounds; nothing is timed. And what a
+ * request costs while a handler holds it (an idle SSE stream holds its request for
+ * its whole life): little more than its own head and body, not the parser's 100
+ * header slots or a doubled body buffer. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +15,7 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,6 +28,18 @@
 #include "common/buf.h"
 #include "server/http/httpd.h"
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define VEIL_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define VEIL_ASAN 1
+#endif
+#ifdef VEIL_ASAN
+#include <sanitizer/allocator_interface.h>
+#endif
+
 #define WAIT_MS 30000u /* generous: a busy machine must not fail a test */
 
 static struct event_base *base;
@@ -32,9 +48,10 @@ static char sock_path[108];
 
 /* ---- the handler: records each request, answers as the test says ---- */
 
-typedef enum { ANSWER_ECHO, ANSWER_HOLD, ANSWER_STREAM, ANSWER_204, ANSWER_TAKE } answer_mode;
+typedef enum { ANSWER_ECHO, ANSWER_HOLD, ANSWER_STREAM, ANSWER_204, ANSWER_TAKE, ANSWER_KEEP } answer_mode;
 
 #define MAX_SEEN 16
+#define MAX_KEPT 256
 typedef struct seen {
     char method[16], path[256], query[256], body[4096], host[64];
     char headers[512]; /* "name=value;" for each, in order (httpd_header_at) */
@@ -49,6 +66,8 @@ static struct {
     int n;
     httpd_req *held;
     int closes;      /* close callbacks of held requests */
+    httpd_req *kept[MAX_KEPT]; /* ANSWER_KEEP: every request held, none recorded */
+    int n_kept;
 } H;
 
 static void on_req_close(httpd_req *rq, void *ud)
@@ -73,6 +92,11 @@ static void echo(httpd_req *rq)
 static void handler(httpd_req *rq, void *ud)
 {
     (void)ud;
+    if (H.mode == ANSWER_KEEP) {
+        assert_true(H.n_kept < MAX_KEPT);
+        H.kept[H.n_kept++] = rq;
+        return;
+    }
     assert_true(H.n < MAX_SEEN);
     seen *s = &H.req[H.n++];
     snprintf(s->method, sizeof s->method, "%s", httpd_method(rq));
@@ -123,6 +147,8 @@ static void handler(httpd_req *rq, void *ud)
         httpd_respond(rq, 200, NULL, out, (size_t)n);
         break;
     }
+    case ANSWER_KEEP: /* taken above */
+        break;
     }
 }
 
@@ -839,6 +865,106 @@ static void test_connection_cap(void **state)
     cl_close(c);
 }
 
+/* ---- what a held request costs ---- */
+
+#define HELD_N 200                /* requests held at once */
+#define PER_REQUEST_OVERHEAD 2560 /* connection, bufferevent, timers, the request struct */
+
+static size_t allocated(void)
+{
+#ifdef VEIL_ASAN
+    return __sanitizer_get_current_allocated_bytes();
+#else
+    return mallinfo2().uordblks;
+#endif
+}
+
+/* A raw client (no event, no buffer of its own: its costs are not the server's):
+ * connects, sends the whole request, lets the server accept. */
+static int raw_send(const char *req, size_t len)
+{
+    veil_addr a;
+    char spec[160], err[200];
+    snprintf(spec, sizeof spec, "unix:%s", sock_path);
+    assert_int_equal(addr_parse(spec, &a, err, sizeof err), 0);
+    int fd = addr_connect(&a, false, err, sizeof err);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, req, len), (ssize_t)len);
+    run_ready();
+    return fd;
+}
+
+static bool kept_at_least(const void *arg)
+{
+    return H.n_kept >= *(const int *)arg;
+}
+
+static void wait_kept(int n)
+{
+    wait_until(kept_at_least, &n, "the requests to be held");
+}
+
+static void test_headers_by_name(void **state)
+{
+    (void)state;
+    start(&LIM);
+    H.mode = ANSWER_KEEP;
+    char req[4096];
+    int len = snprintf(req, sizeof req, "GET /h HTTP/1.0\r\nX-Test: one\r\nx-test: two\r\n");
+    for (int i = 0; i < 97; i++)
+        len += snprintf(req + len, sizeof req - (size_t)len, "H%d: v%d\r\n", i, i);
+    len += snprintf(req + len, sizeof req - (size_t)len, "\r\n");
+    int fd = raw_send(req, (size_t)len);
+    wait_kept(1);
+    httpd_req *rq = H.kept[0];
+    assert_string_equal(httpd_header(rq, "X-TEST"), "one"); /* the first of two, any case */
+    assert_string_equal(httpd_header(rq, "h96"), "v96");    /* the 99th header */
+    assert_string_equal(httpd_header(rq, "H0"), "v0");
+    assert_null(httpd_header(rq, "X-Tes"));
+    assert_null(httpd_header(rq, "X-Missing"));
+    assert_null(httpd_query(rq));
+    assert_int_equal(httpd_minor_version(rq), 0);
+    close(fd);
+}
+
+/* The attack it bounds: many idle streams (or slow handlers), each pinning what its
+ * request allocated. 200 held requests of a 260-byte head and a 1,000-byte body must
+ * cost about those bytes each, plus the connection. */
+static void test_held_request_cost(void **state)
+{
+    (void)state;
+    LIM.max_conns = 300;
+    start(&LIM);
+    H.mode = ANSWER_KEEP;
+    char body[1000], req[2048];
+    memset(body, 'b', sizeof body);
+    int hl = snprintf(req, sizeof req,
+                      "POST /api/v1/chat/encrypted/stream HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"
+                      "Authorization: Bearer eyJhbGciOiJSUzI1NiIsImtpZCI6ImsiLCJ0eXAiOiJKV1QifQ.e30.c2lnbmF0dXJl\r\n"
+                      "Content-Type: application/json\r\nAccept: text/event-stream\r\nUser-Agent: veil\r\n"
+                      "Content-Length: %zu\r\n\r\n", sizeof body);
+    memcpy(req + hl, body, sizeof body);
+    size_t len = (size_t)hl + sizeof body;
+    int fds[8 + HELD_N];
+    /* a few first: one-time allocations (the loop's tables) are not the requests' */
+    for (int i = 0; i < 8; i++)
+        fds[i] = raw_send(req, len);
+    wait_kept(8);
+    size_t before = allocated();
+    for (int i = 8; i < 8 + HELD_N; i++)
+        fds[i] = raw_send(req, len);
+    wait_kept(8 + HELD_N);
+    size_t per = (allocated() - before) / HELD_N;
+    size_t bound = len + PER_REQUEST_OVERHEAD;
+    print_message("a held request: %zu bytes (head %d + body %zu; bound %zu)\n", per, hl, sizeof body, bound);
+    assert_true(per <= bound);
+    size_t n;
+    assert_memory_equal(httpd_body(H.kept[8 + HELD_N - 1], &n), body, sizeof body);
+    assert_int_equal(n, sizeof body);
+    for (int i = 0; i < 8 + HELD_N; i++)
+        close(fds[i]);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN); /* as veild */
@@ -861,6 +987,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_while_handling, setup, teardown),
         cmocka_unit_test_setup_teardown(test_answer_at_free, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_headers_by_name, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_held_request_cost, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
