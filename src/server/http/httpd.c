@@ -213,9 +213,9 @@ const uint8_t *httpd_body(const httpd_req *rq, size_t *len)
 bool httpd_header_at(const httpd_req *rq, size_t i, const char **name, size_t *name_len, const char **value,
                      size_t *value_len)
 {
-    if (i >= rq->p.headers.n)
+    if (i >= rq->n_headers)
         return false;
-    const http1_header *h = &rq->p.headers.h[i];
+    const http1_header *h = &rq->headers[i];
     *name = h->name;
     *name_len = h->name_len;
     *value = h->value;
