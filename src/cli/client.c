@@ -19,6 +19,7 @@
 #include "common/buf.h"
 #include "common/config.h"
 #include "common/hex.h"
+#include "net/https_pool.h"
 
 #define MAX_BODY (64u << 20)
 
@@ -113,12 +114,29 @@ int vclient_init(vclient *c, const char *url, const char *token, const char *ca_
 
 void vclient_free(vclient *c)
 {
+    vclient_unpin(c);
     https_ctx_free(c->https);
     if (c->base)
         event_base_free(c->base);
     OPENSSL_cleanse(c->token, sizeof c->token);
     c->https = NULL;
     c->base = NULL;
+}
+
+int vclient_pin(vclient *c, char *err, size_t errlen)
+{
+    if (c->pin)
+        return 0;
+    https_pool_config pc = https_pool_config_default();
+    pc.max_idle = 1; /* one server, one call at a time */
+    c->pin = https_pool_new(c->https, &pc, err, errlen);
+    return c->pin ? 0 : -1;
+}
+
+void vclient_unpin(vclient *c)
+{
+    https_pool_free(c->pin); /* closes the kept connection */
+    c->pin = NULL;
 }
 
 /* ---- one request on the private loop ---- */
@@ -248,7 +266,7 @@ static int run(vclient *c, const char *method, const char *path, const json_t *b
         .tls = c->tls, .host = c->host, .port = c->port, .method = method, .target = target,
         .headers = hh, .n_headers = nh, .body = (const uint8_t *)payload,
         .body_len = payload ? strlen(payload) : 0, .connect_timeout_ms = 10000,
-        .idle_timeout_ms = c->timeout_ms,
+        .idle_timeout_ms = c->timeout_ms, .pool = c->pin,
     };
     static const https_callbacks cb = {on_head, on_body, on_done};
     https_conn *conn = https_start(c->https, &req, &cb, k, err, errlen);

@@ -26,6 +26,7 @@ typedef struct vclient {
     struct event_base *base;
     https_ctx *https;
     unsigned timeout_ms; /* per call; streams use it as the idle deadline */
+    https_pool *pin;     /* while pinned: one kept-alive connection for every call */
 } vclient;
 
 /* url: http(s)://host[:port][/prefix], host may be [IPv6]. Plain http:// only to a
@@ -36,6 +37,12 @@ int vclient_init(vclient *c, const char *url, const char *token, const char *ca_
 void vclient_free(vclient *c);
 /* localhost, 127.0.0.0/8 or ::1. */
 bool vclient_host_is_loopback(const char *host);
+
+/* Until vclient_unpin, the calls share one kept-alive connection (a new one only if
+ * it closes): behind a load balancer that routes by connection they reach one veild,
+ * and so one enclave. Otherwise each call has a connection of its own. -1 with err. */
+int vclient_pin(vclient *c, char *err, size_t errlen);
+void vclient_unpin(vclient *c);
 
 /* One request: body may be NULL; *resp gets the parsed JSON body (or NULL when
  * empty / not JSON). Returns 0 when a response arrived (any status), -1 with err. */
