@@ -211,13 +211,15 @@ class Stack:
         p.wait_listening()
         return p
 
-    def start_enclave(self, extra=()):
+    def start_enclave(self, extra=(), nsm_dir=None):
+        """nsm_dir: the simulated NSM's directory (default tmp/nsm); enclaves that share
+        one verify under one root, as real enclaves all chain to AWS's."""
         if self.enclave:
             self.enclave.stop()
         self.enclave = self.start("enclave", [os.path.join(BIN, "veil-enclave"), "--listen", self.enclave_addr,
                                   "--proxy", self.proxy_addr, "--bedrock-endpoint", self.endpoint,
                                   "--ca-file", self.ca, "--stream-timeout", "4",
-                                  "--nsm", "sim:" + os.path.join(self.tmp, "nsm"), *extra],
+                                  "--nsm", "sim:" + (nsm_dir or os.path.join(self.tmp, "nsm")), *extra],
                                   env={"VEIL_LOG_LEVEL": "debug"})
         return self.enclave
 
@@ -565,6 +567,10 @@ class TcpProxy:
     def thaw(self):
         self.flowing.set()
 
+    def _pick(self):
+        """The port a new connection goes to."""
+        return self.target
+
     def _accept(self):
         import threading
         while not self.stopping:
@@ -573,7 +579,7 @@ class TcpProxy:
             except OSError:
                 return
             try:
-                u = socket.create_connection(("127.0.0.1", self.target))
+                u = socket.create_connection(("127.0.0.1", self._pick()))
             except OSError:
                 c.close()
                 continue
@@ -632,6 +638,31 @@ class TcpProxy:
                     c.close()
                 except OSError:
                     pass
+
+
+class RoundRobinProxy(TcpProxy):
+    """A load balancer without stickiness, at the TCP level: each new connection goes
+    to the next of targets in turn (a kept-alive connection stays where it went).
+    picked lists the index each connection went to; next_index() forces the next."""
+
+    def __init__(self, targets):
+        import threading
+        self.targets = list(targets)
+        self.picked = []
+        self._turn = 0
+        self._turn_lock = threading.Lock()
+        super().__init__(self.targets[0])
+
+    def _pick(self):
+        with self._turn_lock:
+            i = self._turn % len(self.targets)
+            self._turn += 1
+            self.picked.append(i)
+            return self.targets[i]
+
+    def next_index(self, i):
+        with self._turn_lock:
+            self._turn = i
 
 
 # ---- a scripted enclave (a hostile or broken one, for veild's nitro mode) -------------
