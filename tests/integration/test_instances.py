@@ -25,6 +25,9 @@ new connection to the next instance.
   saying the enclave key may have changed.
 - Per-user stream limits are per instance (VEIL_USER_MAX_STREAMS=1): a second chat
   on the same instance is 429, on the other it runs.
+- Behind a load balancer with sticky sessions (an ALB's cookie, played by an HTTP
+  proxy here that routes each request on its own), the CLI sends the cookie back:
+  a whole run stays on one instance, with no 409.
 - Attacks, by a hostile instance (an HTTP proxy in front of one veild) that answers
   the chat with 409: a key its document does not bind (refused on `public-key`), a
   key without a document (`missing`), a genuine key of the other instance but a
@@ -176,7 +179,8 @@ def check_route(tmp, a, b, pg, token, root, meas):
     starts = b.veild.text().count("event=stream_start")
     st, body = sse(b.url, STREAM, token, format1(ka, "never opened", {"enclave_public_key": ka}))
     C.eq(st, 409, "a chat sealed to another instance's key: 409")
-    C.eq(sorted(body or {}), ["attestation", "detail", "enclave_public_key"], f"the 409's members: {body}")
+    C.eq(sorted(body) if isinstance(body, dict) else body, ["attestation", "detail", "enclave_public_key"],
+         f"the 409's members: {body}")
     C.eq((body or {}).get("detail"), OTHER_KEY, "the 409's detail")
     C.eq((body or {}).get("enclave_public_key"), kb, "the 409 names this instance's key")
     ok, why = verify_offered(tmp, body, root, meas)
@@ -220,15 +224,95 @@ def check_limits_per_instance(a, b, token):
 
 # ---- the CLI through the load balancer -------------------------------------------------
 
-def login(tmp, name, url, token, root, meas):
+def login(tmp, name, url, token, root, meas, init=True):
     cfg = os.path.join(tmp, name, "config.json")
     r = veil(cfg, ["login", "--server", url, "--token", "-", "--measurements", meas, "--attestation-root", root],
              stdin=token.encode())
     C.eq(r.returncode, 0, f"{name}: login {err(r)}")
     pc = {"VEIL_PASSCODE": "instances-passcode"}
-    C.eq(veil(cfg, ["keys", "init"], env=pc).returncode, 0, f"{name}: keys init")
+    if init:
+        C.eq(veil(cfg, ["keys", "init"], env=pc).returncode, 0, f"{name}: keys init")
     C.eq(veil(cfg, ["keys", "unlock"], env=pc).returncode, 0, f"{name}: keys unlock")
     return cfg
+
+
+class StickyLB:
+    """An HTTP load balancer as an ALB with duration-based stickiness behaves: each
+    request without its cookie goes to the next instance (per request, not per
+    connection), every answer sets AWSALB (and AWSALBCORS) naming the instance that
+    served it, and a request that sends it back goes there. routed: (instance index,
+    whether the request carried the cookie), per request."""
+
+    def __init__(self, ports):
+        self.ports = ports
+        self.turn = 0
+        self.routed = []
+        lb = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def relay(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else None
+                m = re.search(r"(?:^|;\s*)AWSALB=t(\d)(?:;|$)", self.headers.get("Cookie") or "")
+                if m and int(m.group(1)) < len(lb.ports):
+                    i = int(m.group(1))
+                else:
+                    i, lb.turn = lb.turn % len(lb.ports), lb.turn + 1
+                lb.routed.append((i, m is not None))
+                c = http.client.HTTPConnection("127.0.0.1", lb.ports[i], timeout=120)
+                hdrs = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type",
+                                                                               "accept")}
+                c.request(self.command, self.path, body=body, headers=hdrs)
+                r = c.getresponse()
+                data = r.read()
+                c.close()
+                self.send_response(r.status)
+                if r.getheader("Content-Type"):
+                    self.send_header("Content-Type", r.getheader("Content-Type"))
+                self.send_header("Set-Cookie", f"AWSALB=t{i}; Expires=Tue, 12 Dec 2034 03:04:05 GMT; Path=/")
+                self.send_header("Set-Cookie", f"AWSALBCORS=t{i}; Expires=Tue, 12 Dec 2034 03:04:05 GMT; Path=/; "
+                                               "SameSite=None; Secure")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = relay
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def check_sticky(tmp, a, b, token, root, meas):
+    """Behind a load balancer with sticky sessions (the normal setup) the CLI sends the
+    balancer's cookie back, so a whole run stays on one instance: no 409, no second
+    attestation. A new run may land on the other instance, and is sticky there."""
+    lb = StickyLB([a.veild.port, b.veild.port])
+    try:
+        cfg = login(tmp, "sticky", lb.url, token, root, meas, init=False)
+        for run_no in range(2):
+            refused = a.refused_409s() + b.refused_409s()
+            lb.routed = []
+            r = veil(cfg, ["chat"], stdin=b"[[sim: chunks=2]] sticky one\n[[sim: chunks=2]] sticky two\n\n")
+            C.ok(r.returncode == 0 and expected_answer("sticky two", 2) in r.stdout.decode(),
+                 f"run {run_no + 1}: a chat through the sticky balancer {err(r)!r}")
+            first = lb.routed[0][0] if lb.routed else None
+            C.ok(len(lb.routed) > 5 and lb.routed[0][1] is False and
+                 all(r == (first, True) for r in lb.routed[1:]),
+                 f"run {run_no + 1}: after the first answer every request carried the cookie, to one instance "
+                 f"{lb.routed}")
+            C.eq(a.refused_409s() + b.refused_409s(), refused, f"run {run_no + 1}: no 409")
+    finally:
+        lb.stop()
 
 
 def check_cli_chat(tmp, a, b, lb, cfg, token):
@@ -416,6 +500,7 @@ def main():
             C.run("veil chat through both instances", check_cli_chat, tmp, a, b, lb, cfg, token)
             C.run("the 409 and the original's requests", check_route, tmp, a, b, pg, token, root, meas)
             C.run("per-user limits are per instance", check_limits_per_instance, a, b, token)
+            C.run("a load balancer with sticky sessions", check_sticky, tmp, a, b, token, root, meas)
             C.run("a hostile instance's 409", check_hostile, tmp, a, b, token, root, meas)
         finally:
             if lb:
