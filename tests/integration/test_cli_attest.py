@@ -39,7 +39,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from veiltest import BIN, SRC, Checks, Stack, TempDir, call, dev_token, expected_answer, keypair  # noqa: E402
+from veiltest import BIN, SRC, Checks, Stack, TempDir, call, dev_token, expected_answer, keypair, wait_for  # noqa: E402
 
 C = Checks()
 FIX = os.path.join(os.environ.get("VEIL_FIXTURES", os.path.join(SRC, "tests", "fixtures")), "attestation")
@@ -286,16 +286,6 @@ class Chat:
             return self.p.wait()
 
 
-def wait_for(fn, timeout=WAIT_S):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.2)
-    return None
-
-
 def restart_enclave(stack, token):
     """A new enclave (a new key, the same simulated NSM); back once veild knows its key
     and has pushed it credentials."""
@@ -303,7 +293,7 @@ def restart_enclave(stack, token):
     stack.start_enclave()
     ok = wait_for(lambda: (lambda s: s[0] == 200 and s[1].get("has_credentials"))(
         call(stack.url, "GET", "/api/v1/chat/enclave/health", token)) and
-        call(stack.url, "GET", INFO, token)[1].get("enclave_public_key") not in (None, old))
+        call(stack.url, "GET", INFO, token)[1].get("enclave_public_key") not in (None, old), WAIT_S)
     C.ok(ok, "the restarted enclave is known to veild, with credentials")
 
 
