@@ -36,18 +36,15 @@ new connection to the next instance.
 Waits are on events (log lines, answers) with generous bounds; nothing is timed.
 Prints `N passed, M failed`.
 """
-import http.client
 import json
 import os
 import re
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from veiltest import (BIN, Checks, Postgres, Proc, RoundRobinProxy, SseStream, Stack, TempDir, call,  # noqa: E402
-                      dev_token, expected_answer, keypair, run, seal, sse, wait_for)
+from veiltest import (BIN, Checks, HttpRelay, Postgres, Proc, RoundRobinProxy, SseStream, Stack, TempDir,  # noqa: E402
+                      call, dev_token, expected_answer, keypair, run, seal, sse)
 
 C = Checks()
 INFO = "/api/v1/chat/enclave/info"
@@ -236,7 +233,7 @@ def login(tmp, name, url, token, root, meas, init=True):
     return cfg
 
 
-class StickyLB:
+class StickyLB(HttpRelay):
     """An HTTP load balancer as an ALB with duration-based stickiness behaves: each
     request without its cookie goes to the next instance (per request, not per
     connection), every answer sets AWSALB (and AWSALBCORS) naming the instance that
@@ -247,49 +244,23 @@ class StickyLB:
         self.ports = ports
         self.turn = 0
         self.routed = []
-        lb = self
+        super().__init__()
 
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def upstream(self, h):
+        m = re.search(r"(?:^|;\s*)AWSALB=t(\d)(?:;|$)", h.headers.get("Cookie") or "")
+        if m and int(m.group(1)) < len(self.ports):
+            i = int(m.group(1))
+        else:
+            i, self.turn = self.turn % len(self.ports), self.turn + 1
+        self.routed.append((i, m is not None))
+        h.instance = i
+        return self.ports[i]
 
-            def log_message(self, *a):
-                pass
-
-            def relay(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else None
-                m = re.search(r"(?:^|;\s*)AWSALB=t(\d)(?:;|$)", self.headers.get("Cookie") or "")
-                if m and int(m.group(1)) < len(lb.ports):
-                    i = int(m.group(1))
-                else:
-                    i, lb.turn = lb.turn % len(lb.ports), lb.turn + 1
-                lb.routed.append((i, m is not None))
-                c = http.client.HTTPConnection("127.0.0.1", lb.ports[i], timeout=120)
-                hdrs = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type",
-                                                                               "accept")}
-                c.request(self.command, self.path, body=body, headers=hdrs)
-                r = c.getresponse()
-                data = r.read()
-                c.close()
-                self.send_response(r.status)
-                if r.getheader("Content-Type"):
-                    self.send_header("Content-Type", r.getheader("Content-Type"))
-                self.send_header("Set-Cookie", f"AWSALB=t{i}; Expires=Tue, 12 Dec 2034 03:04:05 GMT; Path=/")
-                self.send_header("Set-Cookie", f"AWSALBCORS=t{i}; Expires=Tue, 12 Dec 2034 03:04:05 GMT; Path=/; "
-                                               "SameSite=None; Secure")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_DELETE = relay
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.srv.shutdown()
-        self.srv.server_close()
+    def headers(self, h):
+        i = h.instance
+        return [("Set-Cookie", f"AWSALB=t{i}; Expires=Tue, 12 Dec 2034 03:04:05 GMT; Path=/"),
+                ("Set-Cookie", f"AWSALBCORS=t{i}; Expires=Tue, 12 Dec 2034 03:04:05 GMT; Path=/; SameSite=None; "
+                               "Secure")]
 
 
 def check_sticky(tmp, a, b, token, root, meas):
@@ -351,63 +322,33 @@ def check_cli_chat(tmp, a, b, lb, cfg, token):
 
 # ---- the hostile instance ----------------------------------------------------------------
 
-class Hostile:
-    """An HTTP proxy in front of one veild that plays a hostile instance. offer: what
-    it answers the chat with, a 409 body (None: relay); offer_again: 409 the retry
-    too; swap_info: the fresh /enclave/info names another key (its document unchanged).
-    seen: every (method, path)."""
+class Hostile(HttpRelay):
+    """A hostile instance: an HTTP relay in front of one veild. offer: what it answers
+    the chat with, a 409 body (None: relay); offer_again: 409 the retry too;
+    swap_info: the fresh /enclave/info after the 409 names another key (its document
+    unchanged). seen: every (method, path). Kept-alive, as veild: the client pins its
+    exchange."""
 
     def __init__(self, port):
-        self.port = port
-        self.offer = None
-        self.offer_again = False
-        self.swap_info = None
-        self.seen = []
-        px = self
-
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # kept-alive: the client pins its exchange
-
-            def log_message(self, *a):
-                pass
-
-            def relay(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else None
-                px.seen.append((self.command, self.path))
-                if self.command == "POST" and self.path == STREAM and px.offer is not None:
-                    if px.streams() == 1 or px.offer_again:
-                        return self.answer(409, json.dumps(px.offer).encode(), "application/json")
-                c = http.client.HTTPConnection("127.0.0.1", px.port, timeout=120)
-                hdrs = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type",
-                                                                               "accept")}
-                c.request(self.command, self.path, body=body, headers=hdrs)
-                r = c.getresponse()
-                data = r.read()
-                c.close()
-                if px.swap_info and self.path.startswith(INFO + "?nonce=") and px.offer is not None and \
-                        px.streams() >= 1 and r.status == 200:
-                    j = json.loads(data)
-                    j["enclave_public_key"] = px.swap_info
-                    data = json.dumps(j).encode()
-                self.answer(r.status, data, r.getheader("Content-Type"))
-
-            def answer(self, status, data, ctype):
-                self.send_response(status)
-                if ctype:
-                    self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_DELETE = relay
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.reset()
+        super().__init__(port)
 
     def reset(self, offer=None, offer_again=False, swap_info=None):
         self.offer, self.offer_again, self.swap_info, self.seen = offer, offer_again, swap_info, []
+
+    def request(self, h, raw):
+        self.seen.append((h.command, h.path))
+        if h.command == "POST" and h.path == STREAM and self.offer is not None and \
+                (self.streams() == 1 or self.offer_again):
+            return 409, json.dumps(self.offer).encode(), "application/json"
+        return None
+
+    def answer(self, h, raw, status, data, ctype):
+        if self.swap_info and h.path.startswith(INFO + "?nonce=") and self.streams() >= 1 and status == 200:
+            j = json.loads(data)
+            j["enclave_public_key"] = self.swap_info
+            data = json.dumps(j).encode()
+        return status, data, ctype
 
     def streams(self):
         return sum(1 for m, p in self.seen if m == "POST" and p == STREAM)
@@ -415,10 +356,6 @@ class Hostile:
     def fresh_infos_after_409(self):
         first = next((k for k, s in enumerate(self.seen) if s == ("POST", STREAM)), len(self.seen))
         return [p for m, p in self.seen[first:] if p.startswith(INFO)]
-
-    def stop(self):
-        self.srv.shutdown()
-        self.srv.server_close()
 
 
 def check_hostile(tmp, a, b, token, root, meas):

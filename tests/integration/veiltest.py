@@ -543,8 +543,10 @@ class HttpRelay:
     """An HTTP server on loopback that relays each request to veild at port, for tests
     that play a hostile or failing server between a client and veild. A subclass
     overrides the hooks: request(h, raw) answers without veild ((status, data, ctype)),
-    drops the connection (DROP) or lets it through (None); forward(h, raw) -> the body
-    veild gets; answer(h, raw, status, data, ctype) -> what the client gets."""
+    drops the connection (DROP) or lets it through (None); upstream(h) -> the port of
+    the veild it goes to (a load balancer's choice); forward(h, raw) -> the body veild
+    gets; answer(h, raw, status, data, ctype) -> what the client gets; headers(h) ->
+    more (name, value) headers for the client."""
 
     DROP = "drop"
 
@@ -566,7 +568,7 @@ class HttpRelay:
                     self.close_connection = True  # no answer: the client sees the connection close
                     return
                 if own is None:
-                    c = http.client.HTTPConnection("127.0.0.1", relay.port, timeout=120)
+                    c = http.client.HTTPConnection("127.0.0.1", relay.upstream(self), timeout=120)
                     hdrs = {k: v for k, v in self.headers.items()
                             if k.lower() in ("authorization", "content-type", "accept")}
                     c.request(self.command, self.path, body=relay.forward(self, raw), headers=hdrs)
@@ -578,6 +580,8 @@ class HttpRelay:
                 self.send_response(status)
                 if ctype:
                     self.send_header("Content-Type", ctype)
+                for k, v in relay.headers(self):
+                    self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -590,6 +594,12 @@ class HttpRelay:
 
     def request(self, h, raw):
         return None
+
+    def upstream(self, h):
+        return self.port
+
+    def headers(self, h):
+        return []
 
     def forward(self, h, raw):
         return raw
