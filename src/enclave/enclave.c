@@ -136,6 +136,11 @@ int enclave_error_reply(const char *error, vbuf *out)
     return dump_into(proto_error_reply(PROTO_CMD_UNKNOWN, ENCLAVE_OK, error), out);
 }
 
+int enclave_busy_reply(const char *error, vbuf *out)
+{
+    return dump_into(proto_error_reply(PROTO_CMD_UNKNOWN, ENCLAVE_ERR_BUSY, error), out);
+}
+
 /* ---- core ---- */
 
 enclave_core *enclave_core_new(struct event_base *base, const enclave_config *cfg, char *err,
@@ -159,7 +164,9 @@ enclave_core *enclave_core_new(struct event_base *base, const enclave_config *cf
     c->st = cfg->shared;
     if (!c->st) {
         c->own_state = true;
-        if (!(c->st = estate_new(cfg->max_streams, cfg->replay_max, PROTO_ISSUED_WINDOW_S, err, errlen)))
+        estate_config ec = {.max_streams = cfg->max_streams, .replay_max = cfg->replay_max,
+                            .replay_window_s = PROTO_ISSUED_WINDOW_S, .max_connections = cfg->max_connections};
+        if (!(c->st = estate_new(&ec, err, errlen)))
             goto fail;
     }
     if (!(c->https = https_ctx_new(base, cfg->ca_file, err, errlen)))
@@ -199,6 +206,7 @@ void enclave_core_free(enclave_core *c)
 }
 
 const uint8_t *enclave_public_key(const enclave_core *c) { return estate_public_key(c->st); }
+estate *enclave_core_state(enclave_core *c) { return c->st; }
 unsigned enclave_active_streams(const enclave_core *c) { return c->active; }
 
 /* ---- simple commands ---- */

@@ -42,9 +42,9 @@ typedef struct enclave_config {
     struct nsm *nsm;             /* attests the transport key (borrowed; NULL: none) */
     bool refuse_legacy;          /* only bound requests (format 3); CHAT and formats 1, 2 refused */
     size_t replay_max;           /* format-3 request ids remembered at once; 0 = 65536 */
+    unsigned max_connections;    /* the parent's connections to its servers at once; 0 = 4096 */
     /* the state this core shares with the other workers' (borrowed; it outlives the
-     * core, and max_streams and replay_max above are its own); NULL: the core makes
-     * its own */
+     * core, and the three limits above are its own); NULL: the core makes its own */
     estate *shared;
     unsigned worker, workers;    /* this core's worker index of how many (HEALTH); 0, 0: 0 of 1 */
     /* kept-alive connections to Bedrock, one pool per core (its event loop); NULL =
@@ -63,6 +63,8 @@ void enclave_core_free(enclave_core *core);
 const uint8_t *enclave_public_key(const enclave_core *core);
 /* This core's running CHAT/CHAT_STREAM requests (HEALTH counts every core's). */
 unsigned enclave_active_streams(const enclave_core *core);
+/* What this core shares with the other workers (its own when alone). */
+estate *enclave_core_state(enclave_core *core);
 
 /* Where replies go. emit receives one JSON object (no trailing newline); the
  * bytes are valid only during the call. It returns 0 to go on, or non-zero to
@@ -98,6 +100,8 @@ void enclave_abort_all(enclave_core *core, const char *why);
 /* Replies for requests that never reached enclave_handle. */
 int enclave_invalid_json_reply(const char *detail, vbuf *out);
 int enclave_error_reply(const char *error, vbuf *out);
+/* The same with error_code busy: a refusal the parent may retry. */
+int enclave_busy_reply(const char *error, vbuf *out);
 
 /* Makes jansson wipe every block it frees: decrypted text passes through JSON
  * strings. Process-wide; call once at start, before any JSON is made. */

@@ -23,8 +23,8 @@ struct estate {
     replay_cache *replay;
     pthread_mutex_t creds_lock; /* guards the pointer only: a set never changes */
     estate_creds *creds;
-    atomic_uint streams;
-    unsigned max_streams;
+    atomic_uint streams, conns;
+    unsigned max_streams, max_connections;
 };
 
 static void wipe_str(char *p)
@@ -44,7 +44,7 @@ static void creds_free(estate_creds *c)
     free(c);
 }
 
-estate *estate_new(unsigned max_streams, size_t replay_max, long replay_window_s, char *err, size_t errlen)
+estate *estate_new(const estate_config *cfg, char *err, size_t errlen)
 {
     estate *s = calloc(1, sizeof *s);
     if (!s || pthread_mutex_init(&s->creds_lock, NULL) != 0) {
@@ -52,9 +52,12 @@ estate *estate_new(unsigned max_streams, size_t replay_max, long replay_window_s
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    s->max_streams = max_streams ? max_streams : ESTATE_DEFAULT_MAX_STREAMS;
+    s->max_streams = cfg->max_streams ? cfg->max_streams : ESTATE_DEFAULT_MAX_STREAMS;
+    s->max_connections = cfg->max_connections ? cfg->max_connections : ESTATE_DEFAULT_MAX_CONNECTIONS;
     atomic_init(&s->streams, 0);
-    if (!(s->replay = replay_new(replay_max ? replay_max : ESTATE_DEFAULT_REPLAY_MAX, replay_window_s))) {
+    atomic_init(&s->conns, 0);
+    size_t replay_max = cfg->replay_max ? cfg->replay_max : ESTATE_DEFAULT_REPLAY_MAX;
+    if (!(s->replay = replay_new(replay_max, cfg->replay_window_s))) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -137,18 +140,25 @@ const char *estate_creds_expiration(const estate_creds *c) { return c->expiratio
 
 bool estate_creds_expired(const estate_creds *c, time_t now) { return c->expires_at && now >= c->expires_at; }
 
-bool estate_stream_take(estate *s)
+/* One more, unless max are taken: a compare-and-swap, so that two workers taking
+ * the last slot at once cannot both get it. */
+static bool take(atomic_uint *n, unsigned max)
 {
-    unsigned n = atomic_load_explicit(&s->streams, memory_order_relaxed);
+    unsigned v = atomic_load_explicit(n, memory_order_relaxed);
     do {
-        if (n >= s->max_streams)
+        if (v >= max)
             return false;
-    } while (!atomic_compare_exchange_weak_explicit(&s->streams, &n, n + 1, memory_order_relaxed,
-                                                    memory_order_relaxed));
+    } while (!atomic_compare_exchange_weak_explicit(n, &v, v + 1, memory_order_relaxed, memory_order_relaxed));
     return true;
 }
 
+bool estate_stream_take(estate *s) { return take(&s->streams, s->max_streams); }
 void estate_stream_release(estate *s) { atomic_fetch_sub_explicit(&s->streams, 1, memory_order_relaxed); }
 
 unsigned estate_streams(const estate *s) { return atomic_load_explicit(&s->streams, memory_order_relaxed); }
 unsigned estate_max_streams(const estate *s) { return s->max_streams; }
+
+bool estate_conn_take(estate *s) { return take(&s->conns, s->max_connections); }
+void estate_conn_release(estate *s) { atomic_fetch_sub_explicit(&s->conns, 1, memory_order_relaxed); }
+unsigned estate_conns(const estate *s) { return atomic_load_explicit(&s->conns, memory_order_relaxed); }
+unsigned estate_max_connections(const estate *s) { return s->max_connections; }

@@ -1,13 +1,13 @@
 /* state — what every worker (event loop, thread) of one veil-enclave shares: the
  * transport key pair, the AWS credentials SET_CREDENTIALS stores, the format-3
- * replay table and the count of running chats. Every function may be called from
- * any thread.
+ * replay table, and the counts of running chats and of parent connections. Every
+ * function may be called from any thread.
  *
  * The key pair is made here and read-only afterwards. Credentials are an immutable
  * set swapped under a lock: a holder takes a reference (estate_creds_get), so a
  * chat keeps the set it signed with however often it is replaced, and a set is
- * wiped and freed when its last holder lets go. The chat count is atomic and never
- * passes max_streams. The replay table locks itself (replay.h). Never logs.
+ * wiped and freed when its last holder lets go. The counts are atomic and never
+ * pass their limits. The replay table locks itself (replay.h). Never logs.
  */
 #ifndef VEIL_ENCLAVE_STATE_H
 #define VEIL_ENCLAVE_STATE_H
@@ -23,14 +23,21 @@
 
 #define ESTATE_DEFAULT_MAX_STREAMS 1024u
 #define ESTATE_DEFAULT_REPLAY_MAX 65536u
+#define ESTATE_DEFAULT_MAX_CONNECTIONS 4096u
 #define ESTATE_EXPIRATION_MAX 64 /* bytes of a credentials' expiration text, NUL included */
 
 typedef struct estate estate;
 typedef struct estate_creds estate_creds;
 
-/* max_streams 0: ESTATE_DEFAULT_MAX_STREAMS; replay_max 0: ESTATE_DEFAULT_REPLAY_MAX;
- * replay_window_s: how long a request id is kept. NULL on failure (err says why). */
-estate *estate_new(unsigned max_streams, size_t replay_max, long replay_window_s, char *err, size_t errlen);
+typedef struct estate_config {
+    unsigned max_streams;     /* running chats at once; 0: ESTATE_DEFAULT_MAX_STREAMS */
+    size_t replay_max;        /* request ids kept at once; 0: ESTATE_DEFAULT_REPLAY_MAX */
+    long replay_window_s;     /* how long an id is kept */
+    unsigned max_connections; /* parent connections at once; 0: ESTATE_DEFAULT_MAX_CONNECTIONS */
+} estate_config;
+
+/* NULL on failure (err says why). */
+estate *estate_new(const estate_config *cfg, char *err, size_t errlen);
 /* After every core that uses it; drops the current credentials (wiped once the last
  * holder lets go) and the key. */
 void estate_free(estate *s);
@@ -58,5 +65,11 @@ bool estate_stream_take(estate *s);
 void estate_stream_release(estate *s);
 unsigned estate_streams(const estate *s);
 unsigned estate_max_streams(const estate *s);
+
+/* A parent connection: true and counted, or false when max_connections are open. */
+bool estate_conn_take(estate *s);
+void estate_conn_release(estate *s);
+unsigned estate_conns(const estate *s);
+unsigned estate_max_connections(const estate *s);
 
 #endif

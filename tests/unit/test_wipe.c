@@ -178,7 +178,8 @@ static void test_replaced_credentials(void **state)
 {
     (void)state;
     char err[128];
-    estate *s = estate_new(4, 16, 300, err, sizeof err);
+    estate_config cfg = {.max_streams = 4, .replay_max = 16, .replay_window_s = 300};
+    estate *s = estate_new(&cfg, err, sizeof err);
     assert_non_null(s);
     arm(SECRET);
     assert_int_equal(estate_creds_set(s, "AKIDWIPE", SECRET, "token-wipe", NULL, 0), 0);

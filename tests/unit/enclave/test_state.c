@@ -15,7 +15,9 @@
 static estate *make(unsigned max_streams)
 {
     char err[128];
-    estate *s = estate_new(max_streams, 16, 300, err, sizeof err);
+    estate_config cfg = {.max_streams = max_streams, .replay_max = 16, .replay_window_s = 300,
+                         .max_connections = 3};
+    estate *s = estate_new(&cfg, err, sizeof err);
     assert_non_null(s);
     return s;
 }
@@ -29,6 +31,13 @@ static void test_key_pair(void **state)
     assert_non_null(estate_key(a));
     assert_non_null(estate_replay(a));
     assert_int_equal(estate_max_streams(a), ESTATE_DEFAULT_MAX_STREAMS);
+    assert_int_equal(estate_max_connections(a), 3);
+    for (int i = 0; i < 3; i++)
+        assert_true(estate_conn_take(a));
+    assert_false(estate_conn_take(a)); /* the fourth connection */
+    assert_int_equal(estate_conns(a), 3);
+    estate_conn_release(a);
+    assert_true(estate_conn_take(a));
     estate_free(a);
     estate_free(b);
 }
