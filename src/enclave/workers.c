@@ -109,6 +109,9 @@ static void on_inbox(evutil_socket_t fd, short what, void *arg)
 static void *worker_main(void *arg)
 {
     worker *k = arg;
+    char name[16]; /* the kernel's limit, NUL included */
+    snprintf(name, sizeof name, "veil-worker-%u", k->index % 1000);
+    pthread_setname_np(pthread_self(), name); /* top -H, /proc/PID/task/TID/comm */
     log_set_worker((int)k->index);
     event_base_dispatch(k->base);
     log_info(NULL, "event=worker_stopped");
