@@ -18,6 +18,8 @@ held open at once go to different workers (the acceptor picks the one with fewes
   taken again;
 - --replay-max (ENCLAVE_REPLAY_MAX): when every id is in its window a new bound
   request is busy, and a replay is still refused (never forgotten);
+- veil-load (the bench's load) against two workers: its streams spread over both, every
+  one checked; with --open-every (one chunk in N opened) every chunk is still counted;
 - --workers and the two limits in --help, bad values refused, ENCLAVE_WORKERS and the
   default (the online CPUs).
 Prints `N passed, M failed`; exits non-zero on any failure.
@@ -340,6 +342,27 @@ def replay_table_limit(stack):
     b.close()
 
 
+def load_generator(stack):
+    start(stack)
+    kv = os.path.join(stack.tmp, "load.kv")
+    creds = sim_creds()
+    argv = [os.path.join(BIN, "veil-load"), "--enclave", stack.enclave_addr, "--set-credentials",
+            "--access-key-id", creds["access_key_id"], "--secret-access-key", creds["secret_access_key"],
+            "--session-token", creds["session_token"], "--streams", "8", "--total", "24", "--chunks", "20",
+            "--open-every", "4", "--time-limit", "60", "--kv", kv]
+    r = subprocess.run(argv, capture_output=True, timeout=120)
+    C.eq(r.returncode, 0, f"veil-load against 2 workers ({r.stdout.decode()[-400:]})")
+    fig = dict(line.strip().split("=", 1) for line in open(kv)) if os.path.exists(kv) else {}
+    C.eq((fig.get("streams_ok"), fig.get("chunks"), fig.get("errors"), fig.get("open_every")), ("24", "480", "0", "4"),
+         "every stream ok and every chunk counted, one in 4 opened")
+    accepted = [ln for ln in stack.enclave.text().splitlines() if "event=conn_accepted" in ln]
+    C.ok(all(any(f" worker={i} " in ln for ln in accepted) for i in (0, 1)),
+         "the streams' connections went to both workers")
+    r = subprocess.run([os.path.join(BIN, "veil-load"), "--enclave", stack.enclave_addr, "--open-every", "0"],
+                       capture_output=True, timeout=10)
+    C.ok(r.returncode == 2 and b"--open-every must be a number in [1, 1000000]" in r.stderr, "--open-every 0 refused")
+
+
 def options(stack):
     out = subprocess.run([os.path.join(BIN, "veil-enclave"), "--help"], capture_output=True, timeout=10).stdout.decode()
     for flag, env in (("--workers", "ENCLAVE_WORKERS"), ("--max-connections", "ENCLAVE_MAX_CONNECTIONS"),
@@ -372,7 +395,7 @@ def main():
         stack = Stack(tmp)
         try:
             for t in (replay_across_workers, credentials_across_workers, stream_cap_across_workers,
-                      drain_on_both_workers, connection_cap, replay_table_limit, options):
+                      drain_on_both_workers, connection_cap, replay_table_limit, load_generator, options):
                 C.run(t.__name__, t, stack)  # one test's failure does not hide the others''
         finally:
             codes = stack.stop()
