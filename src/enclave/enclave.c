@@ -240,6 +240,8 @@ static json_t *cmd_health(enclave_core *c)
     json_object_set_new(o, "credentials_expired", json_boolean(cr && estate_creds_expired(cr, time(NULL))));
     json_object_set_new(o, "credentials_expiration", expiration ? json_string(expiration) : json_null());
     estate_creds_put(cr);
+    json_object_set_new(o, PF_CONNECTIONS, json_integer((json_int_t)estate_conns(c->st)));
+    json_object_set_new(o, PF_MAX_CONNECTIONS, json_integer((json_int_t)estate_max_connections(c->st)));
     json_object_set_new(o, PF_WORKERS, json_integer((json_int_t)c->workers));
     json_object_set_new(o, PF_WORKER, json_integer((json_int_t)c->worker));
     if (c->max_request) /* so the parent can refuse a request too large before sending it */
