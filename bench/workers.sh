@@ -91,8 +91,10 @@ stop_last() { # stops the process start() began last
     unset 'pids[${#pids[@]}-1]'
 }
 
+where="pinned to CPU $PIN"
+[ "$PIN" = none ] && where="not pinned"
 echo "== bench/workers.sh: veil-enclave --workers 1, then 2, under the same load ($NCPU cores;" \
-     "load generator, simulator and proxy pinned to CPU $PIN; other work on this machine shows in the figures)"
+     "load generator, simulator and proxy $where; other work on this machine shows in the figures)"
 "$ROOT/scripts/make-test-ca" "$TMP/ca" "$HOST" localhost
 start bedrock-sim "${LOADPIN[@]}" "$BIN/veil-bedrock-sim" --listen tcp:127.0.0.1:0 --cert "$TMP/ca/server.pem" \
     --key "$TMP/ca/server.key" --access-key-id "$AKID" --secret-access-key "$SECRET" --session-token "$TOKEN"

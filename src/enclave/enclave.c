@@ -265,7 +265,8 @@ static json_t *cmd_get_attestation(enclave_core *c, const json_t *req, const cha
     uint8_t *doc = NULL;
     size_t len = 0;
     char detail[200];
-    nsm_err e = nsm_attest_transport(c->nsm, estate_public_key(c->st), nonce, (size_t)n, &doc, &len, detail, sizeof detail);
+    nsm_err e = nsm_attest_transport(c->nsm, estate_public_key(c->st), nonce, (size_t)n, &doc, &len, detail,
+                                     sizeof detail);
     if (e != NSM_OK) {
         log_error(rid, "event=attestation_failed err=\"%s\" detail=\"%s\"", nsm_strerror(e), detail);
         return proto_error_reply(PROTO_CMD_GET_ATTESTATION, ENCLAVE_ERR_NO_ATTESTATION, "The NSM did not attest");

@@ -94,9 +94,12 @@ static const struct {
     [L_MAX_REQUEST] = {"max-request", NULL, ENCLAVE_DEFAULT_MAX_REQUEST, 1024, 1L << 30},
     [L_STREAM_TIMEOUT] = {"stream-timeout", NULL, 300, 1, 86400},
     [L_DRAIN] = {"drain-seconds", NULL, 30, 0, 3600},
-    [L_POOL_MAX_IDLE] = {"upstream-pool-max-idle", "ENCLAVE_UPSTREAM_POOL_MAX_IDLE", HTTPS_POOL_DEFAULT_MAX_IDLE, 0, 1024},
-    [L_POOL_IDLE_TIMEOUT] = {"upstream-idle-timeout", "ENCLAVE_UPSTREAM_IDLE_TIMEOUT", HTTPS_POOL_DEFAULT_IDLE_MS / 1000, 1, 3600},
-    [L_POOL_MAX_REQUESTS] = {"upstream-max-requests", "ENCLAVE_UPSTREAM_MAX_REQUESTS", HTTPS_POOL_DEFAULT_MAX_REQUESTS, 1, 1000000},
+    [L_POOL_MAX_IDLE] = {"upstream-pool-max-idle", "ENCLAVE_UPSTREAM_POOL_MAX_IDLE", HTTPS_POOL_DEFAULT_MAX_IDLE,
+                         0, 1024},
+    [L_POOL_IDLE_TIMEOUT] = {"upstream-idle-timeout", "ENCLAVE_UPSTREAM_IDLE_TIMEOUT",
+                             HTTPS_POOL_DEFAULT_IDLE_MS / 1000, 1, 3600},
+    [L_POOL_MAX_REQUESTS] = {"upstream-max-requests", "ENCLAVE_UPSTREAM_MAX_REQUESTS",
+                             HTTPS_POOL_DEFAULT_MAX_REQUESTS, 1, 1000000},
     [L_POOL_MAX_AGE] = {"upstream-max-age", "ENCLAVE_UPSTREAM_MAX_AGE", HTTPS_POOL_DEFAULT_MAX_AGE_MS / 1000, 1, 86400},
 };
 

@@ -380,7 +380,8 @@ def options(stack):
         C.ok(r.returncode == 2 and want in r.stderr.decode(), f"{' '.join(argv)}: {r.stderr.decode().strip()}")
     env = dict(os.environ, ENCLAVE_WORKERS="0")
     r = subprocess.run([os.path.join(BIN, "veil-enclave")], capture_output=True, timeout=10, env=env)
-    C.ok(r.returncode == 2 and "ENCLAVE_WORKERS" in r.stderr.decode(), f"ENCLAVE_WORKERS=0: {r.stderr.decode().strip()}")
+    C.ok(r.returncode == 2 and "ENCLAVE_WORKERS" in r.stderr.decode(),
+         f"ENCLAVE_WORKERS=0 refused: {r.stderr.decode().strip()}")
     # the default: one worker per online CPU; ENCLAVE_WORKERS sets it
     os.environ.pop("ENCLAVE_WORKERS", None)
     stack.start_enclave()
