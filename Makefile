@@ -57,8 +57,10 @@ test-asan: build-asan
 run: build
 	@scripts/run-local $(BUILD)
 
+# every build/bench_* program, then bench/slowdb.py (veild's streams with a slow PostgreSQL)
 bench: build
 	@for b in $(BUILD)/bench_*; do [ -x "$$b" ] && "$$b"; done; true
+	@python3 bench/slowdb.py $(BUILD) || true
 
 # the whole stack under load with injected faults (SOAK_SECONDS, SOAK_CONCURRENCY, ...);
 # fails on an unexpected error or a dead process

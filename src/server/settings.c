@@ -69,6 +69,7 @@ int settings_load(server_config *cfg, char *err, size_t errlen)
         config_long("VEIL_MAX_CONNECTIONS", 0, 0, 1000000, &cfg->max_connections, err, errlen) < 0 ||
         config_long("VEIL_SSE_MAX_BUFFER", HTTPD_DEFAULT_MAX_OUTPUT, 4096, 1L << 30, &cfg->sse_max_buffer, err, errlen) < 0 ||
         config_long("VEIL_SSE_STALL_SECONDS", HTTPD_DEFAULT_STALL_MS / 1000, 1, 3600, &cfg->sse_stall_seconds, err, errlen) < 0 ||
+        config_long("VEIL_MOCK_MAX_STREAMS", 1024, 1, 100000, &cfg->mock_max_streams, err, errlen) < 0 ||
         config_long("VEIL_USER_MAX_STREAMS", 4, 1, 1024, &cfg->user_max_streams, err, errlen) < 0 ||
         config_long("VEIL_USER_RATE", 20, 0, 100000, &cfg->user_rate, err, errlen) < 0 ||
         config_long("VEIL_USER_BURST", 100, 1, 100000, &cfg->user_burst, err, errlen) < 0 ||

@@ -43,6 +43,7 @@ typedef struct server_config {
     char imds_endpoint[300];    /* VEIL_IMDS_ENDPOINT host:port, default 169.254.169.254:80 */
     char proxy_addr[300];       /* mock mode: PROXY_ADDR for Bedrock, default none */
     char bedrock_endpoint[300]; /* mock mode: BEDROCK_ENDPOINT host:port */
+    long mock_max_streams;      /* mock mode: VEIL_MOCK_MAX_STREAMS, the in-process core's cap (1024) */
     /* http */
     char cors_origins[1024];    /* CORS_ORIGINS, default http://localhost:3000 */
     bool debug_routes;          /* VEIL_DEBUG_ROUTES: mount /api/v1/debug (admins only) */

@@ -56,6 +56,8 @@ static void usage(FILE *f)
             "  VEIL_IMDS_ENDPOINT     IMDS host:port (default 169.254.169.254:80)\n"
             "  PROXY_ADDR             mock: CONNECT proxy for Bedrock (default: direct)\n"
             "  BEDROCK_ENDPOINT       mock: Bedrock host:port (default bedrock-runtime.<region>...:443)\n"
+            "  VEIL_MOCK_MAX_STREAMS  mock: streams the in-process core runs at once, all users\n"
+            "                         (default 1024; past it a chat ends with a busy error)\n"
             "  VEIL_CA_FILE           CA bundle for Bedrock and JWKS TLS (default: system)\n"
             "  CORS_ORIGINS           comma-separated allowed origins (default http://localhost:3000);\n"
             "                         * lets any origin read answers, never with credentials\n"

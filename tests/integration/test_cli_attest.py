@@ -28,7 +28,6 @@ Prints `N passed, M failed`.
 """
 import base64
 import hashlib
-import http.client
 import json
 import os
 import re
@@ -36,10 +35,10 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from veiltest import BIN, SRC, Checks, Stack, TempDir, call, dev_token, expected_answer, keypair  # noqa: E402
+from veiltest import (BIN, SRC, Checks, HttpRelay, Stack, TempDir, call, dev_token, expected_answer,  # noqa: E402
+                      keypair, wait_for)
 
 C = Checks()
 FIX = os.path.join(os.environ.get("VEIL_FIXTURES", os.path.join(SRC, "tests", "fixtures")), "attestation")
@@ -171,74 +170,42 @@ def check_sim_measurements(tmp):
 
 # ---- the hostile server -------------------------------------------------------------
 
-class Proxy:
+class Proxy(HttpRelay):
     """Between the CLI and veild. mode: "pass"; "swap" (enclave_public_key in
     /enclave/info becomes a key of the proxy's own); "strip" (the same, and no
     attestation); "replay" (/enclave/info answered with an answer recorded earlier).
     seen: every (method, path); recorded: the last /enclave/info?nonce= answer passed."""
 
     def __init__(self, port):
-        self.port = port
         self.mode = "pass"
         self.seen = []
         self.recorded = None
         self.own_priv, self.own_pub = keypair()
-        px = self
+        super().__init__(port)
 
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def request(self, h, raw):
+        self.seen.append((h.command, h.path))
+        if h.command == "GET" and h.path.startswith(INFO) and self.mode == "replay" and self.recorded:
+            return 200, self.recorded, "application/json"
+        return None
 
-            def log_message(self, *a):
-                pass
-
-            def relay(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else None
-                px.seen.append((self.command, self.path))
-                info = self.command == "GET" and self.path.startswith(INFO)
-                if info and px.mode == "replay" and px.recorded:
-                    return self.answer(200, px.recorded, "application/json")
-                c = http.client.HTTPConnection("127.0.0.1", px.port, timeout=120)
-                hdrs = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type",
-                                                                               "accept")}
-                c.request(self.command, self.path, body=body, headers=hdrs)
-                r = c.getresponse()
-                data = r.read()
-                c.close()
-                if info and r.status == 200:
-                    if px.mode == "pass" and "?nonce=" in self.path:
-                        px.recorded = data
-                    if px.mode in ("swap", "strip"):
-                        j = json.loads(data)
-                        j["enclave_public_key"] = px.own_pub
-                        if px.mode == "strip":
-                            j["attestation"] = None
-                        data = json.dumps(j).encode()
-                self.answer(r.status, data, r.getheader("Content-Type"))
-
-            def answer(self, status, data, ctype):
-                self.send_response(status)
-                if ctype:
-                    self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_DELETE = relay
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+    def answer(self, h, raw, status, data, ctype):
+        if h.command == "GET" and h.path.startswith(INFO) and status == 200:
+            if self.mode == "pass" and "?nonce=" in h.path:
+                self.recorded = data
+            if self.mode in ("swap", "strip"):
+                j = json.loads(data)
+                j["enclave_public_key"] = self.own_pub
+                if self.mode == "strip":
+                    j["attestation"] = None
+                data = json.dumps(j).encode()
+        return status, data, ctype
 
     def streams(self):
         return sum(1 for m, p in self.seen if m == "POST" and p == STREAM)
 
     def infos(self):
         return [p for m, p in self.seen if m == "GET" and p.startswith(INFO)]
-
-    def stop(self):
-        self.srv.shutdown()
-        self.srv.server_close()
 
 
 class Chat:
@@ -286,16 +253,6 @@ class Chat:
             return self.p.wait()
 
 
-def wait_for(fn, timeout=WAIT_S):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.2)
-    return None
-
-
 def restart_enclave(stack, token):
     """A new enclave (a new key, the same simulated NSM); back once veild knows its key
     and has pushed it credentials."""
@@ -303,7 +260,7 @@ def restart_enclave(stack, token):
     stack.start_enclave()
     ok = wait_for(lambda: (lambda s: s[0] == 200 and s[1].get("has_credentials"))(
         call(stack.url, "GET", "/api/v1/chat/enclave/health", token)) and
-        call(stack.url, "GET", INFO, token)[1].get("enclave_public_key") not in (None, old))
+        call(stack.url, "GET", INFO, token)[1].get("enclave_public_key") not in (None, old), WAIT_S)
     C.ok(ok, "the restarted enclave is known to veild, with credentials")
 
 

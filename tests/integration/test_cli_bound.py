@@ -33,21 +33,18 @@ Prints `N passed, M failed`.
 """
 import hashlib
 import hmac
-import http.client
 import json
 import os
 import sqlite3
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from veiltest import (BIN, Checks, Stack, TempDir, call, dev_token, ep_hash, expected_answer, keypair,  # noqa: E402
-                      open_ep, seal, sse, sv3_seal, sv3_sender)
+from veiltest import (BIN, Checks, HttpRelay, Stack, TempDir, call, dev_token, ep_hash, expected_answer, keypair,  # noqa: E402
+                      seal, sse, sv3_seal, sv3_sender)
 
 C = Checks()
 STREAM = "/api/v1/chat/encrypted/stream"
@@ -65,65 +62,40 @@ def events_of(raw):
     return out
 
 
-class Proxy:
+class Proxy(HttpRelay):
     """Between the CLI and veild. request: None or fn(body) -> the body veild gets for
     the stream route; stream: None (relay) or fn(events, body) -> events,
     applied to veild's whole answer; own: fn(body) -> events, answered without veild.
     messages: None or fn(json) -> json for GET .../messages. seen: (method, path, body)."""
 
     def __init__(self, port):
-        self.port = port
-        self.stream = self.own = self.messages = self.request = None
+        self.stream = self.own = self.messages = self.request_fn = None
         self.seen = []
-        px = self
+        super().__init__(port)
 
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def request(self, h, raw):
+        body = json.loads(raw) if raw else None
+        self.seen.append((h.command, h.path, body))
+        if h.command == "POST" and h.path == STREAM and self.own:
+            return 200, "".join(f"data: {json.dumps(e)}\n\n" for e in self.own(body)).encode(), "text/event-stream"
+        return None
 
-            def log_message(self, *a):
-                pass
+    def forward(self, h, raw):
+        if h.command == "POST" and h.path == STREAM and self.request_fn:
+            return json.dumps(self.request_fn(json.loads(raw) if raw else None)).encode()
+        return raw
 
-            def relay(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(n) if n else None
-                body = json.loads(raw) if raw else None
-                px.seen.append((self.command, self.path, body))
-                is_stream = self.command == "POST" and self.path == STREAM
-                if is_stream and px.request:
-                    raw = json.dumps(px.request(body)).encode()
-                if is_stream and px.own:
-                    return self.answer(200, "".join(f"data: {json.dumps(e)}\n\n" for e in px.own(body)).encode(),
-                                       "text/event-stream")
-                c = http.client.HTTPConnection("127.0.0.1", px.port, timeout=120)
-                hdrs = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type",
-                                                                               "accept")}
-                c.request(self.command, self.path, body=raw, headers=hdrs)
-                r = c.getresponse()
-                data = r.read()
-                c.close()
-                if is_stream and r.status == 200 and px.stream:
-                    evs = px.stream(events_of(data), body)
-                    data = "".join(f"data: {json.dumps(e)}\n\n" for e in evs).encode()
-                elif (self.command == "GET" and self.path.endswith("/messages") and r.status == 200 and px.messages):
-                    data = json.dumps(px.messages(json.loads(data))).encode()
-                self.answer(r.status, data, r.getheader("Content-Type"))
-
-            def answer(self, status, data, ctype):
-                self.send_response(status)
-                if ctype:
-                    self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_DELETE = relay
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+    def answer(self, h, raw, status, data, ctype):
+        body = json.loads(raw) if raw else None
+        if h.command == "POST" and h.path == STREAM and status == 200 and self.stream:
+            evs = self.stream(events_of(data), body)
+            data = "".join(f"data: {json.dumps(e)}\n\n" for e in evs).encode()
+        elif h.command == "GET" and h.path.endswith("/messages") and status == 200 and self.messages:
+            data = json.dumps(self.messages(json.loads(data))).encode()
+        return status, data, ctype
 
     def reset(self):
-        self.stream = self.own = self.messages = self.request = None
+        self.stream = self.own = self.messages = self.request_fn = None
         self.seen = []
 
     def bodies(self, method, suffix):
@@ -131,10 +103,6 @@ class Proxy:
 
     def tags_put(self):
         return [p for m, p, _ in self.seen if m == "PUT" and p.endswith("/history-tag")]
-
-    def stop(self):
-        self.srv.shutdown()
-        self.srv.server_close()
 
 
 def veil(cfg, args, env=None, stdin=None):
@@ -307,7 +275,7 @@ def check_request_attacks(proxy, cfg):
              "The request was altered in transit: refused"),
             ("an earlier request replayed", lambda b: recorded, "The request was already used: refused")):
         proxy.reset()
-        proxy.request = fn
+        proxy.request_fn = fn
         # in the recorded request's session, so the replay is the enclave's to refuse
         r = veil(cfg, ["ask", "--session", recorded["session_id"], "[[sim: chunks=2]] redirect me"])
         C.eq((r.returncode, last_line(r), r.stdout), (1, "veil ask: " + line, b""),

@@ -14,78 +14,39 @@ successful one the new passcode and the new code work and the old ones do not.
 The proxy also checks that the client never sends DELETE.
 Prints `N passed, M failed`.
 """
-import http.client
-import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from veiltest import BIN, ISSUER, Checks, Postgres, Proc, TempDir, call, dev_token  # noqa: E402
+from veiltest import BIN, ISSUER, Checks, HttpRelay, Postgres, Proc, TempDir, call, dev_token  # noqa: E402
 
 C = Checks()
 KEYS = "/api/v1/users/me/keys"
 CODE = re.compile(r"\d{4}-\d{4}-\d{4}-\d{4}-\d{4}")
 
 
-class Proxy:
+class Proxy(HttpRelay):
     """Forwards to veild; mode "503" or "kill" intercepts the upload."""
 
     def __init__(self):
         self.target = None  # (port, Proc)
         self.mode = "pass"
         self.seen = []
-        px = self
+        super().__init__()
 
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def relay(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else None
-                px.seen.append((self.command, self.path))
-                upload = self.command == "PUT" and self.path == KEYS
-                if upload and px.mode == "503":
-                    return self.answer(503, b'{"detail":"Service Unavailable"}', "application/json")
-                if upload and px.mode == "kill":
-                    px.target[1].p.kill()  # veild dies between the fetch and the upload
-                    px.target[1].p.wait()
-                    self.close_connection = True
-                    return  # no answer: the client sees the connection close
-                port = px.target[0]
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                hdrs = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type",
-                                                                               "accept")}
-                c.request(self.command, self.path, body=body, headers=hdrs)
-                r = c.getresponse()
-                data = r.read()
-                c.close()
-                self.answer(r.status, data, r.getheader("Content-Type"))
-
-            def answer(self, status, data, ctype):
-                self.send_response(status)
-                if ctype:
-                    self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_DELETE = relay
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.srv.shutdown()
-        self.srv.server_close()
+    def request(self, h, raw):
+        self.seen.append((h.command, h.path))
+        self.port = self.target[0]
+        upload = h.command == "PUT" and h.path == KEYS
+        if upload and self.mode == "503":
+            return 503, b'{"detail":"Service Unavailable"}', "application/json"
+        if upload and self.mode == "kill":
+            self.target[1].p.kill()  # veild dies between the fetch and the upload
+            self.target[1].p.wait()
+            return HttpRelay.DROP
+        return None
 
 
 def start_veild(tmp, name, db_url):

@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidTag
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from veiltest import (Checks, Postgres, Stack, TempDir, call, dev_token, expected_answer, keypair,  # noqa: E402
-                      ep_hash, open_ep, seal, sse, sv3_key, sv3_open, sv3_request)
+                      ep_hash, open_ep, seal, sse, sv3_key, sv3_open, sv3_request, wait_for)
 
 MODEL = "us.meta.llama3-1-8b-instruct-v1:0"
 ENCLAVE_ONLY = os.environ.get("VEIL_E2E_SCOPE") == "enclave"
@@ -221,16 +221,6 @@ def raw_enclave(addr, cmd):
         data += s.recv(65536)
     s.close()
     return json.loads(data)
-
-
-def wait_for(fn, timeout=15):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.2)
-    return fn()
 
 
 ROUTES = [  # (method, path, needs auth): every route of the original (spec §4)

@@ -21,12 +21,11 @@ import os
 import re
 import socket
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from veiltest import (Checks, FakeEnclave, Stack, TempDir, call, dev_token, expected_answer, keypair,  # noqa: E402
-                      open_ep, seal, sse)
+                      open_ep, seal, sse, wait_for)
 
 MODEL = "us.meta.llama3-1-8b-instruct-v1:0"
 with open(os.path.join(os.environ.get("VEIL_BIN", "build"), "veild"), "rb") as _f:
@@ -74,16 +73,6 @@ def messages(url, token, session):
 def session_ids(url, token):
     st, r, _ = call(url, "GET", "/api/v1/chat/sessions?limit=100", token)
     return [s["id"] for s in r["sessions"]] if st == 200 else None
-
-
-def wait_for(fn, timeout=20):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.1)
-    return fn()
 
 
 class OpenStream:
@@ -169,6 +158,29 @@ def user_streams(stack, token, other):
                          15) or (0, [], None)
     C.ok(st == 200 and ev and ev[-1]["type"] == "done", "once a stream ends, the user may start another")
     held[1].close()
+
+
+def mock_stream_cap(stack, token, other):
+    """VEIL_MOCK_MAX_STREAMS=3: the in-process core runs at most three streams, all
+    users together; a fourth ends with the busy error and frees nothing it held."""
+    url = stack.url
+    held = [OpenStream(url, t, body_for(url, t, "[[sim: fault=hang]] hold")) for t in (token, token, other)]
+    for h in held:
+        C.eq(h.head_status(), 200, "streams within the core's cap start")
+        h.session_id()
+    st, ev, _ = chat(url, other, "[[sim: chunks=2]] a fourth")
+    C.eq(st, 200, "the fourth stream's SSE starts (the session is announced)")
+    C.eq(ev[-1:], [{"type": "error", "message": "Service busy, please retry"}],
+         "past VEIL_MOCK_MAX_STREAMS a chat ends with the core's busy error")
+    C.ok(not any(e.get("type") in ("content", "stored", "done") for e in ev), f"nothing answered or stored: {ev}")
+    gone = stack.veild.text().count("event=stream_client_gone")
+    held[2].close()
+    C.ok(stack.veild.wait_log("event=stream_client_gone", 15, count=gone + 1), "veild saw a held stream's client leave")
+    st, ev, _ = wait_for(lambda: (lambda x: x if x[0] == 200 and x[1][-1]["type"] == "done" else None)(
+        chat(url, other, "[[sim: chunks=2]] again")), 15) or (0, [], None)
+    C.ok(st == 200 and ev and ev[-1]["type"] == "done", "once a stream ends, the core takes another")
+    for h in held[:2]:
+        h.close()
 
 
 def too_large(stack, token, limit):
@@ -311,12 +323,14 @@ def main():
             other = dev_token(tmp, "user_sl_b")
             stack.start_enclave(["--max-request", "1048576"])
             limits = {"VEIL_USER_MAX_STREAMS": "2", "VEIL_SSE_MAX_BUFFER": "65536", "VEIL_SSE_STALL_SECONDS": "3",
-                      "VEIL_MAX_BODY": str(16 << 20), "ENCLAVE_INFERENCE_TIMEOUT": "60"}
+                      "VEIL_MAX_BODY": str(16 << 20), "ENCLAVE_INFERENCE_TIMEOUT": "60",
+                      "VEIL_MOCK_MAX_STREAMS": "3"}
             stack.start_veild("mock", extra=limits)
             setup_user(stack.url, token)
             setup_user(stack.url, other)
             for name, fn in [("low-order keys", lambda: low_order_keys(stack.url, token)),
                              ("user streams", lambda: user_streams(stack, token, other)),
+                             ("mock stream cap", lambda: mock_stream_cap(stack, token, other)),
                              ("too large (mock)", lambda: too_large(stack, token, 8 << 20)),
                              ("original client flows", lambda: original_client_flows(stack, token)),
                              ("backpressure (mock)", lambda: backpressure(stack, token, "mock"))]:

@@ -4,6 +4,7 @@ implementation on pyca/cryptography), an SSE client, dev tokens, and a tiny
 check counter that prints the closing `N passed, M failed` line.
 """
 import http.client
+import http.server
 import json
 import pwd
 import os
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -534,6 +536,69 @@ class Postgres:
 
 
 # ---- a TCP relay the test controls (a frozen or slow database) ------------------------
+
+class HttpRelay:
+    """An HTTP server on loopback that relays each request to veild at port, for tests
+    that play a hostile or failing server between a client and veild. A subclass
+    overrides the hooks: request(h, raw) answers without veild ((status, data, ctype)),
+    drops the connection (DROP) or lets it through (None); forward(h, raw) -> the body
+    veild gets; answer(h, raw, status, data, ctype) -> what the client gets."""
+
+    DROP = "drop"
+
+    def __init__(self, port=None):
+        self.port = port
+        relay = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def handle_one(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(n) if n else None
+                own = relay.request(self, raw)
+                if own == HttpRelay.DROP:
+                    self.close_connection = True  # no answer: the client sees the connection close
+                    return
+                if own is None:
+                    c = http.client.HTTPConnection("127.0.0.1", relay.port, timeout=120)
+                    hdrs = {k: v for k, v in self.headers.items()
+                            if k.lower() in ("authorization", "content-type", "accept")}
+                    c.request(self.command, self.path, body=relay.forward(self, raw), headers=hdrs)
+                    r = c.getresponse()
+                    data = r.read()
+                    c.close()
+                    own = relay.answer(self, raw, r.status, data, r.getheader("Content-Type"))
+                status, data, ctype = own
+                self.send_response(status)
+                if ctype:
+                    self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = handle_one
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def request(self, h, raw):
+        return None
+
+    def forward(self, h, raw):
+        return raw
+
+    def answer(self, h, raw, status, data, ctype):
+        return status, data, ctype
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
 
 class TcpProxy:
     """Relays TCP connections from 127.0.0.1:<port> to 127.0.0.1:<target>, one thread

@@ -853,7 +853,7 @@ enclave_client *ec_new(struct event_base *base, const server_config *cfg, char *
             .nsm = ec->nsm, .region = cfg->region, .proxy = cfg->proxy_addr[0] ? &proxy : NULL,
             .bedrock_host = host[0] ? host : NULL, .bedrock_port = (uint16_t)port,
             .ca_file = cfg->ca_file[0] ? cfg->ca_file : NULL,
-            .stream_timeout_ms = ec->stream_timeout_ms,
+            .stream_timeout_ms = ec->stream_timeout_ms, .max_streams = (unsigned)cfg->mock_max_streams,
         };
         ec->core = enclave_core_new(base, &ecfg, err, errlen);
         if (!ec->core)

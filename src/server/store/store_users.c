@@ -56,6 +56,17 @@ store_rc store_user_create(store *s, const char *id)
     return rc;
 }
 
+/* $1 the user, $2..$10 the key pair's columns in the table's order, $11 the time */
+#define KEY_PARAMS 11
+static void key_params(db_param p[KEY_PARAMS], const char *id, const user_keys *k, const char *now)
+{
+    const char *v[KEY_PARAMS] = {id, k->public_key, k->encrypted_private_key, k->iv, k->tag, k->salt,
+                                 k->recovery_encrypted_private_key, k->recovery_iv, k->recovery_tag,
+                                 k->recovery_salt, now};
+    for (size_t i = 0; i < KEY_PARAMS; i++)
+        p[i] = db_text(v[i]);
+}
+
 store_rc store_user_set_keys(store *s, const char *id, const user_keys *k, bool overwrite)
 {
     NEED(id);
@@ -73,24 +84,15 @@ store_rc store_user_set_keys(store *s, const char *id, const user_keys *k, bool 
         char now[32];
         st_stamp(s, now);
         /* hex columns hold lower-case hex whatever the caller passed */
-        db_param p[] = {db_text(id),
-                        db_text(k->public_key),
-                        db_text(k->encrypted_private_key),
-                        db_text(k->iv),
-                        db_text(k->tag),
-                        db_text(k->salt),
-                        db_text(k->recovery_encrypted_private_key),
-                        db_text(k->recovery_iv),
-                        db_text(k->recovery_tag),
-                        db_text(k->recovery_salt),
-                        db_text(now)};
+        db_param p[KEY_PARAMS];
+        key_params(p, id, k, now);
         rc = st_run(s,
                     "UPDATE users SET public_key = lower($2), encrypted_private_key = lower($3), "
                     "encrypted_private_key_iv = lower($4), encrypted_private_key_tag = lower($5), "
                     "key_salt = lower($6), recovery_encrypted_private_key = lower($7), "
                     "recovery_iv = lower($8), recovery_tag = lower($9), recovery_salt = lower($10), "
                     "has_encryption_keys = TRUE, encryption_created_at = $11, updated_at = $11 WHERE id = $1",
-                    p, NP(p), NULL);
+                    p, KEY_PARAMS, NULL);
     }
     return st_tx_close(s, rc);
 }
@@ -101,17 +103,8 @@ store_rc store_user_replace_keys(store *s, const char *id, const user_keys *k)
     NEED(k);
     char now[32];
     st_stamp(s, now);
-    db_param p[] = {db_text(id),
-                    db_text(k->public_key),
-                    db_text(k->encrypted_private_key),
-                    db_text(k->iv),
-                    db_text(k->tag),
-                    db_text(k->salt),
-                    db_text(k->recovery_encrypted_private_key),
-                    db_text(k->recovery_iv),
-                    db_text(k->recovery_tag),
-                    db_text(k->recovery_salt),
-                    db_text(now)};
+    db_param p[KEY_PARAMS];
+    key_params(p, id, k, now);
     /* one conditional UPDATE: a concurrent delete or a new key pair between the
      * caller's check and this write cannot be overwritten with the old pair */
     return st_write_row(s,
@@ -120,7 +113,7 @@ store_rc store_user_replace_keys(store *s, const char *id, const user_keys *k)
                         "recovery_encrypted_private_key = lower($7), recovery_iv = lower($8), "
                         "recovery_tag = lower($9), recovery_salt = lower($10), updated_at = $11 "
                         "WHERE id = $1 AND has_encryption_keys = TRUE AND public_key = lower($2)",
-                        p, NP(p));
+                        p, KEY_PARAMS);
 }
 
 store_rc store_user_clear_keys(store *s, const char *id)
