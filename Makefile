@@ -3,13 +3,14 @@
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc)
 CMAKE_GEN   = -G Ninja
 
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build build-asan test test-plain test-asan run bench soak fuzz clean
+.PHONY: all deps build build-asan build-tsan test test-plain test-asan test-tsan run bench soak fuzz clean
 
 all: build
 
@@ -22,6 +23,9 @@ $(BUILD)/build.ninja:
 $(ASAN_BUILD)/build.ninja:
 	cmake -S . -B $(ASAN_BUILD) $(CMAKE_GEN) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DVEIL_SANITIZE=ON >/dev/null
 
+$(TSAN_BUILD)/build.ninja:
+	cmake -S . -B $(TSAN_BUILD) $(CMAKE_GEN) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DVEIL_TSAN=ON >/dev/null
+
 build: deps $(BUILD)/build.ninja
 	@ninja -C $(BUILD) -j $(JOBS)
 
@@ -33,6 +37,17 @@ test: test-plain test-asan
 
 test-plain: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+build-tsan: deps $(TSAN_BUILD)/build.ninja
+	@ninja -C $(TSAN_BUILD) -j $(JOBS)
+
+# ThreadSanitizer (clang) on veil-enclave's workers: the enclave's unit tests and
+# its integration tests, with 1 and 2 workers; a report fails the test (the
+# process's exit status, and the harnesses look for the report in its log)
+TSAN_TESTS = unit/enclave/|unit/common/test_log|integration/test_enclave|integration/test_format3
+test-tsan: build-tsan
+	cd $(TSAN_BUILD) && TSAN_OPTIONS=halt_on_error=0:exitcode=66:second_deadlock_stack=1 \
+	  ctest --output-on-failure -j $(JOBS) -R '$(TSAN_TESTS)'
 
 test-asan: build-asan
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
@@ -65,4 +80,4 @@ fuzz: deps
 	done
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)

@@ -12,7 +12,7 @@ foreach(_src ${_bench_srcs})
 endforeach()
 
 # the full-stack benches drive these programs: build them first
-foreach(_bench bench_stack bench_through)
+foreach(_bench bench_stack bench_through bench_workers)
   if(TARGET ${_bench})
     foreach(_prog veil-load veil-enclave veil-proxy veil-bedrock-sim veil-imds-sim veild veil)
       if(TARGET ${_prog})

@@ -134,6 +134,13 @@ static int on_line(stream *s, const char *line, size_t n)
     case PROTO_EV_CHUNK_V3: {
         uint8_t *pt = NULL;
         size_t plen = 0;
+        if (ev.kind == PROTO_EV_CHUNK && s->chunks % L->opt.open_every != 0) { /* --open-every */
+            if (vl_count_unopened_chunk(s) < 0)
+                vl_stream_end(s, END_FAILED);
+            else
+                ended = 0;
+            break;
+        }
         if (open_chunk(s, &ev, &pt, &plen) < 0) {
             vl_stream_fail(s, &L->errors.decrypt, ev.kind == PROTO_EV_CHUNK_V3 ? "format 3 chunk does not open in order"
                                                                              : "chunk does not open", NULL);

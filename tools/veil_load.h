@@ -58,6 +58,7 @@ typedef struct options {
     long streams, total, chunks, chunk_size, interval_ms, baseline, time_limit_s;
     long enclave_pid, proxy_pid;
     long stream_format; /* 1 (EncryptedPayload per chunk) or 3 (a bound request, one key per stream) */
+    long open_every;    /* straight to the enclave, format 1: open one chunk in N (1: every one) */
     bool set_credentials;
     bool direct_keep_alive; /* the direct calls reuse their connection, as the enclave's pool does */
     /* --through */
@@ -166,6 +167,9 @@ void vl_stream_end(stream *s, end_kind how);
 void vl_stream_fail(stream *s, long *counter, const char *what, const char *detail);
 /* A chunk's text arrived: times the first, compares with the simulator's delta i. 0 or -1 (counted). */
 int vl_check_chunk(stream *s, const char *text, size_t len);
+/* --open-every: a chunk counted without opening it; the answer takes the simulator's
+ * text for it (the final event's stored answer, which is opened, must match it). */
+int vl_count_unopened_chunk(stream *s);
 /* Starts streams while there is room (a through stream's head arrived). */
 void vl_launch_more(load *L);
 

@@ -20,6 +20,8 @@
 static log_level g_level = LOG_INFO;
 static char g_prog[32] = "veil";
 static int g_fd = STDERR_FILENO;
+/* per thread: which worker's lines these are */
+static _Thread_local int t_worker = -1;
 
 static const char *const LEVEL_NAMES[] = {"debug", "info", "warn", "error", "off"};
 
@@ -45,6 +47,7 @@ void log_init(const char *prog)
 
 void log_set_level(log_level lvl) { g_level = lvl; }
 void log_set_fd(int fd) { g_fd = fd; }
+void log_set_worker(int index) { t_worker = index < 0 ? -1 : index; }
 bool log_enabled(log_level lvl) { return lvl >= g_level && lvl < LOG_OFF; }
 
 void log_new_rid(char out[LOG_RID_LEN + 1])
@@ -401,6 +404,11 @@ void log_emit(log_level lvl, const char *rid, const char *fmt, ...)
         return;
     put(&b, ts, (size_t)n);
     put_str_value(&b, g_prog);
+    if (t_worker >= 0) {
+        char w[24];
+        int wn = snprintf(w, sizeof w, " worker=%d", t_worker);
+        put(&b, w, (size_t)wn);
+    }
     put(&b, " rid=", 5);
     put_str_value(&b, rid && *rid ? rid : "-");
     put(&b, " ", 1);

@@ -29,6 +29,9 @@ void log_set_level(log_level lvl);
 int log_level_parse(const char *s, log_level *out);
 bool log_enabled(log_level lvl);
 void log_set_fd(int fd);
+/* The calling thread's worker index, written as `worker=N` after prog in each of
+ * its lines (a program with one event loop per thread); -1 (the default): none. */
+void log_set_worker(int index);
 
 /* Writes a fresh random request id (LOG_RID_LEN hex chars + NUL) into out. */
 void log_new_rid(char out[LOG_RID_LEN + 1]);

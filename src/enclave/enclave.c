@@ -1,6 +1,6 @@
 /* enclave — the enclave core (see enclave.h); opening a request's plaintext is
- * request_open.c's, the wire is protocol.c's.
- * Stays whole (~790 lines): the core's state (the key, the credentials, the limits)
+ * request_open.c's, the wire is protocol.c's, what the workers share is state.c's.
+ * Stays whole (~780 lines): the core's state (its Bedrock client, the limits)
  * and a chat request's life (its sink, cancel and pause from inside a sink call, the
  * deadline, the Bedrock call, exactly one final event) are one object's, and every
  * path that ends a request must be read beside the others. */
@@ -20,7 +20,6 @@
 #include "attest/nsm.h"
 #include "aws/bedrock.h"
 #include "common/isotime.h"
-#include "common/hex.h"
 #include "common/log.h"
 #include "crypto/ep.h"
 #include "crypto/stream_v3.h"
@@ -30,7 +29,6 @@
 #include "enclave/request_open.h"
 #include "enclave/selftest.h"
 
-#define DEFAULT_MAX_STREAMS 1024u
 #define DEFAULT_STREAM_TIMEOUT_MS 300000u
 
 struct enclave_core {
@@ -38,23 +36,16 @@ struct enclave_core {
     https_ctx *https;
     https_pool *pool; /* NULL: pooling off */
     bedrock_client *bedrock;
-    x25519_key *key; /* the transport private key: memory only, never logged */
-    uint8_t pub[32];
-    char pub_hex[65];
+    estate *st;     /* the key pair, the credentials, the replay table, the stream count */
+    bool own_state; /* made by this core (no other worker) */
     char region[64];
-    /* credentials: memory only, wiped when replaced */
-    bool has_creds;
-    char *akid, *secret, *token;
-    char expiration[64];
-    bool has_expiration;
-    time_t expires_at;
     time_t started;
-    unsigned active, max_streams;
+    unsigned active; /* this core's running requests; the estate counts them all */
+    unsigned worker, workers;
     unsigned stream_timeout_ms;
     size_t max_request;
-    nsm *nsm; /* borrowed: attests pub */
+    nsm *nsm; /* borrowed: attests the public key; it serializes its own calls */
     bool refuse_legacy;
-    replay_cache *replay; /* format 3's request ids */
     LIST_HEAD(, enclave_req) reqs; /* running CHAT / CHAT_STREAM requests */
 };
 
@@ -66,6 +57,7 @@ struct enclave_req {
     char rid[LOG_RID_LEN + 1];
     bool stream; /* CHAT_STREAM, else CHAT */
     bedrock_call *call;
+    estate_creds *creds;     /* the set this request signs with, held to its end */
     struct event *deadline;
     uint8_t reply_pub[32];   /* client_public_key (stream) or user_public_key (CHAT) */
     uint8_t storage_pub[32]; /* stream only */
@@ -144,6 +136,11 @@ int enclave_error_reply(const char *error, vbuf *out)
     return dump_into(proto_error_reply(PROTO_CMD_UNKNOWN, ENCLAVE_OK, error), out);
 }
 
+int enclave_busy_reply(const char *error, vbuf *out)
+{
+    return dump_into(proto_error_reply(PROTO_CMD_UNKNOWN, ENCLAVE_ERR_BUSY, error), out);
+}
+
 /* ---- core ---- */
 
 enclave_core *enclave_core_new(struct event_base *base, const enclave_config *cfg, char *err,
@@ -157,22 +154,21 @@ enclave_core *enclave_core_new(struct event_base *base, const enclave_config *cf
     c->base = base;
     LIST_INIT(&c->reqs);
     snprintf(c->region, sizeof c->region, "%s", cfg->region ? cfg->region : "us-east-1");
-    c->max_streams = cfg->max_streams ? cfg->max_streams : DEFAULT_MAX_STREAMS;
+    c->worker = cfg->worker;
+    c->workers = cfg->workers ? cfg->workers : 1;
     c->stream_timeout_ms = cfg->stream_timeout_ms ? cfg->stream_timeout_ms : DEFAULT_STREAM_TIMEOUT_MS;
     c->started = time(NULL);
     c->max_request = cfg->max_request;
     c->nsm = cfg->nsm;
     c->refuse_legacy = cfg->refuse_legacy;
-    if (!(c->replay = replay_new(cfg->replay_max ? cfg->replay_max : 65536, PROTO_ISSUED_WINDOW_S))) {
-        snprintf(err, errlen, "out of memory");
-        goto fail;
+    c->st = cfg->shared;
+    if (!c->st) {
+        c->own_state = true;
+        estate_config ec = {.max_streams = cfg->max_streams, .replay_max = cfg->replay_max,
+                            .replay_window_s = PROTO_ISSUED_WINDOW_S, .max_connections = cfg->max_connections};
+        if (!(c->st = estate_new(&ec, err, errlen)))
+            goto fail;
     }
-    /* generated at start, held in memory only, never logged or persisted */
-    if (!(c->key = x25519_key_generate(c->pub))) {
-        snprintf(err, errlen, "key generation failed");
-        goto fail;
-    }
-    hex_encode(c->pub, 32, c->pub_hex);
     if (!(c->https = https_ctx_new(base, cfg->ca_file, err, errlen)))
         goto fail;
     https_pool_config pc = cfg->upstream_pool ? *cfg->upstream_pool : https_pool_config_default();
@@ -193,22 +189,6 @@ fail:
     return NULL;
 }
 
-static void clear_creds(enclave_core *c)
-{
-    char **fields[] = {&c->akid, &c->secret, &c->token};
-    for (size_t i = 0; i < 3; i++) {
-        if (*fields[i]) {
-            OPENSSL_cleanse(*fields[i], strlen(*fields[i]));
-            free(*fields[i]);
-            *fields[i] = NULL;
-        }
-    }
-    c->has_creds = false;
-    c->has_expiration = false;
-    c->expires_at = 0;
-    c->expiration[0] = '\0';
-}
-
 static void req_free(enclave_req *r);
 
 void enclave_core_free(enclave_core *c)
@@ -217,22 +197,17 @@ void enclave_core_free(enclave_core *c)
         return;
     while (!LIST_EMPTY(&c->reqs))
         enclave_req_cancel(LIST_FIRST(&c->reqs));
-    clear_creds(c);
     bedrock_client_free(c->bedrock);
     https_pool_free(c->pool); /* after the requests: they hold it */
     https_ctx_free(c->https);
-    x25519_key_free(c->key);
-    replay_free(c->replay);
+    if (c->own_state)
+        estate_free(c->st);
     free(c);
 }
 
-const uint8_t *enclave_public_key(const enclave_core *c) { return c->pub; }
+const uint8_t *enclave_public_key(const enclave_core *c) { return estate_public_key(c->st); }
+estate *enclave_core_state(enclave_core *c) { return c->st; }
 unsigned enclave_active_streams(const enclave_core *c) { return c->active; }
-
-static bool creds_expired(const enclave_core *c)
-{
-    return c->has_expiration && c->expires_at && time(NULL) >= c->expires_at;
-}
 
 /* ---- simple commands ---- */
 
@@ -244,24 +219,31 @@ static json_t *success(proto_cmd cmd)
 static json_t *cmd_get_public_key(enclave_core *c)
 {
     json_t *o = success(PROTO_CMD_GET_PUBLIC_KEY);
-    json_object_set_new(o, PF_PUBLIC_KEY, json_string(c->pub_hex));
+    json_object_set_new(o, PF_PUBLIC_KEY, json_string(estate_public_key_hex(c->st)));
     json_object_set_new(o, PF_REGION, json_string(c->region));
     return o;
 }
 
 static json_t *cmd_health(enclave_core *c)
 {
+    estate_creds *cr = estate_creds_get(c->st);
+    const char *expiration = cr ? estate_creds_expiration(cr) : NULL;
     json_t *o = success(PROTO_CMD_HEALTH);
     json_object_set_new(o, "enclave", json_string("running"));
-    json_object_set_new(o, PF_HAS_CREDENTIALS, json_boolean(c->has_creds));
+    json_object_set_new(o, PF_HAS_CREDENTIALS, json_boolean(cr != NULL));
     json_object_set_new(o, PF_REGION, json_string(c->region));
-    json_object_set_new(o, PF_PUBLIC_KEY, json_string(c->pub_hex));
+    json_object_set_new(o, PF_PUBLIC_KEY, json_string(estate_public_key_hex(c->st)));
     json_object_set_new(o, "uptime_seconds", json_integer((json_int_t)(time(NULL) - c->started)));
-    json_object_set_new(o, "active_streams", json_integer((json_int_t)c->active));
-    json_object_set_new(o, "max_streams", json_integer((json_int_t)c->max_streams));
-    json_object_set_new(o, "credentials_expired", json_boolean(creds_expired(c)));
-    json_object_set_new(o, "credentials_expiration",
-                        c->has_expiration ? json_string(c->expiration) : json_null());
+    /* every worker's streams: the limit is the process's */
+    json_object_set_new(o, "active_streams", json_integer((json_int_t)estate_streams(c->st)));
+    json_object_set_new(o, "max_streams", json_integer((json_int_t)estate_max_streams(c->st)));
+    json_object_set_new(o, "credentials_expired", json_boolean(cr && estate_creds_expired(cr, time(NULL))));
+    json_object_set_new(o, "credentials_expiration", expiration ? json_string(expiration) : json_null());
+    estate_creds_put(cr);
+    json_object_set_new(o, PF_CONNECTIONS, json_integer((json_int_t)estate_conns(c->st)));
+    json_object_set_new(o, PF_MAX_CONNECTIONS, json_integer((json_int_t)estate_max_connections(c->st)));
+    json_object_set_new(o, PF_WORKERS, json_integer((json_int_t)c->workers));
+    json_object_set_new(o, PF_WORKER, json_integer((json_int_t)c->worker));
     if (c->max_request) /* so the parent can refuse a request too large before sending it */
         json_object_set_new(o, PF_MAX_REQUEST, json_integer((json_int_t)c->max_request));
     json_object_set_new(o, PF_NSM, json_string(c->nsm ? nsm_backend_name(c->nsm) : "none"));
@@ -283,13 +265,14 @@ static json_t *cmd_get_attestation(enclave_core *c, const json_t *req, const cha
     uint8_t *doc = NULL;
     size_t len = 0;
     char detail[200];
-    nsm_err e = nsm_attest_transport(c->nsm, c->pub, nonce, (size_t)n, &doc, &len, detail, sizeof detail);
+    nsm_err e = nsm_attest_transport(c->nsm, estate_public_key(c->st), nonce, (size_t)n, &doc, &len, detail,
+                                     sizeof detail);
     if (e != NSM_OK) {
         log_error(rid, "event=attestation_failed err=\"%s\" detail=\"%s\"", nsm_strerror(e), detail);
         return proto_error_reply(PROTO_CMD_GET_ATTESTATION, ENCLAVE_ERR_NO_ATTESTATION, "The NSM did not attest");
     }
     log_info(rid, "event=attested nsm=%s bytes=%zu", nsm_backend_name(c->nsm), len);
-    json_t *o = proto_attestation_reply(doc, len, c->pub_hex, nsm_backend_name(c->nsm));
+    json_t *o = proto_attestation_reply(doc, len, estate_public_key_hex(c->st), nsm_backend_name(c->nsm));
     free(doc);
     return o;
 }
@@ -320,28 +303,20 @@ static json_t *cmd_set_credentials(enclave_core *c, const json_t *req, const cha
     const json_t *exp = json_object_get(cr, PF_EXPIRATION);
     time_t expires_at = 0;
     if (exp && !json_is_null(exp)) {
-        if (!json_is_string(exp) || json_string_length(exp) >= sizeof c->expiration ||
+        if (!json_is_string(exp) || json_string_length(exp) >= ESTATE_EXPIRATION_MAX ||
             (expires_at = time_parse_iso8601(json_string_value(exp))) == (time_t)-1)
             return set_creds_error("Invalid credential field:", PF_EXPIRATION);
     }
-    clear_creds(c);
-    c->akid = strdup(json_string_value(json_object_get(cr, names[0])));
-    c->secret = strdup(json_string_value(json_object_get(cr, names[1])));
-    c->token = strdup(json_string_value(json_object_get(cr, names[2])));
-    if (!c->akid || !c->secret || !c->token) {
-        clear_creds(c);
+    const char *expiration = expires_at ? json_string_value(exp) : NULL;
+    /* every worker's next request signs with these; running ones keep theirs */
+    if (estate_creds_set(c->st, json_string_value(json_object_get(cr, names[0])),
+                         json_string_value(json_object_get(cr, names[1])),
+                         json_string_value(json_object_get(cr, names[2])), expiration, expires_at) < 0)
         return set_creds_error("Out of memory storing", PF_CREDENTIALS);
-    }
-    c->has_creds = true;
-    if (expires_at) {
-        c->has_expiration = true;
-        c->expires_at = expires_at;
-        snprintf(c->expiration, sizeof c->expiration, "%s", json_string_value(exp));
-    }
-    log_info(rid, "event=credentials_set expiration=%s", c->has_expiration ? c->expiration : "none");
+    log_info(rid, "event=credentials_set expiration=%s", expiration ? expiration : "none");
     json_t *o = success(PROTO_CMD_SET_CREDENTIALS);
     json_object_set_new(o, PF_HAS_CREDENTIALS, json_true());
-    json_object_set_new(o, PF_EXPIRATION, c->has_expiration ? json_string(c->expiration) : json_null());
+    json_object_set_new(o, PF_EXPIRATION, expiration ? json_string(expiration) : json_null());
     return o;
 }
 
@@ -358,8 +333,9 @@ static void req_free(enclave_req *r)
     vbuf_free_secure(&r->user_text);
     vbuf_free_secure(&r->answer);
     sv3_wipe(&r->s3);
-    if (c->active)
-        c->active--;
+    estate_creds_put(r->creds); /* the last holder of a replaced set wipes it */
+    estate_stream_release(c->st);
+    c->active--;
     free(r);
 }
 
@@ -491,7 +467,7 @@ static int announce_stream_key(enclave_req *r)
 {
     uint8_t epk[X25519_KEY_LEN], salt[HKDF_SALT_LEN];
     vbuf line = VBUF_INIT;
-    int init = sv3_init_sender(&r->s3, r->core->key, r->reply_pub, r->request_hash, epk, salt);
+    int init = sv3_init_sender(&r->s3, estate_key(r->core->st), r->reply_pub, r->request_hash, epk, salt);
     int rc = init < 0 || proto_write_stream_key(&line, epk, salt) < 0 ? -1 : 0;
     if (rc == 0 && !sink_emit(r, (const char *)line.data, line.len))
         rc = -2;
@@ -650,28 +626,37 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     fail_req(arg, ENCLAVE_ERR_TIMEOUT, "Request timed out");
 }
 
-/* Whether the enclave can take a chat now; else the one error, and false. */
-static bool can_chat(enclave_core *c, const enclave_sink *sink, void *ud, bool stream, const char *rid)
+/* Whether the enclave can take a chat now: the credentials to sign with (a
+ * reference) and a stream slot (counted across workers); else the one error, and
+ * NULL. */
+static estate_creds *can_chat(enclave_core *c, const enclave_sink *sink, void *ud, bool stream, const char *rid)
 {
-    if (!c->has_creds)
+    estate_creds *cr = estate_creds_get(c->st);
+    if (!cr)
         fail_early(sink, ud, stream, ENCLAVE_ERR_NO_CREDENTIALS,
                    stream ? "No AWS credentials" : "No AWS credentials. Parent must send SET_CREDENTIALS first.", rid);
-    else if (creds_expired(c))
+    else if (estate_creds_expired(cr, time(NULL)))
         fail_early(sink, ud, stream, ENCLAVE_ERR_CREDENTIALS_EXPIRED, "AWS credentials expired", rid);
-    else if (c->active >= c->max_streams)
+    else if (!estate_stream_take(c->st))
         fail_early(sink, ud, stream, ENCLAVE_ERR_BUSY, "Enclave busy, please retry", rid);
     else
-        return true;
-    return false;
+        return cr;
+    estate_creds_put(cr);
+    return NULL;
 }
 
-static enclave_req *req_new(enclave_core *c, bool stream, const enclave_sink *sink, void *ud, const char *rid)
+/* Takes over creds and the stream slot can_chat gave. */
+static enclave_req *req_new(enclave_core *c, estate_creds *creds, bool stream, const enclave_sink *sink, void *ud,
+                            const char *rid)
 {
     enclave_req *r = calloc(1, sizeof *r);
     if (!r) {
+        estate_creds_put(creds);
+        estate_stream_release(c->st);
         fail_early(sink, ud, stream, ENCLAVE_ERR_INTERNAL, "Internal error", rid);
         return NULL;
     }
+    r->creds = creds;
     r->core = c;
     r->stream = stream;
     r->sink = *sink;
@@ -687,7 +672,7 @@ static enclave_req *req_new(enclave_core *c, bool stream, const enclave_sink *si
 static bool start_upstream(enclave_req *r, const history *h, const proto_chat_request *pr)
 {
     enclave_core *c = r->core;
-    sigv4_credentials creds = {c->akid, c->secret, c->token};
+    sigv4_credentials creds = estate_creds_sigv4(r->creds);
     bedrock_request br = {
         .model_id = r->model, .messages = h->msgs, .n_messages = h->n,
         .system = pr->system_prompt ? pr->system_prompt : ENCLAVE_SYSTEM_PROMPT,
@@ -713,9 +698,10 @@ static bool start_upstream(enclave_req *r, const history *h, const proto_chat_re
 static enclave_req *start_chat(enclave_core *c, const json_t *req, bool stream, const enclave_sink *sink,
                                void *ud, const char *rid)
 {
-    if (!can_chat(c, sink, ud, stream, rid))
+    estate_creds *creds = can_chat(c, sink, ud, stream, rid);
+    if (!creds)
         return NULL;
-    enclave_req *r = req_new(c, stream, sink, ud, rid);
+    enclave_req *r = req_new(c, creds, stream, sink, ud, rid);
     if (!r)
         return NULL;
     proto_chat_request pr;
@@ -736,7 +722,7 @@ static enclave_req *start_chat(enclave_core *c, const json_t *req, bool stream, 
         snprintf(err.message, sizeof err.message, "Only bound requests (stream format 3) are accepted");
     }
     if (e == ENCLAVE_OK)
-        e = request_open(c->key, c->replay, &pr, &h, &r->user_text, r->request_hash, &err);
+        e = request_open(estate_key(c->st), estate_replay(c->st), &pr, &h, &r->user_text, r->request_hash, &err);
     size_t turns = h.n ? h.n - 1 : 0;
     /* format 3 announces its key before anything else, and before Bedrock is
      * asked; a refused request gets its one error and nothing before it */

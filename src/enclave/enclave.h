@@ -4,8 +4,11 @@
  *
  * Free of process concerns: no sockets, no signals, no argv. veil-enclave wraps it
  * in a server; veild's mock mode links it in-process. Replies are JSON objects
- * handed to a sink, one per call (a streaming command emits many). The private key
- * and credentials live only in this struct's memory and are wiped on free.
+ * handed to a sink, one per call (a streaming command emits many). A core belongs
+ * to one event loop and its thread (its Bedrock client, upstream pool and running
+ * requests); what the cores of one process share (the key pair, the credentials,
+ * the replay table, the stream count) is an estate (state.h), made by the core when
+ * it is alone. The private key and credentials live only in memory and are wiped.
  * Plaintext never reaches a log line, at any level.
  */
 #ifndef VEIL_ENCLAVE_H
@@ -18,6 +21,7 @@
 
 #include "common/addr.h"
 #include "common/buf.h"
+#include "enclave/state.h"
 #include "net/https_pool.h"
 
 struct event_base;
@@ -30,7 +34,7 @@ typedef struct enclave_config {
     const char *bedrock_host;    /* NULL = bedrock-runtime.<region>.amazonaws.com */
     uint16_t bedrock_port;       /* 0 = 443 */
     const char *ca_file;         /* NULL = system trust store */
-    unsigned max_streams;        /* 0 = 1024 */
+    unsigned max_streams;        /* 0 = 1024, across every core of the estate */
     unsigned stream_timeout_ms;  /* whole CHAT/CHAT_STREAM deadline; 0 = 300 s */
     unsigned connect_timeout_ms; /* Bedrock connect + CONNECT + TLS; 0 = 10 s */
     unsigned idle_timeout_ms;    /* no byte from Bedrock for this long; 0 = 60 s */
@@ -38,6 +42,11 @@ typedef struct enclave_config {
     struct nsm *nsm;             /* attests the transport key (borrowed; NULL: none) */
     bool refuse_legacy;          /* only bound requests (format 3); CHAT and formats 1, 2 refused */
     size_t replay_max;           /* format-3 request ids remembered at once; 0 = 65536 */
+    unsigned max_connections;    /* the parent's connections to its servers at once; 0 = 4096 */
+    /* the state this core shares with the other workers' (borrowed; it outlives the
+     * core, and the three limits above are its own); NULL: the core makes its own */
+    estate *shared;
+    unsigned worker, workers;    /* this core's worker index of how many (HEALTH); 0, 0: 0 of 1 */
     /* kept-alive connections to Bedrock, one pool per core (its event loop); NULL =
      * https_pool_config_default(); max_idle 0 = a new connection per request */
     const https_pool_config *upstream_pool;
@@ -52,7 +61,10 @@ void enclave_core_free(enclave_core *core);
 
 /* The transport public key (32 bytes). */
 const uint8_t *enclave_public_key(const enclave_core *core);
+/* This core's running CHAT/CHAT_STREAM requests (HEALTH counts every core's). */
 unsigned enclave_active_streams(const enclave_core *core);
+/* What this core shares with the other workers (its own when alone). */
+estate *enclave_core_state(enclave_core *core);
 
 /* Where replies go. emit receives one JSON object (no trailing newline); the
  * bytes are valid only during the call. It returns 0 to go on, or non-zero to
@@ -88,6 +100,8 @@ void enclave_abort_all(enclave_core *core, const char *why);
 /* Replies for requests that never reached enclave_handle. */
 int enclave_invalid_json_reply(const char *detail, vbuf *out);
 int enclave_error_reply(const char *error, vbuf *out);
+/* The same with error_code busy: a refusal the parent may retry. */
+int enclave_busy_reply(const char *error, vbuf *out);
 
 /* Makes jansson wipe every block it frees: decrypted text passes through JSON
  * strings. Process-wide; call once at start, before any JSON is made. */

@@ -65,6 +65,10 @@ proto_cmd proto_cmd_parse(const char *s);
 #define PF_NONCE "nonce"
 #define PF_ATTESTATION "attestation" /* base64 of the COSE_Sign1 document */
 #define PF_NSM "nsm"                 /* HEALTH: "nitro" | "simulated" | "none" */
+#define PF_WORKERS "workers"         /* HEALTH: the enclave's event loops */
+#define PF_WORKER "worker"           /* HEALTH: the one (0-based) that serves this connection */
+#define PF_CONNECTIONS "connections" /* HEALTH: the parent's connections, every worker's */
+#define PF_MAX_CONNECTIONS "max_connections"
 #define PF_ENCRYPTED_MESSAGE "encrypted_message"
 #define PF_ENCRYPTED_HISTORY "encrypted_history"
 #define PF_HISTORY "history"

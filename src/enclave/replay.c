@@ -1,5 +1,6 @@
 #include "enclave/replay.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@ typedef struct slot {
 } slot;
 
 struct replay_cache {
+    pthread_mutex_t lock; /* the workers share the table */
     slot *s;
     size_t cap, n, max;
     long window;
@@ -26,7 +28,8 @@ replay_cache *replay_new(size_t max, long window_s)
     while (c->cap < 2 * max) /* at most half full: probes stay short */
         c->cap <<= 1;
     c->s = calloc(c->cap, sizeof *c->s);
-    if (!c->s) {
+    if (!c->s || pthread_mutex_init(&c->lock, NULL) != 0) {
+        free(c->s);
         free(c);
         return NULL;
     }
@@ -36,12 +39,19 @@ replay_cache *replay_new(size_t max, long window_s)
 void replay_free(replay_cache *c)
 {
     if (c) {
+        pthread_mutex_destroy(&c->lock);
         free(c->s);
         free(c);
     }
 }
 
-size_t replay_count(const replay_cache *c) { return c->n; }
+size_t replay_count(replay_cache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    size_t n = c->n;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
 
 /* Ids are random 16 bytes: their first bytes are a good enough hash. */
 static size_t home(const replay_cache *c, const uint8_t id[REPLAY_ID_LEN])
@@ -76,7 +86,9 @@ static void prune(replay_cache *c, time_t now)
     free(old);
 }
 
-replay_rc replay_check_and_record(replay_cache *c, const uint8_t id[REPLAY_ID_LEN], long long issued_at, time_t now)
+/* The check and the record are one step under the lock: two workers given the same
+ * id at once must not both find it new. */
+static replay_rc check_and_record(replay_cache *c, const uint8_t id[REPLAY_ID_LEN], long long issued_at, time_t now)
 {
     for (size_t i = home(c, id); c->s[i].expires; i = (i + 1) & (c->cap - 1))
         if (memcmp(c->s[i].id, id, REPLAY_ID_LEN) == 0 && c->s[i].expires >= (long long)now)
@@ -87,4 +99,12 @@ replay_rc replay_check_and_record(replay_cache *c, const uint8_t id[REPLAY_ID_LE
         return REPLAY_FULL;
     put(c, id, issued_at + c->window);
     return REPLAY_NEW;
+}
+
+replay_rc replay_check_and_record(replay_cache *c, const uint8_t id[REPLAY_ID_LEN], long long issued_at, time_t now)
+{
+    pthread_mutex_lock(&c->lock);
+    replay_rc rc = check_and_record(c, id, issued_at, now);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
 }

@@ -2,7 +2,9 @@
  * until its request could no longer pass the freshness check (issued_at + window),
  * in a table of bounded size: when every slot holds an id still inside its window,
  * a new request is refused as busy rather than an old id forgotten, so a replay is
- * never let through. Pure: no I/O; the caller passes the clock.
+ * never let through. No I/O; the caller passes the clock. One table serves every
+ * worker thread of veil-enclave (a replay sent to another worker is still seen):
+ * each call takes the table's lock.
  */
 #ifndef VEIL_ENCLAVE_REPLAY_H
 #define VEIL_ENCLAVE_REPLAY_H
@@ -25,6 +27,6 @@ typedef enum replay_rc {
 replay_cache *replay_new(size_t max, long window_s);
 void replay_free(replay_cache *c);
 replay_rc replay_check_and_record(replay_cache *c, const uint8_t id[REPLAY_ID_LEN], long long issued_at, time_t now);
-size_t replay_count(const replay_cache *c);
+size_t replay_count(replay_cache *c);
 
 #endif

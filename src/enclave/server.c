@@ -6,6 +6,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,11 +30,12 @@ typedef struct conn conn;
 struct enclave_server {
     struct event_base *base;
     enclave_core *core;
+    estate *st; /* the core's: the process's connection cap */
     struct evconnlistener *listener;
     size_t max_request, max_output;
     unsigned idle_ms;
     LIST_HEAD(, conn) conns;
-    unsigned n_conns;
+    atomic_uint n_conns; /* read by the accepting thread to choose the least loaded */
 };
 
 struct conn {
@@ -63,7 +65,8 @@ static void conn_free(conn *c)
         enclave_req_cancel(r); /* the parent went away: cancel upstream, free memory */
     }
     LIST_REMOVE(c, link);
-    s->n_conns--;
+    atomic_fetch_sub(&s->n_conns, 1);
+    estate_conn_release(s->st);
     if (c->resume)
         event_free(c->resume);
     if (c->hup_poll)
@@ -356,31 +359,43 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     conn_free(c); /* error: reset by the parent */
 }
 
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
-                      void *arg)
+void enclave_server_refuse(int fd, unsigned max_connections)
 {
-    (void)l;
-    (void)sa;
-    (void)len;
-    enclave_server *s = arg;
-    if (s->n_conns >= ENCLAVE_MAX_CONNECTIONS) {
-        log_warn(NULL, "event=conn_refused reason=too_many_connections");
-        close(fd);
-        return;
+    char msg[96];
+    vbuf out = VBUF_INIT;
+    snprintf(msg, sizeof msg, "Too many connections (limit %u)", max_connections);
+    log_warn(NULL, "event=conn_refused reason=too_many_connections limit=%u", max_connections);
+    if (enclave_busy_reply(msg, &out) == 0 && vbuf_append(&out, "\n", 1) == 0) {
+        /* best effort on a fresh socket: its buffer is empty, a short line fits */
+        ssize_t w = send(fd, out.data, out.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        (void)w;
     }
+    vbuf_free(&out);
+    close(fd);
+}
+
+void enclave_server_reserve(enclave_server *s) { atomic_fetch_add(&s->n_conns, 1); }
+void enclave_server_unreserve(enclave_server *s) { atomic_fetch_sub(&s->n_conns, 1); }
+
+void enclave_server_adopt(enclave_server *s, int fd)
+{
     conn *c = calloc(1, sizeof *c);
     if (!c) {
         close(fd);
+        atomic_fetch_sub(&s->n_conns, 1);
+        estate_conn_release(s->st);
         return;
     }
     c->srv = s;
     log_new_rid(c->rid);
+    LIST_INSERT_HEAD(&s->conns, c, link); /* counted: conn_free gives both counts back */
+    evutil_make_socket_nonblocking(fd);
     c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->resume = event_new(s->base, -1, 0, on_resume, c);
     c->hup_poll = event_new(s->base, -1, EV_PERSIST, on_hup_poll, c);
-    LIST_INSERT_HEAD(&s->conns, c, link);
-    s->n_conns++;
     if (!c->bev || !c->resume || !c->hup_poll) {
+        if (!c->bev)
+            close(fd);
         conn_free(c);
         return;
     }
@@ -390,7 +405,22 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     struct timeval idle = {s->idle_ms / 1000, (s->idle_ms % 1000) * 1000};
     bufferevent_set_timeouts(c->bev, &idle, NULL);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    log_info(c->rid, "event=conn_accepted conns=%u", s->n_conns);
+    log_info(c->rid, "event=conn_accepted conns=%u", atomic_load(&s->n_conns));
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+                      void *arg)
+{
+    (void)l;
+    (void)sa;
+    (void)len;
+    enclave_server *s = arg;
+    if (!estate_conn_take(s->st)) {
+        enclave_server_refuse(fd, estate_max_connections(s->st));
+        return;
+    }
+    enclave_server_reserve(s);
+    enclave_server_adopt(s, fd);
 }
 
 enclave_server *enclave_server_new(struct event_base *base, enclave_core *core, int listen_fd,
@@ -404,10 +434,14 @@ enclave_server *enclave_server_new(struct event_base *base, enclave_core *core, 
     }
     s->base = base;
     s->core = core;
+    s->st = enclave_core_state(core);
+    atomic_init(&s->n_conns, 0);
     LIST_INIT(&s->conns);
     s->max_request = cfg && cfg->max_request ? cfg->max_request : ENCLAVE_DEFAULT_MAX_REQUEST;
     s->max_output = cfg && cfg->max_pending_output ? cfg->max_pending_output : DEFAULT_MAX_OUTPUT;
     s->idle_ms = cfg && cfg->idle_timeout_ms ? cfg->idle_timeout_ms : DEFAULT_IDLE_MS;
+    if (listen_fd < 0)
+        return s;
     s->listener = evconnlistener_new(base, on_accept, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
                                      -1, listen_fd);
     if (!s->listener) {
@@ -425,7 +459,7 @@ void enclave_server_stop_accepting(enclave_server *s)
         evconnlistener_disable(s->listener);
 }
 
-unsigned enclave_server_connections(const enclave_server *s) { return s->n_conns; }
+unsigned enclave_server_connections(const enclave_server *s) { return atomic_load(&s->n_conns); }
 
 void enclave_server_free(enclave_server *s)
 {

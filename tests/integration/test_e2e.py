@@ -12,6 +12,10 @@ stream of veild in both modes with every enclave failure.
      and credentials are picked up)
   7. the original routes answer with their methods and statuses
   8. rollback: one client session works across nitro -> mock -> nitro
+
+VEIL_E2E_SCOPE=enclave (ctest's test_e2e_w2, with ENCLAVE_WORKERS=2) runs only what
+reaches veil-enclave: 2, 3, 4, 5, 6 (the mock mode, PostgreSQL, the routes table and
+the rollback are veild's alone and run once, in test_e2e).
 """
 import glob
 import json
@@ -27,6 +31,7 @@ from veiltest import (Checks, Postgres, Stack, TempDir, call, dev_token, expecte
                       ep_hash, open_ep, seal, sse, sv3_key, sv3_open, sv3_request, wait_for)
 
 MODEL = "us.meta.llama3-1-8b-instruct-v1:0"
+ENCLAVE_ONLY = os.environ.get("VEIL_E2E_SCOPE") == "enclave"
 STREAM = "/api/v1/chat/encrypted/stream"
 CANARY = "CANARY-e2e-4b9f6a1c"
 C = Checks()
@@ -279,22 +284,28 @@ def main():
         try:
             token = dev_token(tmp, "user_e2e")
             stack.start_enclave()
-            # 1. mock mode
-            stack.start_veild("mock")
-            upriv = setup_user(stack.url, token)
-            st, h, _ = call(stack.url, "GET", "/api/v1/chat/enclave/health", token)
-            C.ok(st == 200 and h["mode"] == "mock", f"1: mock health {h}")
-            stream_suite(stack, token, upriv, "mock")
-            client_disconnect(stack, token, "mock")
+            if not ENCLAVE_ONLY:
+                # 1. mock mode
+                stack.start_veild("mock")
+                upriv = setup_user(stack.url, token)
+                st, h, _ = call(stack.url, "GET", "/api/v1/chat/enclave/health", token)
+                C.ok(st == 200 and h["mode"] == "mock", f"1: mock health {h}")
+                stream_suite(stack, token, upriv, "mock")
+                client_disconnect(stack, token, "mock")
 
             # 2. nitro: veild reaches the enclave over the unix socket and pushes credentials
             stack.start_veild("nitro")
             h = wait_for(lambda: (lambda s: s[1] if s[0] == 200 and s[1].get("has_credentials") else None)(
                 call(stack.url, "GET", "/api/v1/chat/enclave/health", token)))
             C.ok(h and h["status"] == "healthy" and h["mode"] == "nitro", f"2: nitro health {h}")
+            if ENCLAVE_ONLY:
+                upriv = setup_user(stack.url, token)
             # 3. the key through veild is the enclave's own
             own = raw_enclave(stack.enclave_addr, "GET_PUBLIC_KEY")["public_key"]
             C.eq(enclave_key(stack.url, token), own, "3: /enclave/info equals the enclave's key")
+            if os.environ.get("ENCLAVE_WORKERS"):  # ctest sets it: the run is the one it names
+                C.eq(raw_enclave(stack.enclave_addr, "HEALTH")["workers"], int(os.environ["ENCLAVE_WORKERS"]),
+                     "3: the enclave runs the workers ENCLAVE_WORKERS names")
             stream_suite(stack, token, upriv, "nitro")
             client_disconnect(stack, token, "nitro")
 
@@ -324,35 +335,36 @@ def main():
             st, ev, tpriv = chat(stack.url, token, "[[sim: chunks=3]] after restart")
             C.eq(answer_of(ev, tpriv), expected_answer("after restart", 3), "6: chat after restart")
 
-            # the stream on PostgreSQL too (the routes test covers the other routes there)
-            pg = Postgres()
-            try:
-                pg.start()
-                stack.start_veild("nitro", db_url=pg.url)
-                wait_for(lambda: call(stack.url, "GET", "/api/v1/chat/enclave/health", token)[1].get("has_credentials"))
-                pg_token = dev_token(tmp, "user_pg")
-                stream_suite(stack, pg_token, setup_user(stack.url, pg_token), "nitro+postgresql")
-            finally:
-                pg.stop()
-            stack.start_veild("nitro")
-
-            # 7. routes (as another user: the table calls destructive routes too)
-            routes_table(stack, dev_token(tmp, "user_routes"))
-
-            # 8. rollback: one session across nitro -> mock -> nitro
-            st, ev, _ = chat(stack.url, token, "[[sim: chunks=2]] turn one")
-            sid = ev[0]["session_id"]
-            for mode in ("mock", "nitro"):
-                stack.start_veild(mode)
-                if mode == "nitro":
+            if not ENCLAVE_ONLY:  # veild alone: once, in test_e2e
+                # the stream on PostgreSQL too (the routes test covers the other routes there)
+                pg = Postgres()
+                try:
+                    pg.start()
+                    stack.start_veild("nitro", db_url=pg.url)
                     wait_for(lambda: call(stack.url, "GET", "/api/v1/chat/enclave/health", token)[1].get("has_credentials"))
-                st, ev, tpriv = chat(stack.url, token, f"[[sim: chunks=2]] turn in {mode}", session=sid)
-                C.eq(answer_of(ev, tpriv), expected_answer(f"turn in {mode}", 2), f"8: rollback to {mode}")
-            st, msgs, _ = call(stack.url, "GET", f"/api/v1/chat/sessions/{sid}/messages", token)
-            texts = [open_ep(upriv, m["encrypted_content"],
-                             "user-message-storage" if m["role"] == "user" else "assistant-message-storage").decode()
-                     for m in msgs["messages"]]
-            C.eq(len(texts), 6, "8: the session holds all three turns")
+                    pg_token = dev_token(tmp, "user_pg")
+                    stream_suite(stack, pg_token, setup_user(stack.url, pg_token), "nitro+postgresql")
+                finally:
+                    pg.stop()
+                stack.start_veild("nitro")
+
+                # 7. routes (as another user: the table calls destructive routes too)
+                routes_table(stack, dev_token(tmp, "user_routes"))
+
+                # 8. rollback: one session across nitro -> mock -> nitro
+                st, ev, _ = chat(stack.url, token, "[[sim: chunks=2]] turn one")
+                sid = ev[0]["session_id"]
+                for mode in ("mock", "nitro"):
+                    stack.start_veild(mode)
+                    if mode == "nitro":
+                        wait_for(lambda: call(stack.url, "GET", "/api/v1/chat/enclave/health", token)[1].get("has_credentials"))
+                    st, ev, tpriv = chat(stack.url, token, f"[[sim: chunks=2]] turn in {mode}", session=sid)
+                    C.eq(answer_of(ev, tpriv), expected_answer(f"turn in {mode}", 2), f"8: rollback to {mode}")
+                st, msgs, _ = call(stack.url, "GET", f"/api/v1/chat/sessions/{sid}/messages", token)
+                texts = [open_ep(upriv, m["encrypted_content"],
+                                 "user-message-storage" if m["role"] == "user" else "assistant-message-storage").decode()
+                         for m in msgs["messages"]]
+                C.eq(len(texts), 6, "8: the session holds all three turns")
         finally:
             codes = stack.stop()
             for name, code in codes.items():

@@ -6,7 +6,10 @@
  * go away before its answer is complete), and never touch freed memory: this file runs
  * under AddressSanitizer in CI. The same holds when the sink itself stops a request
  * (by its return value or by enclave_req_cancel inside the call), and a paused request
- * delivers nothing until it is resumed. */
+ * delivers nothing until it is resumed.
+ * With ENCLAVE_WORKERS=2 (ctest's test_enclave_faults_w2) two cores share one estate,
+ * as veil-enclave's workers do (here on one loop): the credentials are set through
+ * the first, and the requests go to each in turn. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -85,8 +88,26 @@ static struct {
     uint16_t port;
     veil_addr proxy_addr;
     struct event_base *base;
-    enclave_core *core;
+    estate *st;             /* with two cores: what they share */
+    enclave_core *cores[2];
+    unsigned n_cores, turn;
+    enclave_core *core;     /* the first */
 } G;
+
+/* The core the next request goes to: each in turn. */
+static enclave_core *next_core(void)
+{
+    return G.cores[G.turn++ % G.n_cores];
+}
+
+/* Every core's running requests. */
+static unsigned active_streams(void)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < G.n_cores; i++)
+        n += enclave_active_streams(G.cores[i]);
+    return n;
+}
 
 static int setup(void **state)
 {
@@ -120,18 +141,35 @@ static int setup(void **state)
         .region = "us-east-1", .proxy = &G.proxy_addr, .bedrock_host = HOST, .bedrock_port = G.port,
         .ca_file = G.ca, .stream_timeout_ms = 20000,
     };
-    G.core = enclave_core_new(G.base, &cfg, err, sizeof err);
-    if (!G.core) {
-        fprintf(stderr, "core: %s\n", err);
-        return -1;
+    const char *w = getenv("ENCLAVE_WORKERS");
+    G.n_cores = w && strcmp(w, "2") == 0 ? 2 : 1;
+    if (G.n_cores == 2) {
+        estate_config ec = {.replay_window_s = 300};
+        if (!(G.st = estate_new(&ec, err, sizeof err)))
+            return -1;
+        cfg.shared = G.st;
+        cfg.workers = 2;
     }
+    for (unsigned i = 0; i < G.n_cores; i++) {
+        cfg.worker = i;
+        if (!(G.cores[i] = enclave_core_new(G.base, &cfg, err, sizeof err))) {
+            fprintf(stderr, "core: %s\n", err);
+            return -1;
+        }
+    }
+    G.core = G.cores[0];
+    /* one key pair for the process: what the client seals to works on every core */
+    if (G.n_cores == 2 && memcmp(enclave_public_key(G.cores[0]), enclave_public_key(G.cores[1]), 32) != 0)
+        return -1;
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    enclave_core_free(G.core);
+    for (unsigned i = 0; i < G.n_cores; i++)
+        enclave_core_free(G.cores[i]);
+    estate_free(G.st);
     event_base_free(G.base);
     int ok = 0;
     proc *ps[] = {&G.proxy, &G.sim};
@@ -139,7 +177,8 @@ static int teardown(void **state)
         int st = proc_stop(ps[i], SIGTERM, 15000);
         if (!(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0))
             ok = -1;
-        if (proc_log_contains(ps[i], "AddressSanitizer") || proc_log_contains(ps[i], "runtime error"))
+        if (proc_log_contains(ps[i], "AddressSanitizer") || proc_log_contains(ps[i], "runtime error") ||
+            proc_log_contains(ps[i], "ThreadSanitizer"))
             ok = -1, proc_dump_log(ps[i]);
     }
     return ok;
@@ -288,7 +327,7 @@ static void start_stream(rec *r, int format, int chunks)
     r->events = json_array();
     g_sim_before = count_sim_requests();
     memset(&F, 0, sizeof F);
-    r->req = enclave_handle(G.core, req, &SINK, r, "fault");
+    r->req = enclave_handle(next_core(), req, &SINK, r, "fault");
     json_decref(req);
 }
 
@@ -321,7 +360,7 @@ static void assert_failed_once(rec *r, const char *code)
     assert_int_equal(count_key(r, "stored_assistant_message"), 0);
     assert_true(run_until(sim_logged, r, 15000));
     assert_int_equal(r->events_after_done, 0);
-    assert_int_equal(enclave_active_streams(G.core), 0);
+    assert_int_equal(active_streams(), 0);
 }
 
 static void sim_outcome_not_complete(void)
@@ -348,12 +387,12 @@ static void test_v3_announce_fails(void **state)
     memset(&F, 0, sizeof F);
     F.sv3_init_fail_at = 1;
     g_sim_before = count_sim_requests();
-    assert_null(enclave_handle(G.core, req, &SINK, &r, "fault"));
+    assert_null(enclave_handle(next_core(), req, &SINK, &r, "fault"));
     json_decref(req);
     assert_int_equal(r.done, 1);
     assert_int_equal(json_array_size(r.events), 1);
     assert_string_equal(json_string_value(json_object_get(last_event(&r), "error_code")), "internal");
-    assert_int_equal(enclave_active_streams(G.core), 0);
+    assert_int_equal(active_streams(), 0);
     /* the key is announced before Bedrock is asked: no upstream request at all */
     rec idle = {0};
     run_until(is_done, &idle, 300);
@@ -410,7 +449,7 @@ static void test_storage_seal_fails(void **state)
     assert_int_equal(count_key(&r, "encrypted_content"), 3);
     assert_string_equal(json_string_value(json_object_get(last_event(&r), "error_code")), "internal");
     assert_int_equal(count_key(&r, "stored_user_message"), 0);
-    assert_int_equal(enclave_active_streams(G.core), 0);
+    assert_int_equal(active_streams(), 0);
     json_decref(r.events);
 }
 
@@ -427,7 +466,7 @@ static void test_sink_stops_by_return(void **state)
     assert_int_equal(r.done, 0);
     assert_int_equal(r.events_after_done, 0);
     assert_int_equal(json_array_size(r.events), 2);
-    assert_int_equal(enclave_active_streams(G.core), 0);
+    assert_int_equal(active_streams(), 0);
     sim_outcome_not_complete();
     json_decref(r.events);
 }
@@ -446,7 +485,7 @@ static void test_sink_cancels_inside_call(void **state)
     assert_int_equal(r.done, 0);
     assert_int_equal(r.events_after_done, 0);
     assert_int_equal(json_array_size(r.events), 3);
-    assert_int_equal(enclave_active_streams(G.core), 0);
+    assert_int_equal(active_streams(), 0);
     json_decref(r.events);
 }
 
@@ -507,7 +546,7 @@ static void test_low_order_keys_refused(void **state)
                 json_object_set_new(req, "user_public_key", json_string(good));
                 json_object_set_new(req, FIELDS[f].field, json_string(BAD[b]));
                 memset(&F, 0, sizeof F);
-                assert_null(enclave_handle(G.core, req, &SINK, &r, "lowkey"));
+                assert_null(enclave_handle(next_core(), req, &SINK, &r, "lowkey"));
                 json_decref(req);
                 assert_int_equal(r.done, 1);
                 assert_int_equal(json_array_size(r.events), 1);
@@ -521,7 +560,7 @@ static void test_low_order_keys_refused(void **state)
             }
         }
     }
-    assert_int_equal(enclave_active_streams(G.core), 0);
+    assert_int_equal(active_streams(), 0);
     rec idle = {0};
     run_until(is_done, &idle, 300);
     assert_int_equal(count_sim_requests(), g_sim_before);

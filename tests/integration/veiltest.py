@@ -92,7 +92,7 @@ class Checks:
 
 # ---- processes ------------------------------------------------------------------
 
-SANITIZER_MARKS = ("ERROR: AddressSanitizer", "LeakSanitizer", "runtime error:")
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "LeakSanitizer", "runtime error:", "WARNING: ThreadSanitizer")
 
 
 class Proc:

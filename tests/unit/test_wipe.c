@@ -41,6 +41,7 @@
 #include "enclave/enclave.h"
 #include "enclave/history.h"
 #include "enclave/server.h"
+#include "enclave/state.h"
 #include "server/link/enclave_client.h"
 
 /* ---- the detector ---- */
@@ -167,6 +168,28 @@ static void test_vbuf_secure_growth(void **state)
     vbuf_free_secure(&b);
     disarm();
     assert_true(W.blocks >= 9);
+    assert_int_equal(W.hits, 0);
+}
+
+/* veil-enclave's workers share the credentials: a set that SET_CREDENTIALS replaced
+ * while a stream still signs with it is freed when that stream lets go, and wiped
+ * then (the secret, the key id and the token alike). */
+static void test_replaced_credentials(void **state)
+{
+    (void)state;
+    char err[128];
+    estate_config cfg = {.max_streams = 4, .replay_max = 16, .replay_window_s = 300};
+    estate *s = estate_new(&cfg, err, sizeof err);
+    assert_non_null(s);
+    arm(SECRET);
+    assert_int_equal(estate_creds_set(s, "AKIDWIPE", SECRET, "token-wipe", NULL, 0), 0);
+    estate_creds *held = estate_creds_get(s);
+    assert_int_equal(estate_creds_set(s, "AKIDNEXT", "next-secret", "next-token", NULL, 0), 0);
+    unsigned before = W.blocks;
+    estate_creds_put(held);
+    assert_true(W.blocks >= before + 4); /* the three strings and the set itself */
+    estate_free(s);
+    disarm();
     assert_int_equal(W.hits, 0);
 }
 
@@ -579,6 +602,7 @@ int main(void)
         cmocka_unit_test(test_detector_sees_realloc_copies),
         cmocka_unit_test(test_vbuf_secure_growth),
         cmocka_unit_test(test_history_merge),
+        cmocka_unit_test(test_replaced_credentials),
         cmocka_unit_test(test_enclave_server),
         cmocka_unit_test(test_veild_set_credentials),
         cmocka_unit_test(test_veild_set_credentials_mock),

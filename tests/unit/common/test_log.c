@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -370,6 +371,37 @@ static void test_long_values_truncated_cleanly(void **state)
     assert_memory_equal(fs[0].val + LOG_VALUE_MAX - 3, "...", 3);
 }
 
+static void *log_as_worker_one(void *arg)
+{
+    (void)arg;
+    log_set_worker(1);
+    log_info(NULL, "event=from_worker");
+    return NULL;
+}
+
+/* A worker's lines name it; the index is the calling thread's, so another thread's
+ * lines (here the test's own) carry none. */
+static void test_worker_index_per_thread(void **state)
+{
+    (void)state;
+    capture_begin();
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, log_as_worker_one, NULL), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    log_info(NULL, "event=from_main");
+    const char *out = capture_end();
+    assert_non_null(strstr(out, " prog=veil-test worker=1 rid=- event=from_worker\n"));
+    assert_non_null(strstr(out, " prog=veil-test rid=- event=from_main\n"));
+    log_set_worker(0);
+    capture_begin();
+    log_info(NULL, "event=w0");
+    log_set_worker(-1);
+    log_info(NULL, "event=none");
+    out = capture_end();
+    assert_non_null(strstr(out, " worker=0 rid=- event=w0\n"));
+    assert_non_null(strstr(out, " prog=veil-test rid=- event=none\n"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -381,6 +413,7 @@ int main(void)
         cmocka_unit_test(test_safety_pass),
         cmocka_unit_test(test_unsupported_conversion),
         cmocka_unit_test(test_long_values_truncated_cleanly),
+        cmocka_unit_test(test_worker_index_per_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,12 +1,14 @@
 /* src/enclave/replay.c: a format-3 request id is used once while its request could
  * still pass the freshness check; a full table refuses (busy) rather than forgets,
- * and ids past their window make room again. */
+ * and ids past their window make room again; threads sharing the table (veil-enclave's
+ * workers) never both get an id as new. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <string.h>
 
 #include "enclave/replay.h"
@@ -72,12 +74,62 @@ static void test_collisions(void **state)
     replay_free(c);
 }
 
+/* ---- workers sharing the table ---- */
+
+#define RACE_IDS 4000
+#define RACERS 4
+
+typedef struct racer {
+    replay_cache *c;
+    pthread_barrier_t *start;
+    unsigned news;
+} racer;
+
+static void *race(void *arg)
+{
+    racer *r = arg;
+    uint8_t id[REPLAY_ID_LEN];
+    pthread_barrier_wait(r->start);
+    for (unsigned i = 0; i < RACE_IDS; i++) {
+        id_of(i, id);
+        if (replay_check_and_record(r->c, id, 1000, 1000) == REPLAY_NEW)
+            r->news++;
+    }
+    return NULL;
+}
+
+/* The attack: one sealed request sent at once on connections served by different
+ * workers. Every id is recorded as new exactly once, whichever thread came first. */
+static void test_workers_race_for_each_id(void **state)
+{
+    (void)state;
+    replay_cache *c = replay_new(RACE_IDS, 300);
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, RACERS);
+    racer rs[RACERS];
+    pthread_t t[RACERS];
+    for (int i = 0; i < RACERS; i++) {
+        rs[i] = (racer){c, &start, 0};
+        assert_int_equal(pthread_create(&t[i], NULL, race, &rs[i]), 0);
+    }
+    unsigned news = 0;
+    for (int i = 0; i < RACERS; i++) {
+        pthread_join(t[i], NULL);
+        news += rs[i].news;
+    }
+    assert_int_equal(news, RACE_IDS);
+    assert_int_equal(replay_count(c), RACE_IDS);
+    pthread_barrier_destroy(&start);
+    replay_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_once_within_the_window),
         cmocka_unit_test(test_full_refuses_then_frees),
         cmocka_unit_test(test_collisions),
+        cmocka_unit_test(test_workers_race_for_each_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
