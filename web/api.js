@@ -1,13 +1,16 @@
 // api — veild's HTTP API as the page uses it: JSON calls with the bearer token, a
 // clear message for every failure the API can return, and the chat stream's SSE
 // events read from a fetch body (so a stop aborts the request, and veild cancels the
-// enclave's work). Never logs a token, a key or a message.
+// enclave's work). Never logs a token, a key or a message. Same-origin cookies go
+// along: veild reads none (the token is the only credential), but a load balancer's
+// stickiness cookie keeps the page on one instance, and so on one enclave.
 
 export class ApiError extends Error {
-  constructor(status, message, detail) {
+  constructor(status, message, detail, body = null) {
     super(message);
     this.status = status;
     this.detail = detail;
+    this.body = body; // the parsed JSON answer (the chat's 409 names another enclave key)
   }
 }
 
@@ -55,7 +58,7 @@ export class Api {
     try {
       r = await fetch(this.base + (path.startsWith('/app/') ? path : PREFIX + path), {
         method, headers: this.headers(body !== undefined), body: body === undefined ? undefined : JSON.stringify(body),
-        cache: 'no-store', credentials: 'omit', signal: opts.signal,
+        cache: 'no-store', credentials: 'same-origin', signal: opts.signal,
       });
     } catch (e) {
       if (e.name === 'AbortError') throw e;
@@ -81,7 +84,7 @@ export class Api {
     try {
       r = await fetch(`${this.base}${PREFIX}/chat/encrypted/stream`, {
         method: 'POST', headers: { ...this.headers(true), Accept: 'text/event-stream' },
-        body: JSON.stringify(body), cache: 'no-store', credentials: 'omit', signal,
+        body: JSON.stringify(body), cache: 'no-store', credentials: 'same-origin', signal,
       });
     } catch (e) {
       if (e.name === 'AbortError') throw e;
@@ -90,7 +93,7 @@ export class Api {
     if (!r.ok) {
       let parsed = null;
       try { parsed = await r.json(); } catch (e) { parsed = null; }
-      throw new ApiError(r.status, errorText(r.status, parsed, r.headers), parsed && parsed.detail);
+      throw new ApiError(r.status, errorText(r.status, parsed, r.headers), parsed && parsed.detail, parsed);
     }
     const reader = r.body.getReader();
     const dec = new TextDecoder();

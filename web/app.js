@@ -253,6 +253,7 @@ async function send() {
       signal: state.controller.signal,
       on: {
         session: (id) => { state.sessionId = id; },
+        attested: (info) => showAttestation(info),
         text: (s) => { text.textContent += s; answer.scrollIntoView({ block: 'end' }); },
         thinking: (s) => {
           if (!thinking) { thinking = el('span', { class: 'thinking' }); answer.prepend(thinking); }
@@ -267,7 +268,8 @@ async function send() {
   } catch (e) {
     answer.dataset.state = 'failed';
     if (!text.textContent) text.textContent = '(no answer)';
-    if (e instanceof ChatError && !e.stored) input.value = input.value || message; // nothing stored: send again
+    // nothing stored (a refused key included): the message stays, to send again
+    if ((e instanceof ChatError && !e.stored) || e instanceof AttestationError) input.value = input.value || message;
     if (e instanceof AttestationError) attestationFailed(e);
     showError(e);
   } finally {

@@ -273,6 +273,10 @@ function bytesField(p, name, check) {
   return v;
 }
 
+// expect.nonce for a document that answers no nonce of the page's: the one a 409
+// offers with another instance's key. Never sealed to: the page attests that key afresh.
+export const ANY_NONCE = Symbol('any nonce');
+
 // Verifies doc (bytes) for a fresh nonce and the key the page is about to seal to.
 // expect: {rootDer, nonce, publicKey, userData (string), pcrs: {index: hex}, maxAge (s),
 // maxFuture (s), now (ms)}. Returns what was verified, for the badge.
@@ -330,7 +334,9 @@ export async function verifyDocument(doc, expect) {
   if (age > expect.maxAge) fail('freshness', `the document is ${Math.round(age)} s old (at most ${expect.maxAge} s)`);
   if (age < -expect.maxFuture) fail('freshness', `the document is dated ${Math.round(-age)} s in the future`);
   // the binding: this nonce, this key, veil's statement
-  if (!equalBytes(bytesField(p, 'nonce', 'nonce'), expect.nonce)) fail('nonce', 'the document answers another nonce (a replayed document)');
+  if (expect.nonce !== ANY_NONCE && !equalBytes(bytesField(p, 'nonce', 'nonce'), expect.nonce)) {
+    fail('nonce', 'the document answers another nonce (a replayed document)');
+  }
   if (!equalBytes(bytesField(p, 'public_key', 'public-key'), expect.publicKey)) {
     fail('public-key', 'the document attests another key than the one the server gave (a substituted enclave key)');
   }

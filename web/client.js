@@ -6,7 +6,7 @@
 // The server sees ciphertext only; session names are never a message's text.
 
 import { ApiError } from './api.js';
-import { AttestationError, pemToDer, verifyDocument } from './attest.js';
+import { ANY_NONCE, AttestationError, pemToDer, verifyDocument } from './attest.js';
 import { AWS_ROOT_NAME, AWS_ROOT_PEM, AWS_ROOT_SHA256 } from './aws-root.js';
 import * as C from './crypto.js';
 import * as keystore from './keystore.js';
@@ -210,6 +210,14 @@ export class Client {
     const info = await this.api.get(`/chat/enclave/info?nonce=${C.hex(nonce)}`);
     if (!info || typeof info.enclave_public_key !== 'string') throw new AttestationError('format', 'the server sent no enclave key');
     if (!info.attestation) throw new AttestationError('missing', 'the server sent the enclave key without an attestation document');
+    const { pub, verified } = await this.verifyKey(info, nonce, root, meas, this.config.attestation.max_age_seconds);
+    this.enclave = { pub, info: { ...verified, root: root.label, customRoot: root.custom, measurements: meas.label } };
+    return this.enclave.info;
+  }
+
+  // The key info names, if its document binds it under the page's policy: this root,
+  // this nonce (or ANY_NONCE), veil's statement, the operator's PCRs, maxAge seconds.
+  async verifyKey(info, nonce, root, meas, maxAge) {
     let doc;
     try {
       doc = Uint8Array.from(atob(info.attestation), (c) => c.charCodeAt(0));
@@ -225,10 +233,22 @@ export class Client {
     const a = this.config.attestation;
     const verified = await verifyDocument(doc, {
       rootDer: root.der, nonce, publicKey: pub, userData: a.user_data, pcrs: meas.pcrs,
-      maxAge: a.max_age_seconds, maxFuture: a.max_future_seconds, now: Date.now(),
+      maxAge, maxFuture: a.max_future_seconds, now: Date.now(),
     });
-    this.enclave = { pub, info: { ...verified, root: root.label, customRoot: root.custom, measurements: meas.label } };
-    return this.enclave.info;
+    return { pub, verified };
+  }
+
+  // A 409 from the chat route: another instance (behind a load balancer) whose
+  // enclave has another key, with a document made earlier for that instance. Checked
+  // like any (but the nonce and the age, which only a fresh attestation proves): an
+  // offer its document does not bind is a lying server, and the page stops there.
+  // The key is never sealed to from here: attest() runs next.
+  async checkOffered(body) {
+    const meas = this.measurements();
+    if (!meas) throw new AttestationError('measurements', 'the operator published no enclave measurements');
+    if (!body || typeof body.enclave_public_key !== 'string') throw new AttestationError('format', 'the server sent no enclave key');
+    if (!body.attestation) throw new AttestationError('missing', 'the server offered another enclave key without an attestation document');
+    await this.verifyKey(body, ANY_NONCE, await this.root(), meas, Infinity);
   }
 
   // ---- sessions ----
@@ -309,7 +329,8 @@ export class Client {
 
   // Sends message in sessionId (null: a new session, created first, named "New Chat":
   // a session's name is plaintext on the server). history: [{role, content}] of the
-  // session. on.text(delta), on.thinking(delta), on.session(id) report progress.
+  // session. on.text(delta), on.thinking(delta), on.session(id) report progress;
+  // on.attested(info) a new enclave key, verified before the retry.
   // Resolves to {sessionId, text, model, tagged}; ChatError otherwise (nothing stored
   // unless err.stored).
   async send({ sessionId, history, message, model, signal, on }) {
@@ -325,10 +346,17 @@ export class Client {
       try {
         return await this.sendOnce({ sessionId, history, message, model, signal, on });
       } catch (e) {
-        // a restarted enclave has a new key: verify the new one, then reseal once
-        if (attempt === 0 && e instanceof ChatError && e.message.startsWith(DECRYPT_FAILED) && !e.partial) {
+        // another instance's enclave (a load balancer), or a restarted one: verify the
+        // key that takes the retry with a fresh nonce, then reseal once
+        const other = e instanceof ApiError && e.status === 409 && e.body && typeof e.body.enclave_public_key === 'string';
+        if (other) await this.checkOffered(e.body);
+        if (other && attempt > 0) {
+          throw new ChatError('The enclave key changed again during the retry (another instance answered it): nothing was sent to an unverified key. Send again.');
+        }
+        if (attempt === 0 && (other || (e instanceof ChatError && e.message.startsWith(DECRYPT_FAILED) && !e.partial))) {
           this.enclave = null;
-          await this.attest();
+          const info = await this.attest();
+          if (on.attested) on.attested(info);
           continue;
         }
         throw e;
@@ -347,6 +375,7 @@ export class Client {
     const requestHash = await C.epHash(sealed);
     const body = {
       stream_format: 3, encrypted_request: sealed, client_transport_public_key: C.hex(t.pub), model, session_id: sessionId,
+      enclave_public_key: C.hex(enclavePub), // an instance whose enclave has another key answers 409 at once
     };
     let st = null;
     let stored = null;

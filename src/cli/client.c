@@ -19,6 +19,7 @@
 #include "common/buf.h"
 #include "common/config.h"
 #include "common/hex.h"
+#include "net/https_pool.h"
 
 #define MAX_BODY (64u << 20)
 
@@ -113,6 +114,8 @@ int vclient_init(vclient *c, const char *url, const char *token, const char *ca_
 
 void vclient_free(vclient *c)
 {
+    vclient_unpin(c);
+    cookie_jar_clear(&c->cookies);
     https_ctx_free(c->https);
     if (c->base)
         event_base_free(c->base);
@@ -121,9 +124,26 @@ void vclient_free(vclient *c)
     c->base = NULL;
 }
 
+int vclient_pin(vclient *c, char *err, size_t errlen)
+{
+    if (c->pin)
+        return 0;
+    https_pool_config pc = https_pool_config_default();
+    pc.max_idle = 1; /* one server, one call at a time */
+    c->pin = https_pool_new(c->https, &pc, err, errlen);
+    return c->pin ? 0 : -1;
+}
+
+void vclient_unpin(vclient *c)
+{
+    https_pool_free(c->pin); /* closes the kept connection */
+    c->pin = NULL;
+}
+
 /* ---- one request on the private loop ---- */
 
 typedef struct call {
+    cookie_jar *cookies; /* the client's: what Set-Cookie says is kept for the next call */
     vbuf body;
     int status;
     bool done;
@@ -140,6 +160,11 @@ static int on_head(void *ud, const http1_response *resp)
 {
     call *k = ud;
     k->status = resp->status;
+    for (size_t i = 0; i < resp->headers.n; i++) {
+        const http1_header *h = &resp->headers.h[i];
+        if (h->name_len == 10 && strncasecmp(h->name, "Set-Cookie", 10) == 0)
+            cookie_jar_set(k->cookies, h->value, h->value_len); /* malformed ones are ignored */
+    }
     return 0;
 }
 
@@ -232,10 +257,11 @@ static void unreachable(const vclient *c, const call *k, char *err, size_t errle
 static int run(vclient *c, const char *method, const char *path, const json_t *body, call *k,
                char *err, size_t errlen)
 {
-    char target[1024], auth[16400];
+    char target[1024], auth[16400], cookie[COOKIE_HEADER_MAX];
     char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
     snprintf(target, sizeof target, "%s%s", c->prefix, path);
-    https_header hh[3];
+    k->cookies = &c->cookies;
+    https_header hh[4];
     size_t nh = 0;
     if (c->token[0]) {
         snprintf(auth, sizeof auth, "Bearer %s", c->token);
@@ -244,11 +270,13 @@ static int run(vclient *c, const char *method, const char *path, const json_t *b
     hh[nh++] = (https_header){"Accept", k->sse ? "text/event-stream" : "application/json"};
     if (payload)
         hh[nh++] = (https_header){"Content-Type", "application/json"};
+    if (cookie_jar_header(&c->cookies, cookie, sizeof cookie))
+        hh[nh++] = (https_header){"Cookie", cookie};
     https_request req = {
         .tls = c->tls, .host = c->host, .port = c->port, .method = method, .target = target,
         .headers = hh, .n_headers = nh, .body = (const uint8_t *)payload,
         .body_len = payload ? strlen(payload) : 0, .connect_timeout_ms = 10000,
-        .idle_timeout_ms = c->timeout_ms,
+        .idle_timeout_ms = c->timeout_ms, .pool = c->pin,
     };
     static const https_callbacks cb = {on_head, on_body, on_done};
     https_conn *conn = https_start(c->https, &req, &cb, k, err, errlen);

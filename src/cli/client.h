@@ -3,7 +3,8 @@
  * plus the CLI's config file (server URL, bearer token and what chat verifies of
  * the enclave, mode 0600).
  *
- * Never prints or logs the token. Response bodies are owned by the caller.
+ * Never prints or logs the token. Response bodies are owned by the caller. The
+ * server's cookies (a load balancer's stickiness) are kept for the run, in memory.
  */
 #ifndef VEIL_CLI_CLIENT_H
 #define VEIL_CLI_CLIENT_H
@@ -14,6 +15,7 @@
 #include <stdint.h>
 
 #include "attest/document.h"
+#include "cli/cookies.h"
 #include "net/https.h"
 
 typedef struct vclient {
@@ -26,6 +28,8 @@ typedef struct vclient {
     struct event_base *base;
     https_ctx *https;
     unsigned timeout_ms; /* per call; streams use it as the idle deadline */
+    https_pool *pin;     /* while pinned: one kept-alive connection for every call */
+    cookie_jar cookies;  /* a load balancer's (stickiness), sent back for this run */
 } vclient;
 
 /* url: http(s)://host[:port][/prefix], host may be [IPv6]. Plain http:// only to a
@@ -37,6 +41,12 @@ void vclient_free(vclient *c);
 /* localhost, 127.0.0.0/8 or ::1. */
 bool vclient_host_is_loopback(const char *host);
 
+/* Until vclient_unpin, the calls share one kept-alive connection (a new one only if
+ * it closes): behind a load balancer that routes by connection they reach one veild,
+ * and so one enclave. Otherwise each call has a connection of its own. -1 with err. */
+int vclient_pin(vclient *c, char *err, size_t errlen);
+void vclient_unpin(vclient *c);
+
 /* One request: body may be NULL; *resp gets the parsed JSON body (or NULL when
  * empty / not JSON). Returns 0 when a response arrived (any status), -1 with err. */
 int vclient_call(vclient *c, const char *method, const char *path, const json_t *body, int *status,
@@ -47,6 +57,9 @@ int vclient_call(vclient *c, const char *method, const char *path, const json_t 
 typedef int (*vclient_sse_cb)(void *ud, const json_t *event);
 int vclient_stream(vclient *c, const char *path, const json_t *body, vclient_sse_cb cb, void *ud,
                    int *status, json_t **resp, char *err, size_t errlen);
+
+/* Every call sends back the cookies the server set earlier in this run (cookies.h):
+ * a load balancer with sticky sessions keeps the run on one instance. */
 
 /* ---- the CLI config: $VEIL_CONFIG or $XDG_CONFIG_HOME/veil/config.json or ~/.config/veil/config.json ---- */
 

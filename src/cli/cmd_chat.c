@@ -60,7 +60,9 @@ static int parse_opts(const char *verb, int argc, char **argv, chat_opts *o, voi
     "fresh attestation (a random 32-byte nonce) and verifies it down to the AWS Nitro root:\n"          \
     "the nonce, at most 300 s old, the key it will seal to, veil's statement and the PCRs\n"            \
     "stored by `veil login --measurements FILE` (see `veil keys status`). Nothing is sent\n"            \
-    "when a check fails. --no-attestation skips the check (warned about on every run): the\n"          \
+    "when a check fails. Behind a load balancer, an instance whose enclave has another key\n"         \
+    "answers 409 with it: the client checks its document, attests that enclave afresh and\n"           \
+    "reseals once. --no-attestation skips the checks (warned about on every run): the\n"              \
     "server could then substitute its own key and read the conversation.\n\n"                          \
     "Each request is bound (stream format 3): the message, the history, this request's\n"              \
     "key, your storage key (derived here from your private key, or the org key you opened),\n"         \

@@ -279,26 +279,42 @@ out:
     return rc;
 }
 
-enum { SENT_OK = 0, SENT_FAILED = -1, SENT_RETRY = 1 };
+/* SENT_RETRY: the enclave could not open the request (it restarted with a new key);
+ * SENT_OTHER_KEY: veild answered 409, its enclave has another key (another instance
+ * behind a load balancer), and what it offers verified. Both: attest afresh, reseal. */
+enum { SENT_OK = 0, SENT_FAILED = -1, SENT_RETRY = 1, SENT_OTHER_KEY = 2 };
+
+/* A new chat's session that no request was accepted into stays empty: removed. */
+static void forget_created(convo *cv, bool created)
+{
+    if (!created)
+        return;
+    stored_delete_session(cv->c, cv->session_id);
+    cv->session_id[0] = '\0';
+}
 
 /* One bound request: its sealing, its stream, its answer's checks. */
 static int send_once(convo *cv, const char *prompt, convo_reply *rp, bool created, char *err, size_t errlen)
 {
     uint8_t tpub[32], rh[SV3_HASH_LEN];
-    char tpub_hex[65], buf[CLI_ERR_MAX];
+    char tpub_hex[65], epub_hex[65], buf[CLI_ERR_MAX];
     x25519_key *tk = x25519_key_generate(tpub); /* this request's key: the answer is bound to it */
     if (!tk) {
         snprintf(err, errlen, "key generation failed");
         return SENT_FAILED;
     }
     hex_encode(tpub, 32, tpub_hex);
+    hex_encode(cv->enclave_pub, 32, epub_hex);
     json_t *sealed = seal_request(cv, prompt, tpub_hex, rh, err, errlen);
     if (!sealed) {
         x25519_key_free(tk);
         return SENT_FAILED;
     }
-    json_t *body = json_pack("{s:i, s:o, s:s, s:s, s:s}", PF_STREAM_FORMAT, 3, PF_ENCRYPTED_REQUEST, sealed,
-                             F_TRANSPORT_KEY, tpub_hex, F_MODEL, cv->model, PF_SESSION_ID, cv->session_id);
+    /* the key it is sealed to, in the clear too: an instance whose enclave has another
+     * answers 409 at once instead of asking its enclave */
+    json_t *body = json_pack("{s:i, s:o, s:s, s:s, s:s, s:s}", PF_STREAM_FORMAT, 3, PF_ENCRYPTED_REQUEST, sealed,
+                             F_TRANSPORT_KEY, tpub_hex, F_MODEL, cv->model, PF_SESSION_ID, cv->session_id,
+                             PF_ENCLAVE_PUBLIC_KEY, epub_hex);
     answer_init(&rp->ans, tk, cv->enclave_pub, rh, cv->session_id);
     int status = 0;
     json_t *r = NULL;
@@ -314,15 +330,17 @@ static int send_once(convo *cv, const char *prompt, convo_reply *rp, bool create
             snprintf(buf, sizeof buf, "the stream broke off (%.1024s)", err);
             unverified(rp, buf, err, errlen);
         }
+    } else if (status == 409 && json_object_get(r, PF_ENCLAVE_PUBLIC_KEY)) {
+        if (cli_trust_check_offered(cv->trust, r, err, errlen) == 0)
+            out = SENT_OTHER_KEY;
+        else
+            forget_created(cv, created);
     } else if (status != 200) {
         const char *d = json_string_value(json_object_get(r, "detail"));
         bool no_keys = d && strcmp(d, "User has not set up encryption keys") == 0;
         snprintf(err, errlen, "%s%s", api_detail(r, status, buf, sizeof buf),
                  no_keys ? ": run `veil keys init` first" : "");
-        if (created) { /* refused before anything started: the new session stays empty */
-            stored_delete_session(cv->c, cv->session_id);
-            cv->session_id[0] = '\0';
-        }
+        forget_created(cv, created); /* refused before anything started: the new session stays empty */
     } else if (answer_finish(&rp->ans) == 0) {
         out = check_stored(cv, rp, err, errlen) == 0 ? SENT_OK : SENT_FAILED;
     } else if (rp->ans.state == ANSWER_FAILED) {
@@ -338,27 +356,34 @@ static int send_once(convo *cv, const char *prompt, convo_reply *rp, bool create
     return out;
 }
 
-/* Sends one prompt; on success the turn pair joins the conversation. */
-int convo_send(convo *cv, const char *prompt, convo_reply *rp, char *err, size_t errlen)
+/* One prompt's exchange, from the seal to the tag, on one kept-alive connection: a
+ * load balancer that routes by connection sends the retry after a 409, and the fresh
+ * attestation before it, to the instance that answered the 409. */
+static int send_exchange(convo *cv, const char *prompt, convo_reply *rp, char *err, size_t errlen)
 {
     bool created = false;
+    int last = SENT_OK;
     for (int attempt = 0; attempt < 2; attempt++) {
         vbuf_free_secure(&rp->answer);
         memset(rp, 0, sizeof *rp);
         rp->cv = cv;
-        if (!cv->have_key && convo_attest(cv, err, errlen) < 0)
+        if (!cv->have_key && convo_attest(cv, err, errlen) < 0) {
+            forget_created(cv, created);
             return -1;
+        }
         if (!cv->session_id[0]) { /* the request names its session: it must exist first */
             if (stored_create_session(cv->c, cv->session_id, err, errlen) < 0)
                 return -1;
             created = true;
         }
-        int rc = send_once(cv, prompt, rp, created, err, errlen);
-        if (rc == SENT_RETRY) {
-            cv->have_key = false; /* the enclave restarted: learn (and verify) its new key, retry once */
+        last = send_once(cv, prompt, rp, created, err, errlen);
+        if (last == SENT_RETRY || last == SENT_OTHER_KEY) {
+            /* a restarted enclave, or another instance's: learn (and verify, with a
+             * fresh nonce) the key of the enclave that will get the retry; once */
+            cv->have_key = false;
             continue;
         }
-        if (rc < 0)
+        if (last < 0)
             return -1;
         if (convo_add(cv, "user", (const uint8_t *)prompt, strlen(prompt)) < 0 ||
             convo_add(cv, "assistant", rp->answer.data, rp->answer.len) < 0) {
@@ -367,6 +392,21 @@ int convo_send(convo *cv, const char *prompt, convo_reply *rp, char *err, size_t
         }
         return 0;
     }
-    snprintf(err, errlen, "the enclave key keeps changing");
+    forget_created(cv, created);
+    if (last == SENT_OTHER_KEY)
+        snprintf(err, errlen, "the enclave key changed again during the retry (another instance answered it): "
+                              "nothing was sealed to an unverified key; send again");
+    else
+        snprintf(err, errlen, "the enclave key keeps changing");
     return -1;
+}
+
+/* Sends one prompt; on success the turn pair joins the conversation. */
+int convo_send(convo *cv, const char *prompt, convo_reply *rp, char *err, size_t errlen)
+{
+    if (vclient_pin(cv->c, err, errlen) < 0)
+        return -1;
+    int rc = send_exchange(cv, prompt, rp, err, errlen);
+    vclient_unpin(cv->c);
+    return rc;
 }

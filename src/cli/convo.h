@@ -85,9 +85,12 @@ void convo_history_free(convo_history *h);
 void convo_describe_breaks(const chain_report *r, char *out, size_t n);
 /* --session: the stored history joins the conversation, only if its chain holds. */
 int convo_load_session(convo *cv, const char *session, char *err, size_t errlen);
-/* One prompt as a bound request (a new chat's session made first); on success the pair
- * joins the conversation and rp holds the verified answer. -1 with err otherwise (an
- * answer that failed a check: "the answer could not be verified: ..."). */
+/* One prompt as a bound request (a new chat's session made first), its calls on one
+ * kept-alive connection; on success the pair joins the conversation and rp holds the
+ * verified answer. An instance whose enclave has another key (behind a load balancer)
+ * answers 409: its offer is checked (trust.h), the enclave that takes the retry is
+ * attested afresh, and the request resealed once. -1 with err otherwise (an answer
+ * that failed a check: "the answer could not be verified: ..."). */
 int convo_send(convo *cv, const char *prompt, convo_reply *rp, char *err, size_t errlen);
 void convo_free(convo *cv);
 

@@ -19,7 +19,6 @@
 #include "enclave/protocol.h"
 
 #define INFO_PATH "/api/v1/chat/enclave/info"
-#define INFO_KEY "enclave_public_key" /* /enclave/info's key member (an HTTP field, as in routes_chat.c) */
 
 int cli_trust_load(cli_trust *t, const char *verb, bool verify, char *err, size_t errlen)
 {
@@ -51,7 +50,7 @@ static int unverified_key(vclient *c, uint8_t pub[32], char *err, size_t errlen)
     char buf[CLI_ERR_MAX];
     if (vclient_call(c, "GET", INFO_PATH, NULL, &status, &r, err, errlen) < 0)
         return -1;
-    const char *pk = json_string_value(json_object_get(r, INFO_KEY));
+    const char *pk = json_string_value(json_object_get(r, PF_ENCLAVE_PUBLIC_KEY));
     int rc = -1;
     if (status != 200)
         snprintf(err, errlen, "enclave key: %s", api_detail(r, status, buf, sizeof buf));
@@ -75,7 +74,8 @@ static void note_root(cli_trust *t)
     t->root_noted = true;
 }
 
-/* attest_verify with veil's policy: this nonce, this key, veil's statement, the stored PCRs. */
+/* attest_verify with veil's policy: this nonce, this key, veil's statement, the stored
+ * PCRs. nonce NULL (a 409's offered document, never sealed to): any nonce, any age. */
 static int verify_doc(cli_trust *t, const char *b64, const uint8_t nonce[CLI_ATTEST_NONCE_LEN],
                       const uint8_t pub[32], char *err, size_t errlen)
 {
@@ -93,8 +93,8 @@ static int verify_doc(cli_trust *t, const char *b64, const uint8_t nonce[CLI_ATT
     }
     attest_options opt = {
         .root_der = t->root_der_len ? t->root_der : NULL, .root_der_len = t->root_der_len,
-        .at = ATTEST_AT_NOW, .max_age_s = ATTEST_DEFAULT_MAX_AGE_S,
-        .nonce = nonce, .nonce_len = CLI_ATTEST_NONCE_LEN, .public_key = pub, .public_key_len = 32,
+        .at = ATTEST_AT_NOW, .max_age_s = nonce ? ATTEST_DEFAULT_MAX_AGE_S : ATTEST_MAX_AGE_UNLIMITED,
+        .nonce = nonce, .nonce_len = nonce ? CLI_ATTEST_NONCE_LEN : 0, .public_key = pub, .public_key_len = 32,
         .user_data = (const uint8_t *)ATTEST_USER_DATA, .user_data_len = strlen(ATTEST_USER_DATA),
         .pcrs = t->pcrs, .n_pcrs = t->n_pcrs,
     };
@@ -133,7 +133,7 @@ int cli_trust_enclave_key(cli_trust *t, vclient *c, uint8_t pub[32], char *err, 
     json_t *r = NULL;
     if (vclient_call(c, "GET", path, NULL, &status, &r, err, errlen) < 0)
         return -1;
-    const char *pk = json_string_value(json_object_get(r, INFO_KEY));
+    const char *pk = json_string_value(json_object_get(r, PF_ENCLAVE_PUBLIC_KEY));
     const char *doc = json_string_value(json_object_get(r, PF_ATTESTATION));
     int rc = -1;
     if (status != 200)
@@ -149,6 +149,25 @@ int cli_trust_enclave_key(cli_trust *t, vclient *c, uint8_t pub[32], char *err, 
     }
     json_decref(r);
     return rc;
+}
+
+int cli_trust_check_offered(cli_trust *t, const json_t *body, char *err, size_t errlen)
+{
+    const char *pk = json_string_value(json_object_get(body, PF_ENCLAVE_PUBLIC_KEY));
+    const json_t *doc = json_object_get(body, PF_ATTESTATION);
+    uint8_t pub[32];
+    if (!pk || hex_decode_exact(pk, strlen(pk), pub, 32) < 0) {
+        snprintf(err, errlen, "the server answered 409 without a well-formed enclave key");
+        return -1;
+    }
+    if (!t->verify)
+        return 0;
+    if (!json_is_string(doc)) {
+        snprintf(err, errlen, "attestation: missing: the server offered another enclave key without an attestation "
+                              "document (an enclave without an NSM?)");
+        return -1;
+    }
+    return verify_doc(t, json_string_value(doc), NULL, pub, err, errlen);
 }
 
 void cli_trust_root_name(const uint8_t *der, size_t len, char *out, size_t n)

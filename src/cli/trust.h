@@ -43,6 +43,16 @@ int cli_trust_load(cli_trust *t, const char *verb, bool verify, char *err, size_
  * without verify, taken from the server as is. -1 with err on transport or server errors. */
 int cli_trust_enclave_key(cli_trust *t, vclient *c, uint8_t pub[32], char *err, size_t errlen);
 
+/* A 409 from the chat route (another instance's enclave, behind a load balancer):
+ * its body names that instance's key and a document binding it, made earlier for
+ * veild's own nonce. With verify, the document must pass every check of the policy
+ * but the nonce and the age (root, chain, signature, key, veil's statement, PCRs):
+ * a server whose 409 offers a key its document does not bind is lying, and the
+ * client stops there (-1, err "attestation: CHECK: reason"). It is never sealed to:
+ * the key the retry uses comes from cli_trust_enclave_key, with a fresh nonce.
+ * Without verify only the key's form is checked. */
+int cli_trust_check_offered(cli_trust *t, const json_t *body, char *err, size_t errlen);
+
 /* Two lines for people: which root and which PCRs the client verifies. */
 void cli_trust_describe(FILE *out, const cli_config *cfg);
 

@@ -42,6 +42,10 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     log_init("veil");
+    /* a person's terminal: the libraries' info lines (a connection pool's settings, a
+     * retried connection) would land among the answers; VEIL_LOG_LEVEL still asks */
+    if (!getenv("VEIL_LOG_LEVEL"))
+        log_set_level(LOG_WARN);
     /* JSON here holds prompts, answers and history in clear: every block jansson
      * frees is wiped first */
     json_set_alloc_funcs(malloc, secret_free_block);

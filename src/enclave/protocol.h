@@ -88,6 +88,7 @@ proto_cmd proto_cmd_parse(const char *s);
 #define PF_USER_MESSAGE_ID "user_message_id"           /* veil's: in "stored", for the history tag */
 #define PF_ASSISTANT_MESSAGE_ID "assistant_message_id"
 #define PF_HISTORY_TAG "history_tag"                   /* veil's: a stored pair's tag (the client's) */
+#define PF_ENCLAVE_PUBLIC_KEY "enclave_public_key"     /* REST: /enclave/info's key, a chat's sealed-to key */
 #define PF_MODEL_USED "model_used"
 /* an EncryptedPayload in a chunk event, an SSE chunk and a stored message alike */
 #define PF_ENCRYPTED_CONTENT "encrypted_content"

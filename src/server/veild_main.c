@@ -77,6 +77,8 @@ static void usage(FILE *f)
             "  VEIL_USER_RATE         requests per second per user, 429 past it (default 20; 0 off)\n"
             "  VEIL_USER_BURST        bursts of this many requests (default 100)\n"
             "  VEIL_USER_TABLE_MAX    users tracked at once for the two above (default 100000)\n"
+            "                         (these limits are this instance's: N veilds behind a load\n"
+            "                         balancer allow a user N times as much)\n"
             "  VEIL_EMPTY_SESSION_TTL_SECONDS  a new chat left empty by a failed first message\n"
             "                         is deleted after this long (default 86400)\n"
             "  VEIL_ATTEST_RATE       fresh attestations (/enclave/info?nonce=) per second, all\n"

@@ -298,8 +298,11 @@ def check_request_shape(proxy, cfg, stack, token, priv_hex):
                  ("PUT", f"/api/v1/chat/sessions/{sid}/messages/{messages(stack, token, sid)[1]['id']}/history-tag")],
          "the session first, then the stream, then the tag")
     body = proxy.bodies("POST", STREAM)[0]
-    C.eq(sorted(body), ["client_transport_public_key", "encrypted_request", "model", "session_id", "stream_format"],
+    C.eq(sorted(body), ["client_transport_public_key", "enclave_public_key", "encrypted_request", "model", "session_id",
+                        "stream_format"],
          "the body: format 3's fields only (no encrypted_message, no encrypted_history)")
+    C.eq(body["enclave_public_key"], call(stack.url, "GET", "/api/v1/chat/enclave/info", token)[1]["enclave_public_key"],
+         "the body names the attested key it was sealed to (another instance answers 409)")
     C.eq((body["stream_format"], body["session_id"]), (3, sid), "stream_format 3, the session named")
     # two more exchanges in the session, one with chat --session
     r = veil(cfg, ["ask", "--session", sid, "[[sim: chunks=2]] bound two"])

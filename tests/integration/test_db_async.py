@@ -267,8 +267,8 @@ def main():
             if proxy:
                 proxy.stop()
             pg.stop()
-    C.finish()
+    return C.finish()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

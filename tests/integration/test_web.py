@@ -21,6 +21,10 @@ root and this veil-enclave's PCRs configured for the page, as `make run` does).
 - attacks: a server that substitutes the enclave key in /enclave/info is refused
   (public-key) and nothing reaches the stream route; a stream cut mid-way is an error
   and nothing is stored; the page's verifier agrees with the real AWS documents;
+- another enclave key (many instances): after an enclave restart the page's chat,
+  sealed to the old key, is answered 409; the page checks the offered document,
+  attests the new key afresh and resends once (the badge shows the new key); a 409
+  offering a key its document does not bind is refused (public-key), nothing resent;
 - API failures reach the person as clear text (a bad token: 401's message).
 Screenshots of the main states go to <build>/web-screenshots/. Skips (exit 77) only
 when chromium or chromedriver is not installed.
@@ -72,6 +76,7 @@ class HostileProxy:
     def __init__(self, upstream_port):
         self.upstream = upstream_port
         self.lie_key = False
+        self.offer = None  # a 409 body the chat stream is answered with
         self.cut_after = None
         self.streams = 0
         self.attacker_pub = keypair()[1]
@@ -89,6 +94,14 @@ class HostileProxy:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
                 if self.path.startswith("/api/v1/chat/encrypted/stream"):
                     proxy.streams += 1
+                    if proxy.offer is not None:
+                        data = json.dumps(proxy.offer).encode()
+                        self.send_response(409)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(data)))
+                        self.end_headers()
+                        self.wfile.write(data)
+                        return
                 up = http.client.HTTPConnection("127.0.0.1", proxy.upstream, timeout=60)
                 up.request(self.command, self.path, body=body, headers=headers)
                 r = up.getresponse()
@@ -337,6 +350,7 @@ def main():
             flows(b, stack, tmp, url)
             proxy = HostileProxy(stack.veild.port)
             attacks(b, stack, tmp, proxy)
+            other_key(b, stack, tmp, proxy)
         except Exception as e:
             import traceback
             traceback.print_exc()
@@ -649,6 +663,56 @@ def attacks(b, stack, tmp, proxy):
     C.ok("public-key" in b.text("#attest-panel"), "the badge's panel says why")
     shot(b, "10-key-substituted")
     proxy.lie_key = False
+
+
+def badge_key(b):
+    b.click("[data-test=attestation-badge]")
+    text = b.text("#attest-panel")
+    b.click("[data-test=attestation-badge]")
+    m = re.search(r"[0-9a-f]{64}", text.split("Enclave key", 1)[-1])
+    return m.group(0) if m else None
+
+
+def other_key(b, stack, tmp, proxy):
+    """The 409 a chat sealed to another enclave key gets (as from another instance
+    behind a load balancer, or here a restarted enclave): verified and resent once."""
+    tok = dev_token(tmp, "user_web_victim")
+    if b.visible("#error"):
+        b.click("#error-close")
+    if b.visible("#attest-panel"):
+        b.click("[data-test=attestation-badge]")
+    state, _, err = chat(b, "[[sim: chunks=1]] before the new key")
+    C.eq((state, err), ("done", ""), "through the honest proxy, a chat works (the key attested again)")
+    old = call(stack.url, "GET", "/api/v1/chat/enclave/info", tok)[1]["enclave_public_key"]
+    C.eq(badge_key(b), old, "the badge shows the attested key")
+    stack.start_enclave()  # a new key pair; veild learns it, the page still holds the old one
+    fresh = lambda: (lambda i, h: i.get("enclave_public_key") not in (None, old) and h.get("has_credentials"))(  # noqa: E731
+        call(stack.url, "GET", "/api/v1/chat/enclave/info", tok)[1],
+        call(stack.url, "GET", "/api/v1/chat/enclave/health", tok)[1])
+    C.ok(b.wait_for(fresh, 60, "veild to know the new enclave"), "veild knows the new key")
+    new = call(stack.url, "GET", "/api/v1/chat/enclave/info", tok)[1]["enclave_public_key"]
+    refused = stack.veild.text().count("reason=other_enclave_key")
+    streams = proxy.streams
+    state, text, err = chat(b, "[[sim: chunks=2]] after the new key")
+    C.eq((state, text, err), ("done", expected_answer("after the new key", 2), ""),
+         "sealed to the old key: 409, the new key verified, resent once, answered")
+    C.eq(stack.veild.text().count("reason=other_enclave_key"), refused + 1, "veild answered the first send 409")
+    C.eq(proxy.streams, streams + 2, "two sends: the refused one and the retry")
+    C.eq(badge_key(b), new, "the badge shows the new key")
+    shot(b, "11-other-key-resent")
+    # attack: a 409 offering the attacker's key with the enclave's (cached) document
+    genuine = call(stack.url, "GET", "/api/v1/chat/enclave/info", tok)[1]
+    proxy.offer = {"detail": "The request was sealed to another enclave key; verify this instance's attestation "
+                             "and retry", "enclave_public_key": proxy.attacker_pub, "attestation": genuine["attestation"]}
+    streams = proxy.streams
+    state, _, err = chat(b, "[[sim: chunks=2]] never resent")
+    proxy.offer = None
+    C.ok(state == "failed" and "(public-key)" in err and "Nothing was sent" in err,
+         f"a 409 offering a key its document does not bind: refused on public-key ({err})")
+    C.eq(proxy.streams, streams + 1, "nothing resent after that 409")
+    C.eq(b.js("return document.querySelector('[data-test=message-input]').value"), "[[sim: chunks=2]] never resent",
+         "the message stays in the composer")
+    shot(b, "12-offer-refused")
 
 
 if __name__ == "__main__":

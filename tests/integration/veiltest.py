@@ -213,13 +213,15 @@ class Stack:
         p.wait_listening()
         return p
 
-    def start_enclave(self, extra=()):
+    def start_enclave(self, extra=(), nsm_dir=None):
+        """nsm_dir: the simulated NSM's directory (default tmp/nsm); enclaves that share
+        one verify under one root, as real enclaves all chain to AWS's."""
         if self.enclave:
             self.enclave.stop()
         self.enclave = self.start("enclave", [os.path.join(BIN, "veil-enclave"), "--listen", self.enclave_addr,
                                   "--proxy", self.proxy_addr, "--bedrock-endpoint", self.endpoint,
                                   "--ca-file", self.ca, "--stream-timeout", "4",
-                                  "--nsm", "sim:" + os.path.join(self.tmp, "nsm"), *extra],
+                                  "--nsm", "sim:" + (nsm_dir or os.path.join(self.tmp, "nsm")), *extra],
                                   env={"VEIL_LOG_LEVEL": "debug"})
         return self.enclave
 
@@ -541,8 +543,10 @@ class HttpRelay:
     """An HTTP server on loopback that relays each request to veild at port, for tests
     that play a hostile or failing server between a client and veild. A subclass
     overrides the hooks: request(h, raw) answers without veild ((status, data, ctype)),
-    drops the connection (DROP) or lets it through (None); forward(h, raw) -> the body
-    veild gets; answer(h, raw, status, data, ctype) -> what the client gets."""
+    drops the connection (DROP) or lets it through (None); upstream(h) -> the port of
+    the veild it goes to (a load balancer's choice); forward(h, raw) -> the body veild
+    gets; answer(h, raw, status, data, ctype) -> what the client gets; headers(h) ->
+    more (name, value) headers for the client."""
 
     DROP = "drop"
 
@@ -564,7 +568,7 @@ class HttpRelay:
                     self.close_connection = True  # no answer: the client sees the connection close
                     return
                 if own is None:
-                    c = http.client.HTTPConnection("127.0.0.1", relay.port, timeout=120)
+                    c = http.client.HTTPConnection("127.0.0.1", relay.upstream(self), timeout=120)
                     hdrs = {k: v for k, v in self.headers.items()
                             if k.lower() in ("authorization", "content-type", "accept")}
                     c.request(self.command, self.path, body=relay.forward(self, raw), headers=hdrs)
@@ -576,6 +580,8 @@ class HttpRelay:
                 self.send_response(status)
                 if ctype:
                     self.send_header("Content-Type", ctype)
+                for k, v in relay.headers(self):
+                    self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -588,6 +594,12 @@ class HttpRelay:
 
     def request(self, h, raw):
         return None
+
+    def upstream(self, h):
+        return self.port
+
+    def headers(self, h):
+        return []
 
     def forward(self, h, raw):
         return raw
@@ -630,6 +642,10 @@ class TcpProxy:
     def thaw(self):
         self.flowing.set()
 
+    def _pick(self):
+        """The port a new connection goes to."""
+        return self.target
+
     def _accept(self):
         import threading
         while not self.stopping:
@@ -638,7 +654,7 @@ class TcpProxy:
             except OSError:
                 return
             try:
-                u = socket.create_connection(("127.0.0.1", self.target))
+                u = socket.create_connection(("127.0.0.1", self._pick()))
             except OSError:
                 c.close()
                 continue
@@ -697,6 +713,31 @@ class TcpProxy:
                     c.close()
                 except OSError:
                     pass
+
+
+class RoundRobinProxy(TcpProxy):
+    """A load balancer without stickiness, at the TCP level: each new connection goes
+    to the next of targets in turn (a kept-alive connection stays where it went).
+    picked lists the index each connection went to; next_index() forces the next."""
+
+    def __init__(self, targets):
+        import threading
+        self.targets = list(targets)
+        self.picked = []
+        self._turn = 0
+        self._turn_lock = threading.Lock()
+        super().__init__(self.targets[0])
+
+    def _pick(self):
+        with self._turn_lock:
+            i = self._turn % len(self.targets)
+            self._turn += 1
+            self.picked.append(i)
+            return self.targets[i]
+
+    def next_index(self, i):
+        with self._turn_lock:
+            self._turn = i
 
 
 # ---- a scripted enclave (a hostile or broken one, for veild's nitro mode) -------------

@@ -68,12 +68,12 @@ static void on_info_attestation(void *ud, enclave_err err, const char *doc, cons
     (void)nsm_name;
     bool fresh = api_query(r, "nonce") != NULL;
     if (err == ENCLAVE_OK) {
-        api_reply_json(r, 200, json_pack("{s:s, s:s}", "enclave_public_key", pub, PF_ATTESTATION, doc));
+        api_reply_json(r, 200, json_pack("{s:s, s:s}", PF_ENCLAVE_PUBLIC_KEY, pub, PF_ATTESTATION, doc));
         return;
     }
     const char *pk = ec_public_key(r->srv->ec);
     if (err == ENCLAVE_ERR_NO_ATTESTATION && !fresh && pk) { /* the original's shape */
-        api_reply_json(r, 200, json_pack("{s:s, s:n}", "enclave_public_key", pk, PF_ATTESTATION));
+        api_reply_json(r, 200, json_pack("{s:s, s:n}", PF_ENCLAVE_PUBLIC_KEY, pk, PF_ATTESTATION));
         return;
     }
     log_info(r->rid, "event=attestation_unavailable code=%s", enclave_err_name(err));

@@ -1,7 +1,9 @@
 /* routes_stream — POST /api/v1/chat/encrypted/stream (spec §4.3): checks the body
- * and the caller's right to send, takes one of the user's stream slots, asks the
- * enclave and relays its events as SSE, with heartbeats and backpressure both ways;
- * the final event stores both messages (and the session's first row), or nothing.
+ * (a chat sealed to another instance's enclave key gets 409 before anything starts)
+ * and the caller's right to send, takes one of the user's stream slots (this
+ * instance's), asks the enclave and relays its events as SSE, with heartbeats and
+ * backpressure both ways; the final event stores both messages (and the session's
+ * first row), or nothing.
  *
  * In steps, each on its own side of the loop: the body and the slot on the loop;
  * the store's checks (the right to send, the session's owner, a new session's row)
@@ -491,6 +493,42 @@ static void stream_begin(api_req *r)
     log_info(r->rid, "event=stream_start model=%s new_session=%d", st->model, st->new_session);
 }
 
+/* A chat sealed to another instance's enclave key (behind a load balancer each veild
+ * has its own enclave): 409 with this instance's key and a document that binds it,
+ * before a slot, a session row or the enclave's work. The client verifies a fresh
+ * attestation of its own (GET /enclave/info?nonce=) before it reseals: the document
+ * here is the cached one, made for veild's nonce, a hint and never a proof of now. */
+static void other_key_close(api_req *r)
+{
+    ec_op_cancel(r->state);
+}
+
+static void on_other_key_attestation(void *ud, enclave_err err, const char *doc, const char *pub, const char *nsm)
+{
+    api_req *r = ud;
+    (void)nsm;
+    const char *own = ec_public_key(r->srv->ec);
+    if (err == ENCLAVE_OK)
+        ru_reply_other_key(r, pub, doc);
+    else if (err == ENCLAVE_ERR_NO_ATTESTATION && own)
+        ru_reply_other_key(r, own, NULL);
+    else
+        api_reply_detail(r, 503, "Enclave not available");
+}
+
+static void refuse_other_key(api_req *r)
+{
+    log_info(r->rid, "event=stream_refused reason=other_enclave_key");
+    ec_op *op = ec_cached_attestation(r->srv->ec, on_other_key_attestation, r);
+    if (r->replied) /* from the cache, already answered */
+        return;
+    if (!op) {
+        api_reply_detail(r, 503, "Enclave not available");
+        return;
+    }
+    api_req_hold(r, other_key_close, op);
+}
+
 static void post_stream(api_req *r)
 {
     json_t *body = api_body_json(r);
@@ -502,6 +540,13 @@ static void post_stream(api_req *r)
     const char *model = json_string_value(json_object_get(body, "model"));
     if (!model_known(model)) {
         invalid_model(r);
+        goto out;
+    }
+    int other = ru_sealed_to_other_key(r, body, ec_public_key(r->srv->ec));
+    if (other < 0)
+        goto out;
+    if (other) {
+        refuse_other_key(r);
         goto out;
     }
     st = calloc(1, sizeof *st);

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "crypto/ep.h"
 #include "server/http/validate.h"
@@ -192,6 +193,26 @@ bool ru_opt_str(api_req *r, const json_t *body, const char *name)
         return true;
     v_loc loc = {{name}, 1};
     return v_str_at(r, v, loc, SIZE_MAX); /* not a string: 422 string_type */
+}
+
+/* ---- many instances ---- */
+
+int ru_sealed_to_other_key(api_req *r, json_t *body, const char *own_hex)
+{
+    json_t *v = json_object_get(body, PF_ENCLAVE_PUBLIC_KEY);
+    if (!v || json_is_null(v)) /* the original's clients: unchanged */
+        return 0;
+    if (!v_hex(r, body, NULL, NULL, PF_ENCLAVE_PUBLIC_KEY, 64, 0))
+        return -1;
+    if (!own_hex)
+        return 0;
+    return strcmp(json_string_value(v), own_hex) != 0; /* both lower case now */
+}
+
+void ru_reply_other_key(api_req *r, const char *pub_hex, const char *doc_b64)
+{
+    ru_reply(r, 409, json_pack("{s:s, s:s, s:o}", "detail", RU_OTHER_ENCLAVE_KEY, PF_ENCLAVE_PUBLIC_KEY, pub_hex,
+                               PF_ATTESTATION, doc_b64 ? json_string(doc_b64) : json_null()));
 }
 
 static bool context_body(api_req *r, json_t *body, json_t **data)

@@ -78,6 +78,21 @@ bool ru_session_or_reply(api_req *r, const char *id, session_row *out);
  * stored under (the user's, or the org's in an org context). */
 const char *ru_can_send(api_req *r, char storage_key[65], store_rc *err);
 
+/* ---- many instances: the enclave key a chat was sealed to ---- */
+
+/* Behind a load balancer each veild has its own enclave, with its own key: a chat
+ * sealed to another instance's key is answered 409 before anything starts. */
+#define RU_OTHER_ENCLAVE_KEY "The request was sealed to another enclave key; verify this instance's attestation and retry"
+
+/* The chat body's optional PF_ENCLAVE_PUBLIC_KEY (64 hex, lower-cased in place)
+ * against own_hex, this instance's key: 1 when it names another key, 0 when it is
+ * absent, null or ours (or ours is not known yet: the enclave then decides), -1
+ * after a 422. */
+int ru_sealed_to_other_key(api_req *r, json_t *body, const char *own_hex);
+/* 409 {"detail": RU_OTHER_ENCLAVE_KEY, "enclave_public_key": pub_hex,
+ * "attestation": doc_b64 or null (an enclave without an NSM)}. */
+void ru_reply_other_key(api_req *r, const char *pub_hex, const char *doc_b64);
+
 /* ---- validation ---- */
 
 /* One hex field of a request model. */

@@ -120,16 +120,22 @@ static void on_fetched(void *ud, const imds_credentials *c, const char *err)
         return;
     }
     time_t now = time(NULL);
-    if (rf->pushed && c->expires_at && c->expires_at == rf->creds.expires_at &&
-        strcmp(c->access_key_id, rf->creds.access_key_id) == 0) {
-        /* IMDS has not rotated yet: the enclave already holds these; ask again soon */
+    bool same = c->expires_at && c->expires_at == rf->creds.expires_at &&
+                strcmp(c->access_key_id, rf->creds.access_key_id) == 0;
+    if (same && rf->pushed && c->expires_at - margin_of(rf) <= now) {
+        /* due to expire, and IMDS has not rotated yet: the enclave already holds
+         * these; ask again soon */
         rf->st = RF_IDLE;
         schedule(rf, c->expires_at - now > 2 ? 1000u : 250u);
         return;
     }
+    /* the same ones far from expiry: the interval's push sends them again, as the
+     * original's loop did (EC2 rotates on its own schedule: waiting for it here
+     * would ask IMDS every second for hours) */
+    if (!same)
+        rf->lifetime = c->expires_at ? c->expires_at - now : 0;
     imds_credentials_clear(&rf->creds);
     rf->creds = *c;
-    rf->lifetime = c->expires_at ? c->expires_at - now : 0;
     push(rf);
 }
 

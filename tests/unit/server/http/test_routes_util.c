@@ -451,6 +451,78 @@ static void test_opt_str(void **state)
     cap_done(r);
 }
 
+/* ---- many instances: the key a chat was sealed to ---- */
+
+#define OTHER64 "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100"
+
+static void test_sealed_to_other_key(void **state)
+{
+    (void)state;
+    /* absent or null (the original's clients), ours (in either case), or ours not
+     * known yet: the chat goes on, nothing is answered here */
+    static const struct {
+        const char *body;
+        const char *own;
+    } same[] = {
+        {"{}", HEX64},
+        {"{\"enclave_public_key\":null}", HEX64},
+        {"{\"enclave_public_key\":\"" HEX64 "\"}", HEX64},
+        {"{\"enclave_public_key\":\"00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF\"}", HEX64},
+        {"{\"enclave_public_key\":\"" OTHER64 "\"}", NULL},
+    };
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        json_t *b = J(same[i].body);
+        api_req *r = cap_req();
+        assert_int_equal(ru_sealed_to_other_key(r, b, same[i].own), 0);
+        assert_int_equal(cap.n, 0);
+        json_decref(b);
+        cap_done(r);
+    }
+
+    /* another instance's key */
+    json_t *b = J("{\"enclave_public_key\":\"" OTHER64 "\"}");
+    api_req *r = cap_req();
+    assert_int_equal(ru_sealed_to_other_key(r, b, HEX64), 1);
+    assert_int_equal(cap.n, 0);
+    json_decref(b);
+    cap_done(r);
+
+    /* not a key: 422 at body.enclave_public_key, never a 409 */
+    b = J("{\"enclave_public_key\":\"" HEX32 "\"}");
+    r = cap_req();
+    assert_int_equal(ru_sealed_to_other_key(r, b, HEX64), -1);
+    assert_422("string_too_short", "[\"body\",\"enclave_public_key\"]", "String should have at least 64 characters",
+               "\"" HEX32 "\"");
+    json_decref(b);
+    cap_done(r);
+
+    b = J("{\"enclave_public_key\":42}");
+    r = cap_req();
+    assert_int_equal(ru_sealed_to_other_key(r, b, HEX64), -1);
+    assert_int_equal(cap.n, 1);
+    assert_int_equal(cap.status, 422);
+    json_decref(b);
+    cap_done(r);
+}
+
+static void test_reply_other_key(void **state)
+{
+    (void)state;
+    api_req *r = cap_req();
+    ru_reply_other_key(r, HEX64, "ZG9j");
+    assert_int_equal(cap.n, 1);
+    assert_int_equal(cap.status, 409);
+    assert_json(cap.body, "{\"detail\":\"The request was sealed to another enclave key; verify this instance's "
+                          "attestation and retry\",\"enclave_public_key\":\"" HEX64 "\",\"attestation\":\"ZG9j\"}");
+    cap_done(r);
+
+    r = cap_req(); /* an enclave without an NSM: the key, and no document */
+    ru_reply_other_key(r, HEX64, NULL);
+    assert_int_equal(cap.status, 409);
+    assert_json(cap.body, "{\"detail\":\"The request was sealed to another enclave key; verify this instance's "
+                          "attestation and retry\",\"enclave_public_key\":\"" HEX64 "\",\"attestation\":null}");
+    cap_done(r);
+}
 
 /* ---- context documents ---- */
 
@@ -540,6 +612,8 @@ int main(void)
         cmocka_unit_test_setup(test_transactions, setup),
         cmocka_unit_test_setup(test_hex_fields, setup),
         cmocka_unit_test_setup(test_opt_str, setup),
+        cmocka_unit_test_setup(test_sealed_to_other_key, setup),
+        cmocka_unit_test_setup(test_reply_other_key, setup),
         cmocka_unit_test_setup(test_context_get, setup),
         cmocka_unit_test_setup(test_context_put, setup),
     };

@@ -2,8 +2,9 @@
  * push follows the credentials' lifetime (five minutes before expiry, a quarter of
  * the lifetime for short-lived ones, never later than the refresh interval);
  * failures back off from 1 s to 60 s and reset after a success; an IMDS that has
- * not rotated yet is asked again soon instead of re-pushing the same credentials;
- * an enclave restart, or a kick while busy, pushes at once.
+ * not rotated yet is asked again soon instead of re-pushing the same credentials
+ * when they are due to expire, and far from expiry the interval's push sends them
+ * again; an enclave restart, or a kick while busy, pushes at once.
  *
  * The seams are link-time (tests/tests.cmake): the refresher's clock (time), its
  * timer (event_add/event_del record the delay asked for; the test fires the timer
@@ -394,6 +395,39 @@ static void test_waits_out_unrotated_imds(void **state)
     assert_int_equal(refresher_push_count(rf), 2);
 }
 
+/* The refresh interval, with credentials far from expiry that IMDS has not rotated
+ * (EC2's last for hours and rotate on their own schedule): the interval's push sends
+ * them again, and the next check is an interval later, not IMDS asked every second
+ * until it rotates. */
+static void test_interval_repushes_unrotated(void **state)
+{
+    (void)state;
+    cfg.refresh_seconds = 10;
+    rf = make();
+    refresher_start(rf);
+    time_t exp = T0 + 6 * 3600;
+    imds_answers("ASIA1", exp);
+    enclave_answers(true);
+    assert_int_equal(T.ms, 10000);
+    for (int i = 0; i < 3; i++) {
+        fire();
+        assert_int_equal(I.fetches, i + 2);
+        imds_answers("ASIA1", exp);
+        assert_int_equal(E.pushes, i + 2); /* the same credentials, pushed again */
+        assert_string_equal(E.last.access_key_id, "ASIA1");
+        enclave_answers(true);
+        assert_int_equal(refresher_push_count(rf), (unsigned long)i + 2);
+        assert_true(T.pending);
+        assert_int_equal(T.ms, 10000);
+    }
+    /* their lifetime stays theirs: near expiry the margin is still five minutes */
+    g_now = exp - 300 - 5;
+    fire();
+    imds_answers("ASIA1", exp);
+    assert_int_equal(E.pushes, 4); /* inside the margin: not pushed again, asked again soon */
+    assert_int_equal(T.ms, 1000);
+}
+
 /* ---- an enclave restart, and a kick while busy ---- */
 
 static void test_restart_pushes_at_once(void **state)
@@ -429,17 +463,22 @@ static void test_kick_while_busy(void **state)
     refresher_kick(rf); /* while pushing */
     assert_int_equal(E.pushes, 1);
     enclave_answers(true);
-    /* the attempt asked for while busy runs when the push ends; IMDS gives the
-     * credential the enclave holds now, so it is not pushed twice */
+    /* the attempt asked for while busy runs when the push ends (a kick comes from an
+     * enclave that said it holds no credentials): the same credential, far from
+     * expiry, goes again, and then the interval, never IMDS asked every second
+     * until it rotates */
     assert_int_equal(I.fetches, 2);
     imds_answers("ASIA1", T0 + 6 * 3600);
-    assert_int_equal(E.pushes, 1);
-    assert_int_equal(T.ms, 1000);
-    fire();
-    imds_answers("ASIA2", T0 + 7 * 3600); /* a new one is */
     assert_int_equal(E.pushes, 2);
+    assert_string_equal(E.last.access_key_id, "ASIA1");
     enclave_answers(true);
     assert_int_equal(refresher_push_count(rf), 2);
+    assert_int_equal(T.ms, 2700000);
+    fire();
+    imds_answers("ASIA2", g_now + 6 * 3600); /* a new one, as always */
+    assert_int_equal(E.pushes, 3);
+    enclave_answers(true);
+    assert_int_equal(refresher_push_count(rf), 3);
     assert_int_equal(T.ms, 2700000);
 }
 
@@ -593,6 +632,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_schedule_by_lifetime, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backoff, setup, teardown),
         cmocka_unit_test_setup_teardown(test_waits_out_unrotated_imds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_interval_repushes_unrotated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_pushes_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kick_while_busy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_push_is_pushed_again, setup, teardown),
