@@ -20,8 +20,10 @@ int main(int argc, char **argv)
         printf("Usage: bench_stack\n\n"
                "Runs " STACK_SCRIPT " on the programs in " VEIL_BINARY_DIR ":\n"
                "veil-bedrock-sim, veil-proxy and veil-enclave on temp sockets, veil-load\n"
-               "against them (TTFC against the simulator directly, several load shapes), then\n"
-               "a summary table. About 15 s; BENCH_TIME_LIMIT caps each load run (default 20 s).\n");
+               "against them (several load shapes; the same short streams on a second\n"
+               "veil-enclave without its upstream pool, and the TTFC of each against direct\n"
+               "calls to the simulator), then summary tables. About 40 s; BENCH_TIME_LIMIT\n"
+               "caps each load run (default 20 s).\n");
         return 0;
     }
     if (argc > 1) {

@@ -3,14 +3,16 @@
 #
 #   veil-bedrock-sim  a local Bedrock (TLS, SigV4 with static test credentials)
 #   veil-proxy        the parent's CONNECT proxy (unix socket)
-#   veil-enclave      the enclave daemon (unix socket, TLS to the sim through the proxy)
+#   veil-enclave      the enclave daemon (unix socket, TLS to the sim through the proxy),
+#                     twice: with its upstream pool (the default) and without (max idle 0)
 #   veil-load         the parent: CHAT_STREAM requests, every chunk decrypted and checked
 #
-# Runs a few load shapes, the direct-to-sim TTFC baseline in the same run as the
-# enclave path, and prints a summary table. Figures only, no pass/fail on timing;
+# Runs a few load shapes, the same short streams on the enclave with and without its
+# pool of kept-alive Bedrock connections, the direct-to-sim TTFC baseline in the same
+# run as the enclave path, and prints summary tables. Figures only, no pass/fail on timing;
 # the exit status is non-zero only when a stream failed or the stack did not start.
 # Everything lives in a temp dir and is always stopped (trap). Bounded: about a
-# minute at most (BENCH_TIME_LIMIT caps each veil-load run, default 20 s).
+# minute or two at most (BENCH_TIME_LIMIT caps each veil-load run, default 20 s).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -76,16 +78,26 @@ PROXY_PID=$PID
 start enclave "$BIN/veil-enclave" --listen "unix:$TMP/enclave.sock" --proxy "unix:$TMP/proxy.sock" \
     --bedrock-endpoint "$HOST:$SIM_PORT" --ca-file "$TMP/ca/ca.pem" --max-streams 2048 --nsm "sim:$TMP/nsm"
 ENCLAVE_PID=$PID
+# the same enclave without kept-alive connections: CONNECT + TLS handshake per stream
+start enclave-nopool "$BIN/veil-enclave" --listen "unix:$TMP/enclave-nopool.sock" --proxy "unix:$TMP/proxy.sock" \
+    --bedrock-endpoint "$HOST:$SIM_PORT" --ca-file "$TMP/ca/ca.pem" --max-streams 2048 --nsm "sim:$TMP/nsm" \
+    --upstream-pool-max-idle 0
+NOPOOL_PID=$PID
 
 CREDS=(--access-key-id "$AKID" --secret-access-key "$SECRET" --session-token "$TOKEN")
-COMMON=(--enclave "unix:$TMP/enclave.sock" --enclave-pid "$ENCLAVE_PID" --proxy-pid "$PROXY_PID"
-        --time-limit "$LIMIT" --chunk-size 40) # 40-byte deltas, as bench_crypto seals
-"$BIN/veil-load" --enclave "unix:$TMP/enclave.sock" --set-credentials "${CREDS[@]}" --total 0 > /dev/null
+SIM=(--sim "tcp:127.0.0.1:$SIM_PORT" --ca-file "$TMP/ca/ca.pem" "${CREDS[@]}")
+COMMON=(--proxy-pid "$PROXY_PID" --time-limit "$LIMIT" --chunk-size 40) # 40-byte deltas, as bench_crypto seals
+ON=(--enclave "unix:$TMP/enclave.sock" --enclave-pid "$ENCLAVE_PID")
+OFF=(--enclave "unix:$TMP/enclave-nopool.sock" --enclave-pid "$NOPOOL_PID")
+for e in enclave enclave-nopool; do
+    "$BIN/veil-load" --enclave "unix:$TMP/$e.sock" --set-credentials "${CREDS[@]}" --total 0 > /dev/null
+done
 
+kvget() { local v; v=$(grep -m1 "^$2=" "$TMP/$1.kv" 2>/dev/null | cut -d= -f2-); echo "${v:--}"; }
 status=0
 runs=()
-# run NAME VEIL-LOAD-ARGS...: one configuration; its figures go to $TMP/NAME.kv
-run() {
+# go NAME VEIL-LOAD-ARGS...: one configuration; its figures go to $TMP/NAME.kv
+go() {
     local name=$1; shift
     echo
     echo "== $name"
@@ -93,11 +105,11 @@ run() {
         status=1
         echo "bench/stack.sh: veil-load reported failures for $name" >&2
     fi
-    runs+=("$name")
 }
+# run NAME VEIL-LOAD-ARGS...: a load shape on the default enclave (pool on), in the summary table
+run() { go "$1" "${ON[@]}" "${@:2}"; runs+=("$1"); }
 
-run "1x200" --streams 1 --total 20 --chunks 200 \
-    --sim "tcp:127.0.0.1:$SIM_PORT" --ca-file "$TMP/ca/ca.pem" "${CREDS[@]}" --baseline 20
+run "1x200" --streams 1 --total 20 --chunks 200
 run "50x100-max" --streams 50 --total 100 --chunks 100
 run "100x50@20ms" --streams 100 --total 200 --chunks 50 --interval-ms 20
 run "500x20@20ms" --streams 500 --total 500 --chunks 20 --interval-ms 20
@@ -106,7 +118,33 @@ run "1x200-v3" --streams 1 --total 20 --chunks 200 --stream-format 3
 run "50x100-v3" --streams 50 --total 100 --chunks 100 --stream-format 3
 run "500x20-v3" --streams 500 --total 500 --chunks 20 --interval-ms 20 --stream-format 3
 
-kvget() { local v; v=$(grep -m1 "^$2=" "$TMP/$1.kv" 2>/dev/null | cut -d= -f2-); echo "${v:--}"; }
+# the upstream pool, on and off, in turn, ROUNDS times (the medians are printed: other
+# work on the machine moves single runs). Short answers (2 chunks) make the per-stream
+# setup the bulk of the enclave's CPU; 8 at once stay within the pool's 8 idle. TTFC:
+# one stream at a time, in turn with direct calls to the sim that connect the same way
+# (a new connection each beside pool off, a kept-alive one beside pool on).
+ROUNDS=${BENCH_POOL_ROUNDS:-5}
+echo
+echo "== upstream pool on/off: $ROUNDS rounds (each run's output in the temp dir; one line each here)"
+quiet() {
+    local name=$1; shift
+    if ! "$BIN/veil-load" "${COMMON[@]}" --label "$name" --kv "$TMP/$name.kv" "$@" > "$TMP/$name.out" 2>&1; then
+        status=1
+        echo "bench/stack.sh: veil-load reported failures for $name" >&2
+        tail -5 "$TMP/$name.out" >&2
+    fi
+    printf '  %-16s cpu/stream %s ms  ttfc p50 %s ms  baseline p50 enclave %s / direct %s ms\n' "$name" \
+        "$(kvget "$name" enclave_cpu_ms_per_stream)" "$(kvget "$name" load_ttfc_p50_ms)" \
+        "$(kvget "$name" baseline_enclave_ttfc_p50_ms)" "$(kvget "$name" baseline_direct_ttfc_p50_ms)"
+}
+for r in $(seq 1 "$ROUNDS"); do
+    for f in 3 1; do
+        quiet "setup-f$f-off-$r" "${OFF[@]}" --streams 8 --total 600 --chunks 2 --stream-format $f
+        quiet "setup-f$f-on-$r" "${ON[@]}" --streams 8 --total 600 --chunks 2 --stream-format $f
+    done
+    quiet "ttfc-off-$r" "${OFF[@]}" --streams 1 --total 0 --chunks 2 "${SIM[@]}" --baseline 200
+    quiet "ttfc-on-$r" "${ON[@]}" --streams 1 --total 0 --chunks 2 "${SIM[@]}" --baseline 200 --direct-keep-alive
+done
 
 echo
 echo "== summary (enclave path; CPU from /proc/<pid>/stat; pace = chunks/s per stream achieved;"
@@ -137,11 +175,44 @@ fit=$(awk -v a="$(kvget 1x200 enclave_cpu_ms_per_stream)" -v na="$(kvget 1x200 c
              printf "%.1f µs per chunk + %.2f ms per stream", c * 1e3, f }') \
     || fit="n/a (no CPU figures)"
 echo "Enclave CPU split (fit of 1x200 and 500x20@20ms): $fit"
-echo "  (the per-chunk part is the seal that bench_crypto measures; the per-stream part is the TLS"
-echo "   handshake through the proxy, SigV4, opening the request and sealing the two stored messages)"
+echo "  (the per-chunk part is the seal that bench_crypto measures; the per-stream part is the"
+echo "   parent's connection, SigV4, opening the request and sealing the two stored messages, and a"
+echo "   CONNECT + TLS handshake only when no kept-alive connection to Bedrock is idle)"
+
+# on / off figures; a missing one prints "-"
+# med RUN KEY: the median of KEY over the rounds of RUN (RUN-1 .. RUN-ROUNDS)
+med() {
+    for r in $(seq 1 "$ROUNDS"); do kvget "$1-$r" "$2"; done | grep -v '^-$' | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2];
+                                  else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
+minus() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-") print "-"; else printf "%+.2f", a - b }'; }
+# a goal: value <= limit
+goal() { awk -v v="$1" -v l="$2" 'BEGIN { if (v == "-") print "n/a"; else if (v + 0 <= l) print "met"; else print "NOT met" }'; }
 echo
-printf 'TTFC overhead of veil-enclave + veil-proxy (one stream at a time, in turn with direct calls):\n'
-printf '  enclave path p50 %s ms, direct to sim p50 %s ms: ratio %sx, +%s ms\n' \
-    "$(kvget 1x200 baseline_enclave_ttfc_p50_ms)" "$(kvget 1x200 baseline_direct_ttfc_p50_ms)" \
-    "$(kvget 1x200 ttfc_overhead_ratio_p50)" "$(kvget 1x200 ttfc_overhead_ms_p50)"
+echo "== upstream pool (veil-enclave --upstream-pool-max-idle 8, the default, against 0; same run;"
+echo "   medians of $ROUNDS rounds)"
+pfmt='%-44s %10s %10s %8s\n'
+printf "$pfmt" "" "pool on" "pool off" "on/off"
+for f in f3 f1; do
+    on=$(med "setup-$f-on" enclave_cpu_ms_per_stream); off=$(med "setup-$f-off" enclave_cpu_ms_per_stream)
+    printf "$pfmt" "enclave CPU per stream, format ${f#f}, 2 chunks (ms)" "$on" "$off" "$(ratio "$on" "$off")"
+    printf "$pfmt" "  of which the upstream connection (off - on)" "" "$(minus "$off" "$on")" ""
+    on=$(med "setup-$f-on" load_ttfc_p50_ms); off=$(med "setup-$f-off" load_ttfc_p50_ms)
+    printf "$pfmt" "  TTFC p50 at 8 at once, format ${f#f} (ms)" "$on" "$off" "$(ratio "$on" "$off")"
+done
+for q in p50 p99; do
+    eon=$(med ttfc-on "baseline_enclave_ttfc_${q}_ms"); eoff=$(med ttfc-off "baseline_enclave_ttfc_${q}_ms")
+    don=$(med ttfc-on "baseline_direct_ttfc_${q}_ms"); doff=$(med ttfc-off "baseline_direct_ttfc_${q}_ms")
+    printf "$pfmt" "TTFC $q, enclave path, one at a time (ms)" "$eon" "$eoff" "$(ratio "$eon" "$eoff")"
+    printf "$pfmt" "TTFC $q, direct to the sim (ms)" "$don" "$doff" ""
+    printf "$pfmt" "  added by veil-enclave + veil-proxy (ms)" "$(minus "$eon" "$don")" "$(minus "$eoff" "$doff")" ""
+done
+echo "(direct calls connect as the enclave does: kept alive beside pool on, a new TLS connection"
+echo " beside pool off; a p99 difference is the difference of the two p99s)"
+setup=$(med setup-f3-on enclave_cpu_ms_per_stream)
+added=$(minus "$(med ttfc-on baseline_enclave_ttfc_p50_ms)" "$(med ttfc-on baseline_direct_ttfc_p50_ms)")
+echo "Goals (issue K): enclave CPU per stream <= 0.3 ms: $setup ms, $(goal "$setup" 0.3);" \
+     "TTFC added p50 <= 0.3 ms: $added ms, $(goal "${added#+}" 0.3)"
 exit "$status"

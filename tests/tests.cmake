@@ -26,7 +26,7 @@ set(api_capture -Wl,--wrap=httpd_respond -Wl,--wrap=httpd_header -Wl,--wrap=http
 set(unit_link_options_server_http_test_validate ${api_capture})
 set(unit_link_options_server_http_test_routes_util ${api_capture})
 foreach(f store_last_error store_membership_get store_memberships_for_user store_memberships_for_org
-          store_begin store_commit store_rollback store_context_get store_context_put)
+          store_begin store_commit store_rollback store_context_get store_context_put store_timed_out)
   list(APPEND unit_link_options_server_http_test_routes_util -Wl,--wrap=${f})
 endforeach()
 

@@ -34,7 +34,7 @@ static const char *const FAULT_NAMES[] = {
     [BSIM_FAULT_VALIDATION] = "validation", [BSIM_FAULT_MODEL_ERROR] = "model-error",
     [BSIM_FAULT_HTTP_429] = "http-429",   [BSIM_FAULT_HTTP_500] = "http-500",
     [BSIM_FAULT_HTTP_400] = "http-400",   [BSIM_FAULT_EMPTY] = "empty",
-    [BSIM_FAULT_HANG] = "hang",
+    [BSIM_FAULT_HANG] = "hang",           [BSIM_FAULT_CLOSE_REUSED] = "close-reused",
 };
 
 /* Converse request fields Bedrock knows; anything else is "extraneous" (the original's
@@ -134,7 +134,7 @@ int bsim_apply_directive(bsim_options *o, const char *s, size_t n, char *err, si
                      "Invalid simulator directive '%.*s' (keys: chunks=1..%ld, "
                      "chunk-size=0..%ld, interval-ms=0..%ld, slow-first-byte=0..%ld, "
                      "fault=none|drop|bad-crc|throttle|validation|model-error|http-429|"
-                     "http-500|http-400|empty|hang|slow-first-byte=MS).",
+                     "http-500|http-400|empty|hang|close-reused|slow-first-byte=MS).",
                      shown, s + start, BSIM_MAX_CHUNKS, BSIM_MAX_CHUNK_SIZE, BSIM_MAX_MS,
                      BSIM_MAX_MS);
             return -1;

@@ -14,7 +14,8 @@
  * header (`KEY=VALUE ...`) or the server's --fault; later sources override earlier ones
  * (server < header < message). Keys: chunks, chunk-size, interval-ms, slow-first-byte,
  * fault (drop | bad-crc | throttle | validation | model-error | http-429 | http-500 |
- * http-400 | empty | hang | slow-first-byte=MS | none). A bare token means fault=TOKEN.
+ * http-400 | empty | hang | close-reused | slow-first-byte=MS | none). A bare token means
+ * fault=TOKEN.
  * bsim_request owns its echo text and wipes it on free (it is a user's prompt).
  */
 #ifndef VEIL_TOOLS_BEDROCK_SIM_H
@@ -44,6 +45,9 @@ typedef enum {
     BSIM_FAULT_HTTP_400,    /* HTTP 400 ValidationException */
     BSIM_FAULT_EMPTY,       /* no contentBlockDelta at all */
     BSIM_FAULT_HANG,        /* messageStart, then nothing until the client goes away */
+    BSIM_FAULT_CLOSE_REUSED, /* on a kept-alive connection's 2nd+ request: close (close_notify)
+                                without a byte of answer, the race a pooled client meets;
+                                on a new connection: none */
 } bsim_fault;
 
 typedef struct bsim_options {

@@ -6,9 +6,9 @@
  * the Converse body like Bedrock does, and answers deterministically (the rule is in
  * tools/bedrock_sim.h and in --help) as a real application/vnd.amazon.eventstream body,
  * one HTTP chunk per event-stream message, with faults injected per request on demand.
- * One libevent loop, non-blocking; one request per connection. Never logs a body, a
- * prompt, a header value or a credential.
- * Stays whole (~730 lines): a test tool, one program read top to bottom; its shared
+ * One libevent loop, non-blocking; HTTP/1.1 keep-alive (--keep-alive-ms) as Bedrock has
+ * it. Never logs a body, a prompt, a header value or a credential.
+ * Stays whole (~750 lines): a test tool, one program read top to bottom; its shared
  * pieces are already apart (sim_http.c, sim_creds.h, bedrock_sim.h).
  */
 #include <event2/buffer.h>
@@ -45,6 +45,7 @@ typedef struct bsim_server {
     sigv4_credentials statics; /* access_key_id NULL when none configured */
     const char *seed;          /* NULL: no minted credentials accepted */
     bsim_options defaults;
+    long keep_alive_ms;
 } bsim_server;
 
 typedef enum {
@@ -278,9 +279,9 @@ static void pump(void *arg)
             if (evbuffer_add_printf(sim_conn_output(j->c),
                                     "HTTP/1.1 200 OK\r\n"
                                     "Content-Type: application/vnd.amazon.eventstream\r\n"
-                                    "Transfer-Encoding: chunked\r\nConnection: close\r\n"
+                                    "Transfer-Encoding: chunked\r\n%s"
                                     "x-amzn-RequestId: %s\r\n\r\n",
-                                    sim_conn_rid(j->c)) < 0)
+                                    sim_conn_connection_header(j->c), sim_conn_rid(j->c)) < 0)
                 { fail_stream(j); return; }
             j->ph = PH_START;
             break;
@@ -493,6 +494,14 @@ static void handle_request(sim_conn *c, const http1_request *req, const uint8_t 
     sim_conn_set_fault(c, bsim_fault_name(j->o.fault));
     if (j->o.slow_first_byte_ms > 0 && j->o.fault == BSIM_FAULT_NONE)
         sim_conn_set_fault(c, "slow-first-byte");
+    if (j->o.fault == BSIM_FAULT_CLOSE_REUSED) {
+        if (sim_conn_seq(c) > 1) { /* the server closing an idle connection as it is used */
+            sim_conn_set_status(c, 0);
+            sim_conn_finish_close(c);
+            return;
+        }
+        j->o.fault = BSIM_FAULT_NONE;
+    }
 
     /* HTTP-level errors; on /converse the in-stream faults take their HTTP form */
     bool conv = route == BSIM_ROUTE_CONVERSE;
@@ -555,6 +564,10 @@ static void usage(FILE *f)
 "  --chunk-size BYTES         default padding of deltas 1..N-1 (default 0: none)\n"
 "  --interval-ms MS           default pause before each delta after the first (default 0)\n"
 "  --fault SPEC               server-wide default directive, e.g. \"fault=drop chunks=4\"\n"
+"  --keep-alive-ms MS         after a response, wait MS for the connection's next request\n"
+"                             (HTTP/1.1 persistence; HTTP/1.0 and Connection: close end it),\n"
+"                             then close with close_notify (default 60000, as AWS; 0: one\n"
+"                             request per connection)\n"
 "  --help                     this text\n"
 "\n"
 "Answer rule (deterministic, so tests can rebuild it):\n"
@@ -579,6 +592,8 @@ static void usage(FILE *f)
 "  fault=slow-first-byte=MS  wait MS before the response head (combines with other faults)\n"
 "  fault=empty            no contentBlockDelta at all\n"
 "  fault=hang             messageStart, then nothing until the client goes away\n"
+"  fault=close-reused     on a kept-alive connection's second or later request: close\n"
+"                         (close_notify) before any byte of answer; on a new one: none\n"
 "  fault=none             cancel a default fault\n"
 "  On /converse: throttle, validation, model-error become HTTP 429/400/424; drop closes\n"
 "  without an answer; hang never answers; empty answers with no content; bad-crc is ignored.\n"
@@ -611,10 +626,10 @@ static void log_config(void *ud)
 {
     const bsim_server *srv = ud;
     log_info(NULL, "event=config region=%s static_credentials=%s credential_seed=%s chunks=%ld "
-                   "chunk_size=%ld interval_ms=%ld fault=%s",
+                   "chunk_size=%ld interval_ms=%ld fault=%s keep_alive_ms=%ld",
              srv->region, srv->statics.access_key_id ? "yes" : "no", srv->seed ? "yes" : "no",
              srv->defaults.chunks, srv->defaults.chunk_size, srv->defaults.interval_ms,
-             bsim_fault_name(srv->defaults.fault));
+             bsim_fault_name(srv->defaults.fault), srv->keep_alive_ms);
 }
 
 static int parse_opt_long(const char *name, const char *v, long max, long *out)
@@ -627,7 +642,7 @@ static int parse_opt_long(const char *name, const char *v, long max, long *out)
 }
 
 enum { OPT_LISTEN = 1, OPT_CERT, OPT_KEY, OPT_REGION, OPT_AKID, OPT_SECRET, OPT_TOKEN, OPT_SEED,
-       OPT_CHUNKS, OPT_CHUNK_SIZE, OPT_INTERVAL, OPT_FAULT, OPT_HELP };
+       OPT_CHUNKS, OPT_CHUNK_SIZE, OPT_INTERVAL, OPT_FAULT, OPT_KEEP_ALIVE, OPT_HELP };
 
 int main(int argc, char **argv)
 {
@@ -644,13 +659,14 @@ int main(int argc, char **argv)
         {"chunk-size", required_argument, NULL, OPT_CHUNK_SIZE},
         {"interval-ms", required_argument, NULL, OPT_INTERVAL},
         {"fault", required_argument, NULL, OPT_FAULT},
+        {"keep-alive-ms", required_argument, NULL, OPT_KEEP_ALIVE},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
     char err[512];
     const char *listen = NULL, *cert = NULL, *key = NULL, *fault = NULL;
     const char *region = NULL, *akid = NULL, *secret_key = NULL, *token = NULL, *seed = NULL;
-    bsim_server srv = {.defaults = {.chunks = 8}};
+    bsim_server srv = {.defaults = {.chunks = 8}, .keep_alive_ms = 60000};
     int opt;
 
     log_init(PROG);
@@ -683,6 +699,10 @@ int main(int argc, char **argv)
                 return EXIT_USAGE;
             break;
         case OPT_FAULT: fault = optarg; break;
+        case OPT_KEEP_ALIVE:
+            if (parse_opt_long("keep-alive-ms", optarg, BSIM_MAX_MS, &srv.keep_alive_ms) < 0)
+                return EXIT_USAGE;
+            break;
         case 'h':
         case OPT_HELP: usage(stdout); return 0;
         default: usage(stderr); return EXIT_USAGE;
@@ -728,7 +748,8 @@ int main(int argc, char **argv)
         log_error(NULL, "event=tls_setup_failed error=\"%s\"", why ? why : "?");
         return 1;
     }
-    sim_server_config scfg = {ctx, BSIM_MAX_BODY, SIM_ERRORS_AWS_JSON, handle_request, &srv};
+    sim_server_config scfg = {ctx, BSIM_MAX_BODY, SIM_ERRORS_AWS_JSON, handle_request, &srv,
+                              (unsigned)srv.keep_alive_ms};
     int rc = sim_run(&addr, 4096, &scfg, log_config, &srv);
     SSL_CTX_free(ctx);
     return rc;

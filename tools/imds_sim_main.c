@@ -363,7 +363,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     sim_raise_nofile();
 
-    sim_server_config scfg = {NULL, IMDS_MAX_BODY, SIM_ERRORS_TEXT, handle_request, &m};
+    sim_server_config scfg = {NULL, IMDS_MAX_BODY, SIM_ERRORS_TEXT, handle_request, &m, 0}; /* one request per connection */
     int rc = sim_run(&addr, 1024, &scfg, log_config, &m);
     if (m.tokens) {
         secure_wipe(m.tokens, m.cap_tokens * sizeof *m.tokens);

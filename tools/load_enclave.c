@@ -451,8 +451,13 @@ int load_direct_setup(load *L)
         fprintf(stderr, "veil-load: %s\n", err);
         return -1;
     }
+    https_pool_config pc = https_pool_config_default();
+    if (L->opt.direct_keep_alive && !(L->pool = https_pool_new(L->https, &pc, err, sizeof err))) {
+        fprintf(stderr, "veil-load: %s\n", err);
+        return -1;
+    }
     bedrock_config bc = {.region = "us-east-1", .host = sa.host, .port = sa.port, .proxy = NULL,
-                         .connect_timeout_ms = 10000};
+                         .connect_timeout_ms = 10000, .pool = L->pool};
     if (!(L->bedrock = bedrock_client_new(L->https, &bc))) {
         fprintf(stderr, "veil-load: cannot create the Bedrock client\n");
         return -1;

@@ -1,3 +1,7 @@
+/* sim_http — the simulators' connection layer (see sim_http.h).
+ * Stays whole (~660 lines): one connection's life, accept -> head -> body -> handler ->
+ * the next request or the close, read top to bottom in one file.
+ */
 #include "sim_http.h"
 
 #include <errno.h>
@@ -6,23 +10,27 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/listener.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/queue.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include "common/log.h"
 
-/* A connection's life, one log line at its end (style.md: explicit state enum). */
+/* A connection's life, one log line per request (style.md: explicit state enum).
+ * Keep-alive goes FINISHING -> READ_HEAD for the next request. */
 typedef enum {
     CONN_READ_HEAD = 0, /* waiting for a complete request head */
     CONN_READ_BODY,     /* head parsed, reading Content-Length or chunked body */
     CONN_HANDLING,      /* handed to the program: it writes the response */
-    CONN_FINISHING,     /* response complete: close once flushed */
+    CONN_FINISHING,     /* response complete: next request or close, once flushed */
     CONN_DROPPING,      /* fault: close without any goodbye once flushed */
 } conn_state;
 
@@ -42,6 +50,9 @@ struct sim_conn {
 
     int status;
     const char *fault;
+    unsigned seq;     /* this request's place on the connection, from 1 */
+    bool keep_alive;  /* after this response, wait for the next request */
+    bool head_begun;  /* a byte of the current request arrived (restarts t0) */
 
     void *app;
     void (*app_free)(void *app);
@@ -145,6 +156,8 @@ static void conn_log(sim_conn *c, const char *outcome)
             log_info(c->rid, "event=request method=- path=- status=%d fault=none outcome=%s "
                              "duration_ms=%ld",
                      c->status, outcome, ms_since(&c->t0));
+        else if (c->seq > 1) /* a kept-alive connection ends between requests */
+            log_info(c->rid, "event=connection_closed outcome=%s requests=%u", outcome, c->seq - 1);
         else
             log_debug(c->rid, "event=connection_closed outcome=%s duration_ms=%ld", outcome,
                       ms_since(&c->t0));
@@ -153,9 +166,26 @@ static void conn_log(sim_conn *c, const char *outcome)
     int plen = c->req.path_len > 300 ? 300 : (int)c->req.path_len;
     int mlen = c->req.method_len > 16 ? 16 : (int)c->req.method_len;
     log_info(c->rid, "event=request method=%.*s path=%.*s status=%d fault=%s outcome=%s "
-                     "duration_ms=%ld",
+                     "duration_ms=%ld conn_seq=%u",
              mlen, c->req.method, plen, c->req.path, c->status,
-             c->fault ? c->fault : "none", outcome, ms_since(&c->t0));
+             c->fault ? c->fault : "none", outcome, ms_since(&c->t0), c->seq);
+}
+
+/* Connection: close among the tokens of any Connection header. */
+static bool says_close(const http1_headers *hs)
+{
+    for (size_t i = 0; i < hs->n; i++) {
+        const http1_header *h = &hs->h[i];
+        if (h->name_len != 10 || strncasecmp(h->name, "connection", 10) != 0)
+            continue;
+        for (size_t k = 0; k + 5 <= h->value_len; k++) {
+            bool starts = k == 0 || h->value[k - 1] == ',' || h->value[k - 1] == ' ';
+            bool ends = k + 5 == h->value_len || h->value[k + 5] == ',' || h->value[k + 5] == ' ';
+            if (starts && ends && strncasecmp(h->value + k, "close", 5) == 0)
+                return true;
+        }
+    }
+    return false;
 }
 
 static void conn_free(sim_conn *c, const char *outcome, bool graceful)
@@ -183,11 +213,47 @@ static void conn_free(sim_conn *c, const char *outcome, bool graceful)
     free(c);
 }
 
+static void read_head(sim_conn *c, struct evbuffer *in);
+
+/* Keep-alive: the response is out, the connection waits for its next request (and
+ * reads one the client already sent). */
+static void next_request(sim_conn *c)
+{
+    conn_log(c, "complete");
+    if (c->app_free && c->app)
+        c->app_free(c->app);
+    c->app = NULL;
+    c->app_free = NULL;
+    c->on_writable = NULL;
+    vbuf_reset(&c->head);
+    vbuf_free_secure(&c->body);
+    memset(&c->req, 0, sizeof c->req);
+    c->have_req = false;
+    c->status = 0;
+    c->fault = NULL;
+    c->keep_alive = false;
+    c->head_begun = false;
+    c->seq++;
+    log_new_rid(c->rid);
+    clock_gettime(CLOCK_MONOTONIC, &c->t0);
+    c->state = CONN_READ_HEAD;
+    unsigned ms = c->srv->cfg.keep_alive_ms;
+    struct timeval idle = {ms / 1000, (ms % 1000) * 1000};
+    bufferevent_set_timeouts(c->bev, &idle, NULL);
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    if (evbuffer_get_length(in) > 0) {
+        c->head_begun = true;
+        read_head(c, in);
+    }
+}
+
 static void close_if_flushed(sim_conn *c)
 {
     if (sim_conn_pending(c) != 0)
         return;
-    if (c->state == CONN_FINISHING)
+    if (c->state == CONN_FINISHING && c->keep_alive)
+        next_request(c);
+    else if (c->state == CONN_FINISHING)
         conn_free(c, "complete", true);
     else if (c->state == CONN_DROPPING)
         conn_free(c, "dropped", false);
@@ -217,6 +283,11 @@ size_t sim_conn_pending(const sim_conn *c)
     return evbuffer_get_length(bufferevent_get_output(c->bev));
 }
 long sim_conn_elapsed_ms(const sim_conn *c) { return ms_since(&c->t0); }
+unsigned sim_conn_seq(const sim_conn *c) { return c->seq; }
+const char *sim_conn_connection_header(const sim_conn *c)
+{
+    return c->keep_alive ? "" : "Connection: close\r\n";
+}
 void sim_conn_set_status(sim_conn *c, int status) { c->status = status; }
 void sim_conn_set_fault(sim_conn *c, const char *fault) { c->fault = fault; }
 
@@ -236,6 +307,12 @@ void sim_conn_finish(sim_conn *c)
     schedule_close_check(c);
 }
 
+void sim_conn_finish_close(sim_conn *c)
+{
+    c->keep_alive = false;
+    sim_conn_finish(c);
+}
+
 void sim_conn_drop(sim_conn *c)
 {
     if (c->state == CONN_FINISHING || c->state == CONN_DROPPING)
@@ -251,9 +328,9 @@ void sim_conn_respond(sim_conn *c, int status, const char *content_type,
     c->status = status;
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                        "Connection: close\r\n%s\r\n",
+                        "%s%s\r\n",
                         status, reason_phrase(status), content_type, len,
-                        extra_headers ? extra_headers : "");
+                        sim_conn_connection_header(c), extra_headers ? extra_headers : "");
     if (len)
         evbuffer_add(out, body, len);
     sim_conn_finish(c);
@@ -291,6 +368,10 @@ static void respond_framing_error(sim_conn *c, int status, const char *msg)
 static void dispatch(sim_conn *c)
 {
     c->state = CONN_HANDLING;
+    /* HTTP/1.1 persists unless told otherwise; HTTP/1.0 does not (no keep-alive
+     * extension here) */
+    c->keep_alive = c->srv->cfg.keep_alive_ms > 0 && c->req.minor_version >= 1 &&
+                    !says_close(&c->req.headers);
     /* the head timeout is over: a hung stream lasts until the client goes away */
     bufferevent_set_timeouts(c->bev, NULL, NULL);
     c->status = 0;
@@ -383,14 +464,23 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     switch (c->state) {
     case CONN_READ_HEAD:
+        if (!c->head_begun) {
+            c->head_begun = true;
+            if (c->seq > 1) /* the wait between requests is not this request's time */
+                clock_gettime(CLOCK_MONOTONIC, &c->t0);
+        }
         read_head(c, in);
         break;
     case CONN_READ_BODY:
         read_body(c, in);
         break;
     default:
-        /* one request per connection: anything more is ignored */
-        evbuffer_drain(in, evbuffer_get_length(in));
+        /* a pipelined next request waits for this response (bounded); without
+         * keep-alive anything more is ignored */
+        if (!c->keep_alive)
+            evbuffer_drain(in, evbuffer_get_length(in));
+        else if (evbuffer_get_length(in) > HTTP1_MAX_HEAD_SIZE)
+            sim_conn_drop(c);
         break;
     }
 }
@@ -412,7 +502,9 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     (void)bev;
     sim_conn *c = arg;
     if (what & BEV_EVENT_TIMEOUT) {
-        conn_free(c, "timeout", false);
+        /* a kept-alive connection's wait ended: a goodbye, as AWS says it */
+        bool between = c->state == CONN_READ_HEAD && c->seq > 1 && !c->head_begun;
+        conn_free(c, between ? "keep_alive_timeout" : "timeout", between);
         return;
     }
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
@@ -442,7 +534,12 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         close(fd);
         return;
     }
+    /* each TLS record goes out as written: on a kept-alive connection, where the
+     * peer's ACKs are delayed, Nagle would hold the records after the first (40 ms) */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->srv = s;
+    c->seq = 1;
     log_new_rid(c->rid);
     clock_gettime(CLOCK_MONOTONIC, &c->t0);
     if (s->cfg.ssl_ctx) {

@@ -117,7 +117,9 @@ static void usage(FILE *f)
             "  --access-key-id ID      credentials the simulator accepts (env AWS_ACCESS_KEY_ID,\n"
             "  --secret-access-key S    AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)\n"
             "  --session-token T\n"
-            "  --baseline N            pairs of streams, in turn (default %d when there is a pair)\n\n"
+            "  --baseline N            pairs of streams, in turn (default %d when there is a pair)\n"
+            "  --direct-keep-alive     the direct calls keep their connection alive between calls\n"
+            "                          (compare with an enclave whose upstream pool is on)\n\n"
             "Output:\n"
             "  --label TEXT            a name for this run in the report\n"
             "  --kv FILE               also write every figure as key=value lines to FILE\n"
@@ -370,7 +372,7 @@ static int parse_opts(int argc, char **argv, options *o)
     enum { O_ENCLAVE = 256, O_SIM, O_CA, O_AKID, O_SECRET, O_TOKEN, O_MODEL, O_KV, O_LABEL, O_STREAMS, O_TOTAL,
            O_CHUNKS, O_CHUNK_SIZE, O_INTERVAL, O_BASELINE, O_TIME, O_EPID, O_PPID, O_SETCREDS, O_FORMAT,
            O_THROUGH, O_DEVKEY, O_ISSUER, O_USERS, O_PER_USER, O_DURATION, O_HOLD, O_HOLD_S, O_VPID,
-           O_CONNECTING, O_FAULTS };
+           O_CONNECTING, O_FAULTS, O_KEEPALIVE };
     static const struct option opts[] = {
         {"enclave", required_argument, 0, O_ENCLAVE}, {"sim", required_argument, 0, O_SIM},
         {"ca-file", required_argument, 0, O_CA}, {"access-key-id", required_argument, 0, O_AKID},
@@ -387,7 +389,8 @@ static int parse_opts(int argc, char **argv, options *o)
         {"streams-per-user", required_argument, 0, O_PER_USER}, {"duration", required_argument, 0, O_DURATION},
         {"hold", required_argument, 0, O_HOLD}, {"hold-seconds", required_argument, 0, O_HOLD_S},
         {"veild-pid", required_argument, 0, O_VPID}, {"max-connecting", required_argument, 0, O_CONNECTING},
-        {"faults", required_argument, 0, O_FAULTS}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"faults", required_argument, 0, O_FAULTS}, {"direct-keep-alive", no_argument, 0, O_KEEPALIVE},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     *o = (options){.model = DEFAULT_MODEL, .streams = 10, .total = 100, .chunks = 20, .baseline = -1,
                    .stream_format = 1, .time_limit_s = -1, .akid = getenv("AWS_ACCESS_KEY_ID"),
@@ -409,6 +412,7 @@ static int parse_opts(int argc, char **argv, options *o)
         case O_KV: o->kv_file = optarg; break;
         case O_LABEL: o->label = optarg; break;
         case O_SETCREDS: o->set_credentials = true; break;
+        case O_KEEPALIVE: o->direct_keep_alive = true; break;
         case O_THROUGH: o->through = optarg; break;
         case O_DEVKEY: o->dev_key = optarg; break;
         case O_ISSUER: o->issuer = optarg; break;
@@ -836,6 +840,7 @@ int main(int argc, char **argv)
     reset_stats(&L);
     load_through_free(&L);
     bedrock_client_free(L.bedrock);
+    https_pool_free(L.pool);
     https_ctx_free(L.https);
     event_free(L.deadline);
     event_base_free(L.base);

@@ -59,6 +59,7 @@ typedef struct options {
     long enclave_pid, proxy_pid;
     long stream_format; /* 1 (EncryptedPayload per chunk) or 3 (a bound request, one key per stream) */
     bool set_credentials;
+    bool direct_keep_alive; /* the direct calls reuse their connection, as the enclave's pool does */
     /* --through */
     const char *through; /* veild's URL, http://HOST:PORT */
     const char *dev_key; /* the RSA key of `veil dev-token --key` (veild reads its JWKS) */
@@ -96,6 +97,7 @@ typedef struct load {
     veil_addr enclave_addr;
     uint8_t enclave_pub[X25519_KEY_LEN];
     https_ctx *https;
+    https_pool *pool; /* --direct-keep-alive */
     bedrock_client *bedrock;
     sigv4_credentials creds;
     bsim_options sim_opts; /* what the directive asks the simulator for */

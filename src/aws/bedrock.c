@@ -23,6 +23,7 @@ struct bedrock_client {
     bool has_proxy;
     veil_addr proxy;
     unsigned connect_ms, idle_ms, total_ms;
+    https_pool *pool;
 };
 
 struct bedrock_call {
@@ -94,6 +95,7 @@ bedrock_client *bedrock_client_new(https_ctx *https, const bedrock_config *cfg)
     b->connect_ms = cfg->connect_timeout_ms;
     b->idle_ms = cfg->idle_timeout_ms;
     b->total_ms = cfg->total_timeout_ms;
+    b->pool = cfg->pool;
     sigv4_config sc = sigv4_config_bedrock(b->region);
     b->signer = sigv4_signer_new(&sc);
     if (!b->signer) {
@@ -456,7 +458,7 @@ static bedrock_call *start(bedrock_client *b, const bedrock_request *req, bool s
         .method = "POST", .target = vbuf_cstr(&path), .headers = hh, .n_headers = nh,
         .body = (const uint8_t *)body, .body_len = body_len,
         .connect_timeout_ms = b->connect_ms, .idle_timeout_ms = b->idle_ms,
-        .total_timeout_ms = b->total_ms, .rid = req->rid,
+        .total_timeout_ms = b->total_ms, .rid = req->rid, .pool = b->pool,
     };
     static const https_callbacks hcb = {on_head, on_body, on_http_done};
     char herr[160];

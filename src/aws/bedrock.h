@@ -6,7 +6,11 @@
  * ended cleanly: an in-stream exception, an `error` message, a CRC failure or a
  * truncated body is an error for the caller, never a silent end. The caller owns
  * the request strings for the duration of bedrock_*_start only; the request body
- * (plaintext) is wiped after it is handed to TLS. Never logs message text.
+ * (plaintext) is wiped after it is handed to TLS (on a pooled connection, once the
+ * answer starts: until then https may send it again, see https_request.pool).
+ * Nothing of a connection depends on the credentials: each request is signed on its
+ * own, so rotated credentials apply to the next request on a kept-alive connection.
+ * Never logs message text.
  */
 #ifndef VEIL_AWS_BEDROCK_H
 #define VEIL_AWS_BEDROCK_H
@@ -16,6 +20,7 @@
 #include <stdint.h>
 
 #include "net/https.h"
+#include "net/https_pool.h"
 #include "aws/sigv4.h"
 
 #define BEDROCK_DEFAULT_MAX_TOKENS 4096
@@ -32,9 +37,10 @@ typedef struct bedrock_config {
     unsigned connect_timeout_ms; /* 0: https default */
     unsigned idle_timeout_ms;    /* 0: https default */
     unsigned total_timeout_ms;   /* 0: none */
+    https_pool *pool;            /* keep-alive connections (of https), or NULL: one per call */
 } bedrock_config;
 
-/* https is borrowed and must outlive the client. */
+/* https and the pool are borrowed and must outlive the client. */
 bedrock_client *bedrock_client_new(https_ctx *https, const bedrock_config *cfg);
 void bedrock_client_free(bedrock_client *b);
 const char *bedrock_client_host(const bedrock_client *b);

@@ -301,10 +301,12 @@ int addr_connect(const veil_addr *a, bool nonblock, char *err, size_t errlen)
         }
         fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0 || connect_one(fd, sa, len, nonblock) < 0) {
+            int e = errno; /* the caller tells a busy peer (EAGAIN) from an absent one */
             char tmp[160];
-            SET_ERR("connect %s: %s", addr_format(a, tmp, sizeof tmp), strerror(errno));
+            SET_ERR("connect %s: %s", addr_format(a, tmp, sizeof tmp), strerror(e));
             if (fd >= 0)
                 close(fd);
+            errno = e;
             return -1;
         }
         return fd;

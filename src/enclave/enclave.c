@@ -36,6 +36,7 @@
 struct enclave_core {
     struct event_base *base;
     https_ctx *https;
+    https_pool *pool; /* NULL: pooling off */
     bedrock_client *bedrock;
     x25519_key *key; /* the transport private key: memory only, never logged */
     uint8_t pub[32];
@@ -174,10 +175,13 @@ enclave_core *enclave_core_new(struct event_base *base, const enclave_config *cf
     hex_encode(c->pub, 32, c->pub_hex);
     if (!(c->https = https_ctx_new(base, cfg->ca_file, err, errlen)))
         goto fail;
+    https_pool_config pc = cfg->upstream_pool ? *cfg->upstream_pool : https_pool_config_default();
+    if (pc.max_idle && !(c->pool = https_pool_new(c->https, &pc, err, errlen)))
+        goto fail;
     bedrock_config bc = {
         .region = c->region, .host = cfg->bedrock_host, .port = cfg->bedrock_port,
         .proxy = cfg->proxy, .connect_timeout_ms = cfg->connect_timeout_ms,
-        .idle_timeout_ms = cfg->idle_timeout_ms,
+        .idle_timeout_ms = cfg->idle_timeout_ms, .pool = c->pool,
     };
     if (!(c->bedrock = bedrock_client_new(c->https, &bc))) {
         snprintf(err, errlen, "cannot create the Bedrock client (region %s)", c->region);
@@ -215,6 +219,7 @@ void enclave_core_free(enclave_core *c)
         enclave_req_cancel(LIST_FIRST(&c->reqs));
     clear_creds(c);
     bedrock_client_free(c->bedrock);
+    https_pool_free(c->pool); /* after the requests: they hold it */
     https_ctx_free(c->https);
     x25519_key_free(c->key);
     replay_free(c->replay);

@@ -18,6 +18,7 @@
 
 #include "common/addr.h"
 #include "common/buf.h"
+#include "net/https_pool.h"
 
 struct event_base;
 
@@ -37,6 +38,9 @@ typedef struct enclave_config {
     struct nsm *nsm;             /* attests the transport key (borrowed; NULL: none) */
     bool refuse_legacy;          /* only bound requests (format 3); CHAT and formats 1, 2 refused */
     size_t replay_max;           /* format-3 request ids remembered at once; 0 = 65536 */
+    /* kept-alive connections to Bedrock, one pool per core (its event loop); NULL =
+     * https_pool_config_default(); max_idle 0 = a new connection per request */
+    const https_pool_config *upstream_pool;
 } enclave_config;
 
 typedef struct enclave_core enclave_core;

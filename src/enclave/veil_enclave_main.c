@@ -17,6 +17,7 @@
 
 #define DEFAULT_LISTEN "vsock:ANY:5000"
 #define DEFAULT_PROXY "vsock:3:8443" /* the parent is always CID 3 */
+#define OPT_POOL 256 /* getopt values of the four --upstream-* limits, past every char */
 
 static void usage(FILE *f)
 {
@@ -38,6 +39,16 @@ static void usage(FILE *f)
             "  --max-request BYTES    largest request accepted (default 8388608)\n"
             "  --stream-timeout SEC   deadline of one chat request (default 300)\n"
             "  --drain-seconds SEC    on SIGTERM, wait this long for streams (default 30)\n"
+            "  --upstream-pool-max-idle N  kept-alive connections to Bedrock waiting for the\n"
+            "                         next request (env ENCLAVE_UPSTREAM_POOL_MAX_IDLE; default 8;\n"
+            "                         0 = a new connection, CONNECT and TLS handshake per request)\n"
+            "  --upstream-idle-timeout SEC  close a kept-alive connection idle this long (env\n"
+            "                         ENCLAVE_UPSTREAM_IDLE_TIMEOUT; default 30: AWS closes idle\n"
+            "                         connections after about 60 s, and we close first)\n"
+            "  --upstream-max-requests N  requests per kept-alive connection (env\n"
+            "                         ENCLAVE_UPSTREAM_MAX_REQUESTS; default 1000)\n"
+            "  --upstream-max-age SEC no new request on a connection older than this (env\n"
+            "                         ENCLAVE_UPSTREAM_MAX_AGE; default 300: DNS changes apply)\n"
             "  --nsm dev|sim:DIR|none the Nitro Security Module that attests the transport key\n"
             "                         (env ENCLAVE_NSM; default dev = /dev/nsm). sim:DIR is a\n"
             "                         SIMULATED NSM for tests and `make run` (its root in DIR/root.pem);\n"
@@ -125,6 +136,24 @@ int main(int argc, char **argv)
     const char *nsm_spec = config_str("ENCLAVE_NSM", "dev");
     const char *legacy = config_str("ENCLAVE_LEGACY_REQUESTS", "allow");
     long max_streams = 1024, max_request = 8 << 20, stream_timeout = 300, drain = 30;
+    /* the upstream pool's limits: env first, flags override (bounds in POOL_LIMITS) */
+    static const struct {
+        const char *flag, *env;
+        long def, lo, hi;
+    } POOL_LIMITS[] = {
+        {"upstream-pool-max-idle", "ENCLAVE_UPSTREAM_POOL_MAX_IDLE", HTTPS_POOL_DEFAULT_MAX_IDLE, 0, 1024},
+        {"upstream-idle-timeout", "ENCLAVE_UPSTREAM_IDLE_TIMEOUT", HTTPS_POOL_DEFAULT_IDLE_MS / 1000, 1, 3600},
+        {"upstream-max-requests", "ENCLAVE_UPSTREAM_MAX_REQUESTS", HTTPS_POOL_DEFAULT_MAX_REQUESTS, 1, 1000000},
+        {"upstream-max-age", "ENCLAVE_UPSTREAM_MAX_AGE", HTTPS_POOL_DEFAULT_MAX_AGE_MS / 1000, 1, 86400},
+    };
+    long pool_v[4];
+    for (size_t i = 0; i < 4; i++) {
+        if (config_long(POOL_LIMITS[i].env, POOL_LIMITS[i].def, POOL_LIMITS[i].lo, POOL_LIMITS[i].hi,
+                        &pool_v[i], err, sizeof err) < 0) {
+            fprintf(stderr, "veil-enclave: %s\n", err);
+            return 2;
+        }
+    }
 
     static const struct option opts[] = {
         {"listen", required_argument, 0, 'l'}, {"proxy", required_argument, 0, 'p'},
@@ -133,6 +162,10 @@ int main(int argc, char **argv)
         {"max-request", required_argument, 0, 'q'}, {"stream-timeout", required_argument, 0, 't'},
         {"drain-seconds", required_argument, 0, 'd'}, {"nsm", required_argument, 0, 'n'},
         {"legacy-requests", required_argument, 0, 'L'},
+        {"upstream-pool-max-idle", required_argument, 0, OPT_POOL + 0},
+        {"upstream-idle-timeout", required_argument, 0, OPT_POOL + 1},
+        {"upstream-max-requests", required_argument, 0, OPT_POOL + 2},
+        {"upstream-max-age", required_argument, 0, OPT_POOL + 3},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     int o;
@@ -150,6 +183,18 @@ int main(int argc, char **argv)
         case 'd': target = &drain, lo = 0, hi = 3600; break;
         case 'n': nsm_spec = optarg; break;
         case 'L': legacy = optarg; break;
+        case OPT_POOL + 0:
+        case OPT_POOL + 1:
+        case OPT_POOL + 2:
+        case OPT_POOL + 3: {
+            const int k = o - OPT_POOL;
+            if (parse_long(optarg, POOL_LIMITS[k].lo, POOL_LIMITS[k].hi, &pool_v[k]) < 0) {
+                fprintf(stderr, "veil-enclave: --%s must be a number in [%ld, %ld]\n", POOL_LIMITS[k].flag,
+                        POOL_LIMITS[k].lo, POOL_LIMITS[k].hi);
+                return 2;
+            }
+            break;
+        }
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -206,7 +251,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "veil-enclave: cannot create the event loop\n");
         return 1;
     }
+    https_pool_config pool = {
+        .max_idle = (unsigned)pool_v[0], .idle_timeout_ms = (unsigned)pool_v[1] * 1000u,
+        .max_requests = (unsigned)pool_v[2], .max_age_ms = (unsigned)pool_v[3] * 1000u,
+    };
     enclave_config cfg = {
+        .upstream_pool = &pool,
         .nsm = G.nsm, .refuse_legacy = strcmp(legacy, "refuse") == 0, .region = region, .proxy = direct ? NULL : &paddr, .bedrock_host = bhost[0] ? bhost : NULL,
         .bedrock_port = bport, .ca_file = ca_file, .max_streams = (unsigned)max_streams,
         .stream_timeout_ms = (unsigned)stream_timeout * 1000u, .max_request = (size_t)max_request,
@@ -235,9 +285,10 @@ int main(int argc, char **argv)
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
     char abuf[160], pbuf[160];
-    log_info(NULL, "event=listening addr=%s proxy=%s region=%s bedrock=%s max_streams=%ld legacy_requests=%s",
+    log_info(NULL, "event=listening addr=%s proxy=%s region=%s bedrock=%s max_streams=%ld legacy_requests=%s "
+                   "upstream_pool_max_idle=%ld",
              addr_format(&laddr, abuf, sizeof abuf), direct ? "none" : addr_format(&paddr, pbuf, sizeof pbuf),
-             region, endpoint ? endpoint : "default", max_streams, legacy);
+             region, endpoint ? endpoint : "default", max_streams, legacy, pool_v[0]);
     G.drain_seconds = drain;
     event_base_dispatch(G.base);
     log_info(NULL, "event=stopped");

@@ -1,7 +1,10 @@
 /* https — the outbound HTTP/1.1 client over TLS and CONNECT (see https.h).
- * Stays whole (~770 lines): one connection state machine, CONNECTING -> CONNECT_SENT
+ * Stays whole (~940 lines): one connection state machine, CONNECTING -> CONNECT_SENT
  * -> TLS_HANDSHAKE -> REQUEST_SENT -> BODY -> DONE; every callback drives the same
  * states, and split across files its transitions could no longer be read in order.
+ * Keeping idle connections is https_pool.c's; deciding that a response leaves its
+ * connection reusable, and the one retry on a fresh connection, stay here with the
+ * states they depend on.
  */
 #include "net/https.h"
 
@@ -23,6 +26,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "net/https_pool_int.h"
 
 #define DEFAULT_CONNECT_MS 10000u
 #define DEFAULT_IDLE_MS 60000u
@@ -82,6 +86,19 @@ struct https_conn {
     bool finished, cancelled;
     bool paused;          /* the caller cannot take body bytes now (backpressure) */
     struct event *resume; /* feeds bytes that were buffered while paused */
+    veil_addr target;     /* what connect() reaches: the proxy, or the host */
+    unsigned connect_ms;
+    /* keep-alive (https_pool.h) */
+    https_pool *pool;     /* NULL: one request per connection */
+    char pool_key[HTTPS_POOL_KEY_LEN];
+    unsigned long conn_id; /* the pool's name for this connection, in log lines */
+    uint64_t born_ms;
+    unsigned served;      /* responses completed on this connection before this one */
+    bool reused;          /* taken from the pool: the peer may have closed it meanwhile */
+    bool retried;         /* already sent again on a fresh connection */
+    bool answered;        /* a byte of the response arrived: never send it again */
+    bool keep_alive;      /* the response head allows another request after it */
+    bool peer_closed;     /* EOF seen (plain HTTP; TLS has SSL_get_shutdown) */
 };
 
 /* The TLS peer a session belongs to: the name verified and the port. */
@@ -215,7 +232,9 @@ static void conn_free(https_conn *c)
         close(c->fd);
     if (c->ssl && !c->bev)
         SSL_free(c->ssl);
-    vbuf_free(&c->out);
+    vbuf_free_secure(&c->out); /* kept for a retry, it holds signed headers and the body */
+    if (c->pool)
+        https_pool_detach(c->pool);
     free(c);
 }
 
@@ -231,13 +250,76 @@ static void leave(https_conn *c)
 
 static bool gone(const https_conn *c) { return c->finished || c->cancelled; }
 
+/* ---- keep-alive: back to the pool, or once more on a fresh connection ---- */
+
+static int conn_open(https_conn *c);
+
+/* The connection can carry another request: the head allowed it, the body's end
+ * was read with nothing after it, the request went out whole, the peer has not
+ * closed. A cancelled request never gets here: it has unread bytes. */
+static bool reusable(const https_conn *c)
+{
+    return c->pool && c->keep_alive && !c->peer_closed && c->bev &&
+           evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
+           evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
+           (!c->ssl || SSL_get_shutdown(c->ssl) == 0);
+}
+
+static void to_pool(https_conn *c)
+{
+    https_pooled pc = {c->bev, c->ssl, c->conn_id, c->born_ms, c->served + 1};
+    if (c->ssl)
+        SSL_set_app_data(c->ssl, NULL);
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    c->bev = NULL;
+    c->ssl = NULL;
+    https_pool_put(c->pool, c->pool_key, &pc, c->rid);
+}
+
+/* A pooled connection died before the first byte of its answer: the server closed
+ * it while it was idle, or as the request went out. The request goes once more on
+ * a fresh connection, and the caller sees nothing of it. Not after a timeout (a
+ * slow server may be working on it), never after a byte of the answer. */
+static bool retry_fresh(https_conn *c, https_err err, const char *detail)
+{
+    if (!c->reused || c->retried || c->answered || c->cancelled ||
+        (err != HTTPS_ERR_IO && err != HTTPS_ERR_TLS && err != HTTPS_ERR_TRUNCATED))
+        return false;
+    log_info(c->rid, "event=https_pool_retried conn=%lu host=%s err=\"%s\" detail=\"%s\"", c->conn_id,
+             c->host, https_strerror(err), detail ? detail : "");
+    c->conn_id = https_pool_note_retry(c->pool);
+    if (c->ssl) {
+        SSL_set_app_data(c->ssl, NULL);
+        SSL_set_quiet_shutdown(c->ssl, 1); /* keeps the session resumable */
+        SSL_shutdown(c->ssl);
+        ERR_clear_error();
+    }
+    bufferevent_free(c->bev); /* inside its own callback: libevent defers the free */
+    c->bev = NULL;
+    c->ssl = NULL;
+    c->reused = false;
+    c->retried = true;
+    c->served = 0;
+    if (conn_open(c) < 0) {
+        c->pending_err = HTTPS_ERR_NOMEM;
+        snprintf(c->pending_detail, sizeof c->pending_detail, "cannot open a connection");
+        struct timeval now = {0, 0};
+        evtimer_add(c->phase_timer, &now);
+    }
+    return true;
+}
+
 static void finish(https_conn *c, https_err err, const char *detail)
 {
     if (gone(c))
         return;
+    if (err != HTTPS_OK && retry_fresh(c, err, detail))
+        return;
     set_state(c, ST_DONE);
     c->finished = true;
-    if (err == HTTPS_OK && c->ssl) {
+    if (err == HTTPS_OK && reusable(c)) {
+        to_pool(c); /* before on_done: the caller's next request may take it */
+    } else if (err == HTTPS_OK && c->ssl) {
         /* a clean end: mark the TLS shutdown done, else OpenSSL flags the session
          * as bad when the connection is freed and it can no longer be resumed */
         SSL_set_quiet_shutdown(c->ssl, 1);
@@ -323,6 +405,29 @@ static int read_body(https_conn *c, struct evbuffer *in)
     return 0;
 }
 
+/* Connection: close, alone or among other tokens of any Connection header. */
+static bool says_close(const http1_headers *hs)
+{
+    for (size_t i = 0; i < hs->n; i++) {
+        const http1_header *h = &hs->h[i];
+        if (h->name_len != 10 || strncasecmp(h->name, "connection", 10) != 0)
+            continue;
+        const char *p = h->value, *end = h->value + h->value_len;
+        while (p < end) {
+            const char *comma = memchr(p, ',', (size_t)(end - p));
+            const char *e = comma ? comma : end;
+            while (p < e && (*p == ' ' || *p == '\t'))
+                p++;
+            while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+                e--;
+            if (e - p == 5 && strncasecmp(p, "close", 5) == 0)
+                return true;
+            p = comma ? comma + 1 : end;
+        }
+    }
+    return false;
+}
+
 static int read_head(https_conn *c, struct evbuffer *in)
 {
     for (;;) {
@@ -345,6 +450,9 @@ static int read_head(https_conn *c, struct evbuffer *in)
         }
         c->body_kind = resp.body;
         c->body_left = resp.content_length;
+        /* HTTP/1.0 and a body that ends with the connection leave nothing to reuse */
+        c->keep_alive = resp.minor_version >= 1 && resp.body != HTTP1_BODY_UNTIL_CLOSE &&
+                        !says_close(&resp.headers);
         if (c->cb.on_head) {
             c->busy++;
             int rc = c->cb.on_head(c->ud, &resp);
@@ -374,6 +482,10 @@ static void on_read(struct bufferevent *bev, void *arg)
     https_conn *c = arg;
     enter(c);
     struct evbuffer *in = bufferevent_get_input(bev);
+    if (c->st == ST_REQUEST_SENT && !c->answered && evbuffer_get_length(in) > 0) {
+        c->answered = true; /* the answer started: no retry from here on */
+        vbuf_free_secure(&c->out);
+    }
     if (c->st == ST_REQUEST_SENT)
         read_head(c, in);
     else if (c->st == ST_BODY)
@@ -394,9 +506,13 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
 
 void https_pause(https_conn *c, bool pause)
 {
-    if (!c || gone(c) || c->paused == pause || !c->bev)
+    if (!c || gone(c) || c->paused == pause)
         return;
     c->paused = pause;
+    /* before the request is out, reading belongs to CONNECT and the handshake:
+     * send_request applies the pause (a retry's fresh connection too) */
+    if (!c->bev || c->st < ST_REQUEST_SENT)
+        return;
     if (pause) {
         /* no read, so no idle timeout either: the caller's deadline still runs */
         bufferevent_disable(c->bev, EV_READ);
@@ -450,19 +566,41 @@ static void tls_error(https_conn *c, short what)
 
 static void on_event(struct bufferevent *bev, short what, void *arg);
 
-static void send_request(https_conn *c)
+/* Queues the request. -1 (nothing sent) when out of memory. */
+static int send_request(https_conn *c)
 {
     bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
     evtimer_del(c->phase_timer);
     struct timeval idle = {c->idle_ms / 1000, (c->idle_ms % 1000) * 1000};
     bufferevent_set_timeouts(c->bev, &idle, &idle);
-    if (bufferevent_write(c->bev, c->out.data, c->out.len) < 0) {
-        finish(c, HTTPS_ERR_NOMEM, "cannot queue the request");
-        return;
-    }
-    vbuf_free_secure(&c->out); /* it held signed headers */
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    if (bufferevent_write(c->bev, c->out.data, c->out.len) < 0)
+        return -1;
+    if (!c->reused) /* else kept for a retry until the answer starts */
+        vbuf_free_secure(&c->out); /* it held signed headers */
+    bufferevent_enable(c->bev, c->paused ? EV_WRITE : EV_READ | EV_WRITE);
+    if (c->paused)
+        bufferevent_disable(c->bev, EV_READ);
     set_state(c, ST_REQUEST_SENT);
+    return 0;
+}
+
+/* A pooled connection: the request goes out at once, no connect, no handshake. */
+static void adopt(https_conn *c, const https_pooled *pc)
+{
+    c->bev = pc->bev;
+    c->ssl = pc->ssl;
+    c->conn_id = pc->id;
+    c->born_ms = pc->born_ms;
+    c->served = pc->requests;
+    c->reused = true;
+    if (c->ssl)
+        SSL_set_app_data(c->ssl, c);
+    if (send_request(c) < 0) { /* reported from the loop, like every failure */
+        c->pending_err = HTTPS_ERR_NOMEM;
+        snprintf(c->pending_detail, sizeof c->pending_detail, "cannot queue the request");
+        struct timeval now = {0, 0};
+        evtimer_add(c->phase_timer, &now);
+    }
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
@@ -480,12 +618,14 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
                 c->ctx->resumed++;
             else
                 c->ctx->full++;
-            send_request(c);
+            if (send_request(c) < 0)
+                finish(c, HTTPS_ERR_NOMEM, "cannot queue the request");
         }
     } else if (what & BEV_EVENT_TIMEOUT) {
         finish(c, HTTPS_ERR_TIMEOUT_IDLE, "no data from the server");
     } else if (what & BEV_EVENT_EOF && !c->tls) {
-        /* drain anything still buffered first */
+        /* drain anything still buffered first; the connection ends here either way */
+        c->peer_closed = true;
         struct evbuffer *in = bufferevent_get_input(c->bev);
         if (evbuffer_get_length(in))
             on_read(c->bev, c);
@@ -558,7 +698,8 @@ static void after_tunnel(https_conn *c)
     }
     c->fd = -1;
     bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
-    send_request(c);
+    if (send_request(c) < 0)
+        finish(c, HTTPS_ERR_NOMEM, "cannot queue the request");
 }
 
 static void on_connect_reply(struct bufferevent *bev, void *arg)
@@ -687,6 +828,8 @@ static int build_request(https_conn *c, const https_request *req)
         return -1;
     if (vbuf_append_str(o, "\r\n") < 0)
         return -1;
+    if (!req->pool && vbuf_append_str(o, "Connection: close\r\n") < 0)
+        return -1;
     for (size_t i = 0; i < req->n_headers; i++) {
         const https_header *h = &req->headers[i];
         if (!header_ok(h->name) || !header_ok(h->value) || strchr(h->name, ':'))
@@ -703,12 +846,39 @@ static int build_request(https_conn *c, const https_request *req)
     return 0;
 }
 
+/* Connects to the proxy or the host; the outcome, even an immediate failure, comes
+ * back through the loop. -1 only when out of memory. */
+static int conn_open(https_conn *c)
+{
+    char cerr[160];
+    set_state(c, ST_CONNECTING);
+    c->born_ms = https_pool_now_ms();
+    c->fd = addr_connect(&c->target, true, cerr, sizeof cerr);
+    if (c->fd < 0) {
+        c->pending_err = HTTPS_ERR_CONNECT;
+        snprintf(c->pending_detail, sizeof c->pending_detail, "%s", cerr);
+        struct timeval now = {0, 0};
+        evtimer_add(c->phase_timer, &now);
+        return 0;
+    }
+    if (c->connect_ev)
+        event_free(c->connect_ev);
+    c->connect_ev = event_new(c->ctx->base, c->fd, EV_WRITE, on_connected, c);
+    if (!c->connect_ev)
+        return -1;
+    event_add(c->connect_ev, NULL);
+    struct timeval ctv = {c->connect_ms / 1000, (c->connect_ms % 1000) * 1000};
+    evtimer_add(c->phase_timer, &ctv);
+    return 0;
+}
+
 https_conn *https_start(https_ctx *ctx, const https_request *req, const https_callbacks *cb,
                         void *ud, char *err, size_t errlen)
 {
     if (!req->host || !*req->host || strlen(req->host) >= 256 || !header_ok(req->host) ||
         !req->method || !req->target || req->target[0] != '/' || !header_ok(req->target) ||
-        !header_ok(req->method) || !cb || !cb->on_done || req->port == 0) {
+        !header_ok(req->method) || !cb || !cb->on_done || req->port == 0 ||
+        (req->pool && https_pool_ctx(req->pool) != ctx)) {
         snprintf(err, errlen, "bad request description");
         return NULL;
     }
@@ -726,7 +896,15 @@ https_conn *https_start(https_ctx *ctx, const https_request *req, const https_ca
     c->cb = *cb;
     c->ud = ud;
     c->idle_ms = req->idle_timeout_ms ? req->idle_timeout_ms : DEFAULT_IDLE_MS;
+    c->connect_ms = req->connect_timeout_ms ? req->connect_timeout_ms : DEFAULT_CONNECT_MS;
     snprintf(c->rid, sizeof c->rid, "%s", req->rid ? req->rid : "-");
+    if (req->proxy) {
+        c->target = *req->proxy;
+    } else {
+        c->target.kind = ADDR_TCP;
+        snprintf(c->target.host, sizeof c->target.host, "%s", c->host);
+        c->target.port = c->port;
+    }
     int br = build_request(c, req);
     if (br < 0) {
         snprintf(err, errlen, br == -2 ? "bad header" : "out of memory");
@@ -743,34 +921,19 @@ https_conn *https_start(https_ctx *ctx, const https_request *req, const https_ca
         struct timeval tv = {req->total_timeout_ms / 1000, (req->total_timeout_ms % 1000) * 1000};
         evtimer_add(c->total_timer, &tv);
     }
-
-    veil_addr direct;
-    const veil_addr *target = req->proxy;
-    if (!target) {
-        memset(&direct, 0, sizeof direct);
-        direct.kind = ADDR_TCP;
-        snprintf(direct.host, sizeof direct.host, "%s", c->host);
-        direct.port = c->port;
-        target = &direct;
+    if (req->pool) {
+        c->pool = req->pool;
+        https_pool_attach(c->pool);
+        https_pool_key(c->pool_key, c->tls, c->host, c->port, req->proxy);
+        https_pooled pc;
+        if (https_pool_take(c->pool, c->pool_key, &pc, c->rid)) {
+            adopt(c, &pc);
+            return c;
+        }
+        c->conn_id = pc.id;
     }
-    char cerr[160];
-    c->fd = addr_connect(target, true, cerr, sizeof cerr);
-    unsigned cms = req->connect_timeout_ms ? req->connect_timeout_ms : DEFAULT_CONNECT_MS;
-    struct timeval ctv = {cms / 1000, (cms % 1000) * 1000};
-    if (c->fd < 0) {
-        /* report from the loop, like every other failure */
-        c->pending_err = HTTPS_ERR_CONNECT;
-        snprintf(c->pending_detail, sizeof c->pending_detail, "%s", cerr);
-        struct timeval now = {0, 0};
-        evtimer_add(c->phase_timer, &now);
-        return c;
-    }
-    c->connect_ev = event_new(ctx->base, c->fd, EV_WRITE, on_connected, c);
-    if (!c->connect_ev)
+    if (conn_open(c) < 0)
         goto nomem;
-    event_add(c->connect_ev, NULL);
-    evtimer_add(c->phase_timer, &ctv);
-    set_state(c, ST_CONNECTING);
     return c;
 nomem:
     snprintf(err, errlen, "out of memory");

@@ -1,12 +1,14 @@
 /* https — an event-driven HTTP/1.1 client: TLS (or plain HTTP) directly or
  * through an HTTP CONNECT proxy reached at any veil address (vsock, unix, tcp).
  *
- * One request per connection. A connection walks CONNECTING -> CONNECT_SENT ->
- * TLS_HANDSHAKE -> REQUEST_SENT -> HEAD -> BODY -> DONE, with one debug log line
- * per transition. Body bytes are handed to the caller as they arrive. The caller
- * owns the https_ctx and the request strings (copied at start); the library owns
- * each connection until on_done returns or https_cancel is called. Never logs
- * request or response bodies.
+ * One request per connection, unless the request names a pool (https_pool.h): its
+ * connection then comes from the pool when one is idle there, and goes back to it
+ * after a clean response. A connection walks CONNECTING -> CONNECT_SENT ->
+ * TLS_HANDSHAKE -> REQUEST_SENT -> HEAD -> BODY -> DONE (a pooled one starts at
+ * REQUEST_SENT), with one debug log line per transition. Body bytes are handed to
+ * the caller as they arrive. The caller owns the https_ctx and the request strings
+ * (copied at start); the library owns each connection until on_done returns or
+ * https_cancel is called. Never logs request or response bodies.
  */
 #ifndef VEIL_AWS_HTTPS_H
 #define VEIL_AWS_HTTPS_H
@@ -40,6 +42,7 @@ typedef enum https_err {
 const char *https_strerror(https_err e);
 
 typedef struct https_ctx https_ctx;
+typedef struct https_pool https_pool;
 
 /* ca_file NULL: the system trust store. Returns NULL and fills err on failure. */
 https_ctx *https_ctx_new(struct event_base *base, const char *ca_file, char *err, size_t errlen);
@@ -67,6 +70,12 @@ typedef struct https_request {
     unsigned idle_timeout_ms;    /* 0 = 60 s */
     unsigned total_timeout_ms;   /* 0 = none */
     const char *rid;             /* request id for log lines, may be NULL */
+    /* Keep-alive: NULL sends `Connection: close` and closes after the response. With
+     * a pool (of this ctx), a request sent on a pooled connection that turns out dead
+     * before the first byte of the answer (write error, EOF, reset, TLS alert) is
+     * sent once more on a fresh connection, unseen by the caller; after that byte,
+     * never. The request bytes are then kept (and wiped) until that first byte. */
+    https_pool *pool;
 } https_request;
 
 typedef struct https_callbacks {

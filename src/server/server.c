@@ -55,20 +55,56 @@ static route *all_routes(bool debug, size_t *n)
     return all;
 }
 
-/* The store; a sqlite database gets its data directory first. */
+/* A DB worker's own connection, with the statement timeout. */
+static void *open_worker_store(void *ud, unsigned i, char *err, size_t errlen)
+{
+    server *s = ud;
+    char why[512];
+    store *db = store_connect(s->cfg.database_url, why, sizeof why);
+    if (!db) {
+        snprintf(err, errlen, "database: worker %u: %s", i, why);
+        return NULL;
+    }
+    if (store_set_timeout(db, s->cfg.db_timeout_ms) != STORE_OK) {
+        snprintf(err, errlen, "database: worker %u: %s", i, store_last_error(db));
+        store_close(db);
+        return NULL;
+    }
+    return db;
+}
+
+static void close_worker_store(void *ud, void *conn)
+{
+    (void)ud;
+    store_close(conn);
+}
+
+/* The store: a sqlite database gets its data directory first; the migrations run
+ * here, once, before the loop (on their own connection); then the DB workers
+ * connect, one store each. */
 static int open_store(server *s, char *err, size_t errlen)
 {
     const server_config *cfg = &s->cfg;
-    if (strncmp(cfg->database_url, "sqlite:", 7) == 0 && mkdir_p(cfg->data_dir) < 0) {
+    bool sqlite = strncmp(cfg->database_url, "sqlite:", 7) == 0;
+    if (sqlite && strstr(cfg->database_url, ":memory:")) {
+        snprintf(err, errlen, "database: an in-memory SQLite database cannot be shared by the DB workers");
+        return -1;
+    }
+    if (sqlite && mkdir_p(cfg->data_dir) < 0) {
         snprintf(err, errlen, "cannot create %s: %s", cfg->data_dir, strerror(errno));
         return -1;
     }
     char why[512];
-    if (!(s->db = store_open(cfg->database_url, why, sizeof why))) {
+    store *migrated = store_open(cfg->database_url, why, sizeof why);
+    if (!migrated) {
         snprintf(err, errlen, "database: %s", why);
         return -1;
     }
-    return 0;
+    s->db_backend = store_backend(migrated); /* a static name */
+    store_close(migrated);
+    dbp_config pc = {.workers = (unsigned)cfg->db_workers, .queue_max = (unsigned)cfg->db_queue_max,
+                     .open = open_worker_store, .close = close_worker_store, .ud = s};
+    return (s->pool = dbp_new(s->base, &pc, err, errlen)) ? 0 : -1;
 }
 
 /* The HTTP engine and the limits its requests are held to: per user, and for fresh
@@ -113,6 +149,7 @@ server *server_new(struct event_base *base, const server_config *cfg, char *err,
     s->base = base;
     s->cfg = *cfg;
     LIST_INIT(&s->held_list);
+    LIST_INIT(&s->health_waiters);
     if (open_store(s, err, errlen) < 0)
         goto fail;
     if (!(s->auth = auth_new(base, &s->cfg, why, sizeof why))) {
@@ -147,7 +184,11 @@ void server_free(server *s)
 {
     if (!s)
         return;
-    /* requests first: their close handlers cancel enclave operations */
+    /* requests first: those in a DB job get their answer as the pool stops (the
+     * jobs still waiting are cancelled: 503), then the others' close handlers
+     * cancel their enclave operations */
+    s->closing = true;
+    dbp_stop(s->pool);
     server_close_held(s);
     ul_free(s->attest_all);
     ul_free(s->attest_user);
@@ -158,7 +199,7 @@ void server_free(server *s)
     refresher_free(s->rf);
     ec_free(s->ec);
     auth_free(s->auth);
-    store_close(s->db);
+    dbp_free(s->pool);
     free(s);
 }
 
@@ -187,7 +228,7 @@ void server_start(server *s)
 void server_log_listening(server *s, const char *bound)
 {
     log_info(NULL, "event=listening addr=%s mode=%s enclave=%s db=%s auth=%s max_connections=%u", bound,
-             ec_mode_name(s->ec), ec_addr(s->ec), store_backend(s->db),
+             ec_mode_name(s->ec), ec_addr(s->ec), s->db_backend,
              s->cfg.clerk_jwks_file[0] ? "jwks-file" : "jwks-url", httpd_max_connections(s->http));
     if (web_assets_count(s->web))
         log_info(NULL, "event=web_page dir=%s files=%zu measurements=%s root=%s", web_assets_dir(s->web),
@@ -225,11 +266,32 @@ void server_probe_enclave(server *s)
     ec_health(s->ec, on_probe_result, s);
 }
 
-void server_sweep_empty_sessions(server *s)
+/* On a DB worker: the sweep logs its own outcome (the logger writes one line per call). */
+static void sweep_work(void *conn, void *arg)
 {
+    const long *ttl = arg;
     size_t n = 0;
-    if (store_sessions_delete_empty(s->db, s->cfg.empty_session_ttl, 1000, &n) != STORE_OK)
-        log_warn(NULL, "event=store_error op=sessions_delete_empty detail=\"%s\"", store_last_error(s->db));
+    if (store_sessions_delete_empty(conn, *ttl, 1000, &n) != STORE_OK)
+        log_warn(NULL, "event=store_error op=sessions_delete_empty detail=\"%s\"", store_last_error(conn));
     else if (n)
         log_info(NULL, "event=empty_sessions_deleted count=%zu", n);
+}
+
+static void sweep_done(void *arg, dbp_status st)
+{
+    (void)st;
+    free(arg);
+}
+
+void server_sweep_empty_sessions(server *s)
+{
+    long *ttl = malloc(sizeof *ttl);
+    if (!ttl)
+        return;
+    *ttl = s->cfg.empty_session_ttl;
+    dbp_rc rc = dbp_submit(s->pool, sweep_work, sweep_done, ttl, true);
+    if (rc != DBP_OK) { /* the next tick tries again */
+        log_warn(NULL, "event=sweep_skipped reason=%s", rc == DBP_FULL ? "db_queue_full" : "db_unavailable");
+        free(ttl);
+    }
 }

@@ -1,8 +1,10 @@
 /* server — veild's server object. server_new builds its subsystems in order: the
- * store, auth (the JWKS cache), the enclave client, the credential refresher, the
- * route table, then the HTTP engine; server_free ends the requests still held and
- * frees them in reverse (redis's initServer). The server owns all of them; the
- * caller owns the event base, the process setup, signals and timers.
+ * store (the migrations, then the DB workers' pool: db_pool.h), auth (the JWKS
+ * cache), the enclave client, the credential refresher, the route table, then the
+ * HTTP engine; server_free stops the pool (its jobs' requests get their answers),
+ * ends the requests still held and frees them in reverse (redis's initServer).
+ * The server owns all of them; the caller owns the event base, the process setup,
+ * signals and timers. Nothing here runs a statement on the loop's thread.
  */
 #ifndef VEIL_SERVER_SERVER_H
 #define VEIL_SERVER_SERVER_H
@@ -40,8 +42,9 @@ unsigned server_held(const server *s);
 /* Timer work. nitro: notice an enclave restart (a new key) and give an enclave that
  * lost its credentials new ones. */
 void server_probe_enclave(server *s);
-/* Deletes sessions that a failed first message left empty for longer than
- * VEIL_EMPTY_SESSION_TTL_SECONDS (at most 1000 a call). */
+/* Queues the deletion of sessions that a failed first message left empty for
+ * longer than VEIL_EMPTY_SESSION_TTL_SECONDS (at most 1000 a call) on a DB worker;
+ * skipped (and logged) when the queue is full. */
 void server_sweep_empty_sessions(server *s);
 
 #endif

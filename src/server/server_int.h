@@ -5,6 +5,7 @@
 
 #include "server/http/api.h"
 #include "server/auth.h"
+#include "server/db_pool.h"
 #include "server/link/enclave_client.h"
 #include "server/link/refresher.h"
 #include "server/server.h"
@@ -12,11 +13,15 @@
 #include "server/http/user_limits.h"
 #include "server/http/web_assets.h"
 
+struct health_wait;
+
 struct server {
     struct event_base *base;
     httpd *http;
     server_config cfg;
-    store *db;
+    db_pool *pool;          /* the store, on DB workers: the loop never opens a statement */
+    const char *db_backend; /* "sqlite" | "postgresql" */
+    bool closing;           /* server_free has begun: jobs that end now start nothing new */
     enclave_client *ec;
     refresher *rf;
     auth_state *auth;
@@ -25,8 +30,11 @@ struct server {
     user_limits *limits; /* per-user streams and request rate */
     user_limits *attest_user, *attest_all; /* fresh attestations: per user, and "*" for all */
     web_assets *web;     /* the web page's files and config.json (routes_static) */
-    unsigned held;       /* requests waiting on the loop (streams, auth fetches) */
+    unsigned held;       /* requests waiting on the loop (streams, auth fetches, DB jobs) */
     LIST_HEAD(, api_req) held_list;
+    /* GET /health (routes_app.c): one database ping at a time, and who waits for it */
+    bool ping_in_flight;
+    LIST_HEAD(, health_wait) health_waiters;
 };
 
 /* route tables, one per file */

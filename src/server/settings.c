@@ -76,6 +76,10 @@ int settings_load(server_config *cfg, char *err, size_t errlen)
         config_long("VEIL_ATTEST_RATE", 20, 1, 10000, &cfg->attest_rate, err, errlen) < 0 ||
         config_long("VEIL_ATTEST_USER_RATE", 1, 1, 1000, &cfg->attest_user_rate, err, errlen) < 0 ||
         config_long("VEIL_EMPTY_SESSION_TTL_SECONDS", 86400, 1, 365L * 86400, &cfg->empty_session_ttl, err, errlen) < 0 ||
+        config_long("VEIL_DB_WORKERS", SETTINGS_DEFAULT_DB_WORKERS, 1, 64, &cfg->db_workers, err, errlen) < 0 ||
+        config_long("VEIL_DB_QUEUE_MAX", 256, 1, 100000, &cfg->db_queue_max, err, errlen) < 0 ||
+        config_long("VEIL_DB_STATEMENT_TIMEOUT_MS", 5000, 100, 600000, &cfg->db_timeout_ms, err, errlen) < 0 ||
+        config_long("VEIL_HEALTH_DB_WAIT_MS", 2000, 100, 60000, &cfg->health_db_wait_ms, err, errlen) < 0 ||
         config_bool("VEIL_DEBUG_ROUTES", false, &cfg->debug_routes, err, errlen) < 0)
         return -1;
     /* the original's ENCLAVE_INFERENCE_TIMEOUT is a float in seconds */

@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#define SETTINGS_DEFAULT_DB_WORKERS 4
+
 typedef enum enclave_mode { ENCLAVE_MOCK = 0, ENCLAVE_NITRO } enclave_mode;
 
 typedef struct server_config {
@@ -16,6 +18,10 @@ typedef struct server_config {
     char api_prefix[32];        /* API_V1_STR, default /api/v1 */
     char data_dir[512];         /* VEIL_DATA_DIR, default ./data */
     char database_url[1024];    /* DATABASE_URL, default sqlite:<data_dir>/veil.db */
+    long db_workers;            /* VEIL_DB_WORKERS threads with a connection each, default 4 */
+    long db_queue_max;          /* VEIL_DB_QUEUE_MAX requests waiting for a worker, default 256 (503 past it) */
+    long db_timeout_ms;         /* VEIL_DB_STATEMENT_TIMEOUT_MS one statement, default 5000 (503 past it) */
+    long health_db_wait_ms;     /* VEIL_HEALTH_DB_WAIT_MS GET /health's wait for a database ping, default 2000 */
     /* auth */
     char clerk_issuer[512];     /* CLERK_ISSUER (required) */
     char clerk_jwks_file[512];  /* CLERK_JWKS_FILE */

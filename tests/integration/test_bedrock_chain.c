@@ -1,8 +1,9 @@
 /* The AWS path end to end over real sockets and real TLS: our Bedrock client ->
  * veil-proxy (CONNECT, allowlist, --resolve) -> veil-bedrock-sim (SigV4 check,
  * event-stream), every fault of the sim as a distinct error, proxy statuses,
- * certificate checks, many concurrent streams, and the IMDSv2 client against
- * veil-imds-sim. */
+ * certificate checks, many concurrent streams, kept-alive connections (one CONNECT
+ * tunnel for many calls, a server that closes one, the retry and its limit), and the
+ * IMDSv2 client against veil-imds-sim. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "aws/bedrock.h"
 #include "aws/imds.h"
@@ -161,12 +163,17 @@ static void run_loop(int timeout_ms)
     }
 }
 
-static bedrock_client *client(const char *host, bool via_proxy, unsigned idle_ms)
+static bedrock_client *client_pooled(const char *host, bool via_proxy, unsigned idle_ms, https_pool *pool)
 {
     bedrock_config cfg = {.region = "us-east-1", .host = host, .port = (uint16_t)G.sim_port,
                           .proxy = via_proxy ? &G.proxy_addr : NULL, .idle_timeout_ms = idle_ms,
-                          .connect_timeout_ms = 5000};
+                          .connect_timeout_ms = 5000, .pool = pool};
     return bedrock_client_new(G.https, &cfg);
+}
+
+static bedrock_client *client(const char *host, bool via_proxy, unsigned idle_ms)
+{
+    return client_pooled(host, via_proxy, idle_ms, NULL);
 }
 
 static const sigv4_credentials CREDS = {AKID, SECRET, TOKEN};
@@ -441,6 +448,180 @@ static void test_cancel_mid_stream(void **state)
     bedrock_client_free(b);
 }
 
+/* ---- kept-alive connections ---- */
+
+/* Occurrences of needle in a process's log so far. */
+static int log_count(const proc *p, const char *needle)
+{
+    FILE *f = fopen(p->log_path, "r");
+    if (!f)
+        return -1;
+    int n = 0;
+    char line[4096];
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, needle))
+            n++;
+    fclose(f);
+    return n;
+}
+
+/* veil-proxy logs one event=connected per CONNECT tunnel it opens; the sim logs each
+ * request with conn_seq=1 when it came on a new connection. The log line lands just
+ * after the event it counts: wait for it, never for a count to stay put. */
+static void wait_count(const proc *p, const char *needle, int want)
+{
+    for (int i = 0; i < 500 && log_count(p, needle) < want; i++)
+        usleep(20000);
+    assert_int_equal(log_count(p, needle), want);
+}
+
+static https_pool *new_pool(unsigned max_idle)
+{
+    char err[160];
+    https_pool_config pc = https_pool_config_default();
+    pc.max_idle = max_idle;
+    https_pool *pool = https_pool_new(G.https, &pc, err, sizeof err);
+    assert_non_null(pool);
+    return pool;
+}
+
+static https_pool_stats pool_stats(const https_pool *p)
+{
+    https_pool_stats st;
+    https_pool_get_stats(p, &st);
+    return st;
+}
+
+/* Streams, a Converse call, an HTTP error and a refused signature, one after the
+ * other: one CONNECT tunnel and one TLS session carry them all. The credentials are
+ * per request (SigV4), so a wrong key on a kept connection fails only that call. */
+static void test_pool_one_tunnel_for_many_calls(void **state)
+{
+    (void)state;
+    https_pool *pool = new_pool(8);
+    bedrock_client *b = client_pooled(NULL, true, 0, pool);
+    int tunnels0 = log_count(&G.proxy, "event=connected");
+    call c;
+    one(b, &c, "[[sim: chunks=5]] kept alive", true);
+    assert_false(c.failed);
+    vbuf want = VBUF_INIT;
+    expected_answer(&want, "kept alive", 5, 0);
+    assert_int_equal(c.text.len, want.len);
+    assert_memory_equal(c.text.data, want.data, want.len);
+    vbuf_free(&want);
+    vbuf_free(&c.text);
+    one(b, &c, "[[sim: chunks=3]] plain call", false);
+    assert_false(c.failed);
+    vbuf_free(&c.text);
+    one(b, &c, "[[sim: fault=http-429]] x", true);
+    assert_int_equal(c.err.http_status, 429);
+    sigv4_credentials wrong = {AKID, "not-the-secret", TOKEN};
+    start_call(b, &c, "x", true, &wrong);
+    run_loop(10000);
+    assert_int_equal(c.err.http_status, 403);
+    one(b, &c, "[[sim: chunks=2]] right key again", true);
+    assert_false(c.failed);
+    vbuf_free(&c.text);
+    wait_count(&G.proxy, "event=connected", tunnels0 + 1);
+    https_pool_stats st = pool_stats(pool);
+    assert_int_equal(st.opened, 1);
+    assert_int_equal(st.reused, 4);
+    assert_int_equal(st.idle, 1);
+    bedrock_client_free(b);
+    https_pool_free(pool);
+}
+
+/* The server takes a request on a kept connection and closes it without answering:
+ * the call succeeds on a fresh tunnel, and the caller sees one clean stream. */
+static void test_pool_retry_through_proxy(void **state)
+{
+    (void)state;
+    https_pool *pool = new_pool(8);
+    bedrock_client *b = client_pooled(NULL, true, 0, pool);
+    int tunnels0 = log_count(&G.proxy, "event=connected");
+    call c;
+    one(b, &c, "[[sim: chunks=2]] first", true);
+    assert_false(c.failed);
+    vbuf_free(&c.text);
+    one(b, &c, "[[sim: fault=close-reused chunks=4]] closed under us", true);
+    if (c.failed)
+        fail_msg("the retry did not hide the closed connection: %s", c.err.message);
+    vbuf want = VBUF_INIT;
+    expected_answer(&want, "closed under us", 4, 0);
+    assert_int_equal(c.text.len, want.len);
+    assert_memory_equal(c.text.data, want.data, want.len);
+    vbuf_free(&want);
+    vbuf_free(&c.text);
+    wait_count(&G.proxy, "event=connected", tunnels0 + 2);
+    assert_int_equal(pool_stats(pool).retried, 1);
+    bedrock_client_free(b);
+    https_pool_free(pool);
+}
+
+/* Half an answer, then the connection drops: the caller gets the error, and the
+ * request is not sent again (the sim saw it once). */
+static void test_pool_no_retry_after_half_answer(void **state)
+{
+    (void)state;
+    https_pool *pool = new_pool(8);
+    bedrock_client *b = client_pooled(NULL, true, 0, pool);
+    call c;
+    one(b, &c, "[[sim: chunks=2]] first", true);
+    vbuf_free(&c.text);
+    int drops0 = log_count(&G.sim, "fault=drop");
+    one(b, &c, "[[sim: fault=drop chunks=10]] cut", true);
+    assert_true(c.failed);
+    assert_int_equal(c.err.code, BEDROCK_ERR_TRUNCATED);
+    assert_true(c.n_text > 0); /* the caller saw part of it */
+    wait_count(&G.sim, "fault=drop", drops0 + 1); /* a retry comes before on_done: none came */
+    assert_int_equal(pool_stats(pool).retried, 0);
+    vbuf_free(&c.text);
+    bedrock_client_free(b);
+    https_pool_free(pool);
+}
+
+/* A sim that closes kept connections idle for 200 ms (as AWS does after about 60 s):
+ * the pool sees the close_notify while the connection is idle and drops it; the next
+ * call connects afresh without an error. */
+static void test_pool_server_closes_idle(void **state)
+{
+    (void)state;
+    char cert[600], key[600], dir[400];
+    snprintf(dir, sizeof dir, "%s/ca", h_tmpdir());
+    snprintf(cert, sizeof cert, "%s/server.pem", dir);
+    snprintf(key, sizeof key, "%s/server.key", dir);
+    proc sim;
+    const char *argv[] = {h_bin("veil-bedrock-sim"), "--listen", "tcp:127.0.0.1:0", "--cert", cert, "--key", key,
+                          "--access-key-id", AKID, "--secret-access-key", SECRET, "--session-token", TOKEN,
+                          "--keep-alive-ms", "200", NULL};
+    assert_int_equal(proc_start(&sim, "bedrock-sim-idle", argv, NULL), 0);
+    assert_int_equal(proc_wait_listening(&sim, 10000), 0);
+    https_pool *pool = new_pool(8);
+    bedrock_config cfg = {.region = "us-east-1", .host = "localhost", .port = (uint16_t)port_of(&sim),
+                          .connect_timeout_ms = 5000, .pool = pool};
+    bedrock_client *b = bedrock_client_new(G.https, &cfg);
+    call c;
+    one(b, &c, "[[sim: chunks=2]] then idle", true);
+    assert_false(c.failed);
+    vbuf_free(&c.text);
+    assert_int_equal(proc_wait_log(&sim, "outcome=keep_alive_timeout", 10000), 0);
+    for (int i = 0; i < 500 && pool_stats(pool).dropped == 0; i++) {
+        struct timeval slice = {0, 20000};
+        event_base_loopexit(G.base, &slice);
+        event_base_dispatch(G.base);
+    }
+    assert_int_equal(pool_stats(pool).dropped, 1);
+    one(b, &c, "[[sim: chunks=2]] after the close", true);
+    assert_false(c.failed);
+    vbuf_free(&c.text);
+    wait_count(&sim, "conn_seq=1", 2);
+    assert_int_equal(pool_stats(pool).retried, 0);
+    bedrock_client_free(b);
+    https_pool_free(pool);
+    int st = proc_stop(&sim, SIGTERM, 5000);
+    assert_true(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 /* ---- IMDS ---- */
 
 typedef struct imds_out {
@@ -527,6 +708,10 @@ int main(void)
         cmocka_unit_test(test_proxy_and_tls_refusals),
         cmocka_unit_test(test_many_concurrent_streams),
         cmocka_unit_test(test_cancel_mid_stream),
+        cmocka_unit_test(test_pool_one_tunnel_for_many_calls),
+        cmocka_unit_test(test_pool_retry_through_proxy),
+        cmocka_unit_test(test_pool_no_retry_after_half_answer),
+        cmocka_unit_test(test_pool_server_closes_idle),
         cmocka_unit_test(test_imds),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -3,8 +3,8 @@
  * Every command, both request framings (a bare one closes the connection after
  * its reply, as the original did), split and oversized requests, streaming
  * with decryption and reassembly, the stored messages, every failure mode, 200
- * concurrent streams with HEALTH answering meanwhile, a parent disconnect, and a
- * SIGTERM drain.
+ * concurrent streams with HEALTH answering meanwhile, a parent disconnect, kept-alive
+ * connections to Bedrock (and without them), and a SIGTERM drain.
  * Stays whole: one suite per program under test, sharing its processes and fixtures. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -866,6 +866,69 @@ static void test_parent_disconnect(void **state)
     assert_int_equal(proc_wait_log(&G.enc, "event=request_cancelled", 5000), 0);
 }
 
+/* Occurrences of needle in a process's log so far. */
+static int log_count(const proc *p, const char *needle)
+{
+    FILE *f = fopen(p->log_path, "r");
+    assert_non_null(f);
+    int n = 0;
+    char line[4096];
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, needle))
+            n++;
+    fclose(f);
+    return n;
+}
+
+static void chat_ok(const char *prompt)
+{
+    keys k;
+    result res;
+    chat(prompt, NULL, 0, NULL, &k, &res);
+    if (!res.final_ok)
+        fail_msg("%s: %s", prompt, res.error);
+    result_free(&res);
+}
+
+/* K: veil-enclave keeps its Bedrock connections alive. Chats one after the other
+ * share one CONNECT tunnel (veil-proxy logs event=connected once per tunnel);
+ * rotated credentials apply on the kept connection (each request is signed on its
+ * own); --upstream-pool-max-idle 0 opens a tunnel per chat, as before. */
+static void test_upstream_pool(void **state)
+{
+    (void)state;
+    assert_true(proc_stop(&G.enc, SIGTERM, 15000) >= 0);
+    assert_int_equal(start_enclave(NULL, NULL), 0);
+    set_creds(NULL);
+    int t0 = log_count(&G.proxy, "event=connected"), r0 = log_count(&G.enc, "event=https_pool_reused");
+    for (int i = 0; i < 3; i++)
+        chat_ok("[[sim: chunks=3]] kept");
+    assert_int_equal(log_count(&G.proxy, "event=connected"), t0 + 1);
+    assert_int_equal(log_count(&G.enc, "event=https_pool_reused"), r0 + 2); /* the enclave's log is appended to */
+    /* wrong credentials fail on the kept connection; the right ones work again on it */
+    json_t *r = request("{\"command\":\"SET_CREDENTIALS\",\"credentials\":{\"access_key_id\":\"" AKID "\","
+                        "\"secret_access_key\":\"not-the-secret\",\"session_token\":\"" TOKEN "\"}}");
+    assert_string_equal(jstr(r, "status"), "success");
+    json_decref(r);
+    expect_error("[[sim: chunks=3]] wrong key", "upstream_denied");
+    set_creds(NULL);
+    chat_ok("[[sim: chunks=3]] rotated");
+    assert_int_equal(log_count(&G.proxy, "event=connected"), t0 + 1);
+
+    assert_true(proc_stop(&G.enc, SIGTERM, 15000) >= 0);
+    assert_int_equal(start_enclave("--upstream-pool-max-idle", "0"), 0);
+    set_creds(NULL);
+    int t1 = log_count(&G.proxy, "event=connected"), p1 = log_count(&G.enc, "event=https_pool");
+    for (int i = 0; i < 3; i++)
+        chat_ok("[[sim: chunks=3]] one tunnel each");
+    assert_int_equal(log_count(&G.proxy, "event=connected"), t1 + 3);
+    assert_int_equal(log_count(&G.enc, "event=https_pool"), p1); /* no pool at all */
+
+    assert_true(proc_stop(&G.enc, SIGTERM, 15000) >= 0);
+    assert_int_equal(start_enclave(NULL, NULL), 0);
+    set_creds(NULL);
+}
+
 /* Last: SIGTERM lets a running stream finish, then the enclave exits 0. */
 static void test_sigterm_drain(void **state)
 {
@@ -995,6 +1058,7 @@ int main(void)
         cmocka_unit_test(test_stream_format_refused),
         cmocka_unit_test(test_concurrent_streams),
         cmocka_unit_test(test_parent_disconnect),
+        cmocka_unit_test(test_upstream_pool),
         cmocka_unit_test(test_sigterm_drain),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -205,6 +205,8 @@ def http_exchange(port, method, path, headers, body, ctx=None, read_timeout=20.0
     try:
         s.settimeout(read_timeout)
         lines = [f"{method} {path} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers.items()]
+        if not any(k.lower() == "connection" for k in headers):
+            lines.append("Connection: close")  # this client reads to EOF (the sim keeps alive)
         if body:
             lines.append(f"Content-Length: {len(body)}")
         s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body + send_raw)
@@ -229,6 +231,43 @@ def http_exchange(port, method, path, headers, body, ctx=None, read_timeout=20.0
         return Response(data, timed_out, ragged, t_first)
     finally:
         s.close()
+
+
+def read_one(s, timeout=20.0):
+    """One response off a kept-alive socket, by its framing: (Response, EOF seen after it)."""
+    s.settimeout(timeout)
+    data = b""
+    while True:
+        r = Response(data, False, False, None)
+        if r.status is not None:
+            if r.headers.get("transfer-encoding", "").lower() == "chunked" and r.terminated:
+                break
+            cl = r.headers.get("content-length")
+            if cl is not None and len(data.partition(b"\r\n\r\n")[2]) >= int(cl):
+                break
+        c = s.recv(65536)
+        if not c:
+            return Response(data, False, False, None), True
+        data += c
+    return r, False
+
+
+def send_signed(s, port, text, extra_headers=(), version="1.1"):
+    body = converse_body(text)
+    p = wire_path()
+    h = sign("POST", f"localhost:{port}", p, body, AKID, SECRET, TOKEN)
+    s.sendall((f"POST {p} HTTP/{version}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items())
+               + "".join(f"{k}: {v}\r\n" for k, v in extra_headers)
+               + f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+
+
+def at_eof(s, timeout=10.0):
+    """True when the peer closed (close_notify or FIN) with nothing more sent."""
+    s.settimeout(timeout)
+    try:
+        return s.recv(65536) == b""
+    except (ssl.SSLEOFError, ConnectionResetError):
+        return True
 
 
 def converse_body(*texts, extra=None):
@@ -578,7 +617,7 @@ class T:
                     "127.0.0.1", port, ssl=self.ctx, server_hostname="localhost")
                 try:
                     req = (f"POST {p} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items())
-                           + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+                           + f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
                     writer.write(req)
                     await writer.drain()
                     data = b""
@@ -645,6 +684,92 @@ class T:
             r = self.stream(port, "still alive")
             C.ok(r.status == 200 and r.terminated)
         self.check("client disconnects at every stage; the sim keeps serving", client_disconnects)
+
+    def bedrock_keep_alive(self, port, cert, key):
+        def connect(p=port):
+            return self.ctx.wrap_socket(socket.create_connection(("127.0.0.1", p), timeout=20),
+                                        server_hostname="localhost")
+
+        def persistent():
+            s = connect()
+            try:
+                send_signed(s, port, "first on the connection [[sim: chunks=3]]")
+                r, eof = read_one(s)
+                C.ok(r.status == 200 and r.terminated and not eof, f"first answer whole, connection open: {r.status} eof={eof}")
+                C.ok("connection" not in r.headers, f"no Connection: close on a kept connection: {r.headers}")
+                send_signed(s, port, "x [[sim: chunks=2]]", extra_headers=[("X-Junk", "1")])
+                r, eof = read_one(s)
+                C.ok(r.status == 200 and r.terminated and not eof)
+                # an error answer keeps the connection too (AWS's do)
+                send_signed(s, port, "x [[sim: fault=http-429]]")
+                r, eof = read_one(s)
+                C.ok(r.status == 429 and not eof and "connection" not in r.headers,
+                     f"an error answer keeps the connection: {r.status} {r.headers}")
+                send_signed(s, port, "last [[sim: chunks=2]]", extra_headers=[("Connection", "close")])
+                r, eof = read_one(s)
+                C.ok(r.status == 200 and r.terminated, f"the last answer whole: {r.status}")
+                C.ok(r.headers.get("connection") == "close", f"Connection: close answered: {r.headers}")
+                C.ok(at_eof(s), "the sim kept a connection the client closed with Connection: close")
+            finally:
+                s.close()
+        self.check("bedrock: HTTP/1.1 keep-alive (streams and errors on one connection), "
+                   "Connection: close honoured", persistent)
+
+        def http10():
+            s = connect()
+            try:
+                send_signed(s, port, "old client [[sim: chunks=2]]", version="1.0")
+                r, eof = read_one(s)
+                C.ok(r.status == 200 and r.headers.get("connection") == "close", f"HTTP/1.0 answered with close: {r.headers}")
+                C.ok(at_eof(s))
+            finally:
+                s.close()
+        self.check("bedrock: an HTTP/1.0 request gets Connection: close and the close", http10)
+
+        def close_reused():
+            s = connect()
+            try:  # on a new connection the fault does nothing
+                send_signed(s, port, "fresh [[sim: fault=close-reused chunks=2]]")
+                r, eof = read_one(s)
+                C.ok(r.status == 200 and r.terminated and not eof)
+                send_signed(s, port, "second [[sim: fault=close-reused chunks=2]]")
+                r, eof = read_one(s)
+                C.ok(eof and r.raw == b"", f"closed without a byte: eof={eof} {r.raw[:80]!r}")
+            finally:
+                s.close()
+        self.check("bedrock: fault=close-reused closes a kept-alive connection's second request "
+                   "without a byte, answers on a new one", close_reused)
+
+        def idle_close():
+            sim = self.start("veil-bedrock-sim", [
+                "--listen", "tcp:127.0.0.1:0", "--cert", cert, "--key", key,
+                "--access-key-id", AKID, "--secret-access-key", SECRET, "--session-token", TOKEN,
+                "--keep-alive-ms", "200"])
+            s = connect(sim.port)
+            try:
+                send_signed(s, sim.port, "then idle [[sim: chunks=2]]")
+                r, eof = read_one(s)
+                C.ok(r.status == 200 and not eof)
+                s.settimeout(10)
+                C.ok(s.recv(65536) == b"", "no close_notify")  # a clean TLS close, not a reset
+                sim.wait_log("outcome=keep_alive_timeout", 10)
+            finally:
+                s.close()
+                self.stop(sim)
+            off = self.start("veil-bedrock-sim", [
+                "--listen", "tcp:127.0.0.1:0", "--cert", cert, "--key", key,
+                "--access-key-id", AKID, "--secret-access-key", SECRET, "--session-token", TOKEN,
+                "--keep-alive-ms", "0"])
+            s = connect(off.port)
+            try:
+                send_signed(s, off.port, "one per connection [[sim: chunks=2]]")
+                r, _ = read_one(s)
+                C.ok(r.headers.get("connection") == "close" and at_eof(s), f"--keep-alive-ms 0 closes: {r.headers}")
+            finally:
+                s.close()
+                self.stop(off)
+        self.check("bedrock: --keep-alive-ms closes an idle connection with close_notify; "
+                   "0 answers Connection: close", idle_close)
 
     # ---- imds
 
@@ -864,6 +989,7 @@ def main():
             t.bedrock_refusals(bedrock.port)
             t.bedrock_faults(bedrock.port)
             t.bedrock_concurrency(bedrock.port)
+            t.bedrock_keep_alive(bedrock.port, cert, key)
             t.imds(imds.port)
             t.imds_rotation(imds.port)
             t.cross(imds.port, bedrock.port)

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <pthread.h>
@@ -197,10 +198,13 @@ static void test_transactions(void **state)
     const char *a = new_id("user"), *b = new_id("user"), *c = new_id("user");
     user_row u;
 
+    assert_false(store_in_transaction(s));
     assert_int_equal(store_begin(s), STORE_OK);
+    assert_true(store_in_transaction(s));
     assert_int_equal(store_begin(s), STORE_ERR); /* no nesting */
     mk_user(s, a);
     assert_int_equal(store_rollback(s), STORE_OK);
+    assert_false(store_in_transaction(s));
     assert_int_equal(store_user_get(s, a, &u), STORE_NOT_FOUND);
 
     assert_int_equal(store_begin(s), STORE_OK);
@@ -1234,6 +1238,95 @@ static void test_webhook_claim_across_instances(void **state)
     }
 }
 
+/* ---- timeouts (PostgreSQL) ---- */
+
+static int64_t backend_pid(db *d)
+{
+    db_result r = DB_RESULT_INIT;
+    assert_int_equal(db_exec(d, "SELECT pg_backend_pid()", NULL, 0, &r), DB_OK);
+    int64_t pid = db_cell_int(&r, 0, 0, -1);
+    db_result_free(&r);
+    assert_true(pid > 0);
+    return pid;
+}
+
+/* PostgreSQL only: a statement that runs past the timeout is cancelled by the
+ * server (statement_timeout), reported as timed out, and the connection stays. */
+static void test_statement_timeout(void **state)
+{
+    fx *f = F(state);
+    if (strcmp(f->backend, "postgresql") != 0)
+        return;
+    char err[512];
+    db *d = db_open(f->url, err, sizeof err);
+    assert_non_null(d);
+    assert_int_equal(db_set_timeout(d, 200), DB_OK);
+    int64_t pid = backend_pid(d);
+    assert_int_equal(db_exec(d, "SELECT pg_sleep(30)", NULL, 0, NULL), DB_ERR);
+    assert_true(db_timed_out(d));
+    dc_assert_err(d, "statement timeout");
+    assert_int_equal(backend_pid(d), pid); /* the same connection */
+    assert_false(db_timed_out(d));
+    db_close(d);
+
+    /* through the store: a claim that waits on another's row lock past the timeout */
+    store *other = store_connect(f->url, err, sizeof err);
+    assert_non_null(other);
+    assert_int_equal(store_set_timeout(other, 200), STORE_OK);
+    const char *id = new_id("msg");
+    assert_int_equal(store_begin(f->s), STORE_OK);
+    assert_int_equal(store_webhook_claim(f->s, id, WINDOW), STORE_OK);
+    assert_int_equal(store_webhook_claim(other, id, WINDOW), STORE_ERR);
+    if (!store_timed_out(other))
+        fail_msg("not a timeout: %s", store_last_error(other));
+    assert_int_equal(store_rollback(f->s), STORE_OK);
+    assert_int_equal(store_webhook_claim(other, id, WINDOW), STORE_OK);
+    store_close(other);
+}
+
+/* PostgreSQL only: a server that stops answering altogether (its backend stopped,
+ * which is what a frozen network looks like from here) holds the caller for the
+ * timeout and the grace, no longer; the connection is dropped, the transaction it
+ * held is rolled back by the server, and the next call connects again. */
+static void test_unresponsive_server(void **state)
+{
+    fx *f = F(state);
+    if (strcmp(f->backend, "postgresql") != 0)
+        return;
+    char err[512];
+    db *d = db_open(f->url, err, sizeof err);
+    assert_non_null(d);
+    assert_int_equal(db_set_timeout(d, 200), DB_OK);
+    int64_t pid = backend_pid(d);
+    const char *uid = new_id("user");
+    assert_int_equal(db_begin(d), DB_OK);
+    db_param p[] = {db_text(uid), db_text("2026-01-01T00:00:00.000000")};
+    assert_int_equal(db_exec(d, "INSERT INTO users (id, created_at, updated_at) VALUES ($1, $2, $2)", p, 2, NULL), DB_OK);
+
+    assert_int_equal(kill((pid_t)pid, SIGSTOP), 0);
+    assert_int_equal(db_exec(d, "SELECT 1", NULL, 0, NULL), DB_ERR);
+    assert_true(db_timed_out(d));
+    dc_assert_err(d, "no answer within 1200 ms");
+    /* still inside the transaction: no silent reconnect, the caller rolls back */
+    assert_int_equal(db_exec(d, "SELECT 1", NULL, 0, NULL), DB_ERR);
+    dc_assert_err(d, "inside a transaction");
+    assert_int_equal(db_rollback(d), DB_ERR);
+    assert_false(db_in_transaction(d));
+    assert_int_equal(kill((pid_t)pid, SIGCONT), 0);
+
+    assert_int_equal(db_exec(d, "SELECT 1", NULL, 0, NULL), DB_OK);
+    assert_true(backend_pid(d) != pid); /* a new connection */
+    /* the old backend saw its socket closed and ended, rolling the insert back */
+    char old[24];
+    snprintf(old, sizeof old, "%lld", (long long)pid);
+    const char *alive = "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = $1::int";
+    for (int i = 0; i < 1000 && side_count(f->url, alive, old) > 0; i++)
+        usleep(10000);
+    assert_int_equal(side_count(f->url, alive, old), 0);
+    assert_int_equal(side_count(f->url, "SELECT COUNT(*) FROM users WHERE id = $1", uid), 0);
+    db_close(d);
+}
+
 /* ---- groups ---- */
 
 static int open_store(fx *f)
@@ -1299,6 +1392,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_org_delete_cascades_audit_stays),
     cmocka_unit_test(test_webhook_deliveries),
     cmocka_unit_test(test_webhook_claim_across_instances),
+    cmocka_unit_test(test_statement_timeout),
+    cmocka_unit_test(test_unresponsive_server),
     cmocka_unit_test(test_errors),
 };
 

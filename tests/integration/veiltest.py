@@ -422,6 +422,40 @@ def sse(url, path, token, body, timeout=30):
     return 200, events
 
 
+class SseStream:
+    """A chat stream (format 1) read one SSE event at a time, keep-alive comments
+    skipped: for tests that act between two events. tpriv opens the chunks."""
+
+    def __init__(self, url, token, prompt, model="us.meta.llama3-1-8b-instruct-v1:0", timeout=60):
+        st, info, _ = call(url, "GET", "/api/v1/chat/enclave/info", token)
+        key = info["enclave_public_key"]
+        self.tpriv, tpub = keypair()
+        body = {"model": model, "client_transport_public_key": tpub,
+                "encrypted_message": seal(key, prompt, "client-to-enclave-transport"), "encrypted_history": []}
+        self.c = http.client.HTTPConnection(url.split("//", 1)[1], timeout=timeout)
+        self.c.request("POST", "/api/v1/chat/encrypted/stream", body=json.dumps(body),
+                       headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        self.r = self.c.getresponse()
+        self.status = self.r.status
+        self.buf = b""
+
+    def next(self):
+        """The next event, or None at the end of the stream."""
+        while True:
+            while b"\n\n" not in self.buf:
+                chunk = self.r.read1(65536)
+                if not chunk:
+                    return None
+                self.buf += chunk
+            ev, self.buf = self.buf.split(b"\n\n", 1)
+            for line in ev.split(b"\n"):
+                if line.startswith(b"data: "):
+                    return json.loads(line[6:])
+
+    def close(self):
+        self.c.close()
+
+
 def expected_answer(echo, n, chunk_size=0):
     s = "Echo: " + echo
     for i in range(1, n):
@@ -497,6 +531,107 @@ class Postgres:
                              check=True, capture_output=True, text=True, timeout=30).stdout
         return [tuple(None if c == "\\N" else c for c in line.split("\x1f"))
                 for line in out.splitlines() if line]
+
+
+# ---- a TCP relay the test controls (a frozen or slow database) ------------------------
+
+class TcpProxy:
+    """Relays TCP connections from 127.0.0.1:<port> to 127.0.0.1:<target>, one thread
+    per direction. freeze() stops forwarding both ways (the bytes wait, connections
+    stay open, new ones are accepted and wait too); thaw() lets everything through.
+    delay_ms holds every piece that arrives for that long before forwarding it (order
+    kept, pieces in flight together: a link's latency, not a queue). Always stopped
+    by its user."""
+
+    def __init__(self, target_port, delay_ms=0):
+        import threading
+        self.target = target_port
+        self.delay = delay_ms / 1000.0
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.lock = threading.Lock()
+        self.stopping = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def freeze(self):
+        self.flowing.clear()
+
+    def thaw(self):
+        self.flowing.set()
+
+    def _accept(self):
+        import threading
+        while not self.stopping:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                self.conns += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src, dst):
+        import queue
+        import threading
+        q = queue.Queue()
+
+        def writer():
+            while True:
+                item = q.get()
+                if item is None:
+                    break
+                at, data = item
+                self.flowing.wait()
+                left = at - time.monotonic()
+                if left > 0:
+                    time.sleep(left)
+                self.flowing.wait()
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    break
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+        w = threading.Thread(target=writer, daemon=True)
+        w.start()
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            q.put((time.monotonic() + self.delay, data))
+        q.put(None)
+
+    def stop(self):
+        self.stopping = True
+        self.flowing.set()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.close()
+                except OSError:
+                    pass
 
 
 # ---- a scripted enclave (a hostile or broken one, for veild's nitro mode) -------------

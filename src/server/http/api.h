@@ -7,6 +7,14 @@
  * ownership of the request (api_req_hold) and replies later from the loop; a
  * client that goes away while a route waits triggers the route's on_close.
  * Raw upstream or enclave error text never reaches a reply (defect §10.23).
+ *
+ * The store is never used on the loop. A route marked ROUTE_DB runs whole on a
+ * DB worker (db_pool.h) with r->db set to that worker's store; a route that mixes
+ * loop and store work hands the store part to api_db_job. Off the loop the reply
+ * functions record the reply in the request, and the loop sends it when the job
+ * ends: only the loop's thread touches a connection (checked where it sends).
+ * A job reads the request's own fields, the headers and body copied off the
+ * connection, and the read-only settings; nothing else of the server's.
  */
 #ifndef VEIL_SERVER_API_H
 #define VEIL_SERVER_API_H
@@ -27,6 +35,7 @@
 #include "server/settings.h"
 
 struct event_base;
+struct store;
 typedef struct server server;
 typedef struct api_req api_req;
 
@@ -34,6 +43,7 @@ typedef void (*route_fn)(api_req *r);
 
 #define ROUTE_AUTH 1u     /* requires a valid bearer token */
 #define ROUTE_NO_BODY 2u  /* ignore the body */
+#define ROUTE_DB 4u       /* runs on a DB worker (api_db_job without a then): r->db is its store */
 
 /* Methods are named with libevent's enum values (its HTTP server is not used:
  * httpd.h is ours); 0 stands for any other method. */
@@ -64,6 +74,22 @@ struct api_req {
     void *state;                   /* the route's own state */
     int status;                    /* for the access log */
     vbuf headers;                  /* extra response headers, "Name: value\r\n" lines */
+    /* store work (api_db_job): while in_job, the loop leaves the request to the
+     * worker, except for the connection's fields (hr, closed), which it alone uses */
+    struct store *db;              /* the worker's store while the work runs, else NULL */
+    bool in_job;                   /* set and cleared on the loop only */
+    void (*job_work)(api_req *r);
+    void (*job_then)(api_req *r);
+    struct {
+        bool set;
+        int status;
+        char *body;
+        size_t len;
+        const char *ctype;
+    } rec;                         /* the reply recorded off the loop */
+    bool in_copied;                /* in_head and in_body hold the request's input */
+    vbuf in_head;                  /* the headers, "name\0value\0" pairs */
+    vbuf in_body;                  /* the body, moved off the connection */
 };
 
 /* ---- replies (each sends exactly one response; the request is then done) ---- */
@@ -87,6 +113,23 @@ json_t *api_body_json(api_req *r);
 const char *api_body_raw(api_req *r, size_t *len);
 const char *api_header(api_req *r, const char *name);
 const char *api_query(api_req *r, const char *name);
+
+/* ---- store work (never on the loop) ---- */
+
+#define API_DB_ADMIT 1u /* admitted past VEIL_DB_QUEUE_MAX: a started stream's final write */
+
+/* Runs work(r) on a DB worker with r->db set to that worker's store; the replies
+ * it makes are recorded, and the loop sends them when the job ends. The request is
+ * held meanwhile (a client that goes away only marks r->closed: on_close waits).
+ * Then, on the loop, then(r) runs if given, exactly once: after the work, or at
+ * once when the job could not be queued (a 503 with Retry-After is then pending,
+ * unless an SSE answer has started). In then, a route with r->closed or a pending
+ * reply (api_reply_pending) only frees its state; otherwise it goes on (replies,
+ * streams, or starts another job). Without then, a work that records no reply is a
+ * bug (500). The caller must not touch r after this returns. */
+void api_db_job(api_req *r, void (*work)(api_req *r), void (*then)(api_req *r), unsigned flags);
+/* A reply was recorded off the loop and is sent after then returns. */
+bool api_reply_pending(const api_req *r);
 
 /* ---- asynchronous routes ---- */
 

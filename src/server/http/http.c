@@ -1,5 +1,9 @@
 /* http — veild's API layer on the httpd engine: routing, CORS, bearer auth, the
- * per-user request rate, replies, SSE. */
+ * per-user request rate, replies, SSE, and the store work of routes on the DB
+ * workers (api_db_job: the reply recorded there, sent from the loop).
+ * Stays whole: one request's life (dispatch, the auth wait, the hold, a DB job,
+ * the reply, the close) is one state machine over api_req, and its steps share the
+ * static helpers that record, send, log and free a request, which no route may call. */
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -9,9 +13,11 @@
 #include <strings.h>
 #include <sys/queue.h>
 
+#include "server/db_pool.h"
 #include "server/server_int.h"
 
 #define ECHO_MAX 512       /* bytes of an invalid value a 422 echoes back */
+#define DB_RETRY_AFTER "1" /* seconds: a full queue or a slow database passes quickly, or not at all */
 #define ECHO_STRING_MAX 128
 #define LIT(s) s, sizeof(s) - 1
 
@@ -62,7 +68,20 @@ static void req_free(api_req *r)
     hold_del(r);
     evhttp_clear_headers(&r->query);
     vbuf_free(&r->headers);
+    vbuf_free_secure(&r->in_head); /* the bearer token */
+    vbuf_free_secure(&r->in_body);
+    free(r->rec.body);
     free(r);
+}
+
+/* Only the loop's thread touches a connection: a worker that got here would race
+ * the loop on memory that is not its own, so this stops the process instead. */
+static void on_loop_only(const api_req *r, const char *what)
+{
+    if (r->srv->pool && !dbp_on_loop(r->srv->pool)) {
+        log_error(r->rid, "event=bug detail=\"%s off the event loop\"", what);
+        abort();
+    }
 }
 
 static void access_log(api_req *r)
@@ -79,6 +98,8 @@ static void on_conn_close(httpd_req *hr, void *arg)
     api_req *r = arg;
     r->closed = true;
     r->hr = NULL;
+    if (r->in_job)
+        return; /* a worker has the request: the job's end finishes it (job_end) */
     if (!r->replied)
         r->status = 499;
     access_log(r);
@@ -144,8 +165,33 @@ static void add_cors(api_req *r)
         api_add_header(r, "Access-Control-Allow-Origin", "*");
 }
 
+/* Off the loop: the first reply is kept for the loop to send (job_end). */
+static void record(api_req *r, int status, const char *body, size_t len, const char *ctype)
+{
+    if (r->rec.set)
+        return;
+    r->rec.set = true;
+    r->rec.status = status;
+    r->rec.ctype = ctype;
+    r->rec.len = 0;
+    if (len && (r->rec.body = malloc(len))) {
+        memcpy(r->rec.body, body, len);
+        r->rec.len = len;
+    } else if (len) {
+        r->rec.status = 503; /* no memory for the answer: the client retries */
+        r->rec.ctype = NULL;
+    }
+}
+
 static void send_reply(api_req *r, int status, const char *body, size_t len, const char *ctype)
 {
+    if (r->in_job) {
+        record(r, status, body, len, ctype);
+        return;
+    }
+    on_loop_only(r, "a reply");
+    if (r->rec.set)
+        return; /* the recorded reply is this request's answer (job_end sends it) */
     r->status = status;
     if (r->closed || r->replied || !r->hr)
         return;
@@ -219,12 +265,23 @@ void api_reply_422(api_req *r, const char *type, const char *const *loc, size_t 
 
 void api_store_error(api_req *r, const char *what)
 {
-    log_error(r->rid, "event=store_error op=%s detail=\"%s\"", what, store_last_error(r->srv->db));
+    const char *why = r->db ? store_last_error(r->db) : "no store on this thread";
+    if (r->db && store_timed_out(r->db)) { /* a slow or unreachable database: worth a retry */
+        log_warn(r->rid, "event=store_timeout op=%s detail=\"%s\"", what, why);
+        api_add_header(r, "Retry-After", DB_RETRY_AFTER);
+        api_reply_detail(r, 503, "The database did not answer in time, please retry");
+        return;
+    }
+    log_error(r->rid, "event=store_error op=%s detail=\"%s\"", what, why);
     api_reply_detail(r, 500, "Database operation failed");
 }
 
 const char *api_body_raw(api_req *r, size_t *len)
 {
+    if (r->in_copied) {
+        *len = r->in_body.len;
+        return r->in_body.len ? (const char *)r->in_body.data : "";
+    }
     if (!r->hr) {
         *len = 0;
         return "";
@@ -248,7 +305,34 @@ json_t *api_body_json(api_req *r)
 
 const char *api_header(api_req *r, const char *name)
 {
-    return r->hr ? httpd_header(r->hr, name) : NULL;
+    if (!r->in_copied)
+        return r->hr ? httpd_header(r->hr, name) : NULL;
+    const char *p = (const char *)r->in_head.data, *end = p + r->in_head.len;
+    while (p && p < end) {
+        const char *value = p + strlen(p) + 1;
+        if (strcasecmp(p, name) == 0)
+            return value;
+        p = value + strlen(value) + 1;
+    }
+    return NULL;
+}
+
+/* The headers and the body, off the connection, for a worker to read (and for
+ * the request to keep if the connection goes away meanwhile). */
+static int copy_input(api_req *r)
+{
+    if (r->in_copied || !r->hr)
+        return 0;
+    const char *name, *value;
+    size_t nl, vl;
+    static const char nul = '\0';
+    for (size_t i = 0; httpd_header_at(r->hr, i, &name, &nl, &value, &vl); i++)
+        if (vbuf_append_secure(&r->in_head, name, nl) < 0 || vbuf_append_secure(&r->in_head, &nul, 1) < 0 ||
+            vbuf_append_secure(&r->in_head, value, vl) < 0 || vbuf_append_secure(&r->in_head, &nul, 1) < 0)
+            return -1;
+    httpd_take_body(r->hr, &r->in_body);
+    r->in_copied = true;
+    return 0;
 }
 
 const char *api_query(api_req *r, const char *name)
@@ -258,6 +342,7 @@ const char *api_query(api_req *r, const char *name)
 
 void api_req_hold(api_req *r, void (*on_close)(api_req *r), void *state)
 {
+    on_loop_only(r, "a hold");
     if (!r->held) {
         r->held = true;
         r->srv->held++;
@@ -270,6 +355,7 @@ void api_req_hold(api_req *r, void (*on_close)(api_req *r), void *state)
 
 void api_sse_start(api_req *r)
 {
+    on_loop_only(r, "an SSE start");
     if (!r->hr)
         return;
     api_add_header(r, "Content-Type", "text/event-stream");
@@ -286,6 +372,7 @@ void api_sse_start(api_req *r)
 
 static void sse_write(api_req *r, const char *prefix, const char *text, size_t len)
 {
+    on_loop_only(r, "an SSE event");
     if (r->closed || r->replied || !r->hr)
         return;
     vbuf b = VBUF_INIT;
@@ -306,6 +393,7 @@ void api_sse_comment(api_req *r, const char *text)
 
 void api_sse_end(api_req *r)
 {
+    on_loop_only(r, "an SSE end");
     if (r->closed || r->replied || !r->hr)
         return;
     httpd_stream_end(r->hr);
@@ -320,6 +408,111 @@ bool api_sse_congested(const api_req *r)
 void api_sse_on_drain(api_req *r, void (*on_drain)(api_req *r))
 {
     r->on_drain = on_drain;
+}
+
+/* ---- store work on the DB workers ---- */
+
+bool api_reply_pending(const api_req *r) { return r->rec.set; }
+
+static void record_detail(api_req *r, int status, const char *detail)
+{
+    json_t *j = json_pack("{s:s}", "detail", detail);
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    record(r, status, s ? s : "", s ? strlen(s) : 0, "application/json");
+    free(s);
+}
+
+static void send_recorded(api_req *r)
+{
+    int status = r->rec.status;
+    char *body = r->rec.body;
+    size_t len = r->rec.len;
+    const char *ctype = r->rec.ctype;
+    memset(&r->rec, 0, sizeof r->rec);
+    send_reply(r, status, body ? body : "", len, ctype); /* finishes (and frees) the held request */
+    free(body);
+}
+
+/* On the loop, once the job is over (or was never queued): then, and the reply. */
+static void job_end(api_req *r)
+{
+    void (*then)(api_req *) = r->job_then;
+    r->job_work = r->job_then = NULL;
+    if (r->closed) { /* the client went away meanwhile: the route frees its state */
+        if (then)
+            then(r);
+        if (!r->replied)
+            r->status = 499;
+        access_log(r);
+        req_free(r);
+        return;
+    }
+    if (r->srv->closing && !r->rec.set && !r->sse_started) /* no new work at shutdown */
+        record_detail(r, 503, "Service restarting, please retry");
+    if (then) {
+        bool pending = r->rec.set;
+        then(r);
+        if (!pending)
+            return; /* the route went on with the request (it may be answered and freed) */
+    } else if (!r->rec.set) {
+        log_error(r->rid, "event=route_bug path=%s detail=\"no reply\"", r->path);
+        record_detail(r, 500, "Internal server error");
+    }
+    send_recorded(r);
+}
+
+/* On a worker. */
+static void job_run(void *conn, void *arg)
+{
+    api_req *r = arg;
+    r->db = conn;
+    log_debug(r->rid, "event=db_job_start path=%s", r->path);
+    r->job_work(r);
+    if (store_in_transaction(r->db)) { /* the worker's next job must not run inside it */
+        log_error(r->rid, "event=route_bug path=%s detail=\"a transaction left open\"", r->path);
+        store_rollback(r->db);
+    }
+    r->db = NULL;
+}
+
+static void job_done(void *arg, dbp_status st)
+{
+    api_req *r = arg;
+    r->in_job = false;
+    if (st == DBP_CANCELLED && !r->sse_started)
+        record_detail(r, 503, "Service restarting, please retry");
+    job_end(r);
+}
+
+void api_db_job(api_req *r, void (*work)(api_req *r), void (*then)(api_req *r), unsigned flags)
+{
+    on_loop_only(r, "a job's start");
+    r->job_work = work;
+    r->job_then = then;
+    if (!r->held)
+        api_req_hold(r, r->on_close, r->state);
+    dbp_rc rc = copy_input(r) < 0 ? DBP_NOMEM : DBP_OK;
+    if (rc == DBP_OK) {
+        r->in_job = true; /* before the worker can see the request */
+        rc = dbp_submit(r->srv->pool, job_run, job_done, r, !(flags & API_DB_ADMIT));
+        if (rc == DBP_OK) {
+            log_debug(r->rid, "event=db_job_queued path=%s", r->path);
+            return;
+        }
+        r->in_job = false;
+    }
+    if (!r->sse_started) {
+        api_add_header(r, "Retry-After", DB_RETRY_AFTER);
+        if (rc == DBP_FULL) {
+            log_warn(r->rid, "event=db_queue_full path=%s queued=%u limit=%ld", r->path,
+                     dbp_queued(r->srv->pool), r->srv->cfg.db_queue_max);
+            record_detail(r, 503, "Too many requests are waiting for the database, please retry");
+        } else {
+            record_detail(r, 503, rc == DBP_STOPPED ? "Service restarting, please retry" : "Service busy, please retry");
+        }
+    }
+    job_end(r);
 }
 
 /* ---- routing ---- */
@@ -355,6 +548,10 @@ static bool match(const char *pattern, const char *path, api_req *r)
 
 static void run_route(api_req *r)
 {
+    if (r->rt->flags & ROUTE_DB) {
+        api_db_job(r, r->rt->fn, NULL, 0);
+        return;
+    }
     r->rt->fn(r);
     if (!r->replied && !r->held) {
         log_error(r->rid, "event=route_bug path=%s detail=\"no reply\"", r->path);
@@ -513,6 +710,10 @@ void server_close_held(server *s)
 {
     while (!LIST_EMPTY(&s->held_list)) {
         api_req *r = LIST_FIRST(&s->held_list);
+        if (r->in_job) { /* server_free stops the pool first: no job is left */
+            log_error(r->rid, "event=bug detail=\"a request still in a job at shutdown\"");
+            abort();
+        }
         httpd_on_close(r->hr, NULL, NULL);
         if (r->on_close)
             r->on_close(r); /* the route drops its state: enclave ops are cancelled */

@@ -210,6 +210,25 @@ const uint8_t *httpd_body(const httpd_req *rq, size_t *len)
     return rq->body.len ? rq->body.data : (const uint8_t *)"";
 }
 
+bool httpd_header_at(const httpd_req *rq, size_t i, const char **name, size_t *name_len, const char **value,
+                     size_t *value_len)
+{
+    if (i >= rq->n_headers)
+        return false;
+    const http1_header *h = &rq->headers[i];
+    *name = h->name;
+    *name_len = h->name_len;
+    *value = h->value;
+    *value_len = h->value_len;
+    return true;
+}
+
+void httpd_take_body(httpd_req *rq, vbuf *out)
+{
+    *out = rq->body;
+    rq->body = (vbuf)VBUF_INIT;
+}
+
 size_t httpd_pending(const httpd_req *rq) { return rq->c ? pending(rq->c) : 0; }
 bool httpd_congested(const httpd_req *rq) { return rq->c && rq->c->congested; }
 
@@ -853,6 +872,18 @@ void httpd_free(httpd *h)
     if (!h)
         return;
     httpd_stop_accepting(h);
+    /* the answers given at shutdown (503s, the end of a stream) are written once, as
+     * far as each socket takes them without waiting: the loop no longer runs */
+    hconn *c;
+    LIST_FOREACH(c, &h->conns, link) {
+        struct evbuffer *out = bufferevent_get_output(c->bev);
+        size_t n = evbuffer_get_length(out);
+        unsigned char *p = n ? evbuffer_pullup(out, (ssize_t)n) : NULL;
+        if (p) {
+            ssize_t w = send(bufferevent_getfd(c->bev), p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+            (void)w;
+        }
+    }
     while (!LIST_EMPTY(&h->conns))
         conn_free(LIST_FIRST(&h->conns));
     event_free(h->accept_retry);

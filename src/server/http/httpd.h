@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
+
 struct event_base;
 
 typedef struct httpd_limits {
@@ -51,7 +53,8 @@ httpd *httpd_new(struct event_base *base, const httpd_limits *lim, httpd_handler
 int httpd_accept_on(httpd *h, int fd, char *err, size_t errlen);
 /* Closes the listener; open connections go on. */
 void httpd_stop_accepting(httpd *h);
-/* Closes every connection: requests still in progress get their close callback. */
+/* Closes every connection: requests still in progress get their close callback;
+ * output already queued is written first, as far as each socket takes it at once. */
 void httpd_free(httpd *h);
 unsigned httpd_connections(const httpd *h);
 /* The connection cap actually in force (the configured one, or the descriptor
@@ -66,6 +69,13 @@ const char *httpd_query(const httpd_req *rq); /* after the '?', or NULL */
 const char *httpd_header(const httpd_req *rq, const char *name); /* first match, case-insensitive */
 const uint8_t *httpd_body(const httpd_req *rq, size_t *len);
 int httpd_minor_version(const httpd_req *rq);
+/* The i-th header as received (false past the last one); the strings live as
+ * long as the request. */
+bool httpd_header_at(const httpd_req *rq, size_t i, const char **name, size_t *name_len, const char **value,
+                     size_t *value_len);
+/* Moves the body to out (the caller's to free, with vbuf_free_secure); the request
+ * keeps an empty one. */
+void httpd_take_body(httpd_req *rq, vbuf *out);
 
 /* ---- answers ---- */
 

@@ -199,7 +199,7 @@ static void create_session(api_req *r)
     }
     const char *name = json_is_string(jn) ? json_string_value(jn) : "New Chat";
     const char *org = json_is_string(jo) && json_string_length(jo) ? json_string_value(jo) : ru_ctx_org(r);
-    store *db = r->srv->db;
+    store *db = r->db;
     user_row u;
     store_rc rc = store_user_get(db, r->auth.user_id, &u);
     char msg[600];
@@ -273,7 +273,7 @@ static void list_sessions(api_req *r)
         return;
     session_row *rows = NULL;
     size_t n = 0;
-    if (store_sessions_list(r->srv->db, r->auth.user_id, ru_ctx_org(r), (int)limit, (int)offset, &rows, &n,
+    if (store_sessions_list(r->db, r->auth.user_id, ru_ctx_org(r), (int)limit, (int)offset, &rows, &n,
                             &total) != STORE_OK) {
         api_store_error(r, "sessions_list");
         return;
@@ -293,7 +293,7 @@ static void get_messages(api_req *r)
         return;
     message_row *rows = NULL;
     size_t n = 0;
-    if (store_messages_list(r->srv->db, s.id, &rows, &n) != STORE_OK) {
+    if (store_messages_list(r->db, s.id, &rows, &n) != STORE_OK) {
         session_row_free(&s);
         api_store_error(r, "messages_list");
         return;
@@ -317,7 +317,7 @@ static void put_history_tag(api_req *r)
     if (!v_object(r, body) || !v_hex(r, body, NULL, NULL, PF_HISTORY_TAG, 64, 0) ||
         !ru_session_or_reply(r, r->params[0], &s))
         goto out;
-    store_rc rc = store_message_set_tag(r->srv->db, s.id, r->params[1],
+    store_rc rc = store_message_set_tag(r->db, s.id, r->params[1],
                                         json_string_value(json_object_get(body, PF_HISTORY_TAG)));
     session_row_free(&s);
     if (rc == STORE_NOT_FOUND)
@@ -337,7 +337,7 @@ static void delete_session(api_req *r)
     session_row s;
     if (!ru_session_or_reply(r, r->params[0], &s))
         return;
-    store *db = r->srv->db;
+    store *db = r->db;
     json_t *data = json_pack("{s:s}", "session_id", s.id);
     store_rc rc = store_begin(db);
     if (rc == STORE_OK)
@@ -356,7 +356,7 @@ static void delete_session(api_req *r)
 
 static void delete_all_sessions(api_req *r)
 {
-    store *db = r->srv->db;
+    store *db = r->db;
     char **ids = NULL;
     size_t n = 0;
     store_rc rc = store_begin(db);
@@ -383,12 +383,12 @@ const route ROUTES_CHAT[] = {
     {EVHTTP_REQ_GET, P "/models", get_models, 0},
     {EVHTTP_REQ_GET, P "/enclave/info", get_enclave_info, ROUTE_AUTH},
     {EVHTTP_REQ_GET, P "/enclave/health", get_enclave_health, ROUTE_AUTH},
-    {EVHTTP_REQ_GET, P "/encryption-status", get_encryption_status, ROUTE_AUTH},
-    {EVHTTP_REQ_POST, P "/sessions", create_session, ROUTE_AUTH},
-    {EVHTTP_REQ_GET, P "/sessions", list_sessions, ROUTE_AUTH},
-    {EVHTTP_REQ_DELETE, P "/sessions", delete_all_sessions, ROUTE_AUTH},
-    {EVHTTP_REQ_GET, P "/sessions/{}/messages", get_messages, ROUTE_AUTH},
-    {EVHTTP_REQ_PUT, P "/sessions/{}/messages/{}/history-tag", put_history_tag, ROUTE_AUTH},
-    {EVHTTP_REQ_DELETE, P "/sessions/{}", delete_session, ROUTE_AUTH},
+    {EVHTTP_REQ_GET, P "/encryption-status", get_encryption_status, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_POST, P "/sessions", create_session, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_GET, P "/sessions", list_sessions, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_DELETE, P "/sessions", delete_all_sessions, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_GET, P "/sessions/{}/messages", get_messages, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_PUT, P "/sessions/{}/messages/{}/history-tag", put_history_tag, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_DELETE, P "/sessions/{}", delete_session, ROUTE_AUTH | ROUTE_DB},
 };
 const size_t N_ROUTES_CHAT = sizeof ROUTES_CHAT / sizeof ROUTES_CHAT[0];

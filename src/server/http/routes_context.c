@@ -31,7 +31,7 @@ static void put_context(api_req *r)
 }
 
 const route ROUTES_CONTEXT[] = {
-    {EVHTTP_REQ_GET, P "/", get_context, ROUTE_AUTH},
-    {EVHTTP_REQ_PUT, P "/", put_context, ROUTE_AUTH},
+    {EVHTTP_REQ_GET, P "/", get_context, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_PUT, P "/", put_context, ROUTE_AUTH | ROUTE_DB},
 };
 const size_t N_ROUTES_CONTEXT = sizeof ROUTES_CONTEXT / sizeof ROUTES_CONTEXT[0];

@@ -8,6 +8,7 @@
  * role: the original gave them to every member (defect §10.18).
  */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "crypto/ep.h"
 #include "crypto/keywrap.h"
@@ -35,7 +36,7 @@ static json_t *user_section(const user_row *u)
 static json_t *org_entry(api_req *r, const membership_row *m, store_rc *rc)
 {
     org_row o = {0};
-    *rc = store_org_get(r->srv->db, m->org_id, &o);
+    *rc = store_org_get(r->db, m->org_id, &o);
     if (*rc == STORE_NOT_FOUND) { /* gone between the two reads: skip it */
         *rc = STORE_OK;
         return json_null();
@@ -68,7 +69,7 @@ static store_rc organizations_section(api_req *r, json_t *out)
 {
     membership_row *list = NULL;
     size_t n = 0;
-    store_rc rc = store_memberships_for_user(r->srv->db, r->auth.user_id, &list, &n);
+    store_rc rc = store_memberships_for_user(r->db, r->auth.user_id, &list, &n);
     for (size_t i = 0; rc == STORE_OK && i < n; i++) {
         json_t *e = org_entry(r, &list[i], &rc);
         if (json_is_object(e))
@@ -98,11 +99,11 @@ static store_rc samples_section(api_req *r, json_t *out)
     size_t ns = 0;
     long total = 0;
     const char *org = jwt_auth_is_org(&r->auth) ? r->auth.org_id : NULL;
-    store_rc rc = store_sessions_list(r->srv->db, r->auth.user_id, org, SAMPLE_SESSIONS, 0, &sessions, &ns, &total);
+    store_rc rc = store_sessions_list(r->db, r->auth.user_id, org, SAMPLE_SESSIONS, 0, &sessions, &ns, &total);
     for (size_t i = 0; rc == STORE_OK && i < ns; i++) {
         message_row *msgs = NULL;
         size_t nm = 0;
-        rc = store_messages_list(r->srv->db, sessions[i].id, &msgs, &nm);
+        rc = store_messages_list(r->db, sessions[i].id, &msgs, &nm);
         if (rc != STORE_OK)
             break;
         /* oldest first from the store: take the tail, newest first */
@@ -157,14 +158,18 @@ static json_t *guide_sections(json_t *report)
     return report;
 }
 
-static void get_report(api_req *r)
+/* The enclave's key as the loop knew it when the request came (the enclave client
+ * is the loop's): the report's store part runs on a DB worker. */
+typedef struct report_st {
+    char tpk[80];
+    bool has_tpk;
+} report_st;
+
+static void report_work(api_req *r)
 {
-    if (!r->srv->cfg.debug_routes) {
-        api_reply_detail(r, 404, "Not Found");
-        return;
-    }
+    const report_st *rs = r->state;
     user_row u = {0};
-    store_rc rc = store_user_get(r->srv->db, r->auth.user_id, &u);
+    store_rc rc = store_user_get(r->db, r->auth.user_id, &u);
     if (rc == STORE_NOT_FOUND) {
         api_reply_detail(r, 404, "User not found");
         return;
@@ -173,7 +178,7 @@ static void get_report(api_req *r)
         api_store_error(r, "user_get");
         return;
     }
-    const char *tpk = r->srv->ec ? ec_public_key(r->srv->ec) : NULL;
+    const char *tpk = rs->has_tpk ? rs->tpk : NULL;
     json_t *report = json_object(), *orgs = json_array(), *samples = json_array();
     json_object_set_new(report, "user", user_section(&u));
     user_row_free(&u);
@@ -193,6 +198,32 @@ static void get_report(api_req *r)
     ru_reply(r, 200, json_incref(report));
 out:
     json_decref(report);
+}
+
+static void report_then(api_req *r)
+{
+    free(r->state);
+    r->state = NULL;
+}
+
+static void get_report(api_req *r)
+{
+    if (!r->srv->cfg.debug_routes) {
+        api_reply_detail(r, 404, "Not Found");
+        return;
+    }
+    report_st *rs = calloc(1, sizeof *rs);
+    if (!rs) {
+        api_reply_detail(r, 503, "Service busy, please retry");
+        return;
+    }
+    const char *tpk = r->srv->ec ? ec_public_key(r->srv->ec) : NULL;
+    if (tpk) {
+        snprintf(rs->tpk, sizeof rs->tpk, "%s", tpk);
+        rs->has_tpk = true;
+    }
+    r->state = rs;
+    api_db_job(r, report_work, report_then, 0);
 }
 
 const route ROUTES_DEBUG[] = {

@@ -28,7 +28,7 @@ static const char *str_of(const json_t *obj, const char *name)
 /* The organization, or a reply: 400 unknown org (the service's generic error). */
 static bool load_org(api_req *r, const char *org_id, org_row *o)
 {
-    store_rc rc = store_org_get(r->srv->db, org_id, o);
+    store_rc rc = store_org_get(r->db, org_id, o);
     if (rc == STORE_NOT_FOUND)
         ru_detailf(r, 400, "Organization %s not found", org_id);
     else if (rc != STORE_OK)
@@ -53,7 +53,7 @@ static bool load_org_keys(api_req *r, const char *org_id, org_row *o)
  * member of this organization` (the texts of the routes that check this themselves). */
 static bool own_membership(api_req *r, const char *org_id, int status, membership_row *m)
 {
-    store_rc rc = store_membership_get(r->srv->db, r->auth.user_id, org_id, m);
+    store_rc rc = store_membership_get(r->db, r->auth.user_id, org_id, m);
     if (rc == STORE_NOT_FOUND)
         api_reply_detail(r, status, "Not a member of this organization");
     else if (rc != STORE_OK)
@@ -84,7 +84,7 @@ static void post_sync(api_req *r)
         goto out;
     const char *org_id = str_of(body, "org_id"), *name = str_of(body, "name"), *slug = str_of(body, "slug");
     const jwt_auth *a = &r->auth;
-    store *db = r->srv->db;
+    store *db = r->db;
     membership_row m = {0};
     store_rc mrc = store_membership_get(db, a->user_id, org_id, &m);
     if (mrc != STORE_OK && mrc != STORE_NOT_FOUND) {
@@ -151,7 +151,7 @@ static void get_current(api_req *r)
         return;
     }
     org_row o = {0};
-    store_rc rc = store_org_get(r->srv->db, a->org_id, &o);
+    store_rc rc = store_org_get(r->db, a->org_id, &o);
     if (rc != STORE_OK && rc != STORE_NOT_FOUND) {
         api_store_error(r, "org_get");
         return;
@@ -257,7 +257,7 @@ static void post_keys(api_req *r)
     ru_ep_borrow(json_object_get(body, "admin_member_encrypted_key"), &key);
     if (!ru_begin(r))
         goto out;
-    store_rc rc = store_org_set_keys(r->srv->db, org_id, str_of(body, "org_public_key"),
+    store_rc rc = store_org_set_keys(r->db, org_id, str_of(body, "org_public_key"),
                                      str_of(body, "admin_encrypted_private_key"), str_of(body, "admin_iv"),
                                      str_of(body, "admin_tag"), str_of(body, "admin_salt"), uid);
     if (rc == STORE_CONFLICT) {
@@ -273,7 +273,7 @@ static void post_keys(api_req *r)
         goto out;
     }
     /* the admin's own copy lands with the keys or not at all */
-    if (store_membership_set_org_key(r->srv->db, m.id, &key, uid) != STORE_OK) {
+    if (store_membership_set_org_key(r->db, m.id, &key, uid) != STORE_OK) {
         ru_fail(r, "membership_set_org_key");
         goto out;
     }
@@ -295,7 +295,7 @@ static void get_pending(api_req *r)
     org_row_free(&o);
     membership_row *list = NULL;
     size_t n = 0;
-    if (store_memberships_for_org(r->srv->db, org_id, &list, &n) != STORE_OK) {
+    if (store_memberships_for_org(r->db, org_id, &list, &n) != STORE_OK) {
         api_store_error(r, "memberships_for_org");
         return;
     }
@@ -332,7 +332,7 @@ typedef struct dist_outcome {
 static store_rc distribute_one(api_req *r, const char *org_id, const char *membership_id, const json_t *ep_json,
                                dist_outcome *out)
 {
-    store *db = r->srv->db;
+    store *db = r->db;
     membership_row m = {0};
     user_row u = {0};
     *out = (dist_outcome){0, NULL, ""};
@@ -508,7 +508,7 @@ static void post_revoke(api_req *r)
     if (!require_admin(r, org_id, NULL))
         return;
     membership_row m = {0};
-    store_rc rc = store_membership_get(r->srv->db, member, org_id, &m);
+    store_rc rc = store_membership_get(r->db, member, org_id, &m);
     if (rc == STORE_NOT_FOUND) {
         ru_detailf(r, 404, "User %s is not a member of org %s", member, org_id);
         return;
@@ -521,7 +521,7 @@ static void post_revoke(api_req *r)
     bool had = false;
     if (!ru_begin(r))
         goto out;
-    if (store_membership_clear_org_key(r->srv->db, m.id, &had) != STORE_OK) {
+    if (store_membership_clear_org_key(r->db, m.id, &had) != STORE_OK) {
         ru_fail(r, "membership_clear_org_key");
         goto out;
     }
@@ -572,19 +572,19 @@ static void get_members(api_req *r)
 }
 
 const route ROUTES_ORGS[] = {
-    {EVHTTP_REQ_POST, P "/sync", post_sync, ROUTE_AUTH},
-    {EVHTTP_REQ_GET, P "/current", get_current, ROUTE_AUTH},
-    {EVHTTP_REQ_GET, P "/", get_list, ROUTE_AUTH},
-    {EVHTTP_REQ_GET, P "/context", get_context, ROUTE_AUTH},
-    {EVHTTP_REQ_PUT, P "/context", put_context, ROUTE_AUTH},
-    {EVHTTP_REQ_GET, P "/{}/encryption-status", get_encryption_status, ROUTE_AUTH},
-    {EVHTTP_REQ_POST, P "/{}/keys", post_keys, ROUTE_AUTH},
-    {EVHTTP_REQ_GET, P "/{}/pending-distributions", get_pending, ROUTE_AUTH},
-    {EVHTTP_REQ_POST, P "/{}/distribute-key", post_distribute, ROUTE_AUTH},
-    {EVHTTP_REQ_POST, P "/{}/distribute-keys-bulk", post_distribute_bulk, ROUTE_AUTH},
-    {EVHTTP_REQ_GET, P "/{}/membership", get_membership, ROUTE_AUTH},
-    {EVHTTP_REQ_POST, P "/{}/revoke-key/{}", post_revoke, ROUTE_AUTH},
-    {EVHTTP_REQ_GET, P "/{}/admin-recovery-key", get_admin_recovery_key, ROUTE_AUTH},
-    {EVHTTP_REQ_GET, P "/{}/members", get_members, ROUTE_AUTH},
+    {EVHTTP_REQ_POST, P "/sync", post_sync, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_GET, P "/current", get_current, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_GET, P "/", get_list, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_GET, P "/context", get_context, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_PUT, P "/context", put_context, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_GET, P "/{}/encryption-status", get_encryption_status, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_POST, P "/{}/keys", post_keys, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_GET, P "/{}/pending-distributions", get_pending, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_POST, P "/{}/distribute-key", post_distribute, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_POST, P "/{}/distribute-keys-bulk", post_distribute_bulk, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_GET, P "/{}/membership", get_membership, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_POST, P "/{}/revoke-key/{}", post_revoke, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_GET, P "/{}/admin-recovery-key", get_admin_recovery_key, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_GET, P "/{}/members", get_members, ROUTE_AUTH | ROUTE_DB},
 };
 const size_t N_ROUTES_ORGS = sizeof ROUTES_ORGS / sizeof ROUTES_ORGS[0];

@@ -1,7 +1,13 @@
 /* routes_stream — POST /api/v1/chat/encrypted/stream (spec §4.3): checks the body
  * and the caller's right to send, takes one of the user's stream slots, asks the
  * enclave and relays its events as SSE, with heartbeats and backpressure both ways;
- * the final event stores both messages (and the session's first row), or nothing. */
+ * the final event stores both messages (and the session's first row), or nothing.
+ *
+ * In steps, each on its own side of the loop: the body and the slot on the loop;
+ * the store's checks (the right to send, the session's owner, a new session's row)
+ * as a DB job (stream_prepare); the enclave stream on the loop, every chunk relayed
+ * without the database; the final event's write as a DB job (stream_commit); then
+ * `stored` and `done` from the loop (stream_stored). */
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +34,15 @@ typedef struct stream_st {
     char user_id[256];
     char model[128];
     unsigned chunks;
+    /* handed between the loop and a DB job: only one side uses them at a time */
+    json_t *body;                   /* the request (stream_prepare reads it) */
+    size_t max_request;             /* the enclave's request limit, read on the loop */
+    json_t *req;                    /* stream_prepare's CHAT_STREAM request */
+    json_t *stored_user, *stored_assistant, *stream_end; /* the final event's, copied */
+    char *model_used;
+    long input_tokens, output_tokens;
+    store_rc commit_rc;
+    char user_message_id[64], assistant_message_id[64];
 } stream_st;
 
 static void stream_free(stream_st *st)
@@ -36,6 +51,12 @@ static void stream_free(stream_st *st)
         event_free(st->heartbeat);
     if (st->holds_slot)
         ul_stream_release(st->srv->limits, st->user_id);
+    json_decref(st->body);
+    json_decref(st->req);
+    json_decref(st->stored_user);
+    json_decref(st->stored_assistant);
+    json_decref(st->stream_end);
+    free(st->model_used);
     free(st);
 }
 
@@ -105,6 +126,59 @@ static bool ep_row(const json_t *ep, message_row *m)
     return true;
 }
 
+/* On a DB worker: both messages in one transaction, only now that the enclave
+ * finished. The outcome waits in st for stream_stored. */
+static void stream_commit(api_req *r)
+{
+    stream_st *st = r->state;
+    message_row um, am;
+    memset(&um, 0, sizeof um);
+    memset(&am, 0, sizeof am);
+    ep_row(st->stored_user, &um); /* checked on the loop already */
+    ep_row(st->stored_assistant, &am);
+    um.role = (char *)"user";
+    um.model_used = st->model;
+    um.input_tokens = um.output_tokens = -1;
+    am.role = (char *)"assistant";
+    am.model_used = st->model_used;
+    am.input_tokens = st->input_tokens;
+    am.output_tokens = st->output_tokens;
+    st->commit_rc = store_chat_commit(r->db, NULL, st->session_id, &um, &am);
+    /* the commit filled ids/timestamps it allocated (freed below); the EPs are borrowed */
+    if (st->commit_rc == STORE_OK) {
+        log_info(r->rid, "event=stream_stored chunks=%u in_tokens=%ld out_tokens=%ld", st->chunks,
+                 st->input_tokens, st->output_tokens);
+        snprintf(st->user_message_id, sizeof st->user_message_id, "%s", um.id);
+        snprintf(st->assistant_message_id, sizeof st->assistant_message_id, "%s", am.id);
+    } else {
+        log_error(r->rid, "event=store_error op=chat_commit detail=\"%s\"", store_last_error(r->db));
+    }
+    free(um.id);
+    free(um.created_at);
+    free(um.session_id);
+    free(am.id);
+    free(am.created_at);
+    free(am.session_id);
+}
+
+/* On the loop, after stream_commit (or when it could not be queued: not stored). */
+static void stream_stored(api_req *r)
+{
+    stream_st *st = r->state;
+    if (r->closed) { /* the client left while the messages were written */
+        stream_free(st);
+        return;
+    }
+    if (st->commit_rc != STORE_OK) {
+        stream_fail(st, "Failed to store the messages");
+        return;
+    }
+    sse_json(r, proto_sse_stored(st->model_used, st->input_tokens, st->output_tokens, st->stream_end,
+                                 st->user_message_id, st->assistant_message_id));
+    sse_json(r, proto_sse_done());
+    stream_end(st);
+}
+
 static void on_final(stream_st *st, const proto_event *ev)
 {
     api_req *r = st->r;
@@ -117,34 +191,21 @@ static void on_final(stream_st *st, const proto_event *ev)
         stream_fail(st, enclave_err_client_message(ENCLAVE_ERR_PROTOCOL, NULL));
         return;
     }
-    um.role = (char *)"user";
-    um.model_used = st->model;
-    um.input_tokens = um.output_tokens = -1;
-    am.role = (char *)"assistant";
-    am.model_used = (char *)(f->model_used ? f->model_used : st->model);
-    am.input_tokens = f->input_tokens;
-    am.output_tokens = f->output_tokens;
-    /* both messages in one transaction, only now that the enclave finished */
-    store_rc rc = store_chat_commit(r->srv->db, NULL, st->session_id, &um, &am);
-    /* the commit filled ids/timestamps it allocated (freed below); the EPs are borrowed */
-    if (rc == STORE_OK) {
-        log_info(r->rid, "event=stream_stored chunks=%u in_tokens=%ld out_tokens=%ld", st->chunks,
-                 f->input_tokens, f->output_tokens);
-        sse_json(r, proto_sse_stored(am.model_used, f->input_tokens, f->output_tokens, ev->stream_end, um.id, am.id));
-    }
-    free(um.id);
-    free(um.created_at);
-    free(um.session_id);
-    free(am.id);
-    free(am.created_at);
-    free(am.session_id);
-    if (rc != STORE_OK) {
-        log_error(r->rid, "event=store_error op=chat_commit detail=\"%s\"", store_last_error(r->srv->db));
+    /* copies for the DB job: the event is freed when this returns */
+    st->stored_user = json_deep_copy(f->stored_user);
+    st->stored_assistant = json_deep_copy(f->stored_assistant);
+    st->stream_end = ev->stream_end ? json_deep_copy(ev->stream_end) : NULL;
+    st->model_used = strdup(f->model_used ? f->model_used : st->model);
+    st->input_tokens = f->input_tokens;
+    st->output_tokens = f->output_tokens;
+    st->commit_rc = STORE_ERR;
+    if (!st->stored_user || !st->stored_assistant || !st->model_used || (ev->stream_end && !st->stream_end)) {
         stream_fail(st, "Failed to store the messages");
         return;
     }
-    sse_json(r, proto_sse_done());
-    stream_end(st);
+    /* admitted past the queue's bound: open streams are bounded already, and the
+     * answer has been read by the user */
+    api_db_job(r, stream_commit, stream_stored, API_DB_ADMIT);
 }
 
 static void on_stream_event(void *ud, const proto_event *ev)
@@ -296,7 +357,7 @@ static bool take_stream_slot(api_req *r, stream_st *st)
 
 /* The CHAT_STREAM request for the enclave, or NULL (then a reply was sent). */
 static json_t *enclave_request(api_req *r, json_t *body, const char *model, const char *storage_key,
-                               const char *session_id)
+                               const char *session_id, size_t max)
 {
     json_t *hist = json_object_get(body, PF_ENCRYPTED_HISTORY);
     const char *client_key = json_string_value(json_object_get(body, "client_transport_public_key"));
@@ -312,7 +373,7 @@ static json_t *enclave_request(api_req *r, json_t *body, const char *model, cons
         json_decref(empty);
     }
     char *line = req ? json_dumps(req, JSON_COMPACT) : NULL;
-    size_t len = line ? strlen(line) + 1 : 0, max = ec_max_request(r->srv->ec);
+    size_t len = line ? strlen(line) + 1 : 0;
     free(line);
     if (!req || !line) {
         json_decref(req);
@@ -331,11 +392,109 @@ static json_t *enclave_request(api_req *r, json_t *body, const char *model, cons
     return req;
 }
 
+/* Gives up a session row that no client was told of (a failed start): a job of
+ * its own, best effort (the sweep of empty sessions takes what this misses). */
+static void forget_work(void *conn, void *arg)
+{
+    if (store_session_delete(conn, arg) != STORE_OK)
+        log_warn(NULL, "event=store_error op=session_delete detail=\"%s\"", store_last_error(conn));
+}
+
+static void forget_done(void *arg, dbp_status st)
+{
+    (void)st;
+    free(arg);
+}
+
+static void forget_session(stream_st *st)
+{
+    char *id = strdup(st->session_id);
+    if (id && dbp_submit(st->srv->pool, forget_work, forget_done, id, true) == DBP_OK)
+        return;
+    free(id);
+}
+
+/* On a DB worker: the caller's right to send, the session (the caller's own, or a
+ * new row) and the enclave's request; a refusal is recorded as the reply. */
+static void stream_prepare(api_req *r)
+{
+    stream_st *st = r->state;
+    char storage_key[65] = "";
+    store_rc err;
+    const char *why = ru_can_send(r, storage_key, &err);
+    if (err != STORE_OK) {
+        api_store_error(r, "can_send");
+        return;
+    }
+    if (why) {
+        api_reply_detail(r, 400, why);
+        return;
+    }
+    const json_t *sid = json_object_get(st->body, "session_id");
+    if (json_is_string(sid) && json_string_length(sid)) {
+        session_row s;
+        if (!ru_session_or_reply(r, json_string_value(sid), &s))
+            return;
+        snprintf(st->session_id, sizeof st->session_id, "%s", s.id);
+        session_row_free(&s);
+    } else {
+        store_uuid(st->session_id);
+        st->new_session = true;
+    }
+    if (!(st->req = enclave_request(r, st->body, st->model, storage_key, st->session_id, st->max_request)))
+        return;
+    if (st->new_session) {
+        /* the row exists from the first event on, as in the original: the client lists
+         * it and may retry in it; its messages are stored only when a stream completes */
+        session_row s;
+        if (store_session_create(r->db, st->session_id, r->auth.user_id, ru_ctx_org(r), "New Chat", &s) !=
+            STORE_OK) {
+            st->new_session = false; /* nothing to forget */
+            api_store_error(r, "session_create");
+            return;
+        }
+        session_row_free(&s);
+    }
+}
+
+/* On the loop, after stream_prepare: the enclave stream, relayed as SSE. */
+static void stream_begin(api_req *r)
+{
+    stream_st *st = r->state;
+    if (r->closed || api_reply_pending(r)) {
+        if (r->closed && st->new_session && st->req) /* created, then nobody to tell */
+            forget_session(st);
+        stream_free(st);
+        return;
+    }
+    static const ec_stream_callbacks cb = {on_stream_event, on_stream_end};
+    st->op = ec_chat_stream(r->srv->ec, st->req, &cb, st);
+    json_decref(st->req);
+    st->req = NULL;
+    json_decref(st->body);
+    st->body = NULL;
+    if (!st->op) {
+        if (st->new_session) /* never announced: nobody can retry in it */
+            forget_session(st);
+        r->on_close = NULL;
+        stream_free(st);
+        api_reply_detail(r, 503, "Service temporarily unavailable");
+        return;
+    }
+    api_sse_on_drain(r, on_stream_drain);
+    api_sse_start(r);
+    sse_json(r, proto_sse_session(st->session_id));
+    st->heartbeat = event_new(r->srv->base, -1, EV_PERSIST, on_heartbeat, st);
+    struct timeval tv = {HEARTBEAT_S, 0};
+    if (st->heartbeat)
+        event_add(st->heartbeat, &tv);
+    log_info(r->rid, "event=stream_start model=%s new_session=%d", st->model, st->new_session);
+}
+
 static void post_stream(api_req *r)
 {
     json_t *body = api_body_json(r);
     stream_st *st = NULL;
-    json_t *req = NULL;
     if (!body)
         return;
     if (!check_stream_body(r, body))
@@ -343,17 +502,6 @@ static void post_stream(api_req *r)
     const char *model = json_string_value(json_object_get(body, "model"));
     if (!model_known(model)) {
         invalid_model(r);
-        goto out;
-    }
-    char storage_key[65] = "";
-    store_rc err;
-    const char *why = ru_can_send(r, storage_key, &err);
-    if (err != STORE_OK) {
-        api_store_error(r, "can_send");
-        goto out;
-    }
-    if (why) {
-        api_reply_detail(r, 400, why);
         goto out;
     }
     st = calloc(1, sizeof *st);
@@ -366,52 +514,14 @@ static void post_stream(api_req *r)
     snprintf(st->model, sizeof st->model, "%s", model);
     if (!take_stream_slot(r, st))
         goto out;
-    const json_t *sid = json_object_get(body, "session_id");
-    if (json_is_string(sid) && json_string_length(sid)) {
-        session_row s;
-        if (!ru_session_or_reply(r, json_string_value(sid), &s))
-            goto out;
-        snprintf(st->session_id, sizeof st->session_id, "%s", s.id);
-        session_row_free(&s);
-    } else {
-        store_uuid(st->session_id);
-        st->new_session = true;
-    }
-    if (!(req = enclave_request(r, body, model, storage_key, st->session_id)))
-        goto out;
-    if (st->new_session) {
-        /* the row exists from the first event on, as in the original: the client lists
-         * it and may retry in it; its messages are stored only when a stream completes */
-        session_row s;
-        if (store_session_create(r->srv->db, st->session_id, r->auth.user_id, ru_ctx_org(r), "New Chat", &s) !=
-            STORE_OK) {
-            api_store_error(r, "session_create");
-            goto out;
-        }
-        session_row_free(&s);
-    }
-    static const ec_stream_callbacks cb = {on_stream_event, on_stream_end};
-    st->op = ec_chat_stream(r->srv->ec, req, &cb, st);
-    if (!st->op) {
-        if (st->new_session) /* never announced: nobody can retry in it */
-            store_session_delete(r->srv->db, st->session_id);
-        api_reply_detail(r, 503, "Service temporarily unavailable");
-        goto out;
-    }
+    st->body = body;
+    st->max_request = ec_max_request(r->srv->ec);
     api_req_hold(r, on_stream_close, st);
-    api_sse_on_drain(r, on_stream_drain);
-    api_sse_start(r);
-    sse_json(r, proto_sse_session(st->session_id));
-    st->heartbeat = event_new(r->srv->base, -1, EV_PERSIST, on_heartbeat, st);
-    struct timeval tv = {HEARTBEAT_S, 0};
-    if (st->heartbeat)
-        event_add(st->heartbeat, &tv);
-    log_info(r->rid, "event=stream_start model=%s new_session=%d", model, st->new_session);
-    st = NULL; /* owned by the held request now */
+    api_db_job(r, stream_prepare, stream_begin, 0); /* st is the request's now */
+    return;
 out:
     if (st)
         stream_free(st);
-    json_decref(req);
     json_decref(body);
 }
 

@@ -24,7 +24,7 @@ static const ru_hex_field USER_KEY_FIELDS[] = {
 
 static void post_sync(api_req *r)
 {
-    store_rc rc = store_user_create(r->srv->db, r->auth.user_id);
+    store_rc rc = store_user_create(r->db, r->auth.user_id);
     if (rc != STORE_OK && rc != STORE_CONFLICT) {
         api_store_error(r, "user_create");
         return;
@@ -36,7 +36,7 @@ static void post_sync(api_req *r)
 static void get_encryption_status(api_req *r)
 {
     user_row u = {0};
-    store_rc rc = store_user_get(r->srv->db, r->auth.user_id, &u);
+    store_rc rc = store_user_get(r->db, r->auth.user_id, &u);
     if (rc == STORE_NOT_FOUND) {
         ru_reply(r, 200, json_pack("{s:b, s:n, s:n}", "has_encryption_keys", 0, "public_key",
                                    "encryption_created_at"));
@@ -102,7 +102,7 @@ static void post_keys(api_req *r)
         return;
     const char *uid = r->auth.user_id;
     /* keys are created once; a passcode change or a recovery replaces them with PUT */
-    store_rc rc = store_user_set_keys(r->srv->db, uid, &k, false);
+    store_rc rc = store_user_set_keys(r->db, uid, &k, false);
     if (rc == STORE_NOT_FOUND) {
         ru_abort(r, 400, "User %s not found", uid);
         goto out;
@@ -125,7 +125,7 @@ out:
 static void replace_refused(api_req *r, const char *public_key)
 {
     user_row u = {0};
-    store_rc rc = store_user_get(r->srv->db, r->auth.user_id, &u);
+    store_rc rc = store_user_get(r->db, r->auth.user_id, &u);
     if (rc == STORE_NOT_FOUND)
         ru_detailf(r, 400, "User %s not found", r->auth.user_id);
     else if (rc != STORE_OK)
@@ -151,9 +151,9 @@ static void put_keys(api_req *r)
     if (!body)
         return;
     const char *uid = r->auth.user_id;
-    store_rc rc = store_user_replace_keys(r->srv->db, uid, &k);
+    store_rc rc = store_user_replace_keys(r->db, uid, &k);
     if (rc == STORE_NOT_FOUND) {
-        if (store_rollback(r->srv->db) != STORE_OK) {
+        if (store_rollback(r->db) != STORE_OK) {
             api_store_error(r, "rollback");
             goto out;
         }
@@ -173,7 +173,7 @@ out:
 /* The caller's row with keys, or a reply: 400 unknown user, 404 no keys. */
 static bool load_keys(api_req *r, user_row *u)
 {
-    store_rc rc = store_user_get(r->srv->db, r->auth.user_id, u);
+    store_rc rc = store_user_get(r->db, r->auth.user_id, u);
     if (rc == STORE_NOT_FOUND) {
         ru_detailf(r, 400, "User %s not found", r->auth.user_id);
         return false;
@@ -211,7 +211,7 @@ static void get_recovery_keys(api_req *r)
         goto out;
     }
     /* the fetch is audited before the material leaves: no audit row, no keys */
-    if (store_audit(r->srv->db, "recovery_keys_fetched", r->auth.user_id, r->auth.user_id, NULL, NULL) !=
+    if (store_audit(r->db, "recovery_keys_fetched", r->auth.user_id, r->auth.user_id, NULL, NULL) !=
         STORE_OK) {
         api_store_error(r, "audit");
         goto out;
@@ -227,7 +227,7 @@ static void delete_keys(api_req *r)
 {
     user_row u = {0};
     const char *uid = r->auth.user_id;
-    store_rc rc = store_user_get(r->srv->db, uid, &u);
+    store_rc rc = store_user_get(r->db, uid, &u);
     if (rc == STORE_NOT_FOUND) {
         api_reply_empty(r, 204);
         return;
@@ -244,7 +244,7 @@ static void delete_keys(api_req *r)
     }
     if (!ru_begin(r))
         return;
-    if (store_user_clear_keys(r->srv->db, uid) != STORE_OK) {
+    if (store_user_clear_keys(r->db, uid) != STORE_OK) {
         ru_fail(r, "user_clear_keys");
         return;
     }
@@ -256,7 +256,7 @@ static void get_public_key(api_req *r)
 {
     const char *uid = r->params[0];
     user_row u = {0};
-    store_rc rc = store_user_get(r->srv->db, uid, &u);
+    store_rc rc = store_user_get(r->db, uid, &u);
     if (rc != STORE_OK && rc != STORE_NOT_FOUND) {
         api_store_error(r, "user_get");
         return;
@@ -277,14 +277,14 @@ static void get_memberships(api_req *r)
 }
 
 const route ROUTES_USERS[] = {
-    {EVHTTP_REQ_POST, P "/sync", post_sync, ROUTE_AUTH},
-    {EVHTTP_REQ_GET, P "/me/encryption-status", get_encryption_status, ROUTE_AUTH},
-    {EVHTTP_REQ_POST, P "/me/keys", post_keys, ROUTE_AUTH},
-    {EVHTTP_REQ_PUT, P "/me/keys", put_keys, ROUTE_AUTH},
-    {EVHTTP_REQ_GET, P "/me/keys", get_keys, ROUTE_AUTH},
-    {EVHTTP_REQ_DELETE, P "/me/keys", delete_keys, ROUTE_AUTH},
-    {EVHTTP_REQ_GET, P "/me/keys/recovery", get_recovery_keys, ROUTE_AUTH},
-    {EVHTTP_REQ_GET, P "/me/memberships", get_memberships, ROUTE_AUTH},
-    {EVHTTP_REQ_GET, P "/{}/public-key", get_public_key, ROUTE_AUTH},
+    {EVHTTP_REQ_POST, P "/sync", post_sync, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_GET, P "/me/encryption-status", get_encryption_status, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_POST, P "/me/keys", post_keys, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_PUT, P "/me/keys", put_keys, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_GET, P "/me/keys", get_keys, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_DELETE, P "/me/keys", delete_keys, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_GET, P "/me/keys/recovery", get_recovery_keys, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_GET, P "/me/memberships", get_memberships, ROUTE_AUTH | ROUTE_DB},
+    {EVHTTP_REQ_GET, P "/{}/public-key", get_public_key, ROUTE_AUTH | ROUTE_DB},
 };
 const size_t N_ROUTES_USERS = sizeof ROUTES_USERS / sizeof ROUTES_USERS[0];

@@ -92,8 +92,8 @@ json_t *ru_memberships(api_req *r, const char *user_id, const char *org_id,
 {
     membership_row *list = NULL;
     size_t n = 0;
-    store_rc rc = user_id ? store_memberships_for_user(r->srv->db, user_id, &list, &n)
-                          : store_memberships_for_org(r->srv->db, org_id, &list, &n);
+    store_rc rc = user_id ? store_memberships_for_user(r->db, user_id, &list, &n)
+                          : store_memberships_for_org(r->db, org_id, &list, &n);
     if (rc != STORE_OK) {
         api_store_error(r, user_id ? "memberships_for_user" : "memberships_for_org");
         return NULL;
@@ -110,7 +110,7 @@ json_t *ru_memberships(api_req *r, const char *user_id, const char *org_id,
 bool ru_require_db_admin(api_req *r, const char *org_id, membership_row *out)
 {
     membership_row m = {0};
-    store_rc rc = store_membership_get(r->srv->db, r->auth.user_id, org_id, &m);
+    store_rc rc = store_membership_get(r->db, r->auth.user_id, org_id, &m);
     if (rc == STORE_NOT_FOUND) {
         ru_detailf(r, 404, "User %s is not a member of org %s", r->auth.user_id, org_id);
         return false;
@@ -135,7 +135,7 @@ bool ru_require_db_admin(api_req *r, const char *org_id, membership_row *out)
 
 bool ru_begin(api_req *r)
 {
-    if (store_begin(r->srv->db) == STORE_OK)
+    if (store_begin(r->db) == STORE_OK)
         return true;
     api_store_error(r, "begin");
     return false;
@@ -144,13 +144,13 @@ bool ru_begin(api_req *r)
 void ru_fail(api_req *r, const char *op)
 {
     api_store_error(r, op); /* first: it logs the store's reason, which rollback may replace */
-    store_rollback(r->srv->db);
+    store_rollback(r->db);
 }
 
 void ru_abort(api_req *r, int status, const char *fmt, ...)
 {
-    if (store_rollback(r->srv->db) != STORE_OK)
-        log_warn(r->rid, "event=rollback_failed detail=\"%s\"", store_last_error(r->srv->db));
+    if (store_rollback(r->db) != STORE_OK)
+        log_warn(r->rid, "event=rollback_failed detail=\"%s\"", store_last_error(r->db));
     va_list ap;
     va_start(ap, fmt);
     detail_v(r, status, fmt, ap);
@@ -159,7 +159,7 @@ void ru_abort(api_req *r, int status, const char *fmt, ...)
 
 bool ru_commit(api_req *r)
 {
-    if (store_commit(r->srv->db) == STORE_OK)
+    if (store_commit(r->db) == STORE_OK)
         return true;
     ru_fail(r, "commit");
     return false;
@@ -168,7 +168,7 @@ bool ru_commit(api_req *r)
 bool ru_audit_commit(api_req *r, const char *event_type, const char *actor, const char *target,
                      const char *org_id, const json_t *data)
 {
-    if (store_audit(r->srv->db, event_type, actor, target, org_id, data) != STORE_OK) {
+    if (store_audit(r->db, event_type, actor, target, org_id, data) != STORE_OK) {
         ru_fail(r, "audit");
         return false;
     }
@@ -226,7 +226,7 @@ static void context_reply(api_req *r, const char *owner_type, json_t *data, bool
 void ru_context_get(api_req *r, const char *owner_type, const char *owner_id, bool with_owner)
 {
     json_t *data = NULL;
-    if (store_context_get(r->srv->db, owner_type, owner_id, &data) != STORE_OK) {
+    if (store_context_get(r->db, owner_type, owner_id, &data) != STORE_OK) {
         api_store_error(r, "context_get");
         return;
     }
@@ -239,7 +239,7 @@ void ru_context_put(api_req *r, const char *owner_type, const char *owner_id, bo
     if (!body)
         return;
     if (context_body(r, body, &data)) {
-        if (store_context_put(r->srv->db, owner_type, owner_id, data) != STORE_OK)
+        if (store_context_put(r->db, owner_type, owner_id, data) != STORE_OK)
             api_store_error(r, "context_put");
         else
             context_reply(r, owner_type, json_incref(data), with_owner);
@@ -257,7 +257,7 @@ const char *ru_ctx_org(const api_req *r)
 /* The session, if it belongs to the caller and to the caller's current context. */
 store_rc ru_own_session(api_req *r, const char *id, session_row *out)
 {
-    store_rc rc = store_session_get(r->srv->db, id, out);
+    store_rc rc = store_session_get(r->db, id, out);
     if (rc != STORE_OK)
         return rc;
     const char *org = ru_ctx_org(r);
@@ -284,7 +284,7 @@ bool ru_session_or_reply(api_req *r, const char *id, session_row *out)
  * storage_key receives the key messages are stored under (user's or org's). */
 const char *ru_can_send(api_req *r, char storage_key[65], store_rc *err)
 {
-    store *db = r->srv->db;
+    store *db = r->db;
     user_row u;
     *err = STORE_OK;
     store_rc rc = store_user_get(db, r->auth.user_id, &u);

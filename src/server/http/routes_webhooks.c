@@ -341,7 +341,7 @@ static void post_clerk(api_req *r)
     const char *type = data_str(payload, "type");
     json_t *empty = json_object();
     const json_t *data = json_object_get(payload, "data");
-    wh_event ev = {.r = r, .db = r->srv->db, .delivery_id = api_header(r, "svix-id"),
+    wh_event ev = {.r = r, .db = r->db, .delivery_id = api_header(r, "svix-id"),
                    .data = json_is_object(data) ? data : empty};
     wh_result res = handle(&ev, type);
     static const char *const NAMES[] = {"processed", "ignored", "error", "store_error", "duplicate"};
@@ -363,6 +363,6 @@ static void post_clerk(api_req *r)
 }
 
 const route ROUTES_WEBHOOKS[] = {
-    {EVHTTP_REQ_POST, "/api/v1/webhooks/clerk", post_clerk, 0},
+    {EVHTTP_REQ_POST, "/api/v1/webhooks/clerk", post_clerk, ROUTE_DB},
 };
 const size_t N_ROUTES_WEBHOOKS = sizeof ROUTES_WEBHOOKS / sizeof ROUTES_WEBHOOKS[0];

@@ -30,6 +30,10 @@
 #define MAX_IDLE_CONNS 8
 #define MAX_LINE (64u << 20)
 #define KEY_RETRY_MS 2000u
+/* The enclave's listen backlog is full (a unix socket's connect says EAGAIN): the
+ * enclave is there and busy, so the connect is tried again after 5, 10, ... 320 ms,
+ * at most this many times; the op's own deadline bounds the wait too. */
+#define CONNECT_BUSY_RETRIES 24
 
 typedef enum op_kind { OP_HEALTH, OP_SET_CREDS, OP_KEY, OP_STREAM, OP_ATTEST } op_kind;
 
@@ -44,6 +48,8 @@ struct ec_op {
     vbuf req;             /* the request line, kept for one retry */
     bool reused_conn;     /* a failure before any reply byte may be retried once */
     bool retried;
+    unsigned busy_waits;  /* connects put off because the enclave's backlog was full */
+    bool connect_wait;    /* kick is a timer for the next connect */
     bool got_bytes;
     bool finished;
     bool in_cb;           /* inside on_event: a cancel only marks the op */
@@ -338,6 +344,15 @@ static void start_nitro(ec_op *op)
     } else {
         char err[200];
         c = conn_open(ec, err, sizeof err);
+        if (!c && (errno == EAGAIN || errno == EWOULDBLOCK) && op->busy_waits < CONNECT_BUSY_RETRIES) {
+            unsigned shift = op->busy_waits < 6 ? op->busy_waits : 6;
+            struct timeval tv = {0, (suseconds_t)(5000u << shift)};
+            op->busy_waits++;
+            op->connect_wait = true;
+            log_debug(op->rid, "event=enclave_busy_backlog attempt=%u", op->busy_waits);
+            event_add(op->kick, &tv);
+            return;
+        }
         if (!c) {
             note_down(ec);
             log_info(op->rid, "event=enclave_connect_failed detail=\"%s\"", err);
@@ -572,6 +587,11 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     ec_op *op = arg;
     enclave_client *ec = op->ec;
+    if (ec->mode == ENCLAVE_NITRO && op->connect_wait) { /* the enclave was busy: connect again */
+        op->connect_wait = false;
+        start_nitro(op);
+        return;
+    }
     if (ec->mode == ENCLAVE_NITRO) { /* a connect that failed at once */
         finish_error(op, ENCLAVE_ERR_UNAVAILABLE, "enclave unreachable");
         return;

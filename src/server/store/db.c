@@ -18,6 +18,7 @@ struct db {
     const db_backend_ops *ops;
     void *conn; /* the backend's connection state */
     bool in_tx;
+    bool timed_out; /* the last failure: the database did not answer in time */
     char err[512];
     char *secret[2]; /* the URL's password, as written and percent-decoded: redacted from err */
 };
@@ -267,18 +268,36 @@ db_kind db_backend(const db *d) { return d->ops->kind; }
 const char *db_backend_name(const db *d) { return d->ops->name; }
 const char *db_errmsg(const db *d) { return d->err; }
 bool db_in_transaction(const db *d) { return d->in_tx; }
+bool db_timed_out(const db *d) { return d->timed_out; }
+void db_mark_timed_out(db *d) { d->timed_out = true; }
+
+db_rc db_set_timeout(db *d, long ms)
+{
+    d->timed_out = false;
+    if (ms < 0) {
+        db_set_err(d, "a timeout cannot be negative");
+        return DB_ERR;
+    }
+    return d->ops->set_timeout(d, d->conn, ms);
+}
 
 db_rc db_exec(db *d, const char *sql, const db_param *params, size_t n, db_result *res)
 {
     if (res)
         memset(res, 0, sizeof *res);
+    d->timed_out = false;
     return d->ops->exec(d, d->conn, sql, params, n, res);
 }
 
-db_rc db_script(db *d, const char *sql) { return d->ops->script(d, d->conn, sql); }
+db_rc db_script(db *d, const char *sql)
+{
+    d->timed_out = false;
+    return d->ops->script(d, d->conn, sql);
+}
 
 db_rc db_begin(db *d)
 {
+    d->timed_out = false;
     if (d->in_tx) {
         db_set_err(d, "a transaction is already open");
         return DB_ERR;
@@ -291,6 +310,7 @@ db_rc db_begin(db *d)
 
 db_rc db_commit(db *d)
 {
+    d->timed_out = false;
     if (!d->in_tx) {
         db_set_err(d, "no transaction is open");
         return DB_ERR;
@@ -300,9 +320,11 @@ db_rc db_commit(db *d)
         /* SQLite keeps the transaction after a failed COMMIT (on PostgreSQL it is
          * already over and this ROLLBACK is a no-op); the COMMIT's error stays */
         char saved[sizeof d->err];
+        bool saved_timeout = d->timed_out;
         memcpy(saved, d->err, sizeof saved);
         d->ops->rollback(d, d->conn);
         memcpy(d->err, saved, sizeof saved);
+        d->timed_out = saved_timeout;
     }
     d->in_tx = false;
     return rc;
@@ -310,6 +332,7 @@ db_rc db_commit(db *d)
 
 db_rc db_rollback(db *d)
 {
+    d->timed_out = false;
     if (!d->in_tx) {
         db_set_err(d, "no transaction is open");
         return DB_ERR;

@@ -8,7 +8,8 @@
  * until db_result_free (or until taken with db_take). Prepared statements are
  * cached per connection, keyed by the SQL text. Error text (db_errmsg) never
  * contains the password from the URL, and nothing here ever logs.
- * A db is used by one thread at a time.
+ * A db is used by one thread at a time; each thread that needs the database opens
+ * its own (veild's DB workers do), and nothing here is shared between two dbs.
  */
 #ifndef VEIL_SERVER_DB_H
 #define VEIL_SERVER_DB_H
@@ -85,6 +86,20 @@ void db_close(db *d);
 db_kind db_backend(const db *d);
 const char *db_backend_name(const db *d); /* "sqlite" | "postgresql" */
 const char *db_errmsg(const db *d);
+/* The last failure was the database not answering in time (db_set_timeout), or
+ * busy past it: the same call may succeed later. */
+bool db_timed_out(const db *d);
+
+/* How long one statement may take, in ms; 0 (the default) waits as long as it takes.
+ * PostgreSQL: the server's statement_timeout on this connection, and the client's
+ * own wait for each answer (ms + DB_TIMEOUT_GRACE_MS, so that the server's timeout
+ * answers first), past which the connection is shut down (the server rolls back
+ * what it held) and made again by the next call, within the same bound. A server
+ * or a network that stops answering can hold a caller no longer than that.
+ * SQLite: the busy timeout (how long a writer waits for another; 0 keeps its
+ * default of 5 s), past which the call fails as timed out. */
+#define DB_TIMEOUT_GRACE_MS 1000
+db_rc db_set_timeout(db *d, long ms);
 
 /* Runs one statement with n parameters. res (may be NULL) receives the rows and
  * the change count; on failure it is left empty. */

@@ -27,6 +27,8 @@ typedef struct db_backend_ops {
     db_rc (*begin)(db *d, void *conn);
     db_rc (*commit)(db *d, void *conn);
     db_rc (*rollback)(db *d, void *conn);
+    /* db_set_timeout: ms > 0, or 0 for no limit */
+    db_rc (*set_timeout)(db *d, void *conn, long ms);
 } db_backend_ops;
 
 extern const db_backend_ops db_sqlite_ops;
@@ -35,6 +37,8 @@ extern const db_backend_ops db_pg_ops;
 /* Formats into the db's error text (one line), then replaces every occurrence of
  * the URL's password by "***". */
 void db_set_err(db *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The error just set is a timeout (db_timed_out); every call starts without one. */
+void db_mark_timed_out(db *d);
 /* Appends a row of r->ncols NULL cells; returns it, or NULL when out of memory. */
 char **db_result_add_row(db_result *r);
 

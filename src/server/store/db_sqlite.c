@@ -15,7 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define SQLITE_BUSY_TIMEOUT_MS 5000 /* wait this long for another writer before SQLITE_BUSY */
+#define SQLITE_BUSY_TIMEOUT_MS 5000 /* wait this long for another writer before SQLITE_BUSY (db_set_timeout) */
 
 typedef struct cached_stmt {
     char *sql;
@@ -257,6 +257,8 @@ static db_rc sq_exec(db *d, void *conn, const char *sql, const db_param *p, size
     if (rc != SQLITE_DONE) {
         db_set_err(d, "sqlite: %s", sqlite3_errmsg(q->h));
         out = map_rc(sqlite3_extended_errcode(q->h));
+        if ((rc & 0xff) == SQLITE_BUSY) /* another writer held the lock past the busy timeout */
+            db_mark_timed_out(d);
         goto done;
     }
     if (res)
@@ -277,8 +279,19 @@ static db_rc sq_script(db *d, void *conn, const char *sql)
     if (rc != SQLITE_OK) {
         db_set_err(d, "sqlite: %s", msg ? msg : sqlite3_errstr(rc));
         sqlite3_free(msg);
+        if ((rc & 0xff) == SQLITE_BUSY)
+            db_mark_timed_out(d);
         return map_rc(sqlite3_extended_errcode(q->h));
     }
+    return DB_OK;
+}
+
+/* A local file has no network to wait on: the only wait is for another writer. */
+static db_rc sq_set_timeout(db *d, void *conn, long ms)
+{
+    (void)d;
+    sq *q = conn;
+    sqlite3_busy_timeout(q->h, ms > 0 ? (int)(ms > INT_MAX ? INT_MAX : ms) : SQLITE_BUSY_TIMEOUT_MS);
     return DB_OK;
 }
 
@@ -299,4 +312,5 @@ const db_backend_ops db_sqlite_ops = {
     .begin = sq_begin,
     .commit = sq_commit,
     .rollback = sq_rollback,
+    .set_timeout = sq_set_timeout,
 };

@@ -8,6 +8,7 @@
 #include "server/store/store_int.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@
 
 store_rc st_fail(store *s, const char *fmt, ...)
 {
+    s->timed_out = false;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(s->err, sizeof s->err, fmt, ap);
@@ -37,6 +39,7 @@ store_rc st_fail(store *s, const char *fmt, ...)
 store_rc st_db_fail(store *s, db_rc rc)
 {
     snprintf(s->err, sizeof s->err, "%s", db_errmsg(s->d));
+    s->timed_out = db_timed_out(s->d);
     return rc == DB_UNIQUE ? STORE_CONFLICT : rc == DB_FOREIGN_KEY ? STORE_NOT_FOUND : STORE_ERR;
 }
 
@@ -258,14 +261,20 @@ void store_now(char out[32]) { format_ts(now_us(), out); }
 
 void st_ts_ago(long seconds, char out[32]) { format_ts(now_us() - (int64_t)seconds * 1000000, out); }
 
-/* A timestamp strictly after every one this store handed out before, so that
+/* The last timestamp this process handed out. Process-wide, not per store: veild's
+ * DB workers each have a connection, and two requests that one client makes one
+ * after the other may land on two of them. */
+static _Atomic int64_t g_last_us;
+
+/* A timestamp strictly after every one this process handed out before, so that
  * "newest first" is well defined and the assistant message follows the user's. */
 void st_stamp(store *s, char out[32])
 {
-    int64_t us = now_us();
-    if (us <= s->last_us)
-        us = s->last_us + 1;
-    s->last_us = us;
+    (void)s;
+    int64_t now = now_us(), last = atomic_load(&g_last_us), us;
+    do
+        us = now > last ? now : last + 1;
+    while (!atomic_compare_exchange_weak(&g_last_us, &last, us));
     format_ts(us, out);
 }
 
@@ -344,7 +353,7 @@ out:
     return rc == STORE_OK ? STORE_OK : STORE_ERR;
 }
 
-store *store_open(const char *url, char *err, size_t errlen)
+static store *open_store(const char *url, bool migrate, char *err, size_t errlen)
 {
     char local[256];
     if (!err || errlen == 0) {
@@ -362,13 +371,25 @@ store *store_open(const char *url, char *err, size_t errlen)
         return NULL;
     }
     s->d = d;
-    if (apply_migrations(s) != STORE_OK) {
+    if (migrate && apply_migrations(s) != STORE_OK) {
         snprintf(err, errlen, "%s", s->err);
         store_close(s);
         return NULL;
     }
     return s;
 }
+
+store *store_open(const char *url, char *err, size_t errlen) { return open_store(url, true, err, errlen); }
+
+store *store_connect(const char *url, char *err, size_t errlen) { return open_store(url, false, err, errlen); }
+
+store_rc store_set_timeout(store *s, long ms)
+{
+    db_rc rc = db_set_timeout(s->d, ms);
+    return rc == DB_OK ? STORE_OK : st_db_fail(s, rc);
+}
+
+bool store_timed_out(const store *s) { return s->timed_out; }
 
 void store_close(store *s)
 {
@@ -418,6 +439,8 @@ store_rc store_commit(store *s)
     db_rc rc = db_commit(s->d);
     return rc == DB_OK ? STORE_OK : st_db_fail(s, rc);
 }
+
+bool store_in_transaction(const store *s) { return s->user_tx; }
 
 store_rc store_rollback(store *s)
 {

@@ -31,11 +31,23 @@ typedef enum store_rc {
 typedef struct store store;
 
 /* url: "sqlite:/path/to/veil.db" (or a bare path), or "postgresql://..." /
- * "postgres://...". Runs pending migrations. NULL on failure (err filled). */
+ * "postgres://...". Runs pending migrations, one process at a time (PostgreSQL:
+ * an advisory lock; SQLite: BEGIN IMMEDIATE): instances that start together on one
+ * database apply each migration once. NULL on failure (err filled). */
 store *store_open(const char *url, char *err, size_t errlen);
+/* Another connection to a database that store_open has brought up to date, without
+ * the migrations (veild's DB workers: one store each). */
+store *store_connect(const char *url, char *err, size_t errlen);
 void store_close(store *s);
 const char *store_backend(const store *s); /* "sqlite" | "postgresql" */
 const char *store_last_error(const store *s);
+/* How long one statement may take, in ms (db_set_timeout: PostgreSQL's
+ * statement_timeout and the client's own bounded wait; SQLite's busy timeout);
+ * 0 = no limit. */
+store_rc store_set_timeout(store *s, long ms);
+/* The last STORE_ERR was the database not answering in time (or busy past the
+ * timeout): the caller may say "retry" rather than "failed". */
+bool store_timed_out(const store *s);
 int store_schema_version(store *s);
 store_rc store_ping(store *s); /* SELECT 1 */
 
@@ -43,6 +55,8 @@ store_rc store_ping(store *s); /* SELECT 1 */
 store_rc store_begin(store *s);
 store_rc store_commit(store *s);
 store_rc store_rollback(store *s);
+/* store_begin is open (a caller that ends its work with one open has a bug). */
+bool store_in_transaction(const store *s);
 
 /* The current time in the store's timestamp format (27 chars + NUL). */
 void store_now(char out[32]);

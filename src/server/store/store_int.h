@@ -18,8 +18,8 @@
 
 struct store {
     db *d;
-    bool user_tx; /* store_begin is open */
-    int64_t last_us; /* the last timestamp handed out: the store's timestamps strictly increase */
+    bool user_tx;   /* store_begin is open */
+    bool timed_out; /* err is the database not answering in time */
     char err[512];
 };
 
@@ -46,7 +46,8 @@ store_rc st_write_row(store *s, const char *sql, const db_param *p, size_t n);
 /* Reads the boolean that sql selects for the row with that id; STORE_NOT_FOUND without the row. */
 store_rc st_read_flag(store *s, const char *sql, const char *id, bool *flag);
 
-/* A timestamp strictly after every one this store handed out before. */
+/* A timestamp strictly after every one this process handed out before, on any
+ * connection (veild's workers each have one). */
 void st_stamp(store *s, char out[32]);
 /* The store's timestamp seconds ago. */
 void st_ts_ago(long seconds, char out[32]);

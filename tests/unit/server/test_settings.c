@@ -63,6 +63,10 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.user_table_max, 100000);
     assert_int_equal(cfg.empty_session_ttl, 86400);
     assert_false(cfg.debug_routes);
+    assert_int_equal(cfg.db_workers, SETTINGS_DEFAULT_DB_WORKERS);
+    assert_int_equal(cfg.db_queue_max, 256);
+    assert_int_equal(cfg.db_timeout_ms, 5000);
+    assert_int_equal(cfg.health_db_wait_ms, 2000);
 }
 
 static void test_values_from_the_environment(void **state)
@@ -75,7 +79,13 @@ static void test_values_from_the_environment(void **state)
     setenv("VEIL_USER_RATE", "0", 1);
     setenv("VEIL_DEBUG_ROUTES", "true", 1);
     setenv("AWS_REGION", "eu-central-1", 1);
+    setenv("VEIL_DB_WORKERS", "2", 1);
+    setenv("VEIL_DB_QUEUE_MAX", "3", 1);
+    setenv("VEIL_DB_STATEMENT_TIMEOUT_MS", "250", 1);
     assert_int_equal(settings_load(&cfg, err, sizeof err), 0);
+    assert_int_equal(cfg.db_workers, 2);
+    assert_int_equal(cfg.db_queue_max, 3);
+    assert_int_equal(cfg.db_timeout_ms, 250);
     assert_string_equal(cfg.database_url, "sqlite:/var/lib/veil/veil.db"); /* follows the data dir */
     assert_int_equal(cfg.mode, ENCLAVE_NITRO);
     assert_string_equal(cfg.enclave_addr, "unix:/run/veil/enclave.sock");
@@ -109,6 +119,9 @@ static void test_bounds_refused(void **state)
         {"VEIL_USER_BURST", "0"},                {"VEIL_USER_TABLE_MAX", "99"},
         {"VEIL_EMPTY_SESSION_TTL_SECONDS", "0"}, {"VEIL_USER_RATE", "20 "},
         {"VEIL_DEBUG_ROUTES", "perhaps"},
+        {"VEIL_DB_WORKERS", "0"},                {"VEIL_DB_WORKERS", "65"},
+        {"VEIL_DB_QUEUE_MAX", "0"},              {"VEIL_DB_STATEMENT_TIMEOUT_MS", "99"},
+        {"VEIL_DB_STATEMENT_TIMEOUT_MS", "600001"}, {"VEIL_HEALTH_DB_WAIT_MS", "60001"},
     };
     for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
         setup(NULL);

@@ -6,7 +6,9 @@
  * reply exactly as it does for a client (the 422 shapes, the echo cap, the
  * headers), and the engine's send is replaced by a capture of its status and
  * body. A test makes a request with cap_req(), calls the code under test, then
- * reads the one reply (cap.n counts replies: a check that passes sends none). */
+ * reads the one reply (cap.n counts replies: a check that passes sends none).
+ * The request's store (r->db, a DB worker's in veild) is &cap_db: a test that
+ * fakes the store checks that the code under test passes it on. */
 #ifndef VEIL_TEST_API_CAPTURE_H
 #define VEIL_TEST_API_CAPTURE_H
 
@@ -26,6 +28,7 @@ typedef struct capture {
 
 static capture cap;
 static server cap_srv;
+static int cap_db; /* stands for the DB worker's store (r->db): only its address is used */
 static int cap_conn; /* stands for the connection: only its address is used */
 
 void __wrap_httpd_respond(httpd_req *rq, int status, const char *extra_headers, const void *body,
@@ -68,6 +71,7 @@ static inline api_req *cap_req(void)
         abort();
     r->srv = &cap_srv;
     r->hr = (httpd_req *)&cap_conn;
+    r->db = (store *)&cap_db;
     TAILQ_INIT(&r->query);
     clock_gettime(CLOCK_MONOTONIC, &r->t0);
     snprintf(r->path, sizeof r->path, "/test");

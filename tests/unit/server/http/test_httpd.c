@@ -48,12 +48,13 @@ static char sock_path[108];
 
 /* ---- the handler: records each request, answers as the test says ---- */
 
-typedef enum { ANSWER_ECHO, ANSWER_HOLD, ANSWER_STREAM, ANSWER_204, ANSWER_KEEP } answer_mode;
+typedef enum { ANSWER_ECHO, ANSWER_HOLD, ANSWER_STREAM, ANSWER_204, ANSWER_TAKE, ANSWER_KEEP } answer_mode;
 
 #define MAX_SEEN 16
 #define MAX_KEPT 256
 typedef struct seen {
     char method[16], path[256], query[256], body[4096], host[64];
+    char headers[512]; /* "name=value;" for each, in order (httpd_header_at) */
     size_t body_len;
     int minor;
 } seen;
@@ -107,6 +108,11 @@ static void handler(httpd_req *rq, void *ud)
     assert_true(s->body_len < sizeof s->body);
     memcpy(s->body, b, s->body_len);
     s->minor = httpd_minor_version(rq);
+    const char *hn, *hv;
+    size_t hnl, hvl, used = 0;
+    for (size_t i = 0; httpd_header_at(rq, i, &hn, &hnl, &hv, &hvl); i++)
+        used += (size_t)snprintf(s->headers + used, sizeof s->headers - used, "%.*s=%.*s;", (int)hnl, hn, (int)hvl,
+                                 hv);
 
     answer_mode m = H.mode;
     if (H.hold_first)
@@ -129,6 +135,18 @@ static void handler(httpd_req *rq, void *ud)
     case ANSWER_204:
         httpd_respond(rq, 204, NULL, "ignored", 7);
         break;
+    case ANSWER_TAKE: { /* the body moves out: the request has none left, the taker has it all */
+        vbuf taken = VBUF_INIT;
+        httpd_take_body(rq, &taken);
+        size_t left;
+        httpd_body(rq, &left);
+        char out[128];
+        int n = snprintf(out, sizeof out, "took %zu, left %zu: %.*s", taken.len, left, (int)taken.len,
+                         (const char *)taken.data);
+        vbuf_free_secure(&taken);
+        httpd_respond(rq, 200, NULL, out, (size_t)n);
+        break;
+    }
     case ANSWER_KEEP: /* taken above */
         break;
     }
@@ -373,6 +391,7 @@ static void test_head_parsing(void **state)
     assert_string_equal(H.req[0].path, "/api/v1/x");
     assert_string_equal(H.req[0].query, "a=1&b=%20");
     assert_string_equal(H.req[0].host, "veil.test");
+    assert_string_equal(H.req[0].headers, "Host=veil.test;X-Other=y;"); /* every header, as received */
     assert_int_equal(H.req[0].minor, 1);
     assert_false(c->eof); /* HTTP/1.1 keeps the connection */
     /* the Date header is there */
@@ -394,6 +413,20 @@ static void test_body_split_anywhere(void **state)
     cl_wait_text(c, "hello world");
     assert_string_equal(cl_text(c), expect_echo(want, sizeof want, "POST /echo 11:hello world"));
     assert_int_equal(H.n, 1);
+    cl_close(c);
+}
+
+/* httpd_take_body: the handler owns the body (the API layer hands it to a DB
+ * worker); the request keeps none, and freeing it frees nothing twice. */
+static void test_take_body(void **state)
+{
+    (void)state;
+    H.mode = ANSWER_TAKE;
+    start(&LIM);
+    client *c = cl_open();
+    cl_send(c, "POST /take HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nhello world");
+    cl_wait_text(c, "hello world");
+    assert_non_null(strstr(cl_text(c), "took 11, left 0: hello world"));
     cl_close(c);
 }
 
@@ -780,6 +813,26 @@ static void test_close_while_handling(void **state)
     assert_int_equal(httpd_connections(srv), 0);
 }
 
+/* An answer given just before the server is freed (veild's shutdown answers its
+ * held requests after the loop stopped) still reaches the client. */
+static void test_answer_at_free(void **state)
+{
+    (void)state;
+    start(&LIM);
+    H.mode = ANSWER_HOLD;
+    client *c = cl_open();
+    cl_send(c, "GET /held HTTP/1.1\r\nHost: h\r\n\r\n");
+    wait_count(&H.n, 1);
+    assert_non_null(H.held);
+    httpd_respond(H.held, 503, NULL, "restarting", 10);
+    httpd_free(srv); /* no loop turn in between */
+    srv = NULL;
+    cl_wait_eof(c);
+    assert_non_null(strstr(cl_text(c), "HTTP/1.1 503 Service Unavailable\r\n"));
+    assert_non_null(strstr(cl_text(c), "\r\n\r\nrestarting"));
+    cl_close(c);
+}
+
 static bool no_connections(const void *arg)
 {
     (void)arg;
@@ -918,6 +971,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_head_parsing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_split_anywhere, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_take_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunked_request_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pipelining_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_chunked_on_1_1, setup, teardown),
@@ -931,6 +985,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_408_deadlines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_405_400_505, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_while_handling, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_answer_at_free, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_headers_by_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_held_request_cost, setup, teardown),

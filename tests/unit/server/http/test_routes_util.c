@@ -29,6 +29,7 @@
 static struct {
     store_rc rc;           /* what the next data call answers */
     store_rc begin_rc, commit_rc, rollback_rc;
+    bool timed_out;        /* store_timed_out's answer */
     const char *role;      /* store_membership_get's row role */
     json_t *context;       /* store_context_get's document (borrowed; NULL: no row) */
     int begins, commits, rollbacks;
@@ -67,14 +68,21 @@ static membership_row row(const char *id, const char *org_name, bool with_key)
 const char *__wrap_store_last_error(const store *s);
 const char *__wrap_store_last_error(const store *s)
 {
-    (void)s;
+    assert_ptr_equal(s, &cap_db); /* the request's store, the worker's */
     return "disk I/O error at /var/lib/veil/secret-path"; /* must never reach a client */
+}
+
+bool __wrap_store_timed_out(const store *s);
+bool __wrap_store_timed_out(const store *s)
+{
+    assert_ptr_equal(s, &cap_db);
+    return st.timed_out;
 }
 
 store_rc __wrap_store_membership_get(store *s, const char *user_id, const char *org_id, membership_row *out);
 store_rc __wrap_store_membership_get(store *s, const char *user_id, const char *org_id, membership_row *out)
 {
-    (void)s;
+    assert_ptr_equal(s, &cap_db); /* the request's store, the worker's */
     called("membership_get", user_id, org_id);
     if (st.rc == STORE_OK)
         *out = row("mem_1", NULL, false);
@@ -96,7 +104,7 @@ static store_rc list(membership_row **out, size_t *n)
 store_rc __wrap_store_memberships_for_user(store *s, const char *user_id, membership_row **out, size_t *n);
 store_rc __wrap_store_memberships_for_user(store *s, const char *user_id, membership_row **out, size_t *n)
 {
-    (void)s;
+    assert_ptr_equal(s, &cap_db); /* the request's store, the worker's */
     called("memberships_for_user", user_id, NULL);
     return list(out, n);
 }
@@ -104,7 +112,7 @@ store_rc __wrap_store_memberships_for_user(store *s, const char *user_id, member
 store_rc __wrap_store_memberships_for_org(store *s, const char *org_id, membership_row **out, size_t *n);
 store_rc __wrap_store_memberships_for_org(store *s, const char *org_id, membership_row **out, size_t *n)
 {
-    (void)s;
+    assert_ptr_equal(s, &cap_db); /* the request's store, the worker's */
     called("memberships_for_org", NULL, org_id);
     return list(out, n);
 }
@@ -112,7 +120,7 @@ store_rc __wrap_store_memberships_for_org(store *s, const char *org_id, membersh
 store_rc __wrap_store_begin(store *s);
 store_rc __wrap_store_begin(store *s)
 {
-    (void)s;
+    assert_ptr_equal(s, &cap_db); /* the request's store, the worker's */
     st.begins++;
     return st.begin_rc;
 }
@@ -120,7 +128,7 @@ store_rc __wrap_store_begin(store *s)
 store_rc __wrap_store_commit(store *s);
 store_rc __wrap_store_commit(store *s)
 {
-    (void)s;
+    assert_ptr_equal(s, &cap_db); /* the request's store, the worker's */
     st.commits++;
     return st.commit_rc;
 }
@@ -128,7 +136,7 @@ store_rc __wrap_store_commit(store *s)
 store_rc __wrap_store_rollback(store *s);
 store_rc __wrap_store_rollback(store *s)
 {
-    (void)s;
+    assert_ptr_equal(s, &cap_db); /* the request's store, the worker's */
     st.rollbacks++;
     return st.rollback_rc;
 }
@@ -136,7 +144,7 @@ store_rc __wrap_store_rollback(store *s)
 store_rc __wrap_store_context_get(store *s, const char *owner_type, const char *owner_id, json_t **data);
 store_rc __wrap_store_context_get(store *s, const char *owner_type, const char *owner_id, json_t **data)
 {
-    (void)s;
+    assert_ptr_equal(s, &cap_db); /* the request's store, the worker's */
     snprintf(st.owner_type, sizeof st.owner_type, "%s", owner_type);
     snprintf(st.owner_id, sizeof st.owner_id, "%s", owner_id);
     if (st.rc == STORE_OK)
@@ -147,7 +155,7 @@ store_rc __wrap_store_context_get(store *s, const char *owner_type, const char *
 store_rc __wrap_store_context_put(store *s, const char *owner_type, const char *owner_id, const json_t *data);
 store_rc __wrap_store_context_put(store *s, const char *owner_type, const char *owner_id, const json_t *data)
 {
-    (void)s;
+    assert_ptr_equal(s, &cap_db); /* the request's store, the worker's */
     snprintf(st.owner_type, sizeof st.owner_type, "%s", owner_type);
     snprintf(st.owner_id, sizeof st.owner_id, "%s", owner_id);
     json_decref(st.put);
@@ -295,6 +303,15 @@ static void test_memberships(void **state)
     r = cap_req();
     assert_null(ru_memberships(r, "user_1", NULL, id_only));
     assert_detail(500, "Database operation failed");
+    cap_done(r);
+
+    /* a database that did not answer in time (VEIL_DB_STATEMENT_TIMEOUT_MS): 503 with
+     * Retry-After, a retry may succeed; the fixed text, without the store's reason */
+    st.timed_out = true;
+    r = cap_req();
+    assert_null(ru_memberships(r, "user_1", NULL, id_only));
+    assert_detail(503, "The database did not answer in time, please retry");
+    assert_non_null(strstr(vbuf_cstr(&r->headers), "Retry-After: 1\r\n"));
     cap_done(r);
 }
 

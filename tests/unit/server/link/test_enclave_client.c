@@ -15,6 +15,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <errno.h>
 #include <event2/event.h>
 #include <signal.h>
 #include <stdio.h>
@@ -763,6 +764,48 @@ static void test_nitro_enclave_starts_later(void **state)
     assert_string_equal(ec_public_key(ec), K1);
 }
 
+/* ---- nitro: an enclave whose listen backlog is full ---- */
+
+/* A unix socket's connect says EAGAIN while the listener's backlog is full: the
+ * enclave is there, only busy (a burst of streams). The client waits and connects
+ * again instead of answering "enclave unreachable". */
+static void test_nitro_busy_backlog_waits(void **state)
+{
+    (void)state;
+    /* the listener stops accepting, and its backlog fills */
+    event_del(P.accept_ev);
+    veil_addr a;
+    char spec[160], err[200];
+    snprintf(spec, sizeof spec, "unix:%s", sock_path);
+    assert_int_equal(addr_parse(spec, &a, err, sizeof err), 0);
+    int fillers[64], n = 0;
+    for (; n < 64; n++) {
+        fillers[n] = addr_connect(&a, true, err, sizeof err);
+        if (fillers[n] < 0) {
+            assert_int_equal(errno, EAGAIN); /* the backlog is full, not the socket gone */
+            break;
+        }
+    }
+    assert_true(n > 0 && n < 64);
+    ec_health(ec, on_health, NULL);
+    for (int i = 0; i < 5; i++) { /* a few retries' worth of the loop */
+        struct timeval tv = {0, 20000};
+        event_base_loopexit(base, &tv);
+        event_base_dispatch(base);
+    }
+    assert_int_equal(R.healths, 0); /* still waiting, not "unreachable" */
+    /* the enclave drains its backlog: the fillers go, the client's connect gets in */
+    for (int i = 0; i < n; i++) {
+        close(fillers[i]);
+        int afd = accept(P.lfd, NULL, NULL);
+        assert_true(afd >= 0);
+        close(afd);
+    }
+    event_add(P.accept_ev, NULL);
+    wait_for(&R.healths, 1);
+    assert_true(R.health.ok);
+}
+
 /* ---- nitro: deadlines ---- */
 
 static bool swallow_hook(peer_conn *pc, const json_t *req)
@@ -925,6 +968,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_nitro_set_credentials, nitro_setup, teardown),
         cmocka_unit_test_setup_teardown(test_nitro_enclave_starts_later, nitro_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nitro_busy_backlog_waits, nitro_setup, teardown),
         cmocka_unit_test_setup_teardown(test_nitro_deadlines, nitro_setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_ops_in_flight, nitro_setup, teardown),
         cmocka_unit_test_setup_teardown(test_mock_key_health_credentials, mock_setup, teardown),

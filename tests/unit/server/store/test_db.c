@@ -139,11 +139,40 @@ static void test_open_refusals(void **state)
     assert_int_equal(access(dir, F_OK), -1);
 }
 
+/* Two connections on one file (veild's DB workers): a writer waits for another
+ * up to the timeout, then fails as timed out, not as a plain error; once the
+ * first one commits, the second writes. */
+static void test_sqlite_busy_timeout(void **state)
+{
+    db_fx *f = *state;
+    char err[512];
+    db *a = db_open(f->url, err, sizeof err), *b = db_open(f->url, err, sizeof err);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(db_script(a, "CREATE TABLE IF NOT EXISTS dbt_busy (x INTEGER)"), DB_OK);
+    assert_int_equal(db_set_timeout(b, 50), DB_OK);
+    assert_int_equal(db_begin(a), DB_OK);
+    assert_int_equal(db_begin(b), DB_ERR);
+    assert_true(db_timed_out(b));
+    assert_int_equal(db_exec(b, "INSERT INTO dbt_busy (x) VALUES (1)", NULL, 0, NULL), DB_ERR);
+    assert_true(db_timed_out(b));
+    assert_int_equal(db_commit(a), DB_OK);
+    assert_int_equal(db_exec(b, "INSERT INTO dbt_busy (x) VALUES (1)", NULL, 0, NULL), DB_OK);
+    assert_false(db_timed_out(b));
+    /* a plain error is no timeout */
+    assert_int_equal(db_exec(b, "INSERT INTO no_such_table VALUES (1)", NULL, 0, NULL), DB_ERR);
+    assert_false(db_timed_out(b));
+    assert_int_equal(db_script(a, "DROP TABLE dbt_busy"), DB_OK);
+    db_close(a);
+    db_close(b);
+}
+
 static const struct CMUnitTest sqlite_only[] = {
     cmocka_unit_test(test_sqlite_settings),
     cmocka_unit_test(test_sqlite_url_spellings),
     cmocka_unit_test(test_sqlite_memory),
     cmocka_unit_test(test_open_refusals),
+    cmocka_unit_test(test_sqlite_busy_timeout),
 };
 
 int main(void)
