@@ -8,9 +8,10 @@ JOBS       ?= $(shell nproc)
 CMAKE_GEN   = -G Ninja
 
 FUZZ_BUILD   ?= build-fuzz
-FUZZ_SECONDS ?= 60
+FUZZ_SECONDS ?= 10
+FUZZ_RUNS    ?= 10000000
 
-.PHONY: all deps build build-asan build-tsan test test-plain test-asan test-tsan run bench soak fuzz clean
+.PHONY: all deps build build-asan build-tsan test test-plain test-asan test-tsan run bench soak fuzz-build fuzz fuzz-long clean
 
 all: build
 
@@ -67,17 +68,20 @@ bench: build
 soak: build
 	@scripts/soak $(BUILD)
 
-# each libFuzzer target for FUZZ_SECONDS, corpora in fuzz/corpus-<name>/
-fuzz: deps
+# the libFuzzer targets alone (clang, coverage, ASan+UBSan)
+fuzz-build: deps
 	cmake -S . -B $(FUZZ_BUILD) $(CMAKE_GEN) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DVEIL_FUZZ=ON >/dev/null
-	@ninja -C $(FUZZ_BUILD) -j $(JOBS)
-	@for f in $(FUZZ_BUILD)/fuzz_*; do \
-	  n=$$(basename $$f); mkdir -p fuzz/corpus-$$n; \
-	  echo "== $$n ($(FUZZ_SECONDS) s)"; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=fuzz/ -print_final_stats=1 \
-	    fuzz/corpus-$$n > fuzz/$$n.log 2>&1 || { tail -40 fuzz/$$n.log; exit 1; }; \
-	  tail -3 fuzz/$$n.log; \
-	done
+	@ninja -C $(FUZZ_BUILD) -j $(JOBS) fuzzers
+
+# each target for FUZZ_SECONDS from the committed corpus, seeds and dictionary (CI);
+# what it finds stays in $(FUZZ_BUILD)/fuzz-work/ (scripts/fuzz)
+fuzz: fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz short $(FUZZ_BUILD)
+
+# each target until FUZZ_RUNS executions, niced, one at a time, then minimized into
+# fuzz/corpus/<target>/ (commit it)
+fuzz-long: fuzz-build
+	@FUZZ_RUNS=$(FUZZ_RUNS) scripts/fuzz long $(FUZZ_BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)

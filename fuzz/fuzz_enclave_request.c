@@ -1,10 +1,14 @@
 /* libFuzzer target for the enclave's request path: JSON object framing over split
- * input, then the EncryptedPayload parser, as the enclave meets them.
+ * input, then what veil-enclave's server does with the object it found (src/enclave/
+ * server.c: jansson, and the "Invalid JSON" reply when that fails), and the
+ * EncryptedPayload parser.
  *
  * The first byte picks a split point (framing must find the same object whether
- * the bytes arrive at once or in two pieces); every object found is handed to
- * ep_parse. Checks: no crash, framing agrees with itself, a parsed EP has the
- * exact field lengths and re-serialises to JSON that parses back identically.
+ * the bytes arrive at once or in two pieces); the object found is loaded as the
+ * server loads it and handed to ep_parse. Checks: no crash, framing agrees with
+ * itself, every refusal has its one-line JSON reply (the parent waits for one per
+ * request), a parsed EP has the exact field lengths and re-serialises to JSON that
+ * parses back identically.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -12,6 +16,7 @@
 #include <string.h>
 
 #include "crypto/ep.h"
+#include "enclave/enclave.h"
 #include "enclave/framing.h"
 
 #define CHECK(cond)                                                                                \
@@ -21,6 +26,28 @@
     } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* A refusal's reply is one JSON object saying "error", whatever the detail was. */
+static void check_reply(int (*fn)(const char *, vbuf *), const char *detail)
+{
+    vbuf out = VBUF_INIT;
+    CHECK(fn(detail, &out) == 0 && out.len > 0);
+    json_t *r = json_loadb((const char *)out.data, out.len, 0, NULL);
+    const char *status = json_string_value(json_object_get(r, "status"));
+    CHECK(status && strcmp(status, "error") == 0);
+    json_decref(r);
+    vbuf_free(&out);
+}
+
+/* What the server does with a framed object: load it, or answer why not. */
+static void check_load(const char *obj, size_t len)
+{
+    json_error_t jerr;
+    json_t *req = json_loadb(obj, len, 0, &jerr);
+    if (!req)
+        check_reply(enclave_invalid_json_reply, jerr.text);
+    json_decref(req);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -46,6 +73,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (r1 == JF_COMPLETE) {
         CHECK(s1 == s2 && e1 == e2 && s1 < e1 && e1 <= len);
         CHECK(copy[s1] == '{');
+        check_load(copy + s1, e1 - s1);
         ep e;
         if (ep_parse(copy + s1, e1 - s1, &e, NULL) == EP_OK) {
             vbuf out = VBUF_INIT;
@@ -61,6 +89,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             ep_clear(&e);
         }
     }
+    if (r1 == JF_NOT_OBJECT || r1 == JF_TOO_DEEP)
+        check_reply(enclave_invalid_json_reply, r1 == JF_TOO_DEEP ? "nesting too deep" : "expected a JSON object");
     free(copy);
     return 0;
 }

@@ -1,17 +1,25 @@
 /* libFuzzer target for server/jwt (token parse + RS256 verify + claims), server/jwks
  * (JWKS documents, single JWKs) and base64url.
  *
- * The first input byte picks the mode (style.md, aws-c-http's fuzz_*_correct/_random):
- *   even: the rest is fed as is to the token parser/verifier, the JWKS parser, the
- *         bearer-header splitter and the base64url decoder (random input);
- *   odd:  a valid token (template picked by the second byte), signed at start-up with a
- *         fixed key, is mutated by the remaining bytes, 3 at a time: op, position, value.
+ * The first input byte picks the mode, byte % 4 (style.md, aws-c-http's
+ * fuzz_*_correct/_random; the seeds in fuzz/seeds/fuzz_jwt/ start with '0'..'3'):
+ *   0: the rest is fed as is to the token parser/verifier, the JWKS parser, the
+ *      bearer-header splitter and the base64url decoder (random input);
+ *   1: a valid token (template picked by the second byte), signed at start-up with a
+ *      fixed key, is mutated by the remaining bytes, 3 at a time: op, position, value;
+ *   2: the rest is the claims' JSON, signed with that key (only when it is a JSON
+ *      object: signing costs ~0.3 ms) so the claim rules behind the signature are fuzzed;
+ *   3: the rest is the header's JSON, in a token with a fixed payload and signature.
  * Contracts checked (trap on violation), besides "no crash":
  *   - a decoded base64url string re-encodes to exactly the input (one spelling per value);
  *   - a token that verifies is byte-for-byte the token that was signed: no mutation of a
  *     signed token may pass (the signature covers header and claims; alg is pinned);
  *   - a successful verification fills a non-empty user_id; a failure leaves it empty;
- *   - every error maps to a 401/403/503 detail text.
+ *   - every error maps to a 401/403/503 detail text;
+ *   - verified claims are what the token says: user_id is sub, exp is in the future
+ *     (leeway allowed), the audience and azp rules of each config hold, the org role
+ *     is "org:" + o.rol, the permissions are o.per's non-empty items;
+ *   - a header that parses says alg RS256, has a kid, and embeds or points at no key.
  * Every input is copied into an exactly-sized heap buffer so ASan sees any over-read.
  *
  * Built and run by `make fuzz` (fuzz/fuzz.cmake).
@@ -22,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
 #include <openssl/rsa.h>
 
 #include "auth/jwks.h"
@@ -203,14 +212,118 @@ static void fuzz_mutated(const uint8_t *data, size_t len)
     free(tok);
 }
 
+static bool str_is(const json_t *v, const char *want)
+{
+    return json_is_string(v) && json_string_length(v) == strlen(want) &&
+           memcmp(json_string_value(v), want, json_string_length(v)) == 0;
+}
+
+/* A verified token's identity, checked against the claims read independently. */
+static void check_claims(const json_t *c, const jwt_config *cfg, const jwt_auth *a)
+{
+    const json_t *sub = json_object_get(c, "sub"), *o = json_object_get(c, "o");
+    CHECK(str_is(sub, a->user_id) && str_is(json_object_get(c, "iss"), ISS));
+    CHECK(a->exp > NOW - cfg->leeway_s);
+    const json_t *aud = json_object_get(c, "aud");
+    if (!cfg->audience) {
+        CHECK(aud == NULL);
+    } else if (!str_is(aud, cfg->audience)) {
+        bool found = false;
+        for (size_t i = 0; i < json_array_size(aud); i++)
+            found |= str_is(json_array_get(aud, i), cfg->audience);
+        CHECK(found);
+    }
+    CHECK(cfg->n_azp == 0 || str_is(json_object_get(c, "azp"), cfg->azp[0]));
+    const char *rol = json_string_value(json_object_get(o, "rol"));
+    CHECK(rol && rol[0] ? strncmp(a->org_role, "org:", 4) == 0 && strcmp(a->org_role + 4, rol) == 0
+                        : a->org_role[0] == '\0');
+    const char *id = json_string_value(json_object_get(o, "id"));
+    CHECK(strcmp(a->org_id, id ? id : "") == 0);
+    /* the permissions: o.per's items without the empty ones, each one found */
+    const char *per = json_string_value(json_object_get(o, "per"));
+    size_t items = 0;
+    for (const char *p = per; p && *p;) {
+        size_t n = strcspn(p, ",");
+        if (n) {
+            char item[JWT_PERMISSIONS_MAX];
+            CHECK(n < sizeof item);
+            memcpy(item, p, n);
+            item[n] = '\0';
+            CHECK(jwt_auth_has_permission(a, item));
+            items++;
+        }
+        p += n + (p[n] == ',');
+    }
+    CHECK(items == a->n_permissions && items <= JWT_MAX_PERMISSIONS);
+    CHECK(strlen(a->permissions) < JWT_PERMISSIONS_MAX);
+}
+
+static void fuzz_claims(const uint8_t *data, size_t len)
+{
+    json_t *claims = json_loadb((const char *)data, len, 0, NULL);
+    if (!json_is_object(claims)) { /* the parser refuses it before any key is used */
+        json_decref(claims);
+        return;
+    }
+    char *text = malloc(len + 1);
+    CHECK(text);
+    memcpy(text, data, len);
+    text[len] = '\0';
+    char *tok = NULL;
+    if (memchr(text, '\0', len) == NULL &&
+        jwt_sign_rs256(key, "{\"alg\":\"RS256\",\"kid\":\"k1\"}", text, &tok) == JWT_OK) {
+        jwt_config plain = {.issuer = ISS, .leeway_s = 30};
+        jwt_config strict = {.issuer = ISS, .audience = "api", .azp = AZP, .n_azp = 1, .leeway_s = 0};
+        jwt_auth a;
+        jwt_err e = jwt_verify(tok, strlen(tok), find_key, NULL, &plain, NOW, &a);
+        check_outcome(e, &a);
+        if (e == JWT_OK)
+            check_claims(claims, &plain, &a);
+        e = jwt_verify(tok, strlen(tok), find_key, NULL, &strict, NOW, &a);
+        check_outcome(e, &a);
+        if (e == JWT_OK)
+            check_claims(claims, &strict, &a);
+    }
+    free(tok);
+    free(text);
+    json_decref(claims);
+}
+
+static void fuzz_header(const uint8_t *data, size_t len)
+{
+    static const char rest[] = ".eyJzdWIiOiJ1In0.c2ln"; /* {"sub":"u"}, "sig" */
+    char *tok = malloc(jwt_b64url_len(len) + sizeof rest);
+    CHECK(tok);
+    jwt_b64url_encode(data, len, tok);
+    strcat(tok, rest);
+    jwt_token *t = NULL;
+    jwt_err e = jwt_parse(tok, strlen(tok), &t);
+    CHECK((e == JWT_OK) == (t != NULL));
+    if (t) {
+        json_t *h = json_loadb((const char *)data, len, 0, NULL);
+        CHECK(str_is(json_object_get(h, "alg"), "RS256"));
+        CHECK(str_is(json_object_get(h, "kid"), jwt_token_kid(t)) && jwt_token_kid(t)[0]);
+        static const char *const KEYS[] = {"jwk", "jku", "x5u", "x5c", "crit"};
+        for (size_t i = 0; i < sizeof KEYS / sizeof KEYS[0]; i++)
+            CHECK(json_object_get(h, KEYS[i]) == NULL);
+        json_decref(h);
+        jwt_token_free(t);
+    }
+    jwt_auth a;
+    check_outcome(jwt_verify(tok, strlen(tok), find_key, NULL, &(jwt_config){.issuer = ISS}, NOW, &a), &a);
+    free(tok);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 {
     init();
     if (len == 0)
         return 0;
-    if (data[0] % 2 == 0)
-        fuzz_random(data + 1, len - 1);
-    else
-        fuzz_mutated(data + 1, len - 1);
+    switch (data[0] % 4) {
+    case 0: fuzz_random(data + 1, len - 1); break;
+    case 1: fuzz_mutated(data + 1, len - 1); break;
+    case 2: fuzz_claims(data + 1, len - 1); break;
+    default: fuzz_header(data + 1, len - 1); break;
+    }
     return 0;
 }

@@ -423,9 +423,30 @@ int proto_write_set_credentials(vbuf *out, const char *akid, const char *secret_
 
 /* ---- replies and events ---- */
 
+/* msg as a JSON string. A message that echoes the request (jansson's error text
+ * quotes up to 20 of its bytes, an unknown command's name is cut to 63) may end
+ * inside a UTF-8 character: json_string() refuses that, and the parent would wait
+ * for a reply that never comes. Such a message goes out with its non-ASCII bytes
+ * as '?' (found by fuzz_enclave_request and fuzz_protocol). */
+static json_t *text_json(const char *msg)
+{
+    json_t *v = json_string(msg);
+    if (v || !msg)
+        return v;
+    char *t = strdup(msg);
+    if (!t)
+        return NULL;
+    for (char *p = t; *p; p++)
+        if ((unsigned char)*p >= 0x80)
+            *p = '?';
+    v = json_string(t);
+    free(t);
+    return v;
+}
+
 json_t *proto_error_reply(proto_cmd cmd, enclave_err code, const char *msg)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s}", PF_STATUS, "error", PF_SOURCE, PROTO_SOURCE, PF_ERROR, msg);
+    json_t *o = json_pack("{s:s, s:s, s:o}", PF_STATUS, "error", PF_SOURCE, PROTO_SOURCE, PF_ERROR, text_json(msg));
     if (o && cmd != PROTO_CMD_UNKNOWN)
         json_object_set_new(o, PF_COMMAND, json_string(proto_cmd_name(cmd)));
     if (o && code != ENCLAVE_OK)
@@ -445,8 +466,8 @@ json_t *proto_unknown_command_reply(const char *upper_name)
     for (int c = 1; c <= PROTO_N_COMMANDS; c++)
         json_array_append_new(avail, json_string(CMD_NAMES[c]));
     snprintf(msg, sizeof msg, "Unknown command: %s", upper_name); /* the original echoes it upper-cased */
-    return json_pack("{s:s, s:s, s:o, s:s}", PF_STATUS, "error", PF_ERROR, msg, PF_AVAILABLE_COMMANDS, avail,
-                     PF_SOURCE, PROTO_SOURCE);
+    return json_pack("{s:s, s:o, s:o, s:s}", PF_STATUS, "error", PF_ERROR, text_json(msg), PF_AVAILABLE_COMMANDS,
+                     avail, PF_SOURCE, PROTO_SOURCE);
 }
 
 #define EV_CONTENT PF_ENCRYPTED_CONTENT

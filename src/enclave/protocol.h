@@ -233,11 +233,14 @@ int proto_write_set_credentials(vbuf *out, const char *akid, const char *secret_
 
 /* ---- replies and events of the enclave (encoders) ---------------------------------- */
 
-/* {"status":"error","source":...,"error":msg} (and "error_code"/"command" when set). */
+/* {"status":"error","source":...,"error":msg} (and "error_code"/"command" when set).
+ * A msg that is not UTF-8 (an echo of the request cut inside a character) goes out
+ * with its non-ASCII bytes as '?': there is always a reply. */
 json_t *proto_error_reply(proto_cmd cmd, enclave_err code, const char *msg);
 /* A stream's one error event: {"error":msg,"is_final":true,"error_code":code}. */
 json_t *proto_stream_error(enclave_err code, const char *msg);
-/* The unknown-command reply, with the available commands, as the original. */
+/* The unknown-command reply, with the available commands, as the original (the name
+ * as proto_error_reply treats msg). */
 json_t *proto_unknown_command_reply(const char *upper_name);
 
 /* Format 1: {"encrypted_content": EP} or {"encrypted_thinking": EP}. */

@@ -616,6 +616,30 @@ static void test_framing(void **state)
     }
     lc_close(&c);
 
+    /* replies that echo the request cut inside a UTF-8 character (an unknown command's
+     * name at 63 bytes, jansson's error text at 20): each still gets its reply, so
+     * the next request's answer is not taken for theirs (found by fuzzing) */
+    lc_open(&c);
+    lc_send(&c, "{\"command\":\"" "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                "\"}\n{\"a\":\"\\u00\xc3\xa9\"}\n{\"command\":\"HEALTH\"}\n");
+    r = lc_next(&c, 5000);
+    assert_non_null(r);
+    assert_string_equal(jstr(r, "error"), "Unknown command: "
+                                          "???????????????????????????????????????????????????????????????");
+    json_decref(r);
+    r = lc_next(&c, 5000);
+    assert_non_null(r);
+    assert_string_equal(jstr(r, "status"), "error");
+    assert_true(strncmp(jstr(r, "error"), "Invalid JSON: ", 14) == 0);
+    json_decref(r);
+    r = lc_next(&c, 5000);
+    assert_non_null(r);
+    assert_string_equal(jstr(r, "enclave"), "running");
+    json_decref(r);
+    lc_close(&c);
+
     /* unframed with a half-close */
     lc_open(&c);
     lc_send(&c, "{\"command\":\"GET_PUBLIC_KEY\"}");

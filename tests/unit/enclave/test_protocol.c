@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <ctype.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/hex.h"
@@ -69,6 +70,49 @@ static void test_commands(void **state)
     assert_string_equal(json_string_value(json_array_get(avail, 6)), "GET_ATTESTATION");
     assert_string_equal(json_string_value(json_object_get(u, PF_SOURCE)), PROTO_SOURCE);
     json_decref(u);
+}
+
+/* A reply that echoes the request cut inside a UTF-8 character still exists: jansson
+ * refuses such a string, and the enclave used to send nothing (its parent then took
+ * the next request's answer for this one). Found by fuzz_enclave_request. */
+static void test_replies_to_cut_characters(void **state)
+{
+    (void)state;
+    json_error_t jerr;
+    static const char bad_escape[] = "{\"a\":\"\\u00\xc3\xa9\"}"; /* jansson quotes "\u00" + 0xc3 */
+    assert_null(json_loadb(bad_escape, sizeof bad_escape - 1, 0, &jerr));
+    char msg[300];
+    snprintf(msg, sizeof msg, "Invalid JSON: %s", jerr.text);
+    json_t *r = proto_error_reply(PROTO_CMD_UNKNOWN, ENCLAVE_OK, msg);
+    assert_non_null(r);
+    const char *e = json_string_value(json_object_get(r, PF_ERROR));
+    assert_true(strncmp(e, "Invalid JSON: ", 14) == 0);
+    for (const char *p = e; *p; p++)
+        assert_true((unsigned char)*p < 0x80);
+    json_decref(r);
+
+    r = proto_error_reply(PROTO_CMD_CHAT, ENCLAVE_ERR_BAD_REQUEST, "cut \xc3");
+    assert_string_equal(json_string_value(json_object_get(r, PF_ERROR)), "cut ?");
+    assert_string_equal(json_string_value(json_object_get(r, PF_ERROR_CODE)), "bad_request");
+    json_decref(r);
+    r = proto_error_reply(PROTO_CMD_CHAT, ENCLAVE_OK, "whole \xc3\xa9"); /* UTF-8 stays */
+    assert_string_equal(json_string_value(json_object_get(r, PF_ERROR)), "whole \xc3\xa9");
+    json_decref(r);
+
+    /* the enclave echoes an unknown name cut to 63 bytes: here after 31 of 32 "\xc3\xa9" */
+    char name[64];
+    for (int i = 0; i < 31; i++)
+        memcpy(name + 2 * i, "\xc3\xa9", 2);
+    name[62] = '\xc3';
+    name[63] = '\0';
+    r = proto_unknown_command_reply(name);
+    assert_non_null(r);
+    char want[100] = "Unknown command: ";
+    memset(want + 17, '?', 63);
+    want[80] = '\0';
+    assert_string_equal(json_string_value(json_object_get(r, PF_ERROR)), want);
+    assert_int_equal(json_array_size(json_object_get(r, PF_AVAILABLE_COMMANDS)), PROTO_N_COMMANDS);
+    json_decref(r);
 }
 
 static void test_error_codes(void **state)
@@ -401,6 +445,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_commands),
+        cmocka_unit_test(test_replies_to_cut_characters),
         cmocka_unit_test(test_error_codes),
         cmocka_unit_test(test_chat_stream_request_roundtrip),
         cmocka_unit_test(test_chat_request_refusals),
