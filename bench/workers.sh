@@ -37,9 +37,10 @@ AKID=AKIDBENCHWORKERS
 SECRET=bench-workers-secret
 TOKEN=bench-workers-session-token
 
-for p in veil-bedrock-sim veil-proxy veil-enclave veil-load; do
-    [ -x "$BIN/$p" ] || { echo "bench/workers.sh: $BIN/$p is missing (build first)" >&2; exit 1; }
-done
+SELF=bench/workers.sh
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+need_programs veil-bedrock-sim veil-proxy veil-enclave veil-load
 LOADPIN=()
 if [ "$PIN" != none ] && [ "$NCPU" -ge 2 ] && command -v taskset >/dev/null; then
     LOADPIN=(taskset -c "$PIN")
@@ -47,43 +48,7 @@ else
     PIN=none
 fi
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/veil-bench-workers.XXXXXX")
-pids=()
-cleanup() {
-    local rc=$?
-    trap - INT TERM EXIT
-    for ((i=${#pids[@]}-1; i>=0; i--)); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    if [ "$rc" -ne 0 ] && [ -d "$TMP" ]; then
-        for f in "$TMP"/*.log; do [ -f "$f" ] && { echo "--- $(basename "$f") (last lines)"; tail -5 "$f"; }; done >&2
-    fi
-    rm -rf "$TMP"
-    exit "$rc"
-}
-trap cleanup INT TERM EXIT
-
-# start NAME CMD...: runs CMD in the background, waits for `event=listening addr=...`;
-# sets ADDR and PID.
-start() {
-    local name=$1; shift
-    local log=$TMP/$name.log
-    "$@" >"$log" 2>&1 &
-    PID=$!
-    pids+=("$PID")
-    for _ in $(seq 1 200); do
-        ADDR=$(grep -o 'event=listening addr=[^ ]*' "$log" 2>/dev/null | head -1 | cut -d= -f3 || true)
-        [ -n "$ADDR" ] && return 0
-        kill -0 "$PID" 2>/dev/null || break
-        sleep 0.05
-    done
-    echo "bench/workers.sh: $name failed to start:" >&2
-    cat "$log" >&2
-    exit 1
-}
+bench_tmp veil-bench-workers
 
 stop_last() { # stops the process start() began last
     kill -TERM "$PID" 2>/dev/null || true
